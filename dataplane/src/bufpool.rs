@@ -1,0 +1,275 @@
+//! The per-core pool of receive buffers.
+//!
+//! On io_uring the pool is a provided buffer ring (PBUF_RING): the kernel
+//! picks a buffer when data arrives, and the completion says which. The
+//! received bytes reach the caller as a `bytes::Bytes` that points straight
+//! into the pool's memory (no copy); when the last `Bytes` pointing into a
+//! buffer drops, on any thread, the buffer id goes onto a lock-free return
+//! queue that the core drains into the ring on its next pass. On epoll the
+//! same memory is handed out by the core itself.
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::limits;
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use io_uring::types::BufRingEntry;
+use std::alloc::Layout;
+use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::task::Waker;
+
+/// The buffer group id of a core's pool (group ids are per ring).
+pub(crate) const BGID: u16 = 0;
+
+/// The pool memory, shared with every `Bytes` pointing into it.
+struct PoolShared {
+    base: NonNull<u8>,
+    layout: Layout,
+    buf_bytes: usize,
+    count: u16,
+    returned: ArrayQueue<u16>,
+}
+
+// SAFETY: a buffer's memory is written only by the kernel (or the core, on
+// epoll) while the buffer is free, and read only through the single PoolBuf
+// that owns it between its hand-out and its return; the return queue is a
+// thread-safe lock-free queue.
+unsafe impl Send for PoolShared {}
+// SAFETY: as above: no two threads ever access one buffer's bytes mutably.
+unsafe impl Sync for PoolShared {}
+
+impl Drop for PoolShared {
+    fn drop(&mut self) {
+        // SAFETY: `base` was allocated with `layout` in BufPool::new and is
+        // freed exactly once, here, when the last owner is gone.
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) };
+    }
+}
+
+/// One handed-out buffer: owned by exactly one `Bytes` (and its clones).
+struct PoolBuf {
+    shared: Arc<PoolShared>,
+    bid: u16,
+    len: usize,
+}
+
+impl AsRef<[u8]> for PoolBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: bid < count and len <= buf_bytes (checked in `take`); the
+        // buffer is owned by this PoolBuf, so nothing writes into it now.
+        unsafe { std::slice::from_raw_parts(self.shared.base.as_ptr().add(self.bid as usize * self.shared.buf_bytes), self.len) }
+    }
+}
+
+impl Drop for PoolBuf {
+    fn drop(&mut self) {
+        // Each bid is out at most once, so the queue (capacity = count) has room.
+        let pushed = self.shared.returned.push(self.bid).is_ok();
+        debug_assert!(pushed, "buffer return queue overflow");
+    }
+}
+
+struct KernelRing {
+    entries: NonNull<BufRingEntry>,
+    map_bytes: usize,
+    mask: u16,
+    tail: Cell<u16>,
+    registered: Cell<bool>,
+}
+
+/// The receive-buffer pool of one core.
+pub(crate) struct BufPool {
+    shared: Arc<PoolShared>,
+    ring: Option<KernelRing>,
+    /// Free buffers on the epoll back end.
+    free: RefCell<Vec<u16>>,
+    /// Buffers the kernel may still pick (io_uring).
+    available: Cell<u32>,
+    waiters: RefCell<Vec<Waker>>,
+    scratch: RefCell<Vec<u16>>,
+}
+
+impl BufPool {
+    pub(crate) fn new(driver: &Driver) -> Result<BufPool> {
+        let count = limits::BUF_RING_ENTRIES;
+        let buf_bytes = limits::BUF_BYTES;
+        let layout = Layout::from_size_align(count as usize * buf_bytes, 4096)
+            .map_err(|e| Error::Config(format!("buffer pool layout: {e}")))?;
+        // SAFETY: the layout has a non-zero size.
+        let base = NonNull::new(unsafe { std::alloc::alloc(layout) }).ok_or_else(|| Error::Config("buffer pool allocation failed".into()))?;
+        let shared = Arc::new(PoolShared { base, layout, buf_bytes, count, returned: ArrayQueue::new(count as usize) });
+        let mut pool = BufPool {
+            shared,
+            ring: None,
+            free: RefCell::new(Vec::new()),
+            available: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+            scratch: RefCell::new(Vec::with_capacity(count as usize)),
+        };
+        match driver.uring() {
+            Some(uring) => {
+                let map_bytes = (count as usize * std::mem::size_of::<BufRingEntry>()).next_multiple_of(4096);
+                // SAFETY: anonymous private mapping; no file, no fixed address.
+                let ptr = unsafe {
+                    libc::mmap(std::ptr::null_mut(), map_bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+                };
+                if ptr == libc::MAP_FAILED {
+                    return Err(Error::RingRegister { what: "buffer ring memory", source: std::io::Error::last_os_error() });
+                }
+                let entries = NonNull::new(ptr.cast::<BufRingEntry>()).ok_or_else(|| Error::Config("mmap returned NULL".into()))?;
+                let ring = KernelRing { entries, map_bytes, mask: count - 1, tail: Cell::new(0), registered: Cell::new(false) };
+                // SAFETY: the ring memory is page-aligned, `count` entries long,
+                // and stays mapped until after it is unregistered (Drop, unregister).
+                let registered = uring.with_submitter(|s| unsafe { s.register_buf_ring_with_flags(entries.as_ptr() as u64, count, BGID, 0) });
+                if let Err(source) = registered {
+                    // SAFETY: unmapping the mapping made above, not registered.
+                    unsafe { libc::munmap(ptr, map_bytes) };
+                    return Err(Error::RingRegister { what: "provided buffer ring", source });
+                }
+                ring.registered.set(true);
+                pool.ring = Some(ring);
+                for bid in 0..count {
+                    pool.provide_one(bid);
+                }
+                pool.publish();
+            }
+            None => {
+                pool.free = RefCell::new((0..count).rev().collect());
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Bytes of each buffer.
+    pub(crate) fn buf_bytes(&self) -> usize {
+        self.shared.buf_bytes
+    }
+
+    /// Buffers the kernel may pick right now (io_uring), or free (epoll).
+    pub(crate) fn available(&self) -> u32 {
+        match self.ring {
+            Some(_) => self.available.get(),
+            None => self.free.borrow().len() as u32,
+        }
+    }
+
+    fn provide_one(&self, bid: u16) {
+        match &self.ring {
+            Some(ring) => {
+                let tail = ring.tail.get();
+                // SAFETY: the index is masked into the ring's `count` entries,
+                // and the entry at the tail is not visible to the kernel until
+                // `publish` moves the tail past it.
+                let entry = unsafe { &mut *ring.entries.as_ptr().add((tail & ring.mask) as usize) };
+                // SAFETY: bid < count, so the buffer lies inside the pool.
+                entry.set_addr(unsafe { self.shared.base.as_ptr().add(bid as usize * self.shared.buf_bytes) } as u64);
+                entry.set_len(self.shared.buf_bytes as u32);
+                entry.set_bid(bid);
+                ring.tail.set(tail.wrapping_add(1));
+                self.available.set(self.available.get() + 1);
+            }
+            None => self.free.borrow_mut().push(bid),
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(ring) = &self.ring {
+            // SAFETY: the ring base is the first entry of a page-aligned ring;
+            // the tail field overlays its `resv` and is read by the kernel, so
+            // it is written with a release store.
+            let tail = unsafe { &*(BufRingEntry::tail(ring.entries.as_ptr()) as *const AtomicU16) };
+            tail.store(ring.tail.get(), Ordering::Release);
+        }
+    }
+
+    /// Gives returned buffers back to the kernel (or the free list) and wakes
+    /// receivers waiting for buffers. Returns how many came back.
+    pub(crate) fn drain_returns(&self, driver: &Driver) -> usize {
+        let mut scratch = self.scratch.borrow_mut();
+        while let Some(bid) = self.shared.returned.pop() {
+            scratch.push(bid);
+        }
+        if let Some(uring) = driver.uring() {
+            uring.take_orphan_buffers(&mut scratch);
+        }
+        let n = scratch.len();
+        if n == 0 {
+            return 0;
+        }
+        for bid in scratch.drain(..) {
+            self.provide_one(bid);
+        }
+        drop(scratch);
+        self.publish();
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+        n
+    }
+
+    /// Returns buffers of completions nobody will consume.
+    pub(crate) fn give_back(&self, bids: &mut Vec<u16>) {
+        for bid in bids.drain(..) {
+            self.provide_one(bid);
+        }
+        self.publish();
+    }
+
+    /// Wakes `waker` when buffers come back.
+    pub(crate) fn wait_for_buffers(&self, waker: &Waker) {
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
+    }
+
+    /// The kernel filled buffer `bid` with `len` bytes: hand them out.
+    pub(crate) fn take(&self, bid: u16, len: usize) -> Bytes {
+        assert!(bid < self.shared.count && len <= self.shared.buf_bytes, "kernel reported buffer {bid} with {len} bytes");
+        if self.ring.is_some() {
+            self.available.set(self.available.get() - 1);
+        }
+        Bytes::from_owner(PoolBuf { shared: self.shared.clone(), bid, len })
+    }
+
+    /// Takes a free buffer on the epoll back end: its id and memory.
+    pub(crate) fn alloc(&self) -> Option<(u16, *mut u8)> {
+        let bid = self.free.borrow_mut().pop()?;
+        // SAFETY: bid < count, so the buffer lies inside the pool.
+        Some((bid, unsafe { self.shared.base.as_ptr().add(bid as usize * self.shared.buf_bytes) }))
+    }
+
+    /// Puts back a buffer from `alloc` that received nothing.
+    pub(crate) fn free(&self, bid: u16) {
+        self.free.borrow_mut().push(bid);
+    }
+
+    /// Unregisters the kernel ring (io_uring); call before the ring closes.
+    pub(crate) fn unregister(&self, driver: &Driver) {
+        if let (Some(ring), Some(uring)) = (&self.ring, driver.uring()) {
+            if ring.registered.replace(false) {
+                if let Err(e) = uring.with_submitter(|s| s.unregister_buf_ring(BGID)) {
+                    tracing::warn!(error = %e, "unregistering the provided buffer ring failed");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BufPool {
+    fn drop(&mut self) {
+        if let Some(ring) = &self.ring {
+            if ring.registered.get() {
+                // Still registered: the ring is alive and may write the tail
+                // page; leak the mapping rather than unmap memory in use.
+                tracing::error!("buffer ring dropped while registered; leaking its mapping");
+                return;
+            }
+            // SAFETY: unmapping our own mapping, no longer registered.
+            unsafe { libc::munmap(ring.entries.as_ptr().cast(), ring.map_bytes) };
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The epoll driver: the fallback when io_uring is unavailable.
+//!
+//! Sockets are registered edge-triggered once; an operation tries its system
+//! call and, on EAGAIN, clears the readiness bit and waits for the next edge.
+//! Timers live in a heap; a parked core waits in epoll_wait until the
+//! earliest deadline (millisecond resolution on this back end).
+
+use crate::error::{Error, Result};
+use crate::limits;
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+const NOTIFY_TOKEN: u64 = u64::MAX;
+
+/// Which readiness an operation waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+#[derive(Default)]
+struct Registration {
+    readable: bool,
+    writable: bool,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+struct Timer {
+    deadline: Instant,
+    waker: Option<Waker>,
+    fired: bool,
+}
+
+struct State {
+    regs: Vec<Option<Registration>>,
+    free_regs: Vec<u32>,
+    timers: Vec<Option<Timer>>,
+    free_timers: Vec<u32>,
+    heap: BinaryHeap<Reverse<(Instant, u32)>>,
+    events: Vec<libc::epoll_event>,
+    to_wake: Vec<Waker>,
+}
+
+/// The epoll driver.
+pub(crate) struct Epoll {
+    epfd: OwnedFd,
+    eventfd: RawFd,
+    state: RefCell<State>,
+}
+
+impl Epoll {
+    pub(crate) fn new(eventfd: RawFd) -> Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::EpollSetup(io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = Epoll {
+            epfd,
+            eventfd,
+            state: RefCell::new(State {
+                regs: Vec::new(),
+                free_regs: Vec::new(),
+                timers: Vec::new(),
+                free_timers: Vec::new(),
+                heap: BinaryHeap::new(),
+                events: vec![libc::epoll_event { events: 0, u64: 0 }; limits::EPOLL_EVENTS_MAX],
+                to_wake: Vec::new(),
+            }),
+        };
+        epoll.ctl(libc::EPOLL_CTL_ADD, eventfd, libc::EPOLLIN as u32, NOTIFY_TOKEN).map_err(Error::EpollSetup)?;
+        Ok(epoll)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: passes a pointer to a live epoll_event.
+        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Registers `fd` for edge-triggered readiness; returns its token.
+    pub(crate) fn register(&self, fd: RawFd) -> io::Result<u32> {
+        let token = {
+            let mut state = self.state.borrow_mut();
+            match state.free_regs.pop() {
+                Some(t) => {
+                    state.regs[t as usize] = Some(Registration::default());
+                    t
+                }
+                None => {
+                    state.regs.push(Some(Registration::default()));
+                    (state.regs.len() - 1) as u32
+                }
+            }
+        };
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, fd, events, u64::from(token)) {
+            let mut state = self.state.borrow_mut();
+            state.regs[token as usize] = None;
+            state.free_regs.push(token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Removes a registration (before its fd closes).
+    pub(crate) fn deregister(&self, fd: RawFd, token: u32) {
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+        let mut state = self.state.borrow_mut();
+        state.regs[token as usize] = None;
+        state.free_regs.push(token);
+    }
+
+    /// Whether `token` may be ready for `interest`; if not, registers the waker.
+    pub(crate) fn poll_ready(&self, token: u32, interest: Interest, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.borrow_mut();
+        let reg = state.regs[token as usize].as_mut().expect("live epoll registration");
+        let (ready, waker) = match interest {
+            Interest::Read => (reg.readable, &mut reg.read_waker),
+            Interest::Write => (reg.writable, &mut reg.write_waker),
+        };
+        if ready {
+            return Poll::Ready(());
+        }
+        *waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Records that a system call returned EAGAIN for `interest`.
+    pub(crate) fn clear_ready(&self, token: u32, interest: Interest) {
+        let mut state = self.state.borrow_mut();
+        let reg = state.regs[token as usize].as_mut().expect("live epoll registration");
+        match interest {
+            Interest::Read => reg.readable = false,
+            Interest::Write => reg.writable = false,
+        }
+    }
+
+    /// Adds a timer; returns its id.
+    pub(crate) fn add_timer(&self, deadline: Instant, waker: Waker) -> u32 {
+        let mut state = self.state.borrow_mut();
+        let timer = Timer { deadline, waker: Some(waker), fired: false };
+        let id = match state.free_timers.pop() {
+            Some(id) => {
+                state.timers[id as usize] = Some(timer);
+                id
+            }
+            None => {
+                state.timers.push(Some(timer));
+                (state.timers.len() - 1) as u32
+            }
+        };
+        state.heap.push(Reverse((deadline, id)));
+        id
+    }
+
+    /// Whether the timer fired; if not, updates its waker.
+    pub(crate) fn poll_timer(&self, id: u32, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.borrow_mut();
+        let timer = state.timers[id as usize].as_mut().expect("live timer");
+        if timer.fired {
+            return Poll::Ready(());
+        }
+        timer.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Removes a timer.
+    pub(crate) fn remove_timer(&self, id: u32) {
+        let mut state = self.state.borrow_mut();
+        state.timers[id as usize] = None;
+        state.free_timers.push(id);
+    }
+
+    pub(crate) fn poll(&self, block: bool) -> usize {
+        let timeout_ms = if block {
+            let state = self.state.borrow();
+            match state.heap.peek() {
+                Some(Reverse((deadline, _))) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+                }
+                None => -1,
+            }
+        } else {
+            0
+        };
+        let mut guard = self.state.borrow_mut();
+        let state = &mut *guard;
+        // SAFETY: `events` has EPOLL_EVENTS_MAX writable entries.
+        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), state.events.as_mut_ptr(), limits::EPOLL_EVENTS_MAX as i32, timeout_ms) };
+        let n = if n < 0 {
+            let err = io::Error::last_os_error();
+            assert_eq!(err.raw_os_error(), Some(libc::EINTR), "epoll_wait failed: {err}");
+            0
+        } else {
+            n as usize
+        };
+        let mut handled = 0;
+        for i in 0..n {
+            let event = state.events[i];
+            let token = event.u64;
+            if token == NOTIFY_TOKEN {
+                crate::sys::eventfd_drain(self.eventfd);
+                handled += 1;
+                continue;
+            }
+            let Some(Some(reg)) = state.regs.get_mut(token as usize) else {
+                continue;
+            };
+            let bits = event.events as i32;
+            if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+                reg.readable = true;
+                if let Some(w) = reg.read_waker.take() {
+                    state.to_wake.push(w);
+                }
+            }
+            if bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+                reg.writable = true;
+                if let Some(w) = reg.write_waker.take() {
+                    state.to_wake.push(w);
+                }
+            }
+            handled += 1;
+        }
+        let now = Instant::now();
+        while let Some(Reverse((deadline, id))) = state.heap.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            state.heap.pop();
+            if let Some(Some(timer)) = state.timers.get_mut(id as usize) {
+                if timer.deadline == deadline && !timer.fired {
+                    timer.fired = true;
+                    if let Some(w) = timer.waker.take() {
+                        state.to_wake.push(w);
+                    }
+                    handled += 1;
+                }
+            }
+        }
+        let mut to_wake = std::mem::take(&mut state.to_wake);
+        drop(guard);
+        for waker in to_wake.drain(..) {
+            waker.wake();
+        }
+        self.state.borrow_mut().to_wake = to_wake;
+        handled
+    }
+}

@@ -1,0 +1,133 @@
+//! The IO drivers of a core: io_uring (the default) and epoll (the fallback).
+//!
+//! The back end is chosen once per core at start: `SIGMA_IO=epoll|uring`
+//! forces one; otherwise io_uring is tried and, if the ring cannot be set up
+//! (disabled by sysctl, denied by seccomp, missing, memlock), epoll takes
+//! over and a log line says why.
+
+pub(crate) mod epoll;
+pub(crate) mod uring;
+
+use crate::error::{Error, Result};
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which IO back end a core runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring with SINGLE_ISSUER | DEFER_TASKRUN and a restricted opcode set.
+    Uring,
+    /// epoll readiness and plain system calls.
+    Epoll,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            "epoll" => Ok(Backend::Epoll),
+            other => Err(format!("unknown IO back end {other:?}: expected uring or epoll")),
+        }
+    }
+}
+
+/// The driver of one core.
+pub(crate) enum Driver {
+    Uring(uring::Uring),
+    Epoll(epoll::Epoll),
+}
+
+static LOGGED_CHOICE: AtomicBool = AtomicBool::new(false);
+
+fn log_once(backend: Backend, why: &str) {
+    if !LOGGED_CHOICE.swap(true, Ordering::Relaxed) {
+        tracing::info!(backend = %backend, "data plane IO back end: {backend} ({why})");
+    }
+}
+
+impl Driver {
+    /// Creates the driver. Returns it and, for io_uring, a duplicate of the
+    /// ring fd for MSG_RING wake-ups.
+    pub(crate) fn new(forced: Option<Backend>, eventfd: RawFd) -> Result<(Driver, Option<OwnedFd>)> {
+        let from_env = match std::env::var("SIGMA_IO") {
+            Ok(value) => Some(value.parse::<Backend>().map_err(Error::Config)?),
+            Err(_) => None,
+        };
+        match forced.or(from_env) {
+            Some(Backend::Epoll) => {
+                log_once(Backend::Epoll, "forced by configuration or SIGMA_IO=epoll");
+                Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None))
+            }
+            Some(Backend::Uring) => {
+                let (ring, dup) = uring::Uring::new(eventfd)?;
+                log_once(Backend::Uring, "forced by configuration or SIGMA_IO=uring");
+                Ok((Driver::Uring(ring), Some(dup)))
+            }
+            None => match uring::Uring::new(eventfd) {
+                Ok((ring, dup)) => {
+                    log_once(Backend::Uring, "detected: ring set up with SINGLE_ISSUER|DEFER_TASKRUN and restrictions");
+                    Ok((Driver::Uring(ring), Some(dup)))
+                }
+                Err(e) => {
+                    if !LOGGED_CHOICE.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(|s| s.to_string()),
+                            "io_uring unavailable; data plane IO back end: epoll");
+                    }
+                    Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None))
+                }
+            },
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Driver::Uring(_) => Backend::Uring,
+            Driver::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// Submits pending work and reaps what completed. With `block`, waits
+    /// for at least one completion or wake-up. Returns completions handled.
+    pub(crate) fn poll(&self, block: bool) -> usize {
+        match self {
+            Driver::Uring(u) => u.poll(block),
+            Driver::Epoll(e) => e.poll(block),
+        }
+    }
+
+    pub(crate) fn uring(&self) -> Option<&uring::Uring> {
+        match self {
+            Driver::Uring(u) => Some(u),
+            Driver::Epoll(_) => None,
+        }
+    }
+
+    pub(crate) fn epoll(&self) -> Option<&epoll::Epoll> {
+        match self {
+            Driver::Uring(_) => None,
+            Driver::Epoll(e) => Some(e),
+        }
+    }
+}
+
+/// Sends a MSG_RING wake-up to `target_ring_fd` from this thread's ring, if
+/// this thread runs an io_uring core with room for one more operation.
+pub(crate) fn try_msg_ring_from_current(target_ring_fd: RawFd) -> bool {
+    match crate::runtime::try_local() {
+        Some(local) => match local.driver.uring() {
+            Some(ring) => ring.msg_ring_wake(target_ring_fd),
+            None => false,
+        },
+        None => false,
+    }
+}

@@ -1,0 +1,619 @@
+//! The io_uring driver of one core.
+//!
+//! The ring is created disabled with SINGLE_ISSUER | DEFER_TASKRUN, gets a
+//! sparse fixed-file table, its own fd registered (so every enter skips the
+//! fd lookup), and an allow-list of opcodes, SQE flags and register
+//! operations; only then is it enabled. The allow-list holds no opcode that
+//! creates a file or a socket: the ring can only work on fds the core opened
+//! with plain system calls.
+//!
+//! Each operation in flight owns a slot; its completion (or, for multishot
+//! operations, its queue of completions) is kept there until the future that
+//! started it takes it. A future dropped while its operation is in flight
+//! moves the operation's owned buffers into the slot ("ignored") and submits
+//! a cancel; the buffers are freed when the kernel's last completion for the
+//! slot arrives, never before.
+
+use crate::error::{Error, Result};
+use crate::limits;
+use io_uring::{cqueue, opcode, register::Restriction, squeue, types, IoUring};
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll, Waker};
+
+/// user_data of the eventfd poll that wakes a parked core.
+const NOTIFY_TAG: u64 = u64::MAX;
+/// user_data of completions nobody waits for (cancels, MSG_RING sources).
+const IGNORE_TAG: u64 = u64::MAX - 1;
+/// user_data a MSG_RING wake-up carries into the target ring.
+const MSG_WAKE_TAG: u64 = u64::MAX - 2;
+
+// io_uring_register opcodes (include/uapi/linux/io_uring.h), for the
+// register allow-list; the io-uring crate keeps its constants private.
+const REGISTER_FILES_UPDATE: u8 = 6;
+const REGISTER_PROBE: u8 = 8;
+const REGISTER_FILES_UPDATE2: u8 = 14;
+const REGISTER_RING_FDS: u8 = 20;
+const UNREGISTER_RING_FDS: u8 = 21;
+const REGISTER_PBUF_RING: u8 = 22;
+const UNREGISTER_PBUF_RING: u8 = 23;
+const IORING_ENTER_GETEVENTS: u32 = 1;
+const IORING_ENTER_REGISTERED_RING: u32 = 1 << 4;
+
+/// Opcodes the core's ring may run. Nothing that opens a file or creates a
+/// socket: those are system calls the core makes itself.
+const ALLOWED_OPCODES: &[(u8, &str)] = &[
+    (opcode::Nop::CODE, "microbenchmarks and ring liveness checks"),
+    (opcode::Recv::CODE, "socket receive, single and multishot"),
+    (opcode::Send::CODE, "socket send"),
+    (opcode::SendMsg::CODE, "vectored send and SCM_RIGHTS"),
+    (opcode::RecvMsg::CODE, "SCM_RIGHTS receive"),
+    (opcode::Accept::CODE, "accept, single and multishot"),
+    (opcode::Connect::CODE, "outgoing connections"),
+    (opcode::Read::CODE, "file reads (binary cache)"),
+    (opcode::Write::CODE, "file writes (binary cache)"),
+    (opcode::Readv::CODE, "vectored file reads"),
+    (opcode::Writev::CODE, "vectored writes (header and payload)"),
+    (opcode::Timeout::CODE, "timers and deadlines"),
+    (opcode::TimeoutRemove::CODE, "timer cancellation"),
+    (opcode::AsyncCancel::CODE, "cancellation of dropped operations"),
+    (opcode::PollAdd::CODE, "the wake-up eventfd"),
+    (opcode::PollRemove::CODE, "removal of the wake-up poll"),
+    (opcode::MsgRingData::CODE, "cross-core wake-ups"),
+    (opcode::Shutdown::CODE, "socket shutdown"),
+    (opcode::LinkTimeout::CODE, "per-operation deadlines"),
+    (opcode::Close::CODE, "closing fds of fixed-file slots"),
+];
+
+/// The SQE flags operations may carry.
+const ALLOWED_SQE_FLAGS: u8 = squeue::Flags::FIXED_FILE.bits()
+    | squeue::Flags::IO_LINK.bits()
+    | squeue::Flags::IO_HARDLINK.bits()
+    | squeue::Flags::ASYNC.bits()
+    | squeue::Flags::BUFFER_SELECT.bits()
+    | squeue::Flags::SKIP_SUCCESS.bits();
+
+/// Register operations allowed once the ring is enabled.
+const ALLOWED_REGISTER_OPS: &[u8] = &[
+    REGISTER_FILES_UPDATE,
+    REGISTER_FILES_UPDATE2,
+    REGISTER_PROBE,
+    REGISTER_RING_FDS,
+    UNREGISTER_RING_FDS,
+    REGISTER_PBUF_RING,
+    UNREGISTER_PBUF_RING,
+];
+
+enum Slot {
+    Free,
+    Waiting(Option<Waker>),
+    Completed(i32, u32),
+    /// The future is gone; these are its owned buffers, freed at completion.
+    Ignored(#[allow(dead_code)] Box<dyn Any>),
+    Multi(MultiState),
+    /// A multishot operation whose consumer is gone.
+    MultiIgnored,
+}
+
+struct MultiState {
+    queue: VecDeque<(i32, u32)>,
+    waker: Option<Waker>,
+    done: bool,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    in_flight: usize,
+    unsubmitted: u32,
+    room_waiters: VecDeque<Waker>,
+    notify_armed: bool,
+    fixed_free: Vec<u32>,
+    /// Provided buffers that came back in completions nobody consumes; the
+    /// buffer pool takes them back.
+    orphan_buffers: Vec<u16>,
+    to_wake: Vec<Waker>,
+}
+
+/// The io_uring driver.
+pub(crate) struct Uring {
+    ring: RefCell<IoUring>,
+    ring_fd: RawFd,
+    registered_index: Option<u32>,
+    eventfd: RawFd,
+    state: RefCell<State>,
+    shut_down: std::cell::Cell<bool>,
+}
+
+fn explain_setup_error(e: &io::Error) -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => "io_uring_setup is not implemented by this kernel (ENOSYS)".into(),
+        Some(libc::EPERM) if disabled != "0" => {
+            format!("io_uring is disabled by sysctl kernel.io_uring_disabled={disabled} (EPERM)")
+        }
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "io_uring_setup was denied (EPERM/EACCES): most likely a seccomp profile (Docker's default blocks io_uring) or kernel.io_uring_group".into()
+        }
+        Some(libc::ENOMEM) => {
+            let memlock = std::fs::read_to_string("/proc/self/limits")
+                .ok()
+                .and_then(|l| l.lines().find(|l| l.starts_with("Max locked memory")).map(str::to_string))
+                .unwrap_or_default();
+            format!("not enough locked memory for the ring (ENOMEM); {memlock}")
+        }
+        Some(libc::EINVAL) => "the kernel rejected the ring flags (EINVAL): SINGLE_ISSUER and DEFER_TASKRUN need Linux 6.1".into(),
+        _ => format!("io_uring_setup failed: {e}"),
+    }
+}
+
+impl Uring {
+    pub(crate) fn new(eventfd: RawFd) -> Result<(Uring, OwnedFd)> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
+            .setup_submit_all()
+            .setup_cqsize(limits::RING_CQ_ENTRIES)
+            .build(limits::RING_ENTRIES)
+            .map_err(|source| Error::RingSetup { reason: explain_setup_error(&source), source })?;
+        let register = |what: &'static str| move |source| Error::RingRegister { what, source };
+        ring.submitter()
+            .register_files_sparse(limits::FIXED_FILES_MAX)
+            .map_err(register("sparse fixed-file table"))?;
+        let ring_fd = ring.as_raw_fd();
+        let registered_index = register_ring_fd(ring_fd).map_err(register("ring fd"))?;
+        let mut restrictions: Vec<Restriction> = ALLOWED_OPCODES.iter().map(|(op, _)| Restriction::sqe_op(*op)).collect();
+        restrictions.extend(ALLOWED_REGISTER_OPS.iter().map(|op| Restriction::register_op(*op)));
+        restrictions.push(Restriction::sqe_flags_allowed(ALLOWED_SQE_FLAGS));
+        ring.submitter()
+            .register_restrictions(&mut restrictions)
+            .map_err(register("restrictions"))?;
+        ring.submitter().register_enable_rings().map_err(register("enable rings"))?;
+        // SAFETY: dup returns a new fd we own, or -1.
+        let dup = unsafe { libc::fcntl(ring_fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(register("ring fd duplicate")(io::Error::last_os_error()));
+        }
+        // SAFETY: `dup` is a fresh fd owned by nobody else.
+        let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+        let uring = Uring {
+            ring: RefCell::new(ring),
+            ring_fd,
+            registered_index: Some(registered_index),
+            eventfd,
+            state: RefCell::new(State {
+                slots: Vec::with_capacity(limits::OPS_IN_FLIGHT_MAX),
+                free: Vec::with_capacity(limits::OPS_IN_FLIGHT_MAX),
+                in_flight: 0,
+                unsubmitted: 0,
+                room_waiters: VecDeque::new(),
+                notify_armed: false,
+                fixed_free: (0..limits::FIXED_FILES_MAX).rev().collect(),
+                orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES as usize),
+                to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
+            }),
+            shut_down: std::cell::Cell::new(false),
+        };
+        uring.arm_notify();
+        Ok((uring, dup))
+    }
+
+    /// Calls `f` with the ring's submitter, for register operations.
+    pub(crate) fn with_submitter<R>(&self, f: impl FnOnce(&io_uring::Submitter<'_>) -> R) -> R {
+        let ring = self.ring.borrow();
+        f(&ring.submitter())
+    }
+
+    fn arm_notify(&self) {
+        let entry = opcode::PollAdd::new(types::Fd(self.eventfd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(NOTIFY_TAG);
+        self.push(entry);
+        self.state.borrow_mut().notify_armed = true;
+    }
+
+    /// Pushes an entry onto the submission queue, flushing it to the kernel
+    /// first if it is full.
+    fn push(&self, entry: squeue::Entry) {
+        loop {
+            let pushed = {
+                let mut ring = self.ring.borrow_mut();
+                let mut sq = ring.submission();
+                // SAFETY: every entry is built by an operation type whose
+                // memory the kernel uses lives on the heap and is owned by the
+                // operation's slot until its last completion (see op/mod.rs).
+                unsafe { sq.push(&entry) }.is_ok()
+            };
+            if pushed {
+                self.state.borrow_mut().unsubmitted += 1;
+                return;
+            }
+            let unsubmitted = self.state.borrow().unsubmitted;
+            match self.enter(unsubmitted, 0, 0) {
+                Ok(n) => self.state.borrow_mut().unsubmitted -= n.min(unsubmitted),
+                Err(e) => panic!("io_uring_enter failed while flushing a full submission queue: {e}"),
+            }
+        }
+    }
+
+    fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> io::Result<u32> {
+        let (fd, flags) = match self.registered_index {
+            Some(index) => (index as RawFd, flags | IORING_ENTER_REGISTERED_RING),
+            None => (self.ring_fd, flags),
+        };
+        loop {
+            // SAFETY: io_uring_enter with no argument pointer (arg NULL, size 0).
+            let ret = unsafe {
+                libc::syscall(libc::SYS_io_uring_enter, fd, to_submit, min_complete, flags, std::ptr::null::<libc::c_void>(), 0usize)
+            };
+            if ret >= 0 {
+                return Ok(ret as u32);
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) if min_complete > 0 => return Ok(0),
+                Some(libc::EINTR) => continue,
+                // The completion queue is full or the kernel is short of
+                // memory for overflowed completions: reap, then retry.
+                Some(libc::EBUSY) | Some(libc::EAGAIN) => return Ok(0),
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Submits what is queued and reaps completions; see `Driver::poll`.
+    pub(crate) fn poll(&self, block: bool) -> usize {
+        let (unsubmitted, in_flight) = {
+            let state = self.state.borrow();
+            (state.unsubmitted, state.in_flight)
+        };
+        if unsubmitted == 0 && in_flight == 0 && !block && self.cq_is_empty() {
+            return 0;
+        }
+        let min_complete = if block && self.cq_is_empty() { 1 } else { 0 };
+        match self.enter(unsubmitted, min_complete, IORING_ENTER_GETEVENTS) {
+            Ok(n) => {
+                let mut state = self.state.borrow_mut();
+                state.unsubmitted -= n.min(state.unsubmitted);
+            }
+            Err(e) => panic!("io_uring_enter failed: {e}"),
+        }
+        self.reap()
+    }
+
+    fn cq_is_empty(&self) -> bool {
+        self.ring.borrow_mut().completion().is_empty()
+    }
+
+    fn reap(&self) -> usize {
+        let mut batch = [(0u64, 0i32, 0u32); limits::COMPLETIONS_PER_TICK_MAX];
+        let mut count = 0;
+        {
+            let mut ring = self.ring.borrow_mut();
+            for cqe in ring.completion().take(limits::COMPLETIONS_PER_TICK_MAX) {
+                batch[count] = (cqe.user_data(), cqe.result(), cqe.flags());
+                count += 1;
+            }
+        }
+        let mut rearm_notify = false;
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            for &(user_data, res, flags) in &batch[..count] {
+                match user_data {
+                    NOTIFY_TAG => {
+                        crate::sys::eventfd_drain(self.eventfd);
+                        if !cqueue::more(flags) {
+                            state.notify_armed = false;
+                            rearm_notify = true;
+                        }
+                    }
+                    MSG_WAKE_TAG => {}
+                    IGNORE_TAG => state.in_flight -= 1,
+                    index => Self::complete_slot(state, index as u32, res, flags),
+                }
+            }
+            while state.in_flight < limits::OPS_IN_FLIGHT_MAX {
+                match state.room_waiters.pop_front() {
+                    Some(waker) => state.to_wake.push(waker),
+                    None => break,
+                }
+            }
+        }
+        if rearm_notify {
+            self.arm_notify();
+        }
+        let mut to_wake = std::mem::take(&mut self.state.borrow_mut().to_wake);
+        for waker in to_wake.drain(..) {
+            waker.wake();
+        }
+        self.state.borrow_mut().to_wake = to_wake;
+        count
+    }
+
+    fn complete_slot(state: &mut State, index: u32, res: i32, flags: u32) {
+        let slot = &mut state.slots[index as usize];
+        let more = cqueue::more(flags);
+        match slot {
+            Slot::Waiting(waker) => {
+                if let Some(waker) = waker.take() {
+                    state.to_wake.push(waker);
+                }
+                *slot = Slot::Completed(res, flags);
+                state.in_flight -= 1;
+            }
+            Slot::Ignored(_) => {
+                *slot = Slot::Free;
+                state.free.push(index);
+                state.in_flight -= 1;
+            }
+            Slot::Multi(multi) => {
+                assert!(multi.queue.len() < limits::MULTISHOT_QUEUE_MAX, "multishot completion queue over its limit");
+                multi.queue.push_back((res, flags));
+                if !more {
+                    multi.done = true;
+                    state.in_flight -= 1;
+                }
+                if let Some(waker) = multi.waker.take() {
+                    state.to_wake.push(waker);
+                }
+            }
+            Slot::MultiIgnored => {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    state.orphan_buffers.push(bid);
+                }
+                if !more {
+                    *slot = Slot::Free;
+                    state.free.push(index);
+                    state.in_flight -= 1;
+                }
+            }
+            Slot::Free | Slot::Completed(..) => {
+                unreachable!("completion for slot {index} that is not in flight")
+            }
+        }
+    }
+
+    /// Takes provided buffers that came back in unconsumed completions.
+    pub(crate) fn take_orphan_buffers(&self, out: &mut Vec<u16>) {
+        out.append(&mut self.state.borrow_mut().orphan_buffers);
+    }
+
+    /// Reserves room for one operation in flight, or registers `cx` to be
+    /// woken when there is room.
+    fn reserve(&self, cx: &mut Context<'_>, multi: bool) -> Poll<u32> {
+        let mut state = self.state.borrow_mut();
+        if state.in_flight >= limits::OPS_IN_FLIGHT_MAX {
+            state.room_waiters.push_back(cx.waker().clone());
+            return Poll::Pending;
+        }
+        state.in_flight += 1;
+        let slot = if multi {
+            Slot::Multi(MultiState { queue: VecDeque::with_capacity(4), waker: None, done: false })
+        } else {
+            Slot::Waiting(None)
+        };
+        let index = match state.free.pop() {
+            Some(index) => {
+                state.slots[index as usize] = slot;
+                index
+            }
+            None => {
+                state.slots.push(slot);
+                (state.slots.len() - 1) as u32
+            }
+        };
+        Poll::Ready(index)
+    }
+
+    /// Submits `entry` for a new single-shot operation once there is room.
+    pub(crate) fn submit(&self, cx: &mut Context<'_>, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
+        self.submit_inner(cx, false, entry)
+    }
+
+    /// Submits `entry` for a new multishot operation once there is room.
+    pub(crate) fn submit_multi(&self, cx: &mut Context<'_>, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
+        self.submit_inner(cx, true, entry)
+    }
+
+    fn submit_inner(&self, cx: &mut Context<'_>, multi: bool, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
+        let index = std::task::ready!(self.reserve(cx, multi));
+        if let Slot::Waiting(waker) = &mut self.state.borrow_mut().slots[index as usize] {
+            *waker = Some(cx.waker().clone());
+        }
+        self.push(entry().user_data(u64::from(index)));
+        Poll::Ready(index)
+    }
+
+    /// Polls a single-shot operation: its result and flags once completed.
+    pub(crate) fn poll_op(&self, index: u32, cx: &mut Context<'_>) -> Poll<(i32, u32)> {
+        let mut state = self.state.borrow_mut();
+        let slot = &mut state.slots[index as usize];
+        match slot {
+            Slot::Completed(res, flags) => {
+                let out = (*res, *flags);
+                *slot = Slot::Free;
+                state.free.push(index);
+                Poll::Ready(out)
+            }
+            Slot::Waiting(waker) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            _ => unreachable!("poll_op on slot {index} that is not a single-shot operation"),
+        }
+    }
+
+    /// Next completion of a multishot operation; `None` after the last one.
+    pub(crate) fn poll_multi(&self, index: u32, cx: &mut Context<'_>) -> Poll<Option<(i32, u32)>> {
+        let mut state = self.state.borrow_mut();
+        let Slot::Multi(multi) = &mut state.slots[index as usize] else {
+            unreachable!("poll_multi on slot {index} that is not multishot");
+        };
+        if let Some(cqe) = multi.queue.pop_front() {
+            return Poll::Ready(Some(cqe));
+        }
+        if multi.done {
+            state.slots[index as usize] = Slot::Free;
+            state.free.push(index);
+            return Poll::Ready(None);
+        }
+        multi.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Called when the future of a single-shot operation is dropped: keeps
+    /// its owned data until the kernel is done, and asks the kernel to cancel.
+    pub(crate) fn drop_op(&self, index: u32, data: Box<dyn Any>) {
+        let mut state = self.state.borrow_mut();
+        let slot = &mut state.slots[index as usize];
+        match slot {
+            Slot::Completed(..) => {
+                *slot = Slot::Free;
+                state.free.push(index);
+            }
+            Slot::Waiting(_) => {
+                *slot = Slot::Ignored(data);
+                drop(state);
+                self.cancel(index);
+            }
+            _ => unreachable!("drop_op on slot {index} that is not a single-shot operation"),
+        }
+    }
+
+    /// Called when the consumer of a multishot operation is dropped. Returns
+    /// the provided buffers of completions it never consumed.
+    pub(crate) fn drop_multi(&self, index: u32, unconsumed_buffers: &mut Vec<u16>) {
+        let mut state = self.state.borrow_mut();
+        let Slot::Multi(multi) = &mut state.slots[index as usize] else {
+            unreachable!("drop_multi on slot {index} that is not multishot");
+        };
+        for (_, flags) in multi.queue.drain(..) {
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                unconsumed_buffers.push(bid);
+            }
+        }
+        if multi.done {
+            state.slots[index as usize] = Slot::Free;
+            state.free.push(index);
+        } else {
+            state.slots[index as usize] = Slot::MultiIgnored;
+            drop(state);
+            self.cancel(index);
+        }
+    }
+
+    fn cancel(&self, index: u32) {
+        // Cancels may exceed OPS_IN_FLIGHT_MAX by at most one per operation in
+        // flight; the completion queue is sized for that.
+        self.state.borrow_mut().in_flight += 1;
+        self.push(crate::op::cancel::entry(u64::from(index)).user_data(IGNORE_TAG));
+    }
+
+    /// Queues a MSG_RING wake-up to another core's ring; false if there is
+    /// no room (the caller then uses the eventfd).
+    pub(crate) fn msg_ring_wake(&self, target_ring_fd: RawFd) -> bool {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.in_flight >= limits::OPS_IN_FLIGHT_MAX {
+                return false;
+            }
+            state.in_flight += 1;
+        }
+        self.push(crate::op::msg_ring::entry(target_ring_fd, MSG_WAKE_TAG).user_data(IGNORE_TAG));
+        true
+    }
+
+    /// A free fixed-file slot holding `fd`, if any is left.
+    pub(crate) fn register_fixed(&self, fd: RawFd) -> Option<u32> {
+        let slot = self.state.borrow_mut().fixed_free.pop()?;
+        let ok = self.with_submitter(|s| s.register_files_update(slot, &[fd]));
+        match ok {
+            Ok(_) => Some(slot),
+            Err(e) => {
+                tracing::debug!(error = %e, fd, "fixed-file registration failed; using the plain fd");
+                self.state.borrow_mut().fixed_free.push(slot);
+                None
+            }
+        }
+    }
+
+    /// Empties a fixed-file slot.
+    pub(crate) fn unregister_fixed(&self, slot: u32) {
+        if let Err(e) = self.with_submitter(|s| s.register_files_update(slot, &[-1])) {
+            tracing::warn!(error = %e, slot, "clearing a fixed-file slot failed; the slot is leaked");
+            return;
+        }
+        self.state.borrow_mut().fixed_free.push(slot);
+    }
+}
+
+impl Uring {
+    /// Cancels every operation in flight and waits for their completions, so
+    /// that no buffer owned by an Ignored slot is freed while the kernel may
+    /// still write into it. The ring file outlives this value (CoreShared
+    /// keeps a duplicate of its fd for MSG_RING), so closing our fd alone
+    /// would not make the kernel cancel anything. Idempotent.
+    pub(crate) fn shutdown(&self) {
+        if self.shut_down.replace(true) {
+            return;
+        }
+        let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(IGNORE_TAG);
+        self.state.borrow_mut().in_flight += 1;
+        self.push(cancel_all);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let unsubmitted = self.state.borrow().unsubmitted;
+            if let Ok(n) = self.enter(unsubmitted, 1, IORING_ENTER_GETEVENTS) {
+                let mut state = self.state.borrow_mut();
+                state.unsubmitted -= n.min(state.unsubmitted);
+            }
+            self.reap();
+            let in_flight = self.state.borrow().in_flight;
+            if in_flight == 0 {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::error!(in_flight, "operations still in flight when the core stopped; leaking their buffers rather than freeing memory the kernel may write");
+                let slots = std::mem::take(&mut self.state.borrow_mut().slots);
+                std::mem::forget(slots);
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn register_ring_fd(ring_fd: RawFd) -> io::Result<u32> {
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    let mut update = RsrcUpdate { offset: u32::MAX, resv: 0, data: ring_fd as u64 };
+    // SAFETY: IORING_REGISTER_RING_FDS takes an array of one io_uring_rsrc_update,
+    // whose layout RsrcUpdate matches; the kernel writes the chosen offset back.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_io_uring_register, ring_fd, u32::from(REGISTER_RING_FDS), &mut update as *mut RsrcUpdate, 1u32)
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(update.offset)
+}

@@ -1,0 +1,347 @@
+//! The per-core executor: a slab of local tasks and two ready queues.
+//!
+//! LC tasks always run before BE tasks. BE tasks run only while no LC task is
+//! ready, in slices of at most the BE quantum; a BE task that runs long calls
+//! [`maybe_yield`](crate::maybe_yield) to give the core back.
+//!
+//! Wakers are `Arc<TaskHeader>` (std's `Wake`): waking from the task's own core
+//! pushes onto the local ready queue; waking from any other thread pushes onto
+//! the core's bounded remote queue and, if the core is parked, notifies it.
+
+use crate::limits;
+use crate::runtime::CoreShared;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+/// The class of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Latency-critical: always runs before any BE task.
+    Lc,
+    /// Best-effort: runs on what LC leaves idle and yields within a quantum.
+    Be,
+}
+
+/// The slot number the `block_on` future uses in wakers.
+pub(crate) const MAIN_SLOT: u32 = u32::MAX;
+
+/// What a waker points to: the core and the task's slot and generation.
+pub(crate) struct TaskHeader {
+    pub(crate) core: Arc<CoreShared>,
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+    /// Set while the task sits in the core's remote queue, so that the queue
+    /// holds each task at most once and can never overflow.
+    pub(crate) remote_queued: AtomicBool,
+}
+
+impl Wake for TaskHeader {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if crate::runtime::is_current_core(&self.core) {
+            crate::runtime::with_local(|local| local.exec.schedule(self.slot, self.generation));
+        } else {
+            self.core.wake_remote(self);
+        }
+    }
+}
+
+type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+struct TaskSlot {
+    future: Option<LocalFuture>,
+    waker: Waker,
+    class: Class,
+    generation: u32,
+    scheduled: bool,
+}
+
+/// The executor state of one core. It lives in the core's thread-local
+/// context and is only touched from that thread.
+pub(crate) struct Executor {
+    slots: RefCell<Vec<Option<TaskSlot>>>,
+    free: RefCell<Vec<u32>>,
+    generations: RefCell<Vec<u32>>,
+    lc: RefCell<VecDeque<u32>>,
+    be: RefCell<VecDeque<u32>>,
+    pub(crate) main_scheduled: Cell<bool>,
+    live: Cell<usize>,
+    be_quantum: Duration,
+    be_slice_start: Cell<Option<Instant>>,
+    current_class: Cell<Class>,
+}
+
+impl Executor {
+    pub(crate) fn new(be_quantum: Duration) -> Self {
+        Self {
+            slots: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            generations: RefCell::new(Vec::new()),
+            lc: RefCell::new(VecDeque::with_capacity(64)),
+            be: RefCell::new(VecDeque::with_capacity(64)),
+            main_scheduled: Cell::new(true),
+            live: Cell::new(0),
+            be_quantum,
+            be_slice_start: Cell::new(None),
+            current_class: Cell::new(Class::Lc),
+        }
+    }
+
+    pub(crate) fn has_ready(&self) -> bool {
+        self.main_scheduled.get() || !self.lc.borrow().is_empty() || !self.be.borrow().is_empty()
+    }
+
+    pub(crate) fn has_lc_ready(&self) -> bool {
+        self.main_scheduled.get() || !self.lc.borrow().is_empty()
+    }
+
+    pub(crate) fn current_class(&self) -> Class {
+        self.current_class.get()
+    }
+
+    /// Whether the BE task running now has used up its quantum and should yield.
+    pub(crate) fn be_quantum_spent(&self) -> bool {
+        match self.be_slice_start.get() {
+            Some(start) => start.elapsed() >= self.be_quantum,
+            None => false,
+        }
+    }
+
+    /// Adds a task; panics past `TASKS_MAX` (a bug in the caller's bounds).
+    pub(crate) fn spawn(&self, core: &Arc<CoreShared>, class: Class, future: LocalFuture) {
+        let slot = match self.free.borrow_mut().pop() {
+            Some(slot) => slot,
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                assert!(slots.len() < limits::TASKS_MAX, "more than TASKS_MAX tasks on one core");
+                slots.push(None);
+                self.generations.borrow_mut().push(0);
+                (slots.len() - 1) as u32
+            }
+        };
+        let generation = {
+            let mut gens = self.generations.borrow_mut();
+            gens[slot as usize] = gens[slot as usize].wrapping_add(1);
+            gens[slot as usize]
+        };
+        let header = Arc::new(TaskHeader {
+            core: core.clone(),
+            slot,
+            generation,
+            remote_queued: AtomicBool::new(false),
+        });
+        let waker = Waker::from(header);
+        self.slots.borrow_mut()[slot as usize] = Some(TaskSlot {
+            future: Some(future),
+            waker,
+            class,
+            generation,
+            scheduled: false,
+        });
+        self.live.set(self.live.get() + 1);
+        self.schedule(slot, generation);
+    }
+
+    /// Puts a task on its ready queue unless it is already there or gone.
+    pub(crate) fn schedule(&self, slot: u32, generation: u32) {
+        if slot == MAIN_SLOT {
+            self.main_scheduled.set(true);
+            return;
+        }
+        let mut slots = self.slots.borrow_mut();
+        let Some(Some(task)) = slots.get_mut(slot as usize) else {
+            return;
+        };
+        if task.generation != generation || task.scheduled {
+            return;
+        }
+        task.scheduled = true;
+        match task.class {
+            Class::Lc => self.lc.borrow_mut().push_back(slot),
+            Class::Be => self.be.borrow_mut().push_back(slot),
+        }
+    }
+
+    fn poll_slot(&self, slot: u32) {
+        let (mut future, waker, class) = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(task) = slots[slot as usize].as_mut() else {
+                return;
+            };
+            task.scheduled = false;
+            let Some(future) = task.future.take() else {
+                return;
+            };
+            (future, task.waker.clone(), task.class)
+        };
+        self.current_class.set(class);
+        let mut cx = Context::from_waker(&waker);
+        let done = future.as_mut().poll(&mut cx).is_ready();
+        self.current_class.set(Class::Lc);
+        let mut slots = self.slots.borrow_mut();
+        if done {
+            slots[slot as usize] = None;
+            self.free.borrow_mut().push(slot);
+            self.live.set(self.live.get() - 1);
+            drop(slots);
+            // Dropping the future may run destructors that wake or spawn.
+            drop(future);
+        } else if let Some(task) = slots[slot as usize].as_mut() {
+            task.future = Some(future);
+        }
+    }
+
+    /// Runs ready LC tasks, then BE tasks while no LC task is ready and the BE
+    /// quantum lasts. At most `TASKS_PER_TICK_MAX` polls. Returns polls made.
+    pub(crate) fn run_tick(&self) -> usize {
+        let mut polled = 0;
+        while polled < limits::TASKS_PER_TICK_MAX && !self.main_scheduled.get() {
+            let Some(slot) = self.lc.borrow_mut().pop_front() else {
+                break;
+            };
+            self.poll_slot(slot);
+            polled += 1;
+        }
+        if self.has_lc_ready() {
+            return polled;
+        }
+        let slice_start = Instant::now();
+        self.be_slice_start.set(Some(slice_start));
+        while polled < limits::TASKS_PER_TICK_MAX {
+            if self.has_lc_ready() || slice_start.elapsed() >= self.be_quantum {
+                break;
+            }
+            let Some(slot) = self.be.borrow_mut().pop_front() else {
+                break;
+            };
+            self.poll_slot(slot);
+            polled += 1;
+        }
+        self.be_slice_start.set(None);
+        polled
+    }
+
+    /// Drops every task (at shutdown), running their destructors on this core.
+    pub(crate) fn clear(&self) {
+        let tasks: Vec<_> = self.slots.borrow_mut().drain(..).collect();
+        self.lc.borrow_mut().clear();
+        self.be.borrow_mut().clear();
+        self.free.borrow_mut().clear();
+        self.generations.borrow_mut().clear();
+        self.live.set(0);
+        drop(tasks);
+    }
+}
+
+/// A handle to a spawned task's output.
+#[derive(Debug)]
+pub struct JoinHandle<T> {
+    state: Rc<RefCell<JoinState<T>>>,
+}
+
+#[derive(Debug)]
+enum JoinState<T> {
+    Pending(Option<Waker>),
+    Done(T),
+    Taken,
+}
+
+impl<T> JoinHandle<T> {
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        matches!(*self.state.borrow(), JoinState::Done(_) | JoinState::Taken)
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut state = self.state.borrow_mut();
+        match std::mem::replace(&mut *state, JoinState::Taken) {
+            JoinState::Done(value) => Poll::Ready(value),
+            JoinState::Pending(_) => {
+                *state = JoinState::Pending(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            JoinState::Taken => panic!("JoinHandle polled after completion"),
+        }
+    }
+}
+
+/// Spawns a task of `class` on the current core.
+///
+/// # Panics
+///
+/// When called off a data-plane core.
+pub fn spawn_with_class<F>(class: Class, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let state = Rc::new(RefCell::new(JoinState::Pending(None)));
+    let task_state = state.clone();
+    let wrapped = async move {
+        let value = future.await;
+        let previous = std::mem::replace(&mut *task_state.borrow_mut(), JoinState::Done(value));
+        if let JoinState::Pending(Some(waker)) = previous {
+            waker.wake();
+        }
+    };
+    crate::runtime::with_local(|local| local.exec.spawn(&local.shared, class, Box::pin(wrapped)));
+    JoinHandle { state }
+}
+
+/// Spawns an LC task on the current core.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    spawn_with_class(Class::Lc, future)
+}
+
+/// Spawns a BE task on the current core.
+pub fn spawn_be<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    spawn_with_class(Class::Be, future)
+}
+
+/// Yields once: the task goes to the back of its ready queue.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Yields if the running BE task has used up its quantum or an LC task is
+/// ready; costs no system call otherwise. LC tasks never yield here.
+pub async fn maybe_yield() {
+    let must = crate::runtime::with_local(|local| {
+        local.exec.current_class() == Class::Be
+            && (local.exec.be_quantum_spent() || local.exec.has_lc_ready())
+    });
+    if must {
+        yield_now().await;
+    }
+}

@@ -1,0 +1,64 @@
+//! sigma-dataplane: the thread-per-core data plane of σ.
+//!
+//! Each core is one pinned thread owning one io_uring (SINGLE_ISSUER |
+//! DEFER_TASKRUN, its fd registered, a sparse fixed-file table, an opcode
+//! allow-list registered while the ring starts disabled), one executor with
+//! LC and BE task classes, and one provided-buffer ring for receives. Cores
+//! share nothing on the hot path; they talk through bounded SPSC queues
+//! whose wake-ups travel by MSG_RING. Where io_uring is unavailable the same
+//! API runs on epoll.
+//!
+//! ```no_run
+//! use sigma_dataplane::{Core, net::TcpListener};
+//! let core = Core::builder().pin(0).build().unwrap();
+//! core.block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+//!     let mut incoming = listener.incoming();
+//!     while let Ok(stream) = incoming.next().await {
+//!         sigma_dataplane::spawn(async move {
+//!             let mut buf = Vec::with_capacity(4096);
+//!             loop {
+//!                 let (res, b) = stream.recv(buf).await;
+//!                 let n = match res { Ok(0) | Err(_) => break, Ok(n) => n };
+//!                 let (res, b) = stream.send_all(b).await;
+//!                 if res.is_err() || n == 0 { break; }
+//!                 buf = b;
+//!             }
+//!         });
+//!     }
+//! });
+//! ```
+
+pub mod buf;
+mod bufpool;
+pub mod channel;
+mod driver;
+pub mod error;
+mod executor;
+pub mod limits;
+pub mod net;
+mod op;
+pub mod probe;
+mod runtime;
+mod sys;
+
+pub use buf::{BufResult, IoBuf, IoBufMut};
+pub use driver::Backend;
+pub use error::{Error, Result};
+pub use executor::{maybe_yield, spawn, spawn_be, spawn_with_class, yield_now, Class, JoinHandle};
+pub use op::nop::nop;
+pub use op::read::read_at;
+pub use op::timeout::{sleep, timeout, Elapsed, Sleep};
+pub use op::write::write_at;
+pub use runtime::{Core, CoreBuilder, Runtime};
+
+/// Information about the current core, for logs and benchmarks.
+pub fn current_backend() -> Option<Backend> {
+    runtime::try_local().map(|l| l.driver.backend())
+}
+
+/// Buffers of the current core's receive pool that are free (io_uring: in
+/// the kernel's ring), for tests and diagnostics.
+pub fn free_receive_buffers() -> Option<u32> {
+    runtime::try_local().map(|l| l.pool.available())
+}

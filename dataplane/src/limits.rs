@@ -1,0 +1,51 @@
+//! Named limits of the data plane, units last. Every pool and queue is sized
+//! from these; relations between them are checked at compile time.
+
+/// Submission queue entries per core ring.
+pub const RING_ENTRIES: u32 = 256;
+/// Completion queue entries per core ring (twice the submission queue, so that
+/// multishot operations have room to post several completions per entry).
+pub const RING_CQ_ENTRIES: u32 = RING_ENTRIES * 2;
+/// Operations in flight per ring never exceed this: every one of them can
+/// post its completion without overflowing the completion queue, with room
+/// left for the extra completions of multishot operations.
+pub const OPS_IN_FLIGHT_MAX: usize = RING_CQ_ENTRIES as usize / 2;
+/// Completions reaped per pass of the core loop before tasks run again.
+pub const COMPLETIONS_PER_TICK_MAX: usize = 256;
+/// Tasks polled per pass of the core loop before IO is reaped again.
+pub const TASKS_PER_TICK_MAX: usize = 256;
+/// Slots in a core's sparse fixed-file table.
+pub const FIXED_FILES_MAX: u32 = 1024;
+/// Live tasks per core.
+pub const TASKS_MAX: usize = 1 << 16;
+/// Buffers in a core's provided buffer ring (a power of two, at most 32768).
+pub const BUF_RING_ENTRIES: u16 = 512;
+/// Bytes of each provided buffer.
+pub const BUF_BYTES: usize = 4096;
+/// Completions queued on one multishot operation before its consumer reads them.
+/// A multishot recv holds at most one buffer per queued completion, so the ring
+/// size bounds it; the extra slot is for the terminating completion.
+pub const MULTISHOT_QUEUE_MAX: usize = BUF_RING_ENTRIES as usize + 1;
+/// Default time a BE task may run before `maybe_yield` tells it to yield, µs.
+pub const BE_QUANTUM_US_DEFAULT: u64 = 500;
+/// Default spin budget of an idle core before it parks in the kernel, µs.
+/// Chosen by measurement (docs/spin-budget.md): a round trip on this VM kind
+/// takes 5–15 µs when both ends spin, and a park costs 12–25 µs per wake-up.
+pub const SPIN_US_DEFAULT: u64 = 50;
+/// Largest spin budget accepted from configuration, µs.
+pub const SPIN_US_MAX: u64 = 1_000_000;
+/// Cores one runtime may start.
+pub const CORES_MAX: usize = 256;
+/// Entries of a cross-core queue, default.
+pub const CROSS_CORE_QUEUE_ENTRIES_DEFAULT: usize = 1024;
+/// Events taken from epoll per wait on the fallback back end.
+pub const EPOLL_EVENTS_MAX: usize = 256;
+/// Control-message bytes reserved for SCM_RIGHTS: up to this many fds per message.
+pub const SCM_FDS_MAX: usize = 8;
+
+const _: () = assert!(BUF_RING_ENTRIES.is_power_of_two());
+const _: () = assert!(BUF_RING_ENTRIES as u32 <= 32768);
+const _: () = assert!(RING_ENTRIES.is_power_of_two());
+const _: () = assert!(OPS_IN_FLIGHT_MAX + MULTISHOT_QUEUE_MAX <= 2 * RING_CQ_ENTRIES as usize);
+const _: () = assert!(TASKS_MAX <= u32::MAX as usize);
+const _: () = assert!(SPIN_US_DEFAULT <= SPIN_US_MAX);

@@ -1,0 +1,82 @@
+//! The socket every stream and listener wraps: an owned fd, its fixed-file
+//! slot on io_uring or its epoll registration, and the core it belongs to.
+
+use crate::op::Target;
+use crate::runtime::with_local;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// A socket registered with the current core. It is `!Send`: it belongs to
+/// the core that created it.
+pub struct Socket {
+    fd: OwnedFd,
+    fixed: Option<u32>,
+    token: Option<u32>,
+    _core_local: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("fd", &self.fd.as_raw_fd()).field("fixed", &self.fixed).finish()
+    }
+}
+
+impl Socket {
+    /// Adopts `fd` on the current core: a fixed-file slot on io_uring (if
+    /// one is free), an edge-triggered registration on epoll.
+    pub(crate) fn adopt(fd: OwnedFd) -> io::Result<Socket> {
+        let raw = fd.as_raw_fd();
+        with_local(|local| match (local.driver.uring(), local.driver.epoll()) {
+            (Some(uring), _) => {
+                crate::sys::set_nonblocking(raw, false)?;
+                Ok(Socket { fixed: uring.register_fixed(raw), token: None, fd, _core_local: PhantomData })
+            }
+            (None, Some(epoll)) => {
+                crate::sys::set_nonblocking(raw, true)?;
+                Ok(Socket { token: Some(epoll.register(raw)?), fixed: None, fd, _core_local: PhantomData })
+            }
+            (None, None) => unreachable!("a driver is either io_uring or epoll"),
+        })
+    }
+
+    /// Whether new sockets should be created non-blocking (epoll back end).
+    pub(crate) fn wants_nonblocking() -> bool {
+        with_local(|local| local.driver.epoll().is_some())
+    }
+
+    pub(crate) fn target(&self) -> Target {
+        match self.fixed {
+            Some(slot) => Target::Fixed(slot),
+            None => Target::Fd(self.fd.as_raw_fd()),
+        }
+    }
+
+    pub(crate) fn token(&self) -> u32 {
+        self.token.expect("socket registered with epoll")
+    }
+
+    pub(crate) fn is_uring(&self) -> bool {
+        self.token.is_none()
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let Some(local) = crate::runtime::try_local() else {
+            return;
+        };
+        if let (Some(slot), Some(uring)) = (self.fixed, local.driver.uring()) {
+            uring.unregister_fixed(slot);
+        }
+        if let (Some(token), Some(epoll)) = (self.token, local.driver.epoll()) {
+            epoll.deregister(self.fd.as_raw_fd(), token);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Owned-buffer IO operations, one file per operation.
+//!
+//! On io_uring an operation is an [`Op`]: a future that owns everything the
+//! kernel reads or writes (buffers, addresses, message headers), submits one
+//! entry when first polled, and hands the owned data back with the result.
+//! **Rule for operation types:** every byte the kernel touches after the
+//! entry is pushed must live on the heap, owned by the operation value, so
+//! that moving the value (into the driver, when its future is dropped) does
+//! not move that memory. Dropping an `Op` whose operation is in flight is
+//! safe: the driver keeps the owned data until the kernel's completion
+//! arrives and submits a cancel (see `driver/uring.rs`).
+//!
+//! On epoll the same functions try the system call and wait for readiness on
+//! EAGAIN; nothing is in flight in the kernel, so dropping is trivially safe.
+
+pub(crate) mod accept;
+pub(crate) mod cancel;
+pub(crate) mod connect;
+pub(crate) mod msg_ring;
+pub(crate) mod nop;
+pub(crate) mod read;
+pub(crate) mod recv;
+pub(crate) mod recv_multi;
+pub(crate) mod recvmsg;
+pub(crate) mod send;
+pub(crate) mod sendmsg;
+pub(crate) mod timeout;
+pub(crate) mod write;
+
+use crate::driver::epoll::Interest;
+use crate::runtime::with_local;
+use io_uring::squeue;
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Where an operation finds its file: a fixed-file slot or a plain fd.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    Fd(RawFd),
+    Fixed(u32),
+}
+
+/// Builds an entry with `$builder` applied to the target as an io-uring
+/// `types::Fd` or `types::Fixed`.
+macro_rules! with_target {
+    ($target:expr, |$t:ident| $build:expr) => {
+        match $target {
+            $crate::op::Target::Fd(fd) => {
+                let $t = io_uring::types::Fd(fd);
+                $build
+            }
+            $crate::op::Target::Fixed(slot) => {
+                let $t = io_uring::types::Fixed(slot);
+                $build
+            }
+        }
+    };
+}
+pub(crate) use with_target;
+
+/// An operation type for the io_uring back end.
+pub(crate) trait UringOp: Unpin + 'static {
+    /// What the operation resolves to.
+    type Output;
+    /// The submission entry. Called once, when the operation is submitted.
+    fn entry(&mut self) -> squeue::Entry;
+    /// Turns the completion into the output, handing back owned data.
+    fn complete(self, res: i32, flags: u32) -> Self::Output;
+}
+
+/// A single-shot io_uring operation in flight.
+pub(crate) struct Op<T: UringOp> {
+    data: Option<T>,
+    slot: Option<u32>,
+}
+
+impl<T: UringOp> Op<T> {
+    pub(crate) fn new(data: T) -> Self {
+        Op { data: Some(data), slot: None }
+    }
+}
+
+impl<T: UringOp> Future for Op<T> {
+    type Output = T::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
+        let this = self.get_mut();
+        with_local(|local| {
+            let uring = local.driver.uring().expect("io_uring operation on a core without io_uring");
+            let slot = match this.slot {
+                Some(slot) => slot,
+                None => {
+                    let data = this.data.as_mut().expect("Op polled after completion");
+                    let slot = std::task::ready!(uring.submit(cx, || data.entry()));
+                    this.slot = Some(slot);
+                    slot
+                }
+            };
+            let (res, flags) = std::task::ready!(uring.poll_op(slot, cx));
+            this.slot = None;
+            let data = this.data.take().expect("Op completed twice");
+            Poll::Ready(data.complete(res, flags))
+        })
+    }
+}
+
+impl<T: UringOp> Drop for Op<T> {
+    fn drop(&mut self) {
+        if let (Some(slot), Some(data)) = (self.slot.take(), self.data.take()) {
+            match crate::runtime::try_local() {
+                Some(local) => {
+                    if let Some(uring) = local.driver.uring() {
+                        uring.drop_op(slot, Box::new(data));
+                    }
+                }
+                // Off the core (it stopped): the core cancelled and waited
+                // for everything in flight before it went away.
+                None => drop(data),
+            }
+        }
+    }
+}
+
+/// Runs `attempt` until it does not return EAGAIN/EWOULDBLOCK, waiting for
+/// `interest` on the epoll back end between attempts.
+pub(crate) async fn epoll_retry<R>(token: u32, interest: Interest, mut attempt: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                with_local(|local| local.driver.epoll().expect("epoll back end").clear_ready(token, interest));
+                std::future::poll_fn(|cx| with_local(|local| local.driver.epoll().expect("epoll back end").poll_ready(token, interest, cx))).await;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}

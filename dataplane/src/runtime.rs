@@ -1,0 +1,370 @@
+//! Cores and the runtime: one pinned thread per core, each with its own
+//! driver (io_uring, or epoll where io_uring is unavailable), executor and
+//! buffer pool. Nothing is shared between cores on the hot path.
+
+use crate::bufpool::BufPool;
+use crate::driver::{Backend, Driver};
+use crate::error::{Error, Result};
+use crate::executor::{Executor, TaskHeader, MAIN_SLOT};
+use crate::limits;
+use crossbeam_queue::ArrayQueue;
+use std::cell::RefCell;
+use std::future::Future;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+static NEXT_CORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The part of a core that other threads may touch: its remote wake queue
+/// and the means to wake it when it is parked.
+pub(crate) struct CoreShared {
+    id: u64,
+    remote: ArrayQueue<Arc<TaskHeader>>,
+    parked: AtomicBool,
+    /// Written by other threads to wake this core from a park.
+    eventfd: OwnedFd,
+    /// A duplicate of the core's ring fd (io_uring back end), the target of
+    /// MSG_RING wake-ups. Being a duplicate, it keeps the ring alive for as
+    /// long as a waker may send to it, even after the core stopped.
+    ring_fd: Option<OwnedFd>,
+}
+
+impl CoreShared {
+    pub(crate) fn ring_fd(&self) -> Option<i32> {
+        self.ring_fd.as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    /// Queues a task woken from another thread and notifies the core if it
+    /// is parked.
+    pub(crate) fn wake_remote(&self, task: &Arc<TaskHeader>) {
+        if task.remote_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The queue holds each live task at most once (remote_queued), and the
+        // executor has at most TASKS_MAX of them plus the main future.
+        if self.remote.push(task.clone()).is_err() {
+            unreachable!("remote wake queue larger than the task limit");
+        }
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            self.notify();
+        }
+    }
+
+    fn notify(&self) {
+        if let Some(ring_fd) = self.ring_fd() {
+            if crate::driver::try_msg_ring_from_current(ring_fd) {
+                return;
+            }
+        }
+        crate::sys::eventfd_signal(self.eventfd.as_raw_fd());
+    }
+}
+
+/// Everything a core's thread owns; reached through a thread-local.
+pub(crate) struct Local {
+    pub(crate) shared: Arc<CoreShared>,
+    pub(crate) exec: Executor,
+    pub(crate) driver: Driver,
+    pub(crate) pool: BufPool,
+    pub(crate) cpu: Option<usize>,
+    spin: Duration,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Order matters: tasks (and the operations they own) go first, then
+        // everything in flight is cancelled and waited for, then the buffer
+        // ring is unregistered while the ring still lives.
+        self.exec.clear();
+        if let Some(uring) = self.driver.uring() {
+            uring.shutdown();
+        }
+        self.pool.unregister(&self.driver);
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
+}
+
+/// Calls `f` with this thread's core.
+///
+/// # Panics
+///
+/// When this thread is not running a σ data-plane core.
+pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> R {
+    let local = LOCAL.with(|l| l.borrow().clone());
+    match local {
+        Some(local) => f(&local),
+        None => panic!("not on a σ data-plane core: call this inside Core::block_on"),
+    }
+}
+
+/// This thread's core, if it runs one.
+pub(crate) fn try_local() -> Option<Rc<Local>> {
+    LOCAL.with(|l| l.borrow().clone())
+}
+
+pub(crate) fn is_current_core(core: &Arc<CoreShared>) -> bool {
+    LOCAL.with(|l| l.borrow().as_ref().is_some_and(|local| local.shared.id == core.id))
+}
+
+/// How a core is configured.
+#[derive(Debug, Clone)]
+pub struct CoreBuilder {
+    cpu: Option<usize>,
+    spin: Duration,
+    be_quantum: Duration,
+    backend: Option<Backend>,
+}
+
+impl Default for CoreBuilder {
+    fn default() -> Self {
+        Self {
+            cpu: None,
+            spin: Duration::from_micros(spin_us_from_env().unwrap_or(limits::SPIN_US_DEFAULT)),
+            be_quantum: Duration::from_micros(limits::BE_QUANTUM_US_DEFAULT),
+            backend: None,
+        }
+    }
+}
+
+fn spin_us_from_env() -> Option<u64> {
+    let value = std::env::var("SIGMA_SPIN_US").ok()?;
+    match value.parse::<u64>() {
+        Ok(us) if us <= limits::SPIN_US_MAX => Some(us),
+        _ => {
+            tracing::warn!(value, "ignoring SIGMA_SPIN_US: not a number of µs up to {}", limits::SPIN_US_MAX);
+            None
+        }
+    }
+}
+
+impl CoreBuilder {
+    /// Pins the core's thread to `cpu`.
+    pub fn pin(mut self, cpu: usize) -> Self {
+        self.cpu = Some(cpu);
+        self
+    }
+
+    /// How long an idle core spins before it parks in the kernel.
+    /// Zero parks at once. Default: `SIGMA_SPIN_US` or [`limits::SPIN_US_DEFAULT`].
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// How long BE tasks may run before [`maybe_yield`](crate::maybe_yield) yields.
+    pub fn be_quantum(mut self, quantum: Duration) -> Self {
+        self.be_quantum = quantum;
+        self
+    }
+
+    /// Forces a back end instead of detecting one (also: `SIGMA_IO=epoll|uring`).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Builds the core on the current thread: pins it, creates the ring (or
+    /// epoll), the executor and the buffer pool.
+    pub fn build(self) -> Result<Core> {
+        if self.spin > Duration::from_micros(limits::SPIN_US_MAX) {
+            return Err(Error::Config(format!("spin budget {:?} exceeds {} µs", self.spin, limits::SPIN_US_MAX)));
+        }
+        if let Some(cpu) = self.cpu {
+            crate::sys::pin_to_cpu(cpu).map_err(|source| Error::Pin { cpu, source })?;
+        }
+        let eventfd = crate::sys::eventfd().map_err(Error::EpollSetup)?;
+        let (driver, ring_fd) = Driver::new(self.backend, eventfd.as_raw_fd())?;
+        let shared = Arc::new(CoreShared {
+            id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
+            remote: ArrayQueue::new(limits::TASKS_MAX + 1),
+            parked: AtomicBool::new(false),
+            eventfd,
+            ring_fd,
+        });
+        let pool = BufPool::new(&driver)?;
+        Ok(Core {
+            local: Rc::new(Local {
+                shared,
+                exec: Executor::new(self.be_quantum),
+                driver,
+                pool,
+                cpu: self.cpu,
+                spin: self.spin,
+            }),
+        })
+    }
+}
+
+/// One data-plane core on the current thread.
+pub struct Core {
+    local: Rc<Local>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("backend", &self.local.driver.backend())
+            .field("cpu", &self.local.cpu)
+            .field("spin", &self.local.spin)
+            .finish()
+    }
+}
+
+impl Core {
+    /// A builder with the defaults.
+    pub fn builder() -> CoreBuilder {
+        CoreBuilder::default()
+    }
+
+    /// The back end this core runs.
+    pub fn backend(&self) -> Backend {
+        self.local.driver.backend()
+    }
+
+    /// Runs `future` to completion on this core, with any tasks it spawns.
+    /// Tasks still alive when it completes are dropped.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let previous = LOCAL.with(|l| l.borrow_mut().replace(self.local.clone()));
+        assert!(previous.is_none(), "Core::block_on called inside another core's block_on");
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                // Tasks are dropped while the core is still current, since
+                // their destructors may cancel operations on it.
+                if let Some(local) = try_local() {
+                    local.exec.clear();
+                    local.pool.drain_returns(&local.driver);
+                }
+                LOCAL.with(|l| l.borrow_mut().take());
+            }
+        }
+        let _reset = Reset;
+        let local = self.local.clone();
+        let main_waker = Waker::from(Arc::new(TaskHeader {
+            core: local.shared.clone(),
+            slot: MAIN_SLOT,
+            generation: 0,
+            remote_queued: AtomicBool::new(false),
+        }));
+        let mut future = pin!(future);
+        local.exec.main_scheduled.set(true);
+        loop {
+            if local.exec.main_scheduled.replace(false) {
+                let mut cx = Context::from_waker(&main_waker);
+                if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+                    return value;
+                }
+            }
+            local.exec.run_tick();
+            self.drain_remote();
+            local.pool.drain_returns(&local.driver);
+            let completions = local.driver.poll(false);
+            if completions > 0 || local.exec.has_ready() {
+                continue;
+            }
+            self.idle();
+        }
+    }
+
+    fn drain_remote(&self) -> usize {
+        let mut n = 0;
+        while let Some(task) = self.local.shared.remote.pop() {
+            task.remote_queued.store(false, Ordering::Release);
+            self.local.exec.schedule(task.slot, task.generation);
+            n += 1;
+        }
+        n
+    }
+
+    /// Spins for the spin budget, then parks until a completion or a wake-up.
+    fn idle(&self) {
+        let local = &self.local;
+        if !local.spin.is_zero() {
+            let until = Instant::now() + local.spin;
+            loop {
+                let n = local.driver.poll(false) + self.drain_remote() + local.pool.drain_returns(&local.driver);
+                if n > 0 || local.exec.has_ready() {
+                    return;
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        local.shared.parked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.drain_remote() == 0 && local.pool.drain_returns(&local.driver) == 0 && !local.exec.has_ready() {
+            local.driver.poll(true);
+        }
+        local.shared.parked.store(false, Ordering::SeqCst);
+        self.drain_remote();
+    }
+}
+
+/// Several cores, one pinned thread each.
+#[derive(Debug)]
+pub struct Runtime {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Starts one thread per entry of `cpus`, pinned there, builds a core with
+    /// `builder`'s settings on it and runs `main(core_index)` to completion.
+    pub fn start<F, Fut>(cpus: &[usize], builder: CoreBuilder, main: F) -> Result<Runtime>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if cpus.len() > limits::CORES_MAX {
+            return Err(Error::Config(format!("{} cores asked, at most {}", cpus.len(), limits::CORES_MAX)));
+        }
+        let main = Arc::new(main);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let mut threads = Vec::with_capacity(cpus.len());
+        for (index, &cpu) in cpus.iter().enumerate() {
+            let builder = builder.clone().pin(cpu);
+            let main = main.clone();
+            let ready_tx = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("sigma-core-{index}"))
+                .spawn(move || match builder.build() {
+                    Ok(core) => {
+                        let _ = ready_tx.send(Ok(()));
+                        core.block_on(main(index));
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                })
+                .map_err(|source| Error::SpawnThread { core: index, source })?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        for _ in 0..cpus.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(Error::Config("a core thread died while starting".into())),
+            }
+        }
+        Ok(Runtime { threads })
+    }
+
+    /// Waits for every core's main future to finish.
+    pub fn join(self) -> std::thread::Result<()> {
+        for thread in self.threads {
+            thread.join()?;
+        }
+        Ok(())
+    }
+}

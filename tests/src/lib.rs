@@ -1,0 +1,1 @@
+//! Integration tests of σ live in `tests/`; this library is empty.
