@@ -93,9 +93,9 @@ pub(crate) struct BufPool {
 }
 
 impl BufPool {
-    pub(crate) fn new(driver: &Driver) -> Result<BufPool> {
-        let count = limits::BUF_RING_ENTRIES;
-        let buf_bytes = limits::BUF_BYTES;
+    /// A pool of `count` buffers of `buf_bytes` each (checked by the builder).
+    pub(crate) fn new(driver: &Driver, count: u16, buf_bytes: usize) -> Result<BufPool> {
+        debug_assert!(count.is_power_of_two() && count <= limits::BUF_RING_ENTRIES_MAX);
         let layout = Layout::from_size_align(count as usize * buf_bytes, 4096)
             .map_err(|e| Error::Config(format!("buffer pool layout: {e}")))?;
         // SAFETY: the layout has a non-zero size.
@@ -107,7 +107,7 @@ impl BufPool {
             free: RefCell::new(Vec::new()),
             available: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
-            scratch: RefCell::new(Vec::with_capacity(count as usize)),
+            scratch: RefCell::new(Vec::with_capacity(count as usize * 2)),
         };
         match driver.uring() {
             Some(uring) => {
@@ -199,6 +199,7 @@ impl BufPool {
         if n == 0 {
             return 0;
         }
+        debug_assert!(n <= self.shared.count as usize);
         for bid in scratch.drain(..) {
             self.provide_one(bid);
         }

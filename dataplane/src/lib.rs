@@ -50,11 +50,16 @@ pub use op::nop::nop;
 pub use op::read::read_at;
 pub use op::timeout::{sleep, timeout, Elapsed, Sleep};
 pub use op::write::write_at;
-pub use runtime::{Core, CoreBuilder, Runtime};
+pub use runtime::{Core, CoreBuilder, CoreStats, Runtime};
 
 /// Information about the current core, for logs and benchmarks.
 pub fn current_backend() -> Option<Backend> {
     runtime::try_local().map(|l| l.driver.backend())
+}
+
+/// The current core's counters.
+pub fn stats() -> Option<CoreStats> {
+    runtime::try_local().map(|l| l.stats.snapshot(&l.driver))
 }
 
 /// Buffers of the current core's receive pool that are free (io_uring: in

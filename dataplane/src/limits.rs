@@ -18,14 +18,20 @@ pub const TASKS_PER_TICK_MAX: usize = 256;
 pub const FIXED_FILES_MAX: u32 = 1024;
 /// Live tasks per core.
 pub const TASKS_MAX: usize = 1 << 16;
-/// Buffers in a core's provided buffer ring (a power of two, at most 32768).
-pub const BUF_RING_ENTRIES: u16 = 512;
-/// Bytes of each provided buffer.
-pub const BUF_BYTES: usize = 4096;
+/// Buffers in a core's provided buffer ring by default (a power of two).
+pub const BUF_RING_ENTRIES_DEFAULT: u16 = 512;
+/// Most buffers a provided buffer ring may hold (the kernel's limit).
+pub const BUF_RING_ENTRIES_MAX: u16 = 32768;
+/// Bytes of each provided buffer by default.
+pub const BUF_BYTES_DEFAULT: usize = 4096;
+/// Bytes of each provided buffer, at least.
+pub const BUF_BYTES_MIN: usize = 64;
+/// Bytes of each provided buffer, at most.
+pub const BUF_BYTES_MAX: usize = 1 << 20;
 /// Completions queued on one multishot operation before its consumer reads them.
 /// A multishot recv holds at most one buffer per queued completion, so the ring
 /// size bounds it; the extra slot is for the terminating completion.
-pub const MULTISHOT_QUEUE_MAX: usize = BUF_RING_ENTRIES as usize + 1;
+pub const MULTISHOT_QUEUE_MAX: usize = BUF_RING_ENTRIES_MAX as usize + 1;
 /// Default time a BE task may run before `maybe_yield` tells it to yield, µs.
 pub const BE_QUANTUM_US_DEFAULT: u64 = 500;
 /// Default spin budget of an idle core before it parks in the kernel, µs.
@@ -43,9 +49,9 @@ pub const EPOLL_EVENTS_MAX: usize = 256;
 /// Control-message bytes reserved for SCM_RIGHTS: up to this many fds per message.
 pub const SCM_FDS_MAX: usize = 8;
 
-const _: () = assert!(BUF_RING_ENTRIES.is_power_of_two());
-const _: () = assert!(BUF_RING_ENTRIES as u32 <= 32768);
+const _: () = assert!(BUF_RING_ENTRIES_DEFAULT.is_power_of_two());
+const _: () = assert!(BUF_RING_ENTRIES_DEFAULT <= BUF_RING_ENTRIES_MAX);
+const _: () = assert!(BUF_BYTES_MIN <= BUF_BYTES_DEFAULT && BUF_BYTES_DEFAULT <= BUF_BYTES_MAX);
 const _: () = assert!(RING_ENTRIES.is_power_of_two());
-const _: () = assert!(OPS_IN_FLIGHT_MAX + MULTISHOT_QUEUE_MAX <= 2 * RING_CQ_ENTRIES as usize);
 const _: () = assert!(TASKS_MAX <= u32::MAX as usize);
 const _: () = assert!(SPIN_US_DEFAULT <= SPIN_US_MAX);

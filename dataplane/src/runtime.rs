@@ -74,6 +74,44 @@ pub(crate) struct Local {
     pub(crate) pool: BufPool,
     pub(crate) cpu: Option<usize>,
     spin: Duration,
+    pub(crate) stats: Stats,
+    backend_reason: String,
+}
+
+/// Counters of one core, for tests and diagnostics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Times the core parked in the kernel after its spin budget ran out.
+    pub parks: u64,
+    /// Multishot receives re-armed after the buffer ring ran dry.
+    pub recv_rearms_after_enobufs: u64,
+    /// Tasks woken from other threads.
+    pub remote_wakes: u64,
+    /// Ring operations in flight now (io_uring; 0 on epoll), including
+    /// cancelled ones whose completion has not arrived yet.
+    pub ops_in_flight: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) parks: std::cell::Cell<u64>,
+    pub(crate) recv_rearms_after_enobufs: std::cell::Cell<u64>,
+    pub(crate) remote_wakes: std::cell::Cell<u64>,
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self, driver: &Driver) -> CoreStats {
+        CoreStats {
+            parks: self.parks.get(),
+            recv_rearms_after_enobufs: self.recv_rearms_after_enobufs.get(),
+            remote_wakes: self.remote_wakes.get(),
+            ops_in_flight: driver.uring().map_or(0, |u| u.in_flight() as u64),
+        }
+    }
+
+    pub(crate) fn bump(counter: &std::cell::Cell<u64>, by: u64) {
+        counter.set(counter.get() + by);
+    }
 }
 
 impl Drop for Local {
@@ -122,6 +160,8 @@ pub struct CoreBuilder {
     spin: Duration,
     be_quantum: Duration,
     backend: Option<Backend>,
+    recv_buffers: u16,
+    recv_buffer_bytes: usize,
 }
 
 impl Default for CoreBuilder {
@@ -131,6 +171,8 @@ impl Default for CoreBuilder {
             spin: Duration::from_micros(spin_us_from_env().unwrap_or(limits::SPIN_US_DEFAULT)),
             be_quantum: Duration::from_micros(limits::BE_QUANTUM_US_DEFAULT),
             backend: None,
+            recv_buffers: limits::BUF_RING_ENTRIES_DEFAULT,
+            recv_buffer_bytes: limits::BUF_BYTES_DEFAULT,
         }
     }
 }
@@ -172,17 +214,31 @@ impl CoreBuilder {
         self
     }
 
+    /// Sizes the receive-buffer pool: `count` buffers (a power of two up to
+    /// [`limits::BUF_RING_ENTRIES_MAX`]) of `bytes` each.
+    pub fn recv_buffers(mut self, count: u16, bytes: usize) -> Self {
+        self.recv_buffers = count;
+        self.recv_buffer_bytes = bytes;
+        self
+    }
+
     /// Builds the core on the current thread: pins it, creates the ring (or
     /// epoll), the executor and the buffer pool.
     pub fn build(self) -> Result<Core> {
         if self.spin > Duration::from_micros(limits::SPIN_US_MAX) {
             return Err(Error::Config(format!("spin budget {:?} exceeds {} µs", self.spin, limits::SPIN_US_MAX)));
         }
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > limits::BUF_RING_ENTRIES_MAX {
+            return Err(Error::Config(format!("receive buffers: {} is not a power of two up to {}", self.recv_buffers, limits::BUF_RING_ENTRIES_MAX)));
+        }
+        if !(limits::BUF_BYTES_MIN..=limits::BUF_BYTES_MAX).contains(&self.recv_buffer_bytes) {
+            return Err(Error::Config(format!("receive buffer size {} outside {}..={}", self.recv_buffer_bytes, limits::BUF_BYTES_MIN, limits::BUF_BYTES_MAX)));
+        }
         if let Some(cpu) = self.cpu {
             crate::sys::pin_to_cpu(cpu).map_err(|source| Error::Pin { cpu, source })?;
         }
         let eventfd = crate::sys::eventfd().map_err(Error::EpollSetup)?;
-        let (driver, ring_fd) = Driver::new(self.backend, eventfd.as_raw_fd())?;
+        let (driver, ring_fd, backend_reason) = Driver::new(self.backend, eventfd.as_raw_fd())?;
         let shared = Arc::new(CoreShared {
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
             remote: ArrayQueue::new(limits::TASKS_MAX + 1),
@@ -190,7 +246,7 @@ impl CoreBuilder {
             eventfd,
             ring_fd,
         });
-        let pool = BufPool::new(&driver)?;
+        let pool = BufPool::new(&driver, self.recv_buffers, self.recv_buffer_bytes)?;
         Ok(Core {
             local: Rc::new(Local {
                 shared,
@@ -199,6 +255,8 @@ impl CoreBuilder {
                 pool,
                 cpu: self.cpu,
                 spin: self.spin,
+                stats: Stats::default(),
+                backend_reason,
             }),
         })
     }
@@ -228,6 +286,12 @@ impl Core {
     /// The back end this core runs.
     pub fn backend(&self) -> Backend {
         self.local.driver.backend()
+    }
+
+    /// Why this back end was chosen (forced, detected, or the io_uring
+    /// set-up error that made the core fall back to epoll).
+    pub fn backend_reason(&self) -> &str {
+        &self.local.backend_reason
     }
 
     /// Runs `future` to completion on this core, with any tasks it spawns.
@@ -282,6 +346,7 @@ impl Core {
             self.local.exec.schedule(task.slot, task.generation);
             n += 1;
         }
+        Stats::bump(&self.local.stats.remote_wakes, n as u64);
         n
     }
 
@@ -304,6 +369,7 @@ impl Core {
         local.shared.parked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.drain_remote() == 0 && local.pool.drain_returns(&local.driver) == 0 && !local.exec.has_ready() {
+            Stats::bump(&local.stats.parks, 1);
             local.driver.poll(true);
         }
         local.shared.parked.store(false, Ordering::SeqCst);

@@ -56,34 +56,38 @@ fn log_once(backend: Backend, why: &str) {
 }
 
 impl Driver {
-    /// Creates the driver. Returns it and, for io_uring, a duplicate of the
-    /// ring fd for MSG_RING wake-ups.
-    pub(crate) fn new(forced: Option<Backend>, eventfd: RawFd) -> Result<(Driver, Option<OwnedFd>)> {
+    /// Creates the driver. Returns it, for io_uring a duplicate of the ring
+    /// fd for MSG_RING wake-ups, and why this back end was chosen.
+    pub(crate) fn new(forced: Option<Backend>, eventfd: RawFd) -> Result<(Driver, Option<OwnedFd>, String)> {
         let from_env = match std::env::var("SIGMA_IO") {
             Ok(value) => Some(value.parse::<Backend>().map_err(Error::Config)?),
             Err(_) => None,
         };
-        match forced.or(from_env) {
-            Some(Backend::Epoll) => {
-                log_once(Backend::Epoll, "forced by configuration or SIGMA_IO=epoll");
-                Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None))
+        match (forced, from_env) {
+            (Some(Backend::Epoll), _) | (None, Some(Backend::Epoll)) => {
+                let why = if forced.is_some() { "forced by configuration" } else { "forced by SIGMA_IO=epoll" };
+                log_once(Backend::Epoll, why);
+                Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None, why.to_string()))
             }
-            Some(Backend::Uring) => {
+            (Some(Backend::Uring), _) | (None, Some(Backend::Uring)) => {
                 let (ring, dup) = uring::Uring::new(eventfd)?;
-                log_once(Backend::Uring, "forced by configuration or SIGMA_IO=uring");
-                Ok((Driver::Uring(ring), Some(dup)))
+                let why = if forced.is_some() { "forced by configuration" } else { "forced by SIGMA_IO=uring" };
+                log_once(Backend::Uring, why);
+                Ok((Driver::Uring(ring), Some(dup), why.to_string()))
             }
-            None => match uring::Uring::new(eventfd) {
+            (None, None) => match uring::Uring::new(eventfd) {
                 Ok((ring, dup)) => {
-                    log_once(Backend::Uring, "detected: ring set up with SINGLE_ISSUER|DEFER_TASKRUN and restrictions");
-                    Ok((Driver::Uring(ring), Some(dup)))
+                    let why = "detected: ring set up with SINGLE_ISSUER|DEFER_TASKRUN and restrictions";
+                    log_once(Backend::Uring, why);
+                    Ok((Driver::Uring(ring), Some(dup), why.to_string()))
                 }
                 Err(e) => {
+                    let why = format!("io_uring unavailable, fell back to epoll: {e}: {}",
+                        std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
                     if !LOGGED_CHOICE.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(|s| s.to_string()),
-                            "io_uring unavailable; data plane IO back end: epoll");
+                        tracing::warn!("data plane IO back end: epoll ({why})");
                     }
-                    Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None))
+                    Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None, why))
                 }
             },
         }

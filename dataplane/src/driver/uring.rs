@@ -167,7 +167,16 @@ impl Uring {
             .register_files_sparse(limits::FIXED_FILES_MAX)
             .map_err(register("sparse fixed-file table"))?;
         let ring_fd = ring.as_raw_fd();
-        let registered_index = register_ring_fd(ring_fd).map_err(register("ring fd"))?;
+        // Registered ring fds are per thread and at most 16 (IO_RINGFD_REG_MAX);
+        // a thread that already has 16 falls back to the plain fd.
+        let registered_index = match register_ring_fd(ring_fd) {
+            Ok(index) => Some(index),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                tracing::debug!("this thread has no registered-ring slot left; entering with the plain fd");
+                None
+            }
+            Err(e) => return Err(register("ring fd")(e)),
+        };
         let mut restrictions: Vec<Restriction> = ALLOWED_OPCODES.iter().map(|(op, _)| Restriction::sqe_op(*op)).collect();
         restrictions.extend(ALLOWED_REGISTER_OPS.iter().map(|op| Restriction::register_op(*op)));
         restrictions.push(Restriction::sqe_flags_allowed(ALLOWED_SQE_FLAGS));
@@ -185,7 +194,7 @@ impl Uring {
         let uring = Uring {
             ring: RefCell::new(ring),
             ring_fd,
-            registered_index: Some(registered_index),
+            registered_index,
             eventfd,
             state: RefCell::new(State {
                 slots: Vec::with_capacity(limits::OPS_IN_FLIGHT_MAX),
@@ -195,7 +204,7 @@ impl Uring {
                 room_waiters: VecDeque::new(),
                 notify_armed: false,
                 fixed_free: (0..limits::FIXED_FILES_MAX).rev().collect(),
-                orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES as usize),
+                orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES_DEFAULT as usize),
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
             shut_down: std::cell::Cell::new(false),
@@ -379,6 +388,11 @@ impl Uring {
                 unreachable!("completion for slot {index} that is not in flight")
             }
         }
+    }
+
+    /// Operations in flight, cancels included.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.state.borrow().in_flight
     }
 
     /// Takes provided buffers that came back in unconsumed completions.
@@ -596,22 +610,31 @@ impl Uring {
 impl Drop for Uring {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(index) = self.registered_index.take() {
+            if let Err(e) = update_ring_fds(self.ring_fd, UNREGISTER_RING_FDS, index, 0) {
+                tracing::warn!(error = %e, "unregistering the ring fd failed");
+            }
+        }
     }
 }
 
 fn register_ring_fd(ring_fd: RawFd) -> io::Result<u32> {
+    update_ring_fds(ring_fd, REGISTER_RING_FDS, u32::MAX, ring_fd as u64)
+}
+
+/// IORING_(UN)REGISTER_RING_FDS with one io_uring_rsrc_update; returns the
+/// offset the kernel chose (register) or the one given (unregister).
+fn update_ring_fds(ring_fd: RawFd, opcode: u8, offset: u32, data: u64) -> io::Result<u32> {
     #[repr(C)]
     struct RsrcUpdate {
         offset: u32,
         resv: u32,
         data: u64,
     }
-    let mut update = RsrcUpdate { offset: u32::MAX, resv: 0, data: ring_fd as u64 };
-    // SAFETY: IORING_REGISTER_RING_FDS takes an array of one io_uring_rsrc_update,
-    // whose layout RsrcUpdate matches; the kernel writes the chosen offset back.
-    let ret = unsafe {
-        libc::syscall(libc::SYS_io_uring_register, ring_fd, u32::from(REGISTER_RING_FDS), &mut update as *mut RsrcUpdate, 1u32)
-    };
+    let mut update = RsrcUpdate { offset, resv: 0, data };
+    // SAFETY: the opcode takes an array of one io_uring_rsrc_update, whose
+    // layout RsrcUpdate matches; the kernel may write the offset back.
+    let ret = unsafe { libc::syscall(libc::SYS_io_uring_register, ring_fd, u32::from(opcode), &mut update as *mut RsrcUpdate, 1u32) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }

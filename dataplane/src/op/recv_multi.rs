@@ -91,7 +91,10 @@ impl<'a> RecvStream<'a> {
                         }
                         return Poll::Ready(None);
                     }
-                    e if e == -libc::ENOBUFS => continue,
+                    e if e == -libc::ENOBUFS => {
+                        crate::runtime::Stats::bump(&local.stats.recv_rearms_after_enobufs, 1);
+                        continue;
+                    }
                     e => return Poll::Ready(Some(Err(io::Error::from_raw_os_error(-e)))),
                 }
             }
@@ -105,6 +108,7 @@ impl<'a> RecvStream<'a> {
             let epoll = local.driver.epoll().expect("epoll back end");
             loop {
                 let Some((bid, ptr)) = local.pool.alloc() else {
+                    crate::runtime::Stats::bump(&local.stats.recv_rearms_after_enobufs, 1);
                     local.pool.wait_for_buffers(cx.waker());
                     return Poll::Pending;
                 };

@@ -1,0 +1,154 @@
+//! Cross-core queues, LC before BE, and the park/wake path.
+
+mod common;
+
+use sigma_dataplane::channel::{channel, TrySendError};
+use sigma_dataplane::{Backend, Class, Core, Runtime};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+fn cpus() -> (usize, usize) {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (0, 1.min(n - 1))
+}
+
+fn parking_core(backend: Backend, cpu: usize) -> Core {
+    // Spin 0: every idle moment parks, so each wake-up must cross cores
+    // through MSG_RING (io_uring) or the eventfd (epoll).
+    Core::builder().backend(backend).pin(cpu).spin(Duration::ZERO).build().unwrap()
+}
+
+#[test]
+fn spsc_between_parking_cores_keeps_order() {
+    const N: u64 = 50_000;
+    for backend in common::backends() {
+        let (to_b, mut at_b) = channel::<u64>(64);
+        let (to_a, mut at_a) = channel::<u64>(64);
+        let (cpu_a, cpu_b) = cpus();
+        let b = std::thread::spawn(move || {
+            let core = parking_core(backend, cpu_b);
+            core.block_on(async move {
+                let mut to_a = to_a;
+                let mut expected = 0;
+                while let Some(v) = at_b.recv().await {
+                    assert_eq!(v, expected, "out of order on {backend}");
+                    expected += 1;
+                    to_a.send(v * 2).await.unwrap();
+                }
+                assert_eq!(expected, N);
+                sigma_dataplane::stats().unwrap()
+            })
+        });
+        let core = parking_core(backend, cpu_a);
+        let stats_a = core.block_on(async move {
+            let mut to_b = to_b;
+            let sender = sigma_dataplane::spawn(async move {
+                for i in 0..N {
+                    to_b.send(i).await.unwrap();
+                }
+            });
+            let mut sum = 0u64;
+            for i in 0..N {
+                let v = at_a.recv().await.unwrap();
+                assert_eq!(v, i * 2);
+                sum += v;
+            }
+            sender.await;
+            assert_eq!(sum, N * (N - 1));
+            sigma_dataplane::stats().unwrap()
+        });
+        let stats_b = b.join().unwrap();
+        assert!(stats_a.remote_wakes > 0 && stats_b.remote_wakes > 0, "{backend}: {stats_a:?} {stats_b:?}");
+        eprintln!("{backend}: a {stats_a:?} b {stats_b:?}");
+    }
+}
+
+#[test]
+fn a_full_queue_refuses_and_returns_the_value() {
+    let (mut tx, mut rx) = channel::<u32>(2);
+    tx.try_send(1).unwrap();
+    tx.try_send(2).unwrap();
+    assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
+    assert_eq!(rx.try_recv(), Some(1));
+    tx.try_send(3).unwrap();
+    drop(rx);
+    assert_eq!(tx.try_send(4), Err(TrySendError::Closed(4)));
+}
+
+#[test]
+fn values_left_in_a_dropped_queue_are_dropped() {
+    let marker = std::sync::Arc::new(());
+    let (mut tx, rx) = channel(4);
+    tx.try_send(marker.clone()).unwrap();
+    tx.try_send(marker.clone()).unwrap();
+    drop(tx);
+    drop(rx);
+    assert_eq!(std::sync::Arc::strong_count(&marker), 1);
+}
+
+#[test]
+fn lc_tasks_run_before_be_tasks() {
+    for backend in common::backends() {
+        let core = common::core(backend);
+        let order = core.block_on(async {
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let mut handles = Vec::new();
+            for i in 0..3 {
+                let o = order.clone();
+                handles.push(sigma_dataplane::spawn_with_class(Class::Be, async move { o.borrow_mut().push(format!("be{i}")) }));
+                let o = order.clone();
+                handles.push(sigma_dataplane::spawn_with_class(Class::Lc, async move { o.borrow_mut().push(format!("lc{i}")) }));
+            }
+            for h in handles {
+                h.await;
+            }
+            Rc::try_unwrap(order).unwrap().into_inner()
+        });
+        assert_eq!(order, ["lc0", "lc1", "lc2", "be0", "be1", "be2"], "{backend}");
+    }
+}
+
+#[test]
+fn a_busy_be_task_yields_to_lc_within_its_quantum() {
+    // A BE task that computes for 200 ms, calling maybe_yield as it goes,
+    // must let an LC task that becomes ready run long before it finishes.
+    for backend in common::backends() {
+        let core = Core::builder().backend(backend).be_quantum(Duration::from_micros(200)).build().unwrap();
+        let (lc_ran_at, be_done_at) = core.block_on(async {
+            let be = sigma_dataplane::spawn_be(async {
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_millis(200) {
+                    std::hint::black_box((0..1000).sum::<u64>());
+                    sigma_dataplane::maybe_yield().await;
+                }
+                std::time::Instant::now()
+            });
+            let lc = sigma_dataplane::spawn(async {
+                sigma_dataplane::sleep(Duration::from_millis(5)).await;
+                std::time::Instant::now()
+            });
+            (lc.await, be.await)
+        });
+        assert!(lc_ran_at + Duration::from_millis(100) < be_done_at, "LC waited for the BE task on {backend}");
+    }
+}
+
+#[test]
+fn runtime_runs_one_core_per_cpu() {
+    let (a, b) = cpus();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let rt = Runtime::start(&[a, b], Core::builder(), move |index| {
+        let seen = seen2.clone();
+        async move {
+            sigma_dataplane::nop().await.unwrap();
+            seen.lock().unwrap().push(index);
+        }
+    })
+    .unwrap();
+    rt.join().unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, [0, 1]);
+}
