@@ -60,7 +60,12 @@ impl AsRef<[u8]> for PoolBuf {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: bid < count and len <= buf_bytes (checked in `take`); the
         // buffer is owned by this PoolBuf, so nothing writes into it now.
-        unsafe { std::slice::from_raw_parts(self.shared.base.as_ptr().add(self.bid as usize * self.shared.buf_bytes), self.len) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.shared.base.as_ptr().add(self.bid as usize * self.shared.buf_bytes),
+                self.len,
+            )
+        }
     }
 }
 
@@ -99,8 +104,15 @@ impl BufPool {
         let layout = Layout::from_size_align(count as usize * buf_bytes, 4096)
             .map_err(|e| Error::Config(format!("buffer pool layout: {e}")))?;
         // SAFETY: the layout has a non-zero size.
-        let base = NonNull::new(unsafe { std::alloc::alloc(layout) }).ok_or_else(|| Error::Config("buffer pool allocation failed".into()))?;
-        let shared = Arc::new(PoolShared { base, layout, buf_bytes, count, returned: ArrayQueue::new(count as usize) });
+        let base = NonNull::new(unsafe { std::alloc::alloc(layout) })
+            .ok_or_else(|| Error::Config("buffer pool allocation failed".into()))?;
+        let shared = Arc::new(PoolShared {
+            base,
+            layout,
+            buf_bytes,
+            count,
+            returned: ArrayQueue::new(count as usize),
+        });
         let mut pool = BufPool {
             shared,
             ring: None,
@@ -114,20 +126,42 @@ impl BufPool {
                 let map_bytes = (count as usize * std::mem::size_of::<BufRingEntry>()).next_multiple_of(4096);
                 // SAFETY: anonymous private mapping; no file, no fixed address.
                 let ptr = unsafe {
-                    libc::mmap(std::ptr::null_mut(), map_bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        map_bytes,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
                 };
                 if ptr == libc::MAP_FAILED {
-                    return Err(Error::RingRegister { what: "buffer ring memory", source: std::io::Error::last_os_error() });
+                    return Err(Error::RingRegister {
+                        what: "buffer ring memory",
+                        source: std::io::Error::last_os_error(),
+                    });
                 }
-                let entries = NonNull::new(ptr.cast::<BufRingEntry>()).ok_or_else(|| Error::Config("mmap returned NULL".into()))?;
-                let ring = KernelRing { entries, map_bytes, mask: count - 1, tail: Cell::new(0), registered: Cell::new(false) };
+                let entries = NonNull::new(ptr.cast::<BufRingEntry>())
+                    .ok_or_else(|| Error::Config("mmap returned NULL".into()))?;
+                let ring = KernelRing {
+                    entries,
+                    map_bytes,
+                    mask: count - 1,
+                    tail: Cell::new(0),
+                    registered: Cell::new(false),
+                };
                 // SAFETY: the ring memory is page-aligned, `count` entries long,
                 // and stays mapped until after it is unregistered (Drop, unregister).
-                let registered = uring.with_submitter(|s| unsafe { s.register_buf_ring_with_flags(entries.as_ptr() as u64, count, BGID, 0) });
+                let registered = uring.with_submitter(|s| unsafe {
+                    s.register_buf_ring_with_flags(entries.as_ptr() as u64, count, BGID, 0)
+                });
                 if let Err(source) = registered {
                     // SAFETY: unmapping the mapping made above, not registered.
                     unsafe { libc::munmap(ptr, map_bytes) };
-                    return Err(Error::RingRegister { what: "provided buffer ring", source });
+                    return Err(Error::RingRegister {
+                        what: "provided buffer ring",
+                        source,
+                    });
                 }
                 ring.registered.set(true);
                 pool.ring = Some(ring);
@@ -229,18 +263,27 @@ impl BufPool {
 
     /// The kernel filled buffer `bid` with `len` bytes: hand them out.
     pub(crate) fn take(&self, bid: u16, len: usize) -> Bytes {
-        assert!(bid < self.shared.count && len <= self.shared.buf_bytes, "kernel reported buffer {bid} with {len} bytes");
+        assert!(
+            bid < self.shared.count && len <= self.shared.buf_bytes,
+            "kernel reported buffer {bid} with {len} bytes"
+        );
         if self.ring.is_some() {
             self.available.set(self.available.get() - 1);
         }
-        Bytes::from_owner(PoolBuf { shared: self.shared.clone(), bid, len })
+        Bytes::from_owner(PoolBuf {
+            shared: self.shared.clone(),
+            bid,
+            len,
+        })
     }
 
     /// Takes a free buffer on the epoll back end: its id and memory.
     pub(crate) fn alloc(&self) -> Option<(u16, *mut u8)> {
         let bid = self.free.borrow_mut().pop()?;
         // SAFETY: bid < count, so the buffer lies inside the pool.
-        Some((bid, unsafe { self.shared.base.as_ptr().add(bid as usize * self.shared.buf_bytes) }))
+        Some((bid, unsafe {
+            self.shared.base.as_ptr().add(bid as usize * self.shared.buf_bytes)
+        }))
     }
 
     /// Puts back a buffer from `alloc` that received nothing.

@@ -26,7 +26,10 @@ struct WakerSlot {
 
 impl WakerSlot {
     fn new() -> Self {
-        WakerSlot { waiting: AtomicBool::new(false), waker: Mutex::new(None) }
+        WakerSlot {
+            waiting: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }
     }
 
     fn register(&self, waker: &Waker) {
@@ -92,13 +95,17 @@ pub struct Receiver<T> {
 
 impl<T> std::fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender").field("capacity", &self.shared.slots.len()).finish()
+        f.debug_struct("Sender")
+            .field("capacity", &self.shared.slots.len())
+            .finish()
     }
 }
 
 impl<T> std::fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver").field("capacity", &self.shared.slots.len()).finish()
+        f.debug_struct("Receiver")
+            .field("capacity", &self.shared.slots.len())
+            .finish()
     }
 }
 

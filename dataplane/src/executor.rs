@@ -338,8 +338,7 @@ pub async fn yield_now() {
 /// ready; costs no system call otherwise. LC tasks never yield here.
 pub async fn maybe_yield() {
     let must = crate::runtime::with_local(|local| {
-        local.exec.current_class() == Class::Be
-            && (local.exec.be_quantum_spent() || local.exec.has_lc_ready())
+        local.exec.current_class() == Class::Be && (local.exec.be_quantum_spent() || local.exec.has_lc_ready())
     });
     if must {
         yield_now().await;

@@ -31,13 +31,24 @@ pub fn support() -> &'static Support {
     SUPPORT.get_or_init(|| {
         let ring: IoUring = match IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(8) {
             Ok(ring) => ring,
-            Err(e) => return Support { unavailable: Some(format!("io_uring_setup: {e}")), opcodes: Vec::new() },
+            Err(e) => {
+                return Support {
+                    unavailable: Some(format!("io_uring_setup: {e}")),
+                    opcodes: Vec::new(),
+                }
+            }
         };
         let mut probe = Probe::new();
         if let Err(e) = ring.submitter().register_probe(&mut probe) {
-            return Support { unavailable: Some(format!("register_probe: {e}")), opcodes: Vec::new() };
+            return Support {
+                unavailable: Some(format!("register_probe: {e}")),
+                opcodes: Vec::new(),
+            };
         }
         let opcodes = (0..=u8::MAX).filter(|op| probe.is_supported(*op)).collect();
-        Support { unavailable: None, opcodes }
+        Support {
+            unavailable: None,
+            opcodes,
+        }
     })
 }

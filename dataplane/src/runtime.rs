@@ -182,7 +182,11 @@ fn spin_us_from_env() -> Option<u64> {
     match value.parse::<u64>() {
         Ok(us) if us <= limits::SPIN_US_MAX => Some(us),
         _ => {
-            tracing::warn!(value, "ignoring SIGMA_SPIN_US: not a number of µs up to {}", limits::SPIN_US_MAX);
+            tracing::warn!(
+                value,
+                "ignoring SIGMA_SPIN_US: not a number of µs up to {}",
+                limits::SPIN_US_MAX
+            );
             None
         }
     }
@@ -226,13 +230,26 @@ impl CoreBuilder {
     /// epoll), the executor and the buffer pool.
     pub fn build(self) -> Result<Core> {
         if self.spin > Duration::from_micros(limits::SPIN_US_MAX) {
-            return Err(Error::Config(format!("spin budget {:?} exceeds {} µs", self.spin, limits::SPIN_US_MAX)));
+            return Err(Error::Config(format!(
+                "spin budget {:?} exceeds {} µs",
+                self.spin,
+                limits::SPIN_US_MAX
+            )));
         }
         if !self.recv_buffers.is_power_of_two() || self.recv_buffers > limits::BUF_RING_ENTRIES_MAX {
-            return Err(Error::Config(format!("receive buffers: {} is not a power of two up to {}", self.recv_buffers, limits::BUF_RING_ENTRIES_MAX)));
+            return Err(Error::Config(format!(
+                "receive buffers: {} is not a power of two up to {}",
+                self.recv_buffers,
+                limits::BUF_RING_ENTRIES_MAX
+            )));
         }
         if !(limits::BUF_BYTES_MIN..=limits::BUF_BYTES_MAX).contains(&self.recv_buffer_bytes) {
-            return Err(Error::Config(format!("receive buffer size {} outside {}..={}", self.recv_buffer_bytes, limits::BUF_BYTES_MIN, limits::BUF_BYTES_MAX)));
+            return Err(Error::Config(format!(
+                "receive buffer size {} outside {}..={}",
+                self.recv_buffer_bytes,
+                limits::BUF_BYTES_MIN,
+                limits::BUF_BYTES_MAX
+            )));
         }
         if let Some(cpu) = self.cpu {
             crate::sys::pin_to_cpu(cpu).map_err(|source| Error::Pin { cpu, source })?;
@@ -298,7 +315,10 @@ impl Core {
     /// Tasks still alive when it completes are dropped.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let previous = LOCAL.with(|l| l.borrow_mut().replace(self.local.clone()));
-        assert!(previous.is_none(), "Core::block_on called inside another core's block_on");
+        assert!(
+            previous.is_none(),
+            "Core::block_on called inside another core's block_on"
+        );
         struct Reset;
         impl Drop for Reset {
             fn drop(&mut self) {
@@ -392,7 +412,11 @@ impl Runtime {
         Fut: Future<Output = ()> + 'static,
     {
         if cpus.len() > limits::CORES_MAX {
-            return Err(Error::Config(format!("{} cores asked, at most {}", cpus.len(), limits::CORES_MAX)));
+            return Err(Error::Config(format!(
+                "{} cores asked, at most {}",
+                cpus.len(),
+                limits::CORES_MAX
+            )));
         }
         let main = Arc::new(main);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();

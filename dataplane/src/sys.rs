@@ -18,7 +18,10 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// Pins the calling thread to one cpu.
 pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cpu index beyond CPU_SETSIZE"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cpu index beyond CPU_SETSIZE",
+        ));
     }
     // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -56,7 +59,11 @@ pub(crate) fn eventfd_drain(fd: RawFd) {
 pub(crate) fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
     // SAFETY: fcntl F_GETFL takes no pointers.
     let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    let flags = if nonblocking { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    let flags = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
     // SAFETY: fcntl F_SETFL takes no pointers.
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
     Ok(())
@@ -75,7 +82,13 @@ pub(crate) fn socket(domain: libc::c_int, ty: libc::c_int, nonblocking: bool) ->
 pub(crate) fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int with its size.
     cvt(unsafe {
-        libc::setsockopt(fd, level, name, (&value as *const libc::c_int).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
     })?;
     Ok(())
 }
@@ -109,7 +122,9 @@ impl RawAddr {
                 let sin = libc::sockaddr_in {
                     sin_family: libc::AF_INET as libc::sa_family_t,
                     sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
                     sin_zero: [0; 8],
                 };
                 // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
@@ -121,7 +136,9 @@ impl RawAddr {
                     sin6_family: libc::AF_INET6 as libc::sa_family_t,
                     sin6_port: a.port().to_be(),
                     sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
                     sin6_scope_id: a.scope_id(),
                 };
                 // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
@@ -129,7 +146,10 @@ impl RawAddr {
                 size_of::<libc::sockaddr_in6>()
             }
         };
-        RawAddr { storage, len: len as libc::socklen_t }
+        RawAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
     }
 
     pub(crate) fn from_path(path: &Path) -> io::Result<RawAddr> {
@@ -138,7 +158,10 @@ impl RawAddr {
         // SAFETY: sockaddr_un is plain data; all-zero is valid.
         let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         if bytes.len() >= sun.sun_path.len() || bytes.contains(&0) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unix socket path too long or has NUL: {}", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unix socket path too long or has NUL: {}", path.display()),
+            ));
         }
         sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
         for (dst, src) in sun.sun_path.iter_mut().zip(bytes) {
@@ -149,24 +172,37 @@ impl RawAddr {
         // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_un.
         unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sun) };
         let len = size_of::<libc::sa_family_t>() + bytes.len() + 1;
-        Ok(RawAddr { storage, len: len as libc::socklen_t })
+        Ok(RawAddr {
+            storage,
+            len: len as libc::socklen_t,
+        })
     }
 
-    pub(crate) fn to_inet(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn to_inet(self) -> io::Result<SocketAddr> {
         match self.storage.ss_family as libc::c_int {
             libc::AF_INET => {
                 // SAFETY: the family says the storage holds a sockaddr_in.
-                let sin: libc::sockaddr_in = unsafe { std::ptr::read((&self.storage as *const libc::sockaddr_storage).cast()) };
+                let sin: libc::sockaddr_in =
+                    unsafe { std::ptr::read((&self.storage as *const libc::sockaddr_storage).cast()) };
                 let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
                 Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says the storage holds a sockaddr_in6.
-                let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&self.storage as *const libc::sockaddr_storage).cast()) };
+                let sin6: libc::sockaddr_in6 =
+                    unsafe { std::ptr::read((&self.storage as *const libc::sockaddr_storage).cast()) };
                 let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                Ok(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id)))
+                Ok(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
             }
-            family => Err(io::Error::new(io::ErrorKind::InvalidData, format!("not an inet address family: {family}"))),
+            family => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not an inet address family: {family}"),
+            )),
         }
     }
 }
@@ -197,9 +233,16 @@ fn name_of(fd: RawFd, peer: bool) -> io::Result<RawAddr> {
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let ptr = storage.as_mut_ptr().cast();
     // SAFETY: `ptr` and `len` describe a live sockaddr_storage.
-    cvt(unsafe { if peer { libc::getpeername(fd, ptr, &mut len) } else { libc::getsockname(fd, ptr, &mut len) } })?;
+    cvt(unsafe {
+        if peer {
+            libc::getpeername(fd, ptr, &mut len)
+        } else {
+            libc::getsockname(fd, ptr, &mut len)
+        }
+    })?;
     // SAFETY: zeroed storage is a valid sockaddr_storage; the kernel filled `len` bytes.
-    Ok(RawAddr { storage: unsafe { storage.assume_init() }, len })
+    let storage = unsafe { storage.assume_init() };
+    Ok(RawAddr { storage, len })
 }
 
 /// The local address of a socket.

@@ -37,9 +37,21 @@ async fn serve(stream: TcpStream) -> Outcome {
         if len > FRAME_BYTES_MAX {
             return Outcome::TooLarge;
         }
-        let body = match sigma_dataplane::timeout(DEADLINE, stream.recv_exact(Vec::with_capacity(len as usize), len as usize)).await {
+        let body = match sigma_dataplane::timeout(
+            DEADLINE,
+            stream.recv_exact(Vec::with_capacity(len as usize), len as usize),
+        )
+        .await
+        {
             Err(_) => return Outcome::Stalled,
-            Ok((Err(e), _)) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) => return Outcome::Reset,
+            Ok((Err(e), _))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Outcome::Reset
+            }
             Ok((Err(e), _)) => return Outcome::Other(e.to_string()),
             Ok((Ok(()), b)) => b,
         };
@@ -69,11 +81,20 @@ fn resetting_client(addr: SocketAddr) {
     (&s).write_all(&[1u8; 10]).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     // SO_LINGER 0: close sends RST instead of FIN.
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     use std::os::fd::AsRawFd;
     // SAFETY: passes a pointer to a live linger struct with its size.
     let rc = unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as u32)
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
     };
     assert_eq!(rc, 0);
 }

@@ -89,7 +89,11 @@ fn ten_thousand_dropped_writes_leave_whole_blocks_or_nothing() {
             let pattern = (i % 251) as u8 + 1;
             let whole = block.iter().all(|&b| b == pattern);
             let untouched = block.iter().all(|&b| b == 0);
-            assert!(whole || untouched, "block {i} is corrupt ({backend}): {:?}", &block[..8]);
+            assert!(
+                whole || untouched,
+                "block {i} is corrupt ({backend}): {:?}",
+                &block[..8]
+            );
             written += usize::from(whole);
         }
         eprintln!("{backend}: {written} of {N} dropped writes had completed");

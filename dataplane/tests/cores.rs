@@ -16,7 +16,12 @@ fn cpus() -> (usize, usize) {
 fn parking_core(backend: Backend, cpu: usize) -> Core {
     // Spin 0: every idle moment parks, so each wake-up must cross cores
     // through MSG_RING (io_uring) or the eventfd (epoll).
-    Core::builder().backend(backend).pin(cpu).spin(Duration::ZERO).build().unwrap()
+    Core::builder()
+        .backend(backend)
+        .pin(cpu)
+        .spin(Duration::ZERO)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -59,7 +64,10 @@ fn spsc_between_parking_cores_keeps_order() {
             sigma_dataplane::stats().unwrap()
         });
         let stats_b = b.join().unwrap();
-        assert!(stats_a.remote_wakes > 0 && stats_b.remote_wakes > 0, "{backend}: {stats_a:?} {stats_b:?}");
+        assert!(
+            stats_a.remote_wakes > 0 && stats_b.remote_wakes > 0,
+            "{backend}: {stats_a:?} {stats_b:?}"
+        );
         eprintln!("{backend}: a {stats_a:?} b {stats_b:?}");
     }
 }
@@ -96,9 +104,13 @@ fn lc_tasks_run_before_be_tasks() {
             let mut handles = Vec::new();
             for i in 0..3 {
                 let o = order.clone();
-                handles.push(sigma_dataplane::spawn_with_class(Class::Be, async move { o.borrow_mut().push(format!("be{i}")) }));
+                handles.push(sigma_dataplane::spawn_with_class(Class::Be, async move {
+                    o.borrow_mut().push(format!("be{i}"))
+                }));
                 let o = order.clone();
-                handles.push(sigma_dataplane::spawn_with_class(Class::Lc, async move { o.borrow_mut().push(format!("lc{i}")) }));
+                handles.push(sigma_dataplane::spawn_with_class(Class::Lc, async move {
+                    o.borrow_mut().push(format!("lc{i}"))
+                }));
             }
             for h in handles {
                 h.await;
@@ -114,7 +126,11 @@ fn a_busy_be_task_yields_to_lc_within_its_quantum() {
     // A BE task that computes for 200 ms, calling maybe_yield as it goes,
     // must let an LC task that becomes ready run long before it finishes.
     for backend in common::backends() {
-        let core = Core::builder().backend(backend).be_quantum(Duration::from_micros(200)).build().unwrap();
+        let core = Core::builder()
+            .backend(backend)
+            .be_quantum(Duration::from_micros(200))
+            .build()
+            .unwrap();
         let (lc_ran_at, be_done_at) = core.block_on(async {
             let be = sigma_dataplane::spawn_be(async {
                 let start = std::time::Instant::now();
@@ -130,7 +146,10 @@ fn a_busy_be_task_yields_to_lc_within_its_quantum() {
             });
             (lc.await, be.await)
         });
-        assert!(lc_ran_at + Duration::from_millis(100) < be_done_at, "LC waited for the BE task on {backend}");
+        assert!(
+            lc_ran_at + Duration::from_millis(100) < be_done_at,
+            "LC waited for the BE task on {backend}"
+        );
     }
 }
 

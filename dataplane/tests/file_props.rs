@@ -15,7 +15,8 @@ enum FileOp {
 
 fn op() -> impl Strategy<Value = FileOp> {
     prop_oneof![
-        (0u64..16384, prop::collection::vec(any::<u8>(), 1..2048)).prop_map(|(offset, data)| FileOp::Write { offset, data }),
+        (0u64..16384, prop::collection::vec(any::<u8>(), 1..2048))
+            .prop_map(|(offset, data)| FileOp::Write { offset, data }),
         (0u64..20000, 1usize..4096).prop_map(|(offset, len)| FileOp::Read { offset, len }),
     ]
 }

@@ -50,7 +50,11 @@ fn multishot_recv_survives_buffer_exhaustion_in_order() {
     // holds on to: the ring runs dry again and again, and every byte still
     // arrives, in order.
     for backend in common::backends() {
-        let core = sigma_dataplane::Core::builder().backend(backend).recv_buffers(4, 64).build().unwrap();
+        let core = sigma_dataplane::Core::builder()
+            .backend(backend)
+            .recv_buffers(4, 64)
+            .build()
+            .unwrap();
         core.block_on(async move {
             let (a, b) = UnixStream::pair().unwrap();
             let writer = spawn(async move {
@@ -74,7 +78,7 @@ fn multishot_recv_survives_buffer_exhaustion_in_order() {
                 // Keep every buffer until the pool is empty, then release a
                 // few at a time from another task, later.
                 if sigma_dataplane::free_receive_buffers() == Some(0) {
-                    let release: Vec<Bytes> = held.drain(..).collect();
+                    let release: Vec<Bytes> = std::mem::take(&mut held);
                     spawn(async move {
                         sigma_dataplane::sleep(Duration::from_millis(1)).await;
                         drop(release);
@@ -88,7 +92,10 @@ fn multishot_recv_survives_buffer_exhaustion_in_order() {
                 assert_eq!(u32::from_le_bytes(word.try_into().unwrap()), i as u32, "{backend}");
             }
             let stats = sigma_dataplane::stats().unwrap();
-            assert!(stats.recv_rearms_after_enobufs > 0, "the ring never ran dry ({backend}): {stats:?}");
+            assert!(
+                stats.recv_rearms_after_enobufs > 0,
+                "the ring never ran dry ({backend}): {stats:?}"
+            );
             eprintln!("{backend}: {stats:?}");
         });
     }

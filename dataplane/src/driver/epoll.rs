@@ -77,7 +77,9 @@ impl Epoll {
                 to_wake: Vec::new(),
             }),
         };
-        epoll.ctl(libc::EPOLL_CTL_ADD, eventfd, libc::EPOLLIN as u32, NOTIFY_TOKEN).map_err(Error::EpollSetup)?;
+        epoll
+            .ctl(libc::EPOLL_CTL_ADD, eventfd, libc::EPOLLIN as u32, NOTIFY_TOKEN)
+            .map_err(Error::EpollSetup)?;
         Ok(epoll)
     }
 
@@ -151,7 +153,11 @@ impl Epoll {
     /// Adds a timer; returns its id.
     pub(crate) fn add_timer(&self, deadline: Instant, waker: Waker) -> u32 {
         let mut state = self.state.borrow_mut();
-        let timer = Timer { deadline, waker: Some(waker), fired: false };
+        let timer = Timer {
+            deadline,
+            waker: Some(waker),
+            fired: false,
+        };
         let id = match state.free_timers.pop() {
             Some(id) => {
                 state.timers[id as usize] = Some(timer);
@@ -200,7 +206,14 @@ impl Epoll {
         let mut guard = self.state.borrow_mut();
         let state = &mut *guard;
         // SAFETY: `events` has EPOLL_EVENTS_MAX writable entries.
-        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), state.events.as_mut_ptr(), limits::EPOLL_EVENTS_MAX as i32, timeout_ms) };
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                state.events.as_mut_ptr(),
+                limits::EPOLL_EVENTS_MAX as i32,
+                timeout_ms,
+            )
+        };
         let n = if n < 0 {
             let err = io::Error::last_os_error();
             assert_eq!(err.raw_os_error(), Some(libc::EINTR), "epoll_wait failed: {err}");

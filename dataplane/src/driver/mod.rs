@@ -41,7 +41,9 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// The driver of one core.
+/// The driver of one core. One per core, created once: the size difference
+/// between the variants costs nothing worth a box on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Driver {
     Uring(uring::Uring),
     Epoll(epoll::Epoll),
@@ -65,13 +67,21 @@ impl Driver {
         };
         match (forced, from_env) {
             (Some(Backend::Epoll), _) | (None, Some(Backend::Epoll)) => {
-                let why = if forced.is_some() { "forced by configuration" } else { "forced by SIGMA_IO=epoll" };
+                let why = if forced.is_some() {
+                    "forced by configuration"
+                } else {
+                    "forced by SIGMA_IO=epoll"
+                };
                 log_once(Backend::Epoll, why);
                 Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None, why.to_string()))
             }
             (Some(Backend::Uring), _) | (None, Some(Backend::Uring)) => {
                 let (ring, dup) = uring::Uring::new(eventfd)?;
-                let why = if forced.is_some() { "forced by configuration" } else { "forced by SIGMA_IO=uring" };
+                let why = if forced.is_some() {
+                    "forced by configuration"
+                } else {
+                    "forced by SIGMA_IO=uring"
+                };
                 log_once(Backend::Uring, why);
                 Ok((Driver::Uring(ring), Some(dup), why.to_string()))
             }
@@ -82,8 +92,10 @@ impl Driver {
                     Ok((Driver::Uring(ring), Some(dup), why.to_string()))
                 }
                 Err(e) => {
-                    let why = format!("io_uring unavailable, fell back to epoll: {e}: {}",
-                        std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+                    let why = format!(
+                        "io_uring unavailable, fell back to epoll: {e}: {}",
+                        std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+                    );
                     if !LOGGED_CHOICE.swap(true, Ordering::Relaxed) {
                         tracing::warn!("data plane IO back end: epoll ({why})");
                     }

@@ -161,7 +161,10 @@ impl Uring {
             .setup_submit_all()
             .setup_cqsize(limits::RING_CQ_ENTRIES)
             .build(limits::RING_ENTRIES)
-            .map_err(|source| Error::RingSetup { reason: explain_setup_error(&source), source })?;
+            .map_err(|source| Error::RingSetup {
+                reason: explain_setup_error(&source),
+                source,
+            })?;
         let register = |what: &'static str| move |source| Error::RingRegister { what, source };
         ring.submitter()
             .register_files_sparse(limits::FIXED_FILES_MAX)
@@ -177,13 +180,16 @@ impl Uring {
             }
             Err(e) => return Err(register("ring fd")(e)),
         };
-        let mut restrictions: Vec<Restriction> = ALLOWED_OPCODES.iter().map(|(op, _)| Restriction::sqe_op(*op)).collect();
+        let mut restrictions: Vec<Restriction> =
+            ALLOWED_OPCODES.iter().map(|(op, _)| Restriction::sqe_op(*op)).collect();
         restrictions.extend(ALLOWED_REGISTER_OPS.iter().map(|op| Restriction::register_op(*op)));
         restrictions.push(Restriction::sqe_flags_allowed(ALLOWED_SQE_FLAGS));
         ring.submitter()
             .register_restrictions(&mut restrictions)
             .map_err(register("restrictions"))?;
-        ring.submitter().register_enable_rings().map_err(register("enable rings"))?;
+        ring.submitter()
+            .register_enable_rings()
+            .map_err(register("enable rings"))?;
         // SAFETY: dup returns a new fd we own, or -1.
         let dup = unsafe { libc::fcntl(ring_fd, libc::F_DUPFD_CLOEXEC, 0) };
         if dup < 0 {
@@ -260,7 +266,15 @@ impl Uring {
         loop {
             // SAFETY: io_uring_enter with no argument pointer (arg NULL, size 0).
             let ret = unsafe {
-                libc::syscall(libc::SYS_io_uring_enter, fd, to_submit, min_complete, flags, std::ptr::null::<libc::c_void>(), 0usize)
+                libc::syscall(
+                    libc::SYS_io_uring_enter,
+                    fd,
+                    to_submit,
+                    min_complete,
+                    flags,
+                    std::ptr::null::<libc::c_void>(),
+                    0usize,
+                )
             };
             if ret >= 0 {
                 return Ok(ret as u32);
@@ -364,7 +378,10 @@ impl Uring {
                 state.in_flight -= 1;
             }
             Slot::Multi(multi) => {
-                assert!(multi.queue.len() < limits::MULTISHOT_QUEUE_MAX, "multishot completion queue over its limit");
+                assert!(
+                    multi.queue.len() < limits::MULTISHOT_QUEUE_MAX,
+                    "multishot completion queue over its limit"
+                );
                 multi.queue.push_back((res, flags));
                 if !more {
                     multi.done = true;
@@ -410,7 +427,11 @@ impl Uring {
         }
         state.in_flight += 1;
         let slot = if multi {
-            Slot::Multi(MultiState { queue: VecDeque::with_capacity(4), waker: None, done: false })
+            Slot::Multi(MultiState {
+                queue: VecDeque::with_capacity(4),
+                waker: None,
+                done: false,
+            })
         } else {
             Slot::Waiting(None)
         };
@@ -582,7 +603,9 @@ impl Uring {
         if self.shut_down.replace(true) {
             return;
         }
-        let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(IGNORE_TAG);
+        let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(IGNORE_TAG);
         self.state.borrow_mut().in_flight += 1;
         self.push(cancel_all);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -634,7 +657,15 @@ fn update_ring_fds(ring_fd: RawFd, opcode: u8, offset: u32, data: u64) -> io::Re
     let mut update = RsrcUpdate { offset, resv: 0, data };
     // SAFETY: the opcode takes an array of one io_uring_rsrc_update, whose
     // layout RsrcUpdate matches; the kernel may write the offset back.
-    let ret = unsafe { libc::syscall(libc::SYS_io_uring_register, ring_fd, u32::from(opcode), &mut update as *mut RsrcUpdate, 1u32) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring_fd,
+            u32::from(opcode),
+            &mut update as *mut RsrcUpdate,
+            1u32,
+        )
+    };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }

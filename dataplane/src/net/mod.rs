@@ -67,7 +67,10 @@ macro_rules! stream_methods {
 
         /// Sends several buffers in one vectored message (e.g. a header and a
         /// payload, without copying either); returns bytes sent.
-        pub async fn send_vectored<B: $crate::buf::IoBuf + Unpin>(&self, bufs: Vec<B>) -> $crate::buf::BufResult<usize, Vec<B>> {
+        pub async fn send_vectored<B: $crate::buf::IoBuf + Unpin>(
+            &self,
+            bufs: Vec<B>,
+        ) -> $crate::buf::BufResult<usize, Vec<B>> {
             $crate::op::sendmsg::sendmsg(&self.socket, bufs, &[]).await
         }
 

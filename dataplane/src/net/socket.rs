@@ -18,7 +18,10 @@ pub struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("fd", &self.fd.as_raw_fd()).field("fixed", &self.fixed).finish()
+        f.debug_struct("Socket")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("fixed", &self.fixed)
+            .finish()
     }
 }
 
@@ -30,11 +33,21 @@ impl Socket {
         with_local(|local| match (local.driver.uring(), local.driver.epoll()) {
             (Some(uring), _) => {
                 crate::sys::set_nonblocking(raw, false)?;
-                Ok(Socket { fixed: uring.register_fixed(raw), token: None, fd, _core_local: PhantomData })
+                Ok(Socket {
+                    fixed: uring.register_fixed(raw),
+                    token: None,
+                    fd,
+                    _core_local: PhantomData,
+                })
             }
             (None, Some(epoll)) => {
                 crate::sys::set_nonblocking(raw, true)?;
-                Ok(Socket { token: Some(epoll.register(raw)?), fixed: None, fd, _core_local: PhantomData })
+                Ok(Socket {
+                    token: Some(epoll.register(raw)?),
+                    fixed: None,
+                    fd,
+                    _core_local: PhantomData,
+                })
             }
             (None, None) => unreachable!("a driver is either io_uring or epoll"),
         })

@@ -22,7 +22,9 @@ impl TcpListener {
         sys::setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         sys::bind(fd.as_raw_fd(), &RawAddr::from_inet(&addr))?;
         sys::listen(fd.as_raw_fd(), 1024)?;
-        Ok(TcpListener { socket: Socket::adopt(fd)? })
+        Ok(TcpListener {
+            socket: Socket::adopt(fd)?,
+        })
     }
 
     /// The address it listens on.
@@ -39,7 +41,10 @@ impl TcpListener {
     /// Accepted connections, one after another: a multishot accept on
     /// io_uring (one submission for many connections).
     pub fn incoming(&self) -> TcpIncoming<'_> {
-        TcpIncoming { listener: self, multi: self.socket.is_uring().then(|| AcceptMulti::new(&self.socket)) }
+        TcpIncoming {
+            listener: self,
+            multi: self.socket.is_uring().then(|| AcceptMulti::new(&self.socket)),
+        }
     }
 }
 
@@ -60,7 +65,9 @@ impl TcpIncoming<'_> {
     pub async fn next(&mut self) -> io::Result<TcpStream> {
         match &mut self.multi {
             Some(multi) => {
-                let fd = std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<OwnedFd>> { multi.poll_next(cx) }).await?;
+                let fd =
+                    std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<OwnedFd>> { multi.poll_next(cx) })
+                        .await?;
                 TcpStream::from_owned(fd)
             }
             None => self.listener.accept().await,
@@ -88,7 +95,9 @@ impl TcpStream {
     /// Adopts a connected socket (e.g. from `std::net::TcpStream::into`).
     pub fn from_owned(fd: OwnedFd) -> io::Result<TcpStream> {
         sys::setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-        Ok(TcpStream { socket: Socket::adopt(fd)? })
+        Ok(TcpStream {
+            socket: Socket::adopt(fd)?,
+        })
     }
 
     /// The peer's address.

@@ -23,7 +23,10 @@ impl UnixListener {
         sys::bind(fd.as_raw_fd(), &RawAddr::from_path(&path)?)
             .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))?;
         sys::listen(fd.as_raw_fd(), 1024)?;
-        Ok(UnixListener { socket: Socket::adopt(fd)?, path })
+        Ok(UnixListener {
+            socket: Socket::adopt(fd)?,
+            path,
+        })
     }
 
     /// Accepts one connection.
@@ -34,7 +37,10 @@ impl UnixListener {
 
     /// Accepted connections (multishot accept on io_uring).
     pub fn incoming(&self) -> UnixIncoming<'_> {
-        UnixIncoming { listener: self, multi: self.socket.is_uring().then(|| AcceptMulti::new(&self.socket)) }
+        UnixIncoming {
+            listener: self,
+            multi: self.socket.is_uring().then(|| AcceptMulti::new(&self.socket)),
+        }
     }
 }
 
@@ -61,7 +67,9 @@ impl UnixIncoming<'_> {
     pub async fn next(&mut self) -> io::Result<UnixStream> {
         match &mut self.multi {
             Some(multi) => {
-                let fd = std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<OwnedFd>> { multi.poll_next(cx) }).await?;
+                let fd =
+                    std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<OwnedFd>> { multi.poll_next(cx) })
+                        .await?;
                 UnixStream::from_owned(fd)
             }
             None => self.listener.accept().await,
@@ -95,11 +103,17 @@ impl UnixStream {
 
     /// Adopts a connected Unix stream socket.
     pub fn from_owned(fd: OwnedFd) -> io::Result<UnixStream> {
-        Ok(UnixStream { socket: Socket::adopt(fd)? })
+        Ok(UnixStream {
+            socket: Socket::adopt(fd)?,
+        })
     }
 
     /// Sends `bufs` in one message with duplicates of `fds` (SCM_RIGHTS).
-    pub async fn send_with_fds<B: crate::buf::IoBuf + Unpin>(&self, bufs: Vec<B>, fds: &[BorrowedFd<'_>]) -> crate::buf::BufResult<usize, Vec<B>> {
+    pub async fn send_with_fds<B: crate::buf::IoBuf + Unpin>(
+        &self,
+        bufs: Vec<B>,
+        fds: &[BorrowedFd<'_>],
+    ) -> crate::buf::BufResult<usize, Vec<B>> {
         crate::op::sendmsg::sendmsg(&self.socket, bufs, fds).await
     }
 

@@ -17,9 +17,13 @@ struct Accept {
 impl UringOp for Accept {
     type Output = io::Result<OwnedFd>;
     fn entry(&mut self) -> squeue::Entry {
-        with_target!(self.target, |t| opcode::Accept::new(t, std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_CLOEXEC)
-            .build())
+        with_target!(self.target, |t| opcode::Accept::new(
+            t,
+            std::ptr::null_mut(),
+            std::ptr::null_mut()
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build())
     }
     fn complete(self, res: i32, _flags: u32) -> io::Result<OwnedFd> {
         // SAFETY: a non-negative result is a new fd owned by nobody else.
@@ -29,7 +33,14 @@ impl UringOp for Accept {
 
 fn accept_now(fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: accept4 with NULL address pointers.
-    let ret = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) };
+    let ret = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -40,7 +51,10 @@ fn accept_now(fd: i32) -> io::Result<OwnedFd> {
 /// Accepts one connection.
 pub(crate) async fn accept(listener: &Socket) -> io::Result<OwnedFd> {
     if listener.is_uring() {
-        return Op::new(Accept { target: listener.target() }).await;
+        return Op::new(Accept {
+            target: listener.target(),
+        })
+        .await;
     }
     let fd = listener.as_raw_fd();
     epoll_retry(listener.token(), Interest::Read, || accept_now(fd)).await
@@ -55,7 +69,10 @@ pub(crate) struct AcceptMulti {
 
 impl AcceptMulti {
     pub(crate) fn new(listener: &Socket) -> AcceptMulti {
-        AcceptMulti { slot: None, target: listener.target() }
+        AcceptMulti {
+            slot: None,
+            target: listener.target(),
+        }
     }
 
     /// The next accepted connection (uring back end only).
@@ -67,9 +84,9 @@ impl AcceptMulti {
                     Some(slot) => slot,
                     None => {
                         let target = self.target;
-                        let slot = std::task::ready!(uring.submit_multi(cx, || with_target!(target, |t| opcode::AcceptMulti::new(t)
-                            .flags(libc::SOCK_CLOEXEC)
-                            .build())));
+                        let slot = std::task::ready!(uring.submit_multi(cx, || with_target!(target, |t| {
+                            opcode::AcceptMulti::new(t).flags(libc::SOCK_CLOEXEC).build()
+                        })));
                         self.slot = Some(slot);
                         slot
                     }
@@ -84,7 +101,9 @@ impl AcceptMulti {
                             }
                         }
                         // SAFETY: a non-negative result is a new fd owned by nobody else.
-                        return Poll::Ready(crate::sys::cqe_result(res).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+                        return Poll::Ready(
+                            crate::sys::cqe_result(res).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+                        );
                     }
                     None => self.slot = None,
                 }

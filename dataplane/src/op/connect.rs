@@ -29,7 +29,11 @@ impl UringOp for Connect {
 /// Connects `socket` to `addr`.
 pub(crate) async fn connect(socket: &Socket, addr: RawAddr) -> io::Result<()> {
     if socket.is_uring() {
-        return Op::new(Connect { target: socket.target(), addr: Box::new(addr) }).await;
+        return Op::new(Connect {
+            target: socket.target(),
+            addr: Box::new(addr),
+        })
+        .await;
     }
     let fd = socket.as_raw_fd();
     match crate::sys::connect(fd, &addr) {
@@ -38,7 +42,15 @@ pub(crate) async fn connect(socket: &Socket, addr: RawAddr) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     let token = socket.token();
-    std::future::poll_fn(|cx| crate::runtime::with_local(|l| l.driver.epoll().expect("epoll back end").poll_ready(token, Interest::Write, cx))).await;
+    std::future::poll_fn(|cx| {
+        crate::runtime::with_local(|l| {
+            l.driver
+                .epoll()
+                .expect("epoll back end")
+                .poll_ready(token, Interest::Write, cx)
+        })
+    })
+    .await;
     match crate::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)? {
         0 => Ok(()),
         errno => Err(io::Error::from_raw_os_error(errno)),

@@ -79,7 +79,10 @@ pub(crate) struct Op<T: UringOp> {
 
 impl<T: UringOp> Op<T> {
     pub(crate) fn new(data: T) -> Self {
-        Op { data: Some(data), slot: None }
+        Op {
+            data: Some(data),
+            slot: None,
+        }
     }
 }
 
@@ -89,7 +92,10 @@ impl<T: UringOp> Future for Op<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
         let this = self.get_mut();
         with_local(|local| {
-            let uring = local.driver.uring().expect("io_uring operation on a core without io_uring");
+            let uring = local
+                .driver
+                .uring()
+                .expect("io_uring operation on a core without io_uring");
             let slot = match this.slot {
                 Some(slot) => slot,
                 None => {
@@ -126,12 +132,31 @@ impl<T: UringOp> Drop for Op<T> {
 
 /// Runs `attempt` until it does not return EAGAIN/EWOULDBLOCK, waiting for
 /// `interest` on the epoll back end between attempts.
-pub(crate) async fn epoll_retry<R>(token: u32, interest: Interest, mut attempt: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+pub(crate) async fn epoll_retry<R>(
+    token: u32,
+    interest: Interest,
+    mut attempt: impl FnMut() -> io::Result<R>,
+) -> io::Result<R> {
     loop {
         match attempt() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                with_local(|local| local.driver.epoll().expect("epoll back end").clear_ready(token, interest));
-                std::future::poll_fn(|cx| with_local(|local| local.driver.epoll().expect("epoll back end").poll_ready(token, interest, cx))).await;
+                with_local(|local| {
+                    local
+                        .driver
+                        .epoll()
+                        .expect("epoll back end")
+                        .clear_ready(token, interest)
+                });
+                std::future::poll_fn(|cx| {
+                    with_local(|local| {
+                        local
+                            .driver
+                            .epoll()
+                            .expect("epoll back end")
+                            .poll_ready(token, interest, cx)
+                    })
+                })
+                .await;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,

@@ -31,7 +31,11 @@ impl<B: IoBufMut + Unpin> UringOp for Recv<B> {
 /// Receives into `buf` (its contents become what arrived; 0 bytes is EOF).
 pub(crate) async fn recv<B: IoBufMut + Unpin>(socket: &Socket, mut buf: B) -> BufResult<usize, B> {
     if socket.is_uring() {
-        return Op::new(Recv { target: socket.target(), buf }).await;
+        return Op::new(Recv {
+            target: socket.target(),
+            buf,
+        })
+        .await;
     }
     let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
     let res = epoll_retry(socket.token(), Interest::Read, || {

@@ -27,7 +27,11 @@ pub struct RecvStream<'a> {
 
 impl<'a> RecvStream<'a> {
     pub(crate) fn new(socket: &'a Socket) -> Self {
-        RecvStream { socket, slot: None, eof: false }
+        RecvStream {
+            socket,
+            slot: None,
+            eof: false,
+        }
     }
 
     /// The next chunk: `None` at EOF, an error if the connection failed.
@@ -59,7 +63,8 @@ impl<'a> RecvStream<'a> {
                             return Poll::Pending;
                         }
                         let target = self.socket.target();
-                        let slot = std::task::ready!(uring.submit_multi(cx, || with_target!(target, |t| opcode::RecvMulti::new(t, BGID).build())));
+                        let slot = std::task::ready!(uring
+                            .submit_multi(cx, || with_target!(target, |t| opcode::RecvMulti::new(t, BGID).build())));
                         self.slot = Some(slot);
                         slot
                     }

@@ -20,7 +20,10 @@ struct RecvMsg<B> {
 }
 
 fn header_for<B: IoBufMut>(buf: &mut B) -> Box<MsgHeader> {
-    let iov = vec![libc::iovec { iov_base: buf.stable_mut_ptr().cast(), iov_len: buf.bytes_total() }];
+    let iov = vec![libc::iovec {
+        iov_base: buf.stable_mut_ptr().cast(),
+        iov_len: buf.bytes_total(),
+    }];
     MsgHeader::new(iov, control_space(limits::SCM_FDS_MAX))
 }
 
@@ -44,7 +47,10 @@ fn take_fds(msg: &MsgHeader) -> io::Result<Vec<OwnedFd>> {
     }
     if msg.hdr.msg_flags & libc::MSG_CTRUNC != 0 {
         // The fds that fit are closed with `fds`; the rest were never installed.
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("more than {} fds passed in one message", limits::SCM_FDS_MAX)));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("more than {} fds passed in one message", limits::SCM_FDS_MAX),
+        ));
     }
     Ok(fds)
 }
@@ -64,7 +70,9 @@ impl<B: IoBufMut + Unpin> UringOp for RecvMsg<B> {
     type Output = RecvMsgResult<B>;
     fn entry(&mut self) -> squeue::Entry {
         let hdr = &mut self.msg.hdr as *mut libc::msghdr;
-        with_target!(self.target, |t| opcode::RecvMsg::new(t, hdr).flags(libc::MSG_CMSG_CLOEXEC as u32).build())
+        with_target!(self.target, |t| opcode::RecvMsg::new(t, hdr)
+            .flags(libc::MSG_CMSG_CLOEXEC as u32)
+            .build())
     }
     fn complete(self, res: i32, _flags: u32) -> RecvMsgResult<B> {
         let res = crate::sys::cqe_result(res).map(|n| n as usize);
@@ -76,7 +84,12 @@ impl<B: IoBufMut + Unpin> UringOp for RecvMsg<B> {
 pub(crate) async fn recvmsg<B: IoBufMut + Unpin>(socket: &Socket, mut buf: B) -> RecvMsgResult<B> {
     let mut msg = header_for(&mut buf);
     if socket.is_uring() {
-        return Op::new(RecvMsg { target: socket.target(), buf, msg }).await;
+        return Op::new(RecvMsg {
+            target: socket.target(),
+            buf,
+            msg,
+        })
+        .await;
     }
     let fd = socket.as_raw_fd();
     let res = epoll_retry(socket.token(), Interest::Read, || {

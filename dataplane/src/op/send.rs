@@ -19,7 +19,9 @@ impl<B: IoBuf + Unpin> UringOp for Send<B> {
         // SAFETY: offset <= bytes_init, so the pointer stays inside the buffer.
         let ptr = unsafe { self.buf.stable_ptr().add(self.offset) };
         let len = len.min(u32::MAX as usize) as u32;
-        with_target!(self.target, |t| opcode::Send::new(t, ptr, len).flags(libc::MSG_NOSIGNAL).build())
+        with_target!(self.target, |t| opcode::Send::new(t, ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build())
     }
     fn complete(self, res: i32, _flags: u32) -> BufResult<usize, B> {
         (crate::sys::cqe_result(res).map(|n| n as usize), self.buf)
@@ -30,12 +32,24 @@ impl<B: IoBuf + Unpin> UringOp for Send<B> {
 pub(crate) async fn send<B: IoBuf + Unpin>(socket: &Socket, buf: B, offset: usize) -> BufResult<usize, B> {
     assert!(offset <= buf.bytes_init(), "send offset beyond the buffer");
     if socket.is_uring() {
-        return Op::new(Send { target: socket.target(), buf, offset }).await;
+        return Op::new(Send {
+            target: socket.target(),
+            buf,
+            offset,
+        })
+        .await;
     }
     let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
     let res = epoll_retry(socket.token(), Interest::Write, || {
         // SAFETY: the range [offset, bytes_init) of the buffer is readable.
-        let n = unsafe { libc::send(fd, buf.stable_ptr().add(offset).cast(), buf.bytes_init() - offset, libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.stable_ptr().add(offset).cast(),
+                buf.bytes_init() - offset,
+                libc::MSG_NOSIGNAL,
+            )
+        };
         crate::sys::cvt_isize(n)
     })
     .await;

@@ -29,7 +29,11 @@ impl MsgHeader {
     pub(crate) fn new(iov: Vec<libc::iovec>, control_bytes: usize) -> Box<MsgHeader> {
         // SAFETY: msghdr is plain data; all-zero is a valid empty header.
         let hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-        let mut msg = Box::new(MsgHeader { hdr, iov, control: vec![0u64; control_bytes.div_ceil(8)] });
+        let mut msg = Box::new(MsgHeader {
+            hdr,
+            iov,
+            control: vec![0u64; control_bytes.div_ceil(8)],
+        });
         msg.hdr.msg_iov = msg.iov.as_mut_ptr();
         msg.hdr.msg_iovlen = msg.iov.len();
         if control_bytes > 0 {
@@ -43,7 +47,10 @@ impl MsgHeader {
 fn build_header<B: IoBuf>(bufs: &[B], fds: &[OwnedFd]) -> Box<MsgHeader> {
     let iov = bufs
         .iter()
-        .map(|b| libc::iovec { iov_base: b.stable_ptr() as *mut libc::c_void, iov_len: b.bytes_init() })
+        .map(|b| libc::iovec {
+            iov_base: b.stable_ptr() as *mut libc::c_void,
+            iov_len: b.bytes_init(),
+        })
         .collect();
     let control_bytes = if fds.is_empty() { 0 } else { control_space(fds.len()) };
     let msg = MsgHeader::new(iov, control_bytes);
@@ -76,7 +83,9 @@ impl<B: IoBuf + Unpin> UringOp for SendMsg<B> {
     type Output = BufResult<usize, Vec<B>>;
     fn entry(&mut self) -> squeue::Entry {
         let hdr = &self.msg.hdr as *const libc::msghdr;
-        with_target!(self.target, |t| opcode::SendMsg::new(t, hdr).flags(libc::MSG_NOSIGNAL as u32).build())
+        with_target!(self.target, |t| opcode::SendMsg::new(t, hdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build())
     }
     fn complete(self, res: i32, _flags: u32) -> BufResult<usize, Vec<B>> {
         (crate::sys::cqe_result(res).map(|n| n as usize), self.bufs)
@@ -84,9 +93,16 @@ impl<B: IoBuf + Unpin> UringOp for SendMsg<B> {
 }
 
 /// Sends `bufs` in one message, passing duplicates of `fds` along.
-pub(crate) async fn sendmsg<B: IoBuf + Unpin>(socket: &Socket, bufs: Vec<B>, fds: &[BorrowedFd<'_>]) -> BufResult<usize, Vec<B>> {
+pub(crate) async fn sendmsg<B: IoBuf + Unpin>(
+    socket: &Socket,
+    bufs: Vec<B>,
+    fds: &[BorrowedFd<'_>],
+) -> BufResult<usize, Vec<B>> {
     if fds.len() > limits::SCM_FDS_MAX {
-        let e = io::Error::new(io::ErrorKind::InvalidInput, format!("{} fds in one message, at most {}", fds.len(), limits::SCM_FDS_MAX));
+        let e = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} fds in one message, at most {}", fds.len(), limits::SCM_FDS_MAX),
+        );
         return (Err(e), bufs);
     }
     let fds: Vec<OwnedFd> = match fds.iter().map(|fd| fd.try_clone_to_owned()).collect() {
@@ -95,7 +111,13 @@ pub(crate) async fn sendmsg<B: IoBuf + Unpin>(socket: &Socket, bufs: Vec<B>, fds
     };
     let msg = build_header(&bufs, &fds);
     if socket.is_uring() {
-        return Op::new(SendMsg { target: socket.target(), bufs, msg, _fds: fds }).await;
+        return Op::new(SendMsg {
+            target: socket.target(),
+            bufs,
+            msg,
+            _fds: fds,
+        })
+        .await;
     }
     let fd = socket.as_raw_fd();
     let res = epoll_retry(socket.token(), Interest::Write, || {

@@ -21,7 +21,10 @@ impl UringOp for Timeout {
     }
     fn complete(self, res: i32, _flags: u32) {
         // -ETIME is the normal expiry; -ECANCELED only happens at shutdown.
-        debug_assert!(res == -libc::ETIME || res == -libc::ECANCELED || res >= 0, "timeout completed with {res}");
+        debug_assert!(
+            res == -libc::ETIME || res == -libc::ECANCELED || res >= 0,
+            "timeout completed with {res}"
+        );
     }
 }
 
@@ -39,17 +42,27 @@ impl std::fmt::Debug for Sleep {
 
 enum SleepInner {
     Uring(Op<Timeout>),
-    Epoll { deadline: Instant, timer: Option<u32>, done: bool },
+    Epoll {
+        deadline: Instant,
+        timer: Option<u32>,
+        done: bool,
+    },
 }
 
 /// Sleeps for `duration`.
 pub fn sleep(duration: Duration) -> Sleep {
     let uring = with_local(|l| l.driver.uring().is_some());
     let inner = if uring {
-        let spec = types::Timespec::new().sec(duration.as_secs()).nsec(duration.subsec_nanos());
+        let spec = types::Timespec::new()
+            .sec(duration.as_secs())
+            .nsec(duration.subsec_nanos());
         SleepInner::Uring(Op::new(Timeout { spec: Box::new(spec) }))
     } else {
-        SleepInner::Epoll { deadline: Instant::now() + duration, timer: None, done: false }
+        SleepInner::Epoll {
+            deadline: Instant::now() + duration,
+            timer: None,
+            done: false,
+        }
     };
     Sleep { inner }
 }

@@ -15,7 +15,9 @@ impl<B: IoBuf + Unpin> UringOp for Write<B> {
     type Output = BufResult<usize, B>;
     fn entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_init().min(u32::MAX as usize) as u32;
-        opcode::Write::new(types::Fd(self.fd), self.buf.stable_ptr(), len).offset(self.offset).build()
+        opcode::Write::new(types::Fd(self.fd), self.buf.stable_ptr(), len)
+            .offset(self.offset)
+            .build()
     }
     fn complete(self, res: i32, _flags: u32) -> BufResult<usize, B> {
         (crate::sys::cqe_result(res).map(|n| n as usize), self.buf)

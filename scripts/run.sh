@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults. Today that is a quick run of the peers
+# suite (σ's data plane against peer runtimes and the syscall floor); later
+# issues make it a single-node σ that spawns procs and then runs sigmabench.
+# Results land in results/ as JSON and Markdown.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+mkdir -p results
+cargo run --release --locked -p sigmabench -- run peers --quick \
+  --json results/peers.json --md results/peers.md "$@"
