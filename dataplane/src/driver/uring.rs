@@ -126,6 +126,7 @@ pub(crate) struct Uring {
     eventfd: RawFd,
     state: RefCell<State>,
     shut_down: std::cell::Cell<bool>,
+    msg_ring: bool,
 }
 
 fn explain_setup_error(e: &io::Error) -> String {
@@ -170,6 +171,13 @@ impl Uring {
             .register_files_sparse(limits::FIXED_FILES_MAX)
             .map_err(register("sparse fixed-file table"))?;
         let ring_fd = ring.as_raw_fd();
+        // MSG_RING (5.18) wakes parked cores; without it wakers use the eventfd.
+        let mut probe = io_uring::Probe::new();
+        let msg_ring =
+            ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode::MsgRingData::CODE);
+        if !msg_ring {
+            tracing::info!("IORING_OP_MSG_RING unsupported by this kernel: cross-core wake-ups use the eventfd");
+        }
         // Registered ring fds are per thread and at most 16 (IO_RINGFD_REG_MAX);
         // a thread that already has 16 falls back to the plain fd.
         let registered_index = match register_ring_fd(ring_fd) {
@@ -214,6 +222,7 @@ impl Uring {
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
             shut_down: std::cell::Cell::new(false),
+            msg_ring,
         };
         uring.arm_notify();
         Ok((uring, dup))
@@ -558,6 +567,9 @@ impl Uring {
     /// Queues a MSG_RING wake-up to another core's ring; false if there is
     /// no room (the caller then uses the eventfd).
     pub(crate) fn msg_ring_wake(&self, target_ring_fd: RawFd) -> bool {
+        if !self.msg_ring {
+            return false;
+        }
         {
             let mut state = self.state.borrow_mut();
             if state.in_flight >= limits::OPS_IN_FLIGHT_MAX {

@@ -1,0 +1,221 @@
+//! # sigmabench — σ's benchmark harness
+//!
+//! sigmabench runs benchmark *suites* that put σ next to its peers on the same machine, in the
+//! same process run, interleaved, and writes the results in the stable JSON format of
+//! `/work/shared/bench-schema.md` (plus a Markdown table, also printed to stdout at the end).
+//!
+//! ```text
+//! sigmabench run peers [--quick] [--json FILE] [--md FILE] [--systems a,b,c] [--rounds N]
+//! sigmabench serve echo --system NAME --addr HOST:PORT [--core N]
+//! ```
+//!
+//! * `run peers` measures echo ping-pong (TCP 64 B and 4 KiB, Unix 64 B; client on core 0,
+//!   server on core 1, both in the system under test) and pipelined throughput (a common
+//!   epoll load generator on core 0, 64 connections x 16 requests of 64 B in flight, against
+//!   the system's echo server running as a child process on core 1). Systems: `sigma`,
+//!   `sigma-epoll`, `tokio`, `glommio`, `monoio`, `compio`, `tokio-uring`, `std-blocking` and
+//!   `spin-floor` (busy-polling non-blocking sockets: the syscall floor).
+//! * `serve echo` runs one system's TCP echo server in the foreground until killed; it prints
+//!   `listening on ADDR` once it accepts connections (port 0 picks a free port, and ADDR shows
+//!   it). `run` uses it for the pipelined case.
+//!
+//! A system that fails, panics or hangs gets a row with `"error"` and null figures, and the exit
+//! status is then 1; it never stops the suite. Progress goes to stderr.
+
+mod affinity;
+mod loadgen;
+mod report;
+mod suites;
+mod systems;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use report::{Doc, Host};
+
+/// σ's benchmark harness.
+#[derive(Debug, Parser)]
+#[command(name = "sigmabench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a benchmark suite (known: peers).
+    Run(RunArgs),
+    /// Run one server in the foreground until killed.
+    Serve {
+        #[command(subcommand)]
+        what: ServeCmd,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Suite to run (known: peers).
+    suite: String,
+    /// Fewer samples and one round: the whole suite in about 30 s on 2 cores.
+    #[arg(long)]
+    quick: bool,
+    /// Write the JSON result document here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the Markdown table here.
+    #[arg(long, value_name = "FILE")]
+    md: Option<PathBuf>,
+    /// Only these systems (comma-separated), in report order.
+    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
+    systems: Option<Vec<String>>,
+    /// Number of rounds (default: 1 with --quick, 3 otherwise).
+    #[arg(long, value_name = "N")]
+    rounds: Option<u32>,
+    /// Only these cases (comma-separated), e.g. pingpong-64B,pipelined-64B.
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    cases: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServeCmd {
+    /// TCP echo server of one system.
+    Echo {
+        /// System name (see `run --systems`).
+        #[arg(long)]
+        system: String,
+        /// Address to listen on.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Core to pin the server thread to.
+        #[arg(long, default_value_t = 0)]
+        core: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run(args) => run(args),
+        Cmd::Serve {
+            what: ServeCmd::Echo { system, addr, core },
+        } => serve_echo(&system, addr, core).map(|()| ExitCode::SUCCESS),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sigmabench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn select_systems(wanted: Option<&[String]>) -> Result<Vec<Arc<dyn systems::System>>> {
+    let all: Vec<Arc<dyn systems::System>> = systems::all().into_iter().map(Arc::from).collect();
+    let Some(wanted) = wanted else {
+        return Ok(all);
+    };
+    let known = systems::names();
+    let mut out: Vec<Arc<dyn systems::System>> = Vec::new();
+    for w in wanted.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
+        let Some(s) = all.iter().find(|s| s.name() == w) else {
+            bail!("unknown system '{w}'; known systems: {}", known.join(", "));
+        };
+        if !out.iter().any(|o| o.name() == w) {
+            out.push(s.clone());
+        }
+    }
+    if out.is_empty() {
+        bail!("--systems selects nothing; known systems: {}", known.join(", "));
+    }
+    Ok(out)
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    if !suites::KNOWN.contains(&args.suite.as_str()) {
+        bail!(
+            "unknown suite '{}'; known suites: {}",
+            args.suite,
+            suites::KNOWN.join(", ")
+        );
+    }
+    let systems = select_systems(args.systems.as_deref())?;
+    let host = Host::detect();
+    if host.cores < 2 {
+        eprintln!(
+            "sigmabench: warning: only {} core(s) available; client and server share a core",
+            host.cores
+        );
+    }
+    let started_at = report::utc_now_rfc3339();
+    let t0 = Instant::now();
+    let opts = suites::peers::Options {
+        quick: args.quick,
+        rounds: args.rounds,
+        systems,
+        cases: args.cases.clone(),
+    };
+    let rows = suites::peers::run(&opts)?;
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let doc = Doc {
+        suite: args.suite.clone(),
+        schema: 1,
+        quick: args.quick,
+        host,
+        started_at,
+        rounds,
+        elapsed_s: (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        rows,
+    };
+    if let Some(p) = &args.json {
+        doc.write_json(p)?;
+    }
+    if let Some(p) = &args.md {
+        doc.write_md(p)?;
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(doc.markdown().as_bytes())?;
+    out.flush()?;
+    let failed: Vec<String> = doc
+        .rows
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| format!("{}/{}", r.case, r.system))
+        .collect();
+    eprintln!("sigmabench: {} finished in {:.1} s", doc.suite, doc.elapsed_s);
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("sigmabench: {} error row(s): {}", failed.len(), failed.join(", "));
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn serve_echo(system: &str, mut addr: SocketAddr, core: usize) -> Result<()> {
+    let Some(sys) = systems::by_name(system) else {
+        bail!(
+            "unknown system '{system}'; known systems: {}",
+            systems::names().join(", ")
+        );
+    };
+    if addr.port() == 0 {
+        // `ready()` cannot tell which port a system got, so pick a free one here and
+        // print the real address.
+        let probe = std::net::TcpListener::bind(addr).context("finding a free port")?;
+        addr = probe.local_addr()?;
+    }
+    let mut ready = || {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {addr}");
+        let _ = out.flush();
+    };
+    sys.serve_echo(addr, core, &mut ready)
+        .with_context(|| format!("{system} echo server on {addr}"))?;
+    bail!("{system} echo server returned")
+}

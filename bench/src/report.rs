@@ -1,0 +1,311 @@
+//! Result rows, the JSON document of `/work/shared/bench-schema.md` (schema 1) and its Markdown table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// One (case, system) result. Figures that were not measured are `None` (JSON `null`), never 0.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Case name, e.g. `pingpong-64B`.
+    pub case: String,
+    /// System name, e.g. `tokio`.
+    pub system: String,
+    /// Number of recorded latency samples.
+    pub samples: Option<u64>,
+    /// Mean latency, µs.
+    pub mean_us: Option<f64>,
+    /// Median latency, µs.
+    pub p50_us: Option<f64>,
+    /// 99th percentile latency, µs.
+    pub p99_us: Option<f64>,
+    /// 99.9th percentile latency, µs.
+    pub p999_us: Option<f64>,
+    /// Maximum latency, µs.
+    pub max_us: Option<f64>,
+    /// Throughput, operations per second (only where it applies).
+    pub ops_per_s: Option<f64>,
+    /// Mode and sample details.
+    pub note: String,
+    /// Why the system could not be measured; omitted when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Nanoseconds to microseconds, kept to nanosecond resolution.
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+impl Row {
+    /// A row with figures taken from a latency histogram recorded in nanoseconds.
+    pub fn measured(case: &str, system: &str, hist: &Histogram<u64>, ops_per_s: Option<f64>, note: String) -> Row {
+        Row {
+            case: case.to_string(),
+            system: system.to_string(),
+            samples: Some(hist.len()),
+            mean_us: Some(round3(hist.mean() / 1000.0)),
+            p50_us: Some(us(hist.value_at_quantile(0.50))),
+            p99_us: Some(us(hist.value_at_quantile(0.99))),
+            p999_us: Some(us(hist.value_at_quantile(0.999))),
+            max_us: Some(us(hist.max())),
+            ops_per_s: ops_per_s.map(|x| x.round()),
+            note,
+            error: None,
+        }
+    }
+
+    /// A row for a system that could not be measured: every figure is null.
+    pub fn failed(case: &str, system: &str, error: String, note: String) -> Row {
+        Row {
+            case: case.to_string(),
+            system: system.to_string(),
+            samples: None,
+            mean_us: None,
+            p50_us: None,
+            p99_us: None,
+            p999_us: None,
+            max_us: None,
+            ops_per_s: None,
+            note,
+            error: Some(error),
+        }
+    }
+}
+
+/// Facts about the machine the suite ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    /// CPUs available to this process.
+    pub cores: usize,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// io_uring usable: `kernel.io_uring_disabled` is 0 (or absent) and a ring could be created.
+    pub io_uring: bool,
+    /// `v1`, `v2`, `hybrid` or `none`.
+    pub cgroup: String,
+    /// 1-minute load average when the suite started (extra field: other load means noisy figures).
+    pub loadavg_1m: Option<f64>,
+}
+
+impl Host {
+    /// Detects the host facts.
+    pub fn detect() -> Host {
+        Host {
+            cores: crate::affinity::available_cores(),
+            kernel: kernel_release(),
+            io_uring: io_uring_usable(),
+            cgroup: cgroup_version().to_string(),
+            loadavg_1m: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok()),
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    // SAFETY: `utsname` is plain data; all-zero is a valid value to be overwritten.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "unknown".to_string();
+    }
+    // SAFETY: uname NUL-terminates `release` within the array.
+    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
+    release.to_string_lossy().into_owned()
+}
+
+fn io_uring_usable() -> bool {
+    let sysctl_ok = match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        Ok(s) => s.trim() == "0",
+        Err(_) => true, // before 6.6 there is no switch; the probe decides
+    };
+    sysctl_ok && io_uring_probe()
+}
+
+/// Creates (and closes) a 4-entry ring.
+fn io_uring_probe() -> bool {
+    // struct io_uring_params is 120 bytes; all-zero asks for a default ring.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup(entries, params) writes at most sizeof(io_uring_params)
+    // = 120 bytes into `params`, which is that large and writable.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` is a ring fd we just created and own; nothing else uses it.
+    unsafe { libc::close(fd as libc::c_int) };
+    true
+}
+
+fn fs_magic(path: &str) -> Option<i64> {
+    let c = std::ffi::CString::new(path).ok()?;
+    // SAFETY: `statfs` is plain data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Some(st.f_type as i64)
+}
+
+fn cgroup_version() -> &'static str {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    match fs_magic("/sys/fs/cgroup") {
+        Some(CGROUP2_SUPER_MAGIC) => "v2",
+        Some(TMPFS_MAGIC) => {
+            if fs_magic("/sys/fs/cgroup/unified") == Some(CGROUP2_SUPER_MAGIC) {
+                "hybrid"
+            } else {
+                "v1"
+            }
+        }
+        _ => "none",
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The whole result document of one suite run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Doc {
+    /// Suite name.
+    pub suite: String,
+    /// Format version, 1.
+    pub schema: u32,
+    /// Whether `--quick` was given.
+    pub quick: bool,
+    /// Machine facts.
+    pub host: Host,
+    /// Start time, RFC 3339 UTC.
+    pub started_at: String,
+    /// Rounds run (extra field).
+    pub rounds: u32,
+    /// Wall time of the whole suite in seconds (extra field).
+    pub elapsed_s: f64,
+    /// One row per (case, system).
+    pub rows: Vec<Row>,
+}
+
+impl Doc {
+    /// Writes the pretty-printed JSON document to `path`.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The Markdown rendering: a one-line header and a table.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let h = &self.host;
+        let _ = writeln!(
+            out,
+            "**{}** suite ({}, {} round{}, {:.1} s) on {} cores, kernel {}, io_uring {}, cgroup {}, started {}\n",
+            self.suite,
+            if self.quick { "quick" } else { "full" },
+            self.rounds,
+            if self.rounds == 1 { "" } else { "s" },
+            self.elapsed_s,
+            h.cores,
+            h.kernel,
+            if h.io_uring { "yes" } else { "no" },
+            h.cgroup,
+            self.started_at
+        );
+        out.push_str("| case | system | samples | p50 µs | p99 µs | p99.9 µs | max µs | mean µs | ops/s | note |\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+        for r in &self.rows {
+            let note = match &r.error {
+                Some(e) => format!("**error**: {}", e.replace('|', "\\|").replace('\n', " ")),
+                None => r.note.replace('|', "\\|"),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.case,
+                r.system,
+                r.samples.map_or("—".to_string(), |s| s.to_string()),
+                fmt_us(r.p50_us),
+                fmt_us(r.p99_us),
+                fmt_us(r.p999_us),
+                fmt_us(r.max_us),
+                fmt_us(r.mean_us),
+                r.ops_per_s.map_or("—".to_string(), |x| format!("{x:.0}")),
+                note
+            );
+        }
+        out
+    }
+
+    /// Writes the Markdown rendering to `path`.
+    pub fn write_md(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.markdown()).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+fn fmt_us(v: Option<f64>) -> String {
+    v.map_or("—".to_string(), |x| format!("{x:.1}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_figures_serialize_as_null_and_error_is_omitted_when_none() {
+        let r = Row::failed("c", "s", "why".into(), String::new());
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["p50_us"].is_null());
+        assert_eq!(v["error"], "why");
+        let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).unwrap();
+        h.record(31_200).unwrap();
+        let r = Row::measured("c", "s", &h, None, String::new());
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("error").is_none());
+        assert!(v["ops_per_s"].is_null());
+        assert!((v["p50_us"].as_f64().unwrap() - 31.2).abs() < 0.1);
+    }
+
+    #[test]
+    fn timestamp_shape() {
+        let t = utc_now_rfc3339();
+        assert_eq!(t.len(), 20);
+        assert!(t.ends_with('Z'));
+        assert_eq!(&t[4..5], "-");
+        assert_eq!(&t[10..11], "T");
+    }
+}

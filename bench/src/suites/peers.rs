@@ -1,0 +1,491 @@
+//! The `peers` suite: echo ping-pong (TCP 64 B / 4 KiB, Unix 64 B) and pipelined TCP throughput,
+//! σ against peer runtimes, systems interleaved and rotated round by round.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+
+use super::with_deadline;
+use crate::loadgen::{self, LoadSpec};
+use crate::report::Row;
+use crate::systems::{new_histogram, PingPongSpec, System, Transport};
+
+/// Core of the client / load generator.
+const CLIENT_CORE: usize = 0;
+/// Core of the server.
+const SERVER_CORE: usize = 1;
+/// Pipelined load shape.
+const LOAD_CONNS: usize = 64;
+const LOAD_DEPTH: usize = 16;
+const LOAD_PAYLOAD: usize = 64;
+/// How long a child echo server may take to print `listening on`.
+const CHILD_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the suite runs.
+pub struct Options {
+    /// `--quick`: fewer samples, one round, short pipelined runs.
+    pub quick: bool,
+    /// Rounds (`None`: 1 quick, 3 full).
+    pub rounds: Option<u32>,
+    /// Systems to run, in report order.
+    pub systems: Vec<Arc<dyn System>>,
+    /// Only these cases (`None`: all), by name.
+    pub cases: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("quick", &self.quick)
+            .field("rounds", &self.rounds)
+            .field("systems", &self.systems.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    PingPong { transport: Transport, payload: usize },
+    Pipelined,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    name: &'static str,
+    kind: Kind,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        name: "pingpong-64B",
+        kind: Kind::PingPong {
+            transport: Transport::Tcp,
+            payload: 64,
+        },
+    },
+    Case {
+        name: "pingpong-4KiB",
+        kind: Kind::PingPong {
+            transport: Transport::Tcp,
+            payload: 4096,
+        },
+    },
+    Case {
+        name: "pingpong-64B-unix",
+        kind: Kind::PingPong {
+            transport: Transport::Unix,
+            payload: 64,
+        },
+    },
+    Case {
+        name: "pipelined-64B",
+        kind: Kind::Pipelined,
+    },
+];
+
+/// Sample counts and durations of one mode.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    rounds: u32,
+    samples: u64,
+    warmup: u64,
+    load_warmup: Duration,
+    load_duration: Duration,
+}
+
+impl Params {
+    fn new(quick: bool, rounds: Option<u32>) -> Params {
+        let p = if quick {
+            Params {
+                rounds: 1,
+                samples: 4_000,
+                warmup: 400,
+                load_warmup: Duration::from_millis(250),
+                load_duration: Duration::from_secs(1),
+            }
+        } else {
+            Params {
+                rounds: 3,
+                samples: 20_000,
+                warmup: 2_000,
+                load_warmup: Duration::from_secs(1),
+                load_duration: Duration::from_secs(3),
+            }
+        };
+        Params {
+            rounds: rounds.unwrap_or(p.rounds).max(1),
+            ..p
+        }
+    }
+
+    /// Deadline of one ping-pong run: generous, a hung peer only costs this much.
+    fn pingpong_deadline(&self) -> Duration {
+        Duration::from_secs(10) + Duration::from_millis(self.samples + self.warmup)
+    }
+
+    fn pipelined_deadline(&self) -> Duration {
+        self.load_warmup + self.load_duration + Duration::from_secs(30)
+    }
+}
+
+/// What one (case, system) accumulated over the rounds.
+struct Acc {
+    hist: Histogram<u64>,
+    completed: u64,
+    window: Duration,
+    ok_rounds: u32,
+    errors: Vec<String>,
+    /// Lowest share (%) of empty load-generator polls over the rounds.
+    idle_min: f64,
+}
+
+impl Acc {
+    fn new() -> Acc {
+        Acc {
+            hist: new_histogram(),
+            completed: 0,
+            window: Duration::ZERO,
+            ok_rounds: 0,
+            errors: Vec::new(),
+            idle_min: 100.0,
+        }
+    }
+}
+
+/// One round's result of one (case, system).
+struct Outcome {
+    hist: Histogram<u64>,
+    /// (completed requests, window) for throughput cases.
+    ops: Option<(u64, Duration)>,
+    /// Share of the load generator's polls that found nothing to do.
+    idle: Option<f64>,
+}
+
+/// Runs the suite and returns one row per (case, system), cases in order, systems in
+/// `opts.systems` order.
+pub fn run(opts: &Options) -> Result<Vec<Row>> {
+    let p = Params::new(opts.quick, opts.rounds);
+    let nsys = opts.systems.len();
+    if nsys == 0 {
+        bail!("no systems to run");
+    }
+    if let Some(wanted) = &opts.cases {
+        for w in wanted {
+            if !CASES.iter().any(|c| c.name == w) {
+                let known: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+                bail!("unknown case '{w}'; known cases: {}", known.join(", "));
+            }
+        }
+    }
+    let cases: Vec<Case> = CASES
+        .iter()
+        .filter(|c| opts.cases.as_ref().is_none_or(|w| w.iter().any(|n| n == c.name)))
+        .copied()
+        .collect();
+    let mut accs: Vec<Vec<Acc>> = cases.iter().map(|_| (0..nsys).map(|_| Acc::new()).collect()).collect();
+    let total = p.rounds as usize * cases.len() * nsys;
+    let width = total.to_string().len();
+    let mut step = 0;
+
+    for round in 0..p.rounds {
+        for (ci, case) in cases.iter().enumerate() {
+            for k in 0..nsys {
+                // Rotate the system order each round.
+                let si = (k + round as usize) % nsys;
+                let sys = opts.systems[si].clone();
+                step += 1;
+                eprint!(
+                    "[{step:>width$}/{total}] round {} {} {} ... ",
+                    round + 1,
+                    case.name,
+                    sys.name()
+                );
+                let t0 = Instant::now();
+                let result = run_one(case, sys, &p);
+                let took = t0.elapsed().as_secs_f64();
+                let acc = &mut accs[ci][si];
+                match result {
+                    Ok(out) => {
+                        let p50 = out.hist.value_at_quantile(0.5) as f64 / 1000.0;
+                        let p99 = out.hist.value_at_quantile(0.99) as f64 / 1000.0;
+                        match out.ops {
+                            Some((n, w)) => {
+                                let idle = out.idle.unwrap_or(0.0) * 100.0;
+                                eprintln!(
+                                    "{:.0} ops/s p50 {p50:.1}us p99 {p99:.1}us, loadgen idle polls {idle:.0}% ({took:.1} s)",
+                                    n as f64 / w.as_secs_f64()
+                                );
+                                acc.idle_min = acc.idle_min.min(idle);
+                                acc.completed += n;
+                                acc.window += w;
+                            }
+                            None => eprintln!("p50 {p50:.1}us p99 {p99:.1}us ({took:.1} s)"),
+                        }
+                        if let Err(e) = acc.hist.add(&out.hist) {
+                            acc.errors
+                                .push(format!("round {}: merging histograms: {e:?}", round + 1));
+                        } else {
+                            acc.ok_rounds += 1;
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        eprintln!("ERROR: {msg}");
+                        acc.errors.push(if p.rounds > 1 {
+                            format!("round {}: {msg}", round + 1)
+                        } else {
+                            msg
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    let mode = if opts.quick { "quick" } else { "full" };
+    let mut rows = Vec::new();
+    for (ci, case) in cases.iter().enumerate() {
+        for (si, sys) in opts.systems.iter().enumerate() {
+            let acc = &accs[ci][si];
+            let mut note = match case.kind {
+                Kind::PingPong { .. } => format!(
+                    "{mode}: {} round(s) x {} RTTs (+{} warm-up), client core {CLIENT_CORE}, server core {SERVER_CORE}",
+                    p.rounds, p.samples, p.warmup
+                ),
+                Kind::Pipelined => format!(
+                    "{mode}: {} round(s) x {:?} after {:?} warm-up, {LOAD_CONNS} conns x {LOAD_DEPTH} in flight, loadgen core {CLIENT_CORE}, server child on core {SERVER_CORE}",
+                    p.rounds,
+                    p.load_duration,
+                    p.load_warmup
+                ),
+            };
+            if let Kind::Pipelined = case.kind {
+                if acc.ok_rounds > 0 {
+                    note.push_str(&format!(
+                        ", loadgen idle polls >= {:.0}% (responses coalesce: one recv completes several requests)",
+                        acc.idle_min
+                    ));
+                }
+            }
+            let sys_note = sys.note();
+            if !sys_note.is_empty() {
+                note.push_str("; ");
+                note.push_str(&sys_note);
+            }
+            if !acc.errors.is_empty() {
+                if acc.ok_rounds > 0 {
+                    note.push_str(&format!(
+                        "; {} of {} rounds succeeded, figures discarded",
+                        acc.ok_rounds, p.rounds
+                    ));
+                }
+                rows.push(Row::failed(case.name, sys.name(), acc.errors.join("; "), note));
+                continue;
+            }
+            let ops = match case.kind {
+                Kind::Pipelined if !acc.window.is_zero() => Some(acc.completed as f64 / acc.window.as_secs_f64()),
+                _ => None,
+            };
+            if acc.hist.is_empty() {
+                rows.push(Row::failed(
+                    case.name,
+                    sys.name(),
+                    "no samples recorded".to_string(),
+                    note,
+                ));
+            } else {
+                rows.push(Row::measured(case.name, sys.name(), &acc.hist, ops, note));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn run_one(case: &Case, sys: Arc<dyn System>, p: &Params) -> Result<Outcome> {
+    match case.kind {
+        Kind::PingPong { transport, payload } => {
+            let spec = PingPongSpec {
+                transport,
+                payload_bytes: payload,
+                samples: p.samples,
+                warmup: p.warmup,
+                client_core: CLIENT_CORE,
+                server_core: SERVER_CORE,
+            };
+            let hist = with_deadline(&format!("pp-{}", sys.name()), p.pingpong_deadline(), move || {
+                sys.pingpong(&spec)
+            })?;
+            if hist.len() != p.samples {
+                bail!("{} samples recorded, {} expected", hist.len(), p.samples);
+            }
+            Ok(Outcome {
+                hist,
+                ops: None,
+                idle: None,
+            })
+        }
+        Kind::Pipelined => {
+            let name = sys.name();
+            let (warmup, duration) = (p.load_warmup, p.load_duration);
+            let r = with_deadline(&format!("pl-{name}"), p.pipelined_deadline(), move || {
+                pipelined(name, warmup, duration)
+            })?;
+            Ok(Outcome {
+                ops: Some((r.completed, r.elapsed)),
+                idle: Some(r.empty_polls as f64 / r.polls.max(1) as f64),
+                hist: r.hist,
+            })
+        }
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The echo server child; SIGTERM, then SIGKILL, and reaped when dropped.
+struct ChildGuard {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ChildGuard {
+    /// Last non-empty line the child wrote to stderr.
+    fn stderr_tail(&self) -> String {
+        let s = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+        s.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    /// Waits up to `d` for the child to exit.
+    fn wait_timeout(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + d;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return Some(st),
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+                _ => return None,
+            }
+        }
+    }
+
+    fn died(&mut self, what: &str) -> anyhow::Error {
+        let st = self.wait_timeout(Duration::from_secs(1));
+        let tail = self.stderr_tail();
+        let st = st.map_or("still running".to_string(), |s| s.to_string());
+        if tail.is_empty() {
+            anyhow!("echo server {what} ({st})")
+        } else {
+            anyhow!("echo server {what} ({st}): {tail}")
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: plain syscall; `pid` is our own child, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            if self.wait_timeout(Duration::from_secs(2)).is_none() {
+                let _ = self.child.kill();
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// One pipelined run: spawn `sigmabench serve echo` for `system` on core 1, drive it from core 0.
+fn pipelined(system: &str, warmup: Duration, duration: Duration) -> Result<loadgen::LoadResult> {
+    let exe = std::env::current_exe().context("locating the sigmabench executable")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut child = Command::new(exe)
+        .args([
+            "serve",
+            "echo",
+            "--system",
+            system,
+            "--addr",
+            &addr.to_string(),
+            "--core",
+            &SERVER_CORE.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning the echo server child")?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut stderr = child.stderr.take().context("child stderr")?;
+    let mut guard = ChildGuard {
+        child,
+        stderr: Arc::new(Mutex::new(String::new())),
+    };
+
+    // Keep draining both pipes so the child never blocks on them.
+    let err_buf = guard.stderr.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut s) = err_buf.lock() {
+                s.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                if s.len() > 16 * 1024 {
+                    let cut = s.len() - 8 * 1024;
+                    let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                    s.drain(..cut);
+                }
+            }
+        }
+    });
+    let (line_tx, line_rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent && line.starts_with("listening on") {
+                sent = true;
+                let _ = line_tx.send(line);
+            }
+        }
+    });
+
+    match line_rx.recv_timeout(CHILD_READY_TIMEOUT) {
+        Ok(_) => {}
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            return Err(anyhow!(
+                "echo server printed no 'listening on' within {CHILD_READY_TIMEOUT:?}"
+            ))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(guard.died("exited before listening")),
+    }
+
+    let spec = LoadSpec {
+        addr,
+        conns: LOAD_CONNS,
+        depth: LOAD_DEPTH,
+        payload: LOAD_PAYLOAD,
+        warmup,
+        duration,
+        core: CLIENT_CORE,
+    };
+    let result = loadgen::run(&spec);
+    if let Ok(Some(_)) = guard.child.try_wait() {
+        return Err(guard.died("died during the run"));
+    }
+    result
+}
