@@ -1,9 +1,18 @@
-//! σEP protocol: endpoint addresses, frame and packet headers, RPC framing and
-//! the namespace and proc protocol messages.
+//! σEP protocol: endpoint addresses, frame and packet headers, RPC framing
+//! and the namespace and proc protocol messages.
 //!
-//! This crate is pure: it performs no IO and contains no `unsafe`. The wire
-//! format itself arrives with issue #3; today the crate holds only the limits
-//! that the data plane already shares with it.
+//! This crate is pure: it performs no IO and contains no `unsafe`. Every
+//! decoder returns a [`DecodeError`] for input it cannot parse and never
+//! panics; each has a fuzz target (`ep/fuzz`).
 #![forbid(unsafe_code)]
 
+pub mod codec;
+pub mod error;
+pub mod frame;
 pub mod limits;
+pub mod message;
+
+pub use codec::{decode_frame, Frame};
+pub use error::DecodeError;
+pub use frame::{Header, Kind, StatusCode};
+pub use message::{Message, Pod};

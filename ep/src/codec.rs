@@ -1,0 +1,67 @@
+//! Streaming frame decoding: splits whole frames off a receive buffer
+//! without copying their payloads.
+
+use crate::error::DecodeError;
+use crate::frame::Header;
+use crate::limits::{ERROR_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// A decoded frame: its header and its payload, a slice of the receive buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The checked header.
+    pub header: Header,
+    /// The payload (`header.len` bytes).
+    pub payload: Bytes,
+}
+
+/// Takes one whole frame off the front of `buf` if it holds one.
+///
+/// Returns `Ok(None)` when more bytes are needed; an error when the header is
+/// bad (the connection should then be closed: framing is lost). The payload
+/// is split off the buffer, not copied.
+pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        return Ok(None);
+    }
+    let header = Header::decode(&buf[..FRAME_HEADER_BYTES])?;
+    let total = FRAME_HEADER_BYTES + header.len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    buf.advance(FRAME_HEADER_BYTES);
+    let payload = buf.split_to(header.len as usize).freeze();
+    Ok(Some(Frame { header, payload }))
+}
+
+/// How many more bytes the frame at the front of `buf` needs, once its header
+/// has arrived (for sizing the next receive); `None` before that.
+pub fn bytes_wanted(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        return Ok(None);
+    }
+    let header = Header::decode(&buf[..FRAME_HEADER_BYTES])?;
+    Ok(Some(
+        (FRAME_HEADER_BYTES + header.len as usize).saturating_sub(buf.len()),
+    ))
+}
+
+/// Checks and returns the message of an error frame's payload.
+pub fn decode_error_message(payload: &[u8]) -> Result<&str, DecodeError> {
+    if payload.len() > ERROR_MESSAGE_BYTES_MAX {
+        return Err(DecodeError::BadErrorMessage("longer than ERROR_MESSAGE_BYTES_MAX"));
+    }
+    std::str::from_utf8(payload).map_err(|_| DecodeError::BadErrorMessage("not UTF-8"))
+}
+
+/// Cuts an error message to the limit, at a character boundary.
+pub fn truncate_error_message(message: &str) -> &str {
+    if message.len() <= ERROR_MESSAGE_BYTES_MAX {
+        return message;
+    }
+    let mut end = ERROR_MESSAGE_BYTES_MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
