@@ -39,6 +39,7 @@ pub mod limits;
 pub mod net;
 mod op;
 pub mod probe;
+pub mod rpc;
 mod runtime;
 mod sys;
 
@@ -51,6 +52,14 @@ pub use op::read::read_at;
 pub use op::timeout::{sleep, timeout, Elapsed, Sleep};
 pub use op::write::write_at;
 pub use runtime::{Core, CoreBuilder, CoreStats, Runtime};
+
+/// Paths the exported macros use, so that their users need not depend on
+/// these crates themselves.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytes;
+    pub use sigma_ep;
+}
 
 /// Information about the current core, for logs and benchmarks.
 pub fn current_backend() -> Option<Backend> {

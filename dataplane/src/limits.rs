@@ -49,6 +49,18 @@ pub const EPOLL_EVENTS_MAX: usize = 256;
 /// Control-message bytes reserved for SCM_RIGHTS: up to this many fds per message.
 pub const SCM_FDS_MAX: usize = 8;
 
+/// Bytes an RPC connection's receive buffer grows by.
+pub const RPC_RECV_BYTES: usize = 64 * 1024;
+/// Free bytes an RPC connection's receive buffer keeps before a receive.
+pub const RPC_RECV_BYTES_MIN: usize = 4096;
+/// Calls in flight on one RPC client connection by default.
+pub const RPC_CALLS_IN_FLIGHT_DEFAULT: usize = 256;
+/// Calls in flight on one RPC client connection, at most (ids carry the
+/// call's slot in their low 16 bits).
+pub const RPC_CALLS_IN_FLIGHT_MAX: usize = 1 << 16;
+
+const _: () = assert!(RPC_RECV_BYTES_MIN <= RPC_RECV_BYTES);
+const _: () = assert!(RPC_CALLS_IN_FLIGHT_DEFAULT <= RPC_CALLS_IN_FLIGHT_MAX);
 const _: () = assert!(BUF_RING_ENTRIES_DEFAULT.is_power_of_two());
 const _: () = assert!(BUF_RING_ENTRIES_DEFAULT <= BUF_RING_ENTRIES_MAX);
 const _: () = assert!(BUF_BYTES_MIN <= BUF_BYTES_DEFAULT && BUF_BYTES_DEFAULT <= BUF_BYTES_MAX);

@@ -8,6 +8,7 @@ pub(crate) mod socket;
 mod tcp;
 mod unix;
 
+pub use crate::op::gather::Gather;
 pub use crate::op::recv_multi::RecvStream;
 pub use crate::op::recvmsg::RecvMsgResult;
 pub use socket::Socket;
@@ -72,6 +73,15 @@ macro_rules! stream_methods {
             bufs: Vec<B>,
         ) -> $crate::buf::BufResult<usize, Vec<B>> {
             $crate::op::sendmsg::sendmsg(&self.socket, bufs, &[]).await
+        }
+
+        /// Sends every buffer of `gather` (e.g. a frame header and its
+        /// payload) without copying them; returns the list emptied, for reuse.
+        pub async fn send_gather(
+            &self,
+            gather: $crate::op::gather::Gather,
+        ) -> $crate::buf::BufResult<(), $crate::op::gather::Gather> {
+            $crate::op::gather::send_gather_all(&self.socket, gather).await
         }
 
         /// A stream of received chunks, each a `Bytes` pointing straight into

@@ -16,6 +16,7 @@
 pub(crate) mod accept;
 pub(crate) mod cancel;
 pub(crate) mod connect;
+pub(crate) mod gather;
 pub(crate) mod msg_ring;
 pub(crate) mod nop;
 pub(crate) mod read;

@@ -1,0 +1,420 @@
+//! The client side: many calls in flight on one connection.
+
+use super::reader::{FrameReader, ReadError};
+use super::{Status, Transport};
+use crate::limits;
+use crate::net::Gather;
+use bytes::{BufMut, Bytes, BytesMut};
+use sigma_ep::limits::{FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, METHOD_ID_MAX};
+use sigma_ep::{Header, Kind, StatusCode};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// How a client behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Calls in flight at most; a call beyond waits for one to finish.
+    pub calls_in_flight: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            calls_in_flight: limits::RPC_CALLS_IN_FLIGHT_DEFAULT,
+        }
+    }
+}
+
+enum CallState {
+    Free,
+    Waiting(Option<Waker>),
+    Done(Result<Bytes, Status>),
+    /// The caller took the result; the slot waits for its guard to free it.
+    Answered,
+}
+
+struct Slot {
+    generation: u64,
+    state: CallState,
+}
+
+struct Calls {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Request ids below this have been issued (for telling late responses
+    /// from forged ones).
+    issued: u64,
+}
+
+struct Inner<T> {
+    stream: T,
+    calls: RefCell<Calls>,
+    room_waiters: RefCell<VecDeque<Waker>>,
+    outgoing: RefCell<Gather>,
+    headers: RefCell<BytesMut>,
+    writer: RefCell<Option<Waker>>,
+    closed: RefCell<Option<Status>>,
+    tasks_running: Cell<u8>,
+}
+
+/// An RPC client on one connection. Dropping it closes the connection.
+pub struct Client<T: Transport + 'static> {
+    inner: Rc<Inner<T>>,
+}
+
+impl<T: Transport + 'static> std::fmt::Debug for Client<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer", &self.inner.stream.peer())
+            .finish()
+    }
+}
+
+fn slot_of(request_id: u64) -> (usize, u64) {
+    ((request_id & 0xFFFF) as usize, request_id >> 16)
+}
+
+impl<T: Transport + 'static> Client<T> {
+    /// A client over a connected stream; starts its reader and writer tasks
+    /// on the current core.
+    pub fn new(stream: T, config: ClientConfig) -> Client<T> {
+        let n = config.calls_in_flight.clamp(1, limits::RPC_CALLS_IN_FLIGHT_MAX);
+        let inner = Rc::new(Inner {
+            stream,
+            calls: RefCell::new(Calls {
+                slots: (0..n)
+                    .map(|_| Slot {
+                        generation: 1,
+                        state: CallState::Free,
+                    })
+                    .collect(),
+                free: (0..n as u32).rev().collect(),
+                issued: 0,
+            }),
+            room_waiters: RefCell::new(VecDeque::new()),
+            outgoing: RefCell::new(Gather::with_capacity(2 * n.min(64))),
+            headers: RefCell::new(BytesMut::with_capacity(64 * FRAME_HEADER_BYTES)),
+            writer: RefCell::new(None),
+            closed: RefCell::new(None),
+            tasks_running: Cell::new(2),
+        });
+        crate::spawn(reader_task(inner.clone()));
+        crate::spawn(writer_task(inner.clone()));
+        Client { inner }
+    }
+
+    /// Calls `method` with `payload`; fails with DeadlineExceeded if no
+    /// response comes within `deadline`. Dropping the future cancels the call.
+    pub async fn call(&self, method: u32, payload: Bytes, deadline: Option<Duration>) -> Result<Bytes, Status> {
+        if method > METHOD_ID_MAX {
+            return Err(Status::new(
+                StatusCode::UnknownMethod,
+                format!("method id {method} beyond {METHOD_ID_MAX}"),
+            ));
+        }
+        if payload.len() > FRAME_PAYLOAD_BYTES_MAX {
+            return Err(Status::new(
+                StatusCode::TooLarge,
+                format!("request of {} bytes exceeds {FRAME_PAYLOAD_BYTES_MAX}", payload.len()),
+            ));
+        }
+        let request_id = self.acquire().await?;
+        let mut guard = CallGuard {
+            inner: &self.inner,
+            request_id,
+            finished: false,
+        };
+        let deadline_us = deadline.map_or(0, |d| d.as_micros().clamp(1, u128::from(u32::MAX)) as u32);
+        self.inner.queue(
+            Header::request(request_id, method, payload.len() as u32, deadline_us),
+            payload,
+        );
+        let wait = std::future::poll_fn(|cx| self.inner.poll_call(request_id, cx));
+        let result = match deadline {
+            None => wait.await,
+            Some(d) => match crate::timeout(d, wait).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::new(
+                    StatusCode::DeadlineExceeded,
+                    format!("no response within {d:?}"),
+                )),
+            },
+        };
+        // A local timeout leaves the server working on it: tell it to stop.
+        guard.finished = !matches!(&result, Err(s) if s.code == StatusCode::DeadlineExceeded);
+        result
+    }
+
+    /// Waits for a free call slot; returns the request id it gets.
+    async fn acquire(&self) -> Result<u64, Status> {
+        std::future::poll_fn(|cx| {
+            if let Some(status) = &*self.inner.closed.borrow() {
+                return Poll::Ready(Err(status.clone()));
+            }
+            let mut calls = self.inner.calls.borrow_mut();
+            match calls.free.pop() {
+                Some(index) => {
+                    let slot = &mut calls.slots[index as usize];
+                    slot.state = CallState::Waiting(None);
+                    let request_id = (slot.generation << 16) | u64::from(index);
+                    calls.issued = calls.issued.max(request_id + 1);
+                    Poll::Ready(Ok(request_id))
+                }
+                None => {
+                    self.inner.room_waiters.borrow_mut().push_back(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl<T: Transport + 'static> Drop for Client<T> {
+    fn drop(&mut self) {
+        self.inner.close(Status::new(StatusCode::Unavailable, "client dropped"));
+    }
+}
+
+/// Frees a call's slot however the call ends; a call abandoned before its
+/// response (dropped or timed out) also sends a Cancel frame.
+struct CallGuard<'a, T: Transport> {
+    inner: &'a Inner<T>,
+    request_id: u64,
+    finished: bool,
+}
+
+impl<T: Transport> Drop for CallGuard<'_, T> {
+    fn drop(&mut self) {
+        let (index, _) = slot_of(self.request_id);
+        {
+            let mut calls = self.inner.calls.borrow_mut();
+            let slot = &mut calls.slots[index];
+            let answered = matches!(slot.state, CallState::Done(_) | CallState::Answered);
+            slot.state = CallState::Free;
+            slot.generation = (slot.generation + 1) & ((1 << 48) - 1);
+            calls.free.push(index as u32);
+            if !answered && !self.finished && self.inner.closed.borrow().is_none() {
+                drop(calls);
+                self.inner.queue(Header::cancel(self.request_id), Bytes::new());
+            }
+        }
+        // Wake every waiter, not one: a waiter whose call was dropped while it
+        // waited would swallow a single wake-up and strand the others.
+        let waiters = std::mem::take(&mut *self.inner.room_waiters.borrow_mut());
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+}
+
+impl<T: Transport> Inner<T> {
+    fn queue(&self, header: Header, payload: Bytes) {
+        let header = {
+            let mut headers = self.headers.borrow_mut();
+            if headers.capacity() < FRAME_HEADER_BYTES {
+                headers.reserve(64 * FRAME_HEADER_BYTES);
+            }
+            let mut wire = [0u8; FRAME_HEADER_BYTES];
+            header.encode(&mut wire);
+            headers.put_slice(&wire);
+            headers.split().freeze()
+        };
+        let mut outgoing = self.outgoing.borrow_mut();
+        outgoing.push(header);
+        outgoing.push(payload);
+        drop(outgoing);
+        if let Some(waker) = self.writer.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn poll_call(&self, request_id: u64, cx: &mut std::task::Context<'_>) -> Poll<Result<Bytes, Status>> {
+        let (index, _) = slot_of(request_id);
+        let mut calls = self.calls.borrow_mut();
+        let slot = &mut calls.slots[index];
+        match &mut slot.state {
+            CallState::Done(_) => {
+                let CallState::Done(result) = std::mem::replace(&mut slot.state, CallState::Answered) else {
+                    unreachable!("the state was just matched as Done")
+                };
+                Poll::Ready(result)
+            }
+            CallState::Waiting(waker) => {
+                if let Some(status) = &*self.closed.borrow() {
+                    return Poll::Ready(Err(status.clone()));
+                }
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            CallState::Free | CallState::Answered => unreachable!("polling a call whose slot is free or answered"),
+        }
+    }
+
+    /// Delivers a response; false if the request id was never issued.
+    fn complete(&self, request_id: u64, result: Result<Bytes, Status>) -> bool {
+        let (index, generation) = slot_of(request_id);
+        let mut calls = self.calls.borrow_mut();
+        if request_id >= calls.issued || index >= calls.slots.len() {
+            return false;
+        }
+        let slot = &mut calls.slots[index];
+        if slot.generation != generation {
+            tracing::debug!(
+                request_id,
+                "response to a call that was cancelled or timed out; dropped"
+            );
+            return true;
+        }
+        if let CallState::Waiting(waker) = &mut slot.state {
+            let waker = waker.take();
+            slot.state = CallState::Done(result);
+            drop(calls);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+        true
+    }
+
+    fn close(&self, status: Status) {
+        if self.closed.borrow().is_some() {
+            return;
+        }
+        *self.closed.borrow_mut() = Some(status);
+        let _ = self.stream_shutdown();
+        let wakers: Vec<Waker> = {
+            let mut calls = self.calls.borrow_mut();
+            calls
+                .slots
+                .iter_mut()
+                .filter_map(|s| match &mut s.state {
+                    CallState::Waiting(w) => w.take(),
+                    _ => None,
+                })
+                .collect()
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+        for waker in self.room_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+        if let Some(waker) = self.writer.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn stream_shutdown(&self) -> std::io::Result<()> {
+        self.stream.shutdown_both()
+    }
+}
+
+async fn reader_task<T: Transport>(inner: Rc<Inner<T>>) {
+    let mut reader = FrameReader::new();
+    let status = loop {
+        if inner.closed.borrow().is_some() {
+            break None;
+        }
+        let frame = match reader.next(&inner.stream).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                break Some(Status::new(
+                    StatusCode::Unavailable,
+                    format!("{} closed the connection", inner.stream.peer()),
+                ))
+            }
+            Err(ReadError::Malformed(e)) => {
+                break Some(Status::new(
+                    StatusCode::Malformed,
+                    format!("{}: {e}", inner.stream.peer()),
+                ))
+            }
+            Err(e) => {
+                break Some(Status::new(
+                    StatusCode::Unavailable,
+                    format!("{}: {e}", inner.stream.peer()),
+                ))
+            }
+        };
+        let header = frame.header;
+        let result = match header.kind {
+            Kind::Response => Ok(frame.payload),
+            Kind::Error => {
+                let code = header.status.unwrap_or(StatusCode::Malformed);
+                match sigma_ep::codec::decode_error_message(&frame.payload) {
+                    Ok(message) => Err(Status::new(code, message)),
+                    Err(e) => Err(Status::new(code, format!("(unreadable message: {e})"))),
+                }
+            }
+            kind => {
+                break Some(Status::new(
+                    StatusCode::Malformed,
+                    format!("{}: unexpected {kind:?} frame", inner.stream.peer()),
+                ))
+            }
+        };
+        if header.kind == Kind::Error && header.request_id == 0 && header.status == Some(StatusCode::Malformed) {
+            // The server could not parse our stream and is closing.
+            break Some(
+                result
+                    .err()
+                    .unwrap_or_else(|| Status::new(StatusCode::Malformed, "server reported a malformed frame")),
+            );
+        }
+        if !inner.complete(header.request_id, result) {
+            break Some(Status::new(
+                StatusCode::Malformed,
+                format!(
+                    "{}: response to request id {} that was never issued",
+                    inner.stream.peer(),
+                    header.request_id
+                ),
+            ));
+        }
+    };
+    if let Some(status) = status {
+        tracing::warn!(%status, "RPC client connection closed");
+        inner.close(status);
+    }
+    inner.tasks_running.set(inner.tasks_running.get() - 1);
+}
+
+async fn writer_task<T: Transport>(inner: Rc<Inner<T>>) {
+    let mut sending = Gather::with_capacity(64);
+    loop {
+        let ready = std::future::poll_fn(|cx| {
+            if inner.closed.borrow().is_some() {
+                return Poll::Ready(false);
+            }
+            let mut outgoing = inner.outgoing.borrow_mut();
+            if outgoing.is_empty() {
+                *inner.writer.borrow_mut() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            sending.append(&mut outgoing);
+            Poll::Ready(true)
+        })
+        .await;
+        if !ready {
+            break;
+        }
+        let (res, g) = inner.stream.send_all_gather(sending).await;
+        sending = g;
+        sending.clear();
+        if let Err(e) = res {
+            inner.close(Status::new(
+                StatusCode::Unavailable,
+                format!("{}: send failed: {e}", inner.stream.peer()),
+            ));
+            break;
+        }
+    }
+    inner.tasks_running.set(inner.tasks_running.get() - 1);
+}

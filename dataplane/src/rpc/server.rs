@@ -1,0 +1,203 @@
+//! The server side: one connection's request loop.
+
+use super::reader::{FrameReader, ReadError};
+use super::{Status, Transport};
+use crate::net::Gather;
+use bytes::{BufMut, Bytes, BytesMut};
+use sigma_ep::limits::{FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX};
+use sigma_ep::{Header, Kind, StatusCode};
+use std::time::{Duration, Instant};
+
+/// What a handler answers with.
+#[derive(Debug)]
+pub enum Reply {
+    /// The reply is what the handler wrote into the `out` buffer it was given.
+    Written,
+    /// The reply is this buffer (e.g. a slice of the request: sent without a copy).
+    Bytes(Bytes),
+}
+
+/// A service: handlers dispatched by method id.
+#[allow(async_fn_in_trait)] // Futures are core-local (thread-per-core): no Send bound wanted.
+pub trait Service {
+    /// Handles one request. `request` is a slice of the receive buffer;
+    /// `out` is an empty, reusable buffer for building the reply in place.
+    async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status>;
+}
+
+/// Why a server connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The peer sent bytes that are not a σEP frame.
+    #[error("{peer}: {source}")]
+    Read {
+        /// The peer.
+        peer: String,
+        /// What went wrong.
+        #[source]
+        source: ReadErrorPublic,
+    },
+    /// The peer sent a frame a server does not accept.
+    #[error("{peer}: unexpected {kind:?} frame (request id {request_id})")]
+    UnexpectedFrame {
+        /// The peer.
+        peer: String,
+        /// The frame's kind.
+        kind: Kind,
+        /// The frame's request id.
+        request_id: u64,
+    },
+    /// Sending a reply failed.
+    #[error("{peer}: send failed: {source}")]
+    Send {
+        /// The peer.
+        peer: String,
+        /// The system call's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A read failure, as seen from outside the crate.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ReadErrorPublic(#[from] ReadError);
+
+const REPLY_BYTES_MIN: usize = 4096;
+
+struct Replier {
+    headers: BytesMut,
+    /// Lent to the send operation while a reply is on its way.
+    gather: Option<Gather>,
+}
+
+impl Replier {
+    fn header(&mut self, header: Header) -> Bytes {
+        if self.headers.capacity() < FRAME_HEADER_BYTES {
+            self.headers.reserve(64 * FRAME_HEADER_BYTES);
+        }
+        let mut wire = [0u8; FRAME_HEADER_BYTES];
+        header.encode(&mut wire);
+        self.headers.put_slice(&wire);
+        self.headers.split().freeze()
+    }
+
+    async fn send<T: Transport>(&mut self, stream: &T, header: Header, payload: Bytes) -> std::io::Result<()> {
+        let header = self.header(header);
+        let mut gather = self.gather.take().unwrap_or_default();
+        gather.push(header);
+        gather.push(payload);
+        let (res, mut gather) = stream.send_all_gather(gather).await;
+        gather.clear();
+        self.gather = Some(gather);
+        res
+    }
+
+    async fn send_error<T: Transport>(
+        &mut self,
+        stream: &T,
+        out: &mut BytesMut,
+        request: &Header,
+        status: &Status,
+    ) -> std::io::Result<()> {
+        let message = sigma_ep::codec::truncate_error_message(&status.message);
+        out.put_slice(message.as_bytes());
+        let payload = out.split().freeze();
+        let header = Header::error(request.request_id, request.method, status.code, payload.len() as u32);
+        self.send(stream, header, payload).await
+    }
+}
+
+/// Serves requests on one connection until the peer closes it. Bad input
+/// ends only this connection, with an error naming the peer and the reason
+/// (a malformed frame is answered with a Malformed error frame first).
+pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<(), ConnectionError> {
+    let mut reader = FrameReader::new();
+    let mut out = BytesMut::with_capacity(REPLY_BYTES_MIN);
+    let mut replier = Replier {
+        headers: BytesMut::with_capacity(64 * FRAME_HEADER_BYTES),
+        gather: Some(Gather::with_capacity(4)),
+    };
+    let send_failed = |source| ConnectionError::Send {
+        peer: stream.peer(),
+        source,
+    };
+    loop {
+        let frame = match reader.next(stream).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                if let ReadError::Malformed(decode) = &e {
+                    // Tell the peer why before closing: framing is lost.
+                    let status = Status::new(StatusCode::Malformed, decode.to_string());
+                    let _ = replier
+                        .send_error(stream, &mut out, &Header::request(0, 0, 0, 0), &status)
+                        .await;
+                }
+                let err = ConnectionError::Read {
+                    peer: stream.peer(),
+                    source: e.into(),
+                };
+                tracing::warn!(error = %err, "closing RPC connection");
+                return Err(err);
+            }
+        };
+        let header = frame.header;
+        match header.kind {
+            Kind::Request => {}
+            // A cancel can only concern a request already answered (requests
+            // on a connection are handled in order), so there is nothing to do.
+            Kind::Cancel => continue,
+            kind => {
+                let err = ConnectionError::UnexpectedFrame {
+                    peer: stream.peer(),
+                    kind,
+                    request_id: header.request_id,
+                };
+                tracing::warn!(error = %err, "closing RPC connection");
+                return Err(err);
+            }
+        }
+        let started = Instant::now();
+        if out.capacity() < REPLY_BYTES_MIN {
+            out.reserve(REPLY_BYTES_MIN);
+        }
+        let result = service.call(header.method, frame.payload, &mut out).await;
+        let late = header.deadline_us > 0 && started.elapsed() > Duration::from_micros(u64::from(header.deadline_us));
+        let result = match result {
+            _ if late => Err(Status::new(
+                StatusCode::DeadlineExceeded,
+                "the handler finished after the call's deadline",
+            )),
+            Ok(reply) => {
+                let payload = match reply {
+                    Reply::Written => out.split().freeze(),
+                    Reply::Bytes(bytes) => {
+                        out.clear();
+                        bytes
+                    }
+                };
+                if payload.len() > FRAME_PAYLOAD_BYTES_MAX {
+                    Err(Status::new(
+                        StatusCode::TooLarge,
+                        format!("reply of {} bytes exceeds {FRAME_PAYLOAD_BYTES_MAX}", payload.len()),
+                    ))
+                } else {
+                    Ok(payload)
+                }
+            }
+            Err(status) => Err(status),
+        };
+        let sent = match result {
+            Ok(payload) => {
+                let reply = Header::response(header.request_id, header.method, payload.len() as u32);
+                replier.send(stream, reply, payload).await
+            }
+            Err(status) => {
+                out.clear();
+                replier.send_error(stream, &mut out, &header, &status).await
+            }
+        };
+        sent.map_err(send_failed)?;
+    }
+}

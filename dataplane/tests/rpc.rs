@@ -1,0 +1,315 @@
+//! RPC behaviour on both back ends and both stream types: results, statuses,
+//! deadlines, cancellation, many calls in flight, and garbage-sending peers.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use sigma_dataplane::net::{TcpListener, TcpStream, UnixStream};
+use sigma_dataplane::rpc::{self, Client, ClientConfig, Reply, Service, Status};
+use sigma_ep::{Pod, StatusCode};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+const ECHO: u32 = 1;
+const FAIL: u32 = 2;
+const SLOW_ECHO: u32 = 3;
+
+/// Echo, a failing method, and an echo that first sleeps for the number of
+/// milliseconds in the payload's first byte.
+struct TestService;
+
+impl Service for TestService {
+    async fn call(&self, method: u32, request: Bytes, _out: &mut BytesMut) -> Result<Reply, Status> {
+        match method {
+            ECHO => Ok(Reply::Bytes(request)),
+            FAIL => Err(Status::handler(format!("refusing {} bytes", request.len()))),
+            SLOW_ECHO => {
+                let ms = request.first().copied().unwrap_or(0);
+                sigma_dataplane::sleep(Duration::from_millis(u64::from(ms))).await;
+                Ok(Reply::Bytes(request))
+            }
+            other => Err(Status::unknown_method(other)),
+        }
+    }
+}
+
+fn serve_unix(stream: UnixStream) {
+    sigma_dataplane::spawn(async move {
+        let _ = rpc::serve(&stream, &TestService).await;
+    });
+}
+
+#[test]
+fn calls_statuses_and_deadlines_on_both_backends() {
+    for backend in common::backends() {
+        let core = common::core(backend);
+        core.block_on(async move {
+            let (a, b) = UnixStream::pair().unwrap();
+            serve_unix(b);
+            let client = Client::new(a, ClientConfig::default());
+            let reply = client.call(ECHO, Bytes::from_static(b"hello"), None).await.unwrap();
+            assert_eq!(&reply[..], b"hello");
+            let err = client.call(FAIL, Bytes::from_static(b"abc"), None).await.unwrap_err();
+            assert_eq!(
+                (err.code, err.message.as_str()),
+                (StatusCode::Handler, "refusing 3 bytes"),
+                "{backend}"
+            );
+            let err = client.call(77, Bytes::new(), None).await.unwrap_err();
+            assert_eq!(err.code, StatusCode::UnknownMethod);
+            let err = client
+                .call(SLOW_ECHO, Bytes::from_static(&[50]), Some(Duration::from_millis(5)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, StatusCode::DeadlineExceeded, "{backend}");
+            let err = client
+                .call(ECHO, Bytes::from(vec![0u8; 2 << 20]), None)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, StatusCode::TooLarge);
+            let err = client
+                .call(sigma_ep::limits::METHOD_ID_MAX + 1, Bytes::new(), None)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, StatusCode::UnknownMethod);
+            // The connection still works after all of that.
+            let reply = client
+                .call(SLOW_ECHO, Bytes::from_static(&[1, 2, 3]), Some(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            assert_eq!(&reply[..], &[1, 2, 3]);
+        });
+    }
+}
+
+#[test]
+fn many_clients_many_calls_random_deadlines_and_cancellations() {
+    // Every call completes exactly once, with its own response or an error
+    // status, however calls overlap, time out or are dropped.
+    for backend in common::backends() {
+        let core = common::core(backend);
+        core.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            sigma_dataplane::spawn(async move {
+                let mut incoming = listener.incoming();
+                while let Ok(stream) = incoming.next().await {
+                    sigma_dataplane::spawn(async move {
+                        let _ = rpc::serve(&stream, &TestService).await;
+                    });
+                }
+            });
+            let outcomes = Rc::new(RefCell::new(Vec::new()));
+            let mut tasks = Vec::new();
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            for c in 0..4u64 {
+                let client = Rc::new(Client::new(
+                    TcpStream::connect(addr).await.unwrap(),
+                    ClientConfig { calls_in_flight: 8 },
+                ));
+                for i in 0..100u64 {
+                    let id = c * 1000 + i;
+                    let r = next();
+                    let sleep_ms = (r % 6) as u8;
+                    let deadline = match r % 3 {
+                        0 => None,
+                        1 => Some(Duration::from_millis(1 + (r >> 8) % 8)),
+                        _ => Some(Duration::from_secs(10)),
+                    };
+                    let drop_after = (r % 7 == 0).then(|| Duration::from_millis((r >> 16) % 4));
+                    let client = client.clone();
+                    let outcomes = outcomes.clone();
+                    tasks.push(sigma_dataplane::spawn(async move {
+                        let mut payload = vec![sleep_ms];
+                        payload.extend_from_slice(&id.to_le_bytes());
+                        let call = client.call(SLOW_ECHO, Bytes::from(payload.clone()), deadline);
+                        let outcome = match drop_after {
+                            Some(d) => match sigma_dataplane::timeout(d, call).await {
+                                Ok(r) => r,
+                                Err(_) => Err(Status::new(StatusCode::Cancelled, "dropped by the caller")),
+                            },
+                            None => call.await,
+                        };
+                        match &outcome {
+                            Ok(reply) => assert_eq!(&reply[..], &payload[..], "call {id} got another call's reply"),
+                            Err(s) => assert!(
+                                matches!(s.code, StatusCode::DeadlineExceeded | StatusCode::Cancelled),
+                                "call {id}: {s}"
+                            ),
+                        }
+                        outcomes.borrow_mut().push((id, outcome.is_ok()));
+                    }));
+                }
+            }
+            for t in tasks {
+                t.await;
+            }
+            let mut ids: Vec<u64> = outcomes.borrow().iter().map(|(id, _)| *id).collect();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), 400, "{backend}: every call completed exactly once");
+            let ok = outcomes.borrow().iter().filter(|(_, ok)| *ok).count();
+            assert!(
+                ok > 100 && ok < 400,
+                "{backend}: {ok} calls succeeded; the mix should have both kinds"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_garbage_sending_peer_loses_only_its_connection() {
+    for backend in common::backends() {
+        let core = common::core(backend);
+        core.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let errors = Rc::new(RefCell::new(Vec::new()));
+            let errs = errors.clone();
+            sigma_dataplane::spawn(async move {
+                let mut incoming = listener.incoming();
+                while let Ok(stream) = incoming.next().await {
+                    let errs = errs.clone();
+                    sigma_dataplane::spawn(async move {
+                        if let Err(e) = rpc::serve(&stream, &TestService).await {
+                            errs.borrow_mut().push(e.to_string());
+                        }
+                    });
+                }
+            });
+            let good = Client::new(TcpStream::connect(addr).await.unwrap(), ClientConfig::default());
+            assert_eq!(
+                &good.call(ECHO, Bytes::from_static(b"1"), None).await.unwrap()[..],
+                b"1"
+            );
+            // Wrong magic, a length beyond the limit, a response sent to a server,
+            // and a frame cut short at EOF, each on its own connection.
+            let mut bad_frames: Vec<Vec<u8>> = Vec::new();
+            bad_frames.push(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n and some more bytes".to_vec());
+            let mut big = [0u8; 32];
+            sigma_ep::Header::request(1, 1, 0, 0).encode(&mut big);
+            big[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+            bad_frames.push(big.to_vec());
+            let mut resp = [0u8; 32];
+            sigma_ep::Header::response(1, 1, 0).encode(&mut resp);
+            bad_frames.push(resp.to_vec());
+            let mut cut = [0u8; 32];
+            sigma_ep::Header::request(1, 1, 100, 0).encode(&mut cut);
+            let mut cut = cut.to_vec();
+            cut.extend_from_slice(&[0u8; 10]);
+            bad_frames.push(cut);
+            for bytes in bad_frames {
+                let s = TcpStream::connect(addr).await.unwrap();
+                let (res, _) = s.send_all(bytes).await;
+                res.unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                // Read until the server closes (it may answer with an error frame first).
+                let mut buf = Vec::with_capacity(256);
+                loop {
+                    let (res, b) = s.recv(buf).await;
+                    buf = b;
+                    if res.unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+                assert_eq!(
+                    &good.call(ECHO, Bytes::from_static(b"2"), None).await.unwrap()[..],
+                    b"2",
+                    "{backend}"
+                );
+            }
+            sigma_dataplane::sleep(Duration::from_millis(10)).await;
+            let errors = errors.borrow();
+            assert_eq!(errors.len(), 4, "{backend}: {errors:?}");
+            assert!(errors.iter().any(|e| e.contains("bad magic")), "{errors:?}");
+            assert!(errors.iter().any(|e| e.contains("exceeds the limit")), "{errors:?}");
+            assert!(errors.iter().any(|e| e.contains("unexpected Response")), "{errors:?}");
+            assert!(errors.iter().any(|e| e.contains("middle of a frame")), "{errors:?}");
+        });
+    }
+}
+
+#[test]
+fn a_forged_response_closes_the_client_with_a_clear_status() {
+    let core = common::core(common::backends()[0]);
+    core.block_on(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let client = Rc::new(Client::new(a, ClientConfig::default()));
+        let c = client.clone();
+        let call = sigma_dataplane::spawn(async move { c.call(ECHO, Bytes::from_static(b"x"), None).await });
+        // A "server" that answers a request id nobody issued.
+        let mut forged = [0u8; 32];
+        sigma_ep::Header::response(1 << 40, ECHO, 0).encode(&mut forged);
+        sigma_dataplane::sleep(Duration::from_millis(5)).await;
+        let (res, _) = b.send_all(forged.to_vec()).await;
+        res.unwrap();
+        let err = call.await.unwrap_err();
+        assert_eq!(err.code, StatusCode::Malformed);
+        assert!(err.message.contains("never issued"), "{err}");
+        let err = client.call(ECHO, Bytes::new(), None).await.unwrap_err();
+        assert_eq!(err.code, StatusCode::Malformed, "later calls fail with the same reason");
+    });
+}
+
+sigma_dataplane::rpc_service! {
+    /// A typed test service.
+    service Arith, server ArithServer, client ArithClient {
+        1 => add(Pod<[u64; 2]>) -> Pod<u64>;
+        2 => div(Pod<[u64; 2]>) -> Pod<u64>;
+        3 => shout(Bytes) -> Bytes;
+    }
+}
+
+struct ArithImpl;
+
+impl Arith for ArithImpl {
+    async fn add(&self, request: Pod<[u64; 2]>) -> Result<Pod<u64>, Status> {
+        Ok(Pod(request.0[0] + request.0[1]))
+    }
+    async fn div(&self, request: Pod<[u64; 2]>) -> Result<Pod<u64>, Status> {
+        let [a, b] = request.0;
+        a.checked_div(b)
+            .map(Pod)
+            .ok_or_else(|| Status::handler("division by zero"))
+    }
+    async fn shout(&self, request: Bytes) -> Result<Bytes, Status> {
+        Ok(Bytes::from(request.to_ascii_uppercase()))
+    }
+}
+
+#[test]
+fn typed_services_need_only_their_handlers() {
+    for backend in common::backends() {
+        let core = common::core(backend);
+        core.block_on(async move {
+            let (a, b) = UnixStream::pair().unwrap();
+            sigma_dataplane::spawn(async move {
+                let _ = rpc::serve(&b, &ArithServer(ArithImpl)).await;
+            });
+            let client = ArithClient::new(Client::new(a, ClientConfig::default()));
+            assert_eq!(client.add(&Pod([2, 40]), None).await.unwrap(), Pod(42));
+            assert_eq!(
+                client.div(&Pod([1, 0]), None).await.unwrap_err().message,
+                "division by zero"
+            );
+            assert_eq!(
+                &client.shout(&Bytes::from_static(b"sigma"), None).await.unwrap()[..],
+                b"SIGMA"
+            );
+            // A request that does not decode is a Malformed status, not a crash.
+            let err = client
+                .inner()
+                .call(1, Bytes::from_static(b"short"), None)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, StatusCode::Malformed, "{backend}");
+        });
+    }
+}
