@@ -16,5 +16,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2
 
+echo "== fuzz smoke runs (every decoder, bounded)"
+# cargo-fuzz needs nightly-only flags; RUSTC_BOOTSTRAP lets this stable
+# toolchain accept them for the fuzz build only.
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
+for target in $(cd ep && cargo fuzz list); do
+  (cd ep && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -runs=50000 -max_total_time=30)
+done
+
 echo "== microbenchmarks compile and run once"
 cargo bench -p sigma-dataplane --bench hotpaths --locked -- --test
