@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what σ's build and tests need on a fresh Debian machine. Safe to
-# run again: it skips what is already there. Later issues add etcd-server,
-# protobuf-compiler and libprotobuf-dev here.
+# run again: it skips what is already there. Later issues add etcd-server
+# here.
 set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# protoc: sigmabench's build script generates the tonic peer of the rpc suite.
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler libprotobuf-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: need root to install: ${need_apt[*]}" >&2

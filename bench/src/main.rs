@@ -5,7 +5,7 @@
 //! `/work/shared/bench-schema.md` (plus a Markdown table, also printed to stdout at the end).
 //!
 //! ```text
-//! sigmabench run peers [--quick] [--json FILE] [--md FILE] [--systems a,b,c] [--rounds N]
+//! sigmabench run peers|rpc [--quick] [--json FILE] [--md FILE] [--systems a,b,c] [--cases x,y] [--rounds N]
 //! sigmabench serve echo --system NAME --addr HOST:PORT [--core N]
 //! ```
 //!
@@ -15,6 +15,13 @@
 //!   the system's echo server running as a child process on core 1). Systems: `sigma`,
 //!   `sigma-epoll`, `tokio`, `glommio`, `monoio`, `compio`, `tokio-uring`, `std-blocking` and
 //!   `spin-floor` (busy-polling non-blocking sockets: the syscall floor).
+//! * `run rpc` measures light RPCs (64 B request, the handler echoes the 64 B payload) over one
+//!   TCP loopback connection, client thread on core 0, server thread on core 1, both ends in the
+//!   system under test: `rpc-seq-64B` (sequential calls: mean, sd, percentiles) and
+//!   `rpc-pipelined-64B` (64 calls in flight on the one connection, a new one issued as each
+//!   completes: ops/s and percentiles). Systems: `sigma` (σ's RPC), `sigma-pingpong` (the raw σ
+//!   transport with no RPC layer: the floor) and `tonic` (gRPC over HTTP/2 on tokio).
+//!   `rpc_systems/` holds one file per system behind the `RpcSystem` trait.
 //! * `serve echo` runs one system's TCP echo server in the foreground until killed; it prints
 //!   `listening on ADDR` once it accepts connections (port 0 picks a free port, and ADDR shows
 //!   it). `run` uses it for the pipelined case.
@@ -25,6 +32,7 @@
 mod affinity;
 mod loadgen;
 mod report;
+mod rpc_systems;
 mod suites;
 mod systems;
 
@@ -50,7 +58,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a benchmark suite (known: peers).
+    /// Run a benchmark suite (known: peers, rpc).
     Run(RunArgs),
     /// Run one server in the foreground until killed.
     Serve {
@@ -61,7 +69,7 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Suite to run (known: peers).
+    /// Suite to run (known: peers, rpc).
     suite: String,
     /// Fewer samples and one round: the whole suite in about 30 s on 2 cores.
     #[arg(long)]
@@ -72,13 +80,13 @@ struct RunArgs {
     /// Write the Markdown table here.
     #[arg(long, value_name = "FILE")]
     md: Option<PathBuf>,
-    /// Only these systems (comma-separated), in report order.
+    /// Only these systems (comma-separated), in report order; the names depend on the suite.
     #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
     systems: Option<Vec<String>>,
     /// Number of rounds (default: 1 with --quick, 3 otherwise).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
-    /// Only these cases (comma-separated), e.g. pingpong-64B,pipelined-64B.
+    /// Only these cases (comma-separated), e.g. pingpong-64B,pipelined-64B or rpc-seq-64B.
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     cases: Option<Vec<String>>,
 }
@@ -116,18 +124,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn select_systems(wanted: Option<&[String]>) -> Result<Vec<Arc<dyn systems::System>>> {
-    let all: Vec<Arc<dyn systems::System>> = systems::all().into_iter().map(Arc::from).collect();
+/// The systems `--systems` names (all of them without it), out of a suite's registry `all`, in
+/// the order given; `name` tells a system's name.
+fn select_systems<T: ?Sized>(
+    all: Vec<Arc<T>>,
+    name: impl Fn(&T) -> &'static str,
+    wanted: Option<&[String]>,
+) -> Result<Vec<Arc<T>>> {
     let Some(wanted) = wanted else {
         return Ok(all);
     };
-    let known = systems::names();
-    let mut out: Vec<Arc<dyn systems::System>> = Vec::new();
+    let known: Vec<&str> = all.iter().map(|s| name(s)).collect();
+    let mut out: Vec<Arc<T>> = Vec::new();
     for w in wanted.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
-        let Some(s) = all.iter().find(|s| s.name() == w) else {
+        let Some(s) = all.iter().find(|s| name(s) == w) else {
             bail!("unknown system '{w}'; known systems: {}", known.join(", "));
         };
-        if !out.iter().any(|o| o.name() == w) {
+        if !out.iter().any(|o| name(o) == w) {
             out.push(s.clone());
         }
     }
@@ -135,6 +148,12 @@ fn select_systems(wanted: Option<&[String]>) -> Result<Vec<Arc<dyn systems::Syst
         bail!("--systems selects nothing; known systems: {}", known.join(", "));
     }
     Ok(out)
+}
+
+/// A suite with the systems it runs.
+enum Suite {
+    Peers(Vec<Arc<dyn systems::System>>),
+    Rpc(Vec<Arc<dyn rpc_systems::RpcSystem>>),
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
@@ -145,7 +164,20 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             suites::KNOWN.join(", ")
         );
     }
-    let systems = select_systems(args.systems.as_deref())?;
+    let wanted = args.systems.as_deref();
+    // Select before measuring anything, so that a wrong name fails at once.
+    let suite = match args.suite.as_str() {
+        "rpc" => Suite::Rpc(select_systems(
+            rpc_systems::all().into_iter().map(Arc::from).collect(),
+            |s: &(dyn rpc_systems::RpcSystem + 'static)| s.name(),
+            wanted,
+        )?),
+        _ => Suite::Peers(select_systems(
+            systems::all().into_iter().map(Arc::from).collect(),
+            |s: &(dyn systems::System + 'static)| s.name(),
+            wanted,
+        )?),
+    };
     let host = Host::detect();
     if host.cores < 2 {
         eprintln!(
@@ -155,13 +187,20 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let started_at = report::utc_now_rfc3339();
     let t0 = Instant::now();
-    let opts = suites::peers::Options {
-        quick: args.quick,
-        rounds: args.rounds,
-        systems,
-        cases: args.cases.clone(),
+    let rows = match suite {
+        Suite::Peers(systems) => suites::peers::run(&suites::peers::Options {
+            quick: args.quick,
+            rounds: args.rounds,
+            systems,
+            cases: args.cases.clone(),
+        })?,
+        Suite::Rpc(systems) => suites::rpc::run(&suites::rpc::Options {
+            quick: args.quick,
+            rounds: args.rounds,
+            systems,
+            cases: args.cases.clone(),
+        })?,
     };
-    let rows = suites::peers::run(&opts)?;
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let doc = Doc {
         suite: args.suite.clone(),

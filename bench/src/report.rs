@@ -18,6 +18,9 @@ pub struct Row {
     pub samples: Option<u64>,
     /// Mean latency, µs.
     pub mean_us: Option<f64>,
+    /// Standard deviation of the latency, µs (extra field; only where a suite reports it, e.g.
+    /// `rpc-seq-64B`, `null` elsewhere).
+    pub sd_us: Option<f64>,
     /// Median latency, µs.
     pub p50_us: Option<f64>,
     /// 99th percentile latency, µs.
@@ -52,6 +55,7 @@ impl Row {
             system: system.to_string(),
             samples: Some(hist.len()),
             mean_us: Some(round3(hist.mean() / 1000.0)),
+            sd_us: None,
             p50_us: Some(us(hist.value_at_quantile(0.50))),
             p99_us: Some(us(hist.value_at_quantile(0.99))),
             p999_us: Some(us(hist.value_at_quantile(0.999))),
@@ -62,6 +66,12 @@ impl Row {
         }
     }
 
+    /// The same row with `sd_us` set from `hist` (recorded in nanoseconds).
+    pub fn with_sd(mut self, hist: &Histogram<u64>) -> Row {
+        self.sd_us = Some(round3(hist.stdev() / 1000.0));
+        self
+    }
+
     /// A row for a system that could not be measured: every figure is null.
     pub fn failed(case: &str, system: &str, error: String, note: String) -> Row {
         Row {
@@ -69,6 +79,7 @@ impl Row {
             system: system.to_string(),
             samples: None,
             mean_us: None,
+            sd_us: None,
             p50_us: None,
             p99_us: None,
             p999_us: None,
@@ -246,16 +257,27 @@ impl Doc {
             h.cgroup,
             self.started_at
         );
-        out.push_str("| case | system | samples | p50 µs | p99 µs | p99.9 µs | max µs | mean µs | ops/s | note |\n");
-        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+        // The sd column only appears when some row has an sd (the `rpc` suite).
+        let with_sd = self.rows.iter().any(|r| r.sd_us.is_some());
+        let (sd_head, sd_rule) = if with_sd { (" sd µs |", "---:|") } else { ("", "") };
+        let _ = writeln!(
+            out,
+            "| case | system | samples | p50 µs | p99 µs | p99.9 µs | max µs | mean µs |{sd_head} ops/s | note |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|{sd_rule}---:|---|");
         for r in &self.rows {
             let note = match &r.error {
                 Some(e) => format!("**error**: {}", e.replace('|', "\\|").replace('\n', " ")),
                 None => r.note.replace('|', "\\|"),
             };
+            let sd = if with_sd {
+                format!(" {} |", fmt_us(r.sd_us))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |{sd} {} | {} |",
                 r.case,
                 r.system,
                 r.samples.map_or("—".to_string(), |s| s.to_string()),
@@ -298,6 +320,38 @@ mod tests {
         assert!(v.get("error").is_none());
         assert!(v["ops_per_s"].is_null());
         assert!((v["p50_us"].as_f64().unwrap() - 31.2).abs() < 0.1);
+        assert!(v["sd_us"].is_null());
+        h.record(32_200).unwrap();
+        let v = serde_json::to_value(Row::measured("c", "s", &h, None, String::new()).with_sd(&h)).unwrap();
+        assert!((v["sd_us"].as_f64().unwrap() - 0.5).abs() < 0.05, "{v}");
+    }
+
+    #[test]
+    fn markdown_has_an_sd_column_only_when_a_row_has_an_sd() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).unwrap();
+        h.record(10_000).unwrap();
+        let doc = |rows: Vec<Row>| Doc {
+            suite: "t".into(),
+            schema: 1,
+            quick: true,
+            host: Host::detect(),
+            started_at: utc_now_rfc3339(),
+            rounds: 1,
+            elapsed_s: 0.0,
+            rows,
+        };
+        let plain = doc(vec![Row::measured("c", "s", &h, None, String::new())]).markdown();
+        assert!(!plain.contains("sd µs"), "{plain}");
+        let md = doc(vec![
+            Row::measured("c", "s", &h, None, String::new()).with_sd(&h),
+            Row::failed("c", "t", "why".into(), String::new()),
+        ])
+        .markdown();
+        assert!(md.contains("| mean µs | sd µs | ops/s |"), "{md}");
+        assert!(md.contains("| 10.0 | 0.0 | — |"), "{md}");
+        let cols = |l: &str| l.matches('|').count();
+        let lines: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert!(lines.iter().all(|l| cols(l) == cols(lines[0])), "{md}");
     }
 
     #[test]

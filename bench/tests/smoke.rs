@@ -51,6 +51,52 @@ fn quick_run_writes_a_row_per_case_and_system() {
 }
 
 #[test]
+fn quick_rpc_run_writes_a_row_per_case_and_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("rpc.json");
+    let out = sigmabench()
+        .args(["run", "rpc", "--quick", "--systems", "tonic,sigma-pingpong"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["suite"], "rpc");
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["quick"], true);
+    let rows = doc["rows"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["case"].as_str().unwrap(), r["system"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("rpc-seq-64B", "tonic"),
+            ("rpc-seq-64B", "sigma-pingpong"),
+            ("rpc-pipelined-64B", "tonic"),
+            ("rpc-pipelined-64B", "sigma-pingpong"),
+        ]
+    );
+    for row in rows {
+        assert!(row.get("error").is_none_or(|e| e.is_null()), "error row: {row}");
+        let p50 = row["p50_us"].as_f64().unwrap();
+        let p99 = row["p99_us"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p99 >= p50, "{row}");
+        assert!(row["samples"].as_u64().unwrap() > 0, "{row}");
+        if row["case"] == "rpc-seq-64B" {
+            let sd = row["sd_us"].as_f64().unwrap_or_else(|| panic!("no sd_us: {row}"));
+            assert!(sd >= 0.0, "{row}");
+            assert!(row["ops_per_s"].is_null(), "sequential calls have no throughput: {row}");
+        } else {
+            assert!(row["ops_per_s"].as_f64().unwrap() > 0.0, "{row}");
+            assert!(row["sd_us"].is_null(), "{row}");
+        }
+    }
+}
+
+#[test]
 fn unknown_names_are_refused_with_the_known_ones() {
     let out = sigmabench()
         .args(["run", "peers", "--systems", "nope"])
@@ -66,6 +112,24 @@ fn unknown_names_are_refused_with_the_known_ones() {
     assert_eq!(out.status.code(), Some(2));
     let out = sigmabench().args(["run", "peers", "--cases", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // The rpc suite has its own systems and cases.
+    let out = sigmabench()
+        .args(["run", "rpc", "--systems", "tokio"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown system 'tokio'") && err.contains("sigma-pingpong") && err.contains("tonic"),
+        "{err}"
+    );
+    let out = sigmabench()
+        .args(["run", "rpc", "--cases", "pingpong-64B"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rpc-pipelined-64B"), "{err}");
 }
 
 #[test]

@@ -9,9 +9,10 @@ use anyhow::{anyhow, Result};
 use crate::systems::panic_message;
 
 pub mod peers;
+pub mod rpc;
 
 /// Names of the suites `sigmabench run` knows.
-pub const KNOWN: &[&str] = &["peers"];
+pub const KNOWN: &[&str] = &["peers", "rpc"];
 
 /// Runs `f` on its own thread and waits at most `deadline` for it.
 ///

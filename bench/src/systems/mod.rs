@@ -155,12 +155,14 @@ fn run_caught<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 ///
 /// `server` gets the endpoint to bind (TCP 127.0.0.1:0 or a fresh Unix path) and must call
 /// `ready` with the endpoint it actually listens on, then echo one connection until EOF and
-/// return. `client` gets that endpoint and returns the RTT histogram. Panics in either become
+/// return. `client` gets that endpoint and returns what it measured (the RTT histogram for a
+/// ping-pong; the `rpc` suite's systems return other results). Panics in either become
 /// errors; the Unix path is removed afterwards.
-pub(crate) fn run_pair<S, C>(spec: &PingPongSpec, system: &'static str, server: S, client: C) -> Result<Histogram<u64>>
+pub(crate) fn run_pair<S, C, T>(spec: &PingPongSpec, system: &'static str, server: S, client: C) -> Result<T>
 where
     S: FnOnce(Endpoint, &mut dyn FnMut(Endpoint)) -> Result<()> + Send + 'static,
-    C: FnOnce(Endpoint, PingPongSpec) -> Result<Histogram<u64>> + Send + 'static,
+    C: FnOnce(Endpoint, PingPongSpec) -> Result<T> + Send + 'static,
+    T: Send + 'static,
 {
     let (bind, _guard) = match spec.transport {
         Transport::Tcp => (Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))), PathGuard(None)),
@@ -202,7 +204,7 @@ where
         }
     };
 
-    let (cdone_tx, cdone_rx) = mpsc::channel::<Result<Histogram<u64>>>();
+    let (cdone_tx, cdone_rx) = mpsc::channel::<Result<T>>();
     let cspec = spec.clone();
     std::thread::Builder::new()
         .name(format!("{system}-client"))
@@ -406,7 +408,7 @@ mod tests {
 
     #[test]
     fn server_failing_before_listening_is_an_error() {
-        let r = run_pair(
+        let r: Result<Histogram<u64>> = run_pair(
             &spec(Transport::Tcp),
             "test",
             |_, _| Err(anyhow!("no can do")),

@@ -30,6 +30,11 @@ impl FrameReader {
         }
     }
 
+    /// A whole frame already in the buffer, without receiving.
+    pub(crate) fn try_next(&mut self) -> Result<Option<Frame>, ReadError> {
+        Ok(sigma_ep::decode_frame(&mut self.buf)?)
+    }
+
     /// The next frame; `None` at a clean EOF between frames.
     pub(crate) async fn next<T: Transport>(&mut self, stream: &T) -> Result<Option<Frame>, ReadError> {
         loop {

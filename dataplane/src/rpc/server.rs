@@ -64,17 +64,24 @@ pub enum ConnectionError {
 pub struct ReadErrorPublic(#[from] ReadError);
 
 const REPLY_BYTES_MIN: usize = 4096;
+/// Replies queued before they are sent together.
+const REPLIES_PER_SEND_MAX: usize = 64;
 
+/// Replies waiting to go out, sent together in one gather send when no
+/// more requests are buffered (or the batch is full).
 struct Replier {
     headers: BytesMut,
-    /// Lent to the send operation while a reply is on its way.
+    /// Lent to the send operation while replies are on their way.
     gather: Option<Gather>,
+    queued: usize,
 }
 
 impl Replier {
     fn header(&mut self, header: Header) -> Bytes {
         if self.headers.capacity() < FRAME_HEADER_BYTES {
-            self.headers.reserve(64 * FRAME_HEADER_BYTES);
+            // Every header of earlier batches has been sent and dropped, so
+            // this reuses the allocation.
+            self.headers.reserve(2 * REPLIES_PER_SEND_MAX * FRAME_HEADER_BYTES);
         }
         let mut wire = [0u8; FRAME_HEADER_BYTES];
         header.encode(&mut wire);
@@ -82,29 +89,36 @@ impl Replier {
         self.headers.split().freeze()
     }
 
-    async fn send<T: Transport>(&mut self, stream: &T, header: Header, payload: Bytes) -> std::io::Result<()> {
+    fn queue(&mut self, header: Header, payload: Bytes) {
         let header = self.header(header);
-        let mut gather = self.gather.take().unwrap_or_default();
+        let gather = self
+            .gather
+            .get_or_insert_with(|| Gather::with_capacity(2 * REPLIES_PER_SEND_MAX));
         gather.push(header);
         gather.push(payload);
+        self.queued += 1;
+    }
+
+    fn queue_error(&mut self, out: &mut BytesMut, request: &Header, status: &Status) {
+        let message = sigma_ep::codec::truncate_error_message(&status.message);
+        out.put_slice(message.as_bytes());
+        let payload = out.split().freeze();
+        self.queue(
+            Header::error(request.request_id, request.method, status.code, payload.len() as u32),
+            payload,
+        );
+    }
+
+    async fn flush<T: Transport>(&mut self, stream: &T) -> std::io::Result<()> {
+        if self.queued == 0 {
+            return Ok(());
+        }
+        self.queued = 0;
+        let gather = self.gather.take().expect("queued replies have a gather list");
         let (res, mut gather) = stream.send_all_gather(gather).await;
         gather.clear();
         self.gather = Some(gather);
         res
-    }
-
-    async fn send_error<T: Transport>(
-        &mut self,
-        stream: &T,
-        out: &mut BytesMut,
-        request: &Header,
-        status: &Status,
-    ) -> std::io::Result<()> {
-        let message = sigma_ep::codec::truncate_error_message(&status.message);
-        out.put_slice(message.as_bytes());
-        let payload = out.split().freeze();
-        let header = Header::error(request.request_id, request.method, status.code, payload.len() as u32);
-        self.send(stream, header, payload).await
     }
 }
 
@@ -115,25 +129,36 @@ pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<
     let mut reader = FrameReader::new();
     let mut out = BytesMut::with_capacity(REPLY_BYTES_MIN);
     let mut replier = Replier {
-        headers: BytesMut::with_capacity(64 * FRAME_HEADER_BYTES),
-        gather: Some(Gather::with_capacity(4)),
+        headers: BytesMut::with_capacity(2 * REPLIES_PER_SEND_MAX * FRAME_HEADER_BYTES),
+        gather: Some(Gather::with_capacity(2 * REPLIES_PER_SEND_MAX)),
+        queued: 0,
     };
     let send_failed = |source| ConnectionError::Send {
         peer: stream.peer(),
         source,
     };
     loop {
-        let frame = match reader.next(stream).await {
+        // Answer everything already buffered, then send the answers together
+        // before waiting for more.
+        let next = match reader.try_next() {
+            Ok(Some(frame)) => Ok(Some(frame)),
+            Ok(None) => {
+                replier.flush(stream).await.map_err(send_failed)?;
+                reader.next(stream).await
+            }
+            Err(e) => Err(e),
+        };
+        let frame = match next {
             Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(()),
+            Ok(None) => return replier.flush(stream).await.map_err(send_failed),
             Err(e) => {
                 if let ReadError::Malformed(decode) = &e {
                     // Tell the peer why before closing: framing is lost.
                     let status = Status::new(StatusCode::Malformed, decode.to_string());
-                    let _ = replier
-                        .send_error(stream, &mut out, &Header::request(0, 0, 0, 0), &status)
-                        .await;
+                    out.clear();
+                    replier.queue_error(&mut out, &Header::request(0, 0, 0, 0), &status);
                 }
+                let _ = replier.flush(stream).await;
                 let err = ConnectionError::Read {
                     peer: stream.peer(),
                     source: e.into(),
@@ -149,6 +174,7 @@ pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<
             // on a connection are handled in order), so there is nothing to do.
             Kind::Cancel => continue,
             kind => {
+                let _ = replier.flush(stream).await;
                 let err = ConnectionError::UnexpectedFrame {
                     peer: stream.peer(),
                     kind,
@@ -188,16 +214,18 @@ pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<
             }
             Err(status) => Err(status),
         };
-        let sent = match result {
-            Ok(payload) => {
-                let reply = Header::response(header.request_id, header.method, payload.len() as u32);
-                replier.send(stream, reply, payload).await
-            }
+        match result {
+            Ok(payload) => replier.queue(
+                Header::response(header.request_id, header.method, payload.len() as u32),
+                payload,
+            ),
             Err(status) => {
                 out.clear();
-                replier.send_error(stream, &mut out, &header, &status).await
+                replier.queue_error(&mut out, &header, &status);
             }
-        };
-        sent.map_err(send_failed)?;
+        }
+        if replier.queued >= REPLIES_PER_SEND_MAX {
+            replier.flush(stream).await.map_err(send_failed)?;
+        }
     }
 }

@@ -1,0 +1,260 @@
+//! The systems of the `rpc` suite: the [`RpcSystem`] trait, the registry and shared helpers.
+//!
+//! An RPC system runs both ends itself: a server thread pinned to one core and a client thread
+//! pinned to another, one TCP loopback connection between them (the helper is
+//! [`crate::systems::run_pair`], the same one the `peers` ping-pongs use). The payload is 64 bytes
+//! each way and the handler echoes the request's payload.
+//!
+//! To add a system: write `src/rpc_systems/NAME.rs` with a unit struct implementing
+//! [`RpcSystem`], add `mod NAME;` below and put the struct into [`all`].
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+
+use crate::systems::{new_histogram, PingPongSpec, Transport};
+
+mod sigma;
+mod sigma_pingpong;
+mod tonic;
+
+/// What one sequential RPC run does: `warmup + calls` calls, each issued when the previous
+/// one returned.
+#[derive(Debug, Clone)]
+pub struct RpcSeqSpec {
+    /// Request payload; the reply carries the same bytes back.
+    pub payload_bytes: usize,
+    /// Recorded calls.
+    pub calls: u64,
+    /// Calls made first and not recorded.
+    pub warmup: u64,
+    /// Core of the client thread.
+    pub client_core: usize,
+    /// Core of the server thread.
+    pub server_core: usize,
+}
+
+/// What one pipelined RPC run does: `in_flight` calls outstanding on one connection, a new one
+/// issued as each completes, for `warmup` and then `duration`.
+#[derive(Debug, Clone)]
+pub struct RpcPipeSpec {
+    /// Request payload; the reply carries the same bytes back.
+    pub payload_bytes: usize,
+    /// Calls outstanding at any time.
+    pub in_flight: usize,
+    /// Time run before measuring.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// Core of the client thread.
+    pub client_core: usize,
+    /// Core of the server thread.
+    pub server_core: usize,
+}
+
+/// What one pipelined run measured.
+#[derive(Debug)]
+pub struct PipelinedResult {
+    /// Latency (issue to reply) of every call completed in the window, ns.
+    pub hist: Histogram<u64>,
+    /// Calls completed in the window.
+    pub completed: u64,
+    /// Length of the window.
+    pub elapsed: Duration,
+}
+
+/// An RPC layer (or the raw transport it runs on) that the `rpc` suite can measure.
+pub trait RpcSystem: Send + Sync {
+    /// Name used in rows and on the command line.
+    fn name(&self) -> &'static str;
+    /// A short note for the row (what the system is, its settings).
+    fn note(&self) -> String {
+        String::new()
+    }
+    /// Sequential calls over one connection, client and server on two pinned threads; records
+    /// each call's latency in nanoseconds (`spec.calls` samples).
+    fn seq(&self, spec: &RpcSeqSpec) -> Result<Histogram<u64>>;
+    /// Pipelined calls over one connection, `spec.in_flight` outstanding.
+    fn pipelined(&self, spec: &RpcPipeSpec) -> Result<PipelinedResult>;
+}
+
+/// Every known RPC system, in report order.
+pub fn all() -> Vec<Box<dyn RpcSystem>> {
+    vec![
+        Box::new(sigma::Sigma),
+        Box::new(sigma_pingpong::SigmaPingPong),
+        Box::new(tonic::Tonic),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the implementations.
+
+impl RpcSeqSpec {
+    /// The TCP ping-pong spec with the same shape (for [`crate::systems::run_pair`] and for the
+    /// raw ping-pong floor).
+    pub(crate) fn pingpong(&self) -> PingPongSpec {
+        PingPongSpec {
+            transport: Transport::Tcp,
+            payload_bytes: self.payload_bytes,
+            samples: self.calls,
+            warmup: self.warmup,
+            client_core: self.client_core,
+            server_core: self.server_core,
+        }
+    }
+}
+
+impl RpcPipeSpec {
+    /// A TCP ping-pong spec carrying this run's cores (for [`crate::systems::run_pair`]; the
+    /// counts in it are not used).
+    pub(crate) fn pair(&self) -> PingPongSpec {
+        PingPongSpec {
+            transport: Transport::Tcp,
+            payload_bytes: self.payload_bytes,
+            samples: 0,
+            warmup: 0,
+            client_core: self.client_core,
+            server_core: self.server_core,
+        }
+    }
+}
+
+/// The clock of a pipelined client: the warm-up, the measurement window and what was recorded
+/// in it.
+pub(crate) struct PipeClock {
+    measure_start: Instant,
+    end: Instant,
+    hist: Histogram<u64>,
+    completed: u64,
+}
+
+impl PipeClock {
+    /// Starts the clock now.
+    pub(crate) fn start(spec: &RpcPipeSpec) -> PipeClock {
+        let measure_start = Instant::now() + spec.warmup;
+        PipeClock {
+            measure_start,
+            end: measure_start + spec.duration,
+            hist: new_histogram(),
+            completed: 0,
+        }
+    }
+
+    /// Records a call issued at `issued` and completed at `done`, if `done` is in the window.
+    pub(crate) fn complete(&mut self, issued: Instant, done: Instant) {
+        if done >= self.measure_start && done < self.end {
+            let ns = done.duration_since(issued).as_nanos().min(u128::from(u64::MAX)) as u64;
+            self.hist.saturating_record(ns.max(1));
+            self.completed += 1;
+        }
+    }
+
+    /// Whether the window is over (no new call should be issued).
+    pub(crate) fn over(&self, now: Instant) -> bool {
+        now >= self.end
+    }
+
+    /// What was measured; an error if nothing completed in the window.
+    pub(crate) fn finish(self) -> Result<PipelinedResult> {
+        if self.completed == 0 {
+            anyhow::bail!("no call completed in the measurement window");
+        }
+        Ok(PipelinedResult {
+            hist: self.hist,
+            completed: self.completed,
+            elapsed: self.end.duration_since(self.measure_start),
+        })
+    }
+}
+
+/// FIFO matching of echoed bytes to outstanding messages on one byte stream: each `payload`
+/// bytes received complete the oldest message still outstanding.
+pub(crate) struct FifoMatcher {
+    payload: Vec<u8>,
+    inflight: VecDeque<Instant>,
+    /// Bytes of the current (incomplete) reply already received.
+    partial: usize,
+}
+
+impl FifoMatcher {
+    pub(crate) fn new(payload: Vec<u8>, in_flight: usize) -> FifoMatcher {
+        FifoMatcher {
+            payload,
+            inflight: VecDeque::with_capacity(in_flight),
+            partial: 0,
+        }
+    }
+
+    /// Notes `n` messages issued at `t`.
+    pub(crate) fn issued(&mut self, n: usize, t: Instant) {
+        for _ in 0..n {
+            self.inflight.push_back(t);
+        }
+    }
+
+    /// Messages outstanding.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Takes a received chunk: checks its bytes against the payload pattern and calls `done`
+    /// with the issue time of every message it completes. Returns how many it completed.
+    pub(crate) fn received(&mut self, chunk: &[u8], mut done: impl FnMut(Instant)) -> Result<usize> {
+        let len = self.payload.len();
+        let mut rest = chunk;
+        let mut n = 0;
+        while !rest.is_empty() {
+            let take = rest.len().min(len - self.partial);
+            if rest[..take] != self.payload[self.partial..self.partial + take] {
+                anyhow::bail!("echo mismatch in the byte stream");
+            }
+            rest = &rest[take..];
+            self.partial += take;
+            if self.partial == len {
+                self.partial = 0;
+                let t = self
+                    .inflight
+                    .pop_front()
+                    .context("the server echoed more bytes than were sent")?;
+                done(t);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_order() {
+        let names: Vec<&str> = all().iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["sigma", "sigma-pingpong", "tonic"]);
+    }
+
+    #[test]
+    fn fifo_matcher_completes_oldest_first_across_chunk_boundaries() {
+        let p = crate::systems::payload(4);
+        let mut m = FifoMatcher::new(p.clone(), 2);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(1);
+        m.issued(1, t0);
+        m.issued(1, t1);
+        let stream: Vec<u8> = p.iter().chain(p.iter()).copied().collect();
+        let mut got = Vec::new();
+        assert_eq!(m.received(&stream[..3], |t| got.push(t)).unwrap(), 0);
+        assert_eq!(m.received(&stream[3..6], |t| got.push(t)).unwrap(), 1);
+        assert_eq!(m.received(&stream[6..], |t| got.push(t)).unwrap(), 1);
+        assert_eq!(got, [t0, t1]);
+        assert_eq!(m.outstanding(), 0);
+        assert!(m.received(&p, |_| {}).is_err(), "more bytes than were sent");
+        let mut m = FifoMatcher::new(p, 1);
+        m.issued(1, t0);
+        assert!(m.received(&[9, 9, 9, 9], |_| {}).is_err(), "wrong bytes");
+    }
+}

@@ -1,0 +1,139 @@
+//! `sigma`: σ's own RPC (`sigma_dataplane::rpc`) over one σ TCP connection,
+//! one σ core per end, a trivial echo handler.
+//!
+//! The handler answers with the request's own `Bytes` (a slice of the
+//! server's receive buffer), so the payload goes back without a copy; the
+//! client pipelines calls on the one connection, its writer task sending
+//! whatever frames are queued in one gather send.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use sigma_dataplane::net::{TcpListener, TcpStream};
+use sigma_dataplane::rpc::{self, Client, ClientConfig, Reply, Service, Status};
+use sigma_dataplane::{Backend, Core};
+
+use super::{PipeClock, PipelinedResult, RpcPipeSpec, RpcSeqSpec, RpcSystem};
+use crate::systems::{check_echo, payload, run_pair, Endpoint, RttRecorder};
+
+/// σ's RPC over a σ TCP connection, one σ core per end.
+#[derive(Debug)]
+pub struct Sigma;
+
+const ECHO: u32 = 1;
+
+struct EchoService;
+
+impl Service for EchoService {
+    async fn call(&self, method: u32, request: Bytes, _out: &mut BytesMut) -> Result<Reply, Status> {
+        match method {
+            ECHO => Ok(Reply::Bytes(request)),
+            other => Err(Status::unknown_method(other)),
+        }
+    }
+}
+
+fn uring_core() -> Result<Core> {
+    if let Some(why) = &sigma_dataplane::probe::support().unavailable {
+        bail!("io_uring unavailable: {why}");
+    }
+    let core = Core::builder()
+        .backend(Backend::Uring)
+        .build()
+        .context("starting a σ core on io_uring")?;
+    Ok(core)
+}
+
+fn serve(bind: Endpoint, ready: &mut dyn FnMut(Endpoint)) -> Result<()> {
+    uring_core()?.block_on(async move {
+        let Endpoint::Tcp(addr) = bind else {
+            bail!("TCP only");
+        };
+        let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+        ready(Endpoint::Tcp(listener.local_addr()?));
+        let stream = listener.accept().await.context("accept")?;
+        rpc::serve(&stream, &EchoService).await.context("serving")?;
+        Ok(())
+    })
+}
+
+async fn connect(ep: Endpoint, in_flight: usize) -> Result<Client<TcpStream>> {
+    let Endpoint::Tcp(addr) = ep else {
+        bail!("TCP only");
+    };
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    Ok(Client::new(
+        stream,
+        ClientConfig {
+            calls_in_flight: in_flight,
+        },
+    ))
+}
+
+impl RpcSystem for Sigma {
+    fn name(&self) -> &'static str {
+        "sigma"
+    }
+
+    fn note(&self) -> String {
+        let spin =
+            std::env::var("SIGMA_SPIN_US").unwrap_or_else(|_| sigma_dataplane::limits::SPIN_US_DEFAULT.to_string());
+        format!("σ RPC over TCP on io_uring (gather send, zero-copy payloads, spin {spin}us)")
+    }
+
+    fn seq(&self, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
+        let spec = spec.clone();
+        run_pair(&spec.pingpong(), "sigma-rpc", serve, move |ep, _| {
+            uring_core()?.block_on(async move {
+                let client = connect(ep, 1).await?;
+                let out = Bytes::from(payload(spec.payload_bytes));
+                let mut rec = RttRecorder::new(&spec.pingpong());
+                for i in 0..rec.total() {
+                    let t0 = Instant::now();
+                    let reply = client.call(ECHO, out.clone(), None).await.context("call")?;
+                    rec.record(i, t0);
+                    check_echo(&out, &reply)?;
+                }
+                Ok(rec.finish())
+            })
+        })
+    }
+
+    fn pipelined(&self, spec: &RpcPipeSpec) -> Result<PipelinedResult> {
+        let spec = spec.clone();
+        run_pair(&spec.pair(), "sigma-rpc", serve, move |ep, _| {
+            uring_core()?.block_on(async move {
+                let client = Rc::new(connect(ep, spec.in_flight).await?);
+                let clock = Rc::new(RefCell::new(PipeClock::start(&spec)));
+                let out = Bytes::from(payload(spec.payload_bytes));
+                let mut callers = Vec::with_capacity(spec.in_flight);
+                for _ in 0..spec.in_flight {
+                    let (client, clock, out) = (client.clone(), clock.clone(), out.clone());
+                    callers.push(sigma_dataplane::spawn(async move {
+                        loop {
+                            let issued = Instant::now();
+                            if clock.borrow().over(issued) {
+                                return Ok::<(), anyhow::Error>(());
+                            }
+                            let reply = client.call(ECHO, out.clone(), None).await.context("call")?;
+                            clock.borrow_mut().complete(issued, Instant::now());
+                            check_echo(&out, &reply)?;
+                        }
+                    }));
+                }
+                for caller in callers {
+                    caller.await?;
+                }
+                drop(client);
+                let clock = Rc::try_unwrap(clock).map_err(|_| anyhow::anyhow!("callers still hold the clock"))?;
+                clock.into_inner().finish()
+            })
+        })
+    }
+}

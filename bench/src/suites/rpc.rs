@@ -1,0 +1,372 @@
+//! The `rpc` suite: light RPCs between two pinned threads over one TCP loopback connection,
+//! sequential (`rpc-seq-64B`) and pipelined (`rpc-pipelined-64B`), σ's RPC against tonic and
+//! against the raw σ transport underneath (`sigma-pingpong`, the floor), systems interleaved and
+//! rotated round by round.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use hdrhistogram::Histogram;
+
+use super::with_deadline;
+use crate::report::Row;
+use crate::rpc_systems::{RpcPipeSpec, RpcSeqSpec, RpcSystem};
+use crate::systems::new_histogram;
+
+/// Core of the client.
+const CLIENT_CORE: usize = 0;
+/// Core of the server.
+const SERVER_CORE: usize = 1;
+/// Bytes of every request and every reply.
+const PAYLOAD: usize = 64;
+/// Calls outstanding in the pipelined case, on one connection.
+const IN_FLIGHT: usize = 64;
+
+/// What the suite runs.
+pub struct Options {
+    /// `--quick`: fewer calls, one round, short pipelined runs.
+    pub quick: bool,
+    /// Rounds (`None`: 1 quick, 3 full).
+    pub rounds: Option<u32>,
+    /// Systems to run, in report order.
+    pub systems: Vec<Arc<dyn RpcSystem>>,
+    /// Only these cases (`None`: all), by name.
+    pub cases: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("quick", &self.quick)
+            .field("rounds", &self.rounds)
+            .field("systems", &self.systems.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .field("cases", &self.cases)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Seq,
+    Pipelined,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    name: &'static str,
+    kind: Kind,
+}
+
+const CASES: [Case; 2] = [
+    Case {
+        name: "rpc-seq-64B",
+        kind: Kind::Seq,
+    },
+    Case {
+        name: "rpc-pipelined-64B",
+        kind: Kind::Pipelined,
+    },
+];
+
+/// Names of the suite's cases, in report order.
+pub fn case_names() -> Vec<&'static str> {
+    CASES.iter().map(|c| c.name).collect()
+}
+
+/// Call counts and durations of one mode.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    rounds: u32,
+    calls: u64,
+    warmup: u64,
+    pipe_warmup: Duration,
+    pipe_duration: Duration,
+}
+
+impl Params {
+    fn new(quick: bool, rounds: Option<u32>) -> Params {
+        let p = if quick {
+            Params {
+                rounds: 1,
+                calls: 2_000,
+                warmup: 200,
+                pipe_warmup: Duration::from_millis(250),
+                pipe_duration: Duration::from_secs(1),
+            }
+        } else {
+            Params {
+                rounds: 3,
+                calls: 5_000,
+                warmup: 500,
+                pipe_warmup: Duration::from_secs(1),
+                pipe_duration: Duration::from_secs(3),
+            }
+        };
+        Params {
+            rounds: rounds.unwrap_or(p.rounds).max(1),
+            ..p
+        }
+    }
+
+    /// Deadline of one sequential run: generous (1 ms a call), a hung system only costs this much.
+    fn seq_deadline(&self) -> Duration {
+        Duration::from_secs(10) + Duration::from_millis(self.calls + self.warmup)
+    }
+
+    fn pipelined_deadline(&self) -> Duration {
+        self.pipe_warmup + self.pipe_duration + Duration::from_secs(30)
+    }
+}
+
+/// What one (case, system) accumulated over the rounds.
+struct Acc {
+    hist: Histogram<u64>,
+    completed: u64,
+    window: Duration,
+    ok_rounds: u32,
+    errors: Vec<String>,
+}
+
+impl Acc {
+    fn new() -> Acc {
+        Acc {
+            hist: new_histogram(),
+            completed: 0,
+            window: Duration::ZERO,
+            ok_rounds: 0,
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// One round's result of one (case, system).
+struct Outcome {
+    hist: Histogram<u64>,
+    /// (completed calls, window) for the pipelined case.
+    ops: Option<(u64, Duration)>,
+}
+
+/// Runs the suite and returns one row per (case, system), cases in order, systems in
+/// `opts.systems` order.
+pub fn run(opts: &Options) -> Result<Vec<Row>> {
+    let p = Params::new(opts.quick, opts.rounds);
+    let nsys = opts.systems.len();
+    if nsys == 0 {
+        bail!("no systems to run");
+    }
+    if let Some(wanted) = &opts.cases {
+        for w in wanted {
+            if !CASES.iter().any(|c| c.name == w) {
+                bail!("unknown case '{w}'; known cases: {}", case_names().join(", "));
+            }
+        }
+    }
+    let cases: Vec<Case> = CASES
+        .iter()
+        .filter(|c| opts.cases.as_ref().is_none_or(|w| w.iter().any(|n| n == c.name)))
+        .copied()
+        .collect();
+    let mut accs: Vec<Vec<Acc>> = cases.iter().map(|_| (0..nsys).map(|_| Acc::new()).collect()).collect();
+    let total = p.rounds as usize * cases.len() * nsys;
+    let width = total.to_string().len();
+    let mut step = 0;
+
+    for round in 0..p.rounds {
+        for (ci, case) in cases.iter().enumerate() {
+            for k in 0..nsys {
+                // Rotate the system order each round.
+                let si = (k + round as usize) % nsys;
+                let sys = opts.systems[si].clone();
+                step += 1;
+                eprint!(
+                    "[{step:>width$}/{total}] round {} {} {} ... ",
+                    round + 1,
+                    case.name,
+                    sys.name()
+                );
+                let t0 = Instant::now();
+                let result = run_one(case, sys, &p);
+                let took = t0.elapsed().as_secs_f64();
+                let acc = &mut accs[ci][si];
+                match result {
+                    Ok(out) => {
+                        let h = &out.hist;
+                        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+                        let (p50, p99) = (us(0.5), us(0.99));
+                        match out.ops {
+                            Some((n, w)) => {
+                                eprintln!(
+                                    "{:.0} ops/s p50 {p50:.1}us p99 {p99:.1}us ({took:.1} s)",
+                                    n as f64 / w.as_secs_f64()
+                                );
+                                acc.completed += n;
+                                acc.window += w;
+                            }
+                            None => eprintln!(
+                                "mean {:.1}us sd {:.1}us p50 {p50:.1}us p99 {p99:.1}us ({took:.1} s)",
+                                h.mean() / 1000.0,
+                                h.stdev() / 1000.0
+                            ),
+                        }
+                        if let Err(e) = acc.hist.add(&out.hist) {
+                            acc.errors
+                                .push(format!("round {}: merging histograms: {e:?}", round + 1));
+                        } else {
+                            acc.ok_rounds += 1;
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        eprintln!("ERROR: {msg}");
+                        acc.errors.push(if p.rounds > 1 {
+                            format!("round {}: {msg}", round + 1)
+                        } else {
+                            msg
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    let mode = if opts.quick { "quick" } else { "full" };
+    let mut rows = Vec::new();
+    for (ci, case) in cases.iter().enumerate() {
+        for (si, sys) in opts.systems.iter().enumerate() {
+            let acc = &accs[ci][si];
+            let mut note = match case.kind {
+                Kind::Seq => format!(
+                    "{mode}: {} round(s) x {} sequential calls (+{} warm-up), {PAYLOAD} B request and reply, one TCP loopback connection, client core {CLIENT_CORE}, server core {SERVER_CORE}",
+                    p.rounds, p.calls, p.warmup
+                ),
+                Kind::Pipelined => format!(
+                    "{mode}: {} round(s) x {:?} after {:?} warm-up, one TCP loopback connection with {IN_FLIGHT} calls of {PAYLOAD} B in flight (a new one issued as each completes), client core {CLIENT_CORE}, server core {SERVER_CORE}",
+                    p.rounds, p.pipe_duration, p.pipe_warmup
+                ),
+            };
+            let sys_note = sys.note();
+            if !sys_note.is_empty() {
+                note.push_str("; ");
+                note.push_str(&sys_note);
+            }
+            if !acc.errors.is_empty() {
+                if acc.ok_rounds > 0 {
+                    note.push_str(&format!(
+                        "; {} of {} rounds succeeded, figures discarded",
+                        acc.ok_rounds, p.rounds
+                    ));
+                }
+                rows.push(Row::failed(case.name, sys.name(), acc.errors.join("; "), note));
+                continue;
+            }
+            if acc.hist.is_empty() {
+                rows.push(Row::failed(
+                    case.name,
+                    sys.name(),
+                    "no samples recorded".to_string(),
+                    note,
+                ));
+                continue;
+            }
+            rows.push(match case.kind {
+                Kind::Seq => Row::measured(case.name, sys.name(), &acc.hist, None, note).with_sd(&acc.hist),
+                Kind::Pipelined => {
+                    let ops = (!acc.window.is_zero()).then(|| acc.completed as f64 / acc.window.as_secs_f64());
+                    Row::measured(case.name, sys.name(), &acc.hist, ops, note)
+                }
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn run_one(case: &Case, sys: Arc<dyn RpcSystem>, p: &Params) -> Result<Outcome> {
+    match case.kind {
+        Kind::Seq => {
+            let spec = RpcSeqSpec {
+                payload_bytes: PAYLOAD,
+                calls: p.calls,
+                warmup: p.warmup,
+                client_core: CLIENT_CORE,
+                server_core: SERVER_CORE,
+            };
+            let hist = with_deadline(&format!("rpc-seq-{}", sys.name()), p.seq_deadline(), move || {
+                sys.seq(&spec)
+            })?;
+            if hist.len() != p.calls {
+                bail!("{} calls recorded, {} expected", hist.len(), p.calls);
+            }
+            Ok(Outcome { hist, ops: None })
+        }
+        Kind::Pipelined => {
+            let spec = RpcPipeSpec {
+                payload_bytes: PAYLOAD,
+                in_flight: IN_FLIGHT,
+                warmup: p.pipe_warmup,
+                duration: p.pipe_duration,
+                client_core: CLIENT_CORE,
+                server_core: SERVER_CORE,
+            };
+            let r = with_deadline(&format!("rpc-pl-{}", sys.name()), p.pipelined_deadline(), move || {
+                sys.pipelined(&spec)
+            })?;
+            Ok(Outcome {
+                ops: Some((r.completed, r.elapsed)),
+                hist: r.hist,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc_systems::PipelinedResult;
+    use anyhow::anyhow;
+
+    /// A system that fails one case and panics in the other.
+    struct Broken;
+
+    impl RpcSystem for Broken {
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+
+        fn seq(&self, _: &RpcSeqSpec) -> Result<Histogram<u64>> {
+            Err(anyhow!("not wired"))
+        }
+
+        fn pipelined(&self, _: &RpcPipeSpec) -> Result<PipelinedResult> {
+            panic!("boom")
+        }
+    }
+
+    #[test]
+    fn failures_become_error_rows() {
+        let opts = Options {
+            quick: true,
+            rounds: Some(2),
+            systems: vec![Arc::new(Broken)],
+            cases: None,
+        };
+        let rows = run(&opts).unwrap();
+        assert_eq!(rows.len(), 2);
+        let e0 = rows[0].error.as_deref().unwrap();
+        assert!(e0.contains("round 1: not wired") && e0.contains("round 2"), "{e0}");
+        assert!(rows[0].sd_us.is_none() && rows[0].p50_us.is_none());
+        assert!(rows[1].error.as_deref().unwrap().contains("panicked: boom"));
+    }
+
+    #[test]
+    fn unknown_case_is_refused() {
+        let opts = Options {
+            quick: true,
+            rounds: None,
+            systems: vec![Arc::new(Broken)],
+            cases: Some(vec!["nope".into()]),
+        };
+        let e = format!("{:#}", run(&opts).unwrap_err());
+        assert!(e.contains("unknown case 'nope'") && e.contains("rpc-seq-64B"), "{e}");
+    }
+}
