@@ -115,9 +115,73 @@ fn cross_core(c: &mut Criterion) {
     peer.join().unwrap();
 }
 
+/// Encoding a frame header, decoding a frame off a receive buffer, and
+/// dispatching a decoded request to a typed handler (no IO).
+fn rpc_codec_and_dispatch(c: &mut Criterion) {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use sigma_dataplane::rpc::Service;
+    use sigma_ep::{Header, Pod};
+
+    c.bench_function("rpc/encode-header", |b| {
+        let mut out = [0u8; 32];
+        let mut id = 0u64;
+        b.iter(|| {
+            id += 1;
+            Header::request(id, 1, 64, 0).encode(std::hint::black_box(&mut out));
+        })
+    });
+
+    c.bench_function("rpc/decode-frame-64B", |b| {
+        let mut wire = [0u8; 32];
+        Header::request(7, 1, 64, 0).encode(&mut wire);
+        let mut buf = BytesMut::with_capacity(1 << 16);
+        b.iter(|| {
+            if buf.capacity() < 96 {
+                buf.reserve(1 << 16);
+            }
+            buf.put_slice(&wire);
+            buf.put_slice(&[0u8; 64]);
+            let frame = sigma_ep::decode_frame(&mut buf).unwrap().unwrap();
+            std::hint::black_box(frame.payload.len())
+        })
+    });
+
+    sigma_dataplane::rpc_service! {
+        /// A one-method service for the dispatch benchmark.
+        service Adder, server AdderServer, client AdderClient {
+            1 => add(Pod<[u64; 2]>) -> Pod<u64>;
+        }
+    }
+    struct Impl;
+    impl Adder for Impl {
+        async fn add(&self, request: Pod<[u64; 2]>) -> Result<Pod<u64>, sigma_dataplane::rpc::Status> {
+            Ok(Pod(request.0[0].wrapping_add(request.0[1])))
+        }
+    }
+    let core = Core::builder().backend(Backend::Epoll).build().unwrap();
+    let server = AdderServer(Impl);
+    let request = Bytes::copy_from_slice(&[1u8; 16]);
+    c.bench_function("rpc/dispatch-typed", |b| {
+        b.iter_custom(|iters| {
+            core.block_on(async {
+                let mut out = BytesMut::with_capacity(1 << 16);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    if out.capacity() < 64 {
+                        out.reserve(1 << 16);
+                    }
+                    server.call(1, request.clone(), &mut out).await.unwrap();
+                    std::hint::black_box(out.split());
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
 criterion_group! {
     name = hotpaths;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = nop, buffer_recycle, cross_core
+    targets = nop, buffer_recycle, cross_core, rpc_codec_and_dispatch
 }
 criterion_main!(hotpaths);
