@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults. Today that is a quick run of the peers
-# suite (σ's data plane against peer runtimes and the syscall floor); later
+# suite (σ's data plane against peer runtimes and the syscall floor) and of
+# the rpc suite (σ RPC against tonic and the raw round trip); later
 # issues make it a single-node σ that spawns procs and then runs sigmabench.
 # Results land in results/ as JSON and Markdown.
 set -euo pipefail
@@ -8,5 +9,7 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 mkdir -p results
-cargo run --release --locked -p sigmabench -- run peers --quick \
-  --json results/peers.json --md results/peers.md "$@"
+for suite in peers rpc; do
+  cargo run --release --locked -p sigmabench -- run "$suite" --quick \
+    --json "results/$suite-quick.json" --md "results/$suite-quick.md" "$@"
+done

@@ -108,6 +108,15 @@ enum ServeCmd {
 }
 
 fn main() -> ExitCode {
+    // σ's data plane logs which IO back end it runs and why; RUST_LOG overrides.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run(args) => run(args),
