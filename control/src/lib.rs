@@ -1,7 +1,7 @@
 //! The control plane of σ: realm naming (named), per-machine scheduling
 //! (schedd), proc lifecycle, the binary registry and σEP authorization.
 //!
-//! Nothing is built here yet: named arrives with issue #4, schedd and the
-//! proc lifecycle after it. The crate exists so that the dependency
-//! direction `ep ← dataplane ← control ← {tools, bench}` is fixed from the
-//! first commit.
+//! Built so far: the namespace model and its embedded store (`ns`, part of
+//! issue #4). schedd, the proc lifecycle and the rest of named come later.
+
+pub mod ns;

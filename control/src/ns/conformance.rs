@@ -1,0 +1,290 @@
+//! The conformance suite every [`Store`] must pass through the namespace
+//! API: run by the tests of each back end against a real instance.
+#![doc(hidden)]
+
+use super::entry::EntryKind;
+use super::service::{Namespace, ROOT_REALM};
+use super::{NsError, Store};
+use bytes::Bytes;
+use std::time::Duration;
+
+fn b(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+/// Runs every check against `ns`. Each check uses its own realms, so one
+/// namespace serves them all. Panics (test failure) on the first violation.
+pub async fn run_all<S: Store>(ns: &Namespace<S>) {
+    realms(ns).await;
+    tree(ns).await;
+    rename_and_cas(ns).await;
+    resolve(ns).await;
+    leases(ns).await;
+    watches(ns).await;
+    isolation(ns).await;
+}
+
+async fn realms<S: Store>(ns: &Namespace<S>) {
+    ns.create_realm("c-realms").await.unwrap();
+    assert_eq!(
+        ns.create_realm("c-realms").await,
+        Err(NsError::RealmExists("c-realms".into()))
+    );
+    assert!(matches!(
+        ns.create_realm("Bad Name").await,
+        Err(NsError::InvalidRealm(_))
+    ));
+    let realms = ns.realms().await.unwrap();
+    assert!(
+        realms.contains(&"c-realms".to_string()) && realms.contains(&ROOT_REALM.to_string()),
+        "{realms:?}"
+    );
+    assert!(matches!(ns.realm("c-nosuch").await, Err(NsError::UnknownRealm(_))));
+    ns.remove_realm("c-realms").await.unwrap();
+    assert!(matches!(ns.realm("c-realms").await, Err(NsError::UnknownRealm(_))));
+    assert!(matches!(ns.remove_realm(ROOT_REALM).await, Err(NsError::Denied(_))));
+}
+
+async fn tree<S: Store>(ns: &Namespace<S>) {
+    ns.create_realm("c-tree").await.unwrap();
+    let r = ns.realm("c-tree").await.unwrap();
+    r.create("/d", 0o755, EntryKind::Dir, Bytes::new(), None).await.unwrap();
+    let st = r
+        .create("/d/f", 0o644, EntryKind::File, b("hello"), None)
+        .await
+        .unwrap();
+    assert_eq!((st.name.as_str(), st.kind, st.len), ("f", EntryKind::File, 5));
+    assert_eq!(r.read("/d/f").await.unwrap(), b("hello"));
+    assert!(matches!(
+        r.create("/d/f", 0o644, EntryKind::File, Bytes::new(), None).await,
+        Err(NsError::Exists { .. })
+    ));
+    assert!(matches!(
+        r.create("/nope/f", 0o644, EntryKind::File, Bytes::new(), None).await,
+        Err(NsError::NotFound { .. })
+    ));
+    assert!(matches!(
+        r.create("/d/f/g", 0o644, EntryKind::File, Bytes::new(), None).await,
+        Err(NsError::NotDir { .. })
+    ));
+    assert!(matches!(r.read("/d").await, Err(NsError::IsDir { .. })));
+    assert!(matches!(r.read("/d/none").await, Err(NsError::NotFound { .. })));
+    let big = Bytes::from(vec![0u8; super::FILE_BYTES_MAX + 1]);
+    assert!(matches!(
+        r.create("/d/big", 0o644, EntryKind::File, big.clone(), None).await,
+        Err(NsError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        r.write("/d/f", big, None).await,
+        Err(NsError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        r.create("/d/../x", 0o644, EntryKind::File, Bytes::new(), None).await,
+        Err(NsError::InvalidPath { .. })
+    ));
+    r.create("/d/sub", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    r.create("/d/sub/deep", 0o644, EntryKind::File, b("x"), None)
+        .await
+        .unwrap();
+    r.create("/da", 0o644, EntryKind::File, b("not a child of /d"), None)
+        .await
+        .unwrap();
+    let names: Vec<String> = r.readdir("/d").await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["f", "sub"], "direct children only, sorted");
+    let root: Vec<String> = r.readdir("/").await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(root, ["d", "da"]);
+    assert!(matches!(r.readdir("/d/f").await, Err(NsError::NotDir { .. })));
+    assert!(matches!(r.remove("/d/sub").await, Err(NsError::NotEmpty { .. })));
+    r.remove("/d/sub/deep").await.unwrap();
+    r.remove("/d/sub").await.unwrap();
+    assert!(matches!(r.remove("/d/sub").await, Err(NsError::NotFound { .. })));
+    assert!(matches!(r.remove("/").await, Err(NsError::Denied(_))));
+    ns.remove_realm("c-tree").await.unwrap();
+}
+
+async fn rename_and_cas<S: Store>(ns: &Namespace<S>) {
+    ns.create_realm("c-rename").await.unwrap();
+    let r = ns.realm("c-rename").await.unwrap();
+    r.create("/a", 0o644, EntryKind::File, b("1"), None).await.unwrap();
+    r.create("/b", 0o644, EntryKind::File, b("2"), None).await.unwrap();
+    r.create("/dir", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    assert!(matches!(r.rename("/a", "/b").await, Err(NsError::Exists { .. })));
+    r.rename("/a", "/dir/a2").await.unwrap();
+    assert!(matches!(r.stat("/a").await, Err(NsError::NotFound { .. })));
+    assert_eq!(r.read("/dir/a2").await.unwrap(), b("1"));
+    assert!(matches!(r.rename("/dir", "/dir2").await, Err(NsError::NotEmpty { .. })));
+    assert!(matches!(
+        r.rename("/dir/a2", "/missing/x").await,
+        Err(NsError::NotFound { .. })
+    ));
+    let v = r.stat("/b").await.unwrap().version;
+    let st = r.write("/b", b("3"), Some(v)).await.unwrap();
+    assert!(st.version > v, "a write bumps the version");
+    assert!(
+        matches!(r.write("/b", b("4"), Some(v)).await, Err(NsError::Conflict { .. })),
+        "stale compare-and-swap"
+    );
+    assert_eq!(r.read("/b").await.unwrap(), b("3"));
+    assert!(matches!(
+        r.write("/dir", b("x"), None).await,
+        Err(NsError::IsDir { .. })
+    ));
+    ns.remove_realm("c-rename").await.unwrap();
+}
+
+async fn resolve<S: Store>(ns: &Namespace<S>) {
+    ns.create_realm("c-resolve").await.unwrap();
+    let r = ns.realm("c-resolve").await.unwrap();
+    r.create("/svc", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    r.mount("/svc/db", b("tcp:10.0.0.1:7000"), None).await.unwrap();
+    let res = r.resolve("/svc/db/tables/t1").await.unwrap();
+    assert_eq!(
+        (res.mount.as_str(), &res.endpoint[..], res.rest.clone()),
+        (
+            "/svc/db",
+            &b"tcp:10.0.0.1:7000"[..],
+            vec!["tables".to_string(), "t1".to_string()]
+        )
+    );
+    r.create("/kv", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    r.mount("/kv/m1", b("tcp:m1"), None).await.unwrap();
+    r.mount("/kv/m2", b("tcp:m2"), None).await.unwrap();
+    let any = r.resolve("/kv/~any").await.unwrap();
+    assert!(any.endpoint == b("tcp:m1") || any.endpoint == b("tcp:m2"));
+    assert!(
+        matches!(r.resolve("/kv/~local").await, Err(NsError::Unresolvable { .. })),
+        "no replica named after this machine"
+    );
+    assert!(matches!(r.resolve("/svc").await, Err(NsError::Unresolvable { .. })));
+    assert!(matches!(r.resolve("/svc/none").await, Err(NsError::NotFound { .. })));
+    assert!(matches!(
+        r.write("/svc/db", b("x"), None).await,
+        Err(NsError::Denied(_))
+    ));
+    ns.remove_realm("c-resolve").await.unwrap();
+}
+
+async fn leases<S: Store>(ns: &Namespace<S>) {
+    ns.create_realm("c-lease").await.unwrap();
+    let r = ns.realm("c-lease").await.unwrap();
+    let lease = r.lease_grant(Duration::from_secs(30)).await.unwrap();
+    r.mount("/ep", b("tcp:x"), Some(lease)).await.unwrap();
+    assert_eq!(r.stat("/ep").await.unwrap().lease, Some(lease));
+    r.lease_keep_alive(lease).await.unwrap();
+    r.lease_revoke(lease).await.unwrap();
+    assert!(
+        matches!(r.stat("/ep").await, Err(NsError::NotFound { .. })),
+        "revoking a lease removes its entries"
+    );
+    assert!(matches!(r.lease_keep_alive(lease).await, Err(NsError::LeaseExpired(_))));
+    assert!(matches!(
+        r.mount("/ep2", b("x"), Some(lease)).await,
+        Err(NsError::LeaseExpired(_))
+    ));
+    // Expiry without keep-alive.
+    let short = r.lease_grant(Duration::from_secs(1)).await.unwrap();
+    r.create("/tmp", 0o644, EntryKind::File, b("ephemeral"), Some(short))
+        .await
+        .unwrap();
+    let gone = r.watch_remove("/tmp", Duration::from_secs(10)).await;
+    assert_eq!(gone, Ok(()), "the entry goes when its lease expires");
+    assert!(matches!(r.stat("/tmp").await, Err(NsError::NotFound { .. })));
+    ns.remove_realm("c-lease").await.unwrap();
+}
+
+async fn watches<S: Store>(ns: &Namespace<S>) {
+    ns.create_realm("c-watch").await.unwrap();
+    let r = ns.realm("c-watch").await.unwrap();
+    r.create("/dir", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    // Each watch is started, then the change is made, then the watch must end.
+    let (opened, ()) = tokio::join!(r.open_watch("/dir/later", Duration::from_secs(5)), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.create("/dir/later", 0o644, EntryKind::File, b("now"), None)
+            .await
+            .unwrap();
+    });
+    assert_eq!(opened.unwrap().name, "later");
+    let (changed, ()) = tokio::join!(r.watch_dir("/dir", Duration::from_secs(5)), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.create("/dir/other", 0o644, EntryKind::File, Bytes::new(), None)
+            .await
+            .unwrap();
+    });
+    changed.unwrap();
+    let (removed, ()) = tokio::join!(r.watch_remove("/dir/later", Duration::from_secs(5)), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.remove("/dir/later").await.unwrap();
+    });
+    removed.unwrap();
+    assert!(matches!(
+        r.open_watch("/dir/never", Duration::from_millis(100)).await,
+        Err(NsError::Unresolvable { .. })
+    ));
+    assert!(matches!(
+        r.watch_dir("/missing", Duration::from_millis(100)).await,
+        Err(NsError::NotFound { .. })
+    ));
+    ns.remove_realm("c-watch").await.unwrap();
+}
+
+async fn isolation<S: Store>(ns: &Namespace<S>) {
+    ns.create_realm("c-iso-a").await.unwrap();
+    ns.create_realm("c-iso-b").await.unwrap();
+    let a = ns.realm("c-iso-a").await.unwrap();
+    let bb = ns.realm("c-iso-b").await.unwrap();
+    bb.create("/secret", 0o600, EntryKind::File, b("b's data"), None)
+        .await
+        .unwrap();
+    bb.create("/svc", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    bb.mount("/svc/ep", b("tcp:b"), None).await.unwrap();
+    let b_lease = bb.lease_grant(Duration::from_secs(30)).await.unwrap();
+    // Every call of realm A on realm B's names sees nothing there.
+    let nf = |r: Result<_, NsError>| matches!(r, Err(NsError::NotFound { .. }));
+    assert!(nf(a.read("/secret").await.map(drop)));
+    assert!(nf(a.stat("/secret").await.map(drop)));
+    assert!(nf(a.write("/secret", b("mine"), None).await.map(drop)));
+    assert!(nf(a.remove("/secret").await));
+    assert!(nf(a.rename("/secret", "/stolen").await));
+    assert!(nf(a.readdir("/svc").await.map(drop)));
+    assert!(nf(a.resolve("/svc/ep").await.map(drop)));
+    assert!(nf(a.watch_dir("/svc", Duration::from_millis(50)).await));
+    assert!(
+        a.readdir("/").await.unwrap().is_empty(),
+        "A's root lists nothing of B's"
+    );
+    assert!(matches!(
+        a.open_watch("/secret", Duration::from_millis(100)).await,
+        Err(NsError::Unresolvable { .. })
+    ));
+    assert_eq!(
+        a.lease_revoke(b_lease).await,
+        Err(NsError::LeaseExpired(b_lease)),
+        "B's lease looks expired to A"
+    );
+    assert_eq!(a.lease_keep_alive(b_lease).await, Err(NsError::LeaseExpired(b_lease)));
+    assert!(matches!(
+        a.mount("/mine", b("x"), Some(b_lease)).await,
+        Err(NsError::LeaseExpired(_))
+    ));
+    // A's own entry at the same path is a different entry.
+    a.create("/secret", 0o600, EntryKind::File, b("a's data"), None)
+        .await
+        .unwrap();
+    assert_eq!(bb.read("/secret").await.unwrap(), b("b's data"));
+    assert_eq!(a.read("/secret").await.unwrap(), b("a's data"));
+    bb.lease_revoke(b_lease).await.unwrap();
+    ns.remove_realm("c-iso-a").await.unwrap();
+    ns.remove_realm("c-iso-b").await.unwrap();
+}

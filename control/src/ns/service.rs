@@ -1,0 +1,600 @@
+//! The namespace API on top of any [`Store`], bound to one realm per handle.
+//!
+//! Keys are `"{realm}:{path}"`; a realm's existence is the key
+//! `"!realm/{name}"` (realm names cannot contain `:` or `!`). A [`RealmNs`]
+//! builds every key from its own realm's prefix, so nothing it does can
+//! read, change, watch or even name an entry of another realm.
+
+use super::entry::{Entry, EntryKind, Stat};
+use super::path::{check_realm, NsPath, ANY, LOCAL};
+use super::store::{Change, Compare, LeaseId, Record, Store, WatchEvent};
+use super::{NsError, FILE_BYTES_MAX, READDIR_ENTRIES_MAX};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// The realm that holds shared services.
+pub const ROOT_REALM: &str = "root";
+
+fn realm_key(realm: &str) -> String {
+    format!("!realm/{realm}")
+}
+
+fn lease_key(lease: LeaseId) -> String {
+    format!("!lease/{lease}")
+}
+
+fn key(realm: &str, path: &NsPath) -> String {
+    format!("{realm}:{path}")
+}
+
+/// The prefix of every key strictly below `dir`.
+fn children_prefix(realm: &str, dir: &NsPath) -> String {
+    if dir.is_root() {
+        format!("{realm}:/")
+    } else {
+        format!("{realm}:{dir}/")
+    }
+}
+
+/// The namespace service.
+#[derive(Debug)]
+pub struct Namespace<S: Store> {
+    store: S,
+    /// This machine's name, for `~local`.
+    machine: String,
+}
+
+/// Where a path resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The mount the path goes through (with selectors replaced).
+    pub mount: NsPath,
+    /// The mount's endpoint.
+    pub endpoint: Bytes,
+    /// What is left of the path below the mount.
+    pub rest: Vec<String>,
+}
+
+impl<S: Store> Namespace<S> {
+    /// A namespace over `store`; `machine` names this machine for `~local`.
+    /// Creates the root realm if it is missing.
+    pub async fn new(store: S, machine: &str) -> Result<Namespace<S>, NsError> {
+        let ns = Namespace {
+            store,
+            machine: machine.to_string(),
+        };
+        match ns.create_realm(ROOT_REALM).await {
+            Ok(()) | Err(NsError::RealmExists(_)) => Ok(ns),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Creates a realm with an empty root directory.
+    pub async fn create_realm(&self, realm: &str) -> Result<(), NsError> {
+        check_realm(realm)?;
+        let root = Entry {
+            kind: EntryKind::Dir,
+            perm: 0o755,
+            data: Bytes::new(),
+            lease: None,
+        };
+        let root_key = key(realm, &NsPath::root());
+        let ok = self
+            .store
+            .txn(
+                &[Compare::Absent(realm_key(realm)), Compare::Absent(root_key.clone())],
+                &[
+                    Change::Put {
+                        key: realm_key(realm),
+                        value: Bytes::new(),
+                        lease: None,
+                    },
+                    Change::Put {
+                        key: root_key,
+                        value: root.encode(),
+                        lease: None,
+                    },
+                ],
+            )
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(NsError::RealmExists(realm.to_string()))
+        }
+    }
+
+    /// The realms, sorted.
+    pub async fn realms(&self) -> Result<Vec<String>, NsError> {
+        let keys = self.store.scan("!realm/").await?;
+        Ok(keys
+            .into_iter()
+            .map(|(k, _)| k["!realm/".len()..].to_string())
+            .collect())
+    }
+
+    /// Removes a realm and everything in it. The root realm stays.
+    pub async fn remove_realm(&self, realm: &str) -> Result<(), NsError> {
+        check_realm(realm)?;
+        if realm == ROOT_REALM {
+            return Err(NsError::Denied("the root realm cannot be removed".into()));
+        }
+        if self.store.get(&realm_key(realm)).await?.is_none() {
+            return Err(NsError::UnknownRealm(realm.to_string()));
+        }
+        let mut changes: Vec<Change> = self
+            .store
+            .scan(&format!("{realm}:"))
+            .await?
+            .into_iter()
+            .map(|(key, _)| Change::Delete { key })
+            .collect();
+        changes.push(Change::Delete { key: realm_key(realm) });
+        self.store.txn(&[], &changes).await?;
+        Ok(())
+    }
+
+    /// A handle bound to `realm`; fails if the realm does not exist.
+    pub async fn realm(&self, realm: &str) -> Result<RealmNs<'_, S>, NsError> {
+        check_realm(realm)?;
+        if self.store.get(&realm_key(realm)).await?.is_none() {
+            return Err(NsError::UnknownRealm(realm.to_string()));
+        }
+        Ok(RealmNs {
+            ns: self,
+            realm: realm.to_string(),
+        })
+    }
+}
+
+/// The namespace of one realm.
+#[derive(Debug)]
+pub struct RealmNs<'a, S: Store> {
+    ns: &'a Namespace<S>,
+    realm: String,
+}
+
+fn stat_of(path: &NsPath, entry: &Entry, record: &Record) -> Stat {
+    Stat {
+        name: path.name().to_string(),
+        kind: entry.kind,
+        perm: entry.perm,
+        len: entry.data.len() as u64,
+        version: record.version,
+        lease: entry.lease,
+    }
+}
+
+impl<S: Store> RealmNs<'_, S> {
+    /// The realm this handle is bound to.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    fn store(&self) -> &S {
+        &self.ns.store
+    }
+
+    async fn load(&self, path: &NsPath) -> Result<(Entry, Record), NsError> {
+        match self.store().get(&key(&self.realm, path)).await? {
+            Some(record) => Ok((Entry::decode(&record.value)?, record)),
+            None => Err(NsError::NotFound { path: path.to_string() }),
+        }
+    }
+
+    /// Creates an entry: a directory, a file with `data`, or a mount whose
+    /// data is an endpoint. With a lease, the entry goes when the lease ends.
+    pub async fn create(
+        &self,
+        path: &str,
+        perm: u32,
+        kind: EntryKind,
+        data: Bytes,
+        lease: Option<LeaseId>,
+    ) -> Result<Stat, NsError> {
+        let path = NsPath::parse(path)?;
+        let Some(parent) = path.parent() else {
+            return Err(NsError::Exists { path: path.to_string() });
+        };
+        if kind == EntryKind::Dir && !data.is_empty() {
+            return Err(NsError::IsDir { path: path.to_string() });
+        }
+        if data.len() > FILE_BYTES_MAX {
+            return Err(NsError::TooLarge {
+                what: path.to_string(),
+                len: data.len(),
+                max: FILE_BYTES_MAX,
+            });
+        }
+        let (parent_entry, parent_record) = self.load(&parent).await?;
+        if parent_entry.kind != EntryKind::Dir {
+            return Err(NsError::NotDir {
+                path: parent.to_string(),
+            });
+        }
+        if let Some(lease) = lease {
+            self.check_lease(lease).await?;
+        }
+        let entry = Entry {
+            kind,
+            perm,
+            data,
+            lease,
+        };
+        let k = key(&self.realm, &path);
+        let ok = self
+            .store()
+            .txn(
+                // The parent must still be the directory we saw: a concurrent
+                // remove of the parent must not leave an orphan.
+                &[
+                    Compare::Absent(k.clone()),
+                    Compare::Version(key(&self.realm, &parent), parent_record.version),
+                ],
+                &[Change::Put {
+                    key: k,
+                    value: entry.encode(),
+                    lease,
+                }],
+            )
+            .await?;
+        if !ok {
+            return match self.store().get(&key(&self.realm, &path)).await? {
+                Some(_) => Err(NsError::Exists { path: path.to_string() }),
+                None => Err(NsError::Conflict { path: path.to_string() }),
+            };
+        }
+        self.stat(path.as_str()).await
+    }
+
+    /// What is known about an entry.
+    pub async fn stat(&self, path: &str) -> Result<Stat, NsError> {
+        let path = NsPath::parse(path)?;
+        let (entry, record) = self.load(&path).await?;
+        Ok(stat_of(&path, &entry, &record))
+    }
+
+    /// A file's contents (or a mount's endpoint).
+    pub async fn read(&self, path: &str) -> Result<Bytes, NsError> {
+        let path = NsPath::parse(path)?;
+        let (entry, _) = self.load(&path).await?;
+        if entry.kind == EntryKind::Dir {
+            return Err(NsError::IsDir { path: path.to_string() });
+        }
+        Ok(entry.data)
+    }
+
+    /// Replaces a file's contents; with `if_version`, only if the file is
+    /// still at that version (compare-and-swap).
+    pub async fn write(&self, path: &str, data: Bytes, if_version: Option<u64>) -> Result<Stat, NsError> {
+        let path = NsPath::parse(path)?;
+        if data.len() > FILE_BYTES_MAX {
+            return Err(NsError::TooLarge {
+                what: path.to_string(),
+                len: data.len(),
+                max: FILE_BYTES_MAX,
+            });
+        }
+        let (mut entry, record) = self.load(&path).await?;
+        match entry.kind {
+            EntryKind::Dir => return Err(NsError::IsDir { path: path.to_string() }),
+            EntryKind::Mount => return Err(NsError::Denied(format!("{path}: a mount is changed by mounting again"))),
+            EntryKind::File => {}
+        }
+        if if_version.is_some_and(|v| v != record.version) {
+            return Err(NsError::Conflict { path: path.to_string() });
+        }
+        entry.data = data;
+        let k = key(&self.realm, &path);
+        let ok = self
+            .store()
+            .txn(
+                &[Compare::Version(k.clone(), record.version)],
+                &[Change::Put {
+                    key: k,
+                    value: entry.encode(),
+                    lease: entry.lease,
+                }],
+            )
+            .await?;
+        if !ok {
+            return Err(NsError::Conflict { path: path.to_string() });
+        }
+        self.stat(path.as_str()).await
+    }
+
+    /// The entries of a directory, sorted by name.
+    pub async fn readdir(&self, path: &str) -> Result<Vec<Stat>, NsError> {
+        let path = NsPath::parse(path)?;
+        let (entry, _) = self.load(&path).await?;
+        if entry.kind != EntryKind::Dir {
+            return Err(NsError::NotDir { path: path.to_string() });
+        }
+        let prefix = children_prefix(&self.realm, &path);
+        let mut out = Vec::new();
+        for (k, record) in self.store().scan(&prefix).await? {
+            let name = &k[prefix.len()..];
+            if name.is_empty() || name.contains('/') {
+                continue;
+            }
+            if out.len() >= READDIR_ENTRIES_MAX {
+                return Err(NsError::TooLarge {
+                    what: format!("{path} listing"),
+                    len: out.len() + 1,
+                    max: READDIR_ENTRIES_MAX,
+                });
+            }
+            let entry = Entry::decode(&record.value)?;
+            out.push(Stat {
+                name: name.to_string(),
+                kind: entry.kind,
+                perm: entry.perm,
+                len: entry.data.len() as u64,
+                version: record.version,
+                lease: entry.lease,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn has_children(&self, path: &NsPath) -> Result<bool, NsError> {
+        Ok(!self.store().scan(&children_prefix(&self.realm, path)).await?.is_empty())
+    }
+
+    /// Removes an entry (a directory only when empty).
+    pub async fn remove(&self, path: &str) -> Result<(), NsError> {
+        let path = NsPath::parse(path)?;
+        if path.is_root() {
+            return Err(NsError::Denied("the root directory cannot be removed".into()));
+        }
+        let (entry, record) = self.load(&path).await?;
+        if entry.kind == EntryKind::Dir && self.has_children(&path).await? {
+            return Err(NsError::NotEmpty { path: path.to_string() });
+        }
+        let k = key(&self.realm, &path);
+        if !self
+            .store()
+            .txn(
+                &[Compare::Version(k.clone(), record.version)],
+                &[Change::Delete { key: k }],
+            )
+            .await?
+        {
+            return Err(NsError::Conflict { path: path.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Renames atomically: the entry is at `from` or at `to`, never both or
+    /// neither. `to` must not exist; a directory must be empty.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), NsError> {
+        let from = NsPath::parse(from)?;
+        let to = NsPath::parse(to)?;
+        if from.is_root() || to.is_root() || from.contains(&to) {
+            return Err(NsError::Denied(format!("cannot rename {from} to {to}")));
+        }
+        let (entry, record) = self.load(&from).await?;
+        if entry.kind == EntryKind::Dir && self.has_children(&from).await? {
+            return Err(NsError::NotEmpty { path: from.to_string() });
+        }
+        let to_parent = to.parent().expect("not root");
+        let (parent_entry, parent_record) = self.load(&to_parent).await?;
+        if parent_entry.kind != EntryKind::Dir {
+            return Err(NsError::NotDir {
+                path: to_parent.to_string(),
+            });
+        }
+        let (kf, kt) = (key(&self.realm, &from), key(&self.realm, &to));
+        let ok = self
+            .store()
+            .txn(
+                &[
+                    Compare::Version(kf.clone(), record.version),
+                    Compare::Absent(kt.clone()),
+                    Compare::Version(key(&self.realm, &to_parent), parent_record.version),
+                ],
+                &[
+                    Change::Delete { key: kf },
+                    Change::Put {
+                        key: kt,
+                        value: entry.encode(),
+                        lease: entry.lease,
+                    },
+                ],
+            )
+            .await?;
+        if !ok {
+            return match self.store().get(&key(&self.realm, &to)).await? {
+                Some(_) => Err(NsError::Exists { path: to.to_string() }),
+                None => Err(NsError::Conflict { path: from.to_string() }),
+            };
+        }
+        Ok(())
+    }
+
+    /// Mounts `endpoint` at `path` (a name for a σEP), optionally under a lease.
+    pub async fn mount(&self, path: &str, endpoint: Bytes, lease: Option<LeaseId>) -> Result<Stat, NsError> {
+        self.create(path, 0o444, EntryKind::Mount, endpoint, lease).await
+    }
+
+    /// Finds the mount a path goes through. `~any` picks any mount in a
+    /// directory of replicas, `~local` the one named after this machine.
+    pub async fn resolve(&self, path: &str) -> Result<Resolved, NsError> {
+        let parsed = NsPath::parse_with(path, true)?;
+        let mut at = NsPath::root();
+        let components: Vec<String> = parsed.components().map(str::to_string).collect();
+        for (i, component) in components.iter().enumerate() {
+            let next = match component.as_str() {
+                ANY | LOCAL => {
+                    let replicas = self.readdir(at.as_str()).await?;
+                    let pick = if component == LOCAL {
+                        replicas.iter().find(|s| s.name == self.ns.machine)
+                    } else {
+                        // Spread load: pick by a cheap clock-derived index.
+                        let n = replicas.len().max(1);
+                        let i = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.subsec_nanos() as usize)
+                            % n;
+                        replicas.get(i)
+                    };
+                    match pick {
+                        Some(stat) => at.join(&stat.name)?,
+                        None => {
+                            return Err(NsError::Unresolvable {
+                                path: path.to_string(),
+                                why: format!("no instance for {component} in {at}"),
+                            })
+                        }
+                    }
+                }
+                name => at.join(name)?,
+            };
+            let (entry, _) = self.load(&next).await?;
+            match entry.kind {
+                EntryKind::Mount => {
+                    return Ok(Resolved {
+                        mount: next,
+                        endpoint: entry.data,
+                        rest: components[i + 1..].to_vec(),
+                    });
+                }
+                EntryKind::File if i + 1 < components.len() => return Err(NsError::NotDir { path: next.to_string() }),
+                _ => at = next,
+            }
+        }
+        Err(NsError::Unresolvable {
+            path: path.to_string(),
+            why: "no mount on the path".into(),
+        })
+    }
+
+    /// Waits until `path` exists (returns at once if it does).
+    pub async fn open_watch(&self, path: &str, timeout: Duration) -> Result<Stat, NsError> {
+        let parsed = NsPath::parse(path)?;
+        let k = key(&self.realm, &parsed);
+        let mut events = self.store().watch(&k).await?;
+        let wait = async {
+            loop {
+                match self.stat(path).await {
+                    Ok(stat) => return Ok(stat),
+                    Err(NsError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                loop {
+                    match events.recv().await {
+                        Some(WatchEvent::Put(key)) if key == k => break,
+                        Some(_) => {}
+                        // The watcher lagged: re-watch and re-check.
+                        None => {
+                            events = self.store().watch(&k).await?;
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| NsError::Unresolvable {
+                path: path.to_string(),
+                why: format!("not created within {timeout:?}"),
+            })?
+    }
+
+    /// Waits for the next change among a directory's entries.
+    pub async fn watch_dir(&self, path: &str, timeout: Duration) -> Result<(), NsError> {
+        let parsed = NsPath::parse(path)?;
+        let (entry, _) = self.load(&parsed).await?;
+        if entry.kind != EntryKind::Dir {
+            return Err(NsError::NotDir {
+                path: parsed.to_string(),
+            });
+        }
+        let prefix = children_prefix(&self.realm, &parsed);
+        let mut events = self.store().watch(&prefix).await?;
+        let wait = async {
+            while let Some(event) = events.recv().await {
+                let (WatchEvent::Put(k) | WatchEvent::Delete(k)) = event;
+                if !k[prefix.len()..].contains('/') {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| NsError::Unresolvable {
+                path: path.to_string(),
+                why: format!("no change within {timeout:?}"),
+            })
+    }
+
+    /// Waits until `path` is gone (returns at once if it is).
+    pub async fn watch_remove(&self, path: &str, timeout: Duration) -> Result<(), NsError> {
+        let parsed = NsPath::parse(path)?;
+        let k = key(&self.realm, &parsed);
+        let mut events = self.store().watch(&k).await?;
+        let wait = async {
+            loop {
+                if self.store().get(&k).await?.is_none() {
+                    return Ok(());
+                }
+                loop {
+                    match events.recv().await {
+                        Some(WatchEvent::Delete(key)) if key == k => return Ok(()),
+                        Some(_) => {}
+                        None => {
+                            events = self.store().watch(&k).await?;
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| NsError::Unresolvable {
+                path: path.to_string(),
+                why: format!("not removed within {timeout:?}"),
+            })?
+    }
+
+    /// A lease for ephemeral entries, owned by this realm.
+    pub async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, NsError> {
+        let lease = self.store().lease_grant(ttl).await?;
+        // The owner record lives under the lease itself, so it goes with it.
+        let owner = Change::Put {
+            key: lease_key(lease),
+            value: Bytes::from(self.realm.clone()),
+            lease: Some(lease),
+        };
+        self.store().txn(&[], &[owner]).await?;
+        Ok(lease)
+    }
+
+    /// Fails unless `lease` is alive and this realm's: another realm's lease
+    /// looks exactly like an expired one.
+    async fn check_lease(&self, lease: LeaseId) -> Result<(), NsError> {
+        match self.store().get(&lease_key(lease)).await? {
+            Some(record) if record.value == self.realm.as_bytes() => Ok(()),
+            _ => Err(NsError::LeaseExpired(lease)),
+        }
+    }
+
+    /// Keeps a lease alive.
+    pub async fn lease_keep_alive(&self, lease: LeaseId) -> Result<(), NsError> {
+        self.check_lease(lease).await?;
+        self.store().lease_keep_alive(lease).await
+    }
+
+    /// Ends a lease and its entries now.
+    pub async fn lease_revoke(&self, lease: LeaseId) -> Result<(), NsError> {
+        self.check_lease(lease).await?;
+        self.store().lease_revoke(lease).await
+    }
+}
