@@ -6,7 +6,18 @@ use super::entry::EntryKind;
 use super::service::{Namespace, ROOT_REALM};
 use super::{NsError, Store};
 use bytes::Bytes;
+use std::future::Future;
 use std::time::Duration;
+
+/// `f` with a deadline (tokio's timer), as `Unresolvable` if it passes.
+async fn within<T>(d: Duration, f: impl Future<Output = Result<T, NsError>>) -> Result<T, NsError> {
+    tokio::time::timeout(d, f).await.unwrap_or_else(|_| {
+        Err(NsError::Unresolvable {
+            path: String::new(),
+            why: format!("timed out after {d:?}"),
+        })
+    })
+}
 
 fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
@@ -194,7 +205,7 @@ async fn leases<S: Store>(ns: &Namespace<S>) {
     r.create("/tmp", 0o644, EntryKind::File, b("ephemeral"), Some(short))
         .await
         .unwrap();
-    let gone = r.watch_remove("/tmp", Duration::from_secs(10)).await;
+    let gone = within(Duration::from_secs(10), r.watch_remove("/tmp")).await;
     assert_eq!(gone, Ok(()), "the entry goes when its lease expires");
     assert!(matches!(r.stat("/tmp").await, Err(NsError::NotFound { .. })));
     ns.remove_realm("c-lease").await.unwrap();
@@ -207,31 +218,31 @@ async fn watches<S: Store>(ns: &Namespace<S>) {
         .await
         .unwrap();
     // Each watch is started, then the change is made, then the watch must end.
-    let (opened, ()) = tokio::join!(r.open_watch("/dir/later", Duration::from_secs(5)), async {
+    let (opened, ()) = tokio::join!(within(Duration::from_secs(5), r.open_watch("/dir/later")), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         r.create("/dir/later", 0o644, EntryKind::File, b("now"), None)
             .await
             .unwrap();
     });
     assert_eq!(opened.unwrap().name, "later");
-    let (changed, ()) = tokio::join!(r.watch_dir("/dir", Duration::from_secs(5)), async {
+    let (changed, ()) = tokio::join!(within(Duration::from_secs(5), r.watch_dir("/dir")), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         r.create("/dir/other", 0o644, EntryKind::File, Bytes::new(), None)
             .await
             .unwrap();
     });
     changed.unwrap();
-    let (removed, ()) = tokio::join!(r.watch_remove("/dir/later", Duration::from_secs(5)), async {
+    let (removed, ()) = tokio::join!(within(Duration::from_secs(5), r.watch_remove("/dir/later")), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         r.remove("/dir/later").await.unwrap();
     });
     removed.unwrap();
     assert!(matches!(
-        r.open_watch("/dir/never", Duration::from_millis(100)).await,
+        within(Duration::from_millis(100), r.open_watch("/dir/never")).await,
         Err(NsError::Unresolvable { .. })
     ));
     assert!(matches!(
-        r.watch_dir("/missing", Duration::from_millis(100)).await,
+        within(Duration::from_millis(100), r.watch_dir("/missing")).await,
         Err(NsError::NotFound { .. })
     ));
     ns.remove_realm("c-watch").await.unwrap();
@@ -259,13 +270,13 @@ async fn isolation<S: Store>(ns: &Namespace<S>) {
     assert!(nf(a.rename("/secret", "/stolen").await));
     assert!(nf(a.readdir("/svc").await.map(drop)));
     assert!(nf(a.resolve("/svc/ep").await.map(drop)));
-    assert!(nf(a.watch_dir("/svc", Duration::from_millis(50)).await));
+    assert!(nf(within(Duration::from_millis(50), a.watch_dir("/svc")).await));
     assert!(
         a.readdir("/").await.unwrap().is_empty(),
         "A's root lists nothing of B's"
     );
     assert!(matches!(
-        a.open_watch("/secret", Duration::from_millis(100)).await,
+        within(Duration::from_millis(100), a.open_watch("/secret")).await,
         Err(NsError::Unresolvable { .. })
     ));
     assert_eq!(

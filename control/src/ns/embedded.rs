@@ -41,7 +41,9 @@ struct State {
 /// How often ended leases are swept when nothing else calls the store.
 pub const LEASE_SWEEP_PERIOD: Duration = Duration::from_millis(100);
 
-/// The embedded, durable store.
+/// The embedded, durable store. Clones share one database (for serving it
+/// from a data-plane core while the control thread sweeps its leases).
+#[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
 }

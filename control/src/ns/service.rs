@@ -474,8 +474,9 @@ impl<S: Store> RealmNs<'_, S> {
         })
     }
 
-    /// Waits until `path` exists (returns at once if it does).
-    pub async fn open_watch(&self, path: &str, timeout: Duration) -> Result<Stat, NsError> {
+    /// Waits until `path` exists (returns at once if it does). Runs on any
+    /// executor; bound the wait with that executor's timeout.
+    pub async fn open_watch(&self, path: &str) -> Result<Stat, NsError> {
         let parsed = NsPath::parse(path)?;
         let k = key(&self.realm, &parsed);
         let mut events = self.store().watch(&k).await?;
@@ -499,16 +500,11 @@ impl<S: Store> RealmNs<'_, S> {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| NsError::Unresolvable {
-                path: path.to_string(),
-                why: format!("not created within {timeout:?}"),
-            })?
+        wait.await
     }
 
     /// Waits for the next change among a directory's entries.
-    pub async fn watch_dir(&self, path: &str, timeout: Duration) -> Result<(), NsError> {
+    pub async fn watch_dir(&self, path: &str) -> Result<(), NsError> {
         let parsed = NsPath::parse(path)?;
         let (entry, _) = self.load(&parsed).await?;
         if entry.kind != EntryKind::Dir {
@@ -518,24 +514,21 @@ impl<S: Store> RealmNs<'_, S> {
         }
         let prefix = children_prefix(&self.realm, &parsed);
         let mut events = self.store().watch(&prefix).await?;
-        let wait = async {
-            while let Some(event) = events.recv().await {
-                let (WatchEvent::Put(k) | WatchEvent::Delete(k)) = event;
-                if !k[prefix.len()..].contains('/') {
-                    return;
+        loop {
+            match events.recv().await {
+                Some(WatchEvent::Put(k) | WatchEvent::Delete(k)) => {
+                    if !k[prefix.len()..].contains('/') {
+                        return Ok(());
+                    }
                 }
+                // The watcher lagged, so something changed.
+                None => return Ok(()),
             }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| NsError::Unresolvable {
-                path: path.to_string(),
-                why: format!("no change within {timeout:?}"),
-            })
+        }
     }
 
     /// Waits until `path` is gone (returns at once if it is).
-    pub async fn watch_remove(&self, path: &str, timeout: Duration) -> Result<(), NsError> {
+    pub async fn watch_remove(&self, path: &str) -> Result<(), NsError> {
         let parsed = NsPath::parse(path)?;
         let k = key(&self.realm, &parsed);
         let mut events = self.store().watch(&k).await?;
@@ -556,12 +549,7 @@ impl<S: Store> RealmNs<'_, S> {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| NsError::Unresolvable {
-                path: path.to_string(),
-                why: format!("not removed within {timeout:?}"),
-            })?
+        wait.await
     }
 
     /// A lease for ephemeral entries, owned by this realm.
