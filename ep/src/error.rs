@@ -47,6 +47,9 @@ pub enum DecodeError {
     /// An error message that is not UTF-8 or too long.
     #[error("bad error message: {0}")]
     BadErrorMessage(&'static str),
+    /// A field that does not parse.
+    #[error("bad field: {0}")]
+    BadField(&'static str),
     /// A typed message whose bytes do not have its layout.
     #[error("message of {have} bytes does not fit {type_name} ({need} bytes)")]
     BadMessage {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod message;
+pub mod ns;
 
 pub use codec::{decode_frame, Frame};
 pub use error::DecodeError;
