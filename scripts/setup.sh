@@ -9,6 +9,10 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # protoc: sigmabench's build script generates the tonic peer of the rpc suite.
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler libprotobuf-dev)
+# etcd: the etcd namespace store's tests start a throwaway etcd (control/tests/support/etcd.rs).
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server etcd-client)
+# etcd-client (the crate) compiles etcd's protos, which import google/protobuf/*.proto.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: need root to install: ${need_apt[*]}" >&2

@@ -4,4 +4,5 @@
 //! Built so far: the namespace model and its embedded store (`ns`, part of
 //! issue #4). schedd, the proc lifecycle and the rest of named come later.
 
+pub mod admin;
 pub mod ns;

@@ -1,15 +1,203 @@
 //! sigmad: the per-machine σ daemon.
 //!
-//! Not built yet. Its first real job (serving the namespace) is issue #4;
-//! until then it refuses to start rather than pretend to run.
-use clap::Parser;
+//! Today it serves the realm namespace (named) on its admin Unix socket,
+//! on embedded defaults: a durable redb store under `--data`. The data-plane
+//! core answers requests; the control thread (a tokio current-thread
+//! runtime) sweeps ended leases. SIGTERM or SIGINT stops it cleanly: it
+//! stops accepting, removes its socket and exits 0.
 
-/// The per-machine σ daemon (not yet implemented: see issue #4).
+use anyhow::{bail, Context};
+use clap::Parser;
+use sigma_control::admin::AdminService;
+use sigma_control::ns::embedded::EmbeddedStore;
+use sigma_control::ns::Namespace;
+use sigma_dataplane::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::task::Poll;
+
+/// The per-machine σ daemon: serves the realm namespace on a Unix socket.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    /// Directory for sigmad's state (the namespace store, the default socket).
+    #[arg(long, default_value = "sigma-data")]
+    data: PathBuf,
+    /// The admin socket (default: DATA/sigmad.sock).
+    #[arg(long)]
+    sock: Option<PathBuf>,
+    /// etcd endpoints (comma-separated) for a cluster's namespace.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    /// This machine's name, for `~local` in paths (default: the hostname).
+    #[arg(long)]
+    machine: Option<String>,
+    /// The cpu the data-plane core is pinned to.
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Blocks SIGTERM and SIGINT in this thread (and the threads it starts
+/// later), so that one thread can wait for them with sigwait.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialized by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the calls only read and write it.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    set
+}
+
+/// Takes the data directory's lock for this process's lifetime: one sigmad
+/// per directory. The kernel drops the lock when the process dies, however
+/// it dies; a dying sigmad may take a moment, so this retries briefly.
+fn lock_data_dir(data: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = data.join("sigmad.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        // SAFETY: flock on an fd we own; no pointers.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "another sigmad is running with --data {} (it holds {})",
+                data.display(),
+                path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Removes a socket file left by a sigmad that died. Holding the data
+/// directory's lock proves no live sigmad of this directory uses it.
+fn clear_stale_socket(sock: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(sock) {
+        Ok(()) => {
+            tracing::info!(sock = %sock.display(), "removed the socket of a previous sigmad");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing the stale socket {}", sock.display())),
+    }
+}
 
 fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("sigmad is not implemented yet: the namespace service arrives with issue #4")
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    if let Some(endpoints) = &args.etcd {
+        bail!(
+            "the etcd back end of the namespace is not served by sigmad yet (asked for {}); run without --etcd for the embedded store",
+            endpoints.join(",")
+        );
+    }
+    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    let sock = args.sock.clone().unwrap_or_else(|| args.data.join("sigmad.sock"));
+    let db = args.data.join("ns.redb");
+    let machine = args.machine.clone().unwrap_or_else(hostname);
+    let signals = block_stop_signals();
+    let _lock = lock_data_dir(&args.data)?;
+    clear_stale_socket(&sock)?;
+
+    // The control thread: a tokio current-thread runtime that owns the
+    // store's lease sweeper.
+    let (store_tx, store_rx) = std::sync::mpsc::channel();
+    let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    let db_path = db.clone();
+    let control = std::thread::Builder::new()
+        .name("sigma-control".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let _ = store_tx.send(EmbeddedStore::open(&db_path));
+                let _ = control_stopped.await;
+            });
+            Ok(())
+        })?;
+    let store = store_rx
+        .recv()
+        .context("the control thread died")?
+        .with_context(|| format!("opening {}", db.display()))?;
+
+    // The signal thread: turns SIGTERM/SIGINT into a message to the core.
+    let (mut stop_tx, mut stop_rx) = sigma_dataplane::channel::channel::<i32>(1);
+    std::thread::Builder::new()
+        .name("sigma-signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `signals` is a valid set and `sig` a valid out pointer.
+            unsafe { libc::sigwait(&signals, &mut sig) };
+            let _ = stop_tx.try_send(sig);
+        })?;
+
+    let mut builder = sigma_dataplane::Core::builder();
+    if let Some(cpu) = args.cpu {
+        builder = builder.pin(cpu);
+    }
+    let core = builder.build().context("starting the data-plane core")?;
+    tracing::info!(backend = %core.backend(), reason = core.backend_reason(), "data-plane core started");
+    let result = core.block_on(async {
+        let ns = Namespace::new(store, &machine).await.context("opening the namespace")?;
+        let service = std::rc::Rc::new(AdminService::new(ns));
+        let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+        tracing::info!(sock = %sock.display(), store = %db.display(), machine, "sigmad serving the namespace");
+        let mut incoming = listener.incoming();
+        loop {
+            let next = std::future::poll_fn(|cx| {
+                if let Poll::Ready(sig) = std::pin::pin!(stop_rx.recv()).poll(cx) {
+                    return Poll::Ready(Err(sig));
+                }
+                let accepted = std::pin::pin!(incoming.next()).poll(cx);
+                accepted.map(Ok)
+            })
+            .await;
+            match next {
+                Ok(Ok(stream)) => {
+                    let service = service.clone();
+                    sigma_dataplane::spawn(async move {
+                        if let Err(e) = sigma_dataplane::rpc::serve(&stream, &*service).await {
+                            tracing::warn!(error = %e, "admin connection ended with an error");
+                        }
+                    });
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+                Err(sig) => {
+                    tracing::info!(
+                        signal = sig.unwrap_or(0),
+                        "stopping: no longer accepting, removing the socket"
+                    );
+                    return Ok::<(), anyhow::Error>(());
+                }
+            }
+        }
+    });
+    let _ = stop_control.send(());
+    let _ = control.join();
+    result
 }
+
+use std::future::Future;

@@ -1,0 +1,348 @@
+//! sigmad's admin API: the namespace protocol (`sigma_ep::ns`) served over
+//! σ RPC on a Unix socket, and the client `sigmactl` uses.
+//!
+//! The service runs on a data-plane core and calls the namespace directly
+//! (the embedded store is safe to use from any thread; its lease sweeper
+//! runs on the control thread). Requests on one connection are answered in
+//! order, so a watch holds its connection until it ends or times out.
+
+use crate::ns::embedded::EmbeddedStore;
+use crate::ns::entry::{EntryKind, Stat};
+use crate::ns::service::{Namespace, Resolved};
+use crate::ns::{NsError, NsPath};
+use bytes::{Bytes, BytesMut};
+use sigma_dataplane::net::UnixStream;
+use sigma_dataplane::rpc::{Client, ClientConfig, Reply, Service, Status};
+use sigma_ep::ns::{decode_strings, encode_strings, NsRequest, WireResolved, WireStat};
+use sigma_ep::StatusCode;
+use std::time::Duration;
+
+/// The longest a watch request may wait.
+pub const WATCH_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+
+/// A stable token per error kind, carried at the start of error messages
+/// so that clients get the kind back.
+fn token(e: &NsError) -> &'static str {
+    match e {
+        NsError::InvalidPath { .. } => "invalid-path",
+        NsError::InvalidRealm(_) => "invalid-realm",
+        NsError::UnknownRealm(_) => "unknown-realm",
+        NsError::RealmExists(_) => "realm-exists",
+        NsError::NotFound { .. } => "not-found",
+        NsError::Exists { .. } => "exists",
+        NsError::NotDir { .. } => "not-dir",
+        NsError::IsDir { .. } => "is-dir",
+        NsError::NotEmpty { .. } => "not-empty",
+        NsError::TooLarge { .. } => "too-large",
+        NsError::LeaseExpired(_) => "lease-expired",
+        NsError::Denied(_) => "denied",
+        NsError::Unresolvable { .. } => "unresolvable",
+        NsError::Conflict { .. } => "conflict",
+        NsError::Store(_) => "store",
+    }
+}
+
+/// The status a namespace error travels as.
+pub fn to_status(e: &NsError) -> Status {
+    Status::handler(format!("{}: {e}", token(e)))
+}
+
+/// A namespace error as a client sees it: the kind, and the server's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct AdminError {
+    /// The error kind's token (`not-found`, `exists`, ...), or the RPC status
+    /// (`unavailable`, `malformed`, ...) if the call itself failed.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl From<Status> for AdminError {
+    fn from(status: Status) -> AdminError {
+        if status.code == StatusCode::Handler {
+            if let Some((kind, rest)) = status.message.split_once(": ") {
+                return AdminError {
+                    kind: kind.to_string(),
+                    message: rest.to_string(),
+                };
+            }
+        }
+        AdminError {
+            kind: status.code.to_string().replace(' ', "-"),
+            message: status.message,
+        }
+    }
+}
+
+fn wire_stat(s: &Stat) -> WireStat {
+    WireStat {
+        name: s.name.clone(),
+        kind: s.kind as u8,
+        perm: s.perm,
+        len: s.len,
+        version: s.version,
+        lease: s.lease.unwrap_or(0),
+    }
+}
+
+fn kind_of(k: u8) -> Result<EntryKind, NsError> {
+    match k {
+        1 => Ok(EntryKind::Dir),
+        2 => Ok(EntryKind::File),
+        3 => Ok(EntryKind::Mount),
+        other => Err(NsError::Denied(format!("unknown entry kind {other}"))),
+    }
+}
+
+fn lease_of(l: u64) -> Option<u64> {
+    (l != 0).then_some(l)
+}
+
+/// The admin service over a namespace.
+#[derive(Debug)]
+pub struct AdminService {
+    ns: Namespace<EmbeddedStore>,
+}
+
+impl AdminService {
+    /// Serves `ns`.
+    pub fn new(ns: Namespace<EmbeddedStore>) -> AdminService {
+        AdminService { ns }
+    }
+
+    async fn watch<F: std::future::Future<Output = Result<T, NsError>>, T>(
+        path: &str,
+        timeout_ms: u64,
+        f: F,
+    ) -> Result<T, NsError> {
+        let limit = Duration::from_millis(timeout_ms).min(WATCH_TIMEOUT_MAX);
+        match sigma_dataplane::timeout(limit, f).await {
+            Ok(r) => r,
+            Err(_) => Err(NsError::Unresolvable {
+                path: path.to_string(),
+                why: format!("nothing happened within {limit:?}"),
+            }),
+        }
+    }
+
+    async fn handle(&self, req: NsRequest, out: &mut BytesMut) -> Result<(), NsError> {
+        match req {
+            NsRequest::CreateRealm { realm } => self.ns.create_realm(&realm).await,
+            NsRequest::RemoveRealm { realm } => self.ns.remove_realm(&realm).await,
+            NsRequest::ListRealms => {
+                encode_strings(&self.ns.realms().await?, out);
+                Ok(())
+            }
+            NsRequest::Create {
+                realm,
+                path,
+                perm,
+                kind,
+                data,
+                lease,
+            } => {
+                let st = self
+                    .ns
+                    .realm(&realm)
+                    .await?
+                    .create(&path, perm, kind_of(kind)?, data, lease_of(lease))
+                    .await?;
+                wire_stat(&st).encode(out);
+                Ok(())
+            }
+            NsRequest::Read { realm, path } => {
+                out.extend_from_slice(&self.ns.realm(&realm).await?.read(&path).await?);
+                Ok(())
+            }
+            NsRequest::Write {
+                realm,
+                path,
+                data,
+                if_version,
+            } => {
+                let st = self
+                    .ns
+                    .realm(&realm)
+                    .await?
+                    .write(&path, data, lease_of(if_version))
+                    .await?;
+                wire_stat(&st).encode(out);
+                Ok(())
+            }
+            NsRequest::Remove { realm, path } => self.ns.realm(&realm).await?.remove(&path).await,
+            NsRequest::Rename { realm, from, to } => self.ns.realm(&realm).await?.rename(&from, &to).await,
+            NsRequest::Stat { realm, path } => {
+                wire_stat(&self.ns.realm(&realm).await?.stat(&path).await?).encode(out);
+                Ok(())
+            }
+            NsRequest::Readdir { realm, path } => {
+                let stats: Vec<WireStat> = self
+                    .ns
+                    .realm(&realm)
+                    .await?
+                    .readdir(&path)
+                    .await?
+                    .iter()
+                    .map(wire_stat)
+                    .collect();
+                WireStat::encode_list(&stats, out);
+                Ok(())
+            }
+            NsRequest::Mount {
+                realm,
+                path,
+                endpoint,
+                lease,
+            } => {
+                wire_stat(
+                    &self
+                        .ns
+                        .realm(&realm)
+                        .await?
+                        .mount(&path, endpoint, lease_of(lease))
+                        .await?,
+                )
+                .encode(out);
+                Ok(())
+            }
+            NsRequest::Resolve { realm, path } => {
+                let Resolved { mount, endpoint, rest } = self.ns.realm(&realm).await?.resolve(&path).await?;
+                WireResolved {
+                    mount: mount.to_string(),
+                    endpoint,
+                    rest,
+                }
+                .encode(out);
+                Ok(())
+            }
+            NsRequest::OpenWatch {
+                realm,
+                path,
+                timeout_ms,
+            } => {
+                let r = self.ns.realm(&realm).await?;
+                let st = Self::watch(&path, timeout_ms, r.open_watch(&path)).await?;
+                wire_stat(&st).encode(out);
+                Ok(())
+            }
+            NsRequest::WatchDir {
+                realm,
+                path,
+                timeout_ms,
+            } => {
+                let r = self.ns.realm(&realm).await?;
+                Self::watch(&path, timeout_ms, r.watch_dir(&path)).await
+            }
+            NsRequest::WatchRemove {
+                realm,
+                path,
+                timeout_ms,
+            } => {
+                let r = self.ns.realm(&realm).await?;
+                Self::watch(&path, timeout_ms, r.watch_remove(&path)).await
+            }
+            NsRequest::LeaseGrant { realm, ttl_ms } => {
+                let lease = self
+                    .ns
+                    .realm(&realm)
+                    .await?
+                    .lease_grant(Duration::from_millis(ttl_ms.max(1)))
+                    .await?;
+                out.extend_from_slice(&lease.to_le_bytes());
+                Ok(())
+            }
+            NsRequest::LeaseKeepAlive { realm, lease } => self.ns.realm(&realm).await?.lease_keep_alive(lease).await,
+            NsRequest::LeaseRevoke { realm, lease } => self.ns.realm(&realm).await?.lease_revoke(lease).await,
+        }
+    }
+}
+
+impl Service for AdminService {
+    async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
+        let req = match NsRequest::decode(method, request) {
+            Ok(req) => req,
+            Err(sigma_ep::DecodeError::MethodOutOfRange(m)) => return Err(Status::unknown_method(m)),
+            Err(e) => return Err(Status::new(StatusCode::Malformed, format!("namespace request: {e}"))),
+        };
+        match self.handle(req, out).await {
+            Ok(()) => Ok(Reply::Written),
+            Err(e) => {
+                out.clear();
+                Err(to_status(&e))
+            }
+        }
+    }
+}
+
+/// What a resolve call returns.
+pub type ResolvedReply = WireResolved;
+
+/// The admin client (what sigmactl uses), on the current data-plane core.
+#[derive(Debug)]
+pub struct AdminClient {
+    rpc: Client<UnixStream>,
+    scratch: std::cell::RefCell<BytesMut>,
+}
+
+fn malformed(e: sigma_ep::DecodeError) -> AdminError {
+    AdminError {
+        kind: "malformed".into(),
+        message: format!("reply does not decode: {e}"),
+    }
+}
+
+impl AdminClient {
+    /// Connects to sigmad's admin socket.
+    pub async fn connect(sock: &std::path::Path) -> Result<AdminClient, AdminError> {
+        let stream = UnixStream::connect(sock).await.map_err(|e| AdminError {
+            kind: "unavailable".into(),
+            message: format!(
+                "cannot reach sigmad at {}: {e} (is sigmad running? see --sock)",
+                sock.display()
+            ),
+        })?;
+        Ok(AdminClient {
+            rpc: Client::new(stream, ClientConfig::default()),
+            scratch: std::cell::RefCell::new(BytesMut::new()),
+        })
+    }
+
+    /// Sends one request and returns the reply payload.
+    pub async fn call(&self, req: &NsRequest, deadline: Option<Duration>) -> Result<Bytes, AdminError> {
+        let payload = {
+            let mut buf = self.scratch.borrow_mut();
+            req.encode(&mut buf);
+            buf.split().freeze()
+        };
+        Ok(self.rpc.call(req.method(), payload, deadline).await?)
+    }
+
+    /// Calls and decodes a stat reply.
+    pub async fn call_stat(&self, req: &NsRequest) -> Result<WireStat, AdminError> {
+        WireStat::decode(self.call(req, None).await?).map_err(malformed)
+    }
+
+    /// Calls and decodes a stat-list reply.
+    pub async fn call_stats(&self, req: &NsRequest) -> Result<Vec<WireStat>, AdminError> {
+        WireStat::decode_list(self.call(req, None).await?).map_err(malformed)
+    }
+
+    /// Calls and decodes a string-list reply.
+    pub async fn call_strings(&self, req: &NsRequest) -> Result<Vec<String>, AdminError> {
+        decode_strings(self.call(req, None).await?).map_err(malformed)
+    }
+
+    /// Calls and decodes a resolve reply.
+    pub async fn call_resolve(&self, req: &NsRequest) -> Result<ResolvedReply, AdminError> {
+        WireResolved::decode(self.call(req, None).await?).map_err(malformed)
+    }
+}
+
+/// Checks a path on the client side too, for a clear error before any IO.
+pub fn check_path(path: &str) -> Result<(), AdminError> {
+    NsPath::parse_with(path, true).map(drop).map_err(|e| AdminError {
+        kind: token(&e).into(),
+        message: e.to_string(),
+    })
+}

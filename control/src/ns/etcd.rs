@@ -1,0 +1,610 @@
+//! The namespace store on etcd (v3 API, through the `etcd-client` crate),
+//! for a cluster of machines sharing one namespace.
+//!
+//! Every key the [`Store`] methods see is stored under a key prefix (such as
+//! `/sigma/ns/`), so σ can share an etcd with others; watches strip it again.
+//!
+//! **Versions are etcd's `mod_revision`**: the cluster-wide revision of the
+//! key's last write. It changes on every write of the key and, unlike etcd's
+//! per-key `version` (which restarts at 1 when a deleted key is created
+//! again), never repeats: a compare against a version read before a delete
+//! and re-create fails, as it must. It matches the embedded store, whose
+//! versions are a store-wide revision too.
+//!
+//! Mapping:
+//! - `get` is a linearizable range read of one key.
+//! - `scan` reads the prefix in pages of [`SCAN_PAGE_KEYS`] keys, every page
+//!   at the revision of the first, so the result is one consistent snapshot
+//!   while no response exceeds [`MESSAGE_BYTES_MAX`]; more than
+//!   [`SCAN_KEYS_MAX`] keys is `TooLarge`, as in the embedded store.
+//! - `txn` is one etcd Txn: `Absent` compares `version == 0`, `Version`
+//!   compares `mod_revision`; puts (with their lease) and deletes run only
+//!   if every compare holds. etcd refuses a key twice in one Txn, so only the
+//!   last change of each key is sent (the end state is the same). etcd also
+//!   bounds a Txn to [`TXN_OPS_MAX`] compares and as many changes
+//!   (`--max-txn-ops`; beyond it `txn` fails with `TooLarge`) and a request
+//!   to 1.5 MiB (`--max-request-bytes`).
+//! - `watch` is an etcd watch on the prefix, created before `watch` returns;
+//!   a task forwards its events into a bounded channel of
+//!   [`WATCH_EVENTS_MAX`] and closes it (so the watcher re-reads) when the
+//!   watcher lags, etcd cancels the watch or the connection fails.
+//! - Leases are etcd leases; TTLs are rounded up to whole seconds (at least
+//!   1), and etcd raises a TTL below its minimum (1.5 × election timeout,
+//!   2 s with default settings). etcd deletes the keys of an ended lease,
+//!   and watches see the deletes. A lease etcd does not know is
+//!   `LeaseExpired`, for keep-alive, revoke and puts alike.
+//!
+//! **Runs on any executor.** etcd-client needs tokio (its gRPC connections
+//! are tokio tasks), so each `EtcdStore` runs a current-thread tokio runtime
+//! on a thread of its own (`sigma-etcd`); the store's futures only wait for
+//! that runtime's answers, so they can be polled by tokio, the data plane's
+//! cores, or anything else. The thread ends when the last clone of the
+//! store is dropped; its watches close then.
+//!
+//! Every request has a deadline ([`REQUEST_TIMEOUT`] unless
+//! [`EtcdStore::connect_with_timeout`] says otherwise), so an unreachable
+//! etcd gives an error naming the operation and the endpoints, never a hang.
+
+use super::store::{
+    Change, Compare, LeaseId, Record, Store, WatchEvent, WatchReceiver, SCAN_KEYS_MAX, WATCH_EVENTS_MAX,
+};
+use super::NsError;
+use bytes::Bytes;
+use etcd_client as etcd;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long one etcd request may take before it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Compares, and changes, one etcd Txn may hold (etcd's `--max-txn-ops` default).
+pub const TXN_OPS_MAX: usize = 128;
+/// Keys one page of a scan reads.
+pub const SCAN_PAGE_KEYS: usize = 64;
+/// Bytes of one response from etcd, at most: a scan page of
+/// [`SCAN_PAGE_KEYS`] largest files fits with room to spare.
+pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// HTTP/2 keep-alive pings on the connection to etcd, so that a dead etcd
+/// ends watches instead of leaving them silent. etcd closes connections that
+/// ping more often than every 5 s (`--grpc-keepalive-min-time`).
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const _: () =
+    assert!(SCAN_PAGE_KEYS * (super::FILE_BYTES_MAX + super::path::PATH_BYTES_MAX + 1024) < MESSAGE_BYTES_MAX);
+const _: () = assert!(SCAN_PAGE_KEYS <= SCAN_KEYS_MAX);
+
+/// A namespace store on an etcd cluster. Clones share the connection.
+#[derive(Clone)]
+pub struct EtcdStore {
+    conn: Conn,
+    runtime: Arc<RuntimeThread>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.conn.endpoints)
+            .field("prefix", &self.conn.prefix)
+            .field("timeout", &self.conn.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tokio runtime the etcd client lives on, on its own thread; stopped
+/// (and its tasks dropped) when this drops.
+struct RuntimeThread {
+    handle: tokio::runtime::Handle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl RuntimeThread {
+    fn start() -> Result<RuntimeThread, NsError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| NsError::Store(format!("etcd: starting a tokio runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("sigma-etcd".to_string())
+            .spawn(move || {
+                // Returns when the sender drops; dropping the runtime then
+                // cancels the remaining tasks (watches, connections).
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(|e| NsError::Store(format!("etcd: starting the sigma-etcd thread: {e}")))?;
+        Ok(RuntimeThread { handle, _stop: stop })
+    }
+
+    /// Runs `work` on the runtime and waits for it from any executor. Dropping
+    /// the returned future aborts the work.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, NsError>> + Send + 'static,
+    ) -> Result<T, NsError> {
+        struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+        impl<T> Drop for AbortOnDrop<T> {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let mut task = AbortOnDrop(self.handle.spawn(work));
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => Err(NsError::Store(format!("etcd: the request's task failed: {e}"))),
+        }
+    }
+}
+
+/// The clients and what requests need to know, cloned into each request.
+#[derive(Clone)]
+struct Conn {
+    /// Held so the connection's endpoint set lives as long as the store.
+    _client: etcd::Client,
+    kv: etcd::KvClient,
+    watch: etcd::WatchClient,
+    lease: etcd::LeaseClient,
+    prefix: Arc<str>,
+    endpoints: Arc<str>,
+    timeout: Duration,
+}
+
+/// Why one etcd request failed.
+enum Failure {
+    Etcd(etcd::Error),
+    Timeout,
+}
+
+/// etcd's answer for a lease it does not have (any more).
+fn lease_not_found(f: &Failure) -> bool {
+    match f {
+        Failure::Etcd(etcd::Error::GRpcStatus(s)) => s.message().contains("lease not found"),
+        Failure::Etcd(etcd::Error::LeaseKeepAliveError(m)) => m.contains("lease not found"),
+        _ => false,
+    }
+}
+
+/// The first key after every key starting with `prefix` (etcd's range end
+/// for a prefix; `\0` means "to the end").
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The record of a key etcd returned; `None` if its revision is not positive.
+fn record(kv: etcd::KeyValue) -> Option<Record> {
+    let version = u64::try_from(kv.mod_revision()).ok().filter(|&v| v != 0)?;
+    let (_, value) = kv.into_key_value();
+    Some(Record {
+        value: Bytes::from(value),
+        version,
+    })
+}
+
+fn lease_id(lease: LeaseId) -> Option<i64> {
+    i64::try_from(lease).ok().filter(|&id| id > 0)
+}
+
+fn change_key(c: &Change) -> &str {
+    match c {
+        Change::Put { key, .. } | Change::Delete { key } => key,
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the etcd cluster at `endpoints` (`host:port` or
+    /// `http://host:port`), storing every key under `prefix`, and checks that
+    /// the cluster answers a linearizable read within [`REQUEST_TIMEOUT`].
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore, NsError> {
+        EtcdStore::connect_with_timeout(endpoints, prefix, REQUEST_TIMEOUT).await
+    }
+
+    /// As [`connect`](EtcdStore::connect), with `timeout` as the deadline of
+    /// every request instead of [`REQUEST_TIMEOUT`].
+    pub async fn connect_with_timeout(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<EtcdStore, NsError> {
+        if endpoints.is_empty() {
+            return Err(NsError::Store("etcd connect: no endpoints given".to_string()));
+        }
+        let runtime = RuntimeThread::start()?;
+        let (endpoints, prefix) = (endpoints.to_vec(), prefix.to_string());
+        let conn = runtime.run(Conn::connect(endpoints, prefix, timeout)).await?;
+        Ok(EtcdStore {
+            conn,
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// The key prefix of this store.
+    pub fn prefix(&self) -> &str {
+        &self.conn.prefix
+    }
+}
+
+impl Conn {
+    async fn connect(endpoints: Vec<String>, prefix: String, timeout: Duration) -> Result<Conn, NsError> {
+        let shown = endpoints.join(",");
+        let options = etcd::ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT);
+        let client = match tokio::time::timeout(timeout, etcd::Client::connect(&endpoints, Some(options))).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(NsError::Store(format!("etcd connect to {shown}: {e}"))),
+            Err(_) => {
+                return Err(NsError::Store(format!(
+                    "etcd connect to {shown}: no answer within {timeout:?}"
+                )))
+            }
+        };
+        let conn = Conn {
+            kv: client.kv_client().max_decoding_message_size(MESSAGE_BYTES_MAX),
+            watch: client.watch_client().max_decoding_message_size(MESSAGE_BYTES_MAX),
+            lease: client.lease_client(),
+            _client: client,
+            prefix: prefix.as_str().into(),
+            endpoints: shown.into(),
+            timeout,
+        };
+        // The client connects lazily; one read proves the cluster is there
+        // and has a leader.
+        let probe = if prefix.is_empty() {
+            vec![0]
+        } else {
+            prefix.as_bytes().to_vec()
+        };
+        let mut kv = conn.kv.clone();
+        conn.call(kv.get(probe, Some(etcd::GetOptions::new().with_keys_only())))
+            .await
+            .map_err(|f| conn.error("connect", &prefix, f))?;
+        Ok(conn)
+    }
+
+    fn full_key(&self, key: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(self.prefix.as_bytes());
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    /// Runs one request under the deadline.
+    async fn call<T>(&self, request: impl Future<Output = Result<T, etcd::Error>>) -> Result<T, Failure> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(r) => r.map_err(Failure::Etcd),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    fn error(&self, op: &str, key: &str, f: Failure) -> NsError {
+        match f {
+            Failure::Etcd(e) => NsError::Store(format!("etcd {op} {key:?} at {}: {e}", self.endpoints)),
+            Failure::Timeout => NsError::Store(format!(
+                "etcd {op} {key:?} at {}: no answer within {:?}",
+                self.endpoints, self.timeout
+            )),
+        }
+    }
+
+    fn bad(&self, op: &str, key: &str, why: &str) -> NsError {
+        NsError::Store(format!("etcd {op} {key:?} at {}: {why}", self.endpoints))
+    }
+
+    async fn get(self, key: String) -> Result<Option<Record>, NsError> {
+        let mut kv = self.kv.clone();
+        let mut resp = self
+            .call(kv.get(self.full_key(&key), None))
+            .await
+            .map_err(|f| self.error("get", &key, f))?;
+        match resp.take_kvs().into_iter().next() {
+            None => Ok(None),
+            Some(found) => record(found)
+                .map(Some)
+                .ok_or_else(|| self.bad("get", &key, "a key without a revision")),
+        }
+    }
+
+    async fn scan(self, prefix: String) -> Result<Vec<(String, Record)>, NsError> {
+        let mut kv = self.kv.clone();
+        let start = self.full_key(&prefix);
+        let end = prefix_end(&start);
+        let mut from = if start.is_empty() { vec![0] } else { start };
+        let mut revision = 0;
+        let mut out = Vec::new();
+        loop {
+            let mut options = etcd::GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(SCAN_PAGE_KEYS as i64);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let mut resp = self
+                .call(kv.get(from.clone(), Some(options)))
+                .await
+                .map_err(|f| self.error("scan", &prefix, f))?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            if let Some(last) = kvs.last() {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            let page_len = kvs.len();
+            for found in kvs {
+                let Some(key) = found.key().strip_prefix(self.prefix.as_bytes()) else {
+                    return Err(self.bad("scan", &prefix, "a key outside the prefix"));
+                };
+                let key = String::from_utf8(key.to_vec()).map_err(|_| self.bad("scan", &prefix, "a key not UTF-8"))?;
+                if out.len() >= SCAN_KEYS_MAX {
+                    return Err(NsError::TooLarge {
+                        what: format!("scan of {prefix:?}"),
+                        len: out.len() + 1,
+                        max: SCAN_KEYS_MAX,
+                    });
+                }
+                let rec = record(found).ok_or_else(|| self.bad("scan", &prefix, "a key without a revision"))?;
+                out.push((key, rec));
+            }
+            if !more || page_len == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Runs a Txn that [`Store::txn`] built (each key once, within the bounds).
+    async fn txn(self, request: etcd::Txn, first_key: String, leases: Vec<LeaseId>) -> Result<bool, NsError> {
+        let mut kv = self.kv.clone();
+        match self.call(kv.txn(request)).await {
+            Ok(resp) => Ok(resp.succeeded()),
+            // etcd does not say which lease; with one (the usual case) it is that one.
+            Err(f) if lease_not_found(&f) && !leases.is_empty() => Err(NsError::LeaseExpired(leases[0])),
+            Err(f) => Err(self.error("txn", &first_key, f)),
+        }
+    }
+
+    async fn watch(self, prefix: String) -> Result<WatchReceiver, NsError> {
+        let mut client = self.watch.clone();
+        let options = etcd::WatchOptions::new().with_prefix().with_fragment();
+        let key = self.full_key(&prefix);
+        // Wait for etcd to confirm the watch, so every change after `watch`
+        // returns is reported.
+        let stream = self
+            .call(async move {
+                let mut stream = client.watch(key, Some(options)).await?;
+                match stream.message().await? {
+                    Some(r) if r.created() && !r.canceled() => Ok(stream),
+                    Some(r) => Err(etcd::Error::WatchError(format!(
+                        "watch not created: {}",
+                        r.cancel_reason()
+                    ))),
+                    None => Err(etcd::Error::WatchError(
+                        "watch stream ended before the watch was created".into(),
+                    )),
+                }
+            })
+            .await
+            .map_err(|f| self.error("watch", &prefix, f))?;
+        let (tx, rx) = mpsc::channel(WATCH_EVENTS_MAX);
+        tokio::spawn(forward(stream, tx, self.prefix.clone(), self.endpoints.clone()));
+        Ok(rx)
+    }
+
+    async fn lease_grant(self, secs: i64) -> Result<LeaseId, NsError> {
+        let mut lease = self.lease.clone();
+        let what = format!("ttl {secs}s");
+        let resp = self
+            .call(lease.grant(secs, None))
+            .await
+            .map_err(|f| self.error("lease grant", &what, f))?;
+        if !resp.error().is_empty() {
+            return Err(self.bad("lease grant", &what, resp.error()));
+        }
+        match u64::try_from(resp.id()) {
+            Ok(id) if id != 0 => Ok(id),
+            _ => Err(self.bad("lease grant", &what, &format!("etcd gave lease id {}", resp.id()))),
+        }
+    }
+
+    async fn lease_keep_alive(self, lease: LeaseId, id: i64) -> Result<(), NsError> {
+        let mut client = self.lease.clone();
+        // One request on a keep-alive stream: etcd-client reads the first
+        // answer and reports TTL <= 0 (the lease is gone) as "lease not found".
+        let result = self
+            .call(async move {
+                let (_keeper, _responses) = client.keep_alive(id).await?;
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(f) if lease_not_found(&f) => Err(NsError::LeaseExpired(lease)),
+            Err(f) => Err(self.error("lease keep-alive", &lease.to_string(), f)),
+        }
+    }
+
+    async fn lease_revoke(self, lease: LeaseId, id: i64) -> Result<(), NsError> {
+        let mut client = self.lease.clone();
+        match self.call(client.revoke(id)).await {
+            Ok(_) => Ok(()),
+            Err(f) if lease_not_found(&f) => Err(NsError::LeaseExpired(lease)),
+            Err(f) => Err(self.error("lease revoke", &lease.to_string(), f)),
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Record>, NsError> {
+        self.runtime.run(self.conn.clone().get(key.to_string())).await
+    }
+
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, NsError> {
+        self.runtime.run(self.conn.clone().scan(prefix.to_string())).await
+    }
+
+    async fn txn(&self, compares: &[Compare], changes: &[Change]) -> Result<bool, NsError> {
+        // etcd refuses a key twice in one Txn; the last change of a key decides its end state.
+        let last: HashMap<&str, usize> = changes.iter().enumerate().map(|(i, c)| (change_key(c), i)).collect();
+        let changes: Vec<&Change> = changes
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| last[change_key(c)] == *i)
+            .map(|(_, c)| c)
+            .collect();
+        let first_key = changes
+            .first()
+            .map(|c| change_key(c))
+            .or_else(|| {
+                compares.first().map(|c| match c {
+                    Compare::Absent(k) | Compare::Version(k, _) => k.as_str(),
+                })
+            })
+            .unwrap_or("")
+            .to_string();
+        for (what, len) in [("compares", compares.len()), ("changes", changes.len())] {
+            if len > TXN_OPS_MAX {
+                return Err(NsError::TooLarge {
+                    what: format!("etcd txn {what} (from {first_key:?})"),
+                    len,
+                    max: TXN_OPS_MAX,
+                });
+            }
+        }
+
+        let conn = &self.conn;
+        let mut when = Vec::with_capacity(compares.len());
+        for compare in compares {
+            when.push(match compare {
+                Compare::Absent(k) => etcd::Compare::version(conn.full_key(k), etcd::CompareOp::Equal, 0),
+                Compare::Version(k, v) => match i64::try_from(*v) {
+                    Ok(v) => etcd::Compare::mod_revision(conn.full_key(k), etcd::CompareOp::Equal, v),
+                    // No etcd revision is that large: the compare cannot hold.
+                    Err(_) => return Ok(false),
+                },
+            });
+        }
+        let mut leases = Vec::new();
+        let mut then = Vec::with_capacity(changes.len());
+        for change in changes {
+            then.push(match change {
+                Change::Put { key, value, lease } => {
+                    let options = match lease {
+                        None => None,
+                        Some(id) => {
+                            let Some(etcd_id) = lease_id(*id) else {
+                                return Err(NsError::LeaseExpired(*id));
+                            };
+                            leases.push(*id);
+                            Some(etcd::PutOptions::new().with_lease(etcd_id))
+                        }
+                    };
+                    etcd::TxnOp::put(conn.full_key(key), value.to_vec(), options)
+                }
+                Change::Delete { key } => etcd::TxnOp::delete(conn.full_key(key), None),
+            });
+        }
+        let request = etcd::Txn::new().when(when).and_then(then);
+        self.runtime
+            .run(self.conn.clone().txn(request, first_key, leases))
+            .await
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<WatchReceiver, NsError> {
+        self.runtime.run(self.conn.clone().watch(prefix.to_string())).await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, NsError> {
+        let secs = ttl.as_secs().saturating_add(u64::from(ttl.subsec_nanos() > 0)).max(1);
+        let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+        self.runtime.run(self.conn.clone().lease_grant(secs)).await
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<(), NsError> {
+        let Some(id) = lease_id(lease) else {
+            return Err(NsError::LeaseExpired(lease));
+        };
+        self.runtime.run(self.conn.clone().lease_keep_alive(lease, id)).await
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<(), NsError> {
+        let Some(id) = lease_id(lease) else {
+            return Err(NsError::LeaseExpired(lease));
+        };
+        self.runtime.run(self.conn.clone().lease_revoke(lease, id)).await
+    }
+}
+
+/// Forwards one etcd watch into a watcher's channel until the watcher goes,
+/// lags, or the watch ends; dropping `tx` then tells the watcher.
+async fn forward(mut stream: etcd::WatchStream, tx: mpsc::Sender<WatchEvent>, prefix: Arc<str>, endpoints: Arc<str>) {
+    loop {
+        let message = tokio::select! {
+            () = tx.closed() => return,
+            m = stream.message() => m,
+        };
+        let resp = match message {
+            Ok(Some(resp)) => resp,
+            Ok(None) => {
+                tracing::warn!(%endpoints, "etcd watch stream ended; closing the watch");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%endpoints, error = %e, "etcd watch failed; closing the watch");
+                return;
+            }
+        };
+        if resp.canceled() {
+            let (reason, compacted) = (resp.cancel_reason(), resp.compact_revision());
+            tracing::warn!(%endpoints, reason, compacted, "etcd cancelled the watch; closing it");
+            return;
+        }
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Some(key) = kv
+                .key()
+                .strip_prefix(prefix.as_bytes())
+                .and_then(|k| std::str::from_utf8(k).ok())
+            else {
+                let key = String::from_utf8_lossy(kv.key());
+                tracing::warn!(%endpoints, %key, "etcd watch: a key outside the prefix or not UTF-8; skipped");
+                continue;
+            };
+            let event = match event.event_type() {
+                etcd::EventType::Put => WatchEvent::Put(key.to_string()),
+                etcd::EventType::Delete => WatchEvent::Delete(key.to_string()),
+            };
+            match tx.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(%endpoints, "watcher lags; closing its watch");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_below_ff() {
+        assert_eq!(prefix_end(b"/sigma/"), b"/sigma0".to_vec());
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
+    }
+}

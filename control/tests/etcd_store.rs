@@ -1,0 +1,470 @@
+//! The etcd store against a real etcd (started per test by
+//! `support/etcd.rs`): the namespace conformance suite, and the store's own
+//! semantics — get/scan/txn, watches, leases and deadlines.
+
+#[path = "support/etcd.rs"]
+mod etcd_support;
+
+use bytes::Bytes;
+use etcd_support::EtcdServer;
+use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT, SCAN_PAGE_KEYS, TXN_OPS_MAX};
+use sigma_control::ns::store::{Change, Compare, Record, WatchEvent, WatchReceiver, WATCH_EVENTS_MAX};
+use sigma_control::ns::{Namespace, NsError, Store, FILE_BYTES_MAX};
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "/sigma/ns/";
+
+async fn store(etcd: &EtcdServer, prefix: &str) -> EtcdStore {
+    EtcdStore::connect(&etcd.endpoints(), prefix)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}\netcd log:\n{}", etcd.log()))
+}
+
+fn put(key: &str, value: &str) -> Change {
+    Change::Put {
+        key: key.to_string(),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        lease: None,
+    }
+}
+
+fn put_leased(key: &str, lease: u64) -> Change {
+    Change::Put {
+        key: key.to_string(),
+        value: Bytes::from_static(b"e"),
+        lease: Some(lease),
+    }
+}
+
+fn del(key: &str) -> Change {
+    Change::Delete { key: key.to_string() }
+}
+
+fn absent(key: &str) -> Compare {
+    Compare::Absent(key.to_string())
+}
+
+async fn value(s: &EtcdStore, key: &str) -> Option<Bytes> {
+    s.get(key).await.unwrap().map(|r| r.value)
+}
+
+/// The next event, or a failure after `within`.
+async fn next_event(rx: &mut WatchReceiver, within: Duration) -> WatchEvent {
+    match tokio::time::timeout(within, rx.recv()).await {
+        Ok(Some(ev)) => ev,
+        Ok(None) => panic!("watch closed"),
+        Err(_) => panic!("no watch event within {within:?}"),
+    }
+}
+
+#[tokio::test]
+async fn conformance() {
+    let etcd = EtcdServer::start();
+    let ns = Namespace::new(store(&etcd, PREFIX).await, "m0").await.unwrap();
+    sigma_control::ns::conformance::run_all(&ns).await;
+}
+
+#[tokio::test]
+async fn get_and_scan_stay_under_the_prefix_in_key_order() {
+    let etcd = EtcdServer::start();
+    let s = store(&etcd, PREFIX).await;
+    let raw = store(&etcd, "").await;
+    let other = store(&etcd, "/other/").await;
+
+    assert_eq!(s.get("a").await.unwrap(), None);
+    assert!(s
+        .txn(&[], &[put("a", "1"), put("b/x", "2"), put("b/y", "3"), put("c", "4")])
+        .await
+        .unwrap());
+    assert_eq!(value(&s, "a").await.as_deref(), Some(&b"1"[..]));
+    // Stored under the prefix, invisible to another prefix.
+    assert_eq!(value(&raw, "/sigma/ns/a").await.as_deref(), Some(&b"1"[..]));
+    assert_eq!(other.get("a").await.unwrap(), None);
+    assert!(other.scan("").await.unwrap().is_empty());
+    // A key just past the prefix is not in a scan of the whole store.
+    assert!(raw
+        .txn(&[], &[put("/sigma/ns0", "outside"), put("/sigma/ns", "outside")])
+        .await
+        .unwrap());
+
+    let keys = |v: Vec<(String, Record)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(keys(s.scan("").await.unwrap()), ["a", "b/x", "b/y", "c"]);
+    assert_eq!(keys(s.scan("b/").await.unwrap()), ["b/x", "b/y"]);
+    assert!(s.scan("nothing").await.unwrap().is_empty());
+
+    // Every record carries the version get reports.
+    for (k, r) in s.scan("").await.unwrap() {
+        assert_eq!(s.get(&k).await.unwrap(), Some(r));
+    }
+
+    // Many keys: several scan pages, still sorted and complete.
+    let n = SCAN_PAGE_KEYS * 5 + 7;
+    let mut want: Vec<String> = (0..n).map(|i| format!("many/{i:05}")).collect();
+    for chunk in want.chunks(TXN_OPS_MAX) {
+        let changes: Vec<Change> = chunk.iter().map(|k| put(k, k)).collect();
+        assert!(s.txn(&[], &changes).await.unwrap());
+    }
+    want.sort();
+    let got = s.scan("many/").await.unwrap();
+    assert_eq!(got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), want);
+    assert!(got.iter().all(|(k, r)| r.value == k.as_bytes()));
+
+    // Large values: more than gRPC's default 4 MiB message in one scan.
+    let big = Bytes::from(vec![7u8; FILE_BYTES_MAX]);
+    for i in 0..12 {
+        let change = Change::Put {
+            key: format!("big/{i:02}"),
+            value: big.clone(),
+            lease: None,
+        };
+        assert!(s.txn(&[], &[change]).await.unwrap());
+    }
+    let got = s.scan("big/").await.unwrap();
+    assert_eq!(got.len(), 12);
+    assert!(got.iter().all(|(_, r)| r.value == big));
+}
+
+#[tokio::test]
+async fn txn_compares_versions_and_applies_all_or_nothing() {
+    let etcd = EtcdServer::start();
+    let s = store(&etcd, PREFIX).await;
+
+    // Absent.
+    assert!(s.txn(&[absent("k")], &[put("k", "1")]).await.unwrap());
+    assert!(!s.txn(&[absent("k")], &[put("k", "2")]).await.unwrap());
+    assert_eq!(value(&s, "k").await.as_deref(), Some(&b"1"[..]));
+
+    // Version: bumps on every write; a stale version fails.
+    let v1 = s.get("k").await.unwrap().unwrap().version;
+    assert!(v1 > 0);
+    assert!(s
+        .txn(&[Compare::Version("k".into(), v1)], &[put("k", "2")])
+        .await
+        .unwrap());
+    let v2 = s.get("k").await.unwrap().unwrap().version;
+    assert!(v2 > v1, "a write bumps the version");
+    assert!(!s
+        .txn(&[Compare::Version("k".into(), v1)], &[put("k", "3")])
+        .await
+        .unwrap());
+    assert!(!s
+        .txn(&[Compare::Version("nokey".into(), v2)], &[put("nokey", "x")])
+        .await
+        .unwrap());
+    assert!(!s
+        .txn(&[Compare::Version("k".into(), u64::MAX)], &[put("k", "x")])
+        .await
+        .unwrap());
+    assert_eq!(value(&s, "k").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(s.get("nokey").await.unwrap(), None);
+
+    // Delete and re-create: the old version does not match again (no ABA).
+    assert!(s.txn(&[], &[del("k")]).await.unwrap());
+    assert!(s.txn(&[absent("k")], &[put("k", "again")]).await.unwrap());
+    let v3 = s.get("k").await.unwrap().unwrap().version;
+    assert!(v3 > v2);
+    assert!(!s.txn(&[Compare::Version("k".into(), v2)], &[del("k")]).await.unwrap());
+
+    // Atomic put + delete over several keys: nothing applies if one compare fails.
+    assert!(s.txn(&[], &[put("a", "1"), put("b", "1")]).await.unwrap());
+    let va = s.get("a").await.unwrap().unwrap().version;
+    let failed = s
+        .txn(
+            &[Compare::Version("a".into(), va), absent("b")],
+            &[del("a"), put("c", "1"), put("d", "1")],
+        )
+        .await;
+    assert_eq!(failed, Ok(false));
+    assert!(s.get("a").await.unwrap().is_some());
+    assert_eq!(s.get("c").await.unwrap(), None);
+    assert_eq!(s.get("d").await.unwrap(), None);
+    assert!(s
+        .txn(
+            &[Compare::Version("a".into(), va), absent("c")],
+            &[del("a"), put("c", "1"), put("d", "1")]
+        )
+        .await
+        .unwrap());
+    assert_eq!(s.get("a").await.unwrap(), None);
+    let (vc, vd) = (
+        s.get("c").await.unwrap().unwrap().version,
+        s.get("d").await.unwrap().unwrap().version,
+    );
+    assert_eq!(vc, vd, "one transaction, one revision");
+
+    // The same key twice: the last change decides (etcd itself refuses duplicates).
+    assert!(s.txn(&[], &[put("dup", "1"), del("dup")]).await.unwrap());
+    assert_eq!(s.get("dup").await.unwrap(), None);
+    assert!(s
+        .txn(&[], &[del("dup"), put("dup", "2"), put("dup", "3")])
+        .await
+        .unwrap());
+    assert_eq!(value(&s, "dup").await.as_deref(), Some(&b"3"[..]));
+
+    // Deleting an absent key is no error; empty transactions succeed.
+    assert!(s.txn(&[], &[del("never")]).await.unwrap());
+    assert!(s.txn(&[], &[]).await.unwrap());
+
+    // Beyond etcd's Txn bound: a clear error, nothing applied.
+    let changes: Vec<Change> = (0..=TXN_OPS_MAX).map(|i| put(&format!("over/{i}"), "x")).collect();
+    assert!(matches!(s.txn(&[], &changes).await, Err(NsError::TooLarge { max, .. }) if max == TXN_OPS_MAX));
+    assert!(s.scan("over/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn watch_reports_puts_deletes_and_lease_expiry_under_its_prefix() {
+    let etcd = EtcdServer::start();
+    let s = store(&etcd, PREFIX).await;
+    let raw = store(&etcd, "").await;
+    let mut rx = s.watch("dir/").await.unwrap();
+    let second = Duration::from_secs(5);
+
+    assert!(s.txn(&[], &[put("elsewhere", "x"), put("dir/a", "1")]).await.unwrap());
+    assert_eq!(next_event(&mut rx, second).await, WatchEvent::Put("dir/a".into()));
+    assert!(s.txn(&[], &[put("dir/a", "2")]).await.unwrap());
+    assert_eq!(next_event(&mut rx, second).await, WatchEvent::Put("dir/a".into()));
+    assert!(s.txn(&[], &[del("dir/a"), put("dir/b", "1")]).await.unwrap());
+    let mut both = vec![next_event(&mut rx, second).await, next_event(&mut rx, second).await];
+    both.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        both,
+        [WatchEvent::Delete("dir/a".into()), WatchEvent::Put("dir/b".into())]
+    );
+    // Another client's write under the same full key is seen; outside the prefix it is not.
+    assert!(raw
+        .txn(&[], &[put("/sigma/ns/dir/c", "1"), put("/other/dir/d", "1")])
+        .await
+        .unwrap());
+    assert_eq!(next_event(&mut rx, second).await, WatchEvent::Put("dir/c".into()));
+
+    // A lease that ends deletes its keys, and the watch says so.
+    let lease = s.lease_grant(Duration::from_secs(1)).await.unwrap();
+    assert!(s.txn(&[], &[put_leased("dir/eph", lease)]).await.unwrap());
+    assert_eq!(next_event(&mut rx, second).await, WatchEvent::Put("dir/eph".into()));
+    let t = Instant::now();
+    assert_eq!(
+        next_event(&mut rx, Duration::from_secs(10)).await,
+        WatchEvent::Delete("dir/eph".into())
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "expired after {:?}, TTL 1 s",
+        t.elapsed()
+    );
+    assert_eq!(s.get("dir/eph").await.unwrap(), None);
+
+    // Nothing else arrived (the writes outside "dir/" above).
+    assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_lagging_watcher_sees_its_channel_close() {
+    let etcd = EtcdServer::start();
+    let s = store(&etcd, PREFIX).await;
+    let mut rx = s.watch("lag/").await.unwrap();
+    let mut written = 0;
+    let mut round = 0;
+    while written <= WATCH_EVENTS_MAX + TXN_OPS_MAX {
+        let changes: Vec<Change> = (0..TXN_OPS_MAX)
+            .map(|i| put(&format!("lag/{i}"), &round.to_string()))
+            .collect();
+        assert!(s.txn(&[], &changes).await.unwrap());
+        written += TXN_OPS_MAX;
+        round += 1;
+    }
+    let mut received = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => break,
+            Err(_) => panic!("the watch neither closed nor delivered within 10 s ({received} events so far)"),
+        }
+    }
+    assert!(received <= WATCH_EVENTS_MAX, "{received} events");
+    assert!(received < written);
+}
+
+#[tokio::test]
+async fn leases_keep_alive_and_revoke() {
+    let etcd = EtcdServer::start();
+    let s = store(&etcd, PREFIX).await;
+
+    // Kept alive past its TTL, the key stays; left alone, it goes.
+    let lease = s.lease_grant(Duration::from_millis(1)).await.unwrap();
+    assert_ne!(lease, 0);
+    assert!(s.txn(&[], &[put_leased("live", lease)]).await.unwrap());
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(2500) {
+        s.lease_keep_alive(lease).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        s.get("live").await.unwrap().is_some(),
+        "kept alive for 2.5 s with a 1 s TTL"
+    );
+    let t = Instant::now();
+    while s.get("live").await.unwrap().is_some() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the lease did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.lease_keep_alive(lease).await, Err(NsError::LeaseExpired(lease)));
+
+    // Revoke removes the keys at once.
+    let lease = s.lease_grant(Duration::from_secs(60)).await.unwrap();
+    assert!(s
+        .txn(
+            &[],
+            &[put_leased("r/1", lease), put_leased("r/2", lease), put("r/keep", "x")]
+        )
+        .await
+        .unwrap());
+    s.lease_revoke(lease).await.unwrap();
+    let left: Vec<String> = s.scan("r/").await.unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(left, ["r/keep"]);
+    assert_eq!(s.lease_keep_alive(lease).await, Err(NsError::LeaseExpired(lease)));
+    assert_eq!(s.lease_revoke(lease).await, Err(NsError::LeaseExpired(lease)));
+    assert_eq!(
+        s.txn(&[], &[put_leased("r/3", lease)]).await,
+        Err(NsError::LeaseExpired(lease))
+    );
+    assert_eq!(s.get("r/3").await.unwrap(), None);
+
+    // Ids etcd cannot have.
+    assert_eq!(s.lease_keep_alive(u64::MAX).await, Err(NsError::LeaseExpired(u64::MAX)));
+    assert_eq!(
+        s.txn(&[], &[put_leased("r/4", u64::MAX)]).await,
+        Err(NsError::LeaseExpired(u64::MAX))
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_etcd_fails_within_the_deadline() {
+    // Nobody listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let t = Instant::now();
+    let err = EtcdStore::connect(std::slice::from_ref(&endpoint), PREFIX)
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    assert!(took < REQUEST_TIMEOUT + Duration::from_secs(2), "took {took:?}");
+    match err {
+        NsError::Store(msg) => assert!(msg.contains(&endpoint) && msg.contains("connect"), "{msg}"),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_silent_etcd_fails_at_the_deadline() {
+    // A socket that completes TCP handshakes (the kernel's backlog) but never
+    // answers: a hung or blackholed etcd.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = silent.local_addr().unwrap().to_string();
+    let t = Instant::now();
+    let err = EtcdStore::connect(std::slice::from_ref(&endpoint), PREFIX)
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    assert!(
+        took >= REQUEST_TIMEOUT && took < REQUEST_TIMEOUT + Duration::from_secs(2),
+        "took {took:?}"
+    );
+    match err {
+        NsError::Store(msg) => assert!(msg.contains(&endpoint) && msg.contains("no answer within"), "{msg}"),
+        e => panic!("{e:?}"),
+    }
+    drop(silent);
+}
+
+#[tokio::test]
+async fn calls_fail_within_the_deadline_and_watches_close_when_etcd_dies() {
+    let mut etcd = EtcdServer::start();
+    let timeout = Duration::from_secs(1);
+    let s = EtcdStore::connect_with_timeout(&etcd.endpoints(), PREFIX, timeout)
+        .await
+        .unwrap();
+    let mut rx = s.watch("").await.unwrap();
+    assert!(s.txn(&[], &[put("k", "v")]).await.unwrap());
+    assert_eq!(
+        next_event(&mut rx, Duration::from_secs(5)).await,
+        WatchEvent::Put("k".into())
+    );
+    let lease = s.lease_grant(Duration::from_secs(30)).await.unwrap();
+    etcd.kill();
+
+    match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        Ok(None) => {}
+        Ok(Some(ev)) => panic!("event after etcd died: {ev:?}"),
+        Err(_) => panic!("the watch stayed open 30 s after etcd died"),
+    }
+    let bound = timeout + Duration::from_secs(1);
+    let calls: [(&str, Result<(), NsError>); 5] = [
+        ("get", async { s.get("k").await.map(drop) }.await),
+        ("scan", async { s.scan("").await.map(drop) }.await),
+        ("txn", async { s.txn(&[], &[put("k", "w")]).await.map(drop) }.await),
+        ("lease keep-alive", async { s.lease_keep_alive(lease).await }.await),
+        ("watch", async { s.watch("").await.map(drop) }.await),
+    ];
+    for (op, result) in calls {
+        match result {
+            Err(NsError::Store(msg)) => assert!(msg.contains(&etcd.endpoint) && msg.contains(op), "{op}: {msg}"),
+            other => panic!("{op}: {other:?}"),
+        }
+    }
+    let t = Instant::now();
+    assert!(s.get("k").await.is_err());
+    assert!(t.elapsed() < bound, "took {:?}", t.elapsed());
+}
+
+/// Waits for `f` on a data-plane core, at most 10 s.
+async fn on_core<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    let within = Duration::from_secs(10);
+    match sigma_dataplane::timeout(within, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {within:?}"),
+    }
+}
+
+/// No tokio runtime here: the store is driven by a data-plane core, whose
+/// own timer bounds each wait.
+#[test]
+fn the_store_runs_on_a_data_plane_core() {
+    let etcd = EtcdServer::start();
+    let core = sigma_dataplane::Core::builder().build().expect("a data-plane core");
+    core.block_on(async {
+        let s = on_core("connect", EtcdStore::connect(&etcd.endpoints(), PREFIX))
+            .await
+            .unwrap();
+        let mut rx = on_core("watch", s.watch("")).await.unwrap();
+        let lease = on_core("lease grant", s.lease_grant(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(
+            on_core("txn", s.txn(&[absent("k")], &[put_leased("k", lease)])).await,
+            Ok(true)
+        );
+        assert_eq!(
+            on_core("watch event", rx.recv()).await,
+            Some(WatchEvent::Put("k".into()))
+        );
+        let got = on_core("get", s.get("k")).await.unwrap();
+        assert_eq!(got.map(|r| r.value), Some(Bytes::from_static(b"e")));
+        on_core("lease revoke", s.lease_revoke(lease)).await.unwrap();
+        assert_eq!(
+            on_core("watch event", rx.recv()).await,
+            Some(WatchEvent::Delete("k".into()))
+        );
+        drop(s);
+        assert_eq!(
+            on_core("watch close", rx.recv()).await,
+            None,
+            "the watch closes with the last clone of the store"
+        );
+    });
+}

@@ -1,0 +1,191 @@
+//! sigmad and sigmactl as a user runs them: real processes, a real socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Daemon {
+    /// Starts sigmad and waits for its "serving" log line (probing the
+    /// socket could reach a dying predecessor's listener).
+    fn start(data: &Path) -> Daemon {
+        let sock = data.join("sigmad.sock");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+            .arg("--data")
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // Built before waiting, so that a failed start still kills the child.
+        let daemon = Daemon { child, sock };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("sigmad serving the namespace") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        let started = Instant::now();
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("sigmad did not start within {:?}", started.elapsed()));
+        daemon
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sigmactl"))
+            .arg("--sock")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "sigmactl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn signal(&mut self, sig: libc::c_int) {
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sigmactl_drives_the_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.ok(&["realm", "create", "alpha"]);
+    assert_eq!(d.ok(&["realm", "ls"]), "alpha\nroot\n");
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "realm", "ls"])).unwrap();
+    assert_eq!(json, serde_json::json!(["alpha", "root"]));
+    d.ok(&["ns", "-r", "alpha", "mkdir", "/svc"]);
+    d.ok(&["ns", "-r", "alpha", "put", "/svc/cfg", "--data", "v1"]);
+    d.ok(&["ns", "-r", "alpha", "put", "/svc/cfg", "--data", "v2"]);
+    assert_eq!(d.ok(&["ns", "-r", "alpha", "cat", "/svc/cfg"]), "v2");
+    d.ok(&["ns", "-r", "alpha", "mv", "/svc/cfg", "/svc/cfg2"]);
+    let ls: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "ns", "-r", "alpha", "ls", "/svc"])).unwrap();
+    assert_eq!(ls[0]["name"], "cfg2");
+    assert_eq!(ls[0]["kind"], "file");
+    assert_eq!(ls[0]["len"], 2);
+    // Errors: clear, and the exit status tells usage from refusal.
+    let out = d.ctl(&["ns", "-r", "alpha", "cat", "/missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/missing: not found"));
+    let out = d.ctl(&["ns", "-r", "nosuch", "ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown realm"));
+    let out = d.ctl(&["ns", "-r", "alpha", "cat", "/a/../b"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = d.ctl(&["--json", "ns", "-r", "alpha", "rm", "/svc"]);
+    let err: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["error"], "not-empty");
+    // Realm isolation through the socket: beta sees none of alpha's names.
+    d.ok(&["realm", "create", "beta"]);
+    assert_eq!(d.ok(&["ns", "-r", "beta", "ls", "/"]), "");
+    assert_eq!(d.ctl(&["ns", "-r", "beta", "cat", "/svc/cfg2"]).status.code(), Some(1));
+}
+
+#[test]
+fn watch_returns_when_the_path_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.ok(&["realm", "create", "w"]);
+    let sock = d.sock.clone();
+    let watcher = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_sigmactl"))
+            .arg("--sock")
+            .arg(&sock)
+            .args(["ns", "-r", "w", "watch", "/ready", "--timeout", "10"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    d.ok(&["ns", "-r", "w", "put", "/ready", "--data", "go"]);
+    let out = watcher.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ready"));
+    let out = d.ctl(&["ns", "-r", "w", "watch", "/never", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_kill_9_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path());
+    d.ok(&["realm", "create", "k"]);
+    for i in 0..20 {
+        d.ok(&[
+            "ns",
+            "-r",
+            "k",
+            "put",
+            &format!("/f{i}"),
+            "--data",
+            &format!("value {i}"),
+        ]);
+    }
+    d.signal(libc::SIGKILL);
+    let _ = d.child.wait();
+    assert!(d.sock.exists(), "a killed sigmad leaves its socket behind");
+    let mut d = Daemon::start(dir.path());
+    // A second sigmad on the same directory is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another sigmad is running"));
+    for i in 0..20 {
+        assert_eq!(d.ok(&["ns", "-r", "k", "cat", &format!("/f{i}")]), format!("value {i}"));
+    }
+    d.signal(libc::SIGTERM);
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "sigmad exits 0 on SIGTERM: {status:?}");
+    assert!(!d.sock.exists(), "sigmad removes its socket on SIGTERM");
+    let out = Command::new(env!("CARGO_BIN_EXE_sigmactl"))
+        .arg("--sock")
+        .arg(&d.sock)
+        .args(["realm", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is sigmad running?"));
+}
+
+#[test]
+fn etcd_mode_is_refused_clearly_until_it_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--data")
+        .arg(dir.path())
+        .args(["--etcd", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("etcd back end"));
+}
