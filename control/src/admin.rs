@@ -1,15 +1,15 @@
 //! sigmad's admin API: the namespace protocol (`sigma_ep::ns`) served over
 //! σ RPC on a Unix socket, and the client `sigmactl` uses.
 //!
-//! The service runs on a data-plane core and calls the namespace directly
-//! (the embedded store is safe to use from any thread; its lease sweeper
-//! runs on the control thread). Requests on one connection are answered in
+//! The service runs on a data-plane core and calls the namespace directly:
+//! the embedded store is safe to use from any thread (its lease sweeper runs
+//! on the control thread), and the etcd store hands each request to its own
+//! tokio thread. Requests on one connection are answered in
 //! order, so a watch holds its connection until it ends or times out.
 
-use crate::ns::embedded::EmbeddedStore;
 use crate::ns::entry::{EntryKind, Stat};
 use crate::ns::service::{Namespace, Resolved};
-use crate::ns::{NsError, NsPath};
+use crate::ns::{NsError, NsPath, Store};
 use bytes::{Bytes, BytesMut};
 use sigma_dataplane::net::UnixStream;
 use sigma_dataplane::rpc::{Client, ClientConfig, Reply, Service, Status};
@@ -99,15 +99,15 @@ fn lease_of(l: u64) -> Option<u64> {
     (l != 0).then_some(l)
 }
 
-/// The admin service over a namespace.
+/// The admin service over a namespace on any store.
 #[derive(Debug)]
-pub struct AdminService {
-    ns: Namespace<EmbeddedStore>,
+pub struct AdminService<S: Store> {
+    ns: Namespace<S>,
 }
 
-impl AdminService {
+impl<S: Store> AdminService<S> {
     /// Serves `ns`.
-    pub fn new(ns: Namespace<EmbeddedStore>) -> AdminService {
+    pub fn new(ns: Namespace<S>) -> AdminService<S> {
         AdminService { ns }
     }
 
@@ -258,7 +258,7 @@ impl AdminService {
     }
 }
 
-impl Service for AdminService {
+impl<S: Store> Service for AdminService<S> {
     async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
         let req = match NsRequest::decode(method, request) {
             Ok(req) => req,

@@ -177,15 +177,66 @@ fn sigterm_stops_cleanly_and_kill_9_loses_nothing_acknowledged() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is sigmad running?"));
 }
 
+#[path = "../../control/tests/support/etcd.rs"]
+mod etcd;
+
 #[test]
-fn etcd_mode_is_refused_clearly_until_it_is_built() {
+fn sigmad_on_etcd_serves_the_same_namespace_and_fails_clearly_without_it() {
+    let mut server = etcd::EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sigmad.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--data")
+        .arg(dir.path())
+        .args(["--etcd", &server.endpoint])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let d = Daemon { child, sock };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sigmad serving the namespace") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(15))
+        .expect("sigmad --etcd did not start");
+    d.ok(&["realm", "create", "e"]);
+    d.ok(&["ns", "-r", "e", "put", "/k", "--data", "in etcd"]);
+    assert_eq!(d.ok(&["ns", "-r", "e", "cat", "/k"]), "in etcd");
+    assert!(d.ok(&["realm", "ls"]).contains("e\n"));
+    // etcd goes away: calls fail with a clear error within the store's deadline.
+    server.kill();
+    let started = Instant::now();
+    let out = d.ctl(&["ns", "-r", "e", "cat", "/k"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("etcd"), "the error names etcd: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn sigmad_refuses_an_unreachable_etcd_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sigmad"))
         .arg("--data")
         .arg(dir.path())
-        .args(["--etcd", "http://127.0.0.1:1"])
+        .args(["--etcd", "127.0.0.1:1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("etcd back end"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("connecting to etcd at 127.0.0.1:1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

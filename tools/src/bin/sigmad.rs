@@ -1,7 +1,8 @@
 //! sigmad: the per-machine σ daemon.
 //!
-//! Today it serves the realm namespace (named) on its admin Unix socket,
-//! on embedded defaults: a durable redb store under `--data`. The data-plane
+//! Today it serves the realm namespace (named) on its admin Unix socket:
+//! on embedded defaults a durable redb store under `--data`, or with
+//! `--etcd` an etcd cluster. The data-plane
 //! core answers requests; the control thread (a tokio current-thread
 //! runtime) sweeps ended leases. SIGTERM or SIGINT stops it cleanly: it
 //! stops accepting, removes its socket and exits 0.
@@ -10,7 +11,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use sigma_control::admin::AdminService;
 use sigma_control::ns::embedded::EmbeddedStore;
-use sigma_control::ns::Namespace;
+use sigma_control::ns::etcd::EtcdStore;
+use sigma_control::ns::{Namespace, Store};
 use sigma_dataplane::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::task::Poll;
@@ -25,9 +27,13 @@ struct Args {
     /// The admin socket (default: DATA/sigmad.sock).
     #[arg(long)]
     sock: Option<PathBuf>,
-    /// etcd endpoints (comma-separated) for a cluster's namespace.
+    /// etcd endpoints (comma-separated, `host:port` or `http://host:port`):
+    /// keep the namespace in that etcd cluster instead of the embedded store.
     #[arg(long, value_delimiter = ',')]
     etcd: Option<Vec<String>>,
+    /// Key prefix of σ's namespace in etcd.
+    #[arg(long, default_value = "/sigma/ns/")]
+    etcd_prefix: String,
     /// This machine's name, for `~local` in paths (default: the hostname).
     #[arg(long)]
     machine: Option<String>,
@@ -109,12 +115,6 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if let Some(endpoints) = &args.etcd {
-        bail!(
-            "the etcd back end of the namespace is not served by sigmad yet (asked for {}); run without --etcd for the embedded store",
-            endpoints.join(",")
-        );
-    }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
     let sock = args.sock.clone().unwrap_or_else(|| args.data.join("sigmad.sock"));
     let db = args.data.join("ns.redb");
@@ -124,27 +124,26 @@ fn main() -> anyhow::Result<()> {
     clear_stale_socket(&sock)?;
 
     // The control thread: a tokio current-thread runtime that owns the
-    // store's lease sweeper.
+    // embedded store's lease sweeper (idle with etcd, which expires leases itself).
     let (store_tx, store_rx) = std::sync::mpsc::channel();
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let db_path = db.clone();
+    let embedded = args.etcd.is_none();
     let control = std::thread::Builder::new()
         .name("sigma-control".into())
         .spawn(move || -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
-                let _ = store_tx.send(EmbeddedStore::open(&db_path));
+                if embedded {
+                    let _ = store_tx.send(EmbeddedStore::open(&db_path));
+                }
                 let _ = control_stopped.await;
             });
             Ok(())
         })?;
-    let store = store_rx
-        .recv()
-        .context("the control thread died")?
-        .with_context(|| format!("opening {}", db.display()))?;
 
     // The signal thread: turns SIGTERM/SIGINT into a message to the core.
-    let (mut stop_tx, mut stop_rx) = sigma_dataplane::channel::channel::<i32>(1);
+    let (mut stop_tx, stop_rx) = sigma_dataplane::channel::channel::<i32>(1);
     std::thread::Builder::new()
         .name("sigma-signals".into())
         .spawn(move || {
@@ -161,37 +160,21 @@ fn main() -> anyhow::Result<()> {
     let core = builder.build().context("starting the data-plane core")?;
     tracing::info!(backend = %core.backend(), reason = core.backend_reason(), "data-plane core started");
     let result = core.block_on(async {
-        let ns = Namespace::new(store, &machine).await.context("opening the namespace")?;
-        let service = std::rc::Rc::new(AdminService::new(ns));
-        let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
-        tracing::info!(sock = %sock.display(), store = %db.display(), machine, "sigmad serving the namespace");
-        let mut incoming = listener.incoming();
-        loop {
-            let next = std::future::poll_fn(|cx| {
-                if let Poll::Ready(sig) = std::pin::pin!(stop_rx.recv()).poll(cx) {
-                    return Poll::Ready(Err(sig));
-                }
-                let accepted = std::pin::pin!(incoming.next()).poll(cx);
-                accepted.map(Ok)
-            })
-            .await;
-            match next {
-                Ok(Ok(stream)) => {
-                    let service = service.clone();
-                    sigma_dataplane::spawn(async move {
-                        if let Err(e) = sigma_dataplane::rpc::serve(&stream, &*service).await {
-                            tracing::warn!(error = %e, "admin connection ended with an error");
-                        }
-                    });
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "accept failed"),
-                Err(sig) => {
-                    tracing::info!(
-                        signal = sig.unwrap_or(0),
-                        "stopping: no longer accepting, removing the socket"
-                    );
-                    return Ok::<(), anyhow::Error>(());
-                }
+        match &args.etcd {
+            None => {
+                let store = store_rx
+                    .recv()
+                    .context("the control thread died")?
+                    .with_context(|| format!("opening {}", db.display()))?;
+                let where_ = db.display().to_string();
+                serve(store, &machine, &sock, &where_, stop_rx).await
+            }
+            Some(endpoints) => {
+                let store = EtcdStore::connect(endpoints, &args.etcd_prefix)
+                    .await
+                    .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+                let where_ = format!("etcd {} under {}", endpoints.join(","), args.etcd_prefix);
+                serve(store, &machine, &sock, &where_, stop_rx).await
             }
         }
     });
@@ -201,3 +184,45 @@ fn main() -> anyhow::Result<()> {
 }
 
 use std::future::Future;
+
+/// Serves the namespace on `store` at `sock` until a stop signal arrives.
+async fn serve<S: Store + 'static>(
+    store: S,
+    machine: &str,
+    sock: &Path,
+    store_desc: &str,
+    mut stop_rx: sigma_dataplane::channel::Receiver<i32>,
+) -> anyhow::Result<()> {
+    let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
+    let service = std::rc::Rc::new(AdminService::new(ns));
+    let listener = UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
+    tracing::info!(sock = %sock.display(), store = store_desc, machine, "sigmad serving the namespace");
+    let mut incoming = listener.incoming();
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(sig) = std::pin::pin!(stop_rx.recv()).poll(cx) {
+                return Poll::Ready(Err(sig));
+            }
+            std::pin::pin!(incoming.next()).poll(cx).map(Ok)
+        })
+        .await;
+        match next {
+            Ok(Ok(stream)) => {
+                let service = service.clone();
+                sigma_dataplane::spawn(async move {
+                    if let Err(e) = sigma_dataplane::rpc::serve(&stream, &*service).await {
+                        tracing::warn!(error = %e, "admin connection ended with an error");
+                    }
+                });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+            Err(sig) => {
+                tracing::info!(
+                    signal = sig.unwrap_or(0),
+                    "stopping: no longer accepting, removing the socket"
+                );
+                return Ok(());
+            }
+        }
+    }
+}
