@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Installs what σ's build and tests need on a fresh Debian machine. Safe to
-# run again: it skips what is already there. Later issues add etcd-server
-# here.
+# run again: it skips what is already there.
 set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
-# protoc: sigmabench's build script generates the tonic peer of the rpc suite.
+# protoc: sigmabench's build script (the tonic peer) and the etcd-client crate.
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler libprotobuf-dev)
 # etcd: the etcd namespace store's tests start a throwaway etcd (control/tests/support/etcd.rs).
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server etcd-client)

@@ -2,8 +2,8 @@
 //!
 //! Per realm, a tree of directories, files (bounded bytes), mounts (a name
 //! for a σEP endpoint) and ephemeral entries tied to a lease. The tree lives
-//! in a [`Store`](store::Store) — the embedded durable store on one machine
-//! (`embedded`), etcd in a cluster (not built yet) — and [`Namespace`]
+//! in a [`Store`] — the embedded durable store on one machine
+//! (`embedded`), etcd in a cluster (`etcd`) — and [`Namespace`]
 //! implements the API on top of any store, binding every call to one realm.
 
 pub mod conformance;
