@@ -33,6 +33,50 @@ pub async fn run_all<S: Store>(ns: &Namespace<S>) {
     leases(ns).await;
     watches(ns).await;
     isolation(ns).await;
+    root_view(ns).await;
+}
+
+async fn root_view<S: Store>(ns: &Namespace<S>) {
+    let root = ns.realm(ROOT_REALM).await.unwrap();
+    let _ = root
+        .create("/c-shared", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await;
+    let _ = root.mount("/c-shared/db", b("tcp:shared"), None).await;
+    let _ = root
+        .create("/c-shared/motd", 0o644, EntryKind::File, b("hi"), None)
+        .await;
+    ns.create_realm("c-view").await.unwrap();
+    let r = ns.realm("c-view").await.unwrap();
+    // Every realm reads the root realm under /~root ...
+    assert_eq!(r.read("/~root/c-shared/motd").await.unwrap(), b("hi"));
+    let names: Vec<String> = r
+        .readdir("/~root/c-shared")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["db", "motd"]);
+    assert_eq!(
+        r.resolve("/~root/c-shared/db/x").await.unwrap().endpoint,
+        b("tcp:shared")
+    );
+    assert_eq!(r.stat("/~root/c-shared/motd").await.unwrap().len, 2);
+    // ... and changes nothing there.
+    let denied = |e: Result<_, NsError>| matches!(e, Err(NsError::Denied(_)));
+    assert!(denied(r.write("/~root/c-shared/motd", b("mine"), None).await.map(drop)));
+    assert!(denied(
+        r.create("/~root/c-shared/x", 0o644, EntryKind::File, Bytes::new(), None)
+            .await
+            .map(drop)
+    ));
+    assert!(denied(r.remove("/~root/c-shared/motd").await));
+    assert!(denied(r.rename("/~root/c-shared/motd", "/stolen").await));
+    assert!(denied(r.mount("/~root/c-shared/ep", b("x"), None).await.map(drop)));
+    assert_eq!(root.read("/c-shared/motd").await.unwrap(), b("hi"));
+    // A realm's own names never reach the root realm's by accident.
+    assert!(matches!(r.read("/c-shared/motd").await, Err(NsError::NotFound { .. })));
+    ns.remove_realm("c-view").await.unwrap();
 }
 
 async fn realms<S: Store>(ns: &Namespace<S>) {

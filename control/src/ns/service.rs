@@ -19,6 +19,9 @@ fn realm_key(realm: &str) -> String {
     format!("!realm/{realm}")
 }
 
+/// The path prefix under which every realm sees the root realm, read-only.
+pub const ROOT_VIEW: &str = "/~root";
+
 fn lease_key(lease: LeaseId) -> String {
     format!("!lease/{lease}")
 }
@@ -180,8 +183,38 @@ impl<S: Store> RealmNs<'_, S> {
         &self.ns.store
     }
 
+    /// Where a path points: this realm, or the root realm's tree for paths
+    /// under `/~root` (which every realm may read and none but root may change).
+    fn locate(&self, path: &str) -> Result<(&str, NsPath), NsError> {
+        if let Some(rest) = path.strip_prefix(ROOT_VIEW) {
+            if rest.is_empty() || rest.starts_with('/') {
+                let rest = if rest.is_empty() { "/" } else { rest };
+                return Ok((ROOT_REALM, NsPath::parse(rest)?));
+            }
+        }
+        Ok((&self.realm, NsPath::parse(path)?))
+    }
+
+    /// Refuses changes under `/~root`: the root realm is read-only from other realms.
+    fn check_writable(&self, path: &str) -> Result<(), NsError> {
+        let under_root = path
+            .strip_prefix(ROOT_VIEW)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if under_root {
+            return Err(NsError::Denied(format!(
+                "{path}: the root realm is read-only from realm {}",
+                self.realm
+            )));
+        }
+        Ok(())
+    }
+
     async fn load(&self, path: &NsPath) -> Result<(Entry, Record), NsError> {
-        match self.store().get(&key(&self.realm, path)).await? {
+        self.load_in(&self.realm, path).await
+    }
+
+    async fn load_in(&self, realm: &str, path: &NsPath) -> Result<(Entry, Record), NsError> {
+        match self.store().get(&key(realm, path)).await? {
             Some(record) => Ok((Entry::decode(&record.value)?, record)),
             None => Err(NsError::NotFound { path: path.to_string() }),
         }
@@ -197,6 +230,7 @@ impl<S: Store> RealmNs<'_, S> {
         data: Bytes,
         lease: Option<LeaseId>,
     ) -> Result<Stat, NsError> {
+        self.check_writable(path)?;
         let path = NsPath::parse(path)?;
         let Some(parent) = path.parent() else {
             return Err(NsError::Exists { path: path.to_string() });
@@ -254,15 +288,15 @@ impl<S: Store> RealmNs<'_, S> {
 
     /// What is known about an entry.
     pub async fn stat(&self, path: &str) -> Result<Stat, NsError> {
-        let path = NsPath::parse(path)?;
-        let (entry, record) = self.load(&path).await?;
+        let (realm, path) = self.locate(path)?;
+        let (entry, record) = self.load_in(realm, &path).await?;
         Ok(stat_of(&path, &entry, &record))
     }
 
     /// A file's contents (or a mount's endpoint).
     pub async fn read(&self, path: &str) -> Result<Bytes, NsError> {
-        let path = NsPath::parse(path)?;
-        let (entry, _) = self.load(&path).await?;
+        let (realm, path) = self.locate(path)?;
+        let (entry, _) = self.load_in(realm, &path).await?;
         if entry.kind == EntryKind::Dir {
             return Err(NsError::IsDir { path: path.to_string() });
         }
@@ -272,6 +306,7 @@ impl<S: Store> RealmNs<'_, S> {
     /// Replaces a file's contents; with `if_version`, only if the file is
     /// still at that version (compare-and-swap).
     pub async fn write(&self, path: &str, data: Bytes, if_version: Option<u64>) -> Result<Stat, NsError> {
+        self.check_writable(path)?;
         let path = NsPath::parse(path)?;
         if data.len() > FILE_BYTES_MAX {
             return Err(NsError::TooLarge {
@@ -310,12 +345,12 @@ impl<S: Store> RealmNs<'_, S> {
 
     /// The entries of a directory, sorted by name.
     pub async fn readdir(&self, path: &str) -> Result<Vec<Stat>, NsError> {
-        let path = NsPath::parse(path)?;
-        let (entry, _) = self.load(&path).await?;
+        let (realm, path) = self.locate(path)?;
+        let (entry, _) = self.load_in(realm, &path).await?;
         if entry.kind != EntryKind::Dir {
             return Err(NsError::NotDir { path: path.to_string() });
         }
-        let prefix = children_prefix(&self.realm, &path);
+        let prefix = children_prefix(realm, &path);
         let mut out = Vec::new();
         for (k, record) in self.store().scan(&prefix).await? {
             let name = &k[prefix.len()..];
@@ -348,6 +383,7 @@ impl<S: Store> RealmNs<'_, S> {
 
     /// Removes an entry (a directory only when empty).
     pub async fn remove(&self, path: &str) -> Result<(), NsError> {
+        self.check_writable(path)?;
         let path = NsPath::parse(path)?;
         if path.is_root() {
             return Err(NsError::Denied("the root directory cannot be removed".into()));
@@ -373,6 +409,8 @@ impl<S: Store> RealmNs<'_, S> {
     /// Renames atomically: the entry is at `from` or at `to`, never both or
     /// neither. `to` must not exist; a directory must be empty.
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), NsError> {
+        self.check_writable(from)?;
+        self.check_writable(to)?;
         let from = NsPath::parse(from)?;
         let to = NsPath::parse(to)?;
         if from.is_root() || to.is_root() || from.contains(&to) {
@@ -425,13 +463,27 @@ impl<S: Store> RealmNs<'_, S> {
     /// Finds the mount a path goes through. `~any` picks any mount in a
     /// directory of replicas, `~local` the one named after this machine.
     pub async fn resolve(&self, path: &str) -> Result<Resolved, NsError> {
-        let parsed = NsPath::parse_with(path, true)?;
+        let via_root = path
+            .strip_prefix(ROOT_VIEW)
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+        let (realm, view) = match via_root {
+            Some(rest) => (ROOT_REALM, if rest.is_empty() { "/" } else { rest }),
+            None => (self.realm.as_str(), path),
+        };
+        let in_view = |p: &NsPath| {
+            if via_root.is_some() {
+                format!("{ROOT_VIEW}{p}")
+            } else {
+                p.to_string()
+            }
+        };
+        let parsed = NsPath::parse_with(view, true)?;
         let mut at = NsPath::root();
         let components: Vec<String> = parsed.components().map(str::to_string).collect();
         for (i, component) in components.iter().enumerate() {
             let next = match component.as_str() {
                 ANY | LOCAL => {
-                    let replicas = self.readdir(at.as_str()).await?;
+                    let replicas = self.readdir(&in_view(&at)).await?;
                     let pick = if component == LOCAL {
                         replicas.iter().find(|s| s.name == self.ns.machine)
                     } else {
@@ -455,7 +507,7 @@ impl<S: Store> RealmNs<'_, S> {
                 }
                 name => at.join(name)?,
             };
-            let (entry, _) = self.load(&next).await?;
+            let (entry, _) = self.load_in(realm, &next).await?;
             match entry.kind {
                 EntryKind::Mount => {
                     return Ok(Resolved {
@@ -477,8 +529,8 @@ impl<S: Store> RealmNs<'_, S> {
     /// Waits until `path` exists (returns at once if it does). Runs on any
     /// executor; bound the wait with that executor's timeout.
     pub async fn open_watch(&self, path: &str) -> Result<Stat, NsError> {
-        let parsed = NsPath::parse(path)?;
-        let k = key(&self.realm, &parsed);
+        let (realm, parsed) = self.locate(path)?;
+        let k = key(realm, &parsed);
         let mut events = self.store().watch(&k).await?;
         let wait = async {
             loop {
@@ -505,14 +557,14 @@ impl<S: Store> RealmNs<'_, S> {
 
     /// Waits for the next change among a directory's entries.
     pub async fn watch_dir(&self, path: &str) -> Result<(), NsError> {
-        let parsed = NsPath::parse(path)?;
-        let (entry, _) = self.load(&parsed).await?;
+        let (realm, parsed) = self.locate(path)?;
+        let (entry, _) = self.load_in(realm, &parsed).await?;
         if entry.kind != EntryKind::Dir {
             return Err(NsError::NotDir {
                 path: parsed.to_string(),
             });
         }
-        let prefix = children_prefix(&self.realm, &parsed);
+        let prefix = children_prefix(realm, &parsed);
         let mut events = self.store().watch(&prefix).await?;
         loop {
             match events.recv().await {
@@ -529,8 +581,8 @@ impl<S: Store> RealmNs<'_, S> {
 
     /// Waits until `path` is gone (returns at once if it is).
     pub async fn watch_remove(&self, path: &str) -> Result<(), NsError> {
-        let parsed = NsPath::parse(path)?;
-        let k = key(&self.realm, &parsed);
+        let (realm, parsed) = self.locate(path)?;
+        let k = key(realm, &parsed);
         let mut events = self.store().watch(&k).await?;
         let wait = async {
             loop {
