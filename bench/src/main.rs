@@ -5,7 +5,7 @@
 //! `/work/shared/bench-schema.md` (plus a Markdown table, also printed to stdout at the end).
 //!
 //! ```text
-//! sigmabench run peers|rpc [--quick] [--json FILE] [--md FILE] [--systems a,b,c] [--cases x,y] [--rounds N]
+//! sigmabench run peers|rpc|ns [--quick] [--json FILE] [--md FILE] [--systems a,b,c] [--cases x,y] [--rounds N]
 //! sigmabench serve echo --system NAME --addr HOST:PORT [--core N]
 //! ```
 //!
@@ -22,6 +22,14 @@
 //!   completes: ops/s and percentiles). Systems: `sigma` (σ's RPC), `sigma-pingpong` (the raw σ
 //!   transport with no RPC layer: the floor) and `tonic` (gRPC over HTTP/2 on tokio).
 //!   `rpc_systems/` holds one file per system behind the `RpcSystem` trait.
+//! * `run ns` measures the realm namespace, sequential operations from one client on core 0:
+//!   `stat`, `read-4KiB`, `write-4KiB`, `create-remove` (create then remove an empty file: one
+//!   op) and `watch-notify` (time from a create of a watched path to the watcher's notification).
+//!   Systems: `sigma-embedded` (a real sigmad on embedded defaults, core pinned to 1, through its
+//!   admin Unix socket), `sigma-etcd` (the same through `sigmad --etcd`) and `etcd-raw` (the same
+//!   operations straight through etcd-client). sigmad is the one built beside sigmabench (or
+//!   `SIGMA_SIGMAD`); one throwaway etcd (Debian's `etcd`) serves the whole run.
+//!   `ns_systems/` holds one file per system behind the `NsSystem` trait.
 //! * `serve echo` runs one system's TCP echo server in the foreground until killed; it prints
 //!   `listening on ADDR` once it accepts connections (port 0 picks a free port, and ADDR shows
 //!   it). `run` uses it for the pipelined case.
@@ -30,9 +38,12 @@
 //! status is then 1; it never stops the suite. Progress goes to stderr.
 
 mod affinity;
+mod etcd_server;
 mod loadgen;
+mod ns_systems;
 mod report;
 mod rpc_systems;
+mod sigmad;
 mod suites;
 mod systems;
 
@@ -58,7 +69,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a benchmark suite (known: peers, rpc).
+    /// Run a benchmark suite (known: peers, rpc, ns).
     Run(RunArgs),
     /// Run one server in the foreground until killed.
     Serve {
@@ -69,7 +80,7 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Suite to run (known: peers, rpc).
+    /// Suite to run (known: peers, rpc, ns).
     suite: String,
     /// Fewer samples and one round: the whole suite in about 30 s on 2 cores.
     #[arg(long)]
@@ -86,7 +97,7 @@ struct RunArgs {
     /// Number of rounds (default: 1 with --quick, 3 otherwise).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
-    /// Only these cases (comma-separated), e.g. pingpong-64B,pipelined-64B or rpc-seq-64B.
+    /// Only these cases (comma-separated), e.g. pingpong-64B,pipelined-64B, rpc-seq-64B or stat,watch-notify.
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     cases: Option<Vec<String>>,
 }
@@ -163,6 +174,7 @@ fn select_systems<T: ?Sized>(
 enum Suite {
     Peers(Vec<Arc<dyn systems::System>>),
     Rpc(Vec<Arc<dyn rpc_systems::RpcSystem>>),
+    Ns(Vec<Arc<dyn ns_systems::NsSystem>>),
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
@@ -179,6 +191,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         "rpc" => Suite::Rpc(select_systems(
             rpc_systems::all().into_iter().map(Arc::from).collect(),
             |s: &(dyn rpc_systems::RpcSystem + 'static)| s.name(),
+            wanted,
+        )?),
+        "ns" => Suite::Ns(select_systems(
+            ns_systems::all().into_iter().map(Arc::from).collect(),
+            |s: &(dyn ns_systems::NsSystem + 'static)| s.name(),
             wanted,
         )?),
         _ => Suite::Peers(select_systems(
@@ -204,6 +221,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             cases: args.cases.clone(),
         })?,
         Suite::Rpc(systems) => suites::rpc::run(&suites::rpc::Options {
+            quick: args.quick,
+            rounds: args.rounds,
+            systems,
+            cases: args.cases.clone(),
+        })?,
+        Suite::Ns(systems) => suites::ns::run(&suites::ns::Options {
             quick: args.quick,
             rounds: args.rounds,
             systems,

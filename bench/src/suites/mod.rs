@@ -8,11 +8,12 @@ use anyhow::{anyhow, Result};
 
 use crate::systems::panic_message;
 
+pub mod ns;
 pub mod peers;
 pub mod rpc;
 
 /// Names of the suites `sigmabench run` knows.
-pub const KNOWN: &[&str] = &["peers", "rpc"];
+pub const KNOWN: &[&str] = &["peers", "rpc", "ns"];
 
 /// Runs `f` on its own thread and waits at most `deadline` for it.
 ///

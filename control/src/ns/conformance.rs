@@ -94,9 +94,17 @@ async fn realms<S: Store>(ns: &Namespace<S>) {
         realms.contains(&"c-realms".to_string()) && realms.contains(&ROOT_REALM.to_string()),
         "{realms:?}"
     );
-    assert!(matches!(ns.realm("c-nosuch").await, Err(NsError::UnknownRealm(_))));
+    let missing = ns.realm("c-nosuch").await.unwrap();
+    assert!(matches!(missing.stat("/").await, Err(NsError::UnknownRealm(_))));
+    assert!(matches!(
+        missing.create("/x", 0o644, EntryKind::File, Bytes::new(), None).await,
+        Err(NsError::UnknownRealm(_))
+    ));
+    assert!(matches!(missing.read("/x").await, Err(NsError::UnknownRealm(_))));
     ns.remove_realm("c-realms").await.unwrap();
-    assert!(matches!(ns.realm("c-realms").await, Err(NsError::UnknownRealm(_))));
+    let gone = ns.realm("c-realms").await.unwrap();
+    assert!(matches!(gone.readdir("/").await, Err(NsError::UnknownRealm(_))));
+    assert!(matches!(ns.realm("Bad!").await, Err(NsError::InvalidRealm(_))));
     assert!(matches!(ns.remove_realm(ROOT_REALM).await, Err(NsError::Denied(_))));
 }
 

@@ -142,12 +142,12 @@ impl<S: Store> Namespace<S> {
         Ok(())
     }
 
-    /// A handle bound to `realm`; fails if the realm does not exist.
+    /// A handle bound to `realm`. Whether the realm exists is checked by
+    /// the calls themselves (a realm's root directory is there exactly while
+    /// the realm is), so a handle costs no round trip to the store; calls
+    /// on a missing realm fail with `UnknownRealm`.
     pub async fn realm(&self, realm: &str) -> Result<RealmNs<'_, S>, NsError> {
         check_realm(realm)?;
-        if self.store.get(&realm_key(realm)).await?.is_none() {
-            return Err(NsError::UnknownRealm(realm.to_string()));
-        }
         Ok(RealmNs {
             ns: self,
             realm: realm.to_string(),
@@ -216,7 +216,16 @@ impl<S: Store> RealmNs<'_, S> {
     async fn load_in(&self, realm: &str, path: &NsPath) -> Result<(Entry, Record), NsError> {
         match self.store().get(&key(realm, path)).await? {
             Some(record) => Ok((Entry::decode(&record.value)?, record)),
-            None => Err(NsError::NotFound { path: path.to_string() }),
+            None => Err(self.not_found(realm, path).await),
+        }
+    }
+
+    /// `NotFound` for `path`, or `UnknownRealm` if the whole realm is gone.
+    async fn not_found(&self, realm: &str, path: &NsPath) -> NsError {
+        match self.store().get(&realm_key(realm)).await {
+            Ok(Some(_)) => NsError::NotFound { path: path.to_string() },
+            Ok(None) => NsError::UnknownRealm(realm.to_string()),
+            Err(e) => e,
         }
     }
 

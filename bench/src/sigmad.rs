@@ -1,0 +1,168 @@
+//! A real `sigmad` process for the `ns` suite: found next to the sigmabench executable (or at
+//! `SIGMA_SIGMAD`), started on a temporary data dir with its data-plane core pinned, ready once
+//! it logs "sigmad serving the namespace", killed (and its data removed) when the [`Sigmad`]
+//! drops.
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The line sigmad logs once its admin socket accepts requests.
+const READY_LINE: &str = "sigmad serving the namespace";
+/// How long sigmad may take to start serving (it takes about 50 ms on embedded defaults).
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Lines of sigmad's log kept for error messages (all of them go into a failed start's error).
+const LOG_TAIL_LINES: usize = 20;
+/// Lines of sigmad's log in the error of a run during which sigmad died (a panic message is there).
+const EXIT_LOG_LINES: usize = 5;
+
+/// The environment variable naming the sigmad binary to run.
+pub const SIGMAD_ENV: &str = "SIGMA_SIGMAD";
+
+/// The sigmad binary: `$SIGMA_SIGMAD`, else `sigmad` in the directory of the running sigmabench
+/// (both are built into the same target directory). An error says how to build it.
+pub fn binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(SIGMAD_ENV) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("{SIGMAD_ENV}={} is not a file", p.display());
+        }
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("finding the sigmabench executable")?;
+    let dir = exe.parent().context("the sigmabench executable has no directory")?;
+    let p = dir.join("sigmad");
+    if !p.is_file() {
+        bail!(
+            "sigmad not found at {} (sigmabench runs the one built beside it): run `cargo build --release -p sigma-tools` (or set {SIGMAD_ENV})",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// A running sigmad; killed, and its data dir removed, on drop.
+#[derive(Debug)]
+pub struct Sigmad {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    /// The last lines of its log.
+    tail: Arc<Mutex<VecDeque<String>>>,
+    /// Its admin socket.
+    pub sock: PathBuf,
+}
+
+impl Sigmad {
+    /// Starts `bin --data TMPDIR --cpu CPU EXTRA...` and waits until it serves the namespace.
+    pub fn start(bin: &Path, cpu: usize, extra: &[String]) -> Result<Sigmad> {
+        let dir = tempfile::Builder::new()
+            .prefix("sigmabench-sigmad-")
+            .tempdir()
+            .context("creating sigmad's data dir")?;
+        let sock = dir.path().join("sigmad.sock");
+        let mut child = Command::new(bin)
+            .arg("--data")
+            .arg(dir.path())
+            .arg("--cpu")
+            .arg(cpu.to_string())
+            .args(extra)
+            // The ready line is logged at info.
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stderr = child.stderr.take().context("sigmad's stderr")?;
+        // Built before waiting, so that a failed start still kills the child.
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut daemon = Sigmad {
+            child: Some(child),
+            _dir: dir,
+            tail: tail.clone(),
+            sock,
+        };
+        let (tx, rx) = mpsc::channel();
+        {
+            let tail = tail.clone();
+            // Reads sigmad's log to its end (so that a chatty sigmad never blocks on a full pipe),
+            // keeping the last lines.
+            std::thread::Builder::new()
+                .name("sigmad-log".into())
+                .spawn(move || {
+                    let mut tx = Some(tx);
+                    for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                        if line.contains(READY_LINE) {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                        if t.len() == LOG_TAIL_LINES {
+                            t.pop_front();
+                        }
+                        t.push_back(line);
+                    }
+                })
+                .context("spawning the sigmad log reader")?;
+        }
+        let started = Instant::now();
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(()) => Ok(daemon),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = daemon.child.as_mut().map(|c| c.wait());
+                let status = match status {
+                    Some(Ok(s)) => s.to_string(),
+                    _ => "unknown status".to_string(),
+                };
+                bail!(
+                    "sigmad exited ({status}) before serving, after {:.1} s; its log:\n{}",
+                    started.elapsed().as_secs_f64(),
+                    daemon.log_tail(LOG_TAIL_LINES)
+                )
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                daemon.kill();
+                bail!(
+                    "sigmad did not log \"{READY_LINE}\" within {READY_TIMEOUT:?}; its log:\n{}",
+                    daemon.log_tail(LOG_TAIL_LINES)
+                )
+            }
+        }
+    }
+
+    /// The last `n` lines sigmad logged.
+    fn log_tail(&self, n: usize) -> String {
+        let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let skip = t.len().saturating_sub(n);
+        t.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// If sigmad has exited (it should not, before it is killed): its status and last log lines.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        Some(format!(
+            "sigmad exited ({status}); its last log lines:\n{}",
+            self.log_tail(EXIT_LOG_LINES)
+        ))
+    }
+
+    /// Kills sigmad now (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Sigmad {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
