@@ -152,6 +152,34 @@ struct Conn {
     timeout: Duration,
 }
 
+/// Which failures a request may retry.
+#[derive(Clone, Copy)]
+enum Retry {
+    /// Reads: any `Unavailable` (connection refused, leader changed, no leader).
+    Idempotent,
+    /// Writes: only failures that prove the request did not reach etcd's
+    /// raft log (no connection, no leader).
+    NotSent,
+}
+
+impl Retry {
+    fn allows(self, e: &etcd::Error) -> bool {
+        let etcd::Error::GRpcStatus(s) = e else { return false };
+        if s.code() as i32 != 14
+        /* UNAVAILABLE */
+        {
+            return false;
+        }
+        match self {
+            Retry::Idempotent => true,
+            Retry::NotSent => {
+                let m = s.message();
+                m.contains("connect error") || m.contains("no leader")
+            }
+        }
+    }
+}
+
 /// Why one etcd request failed.
 enum Failure {
     Etcd(etcd::Error),
@@ -264,10 +292,13 @@ impl Conn {
         } else {
             prefix.as_bytes().to_vec()
         };
-        let mut kv = conn.kv.clone();
-        conn.call(kv.get(probe, Some(etcd::GetOptions::new().with_keys_only())))
-            .await
-            .map_err(|f| conn.error("connect", &prefix, f))?;
+        let kv = conn.kv.clone();
+        conn.call(Retry::Idempotent, || {
+            let (mut kv, probe) = (kv.clone(), probe.clone());
+            async move { kv.get(probe, Some(etcd::GetOptions::new().with_keys_only())).await }
+        })
+        .await
+        .map_err(|f| conn.error("connect", &prefix, f))?;
         Ok(conn)
     }
 
@@ -278,11 +309,25 @@ impl Conn {
         k
     }
 
-    /// Runs one request under the deadline.
-    async fn call<T>(&self, request: impl Future<Output = Result<T, etcd::Error>>) -> Result<T, Failure> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(r) => r.map_err(Failure::Etcd),
-            Err(_) => Err(Failure::Timeout),
+    /// Runs one request under the deadline, retrying (with a short backoff,
+    /// within the same deadline) failures that `retry` allows.
+    async fn call<T, F>(&self, retry: Retry, mut request: impl FnMut() -> F) -> Result<T, Failure>
+    where
+        F: Future<Output = Result<T, etcd::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            match tokio::time::timeout_at(deadline, request()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if retry.allows(&e) && tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::debug!(endpoints = %self.endpoints, error = %e, "etcd: retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Ok(Err(e)) => return Err(Failure::Etcd(e)),
+                Err(_) => return Err(Failure::Timeout),
+            }
         }
     }
 
@@ -301,9 +346,12 @@ impl Conn {
     }
 
     async fn get(self, key: String) -> Result<Option<Record>, NsError> {
-        let mut kv = self.kv.clone();
+        let kv = self.kv.clone();
         let mut resp = self
-            .call(kv.get(self.full_key(&key), None))
+            .call(Retry::Idempotent, || {
+                let (mut kv, k) = (kv.clone(), self.full_key(&key));
+                async move { kv.get(k, None).await }
+            })
             .await
             .map_err(|f| self.error("get", &key, f))?;
         match resp.take_kvs().into_iter().next() {
@@ -315,7 +363,7 @@ impl Conn {
     }
 
     async fn scan(self, prefix: String) -> Result<Vec<(String, Record)>, NsError> {
-        let mut kv = self.kv.clone();
+        let kv = self.kv.clone();
         let start = self.full_key(&prefix);
         let end = prefix_end(&start);
         let mut from = if start.is_empty() { vec![0] } else { start };
@@ -329,7 +377,10 @@ impl Conn {
                 options = options.with_revision(revision);
             }
             let mut resp = self
-                .call(kv.get(from.clone(), Some(options)))
+                .call(Retry::Idempotent, || {
+                    let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+                    async move { kv.get(from, Some(options)).await }
+                })
                 .await
                 .map_err(|f| self.error("scan", &prefix, f))?;
             if revision == 0 {
@@ -365,8 +416,14 @@ impl Conn {
 
     /// Runs a Txn that [`Store::txn`] built (each key once, within the bounds).
     async fn txn(self, request: etcd::Txn, first_key: String, leases: Vec<LeaseId>) -> Result<bool, NsError> {
-        let mut kv = self.kv.clone();
-        match self.call(kv.txn(request)).await {
+        let kv = self.kv.clone();
+        match self
+            .call(Retry::NotSent, || {
+                let (mut kv, request) = (kv.clone(), request.clone());
+                async move { kv.txn(request).await }
+            })
+            .await
+        {
             Ok(resp) => Ok(resp.succeeded()),
             // etcd does not say which lease; with one (the usual case) it is that one.
             Err(f) if lease_not_found(&f) && !leases.is_empty() => Err(NsError::LeaseExpired(leases[0])),
@@ -375,23 +432,26 @@ impl Conn {
     }
 
     async fn watch(self, prefix: String) -> Result<WatchReceiver, NsError> {
-        let mut client = self.watch.clone();
+        let client = self.watch.clone();
         let options = etcd::WatchOptions::new().with_prefix().with_fragment();
         let key = self.full_key(&prefix);
         // Wait for etcd to confirm the watch, so every change after `watch`
         // returns is reported.
         let stream = self
-            .call(async move {
-                let mut stream = client.watch(key, Some(options)).await?;
-                match stream.message().await? {
-                    Some(r) if r.created() && !r.canceled() => Ok(stream),
-                    Some(r) => Err(etcd::Error::WatchError(format!(
-                        "watch not created: {}",
-                        r.cancel_reason()
-                    ))),
-                    None => Err(etcd::Error::WatchError(
-                        "watch stream ended before the watch was created".into(),
-                    )),
+            .call(Retry::Idempotent, || {
+                let (mut client, key, options) = (client.clone(), key.clone(), options.clone());
+                async move {
+                    let mut stream = client.watch(key, Some(options)).await?;
+                    match stream.message().await? {
+                        Some(r) if r.created() && !r.canceled() => Ok(stream),
+                        Some(r) => Err(etcd::Error::WatchError(format!(
+                            "watch not created: {}",
+                            r.cancel_reason()
+                        ))),
+                        None => Err(etcd::Error::WatchError(
+                            "watch stream ended before the watch was created".into(),
+                        )),
+                    }
                 }
             })
             .await
@@ -402,10 +462,13 @@ impl Conn {
     }
 
     async fn lease_grant(self, secs: i64) -> Result<LeaseId, NsError> {
-        let mut lease = self.lease.clone();
+        let lease = self.lease.clone();
         let what = format!("ttl {secs}s");
         let resp = self
-            .call(lease.grant(secs, None))
+            .call(Retry::NotSent, || {
+                let mut lease = lease.clone();
+                async move { lease.grant(secs, None).await }
+            })
             .await
             .map_err(|f| self.error("lease grant", &what, f))?;
         if !resp.error().is_empty() {
@@ -418,13 +481,16 @@ impl Conn {
     }
 
     async fn lease_keep_alive(self, lease: LeaseId, id: i64) -> Result<(), NsError> {
-        let mut client = self.lease.clone();
+        let client = self.lease.clone();
         // One request on a keep-alive stream: etcd-client reads the first
         // answer and reports TTL <= 0 (the lease is gone) as "lease not found".
         let result = self
-            .call(async move {
-                let (_keeper, _responses) = client.keep_alive(id).await?;
-                Ok(())
+            .call(Retry::Idempotent, || {
+                let mut client = client.clone();
+                async move {
+                    let (_keeper, _responses) = client.keep_alive(id).await?;
+                    Ok(())
+                }
             })
             .await;
         match result {
@@ -435,8 +501,14 @@ impl Conn {
     }
 
     async fn lease_revoke(self, lease: LeaseId, id: i64) -> Result<(), NsError> {
-        let mut client = self.lease.clone();
-        match self.call(client.revoke(id)).await {
+        let client = self.lease.clone();
+        match self
+            .call(Retry::Idempotent, || {
+                let mut client = client.clone();
+                async move { client.revoke(id).await }
+            })
+            .await
+        {
             Ok(_) => Ok(()),
             Err(f) if lease_not_found(&f) => Err(NsError::LeaseExpired(lease)),
             Err(f) => Err(self.error("lease revoke", &lease.to_string(), f)),

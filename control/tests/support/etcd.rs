@@ -8,7 +8,7 @@
 #![allow(dead_code)] // Each test file uses its own part of this.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,7 +28,8 @@ pub struct EtcdServer {
     pub endpoint: String,
 }
 
-fn etcd_bin() -> String {
+/// The etcd binary tests run (`SIGMA_ETCD_BIN`, else `etcd`).
+pub fn etcd_bin() -> String {
     std::env::var("SIGMA_ETCD_BIN").unwrap_or_else(|_| "etcd".to_string())
 }
 
@@ -42,38 +43,50 @@ fn free_port() -> u16 {
 }
 
 fn healthy(client_port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], client_port).into(), Duration::from_millis(200))
-    else {
-        return false;
-    };
+    healthy_at(([127, 0, 0, 1], client_port).into())
+}
+
+/// The body of an HTTP/1.0 `GET path` to `addr` (etcd's client URL serves
+/// `/health` and `/metrics`), or `None` if there is no answer within about a second.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return false;
-    }
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
     let mut reply = Vec::new();
-    let _ = s.take(64 * 1024).read_to_end(&mut reply);
-    let reply = String::from_utf8_lossy(&reply);
-    reply.contains("\"health\":\"true\"")
+    let _ = s.take(4 << 20).read_to_end(&mut reply);
+    Some(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// Whether the etcd whose client URL is at `addr` reports itself healthy
+/// (a member of a cluster with a leader).
+pub fn healthy_at(addr: SocketAddr) -> bool {
+    http_get(addr, "/health").is_some_and(|reply| reply.contains("\"health\":\"true\""))
+}
+
+/// Panics, saying how to get it, unless the etcd binary runs.
+pub fn require_etcd() {
+    match Command::new(etcd_bin())
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{}` not found: the etcd tests need a real etcd; run scripts/setup.sh (installs Debian's etcd-server)",
+            etcd_bin()
+        ),
+        Err(e) => panic!("cannot run `{} --version`: {e}", etcd_bin()),
+    }
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until it reports healthy. Panics (failing the
     /// test) if the binary is missing or etcd does not come up in time.
     pub fn start() -> EtcdServer {
-        match Command::new(etcd_bin())
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "`{}` not found: the etcd tests need a real etcd; run scripts/setup.sh (installs Debian's etcd-server)",
-                etcd_bin()
-            ),
-            Err(e) => panic!("cannot run `{} --version`: {e}", etcd_bin()),
-        }
+        require_etcd();
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             match EtcdServer::try_start() {
