@@ -199,9 +199,10 @@ impl Inner {
         });
     }
 
-    fn apply(&self, compares: &[Compare], changes: &[Change]) -> Result<bool, NsError> {
+    fn apply(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {
         let txn = self.db.begin_write().map_err(|e| store_err("begin")(e.into()))?;
         let mut events = Vec::with_capacity(changes.len());
+        let revision;
         {
             let mut table = txn.open_table(KV).map_err(|e| store_err("open table")(e.into()))?;
             for compare in compares {
@@ -214,11 +215,11 @@ impl Inner {
                     None => None,
                 };
                 if have != want {
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
             let mut meta = txn.open_table(META).map_err(|e| store_err("open table")(e.into()))?;
-            let revision = meta
+            revision = meta
                 .get(REVISION)
                 .map_err(|e| store_err("get")(e.into()))?
                 .map_or(0, |v| v.value())
@@ -258,7 +259,7 @@ impl Inner {
         }
         txn.commit().map_err(|e| store_err("commit")(e.into()))?;
         self.notify(events);
-        Ok(true)
+        Ok(Some(revision))
     }
 }
 
@@ -304,7 +305,7 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
-    async fn txn(&self, compares: &[Compare], changes: &[Change]) -> Result<bool, NsError> {
+    async fn txn_revision(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {
         self.inner.expire_leases()?;
         self.inner.apply(compares, changes)
     }

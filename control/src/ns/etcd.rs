@@ -415,7 +415,7 @@ impl Conn {
     }
 
     /// Runs a Txn that [`Store::txn`] built (each key once, within the bounds).
-    async fn txn(self, request: etcd::Txn, first_key: String, leases: Vec<LeaseId>) -> Result<bool, NsError> {
+    async fn txn(self, request: etcd::Txn, first_key: String, leases: Vec<LeaseId>) -> Result<Option<u64>, NsError> {
         let kv = self.kv.clone();
         match self
             .call(Retry::NotSent, || {
@@ -424,7 +424,14 @@ impl Conn {
             })
             .await
         {
-            Ok(resp) => Ok(resp.succeeded()),
+            Ok(resp) if resp.succeeded() => {
+                let revision = resp.header().map_or(0, |h| h.revision());
+                match u64::try_from(revision) {
+                    Ok(r) if r > 0 => Ok(Some(r)),
+                    _ => Err(self.bad("txn", &first_key, "a response without a revision")),
+                }
+            }
+            Ok(_) => Ok(None),
             // etcd does not say which lease; with one (the usual case) it is that one.
             Err(f) if lease_not_found(&f) && !leases.is_empty() => Err(NsError::LeaseExpired(leases[0])),
             Err(f) => Err(self.error("txn", &first_key, f)),
@@ -525,7 +532,7 @@ impl Store for EtcdStore {
         self.runtime.run(self.conn.clone().scan(prefix.to_string())).await
     }
 
-    async fn txn(&self, compares: &[Compare], changes: &[Change]) -> Result<bool, NsError> {
+    async fn txn_revision(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {
         // etcd refuses a key twice in one Txn; the last change of a key decides its end state.
         let last: HashMap<&str, usize> = changes.iter().enumerate().map(|(i, c)| (change_key(c), i)).collect();
         let changes: Vec<&Change> = changes
@@ -562,7 +569,7 @@ impl Store for EtcdStore {
                 Compare::Version(k, v) => match i64::try_from(*v) {
                     Ok(v) => etcd::Compare::mod_revision(conn.full_key(k), etcd::CompareOp::Equal, v),
                     // No etcd revision is that large: the compare cannot hold.
-                    Err(_) => return Ok(false),
+                    Err(_) => return Ok(None),
                 },
             });
         }

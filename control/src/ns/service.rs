@@ -162,13 +162,13 @@ pub struct RealmNs<'a, S: Store> {
     realm: String,
 }
 
-fn stat_of(path: &NsPath, entry: &Entry, record: &Record) -> Stat {
+fn stat_of(path: &NsPath, entry: &Entry, version: u64) -> Stat {
     Stat {
         name: path.name().to_string(),
         kind: entry.kind,
         perm: entry.perm,
         len: entry.data.len() as u64,
-        version: record.version,
+        version,
         lease: entry.lease,
     }
 }
@@ -270,9 +270,9 @@ impl<S: Store> RealmNs<'_, S> {
             lease,
         };
         let k = key(&self.realm, &path);
-        let ok = self
+        let revision = self
             .store()
-            .txn(
+            .txn_revision(
                 // The parent must still be the directory we saw: a concurrent
                 // remove of the parent must not leave an orphan.
                 &[
@@ -286,20 +286,20 @@ impl<S: Store> RealmNs<'_, S> {
                 }],
             )
             .await?;
-        if !ok {
+        let Some(version) = revision else {
             return match self.store().get(&key(&self.realm, &path)).await? {
                 Some(_) => Err(NsError::Exists { path: path.to_string() }),
                 None => Err(NsError::Conflict { path: path.to_string() }),
             };
-        }
-        self.stat(path.as_str()).await
+        };
+        Ok(stat_of(&path, &entry, version))
     }
 
     /// What is known about an entry.
     pub async fn stat(&self, path: &str) -> Result<Stat, NsError> {
         let (realm, path) = self.locate(path)?;
         let (entry, record) = self.load_in(realm, &path).await?;
-        Ok(stat_of(&path, &entry, &record))
+        Ok(stat_of(&path, &entry, record.version))
     }
 
     /// A file's contents (or a mount's endpoint).
@@ -335,9 +335,9 @@ impl<S: Store> RealmNs<'_, S> {
         }
         entry.data = data;
         let k = key(&self.realm, &path);
-        let ok = self
+        let revision = self
             .store()
-            .txn(
+            .txn_revision(
                 &[Compare::Version(k.clone(), record.version)],
                 &[Change::Put {
                     key: k,
@@ -346,10 +346,10 @@ impl<S: Store> RealmNs<'_, S> {
                 }],
             )
             .await?;
-        if !ok {
+        let Some(version) = revision else {
             return Err(NsError::Conflict { path: path.to_string() });
-        }
-        self.stat(path.as_str()).await
+        };
+        Ok(stat_of(&path, &entry, version))
     }
 
     /// The entries of a directory, sorted by name.

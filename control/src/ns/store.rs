@@ -72,8 +72,15 @@ pub trait Store {
     async fn get(&self, key: &str) -> Result<Option<Record>, NsError>;
     /// Every key starting with `prefix`, in order, with its record.
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, NsError>;
+    /// Applies `changes` atomically if every comparison holds. Returns the
+    /// store's revision after the transaction — the version every key it put
+    /// now has — or `None` if a comparison did not hold.
+    async fn txn_revision(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError>;
+
     /// Applies `changes` atomically if every comparison holds; `Ok(false)` if one did not.
-    async fn txn(&self, compares: &[Compare], changes: &[Change]) -> Result<bool, NsError>;
+    async fn txn(&self, compares: &[Compare], changes: &[Change]) -> Result<bool, NsError> {
+        Ok(self.txn_revision(compares, changes).await?.is_some())
+    }
     /// Events for keys starting with `prefix`, from now on.
     async fn watch(&self, prefix: &str) -> Result<WatchReceiver, NsError>;
     /// A new lease that ends `ttl` after its last keep-alive.
