@@ -387,10 +387,22 @@ impl Uring {
                 state.in_flight -= 1;
             }
             Slot::Multi(multi) => {
-                assert!(
-                    multi.queue.len() < limits::MULTISHOT_QUEUE_MAX,
-                    "multishot completion queue over its limit"
-                );
+                // A receive holds one provided buffer per queued completion, so
+                // the buffer ring bounds its queue. An accept has no such bound:
+                // past the limit (a consumer that stopped accepting under a
+                // flood) new connections are closed rather than queued, and
+                // the final completion always gets its place.
+                if multi.queue.len() >= limits::MULTISHOT_QUEUE_MAX && more {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        debug_assert!(false, "a receive queued more completions than the ring has buffers");
+                        state.orphan_buffers.push(bid);
+                    } else if res >= 0 {
+                        // SAFETY: a non-negative accept result is a new fd nobody else owns.
+                        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(res) });
+                    }
+                    tracing::warn!(slot = index, "multishot completions not consumed; dropping one");
+                    return;
+                }
                 multi.queue.push_back((res, flags));
                 if !more {
                     multi.done = true;
