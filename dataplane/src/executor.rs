@@ -75,7 +75,6 @@ pub(crate) struct Executor {
     lc: RefCell<VecDeque<u32>>,
     be: RefCell<VecDeque<u32>>,
     pub(crate) main_scheduled: Cell<bool>,
-    live: Cell<usize>,
     be_quantum: Duration,
     be_slice_start: Cell<Option<Instant>>,
     current_class: Cell<Class>,
@@ -90,7 +89,6 @@ impl Executor {
             lc: RefCell::new(VecDeque::with_capacity(64)),
             be: RefCell::new(VecDeque::with_capacity(64)),
             main_scheduled: Cell::new(true),
-            live: Cell::new(0),
             be_quantum,
             be_slice_start: Cell::new(None),
             current_class: Cell::new(Class::Lc),
@@ -148,7 +146,6 @@ impl Executor {
             generation,
             scheduled: false,
         });
-        self.live.set(self.live.get() + 1);
         self.schedule(slot, generation);
     }
 
@@ -192,7 +189,6 @@ impl Executor {
         if done {
             slots[slot as usize] = None;
             self.free.borrow_mut().push(slot);
-            self.live.set(self.live.get() - 1);
             drop(slots);
             // Dropping the future may run destructors that wake or spawn.
             drop(future);
@@ -238,7 +234,6 @@ impl Executor {
         self.be.borrow_mut().clear();
         self.free.borrow_mut().clear();
         self.generations.borrow_mut().clear();
-        self.live.set(0);
         drop(tasks);
     }
 }

@@ -137,11 +137,13 @@ thread_local! {
 ///
 /// When this thread is not running a σ data-plane core.
 pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> R {
-    let local = LOCAL.with(|l| l.borrow().clone());
-    match local {
-        Some(local) => f(&local),
+    // A shared borrow for the duration of `f`: nested calls (wakes, ops)
+    // borrow again, and nothing replaces the core until block_on returns,
+    // so no Rc clone is needed on this hot path.
+    LOCAL.with(|l| match &*l.borrow() {
+        Some(local) => f(local),
         None => panic!("not on a σ data-plane core: call this inside Core::block_on"),
-    }
+    })
 }
 
 /// This thread's core, if it runs one.

@@ -7,7 +7,7 @@ use crate::net::Gather;
 use bytes::{BufMut, Bytes, BytesMut};
 use sigma_ep::limits::{FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, METHOD_ID_MAX};
 use sigma_ep::{Header, Kind, StatusCode};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -57,7 +57,6 @@ struct Inner<T> {
     headers: RefCell<BytesMut>,
     writer: RefCell<Option<Waker>>,
     closed: RefCell<Option<Status>>,
-    tasks_running: Cell<u8>,
 }
 
 /// An RPC client on one connection. Dropping it closes the connection.
@@ -99,7 +98,6 @@ impl<T: Transport + 'static> Client<T> {
             headers: RefCell::new(BytesMut::with_capacity(64 * FRAME_HEADER_BYTES)),
             writer: RefCell::new(None),
             closed: RefCell::new(None),
-            tasks_running: Cell::new(2),
         });
         crate::spawn(reader_task(inner.clone()));
         crate::spawn(writer_task(inner.clone()));
@@ -383,7 +381,6 @@ async fn reader_task<T: Transport>(inner: Rc<Inner<T>>) {
         tracing::warn!(%status, "RPC client connection closed");
         inner.close(status);
     }
-    inner.tasks_running.set(inner.tasks_running.get() - 1);
 }
 
 async fn writer_task<T: Transport>(inner: Rc<Inner<T>>) {
@@ -416,5 +413,4 @@ async fn writer_task<T: Transport>(inner: Rc<Inner<T>>) {
             break;
         }
     }
-    inner.tasks_running.set(inner.tasks_running.get() - 1);
 }
