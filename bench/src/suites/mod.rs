@@ -43,6 +43,29 @@ where
     }
 }
 
+/// The cases a run asks for, in the suite's order: all of them, or those
+/// named in `wanted`. An unknown name is an error listing the known ones.
+pub fn select_cases<C: Copy>(
+    all: &[C],
+    name: impl Fn(&C) -> &'static str,
+    wanted: Option<&[String]>,
+) -> Result<Vec<C>> {
+    let Some(wanted) = wanted else {
+        return Ok(all.to_vec());
+    };
+    for w in wanted {
+        if !all.iter().any(|c| name(c) == w) {
+            let known: Vec<&str> = all.iter().map(&name).collect();
+            anyhow::bail!("unknown case '{w}'; known cases: {}", known.join(", "));
+        }
+    }
+    Ok(all
+        .iter()
+        .filter(|c| wanted.iter().any(|w| w == name(c)))
+        .copied()
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

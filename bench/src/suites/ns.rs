@@ -103,11 +103,6 @@ const CASES: [Case; 5] = [
     },
 ];
 
-/// Names of the suite's cases, in report order.
-pub fn case_names() -> Vec<&'static str> {
-    CASES.iter().map(|c| c.name).collect()
-}
-
 /// Rounds and time budgets of one mode.
 #[derive(Debug, Clone, Copy)]
 struct Params {
@@ -215,18 +210,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     if nsys == 0 {
         bail!("no systems to run");
     }
-    if let Some(wanted) = &opts.cases {
-        for w in wanted {
-            if !CASES.iter().any(|c| c.name == w) {
-                bail!("unknown case '{w}'; known cases: {}", case_names().join(", "));
-            }
-        }
-    }
-    let cases: Vec<Case> = CASES
-        .iter()
-        .filter(|c| opts.cases.as_ref().is_none_or(|w| w.iter().any(|n| n == c.name)))
-        .copied()
-        .collect();
+    let cases = super::select_cases(&CASES, |c| c.name, opts.cases.as_deref())?;
     let cores = crate::affinity::available_cores().max(1);
     let server_core = SERVER_CORE.min(cores - 1);
     let env = environment(&opts.systems, server_core);

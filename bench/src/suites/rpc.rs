@@ -69,11 +69,6 @@ const CASES: [Case; 2] = [
     },
 ];
 
-/// Names of the suite's cases, in report order.
-pub fn case_names() -> Vec<&'static str> {
-    CASES.iter().map(|c| c.name).collect()
-}
-
 /// Call counts and durations of one mode.
 #[derive(Debug, Clone, Copy)]
 struct Params {
@@ -155,18 +150,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     if nsys == 0 {
         bail!("no systems to run");
     }
-    if let Some(wanted) = &opts.cases {
-        for w in wanted {
-            if !CASES.iter().any(|c| c.name == w) {
-                bail!("unknown case '{w}'; known cases: {}", case_names().join(", "));
-            }
-        }
-    }
-    let cases: Vec<Case> = CASES
-        .iter()
-        .filter(|c| opts.cases.as_ref().is_none_or(|w| w.iter().any(|n| n == c.name)))
-        .copied()
-        .collect();
+    let cases = super::select_cases(&CASES, |c| c.name, opts.cases.as_deref())?;
     let mut accs: Vec<Vec<Acc>> = cases.iter().map(|_| (0..nsys).map(|_| Acc::new()).collect()).collect();
     let total = p.rounds as usize * cases.len() * nsys;
     let width = total.to_string().len();
