@@ -27,6 +27,7 @@ fn b(s: &'static str) -> Bytes {
 /// namespace serves them all. Panics (test failure) on the first violation.
 pub async fn run_all<S: Store>(ns: &Namespace<S>) {
     realms(ns).await;
+    big_realm(ns).await;
     tree(ns).await;
     rename_and_cas(ns).await;
     resolve(ns).await;
@@ -77,6 +78,35 @@ async fn root_view<S: Store>(ns: &Namespace<S>) {
     // A realm's own names never reach the root realm's by accident.
     assert!(matches!(r.read("/c-shared/motd").await, Err(NsError::NotFound { .. })));
     ns.remove_realm("c-view").await.unwrap();
+}
+
+/// More entries than one etcd transaction may name (128): removing the
+/// realm still takes them all, and leaves a realm whose name extends it alone.
+async fn big_realm<S: Store>(ns: &Namespace<S>) {
+    ns.create_realm("c-big").await.unwrap();
+    ns.create_realm("c-big2").await.unwrap();
+    let r = ns.realm("c-big").await.unwrap();
+    r.create("/d", 0o755, EntryKind::Dir, Bytes::new(), None).await.unwrap();
+    for i in 0..300 {
+        r.create(&format!("/d/f{i}"), 0o644, EntryKind::File, b("x"), None)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(r.remove("/d").await, Err(NsError::NotEmpty { .. })));
+    let other = ns.realm("c-big2").await.unwrap();
+    other
+        .create("/keep", 0o644, EntryKind::File, b("kept"), None)
+        .await
+        .unwrap();
+    ns.remove_realm("c-big").await.unwrap();
+    assert!(matches!(r.stat("/d/f7").await, Err(NsError::UnknownRealm(_))));
+    assert!(!ns.realms().await.unwrap().contains(&"c-big".to_string()));
+    assert_eq!(other.read("/keep").await.unwrap(), b("kept"));
+    // The name is free again, with an empty root.
+    ns.create_realm("c-big").await.unwrap();
+    assert!(r.readdir("/").await.unwrap().is_empty());
+    ns.remove_realm("c-big").await.unwrap();
+    ns.remove_realm("c-big2").await.unwrap();
 }
 
 async fn realms<S: Store>(ns: &Namespace<S>) {

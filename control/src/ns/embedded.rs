@@ -87,6 +87,16 @@ fn decode(bytes: &[u8]) -> Result<(Record, Option<LeaseId>), NsError> {
     Ok((record, (lease != 0).then_some(lease)))
 }
 
+/// Stops tracking `key` under the lease its removed record `old` had.
+fn forget_lease_key(state: &mut State, key: &str, old: &[u8]) -> Result<(), NsError> {
+    if let (_, Some(id)) = decode(old)? {
+        if let Some(l) = state.leases.get_mut(&id) {
+            l.keys.remove(key);
+        }
+    }
+    Ok(())
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store at `path`, removing entries whose leases
     /// belonged to a previous run.
@@ -246,12 +256,27 @@ impl Inner {
                     Change::Delete { key } => {
                         let old = table.remove(key.as_str()).map_err(|e| store_err("remove")(e.into()))?;
                         if let Some(old) = old {
-                            if let (_, Some(id)) = decode(old.value())? {
-                                if let Some(l) = state.leases.get_mut(&id) {
-                                    l.keys.remove(key);
-                                }
-                            }
+                            forget_lease_key(&mut state, key, old.value())?;
                             events.push(WatchEvent::Delete(key.clone()));
+                        }
+                    }
+                    Change::DeletePrefix { prefix } => {
+                        let mut keys = Vec::new();
+                        for item in table
+                            .range(prefix.as_str()..)
+                            .map_err(|e| store_err("scan")(e.into()))?
+                        {
+                            let (k, _) = item.map_err(|e| store_err("scan")(e.into()))?;
+                            if !k.value().starts_with(prefix.as_str()) {
+                                break;
+                            }
+                            keys.push(k.value().to_string());
+                        }
+                        for key in keys {
+                            if let Some(old) = table.remove(key.as_str()).map_err(|e| store_err("remove")(e.into()))? {
+                                forget_lease_key(&mut state, &key, old.value())?;
+                            }
+                            events.push(WatchEvent::Delete(key));
                         }
                     }
                 }
@@ -303,6 +328,24 @@ impl Store for EmbeddedStore {
             out.push((key.to_string(), decode(v.value())?.0));
         }
         Ok(out)
+    }
+
+    async fn any_under(&self, prefix: &str) -> Result<bool, NsError> {
+        self.inner.expire_leases()?;
+        let txn = self.inner.db.begin_read().map_err(|e| store_err("begin")(e.into()))?;
+        let table = match txn.open_table(KV) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(store_err("open table")(e.into())),
+        };
+        let mut range = table.range(prefix..).map_err(|e| store_err("scan")(e.into()))?;
+        match range.next() {
+            Some(item) => {
+                let (k, _) = item.map_err(|e| store_err("scan")(e.into()))?;
+                Ok(k.value().starts_with(prefix))
+            }
+            None => Ok(false),
+        }
     }
 
     async fn txn_revision(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {

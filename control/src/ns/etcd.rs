@@ -224,7 +224,7 @@ fn lease_id(lease: LeaseId) -> Option<i64> {
 
 fn change_key(c: &Change) -> &str {
     match c {
-        Change::Put { key, .. } | Change::Delete { key } => key,
+        Change::Put { key, .. } | Change::Delete { key } | Change::DeletePrefix { prefix: key } => key,
     }
 }
 
@@ -414,6 +414,23 @@ impl Conn {
         }
     }
 
+    async fn any_under(self, prefix: String) -> Result<bool, NsError> {
+        let kv = self.kv.clone();
+        let start = self.full_key(&prefix);
+        let options = etcd::GetOptions::new()
+            .with_range(prefix_end(&start))
+            .with_limit(1)
+            .with_keys_only();
+        let resp = self
+            .call(Retry::Idempotent, || {
+                let (mut kv, start, options) = (kv.clone(), start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
+            .await
+            .map_err(|f| self.error("scan", &prefix, f))?;
+        Ok(!resp.kvs().is_empty())
+    }
+
     /// Runs a Txn that [`Store::txn`] built (each key once, within the bounds).
     async fn txn(self, request: etcd::Txn, first_key: String, leases: Vec<LeaseId>) -> Result<Option<u64>, NsError> {
         let kv = self.kv.clone();
@@ -532,6 +549,10 @@ impl Store for EtcdStore {
         self.runtime.run(self.conn.clone().scan(prefix.to_string())).await
     }
 
+    async fn any_under(&self, prefix: &str) -> Result<bool, NsError> {
+        self.runtime.run(self.conn.clone().any_under(prefix.to_string())).await
+    }
+
     async fn txn_revision(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {
         // etcd refuses a key twice in one Txn; the last change of a key decides its end state.
         let last: HashMap<&str, usize> = changes.iter().enumerate().map(|(i, c)| (change_key(c), i)).collect();
@@ -591,6 +612,11 @@ impl Store for EtcdStore {
                     etcd::TxnOp::put(conn.full_key(key), value.to_vec(), options)
                 }
                 Change::Delete { key } => etcd::TxnOp::delete(conn.full_key(key), None),
+                Change::DeletePrefix { prefix } => {
+                    let start = conn.full_key(prefix);
+                    let end = prefix_end(&start);
+                    etcd::TxnOp::delete(start, Some(etcd::DeleteOptions::new().with_range(end)))
+                }
             });
         }
         let request = etcd::Txn::new().when(when).and_then(then);

@@ -130,14 +130,14 @@ impl<S: Store> Namespace<S> {
         if self.store.get(&realm_key(realm)).await?.is_none() {
             return Err(NsError::UnknownRealm(realm.to_string()));
         }
-        let mut changes: Vec<Change> = self
-            .store
-            .scan(&format!("{realm}:"))
-            .await?
-            .into_iter()
-            .map(|(key, _)| Change::Delete { key })
-            .collect();
-        changes.push(Change::Delete { key: realm_key(realm) });
+        // One transaction whatever the realm holds: its marker and a range
+        // delete of its keys (in etcd, two operations however many keys).
+        let changes = [
+            Change::Delete { key: realm_key(realm) },
+            Change::DeletePrefix {
+                prefix: format!("{realm}:"),
+            },
+        ];
         self.store.txn(&[], &changes).await?;
         Ok(())
     }
@@ -387,7 +387,7 @@ impl<S: Store> RealmNs<'_, S> {
     }
 
     async fn has_children(&self, path: &NsPath) -> Result<bool, NsError> {
-        Ok(!self.store().scan(&children_prefix(&self.realm, path)).await?.is_empty())
+        self.store().any_under(&children_prefix(&self.realm, path)).await
     }
 
     /// Removes an entry (a directory only when empty).

@@ -44,6 +44,12 @@ pub enum Change {
         /// The key.
         key: String,
     },
+    /// Removes every key starting with the prefix, however many (one
+    /// operation in etcd, not one per key).
+    DeletePrefix {
+        /// The prefix (not empty).
+        prefix: String,
+    },
 }
 
 /// What happened to a key, as a watch reports it.
@@ -72,6 +78,8 @@ pub trait Store {
     async fn get(&self, key: &str) -> Result<Option<Record>, NsError>;
     /// Every key starting with `prefix`, in order, with its record.
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, NsError>;
+    /// Whether any key starts with `prefix` (reads at most one key).
+    async fn any_under(&self, prefix: &str) -> Result<bool, NsError>;
     /// Applies `changes` atomically if every comparison holds. Returns the
     /// store's revision after the transaction — the version every key it put
     /// now has — or `None` if a comparison did not hold.
