@@ -8,17 +8,25 @@
 //! order, so a watch holds its connection until it ends or times out.
 
 use crate::ns::entry::{EntryKind, Stat};
-use crate::ns::service::{Namespace, Resolved};
+use crate::ns::service::{Namespace, Opened, Resolved};
 use crate::ns::{NsError, NsPath, Store};
 use bytes::{Bytes, BytesMut};
 use sigma_dataplane::net::UnixStream;
 use sigma_dataplane::rpc::{Client, ClientConfig, Reply, Service, Status};
-use sigma_ep::ns::{decode_strings, encode_strings, NsRequest, WireResolved, WireStat};
+use sigma_ep::ns::{decode_strings, encode_strings, NsRequest, WireOpened, WireResolved, WireStat};
 use sigma_ep::StatusCode;
 use std::time::Duration;
 
 /// The longest a watch request may wait.
 pub const WATCH_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+
+/// The longest any other request may take in sigmad. A request is several
+/// store round trips (each bounded by the store, e.g. 5 s for etcd); this
+/// bounds the whole call, so that a slow store gives an error, never a hang.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much longer than sigmad's own bound a client waits for an answer.
+pub const REPLY_MARGIN: Duration = Duration::from_secs(2);
 
 /// A stable token per error kind, carried at the start of error messages
 /// so that clients get the kind back.
@@ -86,6 +94,14 @@ fn wire_stat(s: &Stat) -> WireStat {
     }
 }
 
+fn wire_resolved(r: Resolved) -> WireResolved {
+    WireResolved {
+        mount: r.mount.to_string(),
+        endpoint: r.endpoint,
+        rest: r.rest,
+    }
+}
+
 fn kind_of(k: u8) -> Result<EntryKind, NsError> {
     match k {
         1 => Ok(EntryKind::Dir),
@@ -103,12 +119,23 @@ fn lease_of(l: u64) -> Option<u64> {
 #[derive(Debug)]
 pub struct AdminService<S: Store> {
     ns: Namespace<S>,
+    call_timeout: Duration,
 }
 
 impl<S: Store> AdminService<S> {
-    /// Serves `ns`.
+    /// Serves `ns`, bounding each call that is not a watch by [`CALL_TIMEOUT`].
     pub fn new(ns: Namespace<S>) -> AdminService<S> {
-        AdminService { ns }
+        AdminService::with_call_timeout(ns, CALL_TIMEOUT)
+    }
+
+    /// Serves `ns`, bounding each call that is not a watch by `call_timeout`.
+    pub fn with_call_timeout(ns: Namespace<S>, call_timeout: Duration) -> AdminService<S> {
+        AdminService { ns, call_timeout }
+    }
+
+    /// The namespace served.
+    pub fn namespace(&self) -> &Namespace<S> {
+        &self.ns
     }
 
     async fn watch<F: std::future::Future<Output = Result<T, NsError>>, T>(
@@ -207,13 +234,15 @@ impl<S: Store> AdminService<S> {
                 Ok(())
             }
             NsRequest::Resolve { realm, path } => {
-                let Resolved { mount, endpoint, rest } = self.ns.realm(&realm).await?.resolve(&path).await?;
-                WireResolved {
-                    mount: mount.to_string(),
-                    endpoint,
-                    rest,
-                }
-                .encode(out);
+                wire_resolved(self.ns.realm(&realm).await?.resolve(&path).await?).encode(out);
+                Ok(())
+            }
+            NsRequest::Open { realm, path } => {
+                let opened = match self.ns.realm(&realm).await?.open(&path).await? {
+                    Opened::Entry(st) => WireOpened::Entry(wire_stat(&st)),
+                    Opened::Mount(r) => WireOpened::Mount(wire_resolved(r)),
+                };
+                opened.encode(out);
                 Ok(())
             }
             NsRequest::OpenWatch {
@@ -265,7 +294,42 @@ impl<S: Store> Service for AdminService<S> {
             Err(sigma_ep::DecodeError::MethodOutOfRange(m)) => return Err(Status::unknown_method(m)),
             Err(e) => return Err(Status::new(StatusCode::Malformed, format!("namespace request: {e}"))),
         };
-        match self.handle(req, out).await {
+        let is_watch = matches!(
+            req,
+            NsRequest::OpenWatch { .. } | NsRequest::WatchDir { .. } | NsRequest::WatchRemove { .. }
+        );
+        let changes = !matches!(
+            req,
+            NsRequest::Read { .. }
+                | NsRequest::Stat { .. }
+                | NsRequest::Readdir { .. }
+                | NsRequest::Resolve { .. }
+                | NsRequest::Open { .. }
+                | NsRequest::ListRealms
+        );
+        let result = if is_watch {
+            self.handle(req, out).await
+        } else {
+            match sigma_dataplane::timeout(self.call_timeout, self.handle(req, out)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    out.clear();
+                    let outcome = if changes {
+                        "; the change may or may not have been applied: read before retrying"
+                    } else {
+                        ""
+                    };
+                    return Err(Status::new(
+                        StatusCode::DeadlineExceeded,
+                        format!(
+                            "the namespace call did not finish within {:?} (sigmad's call deadline; is the store slow or unreachable?){outcome}",
+                            self.call_timeout
+                        ),
+                    ));
+                }
+            }
+        };
+        match result {
             Ok(()) => Ok(Reply::Written),
             Err(e) => {
                 out.clear();
@@ -308,14 +372,27 @@ impl AdminClient {
         })
     }
 
-    /// Sends one request and returns the reply payload.
+    /// Sends one request and returns the reply payload. Without a
+    /// `deadline`, the client waits [`REPLY_MARGIN`] longer than sigmad may
+    /// take: [`CALL_TIMEOUT`], or for a watch, the watch's own timeout.
     pub async fn call(&self, req: &NsRequest, deadline: Option<Duration>) -> Result<Bytes, AdminError> {
+        let deadline = deadline.unwrap_or_else(|| {
+            let bound = match req {
+                NsRequest::OpenWatch { timeout_ms, .. }
+                | NsRequest::WatchDir { timeout_ms, .. }
+                | NsRequest::WatchRemove { timeout_ms, .. } => {
+                    Duration::from_millis(*timeout_ms).min(WATCH_TIMEOUT_MAX)
+                }
+                _ => CALL_TIMEOUT,
+            };
+            bound + REPLY_MARGIN
+        });
         let payload = {
             let mut buf = self.scratch.borrow_mut();
             req.encode(&mut buf);
             buf.split().freeze()
         };
-        Ok(self.rpc.call(req.method(), payload, deadline).await?)
+        Ok(self.rpc.call(req.method(), payload, Some(deadline)).await?)
     }
 
     /// Calls and decodes a stat reply.

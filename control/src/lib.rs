@@ -1,8 +1,11 @@
 //! The control plane of σ: realm naming (named), per-machine scheduling
 //! (schedd), proc lifecycle, the binary registry and σEP authorization.
 //!
-//! Built so far: the namespace model and its embedded store (`ns`, part of
-//! issue #4). schedd, the proc lifecycle and the rest of named come later.
+//! Built so far: named — the namespace model, its embedded and etcd stores
+//! (`ns`), sigmad's admin protocol (`admin`) and the realm-bound client
+//! with σOS's file API (`client`). schedd, the proc lifecycle and the rest
+//! come later.
 
 pub mod admin;
+pub mod client;
 pub mod ns;

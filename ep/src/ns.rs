@@ -39,6 +39,8 @@ pub mod method {
     pub const MOUNT: u32 = 117;
     /// Resolve a path to a mount.
     pub const RESOLVE: u32 = 118;
+    /// Open a path: the entry there, or the mount the path goes through.
+    pub const OPEN: u32 = 119;
     /// Wait until a path exists.
     pub const OPEN_WATCH: u32 = 120;
     /// Wait for a change in a directory.
@@ -51,6 +53,9 @@ pub mod method {
     pub const LEASE_KEEP_ALIVE: u32 = 131;
     /// Revoke a lease.
     pub const LEASE_REVOKE: u32 = 132;
+    /// An RPC through a file (`write_read`): served by whatever server is
+    /// mounted over the path, not by sigmad. Its payload is a [`WriteRead`](super::WriteRead).
+    pub const WRITE_READ: u32 = 200;
 }
 
 /// A request of the namespace protocol.
@@ -106,6 +111,10 @@ pub enum NsRequest {
         lease: u64,
     },
     Resolve {
+        realm: String,
+        path: String,
+    },
+    Open {
         realm: String,
         path: String,
     },
@@ -273,6 +282,7 @@ impl NsRequest {
             NsRequest::Readdir { .. } => READDIR,
             NsRequest::Mount { .. } => MOUNT,
             NsRequest::Resolve { .. } => RESOLVE,
+            NsRequest::Open { .. } => OPEN,
             NsRequest::OpenWatch { .. } => OPEN_WATCH,
             NsRequest::WatchDir { .. } => WATCH_DIR,
             NsRequest::WatchRemove { .. } => WATCH_REMOVE,
@@ -304,7 +314,8 @@ impl NsRequest {
             | NsRequest::Remove { realm, path }
             | NsRequest::Stat { realm, path }
             | NsRequest::Readdir { realm, path }
-            | NsRequest::Resolve { realm, path } => {
+            | NsRequest::Resolve { realm, path }
+            | NsRequest::Open { realm, path } => {
                 w.str(realm).str(path);
             }
             NsRequest::Write {
@@ -402,6 +413,10 @@ impl NsRequest {
                 lease: r.u64()?,
             },
             RESOLVE => NsRequest::Resolve {
+                realm: r.str()?,
+                path: r.str()?,
+            },
+            OPEN => NsRequest::Open {
                 realm: r.str()?,
                 path: r.str()?,
             },
@@ -543,14 +558,129 @@ impl WireResolved {
     /// Parses the reply.
     pub fn decode(payload: Bytes) -> Result<WireResolved, DecodeError> {
         let mut r = Reader::new(payload);
+        let resolved = WireResolved::read(&mut r)?;
+        r.finish()?;
+        Ok(resolved)
+    }
+
+    fn read(r: &mut Reader) -> Result<WireResolved, DecodeError> {
         let mount = r.str()?;
         let endpoint = r.bytes()?;
-        let n = r.count()?;
-        let mut rest = Vec::with_capacity(n.min(64));
-        for _ in 0..n {
-            rest.push(r.str()?);
-        }
-        r.finish()?;
+        let rest = read_strings(r)?;
         Ok(WireResolved { mount, endpoint, rest })
+    }
+}
+
+fn read_strings(r: &mut Reader) -> Result<Vec<String>, DecodeError> {
+    let n = r.count()?;
+    let mut out = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        out.push(r.str()?);
+    }
+    Ok(out)
+}
+
+/// An open reply: the entry at the path, or the mount the path goes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireOpened {
+    /// A directory or file (tag 1).
+    Entry(WireStat),
+    /// A mount on the path (tag 2): the path is served by the mount's endpoint.
+    Mount(WireResolved),
+}
+
+impl WireOpened {
+    /// Appends the encoded reply.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            WireOpened::Entry(stat) => {
+                Writer(out).u8(1);
+                stat.encode(out);
+            }
+            WireOpened::Mount(resolved) => {
+                Writer(out).u8(2);
+                resolved.encode(out);
+            }
+        }
+    }
+
+    /// Parses the reply.
+    pub fn decode(payload: Bytes) -> Result<WireOpened, DecodeError> {
+        let mut r = Reader::new(payload);
+        let opened = match r.u8()? {
+            1 => WireOpened::Entry(WireStat::read(&mut r)?),
+            2 => WireOpened::Mount(WireResolved::read(&mut r)?),
+            _ => return Err(DecodeError::BadField("open reply tag is not 1 or 2")),
+        };
+        r.finish()?;
+        Ok(opened)
+    }
+}
+
+/// The payload of a [`method::WRITE_READ`] call: the path below the mount
+/// (its components) and the request bytes, which run to the end of the
+/// payload (a slice of the receive buffer, never copied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRead {
+    /// The path's components below the mount point.
+    pub rest: Vec<String>,
+    /// The request.
+    pub data: Bytes,
+}
+
+impl WriteRead {
+    /// Appends the path; the caller sends the request bytes after it (as
+    /// another gather segment, or appended).
+    pub fn encode_head(rest: &[String], out: &mut BytesMut) {
+        encode_strings(rest, out);
+    }
+
+    /// Parses the payload.
+    pub fn decode(payload: Bytes) -> Result<WriteRead, DecodeError> {
+        let mut r = Reader::new(payload);
+        let rest = read_strings(&mut r)?;
+        let data = r.buf.slice(r.at..);
+        Ok(WriteRead { rest, data })
+    }
+}
+
+/// Where a mount points: the address of a σEP, as a mount stores it
+/// (`tcp:HOST:PORT` or `unix:/PATH`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path.
+    Unix(std::path::PathBuf),
+}
+
+impl Endpoint {
+    /// Parses a mount's contents.
+    pub fn parse(bytes: &[u8]) -> Result<Endpoint, DecodeError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::BadField("endpoint is not UTF-8"))?;
+        if let Some(addr) = text.strip_prefix("tcp:") {
+            return addr
+                .parse()
+                .map(Endpoint::Tcp)
+                .map_err(|_| DecodeError::BadField("endpoint tcp:HOST:PORT has a bad address"));
+        }
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.starts_with('/') && !path.contains('\0') {
+                return Ok(Endpoint::Unix(path.into()));
+            }
+            return Err(DecodeError::BadField("endpoint unix:PATH needs an absolute path"));
+        }
+        Err(DecodeError::BadField(
+            "endpoint is neither tcp:HOST:PORT nor unix:/PATH",
+        ))
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "tcp:{addr}"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
     }
 }

@@ -2,7 +2,9 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use sigma_ep::ns::{decode_strings, encode_strings, method, NsRequest, WireResolved, WireStat};
+use sigma_ep::ns::{
+    decode_strings, encode_strings, method, Endpoint, NsRequest, WireOpened, WireResolved, WireStat, WriteRead,
+};
 use sigma_ep::DecodeError;
 
 fn s() -> impl Strategy<Value = String> {
@@ -34,6 +36,7 @@ fn request() -> impl Strategy<Value = NsRequest> {
             if_version
         }),
         (s(), s(), s()).prop_map(|(realm, from, to)| NsRequest::Rename { realm, from, to }),
+        (s(), s()).prop_map(|(realm, path)| NsRequest::Open { realm, path }),
         (s(), s(), any::<u64>()).prop_map(|(realm, path, timeout_ms)| NsRequest::WatchDir {
             realm,
             path,
@@ -142,4 +145,68 @@ fn replies_round_trip() {
         WireStat::decode_list(out.freeze()),
         Err(DecodeError::TooLarge { .. })
     ));
+}
+
+#[test]
+fn open_replies_round_trip_and_bad_tags_are_refused() {
+    let stat = WireStat {
+        name: "f".into(),
+        kind: 2,
+        perm: 0o644,
+        len: 3,
+        version: 9,
+        lease: 0,
+    };
+    let mount = WireResolved {
+        mount: "/svc/echo".into(),
+        endpoint: Bytes::from_static(b"tcp:127.0.0.1:9"),
+        rest: vec!["rpc".into()],
+    };
+    for opened in [WireOpened::Entry(stat), WireOpened::Mount(mount)] {
+        let mut out = BytesMut::new();
+        opened.encode(&mut out);
+        assert_eq!(WireOpened::decode(out.clone().freeze()), Ok(opened));
+        out[0] = 7;
+        assert!(matches!(
+            WireOpened::decode(out.freeze()),
+            Err(DecodeError::BadField(_))
+        ));
+    }
+    assert!(WireOpened::decode(Bytes::new()).is_err());
+}
+
+proptest! {
+    #[test]
+    fn write_read_keeps_the_request_bytes_whole(rest in prop::collection::vec("[a-z]{1,8}", 0..5), body in data()) {
+        let mut out = BytesMut::new();
+        WriteRead::encode_head(&rest, &mut out);
+        out.extend_from_slice(&body);
+        let wr = WriteRead::decode(out.freeze()).unwrap();
+        prop_assert_eq!(wr.rest, rest);
+        prop_assert_eq!(wr.data, body);
+    }
+
+    #[test]
+    fn write_read_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = WriteRead::decode(Bytes::from(bytes));
+    }
+}
+
+#[test]
+fn endpoints_parse_and_print_back() {
+    for text in ["tcp:127.0.0.1:80", "tcp:[::1]:9000", "unix:/run/sigma/x.sock"] {
+        let ep = Endpoint::parse(text.as_bytes()).unwrap();
+        assert_eq!(ep.to_string(), text);
+    }
+    for bad in [
+        "",
+        "tcp:",
+        "tcp:localhost",
+        "unix:rel/path",
+        "udp:1.2.3.4:5",
+        "unix:/a\0b",
+    ] {
+        assert!(Endpoint::parse(bad.as_bytes()).is_err(), "{bad:?} parsed");
+    }
+    assert!(Endpoint::parse(&[0xff, 0xfe]).is_err());
 }

@@ -3,7 +3,7 @@
 #![doc(hidden)]
 
 use super::entry::EntryKind;
-use super::service::{Namespace, ROOT_REALM};
+use super::service::{Namespace, Opened, ROOT_REALM};
 use super::{NsError, Store};
 use bytes::Bytes;
 use std::future::Future;
@@ -262,6 +262,27 @@ async fn resolve<S: Store>(ns: &Namespace<S>) {
         r.write("/svc/db", b("x"), None).await,
         Err(NsError::Denied(_))
     ));
+    // open: the entry at a plain path, else the mount on the way.
+    r.create("/svc/conf", 0o644, EntryKind::File, b("abc"), None)
+        .await
+        .unwrap();
+    match r.open("/svc/conf").await.unwrap() {
+        Opened::Entry(st) => assert_eq!((st.name.as_str(), st.kind, st.len), ("conf", EntryKind::File, 3)),
+        other => panic!("open of a file: {other:?}"),
+    }
+    assert!(matches!(r.open("/svc").await.unwrap(), Opened::Entry(st) if st.kind == EntryKind::Dir));
+    match r.open("/svc/db").await.unwrap() {
+        Opened::Mount(m) => assert_eq!((m.mount.as_str(), m.rest.len()), ("/svc/db", 0)),
+        other => panic!("open of a mount: {other:?}"),
+    }
+    match r.open("/svc/db/tables/t1").await.unwrap() {
+        Opened::Mount(m) => assert_eq!(m.rest, ["tables", "t1"]),
+        other => panic!("open below a mount: {other:?}"),
+    }
+    assert!(matches!(r.open("/kv/~any/x").await.unwrap(), Opened::Mount(m) if m.rest == ["x"]));
+    assert!(matches!(r.open("/svc/none").await, Err(NsError::NotFound { .. })));
+    assert!(matches!(r.open("/svc/conf/below").await, Err(NsError::NotDir { .. })));
+    assert!(matches!(r.open("/a/../b").await, Err(NsError::InvalidPath { .. })));
     ns.remove_realm("c-resolve").await.unwrap();
 }
 
@@ -352,6 +373,9 @@ async fn isolation<S: Store>(ns: &Namespace<S>) {
     assert!(nf(a.rename("/secret", "/stolen").await));
     assert!(nf(a.readdir("/svc").await.map(drop)));
     assert!(nf(a.resolve("/svc/ep").await.map(drop)));
+    assert!(nf(a.open("/svc/ep").await.map(drop)));
+    assert!(nf(a.open("/svc/ep/rpc").await.map(drop)));
+    assert!(nf(a.open("/secret").await.map(drop)));
     assert!(nf(within(Duration::from_millis(50), a.watch_dir("/svc")).await));
     assert!(
         a.readdir("/").await.unwrap().is_empty(),

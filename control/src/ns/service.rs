@@ -39,6 +39,15 @@ fn children_prefix(realm: &str, dir: &NsPath) -> String {
     }
 }
 
+/// What `open` finds at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// A directory or file.
+    Entry(Stat),
+    /// A mount on the way (or at the end): the path is served by its endpoint.
+    Mount(Resolved),
+}
+
 /// The namespace service.
 #[derive(Debug)]
 pub struct Namespace<S: Store> {
@@ -533,6 +542,29 @@ impl<S: Store> RealmNs<'_, S> {
             path: path.to_string(),
             why: "no mount on the path".into(),
         })
+    }
+
+    /// What a path names: the directory or file there, or, if the path is a
+    /// mount or goes through one, the mount (whose server serves the rest).
+    /// One store read for a plain path; a walk only when the path is not
+    /// there as such or uses `~any`/`~local`.
+    pub async fn open(&self, path: &str) -> Result<Opened, NsError> {
+        match self.locate(path) {
+            Ok((realm, parsed)) => match self.store().get(&key(realm, &parsed)).await? {
+                Some(record) => {
+                    let entry = Entry::decode(&record.value)?;
+                    if entry.kind != EntryKind::Mount {
+                        return Ok(Opened::Entry(stat_of(&parsed, &entry, record.version)));
+                    }
+                    // A mount: resolve (below) reports it.
+                }
+                None => {}
+            },
+            // Selectors (`~any`, `~local`) do not parse as a plain path.
+            Err(NsError::InvalidPath { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.resolve(path).await.map(Opened::Mount)
     }
 
     /// Waits until `path` exists (returns at once if it does). Runs on any

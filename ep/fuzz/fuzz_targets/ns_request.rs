@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use sigma_ep::ns::{decode_strings, NsRequest, WireResolved, WireStat};
+use sigma_ep::ns::{decode_strings, Endpoint, NsRequest, WireOpened, WireResolved, WireStat, WriteRead};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&m, payload)) = data.split_first() else { return };
@@ -19,5 +19,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = WireStat::decode(payload.clone());
     let _ = WireStat::decode_list(payload.clone());
     let _ = decode_strings(payload.clone());
+    let _ = WireOpened::decode(payload.clone());
+    let _ = Endpoint::parse(&payload);
+    if let Ok(wr) = WriteRead::decode(payload.clone()) {
+        let mut out = BytesMut::new();
+        WriteRead::encode_head(&wr.rest, &mut out);
+        out.extend_from_slice(&wr.data);
+        assert_eq!(&out[..], &payload[..]);
+    }
     let _ = WireResolved::decode(payload);
 });
