@@ -144,7 +144,7 @@ impl<S: Store> AdminService<S> {
         f: F,
     ) -> Result<T, NsError> {
         let limit = Duration::from_millis(timeout_ms).min(WATCH_TIMEOUT_MAX);
-        match sigma_dataplane::timeout(limit, f).await {
+        match crate::tokio_rpc::timeout(limit, f).await {
             Ok(r) => r,
             Err(_) => Err(NsError::Unresolvable {
                 path: path.to_string(),
@@ -310,7 +310,7 @@ impl<S: Store> Service for AdminService<S> {
         let result = if is_watch {
             self.handle(req, out).await
         } else {
-            match sigma_dataplane::timeout(self.call_timeout, self.handle(req, out)).await {
+            match crate::tokio_rpc::timeout(self.call_timeout, self.handle(req, out)).await {
                 Ok(r) => r,
                 Err(_) => {
                     out.clear();

@@ -9,3 +9,4 @@
 pub mod admin;
 pub mod client;
 pub mod ns;
+pub mod tokio_rpc;

@@ -51,7 +51,7 @@ pub use op::nop::nop;
 pub use op::read::read_at;
 pub use op::timeout::{sleep, timeout, Elapsed, Sleep};
 pub use op::write::write_at;
-pub use runtime::{Core, CoreBuilder, CoreStats, Runtime};
+pub use runtime::{default_spin, Core, CoreBuilder, CoreStats, Runtime};
 
 /// Paths the exported macros use, so that their users need not depend on
 /// these crates themselves.

@@ -179,6 +179,13 @@ impl Default for CoreBuilder {
     }
 }
 
+/// The spin budget cores use by default: `SIGMA_SPIN_US` if set (and
+/// valid), else [`limits::SPIN_US_DEFAULT`]. Other loops that wait for
+/// the same peers (e.g. the control thread's connections) use it too.
+pub fn default_spin() -> Duration {
+    Duration::from_micros(spin_us_from_env().unwrap_or(limits::SPIN_US_DEFAULT))
+}
+
 fn spin_us_from_env() -> Option<u64> {
     let value = std::env::var("SIGMA_SPIN_US").ok()?;
     match value.parse::<u64>() {

@@ -25,8 +25,9 @@ fn b(s: &'static str) -> Bytes {
 
 /// Runs every check against `ns`. Each check uses its own realms, so one
 /// namespace serves them all. Panics (test failure) on the first violation.
-pub async fn run_all<S: Store>(ns: &Namespace<S>) {
+pub async fn run_all<S: Store + Clone>(ns: &Namespace<S>) {
     realms(ns).await;
+    stale_hints(ns).await;
     big_realm(ns).await;
     tree(ns).await;
     rename_and_cas(ns).await;
@@ -107,6 +108,68 @@ async fn big_realm<S: Store>(ns: &Namespace<S>) {
     assert!(r.readdir("/").await.unwrap().is_empty());
     ns.remove_realm("c-big").await.unwrap();
     ns.remove_realm("c-big2").await.unwrap();
+}
+
+/// Two namespaces on one store (two sigmads on one etcd): each one's
+/// remembered versions go stale when the other changes things, and every
+/// call still does the right thing.
+async fn stale_hints<S: Store + Clone>(ns: &Namespace<S>) {
+    let other_ns = Namespace::new(ns.store().clone(), "other").await.unwrap();
+    ns.create_realm("c-hints").await.unwrap();
+    let (me, other) = (
+        ns.realm("c-hints").await.unwrap(),
+        other_ns.realm("c-hints").await.unwrap(),
+    );
+    me.create("/d", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    me.create("/d/f", 0o600, EntryKind::File, b("1"), None).await.unwrap();
+    // The other side writes: my next write swaps against a stale version,
+    // re-reads, and keeps the entry's permission bits.
+    other.write("/d/f", b("2"), None).await.unwrap();
+    let st = me.write("/d/f", b("3"), None).await.unwrap();
+    assert_eq!((st.perm, &other.read("/d/f").await.unwrap()[..]), (0o600, &b"3"[..]));
+    // A compare-and-swap against the version I saw loses to the other side.
+    let seen = me.stat("/d/f").await.unwrap().version;
+    other.write("/d/f", b("4"), None).await.unwrap();
+    assert!(matches!(
+        me.write("/d/f", b("5"), Some(seen)).await,
+        Err(NsError::Conflict { .. })
+    ));
+    // The other side turns the file into a directory: my write says so.
+    other.remove("/d/f").await.unwrap();
+    other
+        .create("/d/f", 0o755, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        me.write("/d/f", b("6"), None).await,
+        Err(NsError::IsDir { .. })
+    ));
+    // The other side replaces my parent directory: my create under it still works ...
+    other.remove("/d/f").await.unwrap();
+    other.remove("/d").await.unwrap();
+    other
+        .create("/d", 0o700, EntryKind::Dir, Bytes::new(), None)
+        .await
+        .unwrap();
+    me.create("/d/g", 0o644, EntryKind::File, b("g"), None).await.unwrap();
+    assert_eq!(other.read("/d/g").await.unwrap(), b("g"));
+    // ... and when the parent is gone, it says so.
+    other.remove("/d/g").await.unwrap();
+    other.remove("/d").await.unwrap();
+    assert!(matches!(
+        me.create("/d/h", 0o644, EntryKind::File, Bytes::new(), None).await,
+        Err(NsError::NotFound { .. })
+    ));
+    // Removing what the other side already removed and recreated removes the new one.
+    me.create("/x", 0o644, EntryKind::File, b("x1"), None).await.unwrap();
+    other.remove("/x").await.unwrap();
+    other.create("/x", 0o644, EntryKind::File, b("x2"), None).await.unwrap();
+    me.remove("/x").await.unwrap();
+    assert!(matches!(other.stat("/x").await, Err(NsError::NotFound { .. })));
+    assert!(matches!(me.remove("/x").await, Err(NsError::NotFound { .. })));
+    ns.remove_realm("c-hints").await.unwrap();
 }
 
 async fn realms<S: Store>(ns: &Namespace<S>) {

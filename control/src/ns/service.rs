@@ -10,6 +10,7 @@ use super::path::{check_realm, NsPath, ANY, LOCAL};
 use super::store::{Change, Compare, LeaseId, Record, Store, WatchEvent};
 use super::{NsError, FILE_BYTES_MAX, READDIR_ENTRIES_MAX};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The realm that holds shared services.
@@ -54,7 +55,24 @@ pub struct Namespace<S: Store> {
     store: S,
     /// This machine's name, for `~local`.
     machine: String,
+    /// What this namespace last saw of entries, by key: lets a change
+    /// compare-and-swap against the version it saw instead of reading the
+    /// entry first (one store round trip instead of two). A stale hint only
+    /// makes the swap fail, and the call then takes the reading path.
+    hints: std::sync::Mutex<HashMap<String, Hint>>,
 }
+
+/// An entry's header at a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hint {
+    kind: EntryKind,
+    perm: u32,
+    lease: Option<LeaseId>,
+    version: u64,
+}
+
+/// Hints kept at most; when full, they are all dropped (they are only hints).
+const HINTS_MAX: usize = 65_536;
 
 /// Where a path resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +92,7 @@ impl<S: Store> Namespace<S> {
         let ns = Namespace {
             store,
             machine: machine.to_string(),
+            hints: std::sync::Mutex::new(HashMap::new()),
         };
         match ns.create_realm(ROOT_REALM).await {
             Ok(()) | Err(NsError::RealmExists(_)) => Ok(ns),
@@ -84,6 +103,37 @@ impl<S: Store> Namespace<S> {
     /// The store underneath.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    fn hints(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hint>> {
+        self.hints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hint(&self, key: &str) -> Option<Hint> {
+        self.hints().get(key).copied()
+    }
+
+    fn remember(&self, key: &str, entry: &Entry, version: u64) {
+        let mut hints = self.hints();
+        if hints.len() >= HINTS_MAX && !hints.contains_key(key) {
+            hints.clear();
+        }
+        let hint = Hint {
+            kind: entry.kind,
+            perm: entry.perm,
+            lease: entry.lease,
+            version,
+        };
+        match hints.get_mut(key) {
+            Some(h) => *h = hint,
+            None => {
+                hints.insert(key.to_string(), hint);
+            }
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        self.hints().remove(key);
     }
 
     /// Creates a realm with an empty root directory.
@@ -223,10 +273,39 @@ impl<S: Store> RealmNs<'_, S> {
     }
 
     async fn load_in(&self, realm: &str, path: &NsPath) -> Result<(Entry, Record), NsError> {
-        match self.store().get(&key(realm, path)).await? {
-            Some(record) => Ok((Entry::decode(&record.value)?, record)),
-            None => Err(self.not_found(realm, path).await),
+        let k = key(realm, path);
+        match self.store().get(&k).await? {
+            Some(record) => {
+                let entry = Entry::decode(&record.value)?;
+                self.ns.remember(&k, &entry, record.version);
+                Ok((entry, record))
+            }
+            None => {
+                self.ns.forget(&k);
+                Err(self.not_found(realm, path).await)
+            }
         }
+    }
+
+    /// The parent directory's version for a create under it: from the hint
+    /// if there is one (a stale hint fails the create's swap, which then
+    /// re-reads), else read.
+    /// Returns the version and whether it came from a hint.
+    async fn parent_version(&self, parent: &NsPath, use_hint: bool) -> Result<(u64, bool), NsError> {
+        if use_hint {
+            if let Some(h) = self.ns.hint(&key(&self.realm, parent)) {
+                if h.kind == EntryKind::Dir {
+                    return Ok((h.version, true));
+                }
+            }
+        }
+        let (parent_entry, parent_record) = self.load(parent).await?;
+        if parent_entry.kind != EntryKind::Dir {
+            return Err(NsError::NotDir {
+                path: parent.to_string(),
+            });
+        }
+        Ok((parent_record.version, false))
     }
 
     /// `NotFound` for `path`, or `UnknownRealm` if the whole realm is gone.
@@ -263,12 +342,7 @@ impl<S: Store> RealmNs<'_, S> {
                 max: FILE_BYTES_MAX,
             });
         }
-        let (parent_entry, parent_record) = self.load(&parent).await?;
-        if parent_entry.kind != EntryKind::Dir {
-            return Err(NsError::NotDir {
-                path: parent.to_string(),
-            });
-        }
+        let (mut parent_version, mut hinted) = self.parent_version(&parent, true).await?;
         if let Some(lease) = lease {
             self.check_lease(lease).await?;
         }
@@ -279,29 +353,40 @@ impl<S: Store> RealmNs<'_, S> {
             lease,
         };
         let k = key(&self.realm, &path);
-        let revision = self
-            .store()
-            .txn_revision(
-                // The parent must still be the directory we saw: a concurrent
-                // remove of the parent must not leave an orphan.
-                &[
-                    Compare::Absent(k.clone()),
-                    Compare::Version(key(&self.realm, &parent), parent_record.version),
-                ],
-                &[Change::Put {
-                    key: k,
-                    value: entry.encode(),
-                    lease,
-                }],
-            )
-            .await?;
-        let Some(version) = revision else {
-            return match self.store().get(&key(&self.realm, &path)).await? {
+        let parent_key = key(&self.realm, &parent);
+        let value = entry.encode();
+        loop {
+            let revision = self
+                .store()
+                .txn_revision(
+                    // The parent must still be the directory we saw: a concurrent
+                    // remove of the parent must not leave an orphan.
+                    &[
+                        Compare::Absent(k.clone()),
+                        Compare::Version(parent_key.clone(), parent_version),
+                    ],
+                    &[Change::Put {
+                        key: k.clone(),
+                        value: value.clone(),
+                        lease,
+                    }],
+                )
+                .await?;
+            if let Some(version) = revision {
+                self.ns.remember(&k, &entry, version);
+                return Ok(stat_of(&path, &entry, version));
+            }
+            if hinted {
+                // The hint may be stale: read the parent and try once more.
+                self.ns.forget(&parent_key);
+                (parent_version, hinted) = self.parent_version(&parent, false).await?;
+                continue;
+            }
+            return match self.store().get(&k).await? {
                 Some(_) => Err(NsError::Exists { path: path.to_string() }),
                 None => Err(NsError::Conflict { path: path.to_string() }),
             };
-        };
-        Ok(stat_of(&path, &entry, version))
+        }
     }
 
     /// What is known about an entry.
@@ -333,6 +418,35 @@ impl<S: Store> RealmNs<'_, S> {
                 max: FILE_BYTES_MAX,
             });
         }
+        let k = key(&self.realm, &path);
+        // Fast path: swap against the version last seen, without reading.
+        if let Some(h) = self.ns.hint(&k) {
+            if h.kind == EntryKind::File && if_version.is_none_or(|v| v == h.version) {
+                let entry = Entry {
+                    kind: EntryKind::File,
+                    perm: h.perm,
+                    data: data.clone(),
+                    lease: h.lease,
+                };
+                let revision = self
+                    .store()
+                    .txn_revision(
+                        &[Compare::Version(k.clone(), h.version)],
+                        &[Change::Put {
+                            key: k.clone(),
+                            value: entry.encode(),
+                            lease: entry.lease,
+                        }],
+                    )
+                    .await?;
+                if let Some(version) = revision {
+                    self.ns.remember(&k, &entry, version);
+                    return Ok(stat_of(&path, &entry, version));
+                }
+                // Changed since: read it and decide below.
+                self.ns.forget(&k);
+            }
+        }
         let (mut entry, record) = self.load(&path).await?;
         match entry.kind {
             EntryKind::Dir => return Err(NsError::IsDir { path: path.to_string() }),
@@ -343,13 +457,12 @@ impl<S: Store> RealmNs<'_, S> {
             return Err(NsError::Conflict { path: path.to_string() });
         }
         entry.data = data;
-        let k = key(&self.realm, &path);
         let revision = self
             .store()
             .txn_revision(
                 &[Compare::Version(k.clone(), record.version)],
                 &[Change::Put {
-                    key: k,
+                    key: k.clone(),
                     value: entry.encode(),
                     lease: entry.lease,
                 }],
@@ -358,6 +471,7 @@ impl<S: Store> RealmNs<'_, S> {
         let Some(version) = revision else {
             return Err(NsError::Conflict { path: path.to_string() });
         };
+        self.ns.remember(&k, &entry, version);
         Ok(stat_of(&path, &entry, version))
     }
 
@@ -406,19 +520,36 @@ impl<S: Store> RealmNs<'_, S> {
         if path.is_root() {
             return Err(NsError::Denied("the root directory cannot be removed".into()));
         }
+        let k = key(&self.realm, &path);
+        // Fast path for files and mounts: swap against the version last seen.
+        if let Some(h) = self.ns.hint(&k) {
+            if h.kind != EntryKind::Dir {
+                let removed = self
+                    .store()
+                    .txn(
+                        &[Compare::Version(k.clone(), h.version)],
+                        &[Change::Delete { key: k.clone() }],
+                    )
+                    .await?;
+                self.ns.forget(&k);
+                if removed {
+                    return Ok(());
+                }
+            }
+        }
         let (entry, record) = self.load(&path).await?;
         if entry.kind == EntryKind::Dir && self.has_children(&path).await? {
             return Err(NsError::NotEmpty { path: path.to_string() });
         }
-        let k = key(&self.realm, &path);
-        if !self
+        let removed = self
             .store()
             .txn(
                 &[Compare::Version(k.clone(), record.version)],
-                &[Change::Delete { key: k }],
+                &[Change::Delete { key: k.clone() }],
             )
-            .await?
-        {
+            .await?;
+        self.ns.forget(&k);
+        if !removed {
             return Err(NsError::Conflict { path: path.to_string() });
         }
         Ok(())
@@ -446,6 +577,7 @@ impl<S: Store> RealmNs<'_, S> {
             });
         }
         let (kf, kt) = (key(&self.realm, &from), key(&self.realm, &to));
+        self.ns.forget(&kf);
         let ok = self
             .store()
             .txn(
@@ -550,16 +682,15 @@ impl<S: Store> RealmNs<'_, S> {
     /// there as such or uses `~any`/`~local`.
     pub async fn open(&self, path: &str) -> Result<Opened, NsError> {
         match self.locate(path) {
-            Ok((realm, parsed)) => match self.store().get(&key(realm, &parsed)).await? {
-                Some(record) => {
+            Ok((realm, parsed)) => {
+                if let Some(record) = self.store().get(&key(realm, &parsed)).await? {
                     let entry = Entry::decode(&record.value)?;
                     if entry.kind != EntryKind::Mount {
                         return Ok(Opened::Entry(stat_of(&parsed, &entry, record.version)));
                     }
                     // A mount: resolve (below) reports it.
                 }
-                None => {}
-            },
+            }
             // Selectors (`~any`, `~local`) do not parse as a plain path.
             Err(NsError::InvalidPath { .. }) => {}
             Err(e) => return Err(e),

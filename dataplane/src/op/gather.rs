@@ -53,6 +53,12 @@ impl Gather {
         }
     }
 
+    /// The buffers left to send, in order (for sending them by other means,
+    /// e.g. a transport on another executor).
+    pub fn bufs(&self) -> &[Bytes] {
+        &self.bufs
+    }
+
     /// Total bytes left to send.
     pub fn len(&self) -> usize {
         self.bufs.iter().map(Bytes::len).sum()
