@@ -74,6 +74,11 @@ pub(crate) struct Local {
     pub(crate) pool: BufPool,
     pub(crate) cpu: Option<usize>,
     spin: Duration,
+    /// The last idle periods, one bit each (newest lowest): 1 if the core
+    /// had work again within the spin budget. The core spins only while one
+    /// of them did: when every recent wait outlasted the budget, spinning
+    /// would only burn a CPU that the peers it waits for may need.
+    short_idles: std::cell::Cell<u16>,
     pub(crate) stats: Stats,
     backend_reason: String,
 }
@@ -83,6 +88,9 @@ pub(crate) struct Local {
 pub struct CoreStats {
     /// Times the core parked in the kernel after its spin budget ran out.
     pub parks: u64,
+    /// Times an idle core parked at once, without spinning, because its
+    /// recent waits all outlasted the spin budget.
+    pub spins_skipped: u64,
     /// Multishot receives re-armed after the buffer ring ran dry.
     pub recv_rearms_after_enobufs: u64,
     /// Tasks woken from other threads.
@@ -95,6 +103,7 @@ pub struct CoreStats {
 #[derive(Default)]
 pub(crate) struct Stats {
     pub(crate) parks: std::cell::Cell<u64>,
+    pub(crate) spins_skipped: std::cell::Cell<u64>,
     pub(crate) recv_rearms_after_enobufs: std::cell::Cell<u64>,
     pub(crate) remote_wakes: std::cell::Cell<u64>,
 }
@@ -103,6 +112,7 @@ impl Stats {
     pub(crate) fn snapshot(&self, driver: &Driver) -> CoreStats {
         CoreStats {
             parks: self.parks.get(),
+            spins_skipped: self.spins_skipped.get(),
             recv_rearms_after_enobufs: self.recv_rearms_after_enobufs.get(),
             remote_wakes: self.remote_wakes.get(),
             ops_in_flight: driver.uring().map_or(0, |u| u.in_flight() as u64),
@@ -281,6 +291,7 @@ impl CoreBuilder {
                 pool,
                 cpu: self.cpu,
                 spin: self.spin,
+                short_idles: std::cell::Cell::new(u16::MAX),
                 stats: Stats::default(),
                 backend_reason,
             }),
@@ -379,14 +390,20 @@ impl Core {
         n
     }
 
-    /// Spins for the spin budget, then parks until a completion or a wake-up.
+    /// Spins for the spin budget, then parks until a completion or a
+    /// wake-up. Adaptive: when each of the last [`IDLES_REMEMBERED`] idle
+    /// periods outlasted the budget, the core parks at once; a wait that
+    /// ends within the budget (spinning or parked) turns spinning back on.
     fn idle(&self) {
         let local = &self.local;
-        if !local.spin.is_zero() {
-            let until = Instant::now() + local.spin;
+        let started = Instant::now();
+        let spin = !local.spin.is_zero() && local.short_idles.get() != 0;
+        if spin {
+            let until = started + local.spin;
             loop {
                 let n = local.driver.poll(false) + self.drain_remote() + local.pool.drain_returns(&local.driver);
                 if n > 0 || local.exec.has_ready() {
+                    self.remember_idle(true);
                     return;
                 }
                 if Instant::now() >= until {
@@ -394,6 +411,8 @@ impl Core {
                 }
                 std::hint::spin_loop();
             }
+        } else if !local.spin.is_zero() {
+            Stats::bump(&local.stats.spins_skipped, 1);
         }
         local.shared.parked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -403,8 +422,19 @@ impl Core {
         }
         local.shared.parked.store(false, Ordering::SeqCst);
         self.drain_remote();
+        if !local.spin.is_zero() {
+            self.remember_idle(started.elapsed() <= local.spin);
+        }
+    }
+
+    fn remember_idle(&self, short: bool) {
+        let bits = &self.local.short_idles;
+        bits.set((bits.get() << 1) | u16::from(short));
     }
 }
+
+/// Idle periods a core remembers to decide whether spinning pays.
+pub const IDLES_REMEMBERED: u32 = 16;
 
 /// Several cores, one pinned thread each.
 #[derive(Debug)]

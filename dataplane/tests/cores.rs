@@ -171,3 +171,41 @@ fn runtime_runs_one_core_per_cpu() {
     seen.sort();
     assert_eq!(seen, [0, 1]);
 }
+
+/// A core whose waits all outlast its spin budget stops spinning (parks at
+/// once), and spins again once a wait ends within the budget; on both back ends.
+#[test]
+fn idle_cores_stop_spinning_when_waits_outlast_the_budget() {
+    for backend in [Backend::Uring, Backend::Epoll] {
+        let core = Core::builder()
+            .backend(backend)
+            .spin(Duration::from_micros(200))
+            .build()
+            .unwrap();
+        core.block_on(async {
+            let stats = || sigma_dataplane::stats().unwrap();
+            let before = stats().spins_skipped;
+            // Waits of 2 ms: after the remembered idles run out, no more spinning.
+            for _ in 0..40 {
+                sigma_dataplane::sleep(Duration::from_millis(2)).await;
+            }
+            let skipped = stats().spins_skipped - before;
+            assert!(
+                (40 - 16 - 2..=40).contains(&skipped),
+                "{backend:?}: {skipped} of 40 long waits parked without spinning"
+            );
+            // Short waits: one that ends within the budget turns spinning back on.
+            let mut resumed = false;
+            for _ in 0..1000 {
+                let s = stats().spins_skipped;
+                sigma_dataplane::sleep(Duration::from_micros(1)).await;
+                sigma_dataplane::sleep(Duration::from_micros(1)).await;
+                if stats().spins_skipped == s {
+                    resumed = true;
+                    break;
+                }
+            }
+            assert!(resumed, "{backend:?}: short waits never turned spinning back on");
+        });
+    }
+}
