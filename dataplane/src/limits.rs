@@ -67,3 +67,7 @@ const _: () = assert!(BUF_BYTES_MIN <= BUF_BYTES_DEFAULT && BUF_BYTES_DEFAULT <=
 const _: () = assert!(RING_ENTRIES.is_power_of_two());
 const _: () = assert!(TASKS_MAX <= u32::MAX as usize);
 const _: () = assert!(SPIN_US_DEFAULT <= SPIN_US_MAX);
+
+/// Idle periods a core remembers to decide whether spinning pays: it spins
+/// only while one of them ended within the spin budget.
+pub const IDLES_REMEMBERED: u32 = 16;

@@ -79,6 +79,8 @@ pub(crate) struct Local {
     /// of them did: when every recent wait outlasted the budget, spinning
     /// would only burn a CPU that the peers it waits for may need.
     short_idles: std::cell::Cell<u16>,
+    // One bit per remembered idle period.
+    // (limits::IDLES_REMEMBERED == u16::BITS, checked below.)
     pub(crate) stats: Stats,
     backend_reason: String,
 }
@@ -391,7 +393,7 @@ impl Core {
     }
 
     /// Spins for the spin budget, then parks until a completion or a
-    /// wake-up. Adaptive: when each of the last [`IDLES_REMEMBERED`] idle
+    /// wake-up. Adaptive: when each of the last [`limits::IDLES_REMEMBERED`] idle
     /// periods outlasted the budget, the core parks at once; a wait that
     /// ends within the budget (spinning or parked) turns spinning back on.
     fn idle(&self) {
@@ -433,8 +435,7 @@ impl Core {
     }
 }
 
-/// Idle periods a core remembers to decide whether spinning pays.
-pub const IDLES_REMEMBERED: u32 = 16;
+const _: () = assert!(limits::IDLES_REMEMBERED == u16::BITS);
 
 /// Several cores, one pinned thread each.
 #[derive(Debug)]
