@@ -292,7 +292,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 p.ops(case),
                 p.warmup(case),
                 p.budget.as_secs_f64(),
-                if sys.uses_sigmad() {
+                if sys.needs_etcd() && sys.uses_sigmad() {
+                    format!(", sigmad's control thread (serving next to its etcd client) on core {server_core}")
+                } else if sys.uses_sigmad() {
                     format!(", sigmad's data-plane core on core {server_core}")
                 } else {
                     String::new()

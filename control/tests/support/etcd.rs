@@ -104,7 +104,20 @@ impl EtcdServer {
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log_path = dir.path().join("etcd.log");
         let log = std::fs::File::create(&log_path).expect("create etcd log");
-        let child = Command::new(etcd_bin())
+        let mut command = Command::new(etcd_bin());
+        // SAFETY: prctl is async-signal-safe; the closure touches no memory
+        // of the parent. etcd gets SIGKILL when the thread that started it
+        // ends, so an aborted run (where no Drop runs) leaves no etcd behind.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let child = command
             .arg("--name=s1")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
