@@ -428,19 +428,7 @@ impl<S: Store> RealmNs<'_, S> {
                     data: data.clone(),
                     lease: h.lease,
                 };
-                let revision = self
-                    .store()
-                    .txn_revision(
-                        &[Compare::Version(k.clone(), h.version)],
-                        &[Change::Put {
-                            key: k.clone(),
-                            value: entry.encode(),
-                            lease: entry.lease,
-                        }],
-                    )
-                    .await?;
-                if let Some(version) = revision {
-                    self.ns.remember(&k, &entry, version);
+                if let Some(version) = self.replace_if(&k, h.version, &entry).await? {
                     return Ok(stat_of(&path, &entry, version));
                 }
                 // Changed since: read it and decide below.
@@ -457,22 +445,30 @@ impl<S: Store> RealmNs<'_, S> {
             return Err(NsError::Conflict { path: path.to_string() });
         }
         entry.data = data;
+        let Some(version) = self.replace_if(&k, record.version, &entry).await? else {
+            return Err(NsError::Conflict { path: path.to_string() });
+        };
+        Ok(stat_of(&path, &entry, version))
+    }
+
+    /// Puts `entry` at `k` if `k` is still at `version`; the new version, or
+    /// `None` if it was not. Remembers what it wrote.
+    async fn replace_if(&self, k: &str, version: u64, entry: &Entry) -> Result<Option<u64>, NsError> {
         let revision = self
             .store()
             .txn_revision(
-                &[Compare::Version(k.clone(), record.version)],
+                &[Compare::Version(k.to_string(), version)],
                 &[Change::Put {
-                    key: k.clone(),
+                    key: k.to_string(),
                     value: entry.encode(),
                     lease: entry.lease,
                 }],
             )
             .await?;
-        let Some(version) = revision else {
-            return Err(NsError::Conflict { path: path.to_string() });
-        };
-        self.ns.remember(&k, &entry, version);
-        Ok(stat_of(&path, &entry, version))
+        if let Some(v) = revision {
+            self.ns.remember(k, entry, v);
+        }
+        Ok(revision)
     }
 
     /// The entries of a directory, sorted by name.
