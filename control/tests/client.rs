@@ -346,3 +346,97 @@ fn a_call_slower_than_sigmads_deadline_fails_with_a_clear_error() {
         assert!(e.is_ok() || e.unwrap_err().kind != "deadline-exceeded");
     });
 }
+
+/// Runs `Echo` on a core of its own thread until `stop` fires; the core's
+/// end closes the listener and every connection, as a crashed server's would.
+fn echo_on_its_own_core() -> (Endpoint, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        core().block_on(async move {
+            let (endpoint, _service) = serve_echo_tcp();
+            addr_tx.send(endpoint).unwrap();
+            while stop_rx.try_recv().is_err() {
+                sigma_dataplane::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    });
+    (addr_rx.recv().unwrap(), stop_tx, thread)
+}
+
+#[test]
+fn a_crashed_server_fails_write_read_clearly_and_a_new_one_is_found_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    core().block_on(async {
+        let sock = serve_admin(AdminService::new(embedded(dir.path()).await), dir.path());
+        let c = NsClient::connect(&sock, "a").await.unwrap();
+        c.mkdir("/svc", 0o755).await.unwrap();
+
+        let (first, stop, thread) = echo_on_its_own_core();
+        let lease = c.lease_grant(Duration::from_secs(30)).await.unwrap();
+        c.mount("/svc/echo", &first, Some(lease)).await.unwrap();
+        let fd = c.open("/svc/echo/rpc", Mode::ReadWrite).await.unwrap();
+        assert_eq!(c.write_read(fd, b"1").await.unwrap(), Bytes::from_static(b"rpc:1"));
+
+        // The server dies: the call fails at once with a status naming the mount.
+        stop.send(()).unwrap();
+        thread.join().unwrap();
+        let started = Instant::now();
+        let e = c.write_read(fd, b"2").await.unwrap_err();
+        assert_eq!(e.kind, "unavailable", "{e}");
+        assert!(e.message.contains("/svc/echo"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        // Its name still points at the dead address until its lease goes.
+        assert_eq!(
+            c.open("/svc/echo/rpc", Mode::Read).await.unwrap_err().kind,
+            "unavailable"
+        );
+        c.lease_revoke(lease).await.unwrap();
+
+        // A new instance mounts itself at the same name; a fresh open finds it.
+        let (second, stop2, thread2) = echo_on_its_own_core();
+        assert_ne!(first, second);
+        c.mount("/svc/echo", &second, None).await.unwrap();
+        let fd2 = c.open("/svc/echo/rpc", Mode::ReadWrite).await.unwrap();
+        assert_eq!(c.write_read(fd2, b"3").await.unwrap(), Bytes::from_static(b"rpc:3"));
+        // The old fd stays bound to the dead server.
+        assert_eq!(c.write_read(fd, b"4").await.unwrap_err().kind, "unavailable");
+        stop2.send(()).unwrap();
+        thread2.join().unwrap();
+    });
+}
+
+#[test]
+fn a_stopped_sigmad_fails_calls_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock_tx, sock_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let d = dir.path().to_path_buf();
+    let sigmad = std::thread::spawn(move || {
+        core().block_on(async move {
+            let sock = serve_admin(AdminService::new(embedded(&d).await), &d);
+            sock_tx.send(sock).unwrap();
+            while stop_rx.try_recv().is_err() {
+                sigma_dataplane::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    });
+    let sock = sock_rx.recv().unwrap();
+    core().block_on(async {
+        let c = NsClient::connect(&sock, "a").await.unwrap();
+        c.put("/f", 0o644, Bytes::from_static(b"x"), None).await.unwrap();
+        stop_tx.send(()).unwrap();
+        sigmad.join().unwrap();
+        let started = Instant::now();
+        let e = c.get("/f").await.unwrap_err();
+        assert_eq!(e.kind, "unavailable", "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let e = NsClient::connect(&sock, "a").await.unwrap_err();
+        assert_eq!(e.kind, "unavailable", "{e}");
+        assert!(e.message.contains("is sigmad running"), "{e}");
+    });
+}
