@@ -38,7 +38,6 @@
 //! status is then 1; it never stops the suite. Progress goes to stderr.
 
 mod affinity;
-mod etcd_server;
 mod loadgen;
 mod ns_systems;
 mod report;

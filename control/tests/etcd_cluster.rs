@@ -25,8 +25,6 @@
 //! The four tests run in parallel, each on its own namespaces and cluster,
 //! in about 40 s (the partition tests wait out HTTP/2 keep-alive).
 
-#[path = "support/etcd.rs"]
-mod etcd_support;
 #[path = "support/netns.rs"]
 mod netns;
 
@@ -36,6 +34,7 @@ use sigma_control::ns::entry::EntryKind;
 use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT};
 use sigma_control::ns::store::Change;
 use sigma_control::ns::{Namespace, NsError, Store};
+use sigma_tests::etcd as etcd_support;
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr};

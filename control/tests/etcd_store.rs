@@ -1,15 +1,12 @@
 //! The etcd store against a real etcd (started per test by
-//! `support/etcd.rs`): the namespace conformance suite, and the store's own
+//! `sigma_tests::etcd`): the namespace conformance suite, and the store's own
 //! semantics — get/scan/txn, watches, leases and deadlines.
 
-#[path = "support/etcd.rs"]
-mod etcd_support;
-
 use bytes::Bytes;
-use etcd_support::EtcdServer;
 use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT, SCAN_PAGE_KEYS, TXN_OPS_MAX};
 use sigma_control::ns::store::{Change, Compare, Record, WatchEvent, WatchReceiver, WATCH_EVENTS_MAX};
 use sigma_control::ns::{Namespace, NsError, Store, FILE_BYTES_MAX};
+use sigma_tests::etcd::EtcdServer;
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "/sigma/ns/";
@@ -59,14 +56,14 @@ async fn next_event(rx: &mut WatchReceiver, within: Duration) -> WatchEvent {
 
 #[tokio::test]
 async fn conformance() {
-    let etcd = EtcdServer::start();
+    let etcd = EtcdServer::start_or_panic();
     let ns = Namespace::new(store(&etcd, PREFIX).await, "m0").await.unwrap();
     sigma_control::ns::conformance::run_all(&ns).await;
 }
 
 #[tokio::test]
 async fn get_and_scan_stay_under_the_prefix_in_key_order() {
-    let etcd = EtcdServer::start();
+    let etcd = EtcdServer::start_or_panic();
     let s = store(&etcd, PREFIX).await;
     let raw = store(&etcd, "").await;
     let other = store(&etcd, "/other/").await;
@@ -126,7 +123,7 @@ async fn get_and_scan_stay_under_the_prefix_in_key_order() {
 
 #[tokio::test]
 async fn txn_compares_versions_and_applies_all_or_nothing() {
-    let etcd = EtcdServer::start();
+    let etcd = EtcdServer::start_or_panic();
     let s = store(&etcd, PREFIX).await;
 
     // Absent.
@@ -213,7 +210,7 @@ async fn txn_compares_versions_and_applies_all_or_nothing() {
 
 #[tokio::test]
 async fn watch_reports_puts_deletes_and_lease_expiry_under_its_prefix() {
-    let etcd = EtcdServer::start();
+    let etcd = EtcdServer::start_or_panic();
     let s = store(&etcd, PREFIX).await;
     let raw = store(&etcd, "").await;
     let mut rx = s.watch("dir/").await.unwrap();
@@ -261,7 +258,7 @@ async fn watch_reports_puts_deletes_and_lease_expiry_under_its_prefix() {
 
 #[tokio::test]
 async fn a_lagging_watcher_sees_its_channel_close() {
-    let etcd = EtcdServer::start();
+    let etcd = EtcdServer::start_or_panic();
     let s = store(&etcd, PREFIX).await;
     let mut rx = s.watch("lag/").await.unwrap();
     let mut written = 0;
@@ -288,7 +285,7 @@ async fn a_lagging_watcher_sees_its_channel_close() {
 
 #[tokio::test]
 async fn leases_keep_alive_and_revoke() {
-    let etcd = EtcdServer::start();
+    let etcd = EtcdServer::start_or_panic();
     let s = store(&etcd, PREFIX).await;
 
     // Kept alive past its TTL, the key stays; left alone, it goes.
@@ -384,7 +381,7 @@ async fn a_silent_etcd_fails_at_the_deadline() {
 
 #[tokio::test]
 async fn calls_fail_within_the_deadline_and_watches_close_when_etcd_dies() {
-    let mut etcd = EtcdServer::start();
+    let mut etcd = EtcdServer::start_or_panic();
     let timeout = Duration::from_secs(1);
     let s = EtcdStore::connect_with_timeout(&etcd.endpoints(), PREFIX, timeout)
         .await
@@ -435,7 +432,7 @@ async fn on_core<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 /// own timer bounds each wait.
 #[test]
 fn the_store_runs_on_a_data_plane_core() {
-    let etcd = EtcdServer::start();
+    let etcd = EtcdServer::start_or_panic();
     let core = sigma_dataplane::Core::builder().build().expect("a data-plane core");
     core.block_on(async {
         let s = on_core("connect", EtcdStore::connect(&etcd.endpoints(), PREFIX))
@@ -467,4 +464,81 @@ fn the_store_runs_on_a_data_plane_core() {
             "the watch closes with the last clone of the store"
         );
     });
+}
+
+/// A TCP proxy in front of etcd that can hold etcd's answers back: a
+/// request gets through and applies, its answer does not (yet).
+struct HoldingProxy {
+    addr: std::net::SocketAddr,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HoldingProxy {
+    fn start(upstream: &str) -> HoldingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let upstream: std::net::SocketAddr = upstream.trim_start_matches("http://").parse().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = hold.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else { return };
+                let pump = |mut from: std::net::TcpStream, mut to: std::net::TcpStream, hold: Option<_>| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if let Some(hold) = &hold {
+                                let hold: &std::sync::Arc<std::sync::atomic::AtomicBool> = hold;
+                                while hold.load(Ordering::SeqCst) {
+                                    std::thread::sleep(Duration::from_millis(1));
+                                }
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                };
+                pump(client.try_clone().unwrap(), server.try_clone().unwrap(), None);
+                pump(server, client, Some(h.clone()));
+            }
+        });
+        HoldingProxy { addr, hold }
+    }
+}
+
+/// A transaction whose answer is lost is retried; when the retry finds the
+/// transaction's own earlier attempt applied (its compares fail because it
+/// applied), the store reports success, not a conflict.
+#[tokio::test]
+async fn a_txn_whose_answer_was_lost_is_retried_and_recognized_as_applied() {
+    let etcd = EtcdServer::start_or_panic();
+    let proxy = HoldingProxy::start(&etcd.endpoints()[0]);
+    // A 2 s deadline: attempts of 500 ms.
+    let s = EtcdStore::connect_with_timeout(&[format!("http://{}", proxy.addr)], PREFIX, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(s.txn(&[absent("warm")], &[put("warm", "w")]).await, Ok(true));
+
+    proxy.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let hold = proxy.hold.clone();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    });
+    let started = Instant::now();
+    let result = s.txn(&[absent("k")], &[put("k", "mine")]).await;
+    release.join().unwrap();
+    assert_eq!(result, Ok(true), "after {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(500), "the first answer was held back");
+    assert_eq!(value(&s, "k").await, Some(Bytes::from_static(b"mine")));
+    // Without an unknown attempt, failed compares are just that.
+    assert_eq!(s.txn(&[absent("k")], &[put("k", "mine")]).await, Ok(false));
 }

@@ -1,1 +1,6 @@
-//! Integration tests of σ live in `tests/`; this library is empty.
+//! Integration tests of σ live in `tests/`; this library holds what tests
+//! (and sigmabench) of several crates share:
+//!
+//! - [`etcd`]: a throwaway single-member etcd server.
+
+pub mod etcd;

@@ -177,12 +177,11 @@ fn sigterm_stops_cleanly_and_kill_9_loses_nothing_acknowledged() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is sigmad running?"));
 }
 
-#[path = "../../control/tests/support/etcd.rs"]
-mod etcd;
+use sigma_tests::etcd;
 
 #[test]
 fn sigmad_on_etcd_serves_the_same_namespace_and_fails_clearly_without_it() {
-    let mut server = etcd::EtcdServer::start();
+    let mut server = etcd::EtcdServer::start_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("sigmad.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))

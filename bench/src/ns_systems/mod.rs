@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use hdrhistogram::Histogram;
 
-use crate::etcd_server::EtcdServer;
 use crate::sigmad::Sigmad;
 use crate::systems::new_histogram;
+use sigma_tests::etcd::EtcdServer;
 
 mod etcd_raw;
 mod sigma;

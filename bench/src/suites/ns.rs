@@ -14,10 +14,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use super::with_deadline;
-use crate::etcd_server::EtcdServer;
 use crate::ns_systems::{Env, NsSpec, NsSystem, Op, Outcome};
 use crate::report::Row;
 use crate::systems::new_histogram;
+use sigma_tests::etcd::EtcdServer;
 
 /// Core of the client.
 const CLIENT_CORE: usize = 0;

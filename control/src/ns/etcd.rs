@@ -155,14 +155,30 @@ struct Conn {
 }
 
 /// Which failures a request may retry.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// Reads: any `Unavailable` (connection refused, leader changed, no leader).
+    /// Reads: any `Unavailable` (connection refused, leader changed, no
+    /// leader), and an attempt that outlasts its share of the deadline (a
+    /// follower waiting for a leader that is gone).
     Idempotent,
-    /// Writes: only failures that prove the request did not reach etcd's
-    /// raft log (no connection, no leader).
+    /// Writes that could apply twice: only failures that prove the request
+    /// did not reach etcd's raft log (no connection, no leader).
     NotSent,
+    /// σ's transactions: what they put and delete is the same however often
+    /// they apply, and their compares fail once they have applied, so they
+    /// retry like reads. After an attempt whose fate is unknown, the caller
+    /// checks whether a "compares failed" answer means its own earlier
+    /// attempt applied.
+    Checked,
 }
+
+/// The share of a request's deadline one attempt may take before it is
+/// retried (for the retries that allow it): a proposal sent to a follower
+/// just as the leader dies waits there for the whole server timeout, while
+/// a new leader takes about an election timeout to appear.
+const ATTEMPTS_PER_DEADLINE: u32 = 4;
+/// The shortest attempt.
+const ATTEMPT_MIN: Duration = Duration::from_millis(250);
 
 impl Retry {
     fn allows(self, e: &etcd::Error) -> bool {
@@ -173,13 +189,35 @@ impl Retry {
             return false;
         }
         match self {
-            Retry::Idempotent => true,
-            Retry::NotSent => {
-                let m = s.message();
-                m.contains("connect error") || m.contains("no leader")
-            }
+            Retry::Idempotent | Retry::Checked => true,
+            Retry::NotSent => not_sent(e),
         }
     }
+
+    /// Whether an attempt that outlasted its share may be retried.
+    fn retries_slow_attempts(self) -> bool {
+        self != Retry::NotSent
+    }
+}
+
+/// Whether a failure proves the request never reached etcd's raft log.
+fn not_sent(e: &etcd::Error) -> bool {
+    let etcd::Error::GRpcStatus(s) = e else { return false };
+    let m = s.message();
+    m.contains("connect error") || m.contains("no leader")
+}
+
+/// What a transaction leaves at a key.
+struct Outcome {
+    key: Vec<u8>,
+    want: Want,
+}
+
+enum Want {
+    /// The key holds this value.
+    Value(Bytes),
+    /// No key (with `prefix`: no key starting with it).
+    Absent { prefix: bool },
 }
 
 /// Why one etcd request failed.
@@ -347,21 +385,47 @@ impl Conn {
 
     /// Runs one request under the deadline, retrying (with a short backoff,
     /// within the same deadline) failures that `retry` allows.
-    async fn call<T, F>(&self, retry: Retry, mut request: impl FnMut() -> F) -> Result<T, Failure>
+    async fn call<T, F>(&self, retry: Retry, request: impl FnMut() -> F) -> Result<T, Failure>
+    where
+        F: Future<Output = Result<T, etcd::Error>>,
+    {
+        self.call_tracked(retry, &mut false, request).await
+    }
+
+    /// As [`call`](Conn::call); sets `unknown` when a retried attempt might
+    /// have applied (it timed out, or failed after it may have been sent).
+    async fn call_tracked<T, F>(
+        &self,
+        retry: Retry,
+        unknown: &mut bool,
+        mut request: impl FnMut() -> F,
+    ) -> Result<T, Failure>
     where
         F: Future<Output = Result<T, etcd::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let attempt_max = (self.timeout / ATTEMPTS_PER_DEADLINE).max(ATTEMPT_MIN);
         let mut backoff = Duration::from_millis(5);
         loop {
-            match tokio::time::timeout_at(deadline, request()).await {
+            let attempt_end = if retry.retries_slow_attempts() {
+                deadline.min(tokio::time::Instant::now() + attempt_max)
+            } else {
+                deadline
+            };
+            let time_left = |backoff| tokio::time::Instant::now() + backoff < deadline;
+            match tokio::time::timeout_at(attempt_end, request()).await {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if retry.allows(&e) && tokio::time::Instant::now() + backoff < deadline => {
+                Ok(Err(e)) if retry.allows(&e) && time_left(backoff) => {
                     tracing::debug!(endpoints = %self.endpoints, error = %e, "etcd: retrying");
+                    *unknown |= !not_sent(&e);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(100));
                 }
                 Ok(Err(e)) => return Err(Failure::Etcd(e)),
+                Err(_) if attempt_end < deadline && time_left(Duration::ZERO) => {
+                    tracing::debug!(endpoints = %self.endpoints, after = ?attempt_max, "etcd: no answer yet, retrying");
+                    *unknown = true;
+                }
                 Err(_) => return Err(Failure::Timeout),
             }
         }
@@ -467,11 +531,20 @@ impl Conn {
         Ok(!resp.kvs().is_empty())
     }
 
-    /// Runs a Txn that [`Store::txn`] built (each key once, within the bounds).
-    async fn txn(self, request: etcd::Txn, first_key: String, leases: Vec<LeaseId>) -> Result<Option<u64>, NsError> {
+    /// Runs a Txn that [`Store::txn`] built (each key once, within the
+    /// bounds); `outcome` is the state it leaves, to tell after a retry
+    /// whether an earlier attempt of it applied.
+    async fn txn(
+        self,
+        request: etcd::Txn,
+        outcome: Vec<Outcome>,
+        first_key: String,
+        leases: Vec<LeaseId>,
+    ) -> Result<Option<u64>, NsError> {
         let kv = self.kv.clone();
+        let mut unknown = false;
         match self
-            .call(Retry::NotSent, || {
+            .call_tracked(Retry::Checked, &mut unknown, || {
                 let (mut kv, request) = (kv.clone(), request.clone());
                 async move { kv.txn(request).await }
             })
@@ -484,11 +557,55 @@ impl Conn {
                     _ => Err(self.bad("txn", &first_key, "a response without a revision")),
                 }
             }
+            // The compares failed, but an attempt whose fate is unknown came
+            // first: if the state is exactly what this txn leaves, that
+            // attempt applied (and made the compares fail).
+            Ok(_) if unknown => self.applied(&outcome, &first_key).await,
             Ok(_) => Ok(None),
             // etcd does not say which lease; with one (the usual case) it is that one.
             Err(f) if lease_not_found(&f) && !leases.is_empty() => Err(NsError::LeaseExpired(leases[0])),
             Err(f) => Err(self.error("txn", &first_key, f)),
         }
+    }
+
+    /// Whether the store is in the state `outcome` describes; `Some`
+    /// revision (the put keys' version) if so.
+    async fn applied(&self, outcome: &[Outcome], first_key: &str) -> Result<Option<u64>, NsError> {
+        if outcome.is_empty() {
+            // Nothing to apply: the failed compares stand.
+            return Ok(None);
+        }
+        let mut revision = None;
+        for o in outcome {
+            let key = o.key.clone();
+            let options = match &o.want {
+                Want::Absent { prefix: true } => Some(
+                    etcd::GetOptions::new()
+                        .with_range(prefix_end(&o.key))
+                        .with_limit(1)
+                        .with_keys_only(),
+                ),
+                _ => None,
+            };
+            let kv = self.kv.clone();
+            let mut resp = self
+                .call(Retry::Idempotent, || {
+                    let (mut kv, key, options) = (kv.clone(), key.clone(), options.clone());
+                    async move { kv.get(key, options).await }
+                })
+                .await
+                .map_err(|f| self.error("txn check", first_key, f))?;
+            let found = resp.take_kvs().into_iter().next();
+            match (&o.want, found) {
+                (Want::Absent { .. }, None) => {}
+                (Want::Value(v), Some(kv)) if kv.value() == &v[..] => {
+                    revision = revision.or(u64::try_from(kv.mod_revision()).ok());
+                }
+                _ => return Ok(None),
+            }
+        }
+        // Only deletes: the revision does not name a version; any positive one will do.
+        Ok(Some(revision.unwrap_or(1)))
     }
 
     async fn watch(self, prefix: String) -> Result<WatchReceiver, NsError> {
@@ -632,7 +749,22 @@ impl Store for EtcdStore {
         }
         let mut leases = Vec::new();
         let mut then = Vec::with_capacity(changes.len());
+        let mut outcome = Vec::with_capacity(changes.len());
         for change in changes {
+            outcome.push(match change {
+                Change::Put { key, value, .. } => Outcome {
+                    key: conn.full_key(key),
+                    want: Want::Value(value.clone()),
+                },
+                Change::Delete { key } => Outcome {
+                    key: conn.full_key(key),
+                    want: Want::Absent { prefix: false },
+                },
+                Change::DeletePrefix { prefix } => Outcome {
+                    key: conn.full_key(prefix),
+                    want: Want::Absent { prefix: true },
+                },
+            });
             then.push(match change {
                 Change::Put { key, value, lease } => {
                     let options = match lease {
@@ -656,7 +788,7 @@ impl Store for EtcdStore {
             });
         }
         let request = etcd::Txn::new().when(when).and_then(then);
-        self.run(self.conn.clone().txn(request, first_key, leases)).await
+        self.run(self.conn.clone().txn(request, outcome, first_key, leases)).await
     }
 
     async fn watch(&self, prefix: &str) -> Result<WatchReceiver, NsError> {
