@@ -485,7 +485,9 @@ impl HoldingProxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                let Ok(server) = std::net::TcpStream::connect(upstream) else { return };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    return;
+                };
                 let pump = |mut from: std::net::TcpStream, mut to: std::net::TcpStream, hold: Option<_>| {
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
@@ -537,7 +539,10 @@ async fn a_txn_whose_answer_was_lost_is_retried_and_recognized_as_applied() {
     let result = s.txn(&[absent("k")], &[put("k", "mine")]).await;
     release.join().unwrap();
     assert_eq!(result, Ok(true), "after {:?}", started.elapsed());
-    assert!(started.elapsed() >= Duration::from_millis(500), "the first answer was held back");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the first answer was held back"
+    );
     assert_eq!(value(&s, "k").await, Some(Bytes::from_static(b"mine")));
     // Without an unknown attempt, failed compares are just that.
     assert_eq!(s.txn(&[absent("k")], &[put("k", "mine")]).await, Ok(false));

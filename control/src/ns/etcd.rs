@@ -788,7 +788,8 @@ impl Store for EtcdStore {
             });
         }
         let request = etcd::Txn::new().when(when).and_then(then);
-        self.run(self.conn.clone().txn(request, outcome, first_key, leases)).await
+        self.run(self.conn.clone().txn(request, outcome, first_key, leases))
+            .await
     }
 
     async fn watch(&self, prefix: &str) -> Result<WatchReceiver, NsError> {
