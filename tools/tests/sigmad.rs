@@ -239,3 +239,61 @@ fn sigmad_refuses_an_unreachable_etcd_at_start() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An RPC file that answers `"{rest}:{request}"`.
+struct Echo;
+
+impl sigma_control::client::RpcFile for Echo {
+    async fn write_read(
+        &self,
+        rest: &[String],
+        request: bytes::Bytes,
+        out: &mut bytes::BytesMut,
+    ) -> Result<(), sigma_dataplane::rpc::Status> {
+        out.extend_from_slice(format!("{}:", rest.join("/")).as_bytes());
+        out.extend_from_slice(&request);
+        Ok(())
+    }
+}
+
+#[test]
+fn sigmactl_mounts_a_server_and_calls_it_through_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.ok(&["realm", "create", "c"]);
+    // A server on a data-plane core of this test process.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let core = sigma_dataplane::Core::builder().build().unwrap();
+        core.block_on(async move {
+            let listener = sigma_dataplane::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let service = std::rc::Rc::new(sigma_control::client::FileService(Echo));
+            loop {
+                let stream = listener.accept().await.unwrap();
+                let service = service.clone();
+                sigma_dataplane::spawn(async move {
+                    let _ = sigma_dataplane::rpc::serve(&stream, &*service).await;
+                });
+            }
+        });
+    });
+    let addr = addr_rx.recv().unwrap();
+    d.ok(&["ns", "-r", "c", "mount", "/echo", &format!("tcp:{addr}")]);
+    assert_eq!(d.ok(&["ns", "-r", "c", "call", "/echo/a/b", "--data", "hi"]), "a/b:hi");
+    let json: serde_json::Value =
+        serde_json::from_str(&d.ok(&["--json", "ns", "-r", "c", "call", "/echo", "--data", "x"])).unwrap();
+    assert_eq!(json["reply"], ":x");
+    // A bad endpoint is a usage error; a call on a plain file is refused.
+    let out = d.ctl(&["ns", "-r", "c", "mount", "/bad", "carrier-pigeon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    d.ok(&["ns", "-r", "c", "put", "/plain", "--data", "p"]);
+    let out = d.ctl(&["ns", "-r", "c", "call", "/plain", "--data", "q"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use read and write"));
+    // Another realm cannot reach the server through the name.
+    d.ok(&["realm", "create", "other"]);
+    let out = d.ctl(&["ns", "-r", "other", "call", "/echo", "--data", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}

@@ -7,7 +7,8 @@
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use sigma_control::admin::{check_path, AdminClient, AdminError};
-use sigma_ep::ns::{NsRequest, WireStat};
+use sigma_control::client::{Mode, NsClient};
+use sigma_ep::ns::{Endpoint, NsRequest, WireStat};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,16 @@ enum NsCmd {
     Mv { from: String, to: String },
     /// Show what is known about an entry.
     Stat { path: String },
+    /// Mount an endpoint (`tcp:HOST:PORT` or `unix:/PATH`) at a path.
+    Mount { path: String, endpoint: String },
+    /// RPC through a file: send --data (or stdin) to the server mounted over
+    /// PATH (`write_read`) and print its reply.
+    Call {
+        path: String,
+        /// The request (default: read stdin).
+        #[arg(long)]
+        data: Option<String>,
+    },
     /// Wait until a path exists.
     Watch {
         path: String,
@@ -132,7 +143,15 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             | NsCmd::Mkdir { path }
             | NsCmd::Rm { path }
             | NsCmd::Stat { path }
+            | NsCmd::Call { path, .. }
             | NsCmd::Watch { path, .. } => check_path(path)?,
+            NsCmd::Mount { path, endpoint } => {
+                check_path(path)?;
+                Endpoint::parse(endpoint.as_bytes()).map_err(|e| AdminError {
+                    kind: "usage".into(),
+                    message: format!("endpoint {endpoint:?}: {e}"),
+                })?;
+            }
             NsCmd::Mv { from, to } => {
                 check_path(from)?;
                 check_path(to)?;
@@ -186,17 +205,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 }
             }
             NsCmd::Put { path, data } => {
-                let data = match data {
-                    Some(d) => Bytes::from(d),
-                    None => {
-                        let mut buf = Vec::new();
-                        std::io::stdin().read_to_end(&mut buf).map_err(|e| AdminError {
-                            kind: "usage".into(),
-                            message: format!("reading stdin: {e}"),
-                        })?;
-                        Bytes::from(buf)
-                    }
-                };
+                let data = data_or_stdin(data)?;
                 let write = NsRequest::Write {
                     realm: realm.clone(),
                     path: path.clone(),
@@ -243,6 +252,30 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             NsCmd::Mv { from, to } => {
                 client.call(&NsRequest::Rename { realm, from, to }, None).await?;
             }
+            NsCmd::Mount { path, endpoint } => {
+                let stat = client
+                    .call_stat(&NsRequest::Mount {
+                        realm,
+                        path,
+                        endpoint: Bytes::from(endpoint),
+                        lease: 0,
+                    })
+                    .await?;
+                if json {
+                    print_stat(&stat, true);
+                }
+            }
+            NsCmd::Call { path, data } => {
+                let request = data_or_stdin(data)?;
+                let ns = NsClient::connect(&cli.sock, &realm).await?;
+                let fd = ns.open(&path, Mode::ReadWrite).await?;
+                let reply = ns.write_read(fd, &request).await?;
+                if json {
+                    println!("{}", serde_json::json!({ "reply": String::from_utf8_lossy(&reply) }));
+                } else {
+                    let _ = std::io::stdout().write_all(&reply);
+                }
+            }
             NsCmd::Stat { path } => print_stat(&client.call_stat(&NsRequest::Stat { realm, path }).await?, json),
             NsCmd::Watch { path, timeout } => {
                 let req = NsRequest::OpenWatch {
@@ -261,6 +294,21 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         },
     }
     Ok(())
+}
+
+/// `data`, or all of stdin.
+fn data_or_stdin(data: Option<String>) -> Result<Bytes, AdminError> {
+    match data {
+        Some(d) => Ok(Bytes::from(d)),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| AdminError {
+                kind: "usage".into(),
+                message: format!("reading stdin: {e}"),
+            })?;
+            Ok(Bytes::from(buf))
+        }
+    }
 }
 
 fn main() -> ExitCode {
