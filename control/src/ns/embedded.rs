@@ -196,9 +196,7 @@ impl Inner {
         let mut state = self.state();
         state.watchers.retain(|(prefix, tx)| {
             for event in &events {
-                let key = match event {
-                    WatchEvent::Put(k) | WatchEvent::Delete(k) => k,
-                };
+                let key = event.key();
                 if key.starts_with(prefix.as_str()) && tx.try_send(event.clone()).is_err() {
                     // Full (the watcher lags) or closed: either way it goes;
                     // a lagging watcher sees its channel close and re-reads.
@@ -251,7 +249,13 @@ impl Inner {
                         table
                             .insert(key.as_str(), encode(revision, *lease, value).as_slice())
                             .map_err(|e| store_err("insert")(e.into()))?;
-                        events.push(WatchEvent::Put(key.clone()));
+                        events.push(WatchEvent::Put(
+                            key.clone(),
+                            Record {
+                                value: value.clone(),
+                                version: revision,
+                            },
+                        ));
                     }
                     Change::Delete { key } => {
                         let old = table.remove(key.as_str()).map_err(|e| store_err("remove")(e.into()))?;

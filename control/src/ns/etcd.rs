@@ -853,7 +853,19 @@ async fn forward(mut stream: etcd::WatchStream, tx: mpsc::Sender<WatchEvent>, pr
                 continue;
             };
             let event = match event.event_type() {
-                etcd::EventType::Put => WatchEvent::Put(key.to_string()),
+                etcd::EventType::Put => match u64::try_from(kv.mod_revision()) {
+                    Ok(version) if version > 0 => WatchEvent::Put(
+                        key.to_string(),
+                        Record {
+                            value: Bytes::copy_from_slice(kv.value()),
+                            version,
+                        },
+                    ),
+                    _ => {
+                        tracing::warn!(%endpoints, %key, "etcd watch: a put without a revision; closing the watch");
+                        return;
+                    }
+                },
                 etcd::EventType::Delete => WatchEvent::Delete(key.to_string()),
             };
             match tx.try_send(event) {

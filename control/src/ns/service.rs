@@ -709,7 +709,11 @@ impl<S: Store> RealmNs<'_, S> {
                 }
                 loop {
                     match events.recv().await {
-                        Some(WatchEvent::Put(key)) if key == k => break,
+                        // The event carries the entry: no read back.
+                        Some(WatchEvent::Put(key, record)) if key == k => {
+                            let entry = Entry::decode(&record.value)?;
+                            return Ok(stat_of(&parsed, &entry, record.version));
+                        }
                         Some(_) => {}
                         // The watcher lagged: re-watch and re-check.
                         None => {
@@ -736,7 +740,7 @@ impl<S: Store> RealmNs<'_, S> {
         let mut events = self.store().watch(&prefix).await?;
         loop {
             match events.recv().await {
-                Some(WatchEvent::Put(k) | WatchEvent::Delete(k)) => {
+                Some(WatchEvent::Put(k, _) | WatchEvent::Delete(k)) => {
                     if !k[prefix.len()..].contains('/') {
                         return Ok(());
                     }

@@ -55,10 +55,20 @@ pub enum Change {
 /// What happened to a key, as a watch reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
-    /// The key was created or changed.
-    Put(String),
+    /// The key was created or changed; what it holds now (so a watcher
+    /// need not read it back).
+    Put(String, Record),
     /// The key was removed (explicitly or because its lease ended).
     Delete(String),
+}
+
+impl WatchEvent {
+    /// The key the event is about.
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(k, _) | WatchEvent::Delete(k) => k,
+        }
+    }
 }
 
 /// A stream of events for the keys under a prefix.
