@@ -25,6 +25,10 @@
 //! **Watches** (`open_watch`, `watch_dir`, `watch_remove`) each run on a
 //! connection of their own, so a long wait never holds up other calls.
 //!
+//! If sigmad goes away (a restart), the next call reconnects: a read is
+//! asked again on the new connection, a change fails with `unavailable`
+//! (its fate unknown) and later calls use the new connection.
+//!
 //! Every call has a deadline: sigmad bounds a call by
 //! [`CALL_TIMEOUT`], and the client waits
 //! [`REPLY_MARGIN`](crate::admin::REPLY_MARGIN) longer than that for the
@@ -151,7 +155,7 @@ enum OpenFile {
 pub struct NsClient {
     sock: PathBuf,
     realm: String,
-    admin: AdminClient,
+    admin: RefCell<Rc<AdminClient>>,
     fds: RefCell<Vec<Option<OpenFile>>>,
     endpoints: RefCell<HashMap<Endpoint, EndpointClient>>,
 }
@@ -167,7 +171,7 @@ impl NsClient {
         let client = NsClient {
             sock: sock.to_path_buf(),
             realm: realm.to_string(),
-            admin,
+            admin: RefCell::new(Rc::new(admin)),
             fds: RefCell::new(Vec::new()),
             endpoints: RefCell::new(HashMap::new()),
         };
@@ -186,7 +190,31 @@ impl NsClient {
     }
 
     async fn call(&self, req: &NsRequest) -> Result<Bytes, Error> {
-        self.admin.call(req, None).await
+        let admin = self.admin.borrow().clone();
+        match admin.call(req, None).await {
+            Err(e) if e.kind == "unavailable" => {
+                // sigmad went away (restarted, say): reconnect for this and
+                // later calls. A read is simply asked again; a change may or
+                // may not have been applied before the connection broke.
+                let Ok(fresh) = AdminClient::connect(&self.sock).await else {
+                    return Err(e);
+                };
+                let fresh = Rc::new(fresh);
+                *self.admin.borrow_mut() = fresh.clone();
+                if is_read(req) {
+                    fresh.call(req, None).await
+                } else {
+                    Err(err(
+                        "unavailable",
+                        format!(
+                            "{}; reconnected to sigmad, but whether the change was applied is unknown: read before retrying",
+                            e.message
+                        ),
+                    ))
+                }
+            }
+            other => other,
+        }
     }
 
     async fn call_stat(&self, req: &NsRequest) -> Result<WireStat, Error> {
@@ -586,6 +614,19 @@ impl NsClient {
         self.endpoints.borrow_mut().insert(endpoint.clone(), client.clone());
         Ok(client)
     }
+}
+
+/// Whether a request only reads (safe to ask again).
+fn is_read(req: &NsRequest) -> bool {
+    matches!(
+        req,
+        NsRequest::Read { .. }
+            | NsRequest::Stat { .. }
+            | NsRequest::Readdir { .. }
+            | NsRequest::Resolve { .. }
+            | NsRequest::Open { .. }
+            | NsRequest::ListRealms
+    )
 }
 
 fn millis(d: Duration) -> u64 {

@@ -410,26 +410,35 @@ fn a_crashed_server_fails_write_read_clearly_and_a_new_one_is_found_by_name() {
     });
 }
 
-#[test]
-fn a_stopped_sigmad_fails_calls_clearly() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs an admin service over the embedded store in `dir` on a core of its
+/// own thread until `stop` fires (then the core ends: socket removed, store closed).
+fn sigmad_thread(dir: &Path) -> (PathBuf, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (sock_tx, sock_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let d = dir.path().to_path_buf();
-    let sigmad = std::thread::spawn(move || {
+    let d = dir.to_path_buf();
+    let thread = std::thread::spawn(move || {
         core().block_on(async move {
-            let sock = serve_admin(AdminService::new(embedded(&d).await), &d);
+            let store = EmbeddedStore::open(&d.join("ns.redb")).unwrap();
+            let ns = Namespace::new(store, "m0").await.unwrap();
+            let _ = ns.create_realm("a").await;
+            let sock = serve_admin(AdminService::new(ns), &d);
             sock_tx.send(sock).unwrap();
             while stop_rx.try_recv().is_err() {
                 sigma_dataplane::sleep(Duration::from_millis(5)).await;
             }
         });
     });
-    let sock = sock_rx.recv().unwrap();
+    (sock_rx.recv().unwrap(), stop_tx, thread)
+}
+
+#[test]
+fn a_stopped_sigmad_fails_calls_clearly_and_a_restarted_one_is_reconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, stop, sigmad) = sigmad_thread(dir.path());
     core().block_on(async {
         let c = NsClient::connect(&sock, "a").await.unwrap();
         c.put("/f", 0o644, Bytes::from_static(b"x"), None).await.unwrap();
-        stop_tx.send(()).unwrap();
+        stop.send(()).unwrap();
         sigmad.join().unwrap();
         let started = Instant::now();
         let e = c.get("/f").await.unwrap_err();
@@ -438,5 +447,22 @@ fn a_stopped_sigmad_fails_calls_clearly() {
         let e = NsClient::connect(&sock, "a").await.unwrap_err();
         assert_eq!(e.kind, "unavailable", "{e}");
         assert!(e.message.contains("is sigmad running"), "{e}");
+
+        // sigmad comes back on the same socket and data: a read just works ...
+        let (sock2, stop2, sigmad2) = sigmad_thread(dir.path());
+        assert_eq!(sock2, sock);
+        assert_eq!(c.get("/f").await.unwrap(), Bytes::from_static(b"x"));
+        c.put("/g", 0o644, Bytes::from_static(b"y"), None).await.unwrap();
+        // ... and after another restart a change says its fate is unknown,
+        // and the next call works.
+        stop2.send(()).unwrap();
+        sigmad2.join().unwrap();
+        let (_, stop3, sigmad3) = sigmad_thread(dir.path());
+        let e = c.put("/h", 0o644, Bytes::new(), None).await.unwrap_err();
+        assert_eq!(e.kind, "unavailable", "{e}");
+        assert!(e.message.contains("read before retrying"), "{e}");
+        assert_eq!(c.get("/g").await.unwrap(), Bytes::from_static(b"y"));
+        stop3.send(()).unwrap();
+        sigmad3.join().unwrap();
     });
 }
