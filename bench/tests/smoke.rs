@@ -78,10 +78,17 @@ fn cases_and_systems(rows: &[serde_json::Value]) -> Vec<(&str, &str)> {
 fn quick_ns_run_measures_a_real_sigmad() {
     let rows = quick_ns("sigma-embedded", None);
     let got = cases_and_systems(&rows);
-    let want: Vec<(&str, &str)> = ["stat", "read-4KiB", "write-4KiB", "create-remove", "watch-notify"]
-        .into_iter()
-        .map(|c| (c, "sigma-embedded"))
-        .collect();
+    let want: Vec<(&str, &str)> = [
+        "stat",
+        "read-4KiB",
+        "write-4KiB",
+        "create-remove",
+        "watch-notify",
+        "read-during-writes",
+    ]
+    .into_iter()
+    .map(|c| (c, "sigma-embedded"))
+    .collect();
     assert_eq!(got, want);
     assert!(rows.iter().all(|r| r["note"].as_str().unwrap().contains("sigmad")));
 }

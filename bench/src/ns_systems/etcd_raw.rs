@@ -92,6 +92,39 @@ async fn client(spec: &NsSpec, endpoints: &[String], prefix: &str) -> Result<Out
             }
             clock.finish(true)
         }
+        Op::ReadDuringWrites => {
+            let other = format!("{prefix}g");
+            let mut writer = within("connect", t, Client::connect(endpoints, None)).await?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stopped = stop.clone();
+            let v = value.clone();
+            let writes = tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    within("put", t, writer.put(other.as_str(), v.clone(), None)).await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            });
+            let mut i = 0;
+            while clock.go(i) {
+                let t0 = Instant::now();
+                let resp = within("get", t, client.get(key.as_str(), None)).await?;
+                let t1 = Instant::now();
+                match resp.kvs() {
+                    [kv] if kv.value() == value.as_slice() => {}
+                    [kv] => bail!("get {key}: {} bytes, not the {} written", kv.value().len(), value.len()),
+                    kvs => bail!("get {key}: {} keys", kvs.len()),
+                }
+                clock.record(i, t0, t1);
+                i += 1;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if writes.await.map_err(|e| anyhow!("the writer task: {e}"))?? == 0 {
+                bail!("the writer wrote nothing while the reads ran");
+            }
+            clock.finish(true)
+        }
         Op::Write => {
             let mut i = 0;
             while clock.go(i) {

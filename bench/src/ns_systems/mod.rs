@@ -38,6 +38,9 @@ pub enum Op {
     /// Watch a path that does not exist, wait `watch_settle`, create it: the sample is the time
     /// from sending the create to the watcher's notification.
     WatchNotify,
+    /// Read of a file holding `value_bytes` while a second client (its own connection, on the
+    /// same client core) writes `value_bytes` over another file back to back.
+    ReadDuringWrites,
 }
 
 /// What one run of one case does: `warmup + ops` sequential operations from one client, fewer

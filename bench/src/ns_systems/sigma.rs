@@ -210,6 +210,49 @@ fn run_client(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
                 }
                 clock.finish(true)
             }
+            Op::ReadDuringWrites => {
+                const OTHER: &str = "/g";
+                call(&client, &create(OTHER, value.clone()), t).await?;
+                let writer = AdminClient::connect(&sock)
+                    .await
+                    .map_err(|e| anyhow!("{}", e.message))?;
+                let stop = std::rc::Rc::new(std::cell::Cell::new(false));
+                let stopped = stop.clone();
+                let write = NsRequest::Write {
+                    realm: REALM.into(),
+                    path: OTHER.into(),
+                    data: value.clone(),
+                    if_version: 0,
+                };
+                let writes = sigma_dataplane::spawn(async move {
+                    let mut n = 0u64;
+                    while !stopped.get() {
+                        call(&writer, &write, t).await?;
+                        n += 1;
+                    }
+                    anyhow::Ok(n)
+                });
+                let req = NsRequest::Read {
+                    realm: REALM.into(),
+                    path: FILE.into(),
+                };
+                let mut i = 0;
+                while clock.go(i) {
+                    let t0 = Instant::now();
+                    let reply = call(&client, &req, t).await?;
+                    let t1 = Instant::now();
+                    if reply != value {
+                        bail!("read {FILE}: {} bytes, not the {} written", reply.len(), value.len());
+                    }
+                    clock.record(i, t0, t1);
+                    i += 1;
+                }
+                stop.set(true);
+                if writes.await? == 0 {
+                    bail!("the writer wrote nothing while the reads ran");
+                }
+                clock.finish(true)
+            }
             Op::Read => {
                 let req = NsRequest::Read {
                     realm: REALM.into(),

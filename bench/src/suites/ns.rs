@@ -65,7 +65,7 @@ struct Case {
     what: &'static str,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 6] = [
     Case {
         name: "stat",
         op: Op::Stat,
@@ -100,6 +100,13 @@ const CASES: [Case; 5] = [
         quick_ops: 150,
         full_ops: 500,
         what: "time from sending the create of a watched path to the watcher's notification (a new watch per sample, set up first; the path is removed after)",
+    },
+    Case {
+        name: "read-during-writes",
+        op: Op::ReadDuringWrites,
+        quick_ops: 1_000,
+        full_ops: 5_000,
+        what: "read of a 4 KiB file while a second client (own connection, same client core) writes 4 KiB over another file back to back",
     },
 ];
 

@@ -3,6 +3,15 @@
 //! transactions; a commit returns only after fsync, so an acknowledged write
 //! survives `kill -9`, and a torn write is never visible).
 //!
+//! Transactions are committed on a writer thread of the store's own, so the
+//! caller — a data-plane core in sigmad — never blocks on the disk: reads go
+//! on during a commit's fsync (redb readers see the last commit and never
+//! wait for the writer). Measured through sigmad (quick `sigmabench run ns`,
+//! 3 alternating pairs): a read while another client writes back to back
+//! went from 239–246 µs p50 (waiting behind each commit on the core) to
+//! 12–13 µs; a lone write costs ~45 µs more (289–308 µs against 242–260 µs),
+//! the two thread hand-offs.
+//!
 //! Versions are a store-wide revision counter bumped once per transaction
 //! (like etcd's mod_revision). Leases live in memory: on one machine an
 //! ephemeral entry's owner cannot outlive the daemon, so entries under a
@@ -46,6 +55,72 @@ pub const LEASE_SWEEP_PERIOD: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    writer: Arc<Writer>,
+}
+
+/// A transaction for the writer thread, and where its answer goes.
+struct Job {
+    compares: Vec<Compare>,
+    changes: Vec<Change>,
+    reply: tokio::sync::oneshot::Sender<Result<Option<u64>, NsError>>,
+}
+
+/// The thread that commits transactions, so that the caller's thread (a
+/// data-plane core) never blocks on the disk: a commit waits for an fsync
+/// (hundreds of µs here), and reads go on meanwhile (redb reads see the last
+/// commit and never wait for a writer). Stopped and joined when the last
+/// clone of the store drops, so the database is closed when that returns.
+struct Writer {
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    fn start(inner: Arc<Inner>) -> Result<Writer, NsError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("sigma-ns-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    let result = inner.apply(&job.compares, &job.changes);
+                    let _ = job.reply.send(result);
+                }
+            })
+            .map_err(|e| NsError::Store(format!("embedded store: starting its writer thread: {e}")))?;
+        Ok(Writer {
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn apply(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            compares: compares.to_vec(),
+            changes: changes.to_vec(),
+            reply,
+        };
+        let sent = match &*self.jobs.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(NsError::Store("embedded store: its writer thread is gone".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(NsError::Store("embedded store: its writer thread died".into())))
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after the jobs already queued.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 struct Inner {
@@ -131,7 +206,8 @@ impl EmbeddedStore {
         } else {
             tracing::warn!("embedded store opened outside a tokio runtime: leases end only when the store is called");
         }
-        Ok(EmbeddedStore { inner })
+        let writer = Arc::new(Writer::start(inner.clone())?);
+        Ok(EmbeddedStore { inner, writer })
     }
 
     /// Removes the keys of every lease that has ended. Returns how many leases ended.
@@ -354,7 +430,7 @@ impl Store for EmbeddedStore {
 
     async fn txn_revision(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {
         self.inner.expire_leases()?;
-        self.inner.apply(compares, changes)
+        self.writer.apply(compares, changes).await
     }
 
     async fn watch(&self, prefix: &str) -> Result<WatchReceiver, NsError> {
@@ -396,6 +472,6 @@ impl Store for EmbeddedStore {
             None => return Err(NsError::LeaseExpired(lease)),
         };
         let changes: Vec<Change> = keys.into_iter().map(|key| Change::Delete { key }).collect();
-        self.inner.apply(&[], &changes).map(drop)
+        self.writer.apply(&[], &changes).await.map(drop)
     }
 }
