@@ -67,6 +67,32 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
+/// Gets `key` until the clock says stop, recording each get; with `check`, each must
+/// return `value`.
+async fn gets(
+    client: &mut Client,
+    key: &str,
+    value: &[u8],
+    check: bool,
+    clock: &mut OpClock,
+    t: Duration,
+) -> Result<()> {
+    let mut i = 0;
+    while clock.go(i) {
+        let t0 = Instant::now();
+        let resp = within("get", t, client.get(key, None)).await?;
+        let t1 = Instant::now();
+        match resp.kvs() {
+            [kv] if !check || kv.value() == value => {}
+            [kv] => bail!("get {key}: {} bytes, not the {} written", kv.value().len(), value.len()),
+            kvs => bail!("get {key}: {} keys", kvs.len()),
+        }
+        clock.record(i, t0, t1);
+        i += 1;
+    }
+    Ok(())
+}
+
 async fn client(spec: &NsSpec, endpoints: &[String], prefix: &str) -> Result<Outcome> {
     let t = spec.op_timeout;
     let mut client = within("connect", t, Client::connect(endpoints, None)).await?;
@@ -76,20 +102,7 @@ async fn client(spec: &NsSpec, endpoints: &[String], prefix: &str) -> Result<Out
     let mut clock = OpClock::start(spec);
     match spec.op {
         Op::Stat | Op::Read => {
-            let read = spec.op == Op::Read;
-            let mut i = 0;
-            while clock.go(i) {
-                let t0 = Instant::now();
-                let resp = within("get", t, client.get(key.as_str(), None)).await?;
-                let t1 = Instant::now();
-                match resp.kvs() {
-                    [kv] if !read || kv.value() == value.as_slice() => {}
-                    [kv] => bail!("get {key}: {} bytes, not the {} written", kv.value().len(), value.len()),
-                    kvs => bail!("get {key}: {} keys", kvs.len()),
-                }
-                clock.record(i, t0, t1);
-                i += 1;
-            }
+            gets(&mut client, &key, &value, spec.op == Op::Read, &mut clock, t).await?;
             clock.finish(true)
         }
         Op::ReadDuringWrites => {
@@ -106,19 +119,7 @@ async fn client(spec: &NsSpec, endpoints: &[String], prefix: &str) -> Result<Out
                 }
                 anyhow::Ok(n)
             });
-            let mut i = 0;
-            while clock.go(i) {
-                let t0 = Instant::now();
-                let resp = within("get", t, client.get(key.as_str(), None)).await?;
-                let t1 = Instant::now();
-                match resp.kvs() {
-                    [kv] if kv.value() == value.as_slice() => {}
-                    [kv] => bail!("get {key}: {} bytes, not the {} written", kv.value().len(), value.len()),
-                    kvs => bail!("get {key}: {} keys", kvs.len()),
-                }
-                clock.record(i, t0, t1);
-                i += 1;
-            }
+            gets(&mut client, &key, &value, true, &mut clock, t).await?;
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             if writes.await.map_err(|e| anyhow!("the writer task: {e}"))?? == 0 {
                 bail!("the writer wrote nothing while the reads ran");

@@ -172,6 +172,26 @@ fn remove(path: &str) -> NsRequest {
     }
 }
 
+/// Reads `path` (which holds `value`) until the clock says stop, recording each read.
+async fn reads(client: &AdminClient, path: &str, value: &Bytes, clock: &mut OpClock, t: Duration) -> Result<()> {
+    let req = NsRequest::Read {
+        realm: REALM.into(),
+        path: path.into(),
+    };
+    let mut i = 0;
+    while clock.go(i) {
+        let t0 = Instant::now();
+        let reply = call(client, &req, t).await?;
+        let t1 = Instant::now();
+        if reply != *value {
+            bail!("read {path}: {} bytes, not the {} written", reply.len(), value.len());
+        }
+        clock.record(i, t0, t1);
+        i += 1;
+    }
+    Ok(())
+}
+
 /// The client of one run, on a σ core pinned to the client core.
 fn run_client(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
     let core = Core::builder()
@@ -232,21 +252,7 @@ fn run_client(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
                     }
                     anyhow::Ok(n)
                 });
-                let req = NsRequest::Read {
-                    realm: REALM.into(),
-                    path: FILE.into(),
-                };
-                let mut i = 0;
-                while clock.go(i) {
-                    let t0 = Instant::now();
-                    let reply = call(&client, &req, t).await?;
-                    let t1 = Instant::now();
-                    if reply != value {
-                        bail!("read {FILE}: {} bytes, not the {} written", reply.len(), value.len());
-                    }
-                    clock.record(i, t0, t1);
-                    i += 1;
-                }
+                reads(&client, FILE, &value, &mut clock, t).await?;
                 stop.set(true);
                 if writes.await? == 0 {
                     bail!("the writer wrote nothing while the reads ran");
@@ -254,21 +260,7 @@ fn run_client(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
                 clock.finish(true)
             }
             Op::Read => {
-                let req = NsRequest::Read {
-                    realm: REALM.into(),
-                    path: FILE.into(),
-                };
-                let mut i = 0;
-                while clock.go(i) {
-                    let t0 = Instant::now();
-                    let reply = call(&client, &req, t).await?;
-                    let t1 = Instant::now();
-                    if reply != value {
-                        bail!("read {FILE}: {} bytes, not the {} written", reply.len(), value.len());
-                    }
-                    clock.record(i, t0, t1);
-                    i += 1;
-                }
+                reads(&client, FILE, &value, &mut clock, t).await?;
                 clock.finish(true)
             }
             Op::Write => {
