@@ -26,7 +26,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -189,25 +189,38 @@ impl EmbeddedStore {
             }),
         });
         inner.drop_stale_leased_keys()?;
+        let writer = Arc::new(Writer::start(inner.clone())?);
         // Ended leases must go even when nobody calls the store. The sweeper
-        // holds only a weak reference and stops with the store.
+        // holds only weak references and stops with the store.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let weak: Weak<Inner> = Arc::downgrade(&inner);
+            let (weak_inner, weak_writer) = (Arc::downgrade(&inner), Arc::downgrade(&writer));
             runtime.spawn(async move {
                 let mut tick = tokio::time::interval(LEASE_SWEEP_PERIOD);
                 loop {
                     tick.tick().await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    if let Err(e) = inner.expire_leases() {
-                        tracing::warn!(error = %e, "sweeping ended leases failed");
+                    let (Some(inner), Some(writer)) = (weak_inner.upgrade(), weak_writer.upgrade()) else {
+                        return;
+                    };
+                    for changes in inner.take_ended_leases() {
+                        if let Err(e) = writer.apply(&[], &changes).await {
+                            tracing::warn!(error = %e, "sweeping ended leases failed");
+                        }
                     }
                 }
             });
         } else {
             tracing::warn!("embedded store opened outside a tokio runtime: leases end only when the store is called");
         }
-        let writer = Arc::new(Writer::start(inner.clone())?);
         Ok(EmbeddedStore { inner, writer })
+    }
+
+    /// Removes the keys of ended leases through the writer thread (so a
+    /// caller on a data-plane core does not wait for the disk).
+    async fn expire_ended(&self) -> Result<(), NsError> {
+        for changes in self.inner.take_ended_leases() {
+            self.writer.apply(&[], &changes).await?;
+        }
+        Ok(())
     }
 
     /// Removes the keys of every lease that has ended. Returns how many leases ended.
@@ -245,6 +258,16 @@ impl Inner {
     }
 
     fn expire_leases(&self) -> Result<usize, NsError> {
+        let ended = self.take_ended_leases();
+        for changes in &ended {
+            self.apply(&[], changes)?;
+        }
+        Ok(ended.len())
+    }
+
+    /// Forgets every lease that has ended; the deletes of their keys, one
+    /// transaction per lease.
+    fn take_ended_leases(&self) -> Vec<Vec<Change>> {
         let now = Instant::now();
         let ended: Vec<(LeaseId, HashSet<String>)> = {
             let mut state = self.state();
@@ -258,11 +281,10 @@ impl Inner {
                 .filter_map(|id| state.leases.remove(&id).map(|l| (id, l.keys)))
                 .collect()
         };
-        for (_, keys) in &ended {
-            let changes: Vec<Change> = keys.iter().map(|k| Change::Delete { key: k.clone() }).collect();
-            self.apply(&[], &changes)?;
-        }
-        Ok(ended.len())
+        ended
+            .into_iter()
+            .map(|(_, keys)| keys.into_iter().map(|key| Change::Delete { key }).collect())
+            .collect()
     }
 
     fn notify(&self, events: Vec<WatchEvent>) {
@@ -370,7 +392,7 @@ impl Inner {
 
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<Record>, NsError> {
-        self.inner.expire_leases()?;
+        self.expire_ended().await?;
         let txn = self.inner.db.begin_read().map_err(|e| store_err("begin")(e.into()))?;
         let table = match txn.open_table(KV) {
             Ok(t) => t,
@@ -384,7 +406,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, NsError> {
-        self.inner.expire_leases()?;
+        self.expire_ended().await?;
         let txn = self.inner.db.begin_read().map_err(|e| store_err("begin")(e.into()))?;
         let table = match txn.open_table(KV) {
             Ok(t) => t,
@@ -411,7 +433,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn any_under(&self, prefix: &str) -> Result<bool, NsError> {
-        self.inner.expire_leases()?;
+        self.expire_ended().await?;
         let txn = self.inner.db.begin_read().map_err(|e| store_err("begin")(e.into()))?;
         let table = match txn.open_table(KV) {
             Ok(t) => t,
@@ -429,7 +451,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn txn_revision(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {
-        self.inner.expire_leases()?;
+        self.expire_ended().await?;
         self.writer.apply(compares, changes).await
     }
 
@@ -455,7 +477,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<(), NsError> {
-        self.inner.expire_leases()?;
+        self.expire_ended().await?;
         let mut state = self.inner.state();
         match state.leases.get_mut(&lease) {
             Some(l) => {
