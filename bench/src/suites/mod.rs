@@ -2,10 +2,11 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
+use crate::report::Row;
 use crate::systems::panic_message;
 
 pub mod ns;
@@ -66,6 +67,94 @@ pub fn select_cases<C: Copy>(
         .collect())
 }
 
+/// How the rounds of one (case, system) went.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Rounds whose result was folded in.
+    pub ok_rounds: u32,
+    /// What went wrong, one entry per failed round.
+    pub errors: Vec<String>,
+}
+
+impl Tally {
+    /// The error row of a (case, system) any round of which failed (its figures are
+    /// discarded), or `None` if every round succeeded.
+    pub fn failed_row(&self, case: &str, system: &str, rounds: u32, note: &str) -> Option<Row> {
+        if self.errors.is_empty() {
+            return None;
+        }
+        let mut note = note.to_string();
+        if self.ok_rounds > 0 {
+            note.push_str(&format!(
+                "; {} of {rounds} rounds succeeded, figures discarded",
+                self.ok_rounds
+            ));
+        }
+        Some(Row::failed(case, system, self.errors.join("; "), note))
+    }
+}
+
+/// Runs every (case, system) pair once per round: cases in order, the system order rotated
+/// each round (so no system always runs first or after the same neighbour), with a progress
+/// line per run on stderr. `run_one(case, system)` measures; `absorb(case, system, outcome)`
+/// folds a success into the suite's accumulators and returns the progress text and whether
+/// the merge worked. Returns how each pair's rounds went.
+pub fn interleave<T>(
+    rounds: u32,
+    case_names: &[&str],
+    system_names: &[String],
+    mut run_one: impl FnMut(usize, usize) -> Result<T>,
+    mut absorb: impl FnMut(usize, usize, T) -> (String, std::result::Result<(), String>),
+) -> Vec<Vec<Tally>> {
+    let (ncases, nsys) = (case_names.len(), system_names.len());
+    let mut tallies: Vec<Vec<Tally>> = (0..ncases)
+        .map(|_| (0..nsys).map(|_| Tally::default()).collect())
+        .collect();
+    let total = rounds as usize * ncases * nsys;
+    let width = total.to_string().len();
+    let mut step = 0;
+    for round in 0..rounds {
+        for ci in 0..ncases {
+            for k in 0..nsys {
+                let si = (k + round as usize) % nsys;
+                step += 1;
+                eprint!(
+                    "[{step:>width$}/{total}] round {} {} {} ... ",
+                    round + 1,
+                    case_names[ci],
+                    system_names[si]
+                );
+                let t0 = Instant::now();
+                let result = run_one(ci, si);
+                let took = t0.elapsed().as_secs_f64();
+                let tally = &mut tallies[ci][si];
+                match result {
+                    Ok(out) => {
+                        let (line, merged) = absorb(ci, si, out);
+                        eprintln!("{line} ({took:.1} s)");
+                        match merged {
+                            Ok(()) => tally.ok_rounds += 1,
+                            Err(e) => tally
+                                .errors
+                                .push(format!("round {}: merging histograms: {e}", round + 1)),
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        eprintln!("ERROR: {msg}");
+                        tally.errors.push(if rounds > 1 {
+                            format!("round {}: {msg}", round + 1)
+                        } else {
+                            msg
+                        });
+                    }
+                }
+            }
+        }
+    }
+    tallies
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +173,33 @@ mod tests {
         assert!(format!("{:#}", r.unwrap_err()).contains("panicked: boom"));
 
         assert_eq!(with_deadline("ok", Duration::from_secs(5), || Ok(7)).unwrap(), 7);
+    }
+
+    #[test]
+    fn interleave_rotates_systems_and_tallies_rounds() {
+        let mut order = Vec::new();
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let tallies = interleave(
+            2,
+            &["x"],
+            &names,
+            |_, si| {
+                order.push(si);
+                if si == 2 {
+                    anyhow::bail!("c fails")
+                }
+                Ok(si)
+            },
+            |_, si, _| (String::new(), if si == 1 { Err("bad".into()) } else { Ok(()) }),
+        );
+        assert_eq!(order, [0, 1, 2, 1, 2, 0]);
+        assert_eq!(tallies[0][0].ok_rounds, 2);
+        assert_eq!(
+            tallies[0][1].errors,
+            ["round 1: merging histograms: bad", "round 2: merging histograms: bad"]
+        );
+        assert_eq!(tallies[0][2].errors, ["round 1: c fails", "round 2: c fails"]);
+        assert!(tallies[0][0].failed_row("x", "a", 2, "n").is_none());
+        assert!(tallies[0][2].failed_row("x", "c", 2, "n").is_some());
     }
 }

@@ -171,8 +171,6 @@ struct Acc {
     write_hist: Histogram<u64>,
     completed: u64,
     window: Duration,
-    ok_rounds: u32,
-    errors: Vec<String>,
 }
 
 impl Acc {
@@ -182,8 +180,6 @@ impl Acc {
             write_hist: new_histogram(),
             completed: 0,
             window: Duration::ZERO,
-            ok_rounds: 0,
-            errors: Vec::new(),
         }
     }
 }
@@ -222,72 +218,36 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let server_core = SERVER_CORE.min(cores - 1);
     let env = environment(&opts.systems, server_core);
     let mut accs: Vec<Vec<Acc>> = cases.iter().map(|_| (0..nsys).map(|_| Acc::new()).collect()).collect();
-    let total = p.rounds as usize * cases.len() * nsys;
-    let width = total.to_string().len();
-    let mut step = 0;
-
-    for round in 0..p.rounds {
-        for (ci, case) in cases.iter().enumerate() {
-            for k in 0..nsys {
-                // Rotate the system order each round.
-                let si = (k + round as usize) % nsys;
-                let sys = opts.systems[si].clone();
-                step += 1;
-                eprint!(
-                    "[{step:>width$}/{total}] round {} {} {} ... ",
-                    round + 1,
-                    case.name,
-                    sys.name()
-                );
-                let t0 = Instant::now();
-                let result = run_one(&p.spec(case), sys, &p, &env);
-                let took = t0.elapsed().as_secs_f64();
-                let acc = &mut accs[ci][si];
-                match result {
-                    Ok(out) => {
-                        let h = &out.hist;
-                        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-                        let ops = out
-                            .window
-                            .map(|w| format!("{:.0} ops/s ", h.len() as f64 / w.as_secs_f64()))
-                            .unwrap_or_default();
-                        eprintln!(
-                            "{} samples {ops}p50 {:.1}us p99 {:.1}us ({took:.1} s)",
-                            h.len(),
-                            us(0.5),
-                            us(0.99)
-                        );
-                        if let Some(w) = out.window {
-                            acc.completed += h.len();
-                            acc.window += w;
-                        }
-                        let merged = acc.hist.add(&out.hist).and_then(|()| match &out.write_hist {
-                            Some(wh) => acc.write_hist.add(wh),
-                            None => Ok(()),
-                        });
-                        if let Err(e) = merged {
-                            acc.errors
-                                .push(format!("round {}: merging histograms: {e:?}", round + 1));
-                        } else {
-                            acc.ok_rounds += 1;
-                        }
-                    }
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        eprintln!("ERROR: {msg}");
-                        acc.errors.push(if p.rounds > 1 {
-                            format!("round {}: {msg}", round + 1)
-                        } else {
-                            msg
-                        });
-                    }
-                }
+    let case_names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+    let system_names: Vec<String> = opts.systems.iter().map(|s| s.name().to_string()).collect();
+    let tallies = super::interleave(
+        p.rounds,
+        &case_names,
+        &system_names,
+        |ci, si| run_one(&p.spec(&cases[ci]), opts.systems[si].clone(), &p, &env),
+        |ci, si, out| {
+            let acc = &mut accs[ci][si];
+            let h = &out.hist;
+            let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            let ops = out
+                .window
+                .map(|w| format!("{:.0} ops/s ", h.len() as f64 / w.as_secs_f64()))
+                .unwrap_or_default();
+            let line = format!("{} samples {ops}p50 {:.1}us p99 {:.1}us", h.len(), us(0.5), us(0.99));
+            if let Some(w) = out.window {
+                acc.completed += h.len();
+                acc.window += w;
             }
-        }
-    }
+            let merged = acc.hist.add(&out.hist).and_then(|()| match &out.write_hist {
+                Some(wh) => acc.write_hist.add(wh),
+                None => Ok(()),
+            });
+            (line, merged.map_err(|e| format!("{e:?}")))
+        },
+    );
+
     let etcd_note = env.etcd_note();
     drop(env);
-
     let mode = if opts.quick { "quick" } else { "full" };
     let mut rows = Vec::new();
     for (ci, case) in cases.iter().enumerate() {
@@ -331,14 +291,8 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 note.push_str("; ");
                 note.push_str(etcd);
             }
-            if !acc.errors.is_empty() {
-                if acc.ok_rounds > 0 {
-                    note.push_str(&format!(
-                        "; {} of {} rounds succeeded, figures discarded",
-                        acc.ok_rounds, p.rounds
-                    ));
-                }
-                rows.push(Row::failed(case.name, sys.name(), acc.errors.join("; "), note));
+            if let Some(row) = tallies[ci][si].failed_row(case.name, sys.name(), p.rounds, &note) {
+                rows.push(row);
                 continue;
             }
             if acc.hist.is_empty() {

@@ -4,7 +4,7 @@
 //! rotated round by round.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
@@ -119,8 +119,6 @@ struct Acc {
     hist: Histogram<u64>,
     completed: u64,
     window: Duration,
-    ok_rounds: u32,
-    errors: Vec<String>,
 }
 
 impl Acc {
@@ -129,8 +127,6 @@ impl Acc {
             hist: new_histogram(),
             completed: 0,
             window: Duration::ZERO,
-            ok_rounds: 0,
-            errors: Vec::new(),
         }
     }
 }
@@ -152,67 +148,33 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     }
     let cases = super::select_cases(&CASES, |c| c.name, opts.cases.as_deref())?;
     let mut accs: Vec<Vec<Acc>> = cases.iter().map(|_| (0..nsys).map(|_| Acc::new()).collect()).collect();
-    let total = p.rounds as usize * cases.len() * nsys;
-    let width = total.to_string().len();
-    let mut step = 0;
-
-    for round in 0..p.rounds {
-        for (ci, case) in cases.iter().enumerate() {
-            for k in 0..nsys {
-                // Rotate the system order each round.
-                let si = (k + round as usize) % nsys;
-                let sys = opts.systems[si].clone();
-                step += 1;
-                eprint!(
-                    "[{step:>width$}/{total}] round {} {} {} ... ",
-                    round + 1,
-                    case.name,
-                    sys.name()
-                );
-                let t0 = Instant::now();
-                let result = run_one(case, sys, &p);
-                let took = t0.elapsed().as_secs_f64();
-                let acc = &mut accs[ci][si];
-                match result {
-                    Ok(out) => {
-                        let h = &out.hist;
-                        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-                        let (p50, p99) = (us(0.5), us(0.99));
-                        match out.ops {
-                            Some((n, w)) => {
-                                eprintln!(
-                                    "{:.0} ops/s p50 {p50:.1}us p99 {p99:.1}us ({took:.1} s)",
-                                    n as f64 / w.as_secs_f64()
-                                );
-                                acc.completed += n;
-                                acc.window += w;
-                            }
-                            None => eprintln!(
-                                "mean {:.1}us sd {:.1}us p50 {p50:.1}us p99 {p99:.1}us ({took:.1} s)",
-                                h.mean() / 1000.0,
-                                h.stdev() / 1000.0
-                            ),
-                        }
-                        if let Err(e) = acc.hist.add(&out.hist) {
-                            acc.errors
-                                .push(format!("round {}: merging histograms: {e:?}", round + 1));
-                        } else {
-                            acc.ok_rounds += 1;
-                        }
-                    }
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        eprintln!("ERROR: {msg}");
-                        acc.errors.push(if p.rounds > 1 {
-                            format!("round {}: {msg}", round + 1)
-                        } else {
-                            msg
-                        });
-                    }
+    let case_names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+    let system_names: Vec<String> = opts.systems.iter().map(|s| s.name().to_string()).collect();
+    let tallies = super::interleave(
+        p.rounds,
+        &case_names,
+        &system_names,
+        |ci, si| run_one(&cases[ci], opts.systems[si].clone(), &p),
+        |ci, si, out| {
+            let acc = &mut accs[ci][si];
+            let h = &out.hist;
+            let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            let (p50, p99) = (us(0.5), us(0.99));
+            let line = match out.ops {
+                Some((n, w)) => {
+                    acc.completed += n;
+                    acc.window += w;
+                    format!("{:.0} ops/s p50 {p50:.1}us p99 {p99:.1}us", n as f64 / w.as_secs_f64())
                 }
-            }
-        }
-    }
+                None => format!(
+                    "mean {:.1}us sd {:.1}us p50 {p50:.1}us p99 {p99:.1}us",
+                    h.mean() / 1000.0,
+                    h.stdev() / 1000.0
+                ),
+            };
+            (line, acc.hist.add(&out.hist).map_err(|e| format!("{e:?}")))
+        },
+    );
 
     let mode = if opts.quick { "quick" } else { "full" };
     let mut rows = Vec::new();
@@ -234,14 +196,8 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 note.push_str("; ");
                 note.push_str(&sys_note);
             }
-            if !acc.errors.is_empty() {
-                if acc.ok_rounds > 0 {
-                    note.push_str(&format!(
-                        "; {} of {} rounds succeeded, figures discarded",
-                        acc.ok_rounds, p.rounds
-                    ));
-                }
-                rows.push(Row::failed(case.name, sys.name(), acc.errors.join("; "), note));
+            if let Some(row) = tallies[ci][si].failed_row(case.name, sys.name(), p.rounds, &note) {
+                rows.push(row);
                 continue;
             }
             if acc.hist.is_empty() {
