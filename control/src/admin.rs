@@ -294,20 +294,8 @@ impl<S: Store> Service for AdminService<S> {
             Err(sigma_ep::DecodeError::MethodOutOfRange(m)) => return Err(Status::unknown_method(m)),
             Err(e) => return Err(Status::new(StatusCode::Malformed, format!("namespace request: {e}"))),
         };
-        let is_watch = matches!(
-            req,
-            NsRequest::OpenWatch { .. } | NsRequest::WatchDir { .. } | NsRequest::WatchRemove { .. }
-        );
-        let changes = !matches!(
-            req,
-            NsRequest::Read { .. }
-                | NsRequest::Stat { .. }
-                | NsRequest::Readdir { .. }
-                | NsRequest::Resolve { .. }
-                | NsRequest::Open { .. }
-                | NsRequest::ListRealms
-        );
-        let result = if is_watch {
+        let changes = !req.is_read_only();
+        let result = if req.watch_timeout_ms().is_some() {
             self.handle(req, out).await
         } else {
             match crate::tokio_rpc::timeout(self.call_timeout, self.handle(req, out)).await {
@@ -377,13 +365,9 @@ impl AdminClient {
     /// take: [`CALL_TIMEOUT`], or for a watch, the watch's own timeout.
     pub async fn call(&self, req: &NsRequest, deadline: Option<Duration>) -> Result<Bytes, AdminError> {
         let deadline = deadline.unwrap_or_else(|| {
-            let bound = match req {
-                NsRequest::OpenWatch { timeout_ms, .. }
-                | NsRequest::WatchDir { timeout_ms, .. }
-                | NsRequest::WatchRemove { timeout_ms, .. } => {
-                    Duration::from_millis(*timeout_ms).min(WATCH_TIMEOUT_MAX)
-                }
-                _ => CALL_TIMEOUT,
+            let bound = match req.watch_timeout_ms() {
+                Some(ms) => Duration::from_millis(ms).min(WATCH_TIMEOUT_MAX),
+                None => CALL_TIMEOUT,
             };
             bound + REPLY_MARGIN
         });

@@ -201,7 +201,7 @@ impl NsClient {
                 };
                 let fresh = Rc::new(fresh);
                 *self.admin.borrow_mut() = fresh.clone();
-                if is_read(req) {
+                if req.is_read_only() {
                     fresh.call(req, None).await
                 } else {
                     Err(err(
@@ -614,19 +614,6 @@ impl NsClient {
         self.endpoints.borrow_mut().insert(endpoint.clone(), client.clone());
         Ok(client)
     }
-}
-
-/// Whether a request only reads (safe to ask again).
-fn is_read(req: &NsRequest) -> bool {
-    matches!(
-        req,
-        NsRequest::Read { .. }
-            | NsRequest::Stat { .. }
-            | NsRequest::Readdir { .. }
-            | NsRequest::Resolve { .. }
-            | NsRequest::Open { .. }
-            | NsRequest::ListRealms
-    )
 }
 
 fn millis(d: Duration) -> u64 {

@@ -292,6 +292,29 @@ impl NsRequest {
         }
     }
 
+    /// For a watch (`OpenWatch`, `WatchDir`, `WatchRemove`), how long it may wait.
+    pub fn watch_timeout_ms(&self) -> Option<u64> {
+        match self {
+            NsRequest::OpenWatch { timeout_ms, .. }
+            | NsRequest::WatchDir { timeout_ms, .. }
+            | NsRequest::WatchRemove { timeout_ms, .. } => Some(*timeout_ms),
+            _ => None,
+        }
+    }
+
+    /// Whether the request only reads (changes nothing, so it is safe to ask again).
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            NsRequest::Read { .. }
+                | NsRequest::Stat { .. }
+                | NsRequest::Readdir { .. }
+                | NsRequest::Resolve { .. }
+                | NsRequest::Open { .. }
+                | NsRequest::ListRealms
+        )
+    }
+
     /// Appends the payload.
     pub fn encode(&self, out: &mut BytesMut) {
         let mut w = Writer(out);

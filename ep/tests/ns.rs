@@ -210,3 +210,25 @@ fn endpoints_parse_and_print_back() {
     }
     assert!(Endpoint::parse(&[0xff, 0xfe]).is_err());
 }
+
+#[test]
+fn requests_say_whether_they_only_read_and_how_long_a_watch_waits() {
+    let (realm, path) = ("r".to_string(), "/p".to_string());
+    let read = NsRequest::Read {
+        realm: realm.clone(),
+        path: path.clone(),
+    };
+    let remove = NsRequest::Remove {
+        realm: realm.clone(),
+        path: path.clone(),
+    };
+    let watch = NsRequest::WatchDir {
+        realm,
+        path,
+        timeout_ms: 250,
+    };
+    assert!(read.is_read_only() && NsRequest::ListRealms.is_read_only());
+    assert!(!remove.is_read_only() && !watch.is_read_only());
+    assert_eq!(watch.watch_timeout_ms(), Some(250));
+    assert_eq!(read.watch_timeout_ms(), None);
+}
