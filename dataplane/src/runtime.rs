@@ -416,14 +416,26 @@ impl Core {
         } else if !local.spin.is_zero() {
             Stats::bump(&local.stats.spins_skipped, 1);
         }
-        local.shared.parked.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.drain_remote() == 0 && local.pool.drain_returns(&local.driver) == 0 && !local.exec.has_ready() {
+        // One idle period is one wait for work, however many times the park
+        // returns without any: a signal or io_uring task work interrupting
+        // the wait (EINTR), or a completion nobody waits for (a cancelled
+        // operation's). Ending the period there would count an interrupted
+        // long wait as a short one and turn spinning back on.
+        loop {
+            local.shared.parked.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.drain_remote() > 0 || local.pool.drain_returns(&local.driver) > 0 || local.exec.has_ready() {
+                local.shared.parked.store(false, Ordering::SeqCst);
+                break;
+            }
             Stats::bump(&local.stats.parks, 1);
-            local.driver.poll(true);
+            let completions = local.driver.poll(true);
+            local.shared.parked.store(false, Ordering::SeqCst);
+            let woken = self.drain_remote();
+            if completions + woken > 0 || local.exec.has_ready() {
+                break;
+            }
         }
-        local.shared.parked.store(false, Ordering::SeqCst);
-        self.drain_remote();
         if !local.spin.is_zero() {
             self.remember_idle(started.elapsed() <= local.spin);
         }

@@ -174,8 +174,11 @@ fn runtime_runs_one_core_per_cpu() {
 
 /// A core whose waits all outlast its spin budget stops spinning (parks at
 /// once), and spins again once a wait ends within the budget; on both back ends.
+/// Signals keep interrupting the long waits (EINTR, as io_uring task work
+/// does too): an interrupted wait is still one long wait, not a short one.
 #[test]
 fn idle_cores_stop_spinning_when_waits_outlast_the_budget() {
+    install_noop_sigusr1();
     for backend in [Backend::Uring, Backend::Epoll] {
         let core = Core::builder()
             .backend(backend)
@@ -186,13 +189,16 @@ fn idle_cores_stop_spinning_when_waits_outlast_the_budget() {
             let stats = || sigma_dataplane::stats().unwrap();
             let before = stats().spins_skipped;
             // Waits of 2 ms: after the remembered idles run out, no more spinning.
+            let interrupter = Interrupter::start(Duration::from_micros(700));
             for _ in 0..40 {
                 sigma_dataplane::sleep(Duration::from_millis(2)).await;
             }
+            let signals = interrupter.stop();
             let skipped = stats().spins_skipped - before;
+            assert!(signals > 0, "{backend:?}: no signal was sent");
             assert!(
                 (40 - 16 - 2..=40).contains(&skipped),
-                "{backend:?}: {skipped} of 40 long waits parked without spinning"
+                "{backend:?}: {skipped} of 40 long waits parked without spinning ({signals} signals)"
             );
             // Short waits: one that ends within the budget turns spinning back on.
             let mut resumed = false;
@@ -207,5 +213,51 @@ fn idle_cores_stop_spinning_when_waits_outlast_the_budget() {
             }
             assert!(resumed, "{backend:?}: short waits never turned spinning back on");
         });
+    }
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+/// SIGUSR1 with a handler that does nothing and no SA_RESTART, so that it
+/// interrupts a blocking wait with EINTR.
+fn install_noop_sigusr1() {
+    // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe
+    // (it does nothing) and lives for the whole program.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = noop_handler as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Sends SIGUSR1 to the thread that started it, every `period`, until stopped.
+struct Interrupter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u32>,
+}
+
+impl Interrupter {
+    fn start(period: Duration) -> Interrupter {
+        // SAFETY: pthread_self has no preconditions.
+        let target = unsafe { libc::pthread_self() };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut sent = 0;
+            while !stop2.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(period);
+                // SAFETY: the target thread outlives this one: it joins it in stop().
+                assert_eq!(unsafe { libc::pthread_kill(target, libc::SIGUSR1) }, 0);
+                sent += 1;
+            }
+            sent
+        });
+        Interrupter { stop, thread }
+    }
+
+    fn stop(self) -> u32 {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.join().unwrap()
     }
 }
