@@ -19,8 +19,11 @@
 //!   TCP loopback connection, client thread on core 0, server thread on core 1, both ends in the
 //!   system under test: `rpc-seq-64B` (sequential calls: mean, sd, percentiles) and
 //!   `rpc-pipelined-64B` (64 calls in flight on the one connection, a new one issued as each
-//!   completes: ops/s and percentiles). Systems: `sigma` (σ's RPC), `sigma-pingpong` (the raw σ
-//!   transport with no RPC layer: the floor) and `tonic` (gRPC over HTTP/2 on tokio).
+//!   completes: ops/s and percentiles), and `rpc-seq-work-300us` (sequential calls to a handler
+//!   that works 300 µs first: what a client pays to wait for a slow server). Systems: `sigma`
+//!   (σ's RPC), `sigma-no-early-wake` (the same with the client core's early wakes off),
+//!   `sigma-pingpong` (the raw σ transport with no RPC layer: the floor; its client spins
+//!   through the handler's work) and `tonic` (gRPC over HTTP/2 on tokio).
 //!   `rpc_systems/` holds one file per system behind the `RpcSystem` trait.
 //! * `run ns` measures the realm namespace, sequential operations from one client on core 0:
 //!   `stat`, `read-4KiB`, `write-4KiB`, `create-remove` (create then remove an empty file: one

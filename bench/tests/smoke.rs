@@ -180,6 +180,8 @@ fn quick_rpc_run_writes_a_row_per_case_and_system() {
             ("rpc-seq-64B", "sigma-pingpong"),
             ("rpc-pipelined-64B", "tonic"),
             ("rpc-pipelined-64B", "sigma-pingpong"),
+            ("rpc-seq-work-300us", "tonic"),
+            ("rpc-seq-work-300us", "sigma-pingpong"),
         ]
     );
     for row in rows {
@@ -188,7 +190,11 @@ fn quick_rpc_run_writes_a_row_per_case_and_system() {
         let p99 = row["p99_us"].as_f64().unwrap();
         assert!(p50 > 0.0 && p99 >= p50, "{row}");
         assert!(row["samples"].as_u64().unwrap() > 0, "{row}");
-        if row["case"] == "rpc-seq-64B" {
+        if row["case"] == "rpc-seq-work-300us" {
+            // The handler works 300 µs before every reply.
+            assert!(p50 >= 300.0, "{row}");
+        }
+        if row["case"] != "rpc-pipelined-64B" {
             let sd = row["sd_us"].as_f64().unwrap_or_else(|| panic!("no sd_us: {row}"));
             assert!(sd >= 0.0, "{row}");
             assert!(row["ops_per_s"].is_null(), "sequential calls have no throughput: {row}");

@@ -35,6 +35,7 @@ pub mod channel;
 mod driver;
 pub mod error;
 mod executor;
+mod idle;
 pub mod limits;
 pub mod net;
 mod op;

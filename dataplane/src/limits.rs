@@ -71,3 +71,8 @@ const _: () = assert!(SPIN_US_DEFAULT <= SPIN_US_MAX);
 /// Idle periods a core remembers to decide whether spinning pays: it spins
 /// only while one of them ended within the spin budget.
 pub const IDLES_REMEMBERED: u32 = 16;
+/// The longest spin of an early wake, in spin budgets (see `idle.rs`).
+pub const EARLY_WAKE_SPIN_BUDGETS_MAX: u32 = 4;
+/// While early wakes keep finding nothing, one idle period in this many
+/// still tries one, to notice when they would pay again.
+pub const EARLY_WAKE_PROBE_EVERY: u32 = 16;

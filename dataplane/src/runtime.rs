@@ -3,9 +3,10 @@
 //! buffer pool. Nothing is shared between cores on the hot path.
 
 use crate::bufpool::BufPool;
-use crate::driver::{Backend, Driver};
+use crate::driver::{Backend, Driver, Wait};
 use crate::error::{Error, Result};
 use crate::executor::{Executor, TaskHeader, MAIN_SLOT};
+use crate::idle::IdlePolicy;
 use crate::limits;
 use crossbeam_queue::ArrayQueue;
 use std::cell::RefCell;
@@ -73,14 +74,8 @@ pub(crate) struct Local {
     pub(crate) driver: Driver,
     pub(crate) pool: BufPool,
     pub(crate) cpu: Option<usize>,
-    spin: Duration,
-    /// The last idle periods, one bit each (newest lowest): 1 if the core
-    /// had work again within the spin budget. The core spins only while one
-    /// of them did: when every recent wait outlasted the budget, spinning
-    /// would only burn a CPU that the peers it waits for may need.
-    short_idles: std::cell::Cell<u16>,
-    // One bit per remembered idle period.
-    // (limits::IDLES_REMEMBERED == u16::BITS, checked below.)
+    /// Whether to spin, park, or park and wake early when idle (`idle.rs`).
+    idle: IdlePolicy,
     pub(crate) stats: Stats,
     backend_reason: String,
 }
@@ -93,6 +88,12 @@ pub struct CoreStats {
     /// Times an idle core parked at once, without spinning, because its
     /// recent waits all outlasted the spin budget.
     pub spins_skipped: u64,
+    /// Early wakes: parks that ended by the core's own deadline, a little
+    /// before the work it waits for usually arrives, to spin for it.
+    pub early_wakes: u64,
+    /// Early wakes during whose spin the work arrived (no kernel wake-up
+    /// on its path).
+    pub early_wakes_caught: u64,
     /// Multishot receives re-armed after the buffer ring ran dry.
     pub recv_rearms_after_enobufs: u64,
     /// Tasks woken from other threads.
@@ -106,6 +107,8 @@ pub struct CoreStats {
 pub(crate) struct Stats {
     pub(crate) parks: std::cell::Cell<u64>,
     pub(crate) spins_skipped: std::cell::Cell<u64>,
+    pub(crate) early_wakes: std::cell::Cell<u64>,
+    pub(crate) early_wakes_caught: std::cell::Cell<u64>,
     pub(crate) recv_rearms_after_enobufs: std::cell::Cell<u64>,
     pub(crate) remote_wakes: std::cell::Cell<u64>,
 }
@@ -115,6 +118,8 @@ impl Stats {
         CoreStats {
             parks: self.parks.get(),
             spins_skipped: self.spins_skipped.get(),
+            early_wakes: self.early_wakes.get(),
+            early_wakes_caught: self.early_wakes_caught.get(),
             recv_rearms_after_enobufs: self.recv_rearms_after_enobufs.get(),
             remote_wakes: self.remote_wakes.get(),
             ops_in_flight: driver.uring().map_or(0, |u| u.in_flight() as u64),
@@ -176,6 +181,7 @@ pub struct CoreBuilder {
     backend: Option<Backend>,
     recv_buffers: u16,
     recv_buffer_bytes: usize,
+    early_wake: bool,
 }
 
 impl Default for CoreBuilder {
@@ -187,6 +193,7 @@ impl Default for CoreBuilder {
             backend: None,
             recv_buffers: limits::BUF_RING_ENTRIES_DEFAULT,
             recv_buffer_bytes: limits::BUF_BYTES_DEFAULT,
+            early_wake: early_wake_from_env().unwrap_or(true),
         }
     }
 }
@@ -196,6 +203,18 @@ impl Default for CoreBuilder {
 /// the same peers (e.g. the control thread's connections) use it too.
 pub fn default_spin() -> Duration {
     Duration::from_micros(spin_us_from_env().unwrap_or(limits::SPIN_US_DEFAULT))
+}
+
+fn early_wake_from_env() -> Option<bool> {
+    let value = std::env::var("SIGMA_EARLY_WAKE").ok()?;
+    match value.as_str() {
+        "1" | "on" => Some(true),
+        "0" | "off" => Some(false),
+        _ => {
+            tracing::warn!(value, "ignoring SIGMA_EARLY_WAKE: not 1/on or 0/off");
+            None
+        }
+    }
 }
 
 fn spin_us_from_env() -> Option<u64> {
@@ -224,6 +243,17 @@ impl CoreBuilder {
     /// Zero parks at once. Default: `SIGMA_SPIN_US` or [`limits::SPIN_US_DEFAULT`].
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
+        self
+    }
+
+    /// Whether a core whose waits are long and regular parks until a little
+    /// before the work usually arrives and spins for it, instead of paying
+    /// a kernel wake-up when it arrives (see `docs/spin-budget.md`). Needs
+    /// a spin budget above zero and waits with a deadline (io_uring's
+    /// IORING_FEAT_EXT_ARG or epoll_pwait2, Linux 5.11). Default: on, or
+    /// `SIGMA_EARLY_WAKE=0|1`.
+    pub fn early_wake(mut self, on: bool) -> Self {
+        self.early_wake = on;
         self
     }
 
@@ -275,6 +305,9 @@ impl CoreBuilder {
         if let Some(cpu) = self.cpu {
             crate::sys::pin_to_cpu(cpu).map_err(|source| Error::Pin { cpu, source })?;
         }
+        if let Err(e) = crate::sys::precise_timers() {
+            tracing::warn!(error = %e, "could not set this core's timer slack to 1 ns: its timed waits may end up to 50 µs late");
+        }
         let eventfd = crate::sys::eventfd().map_err(Error::EpollSetup)?;
         let (driver, ring_fd, backend_reason) = Driver::new(self.backend, eventfd.as_raw_fd())?;
         let shared = Arc::new(CoreShared {
@@ -285,6 +318,7 @@ impl CoreBuilder {
             ring_fd,
         });
         let pool = BufPool::new(&driver, self.recv_buffers, self.recv_buffer_bytes)?;
+        let driver_timed_waits = driver.timed_waits();
         Ok(Core {
             local: Rc::new(Local {
                 shared,
@@ -292,8 +326,7 @@ impl CoreBuilder {
                 driver,
                 pool,
                 cpu: self.cpu,
-                spin: self.spin,
-                short_idles: std::cell::Cell::new(u16::MAX),
+                idle: IdlePolicy::new(self.spin, self.early_wake && driver_timed_waits),
                 stats: Stats::default(),
                 backend_reason,
             }),
@@ -311,7 +344,7 @@ impl std::fmt::Debug for Core {
         f.debug_struct("Core")
             .field("backend", &self.local.driver.backend())
             .field("cpu", &self.local.cpu)
-            .field("spin", &self.local.spin)
+            .field("spin", &self.local.idle.budget())
             .finish()
     }
 }
@@ -373,7 +406,7 @@ impl Core {
             local.exec.run_tick();
             self.drain_remote();
             local.pool.drain_returns(&local.driver);
-            let completions = local.driver.poll(false);
+            let completions = local.driver.poll(Wait::No);
             if completions > 0 || local.exec.has_ready() {
                 continue;
             }
@@ -392,30 +425,40 @@ impl Core {
         n
     }
 
-    /// Spins for the spin budget, then parks until a completion or a
-    /// wake-up. Adaptive: when each of the last [`limits::IDLES_REMEMBERED`] idle
-    /// periods outlasted the budget, the core parks at once; a wait that
-    /// ends within the budget (spinning or parked) turns spinning back on.
+    /// Polls for work without waiting until some arrives (true) or
+    /// `until` passes (false).
+    fn spin_until(&self, until: Instant) -> bool {
+        let local = &self.local;
+        loop {
+            let n = local.driver.poll(Wait::No) + self.drain_remote() + local.pool.drain_returns(&local.driver);
+            if n > 0 || local.exec.has_ready() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Waits for work as the idle policy plans (`idle.rs`): spin for the
+    /// budget then park; park at once; or park until a little before the
+    /// work usually arrives, spin for it, and park again if it did not.
     fn idle(&self) {
         let local = &self.local;
         let started = Instant::now();
-        let spin = !local.spin.is_zero() && local.short_idles.get() != 0;
-        if spin {
-            let until = started + local.spin;
-            loop {
-                let n = local.driver.poll(false) + self.drain_remote() + local.pool.drain_returns(&local.driver);
-                if n > 0 || local.exec.has_ready() {
-                    self.remember_idle(true);
-                    return;
-                }
-                if Instant::now() >= until {
-                    break;
-                }
-                std::hint::spin_loop();
+        let plan = local.idle.plan();
+        if plan.spin {
+            if self.spin_until(started + local.idle.budget()) {
+                local.idle.record(started.elapsed(), false);
+                return;
             }
-        } else if !local.spin.is_zero() {
+        } else if !local.idle.budget().is_zero() {
             Stats::bump(&local.stats.spins_skipped, 1);
         }
+        let mut early = plan.early;
+        // Whether the period ends with a kernel wake-up from a park.
+        let mut parked = false;
         // One idle period is one wait for work, however many times the park
         // returns without any: a signal or io_uring task work interrupting
         // the wait (EINTR), or a completion nobody waits for (a cancelled
@@ -429,25 +472,33 @@ impl Core {
                 break;
             }
             Stats::bump(&local.stats.parks, 1);
-            let completions = local.driver.poll(true);
+            let wait = early.map_or(Wait::Forever, |e| Wait::Until(started + e.wake_after));
+            let completions = local.driver.poll(wait);
+            parked = true;
             local.shared.parked.store(false, Ordering::SeqCst);
             let woken = self.drain_remote();
             if completions + woken > 0 || local.exec.has_ready() {
                 break;
             }
+            if let Some(e) = early {
+                let elapsed = started.elapsed();
+                if elapsed >= e.wake_after {
+                    early = None;
+                    Stats::bump(&local.stats.early_wakes, 1);
+                    local.idle.record_timer_lateness(elapsed - e.wake_after);
+                    let caught = self.spin_until(started + e.spin_until);
+                    local.idle.record_early(caught);
+                    if caught {
+                        Stats::bump(&local.stats.early_wakes_caught, 1);
+                        parked = false;
+                        break;
+                    }
+                }
+            }
         }
-        if !local.spin.is_zero() {
-            self.remember_idle(started.elapsed() <= local.spin);
-        }
-    }
-
-    fn remember_idle(&self, short: bool) {
-        let bits = &self.local.short_idles;
-        bits.set((bits.get() << 1) | u16::from(short));
+        local.idle.record(started.elapsed(), parked);
     }
 }
-
-const _: () = assert!(limits::IDLES_REMEMBERED == u16::BITS);
 
 /// Several cores, one pinned thread each.
 #[derive(Debug)]

@@ -261,3 +261,50 @@ impl Interrupter {
         self.thread.join().unwrap()
     }
 }
+
+/// A core whose waits are long and regular (here: its own 1 ms timers)
+/// parks until a little before each wait usually ends and catches the work
+/// spinning; with early wakes off it never wakes early. On both back ends.
+#[test]
+fn regular_long_waits_get_early_wakes() {
+    for backend in common::backends() {
+        for on in [true, false] {
+            let core = Core::builder()
+                .backend(backend)
+                .spin(Duration::from_micros(50))
+                .early_wake(on)
+                .build()
+                .unwrap();
+            let (waits, wakes, caught) = core.block_on(async {
+                let before = sigma_dataplane::stats().unwrap();
+                let counts = |waits| {
+                    let now = sigma_dataplane::stats().unwrap();
+                    (
+                        waits,
+                        now.early_wakes - before.early_wakes,
+                        now.early_wakes_caught - before.early_wakes_caught,
+                    )
+                };
+                // 16 waits to learn from, then most of the rest catch. On a
+                // loaded machine a core that gets its CPU back only after its
+                // timer fired sees the timer at once instead: keep going
+                // (1.5 s at most) until enough caught.
+                for waits in 1..=1500 {
+                    sigma_dataplane::sleep(Duration::from_millis(1)).await;
+                    if waits >= 100 && (!on || counts(waits).2 >= 10) {
+                        return counts(waits);
+                    }
+                }
+                counts(1500)
+            });
+            if on {
+                assert!(
+                    caught >= 10,
+                    "{backend:?}: {caught} of {wakes} early wakes caught their timer in {waits} waits"
+                );
+            } else {
+                assert_eq!(wakes, 0, "{backend:?}: early wakes while off");
+            }
+        }
+    }
+}

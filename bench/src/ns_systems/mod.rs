@@ -78,6 +78,28 @@ pub struct Outcome {
     pub window: Option<Duration>,
     /// watch-notify only: the latency of the write's own reply (from the same start), ns.
     pub write_hist: Option<Histogram<u64>>,
+    /// What the client's σ core did while it waited (σ clients only).
+    pub client_core: Option<ClientCore>,
+}
+
+/// How a σ client core waited during a run: parks, and early wakes (`CoreStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCore {
+    /// Times the core parked in the kernel.
+    pub parks: u64,
+    /// Parks that ended by the core's own deadline to spin for the expected work.
+    pub early_wakes: u64,
+    /// Early wakes during whose spin the work arrived.
+    pub early_wakes_caught: u64,
+}
+
+impl ClientCore {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: &ClientCore) {
+        self.parks += other.parks;
+        self.early_wakes += other.early_wakes;
+        self.early_wakes_caught += other.early_wakes_caught;
+    }
 }
 
 /// Where a run's client goes.
@@ -257,6 +279,7 @@ impl OpClock {
             hist: self.hist,
             window,
             write_hist: (!self.write_hist.is_empty()).then_some(self.write_hist),
+            client_core: None,
         })
     }
 }

@@ -14,7 +14,7 @@ use sigma_control::admin::AdminClient;
 use sigma_dataplane::Core;
 use sigma_ep::ns::{NsRequest, WireStat};
 
-use super::{Addr, Env, NsSpec, NsSystem, Op, OpClock, Outcome, Started};
+use super::{Addr, ClientCore, Env, NsSpec, NsSystem, Op, OpClock, Outcome, Started};
 use crate::sigmad::Sigmad;
 use crate::systems::payload;
 
@@ -198,9 +198,23 @@ fn run_client(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
         .pin(spec.client_core)
         .build()
         .context("starting the client's σ core")?;
-    let spec = spec.clone();
-    let sock = sock.to_path_buf();
     core.block_on(async move {
+        let before = sigma_dataplane::stats().context("the client's σ core")?;
+        let mut out = client_ops(spec, sock).await?;
+        let after = sigma_dataplane::stats().context("the client's σ core")?;
+        out.client_core = Some(ClientCore {
+            parks: after.parks - before.parks,
+            early_wakes: after.early_wakes - before.early_wakes,
+            early_wakes_caught: after.early_wakes_caught - before.early_wakes_caught,
+        });
+        Ok(out)
+    })
+}
+
+/// The operations of one run, on the client's core.
+async fn client_ops(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
+    let (spec, sock) = (spec.clone(), sock.to_path_buf());
+    {
         let t = spec.op_timeout;
         let client = AdminClient::connect(&sock)
             .await
@@ -333,5 +347,5 @@ fn run_client(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
                 clock.finish(false)
             }
         }
-    })
+    }
 }

@@ -34,6 +34,10 @@ pub struct RpcSeqSpec {
     pub client_core: usize,
     /// Core of the server thread.
     pub server_core: usize,
+    /// How long the server's handler works (busy on its core) before it answers each call:
+    /// zero for a bare echo; some hundreds of µs for a client waiting on a backend that
+    /// computes, where what the client pays to wait shows.
+    pub work: Duration,
 }
 
 /// What one pipelined RPC run does: `in_flight` calls outstanding on one connection, a new one
@@ -83,7 +87,8 @@ pub trait RpcSystem: Send + Sync {
 /// Every known RPC system, in report order.
 pub fn all() -> Vec<Box<dyn RpcSystem>> {
     vec![
-        Box::new(sigma::Sigma),
+        Box::new(sigma::Sigma::DEFAULT),
+        Box::new(sigma::Sigma::NO_EARLY_WAKE),
         Box::new(sigma_pingpong::SigmaPingPong),
         Box::new(tonic::Tonic),
     ]
@@ -91,6 +96,17 @@ pub fn all() -> Vec<Box<dyn RpcSystem>> {
 
 // ---------------------------------------------------------------------------
 // Helpers shared by the implementations.
+
+/// Keeps the calling thread busy for `d` (a handler's work; it does not yield).
+pub(crate) fn busy(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
 
 impl RpcSeqSpec {
     /// The TCP ping-pong spec with the same shape (for [`crate::systems::run_pair`] and for the
@@ -234,7 +250,7 @@ mod tests {
     #[test]
     fn registry_order() {
         let names: Vec<&str> = all().iter().map(|s| s.name()).collect();
-        assert_eq!(names, ["sigma", "sigma-pingpong", "tonic"]);
+        assert_eq!(names, ["sigma", "sigma-no-early-wake", "sigma-pingpong", "tonic"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
@@ -17,46 +17,70 @@ use sigma_dataplane::net::{TcpListener, TcpStream};
 use sigma_dataplane::rpc::{self, Client, ClientConfig, Reply, Service, Status};
 use sigma_dataplane::{Backend, Core};
 
-use super::{PipeClock, PipelinedResult, RpcPipeSpec, RpcSeqSpec, RpcSystem};
+use super::{busy, PipeClock, PipelinedResult, RpcPipeSpec, RpcSeqSpec, RpcSystem};
 use crate::systems::{check_echo, payload, run_pair, Endpoint, RttRecorder};
 
-/// σ's RPC over a σ TCP connection, one σ core per end.
+/// σ's RPC over a σ TCP connection, one σ core per end; the client core's
+/// early wakes on (the default) or off.
 #[derive(Debug)]
-pub struct Sigma;
+pub struct Sigma {
+    name: &'static str,
+    early_wake: bool,
+}
+
+impl Sigma {
+    /// σ as it runs by default.
+    pub const DEFAULT: Sigma = Sigma {
+        name: "sigma",
+        early_wake: true,
+    };
+    /// σ with the client core's early wakes off: a client whose waits are long parks until
+    /// the reply wakes it (what `rpc-seq-work-300us` compares against).
+    pub const NO_EARLY_WAKE: Sigma = Sigma {
+        name: "sigma-no-early-wake",
+        early_wake: false,
+    };
+}
 
 const ECHO: u32 = 1;
 
-struct EchoService;
+struct EchoService {
+    work: Duration,
+}
 
 impl Service for EchoService {
     async fn call(&self, method: u32, request: Bytes, _out: &mut BytesMut) -> Result<Reply, Status> {
         match method {
-            ECHO => Ok(Reply::Bytes(request)),
+            ECHO => {
+                busy(self.work);
+                Ok(Reply::Bytes(request))
+            }
             other => Err(Status::unknown_method(other)),
         }
     }
 }
 
-fn uring_core() -> Result<Core> {
+fn uring_core(early_wake: bool) -> Result<Core> {
     if let Some(why) = &sigma_dataplane::probe::support().unavailable {
         bail!("io_uring unavailable: {why}");
     }
     let core = Core::builder()
         .backend(Backend::Uring)
+        .early_wake(early_wake)
         .build()
         .context("starting a σ core on io_uring")?;
     Ok(core)
 }
 
-fn serve(bind: Endpoint, ready: &mut dyn FnMut(Endpoint)) -> Result<()> {
-    uring_core()?.block_on(async move {
+fn serve(bind: Endpoint, ready: &mut dyn FnMut(Endpoint), work: Duration) -> Result<()> {
+    uring_core(true)?.block_on(async move {
         let Endpoint::Tcp(addr) = bind else {
             bail!("TCP only");
         };
         let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
         ready(Endpoint::Tcp(listener.local_addr()?));
         let stream = listener.accept().await.context("accept")?;
-        rpc::serve(&stream, &EchoService).await.context("serving")?;
+        rpc::serve(&stream, &EchoService { work }).await.context("serving")?;
         Ok(())
     })
 }
@@ -78,19 +102,26 @@ async fn connect(ep: Endpoint, in_flight: usize) -> Result<Client<TcpStream>> {
 
 impl RpcSystem for Sigma {
     fn name(&self) -> &'static str {
-        "sigma"
+        self.name
     }
 
     fn note(&self) -> String {
         let spin =
             std::env::var("SIGMA_SPIN_US").unwrap_or_else(|_| sigma_dataplane::limits::SPIN_US_DEFAULT.to_string());
-        format!("σ RPC over TCP on io_uring (gather send, zero-copy payloads, spin {spin}us)")
+        let wake = if self.early_wake {
+            "client core wakes early for long regular waits"
+        } else {
+            "client core's early wakes off"
+        };
+        format!("σ RPC over TCP on io_uring (gather send, zero-copy payloads, spin {spin}us, {wake})")
     }
 
     fn seq(&self, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
         let spec = spec.clone();
+        let (work, early_wake) = (spec.work, self.early_wake);
+        let serve = move |bind, ready: &mut dyn FnMut(Endpoint)| serve(bind, ready, work);
         run_pair(&spec.pingpong(), "sigma-rpc", serve, move |ep, _| {
-            uring_core()?.block_on(async move {
+            uring_core(early_wake)?.block_on(async move {
                 let client = connect(ep, 1).await?;
                 let out = Bytes::from(payload(spec.payload_bytes));
                 let mut rec = RttRecorder::new(&spec.pingpong());
@@ -107,8 +138,10 @@ impl RpcSystem for Sigma {
 
     fn pipelined(&self, spec: &RpcPipeSpec) -> Result<PipelinedResult> {
         let spec = spec.clone();
+        let early_wake = self.early_wake;
+        let serve = |bind, ready: &mut dyn FnMut(Endpoint)| serve(bind, ready, Duration::ZERO);
         run_pair(&spec.pair(), "sigma-rpc", serve, move |ep, _| {
-            uring_core()?.block_on(async move {
+            uring_core(early_wake)?.block_on(async move {
                 let client = Rc::new(connect(ep, spec.in_flight).await?);
                 let clock = Rc::new(RefCell::new(PipeClock::start(&spec)));
                 let out = Bytes::from(payload(spec.payload_bytes));

@@ -8,7 +8,7 @@
 //! (TCP_NODELAY is the channel's default too). Pipelined calls are concurrent requests on that
 //! one channel, multiplexed as HTTP/2 streams on one connection.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -18,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
-use super::{PipeClock, PipelinedResult, RpcPipeSpec, RpcSeqSpec, RpcSystem};
+use super::{busy, PipeClock, PipelinedResult, RpcPipeSpec, RpcSeqSpec, RpcSystem};
 use crate::systems::{check_echo, payload, run_pair, Endpoint, PingPongSpec, RttRecorder};
 
 /// The code `tonic-prost-build` generated from `proto/echo.proto`.
@@ -35,13 +35,17 @@ use pb::{EchoReply, EchoRequest};
 #[derive(Debug)]
 pub struct Tonic;
 
-/// The handler: the reply carries the request's payload (moved, not copied).
+/// The handler: works `work` (busy), then replies with the request's payload (moved, not
+/// copied).
 #[derive(Debug, Default)]
-struct EchoService;
+struct EchoService {
+    work: Duration,
+}
 
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> std::result::Result<Response<EchoReply>, Status> {
+        busy(self.work);
         Ok(Response::new(EchoReply {
             payload: request.into_inner().payload,
         }))
@@ -54,7 +58,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Serves the echo service until `stop` fires (or its sender is dropped) and the client's
 /// connection has closed.
-fn serve(bind: Endpoint, ready: &mut dyn FnMut(Endpoint), stop: oneshot::Receiver<()>) -> Result<()> {
+fn serve(bind: Endpoint, ready: &mut dyn FnMut(Endpoint), stop: oneshot::Receiver<()>, work: Duration) -> Result<()> {
     let Endpoint::Tcp(addr) = bind else {
         bail!("TCP only");
     };
@@ -64,7 +68,7 @@ fn serve(bind: Endpoint, ready: &mut dyn FnMut(Endpoint), stop: oneshot::Receive
             .with_nodelay(Some(true));
         ready(Endpoint::Tcp(incoming.local_addr()?));
         Server::builder()
-            .add_service(EchoServer::new(EchoService))
+            .add_service(EchoServer::new(EchoService { work }))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop.await;
             })
@@ -164,10 +168,11 @@ impl RpcSystem for Tonic {
 
     fn seq(&self, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let work = spec.work;
         run_pair(
             &spec.pingpong(),
             "tonic",
-            move |bind, ready| serve(bind, ready, stop_rx),
+            move |bind, ready| serve(bind, ready, stop_rx, work),
             move |ep, pspec| client_then_stop(stop_tx, seq_client(ep, pspec)),
         )
     }
@@ -178,7 +183,7 @@ impl RpcSystem for Tonic {
         run_pair(
             &spec.pair(),
             "tonic",
-            move |bind, ready| serve(bind, ready, stop_rx),
+            move |bind, ready| serve(bind, ready, stop_rx, Duration::ZERO),
             move |ep, _| client_then_stop(stop_tx, pipelined_client(ep, rspec)),
         )
     }

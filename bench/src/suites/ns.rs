@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use super::with_deadline;
-use crate::ns_systems::{Env, NsSpec, NsSystem, Op, Outcome};
+use crate::ns_systems::{ClientCore, Env, NsSpec, NsSystem, Op, Outcome};
 use crate::report::Row;
 use crate::systems::new_histogram;
 use sigma_tests::etcd::EtcdServer;
@@ -171,6 +171,8 @@ struct Acc {
     write_hist: Histogram<u64>,
     completed: u64,
     window: Duration,
+    /// σ clients: how the client core waited, summed over the rounds.
+    client_core: Option<ClientCore>,
 }
 
 impl Acc {
@@ -180,6 +182,7 @@ impl Acc {
             write_hist: new_histogram(),
             completed: 0,
             window: Duration::ZERO,
+            client_core: None,
         }
     }
 }
@@ -238,6 +241,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 acc.completed += h.len();
                 acc.window += w;
             }
+            if let Some(c) = &out.client_core {
+                acc.client_core.get_or_insert_with(ClientCore::default).add(c);
+            }
             let merged = acc.hist.add(&out.hist).and_then(|()| match &out.write_hist {
                 Some(wh) => acc.write_hist.add(wh),
                 None => Ok(()),
@@ -280,6 +286,12 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                     "; the write's own reply: p50 {:.1}us p99 {:.1}us",
                     w.value_at_quantile(0.5) as f64 / 1000.0,
                     w.value_at_quantile(0.99) as f64 / 1000.0
+                ));
+            }
+            if let Some(c) = &acc.client_core {
+                note.push_str(&format!(
+                    "; client core: {} parks, {} early wakes ({} caught the reply)",
+                    c.parks, c.early_wakes, c.early_wakes_caught
                 ));
             }
             let sys_note = sys.note();

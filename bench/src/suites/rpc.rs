@@ -1,7 +1,9 @@
 //! The `rpc` suite: light RPCs between two pinned threads over one TCP loopback connection,
-//! sequential (`rpc-seq-64B`) and pipelined (`rpc-pipelined-64B`), σ's RPC against tonic and
-//! against the raw σ transport underneath (`sigma-pingpong`, the floor), systems interleaved and
-//! rotated round by round.
+//! sequential (`rpc-seq-64B`) and pipelined (`rpc-pipelined-64B`), and sequential calls to a
+//! handler that works 300 µs (`rpc-seq-work-300us`: what a client pays to wait). σ's RPC against
+//! tonic and against the raw σ transport underneath (`sigma-pingpong`, the floor), and σ with its
+//! client core's early wakes off (`sigma-no-early-wake`); systems interleaved and rotated round
+//! by round.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,16 +58,27 @@ enum Kind {
 struct Case {
     name: &'static str,
     kind: Kind,
+    /// How long the handler works before answering each call.
+    work: Duration,
 }
 
-const CASES: [Case; 2] = [
+const CASES: [Case; 3] = [
     Case {
         name: "rpc-seq-64B",
         kind: Kind::Seq,
+        work: Duration::ZERO,
     },
     Case {
         name: "rpc-pipelined-64B",
         kind: Kind::Pipelined,
+        work: Duration::ZERO,
+    },
+    // A client waiting on a backend that computes (or on a store like etcd): what the wait costs
+    // beyond the work itself is the client's wake-up policy.
+    Case {
+        name: "rpc-seq-work-300us",
+        kind: Kind::Seq,
+        work: Duration::from_micros(300),
     },
 ];
 
@@ -104,9 +117,10 @@ impl Params {
         }
     }
 
-    /// Deadline of one sequential run: generous (1 ms a call), a hung system only costs this much.
-    fn seq_deadline(&self) -> Duration {
-        Duration::from_secs(10) + Duration::from_millis(self.calls + self.warmup)
+    /// Deadline of one sequential run: generous (1 ms a call beyond the work), a hung system only
+    /// costs this much.
+    fn seq_deadline(&self, work: Duration) -> Duration {
+        Duration::from_secs(10) + (Duration::from_millis(1) + work) * (self.calls + self.warmup) as u32
     }
 
     fn pipelined_deadline(&self) -> Duration {
@@ -183,8 +197,15 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             let acc = &accs[ci][si];
             let mut note = match case.kind {
                 Kind::Seq => format!(
-                    "{mode}: {} round(s) x {} sequential calls (+{} warm-up), {PAYLOAD} B request and reply, one TCP loopback connection, client core {CLIENT_CORE}, server core {SERVER_CORE}",
-                    p.rounds, p.calls, p.warmup
+                    "{mode}: {} round(s) x {} sequential calls (+{} warm-up), {PAYLOAD} B request and reply{}, one TCP loopback connection, client core {CLIENT_CORE}, server core {SERVER_CORE}",
+                    p.rounds,
+                    p.calls,
+                    p.warmup,
+                    if case.work.is_zero() {
+                        String::new()
+                    } else {
+                        format!(", the handler busy for {} us before each reply", case.work.as_micros())
+                    }
                 ),
                 Kind::Pipelined => format!(
                     "{mode}: {} round(s) x {:?} after {:?} warm-up, one TCP loopback connection with {IN_FLIGHT} calls of {PAYLOAD} B in flight (a new one issued as each completes), client core {CLIENT_CORE}, server core {SERVER_CORE}",
@@ -230,10 +251,13 @@ fn run_one(case: &Case, sys: Arc<dyn RpcSystem>, p: &Params) -> Result<Outcome> 
                 warmup: p.warmup,
                 client_core: CLIENT_CORE,
                 server_core: SERVER_CORE,
+                work: case.work,
             };
-            let hist = with_deadline(&format!("rpc-seq-{}", sys.name()), p.seq_deadline(), move || {
-                sys.seq(&spec)
-            })?;
+            let hist = with_deadline(
+                &format!("rpc-seq-{}", sys.name()),
+                p.seq_deadline(case.work),
+                move || sys.seq(&spec),
+            )?;
             if hist.len() != p.calls {
                 bail!("{} calls recorded, {} expected", hist.len(), p.calls);
             }
@@ -291,10 +315,12 @@ mod tests {
             cases: None,
         };
         let rows = run(&opts).unwrap();
-        assert_eq!(rows.len(), 2);
-        let e0 = rows[0].error.as_deref().unwrap();
-        assert!(e0.contains("round 1: not wired") && e0.contains("round 2"), "{e0}");
-        assert!(rows[0].sd_us.is_none() && rows[0].p50_us.is_none());
+        assert_eq!(rows.len(), 3);
+        for seq in [&rows[0], &rows[2]] {
+            let e = seq.error.as_deref().unwrap();
+            assert!(e.contains("round 1: not wired") && e.contains("round 2"), "{e}");
+            assert!(seq.sd_us.is_none() && seq.p50_us.is_none());
+        }
         assert!(rows[1].error.as_deref().unwrap().contains("panicked: boom"));
     }
 

@@ -5,6 +5,7 @@
 //! Timers live in a heap; a parked core waits in epoll_wait until the
 //! earliest deadline (millisecond resolution on this back end).
 
+use crate::driver::Wait;
 use crate::error::{Error, Result};
 use crate::limits;
 use std::cell::RefCell;
@@ -53,6 +54,8 @@ pub(crate) struct Epoll {
     epfd: OwnedFd,
     eventfd: RawFd,
     state: RefCell<State>,
+    /// epoll_pwait2 (5.11) is missing: timeouts are milliseconds.
+    no_pwait2: std::cell::Cell<bool>,
 }
 
 impl Epoll {
@@ -67,6 +70,7 @@ impl Epoll {
         let epoll = Epoll {
             epfd,
             eventfd,
+            no_pwait2: std::cell::Cell::new(false),
             state: RefCell::new(State {
                 regs: Vec::new(),
                 free_regs: Vec::new(),
@@ -80,6 +84,9 @@ impl Epoll {
         epoll
             .ctl(libc::EPOLL_CTL_ADD, eventfd, libc::EPOLLIN as u32, NOTIFY_TOKEN)
             .map_err(Error::EpollSetup)?;
+        // Finds out whether epoll_pwait2 exists (nobody can have woken this
+        // core yet, so the poll takes nothing from anyone).
+        epoll.poll(Wait::No);
         Ok(epoll)
     }
 
@@ -190,30 +197,74 @@ impl Epoll {
         state.free_timers.push(id);
     }
 
-    pub(crate) fn poll(&self, block: bool) -> usize {
-        let timeout_ms = if block {
-            let state = self.state.borrow();
-            match state.heap.peek() {
-                Some(Reverse((deadline, _))) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-                }
-                None => -1,
+    /// Whether waits can end at a deadline with sub-millisecond precision
+    /// (epoll_pwait2, probed when the driver starts).
+    pub(crate) fn timed_waits(&self) -> bool {
+        !self.no_pwait2.get()
+    }
+
+    pub(crate) fn poll(&self, wait: Wait) -> usize {
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let until = match wait {
+            Wait::No => None,
+            Wait::Forever => self.state.borrow().heap.peek().map(|Reverse((deadline, _))| *deadline),
+            Wait::Until(deadline) => Some(
+                self.state
+                    .borrow()
+                    .heap
+                    .peek()
+                    .map_or(deadline, |Reverse((timer, _))| (*timer).min(deadline)),
+            ),
+        };
+        // epoll_pwait2 takes nanoseconds: neither a timer nor a deadline is
+        // rounded up to the next millisecond.
+        let ts = match (wait, until) {
+            (Wait::No, _) => Some(zero),
+            (_, Some(until)) => {
+                let wait = until.saturating_duration_since(Instant::now());
+                Some(libc::timespec {
+                    tv_sec: wait.as_secs() as libc::time_t,
+                    tv_nsec: wait.subsec_nanos() as libc::c_long,
+                })
             }
-        } else {
-            0
+            (_, None) => None,
         };
         let mut guard = self.state.borrow_mut();
         let state = &mut *guard;
-        // SAFETY: `events` has EPOLL_EVENTS_MAX writable entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                state.events.as_mut_ptr(),
-                limits::EPOLL_EVENTS_MAX as i32,
-                timeout_ms,
-            )
-        };
+        let mut n = -1;
+        if !self.no_pwait2.get() {
+            // SAFETY: `events` has EPOLL_EVENTS_MAX writable entries; the
+            // timespec, if any, lives on this frame until the call returns;
+            // no signal mask.
+            n = unsafe {
+                libc::epoll_pwait2(
+                    self.epfd.as_raw_fd(),
+                    state.events.as_mut_ptr(),
+                    limits::EPOLL_EVENTS_MAX as i32,
+                    ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec),
+                    std::ptr::null(),
+                )
+            };
+            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                tracing::info!("epoll_pwait2 unsupported by this kernel (before 5.11): waits round up to milliseconds");
+                self.no_pwait2.set(true);
+            }
+        }
+        if self.no_pwait2.get() {
+            let timeout_ms = ts.map_or(-1, |ts| {
+                let us = ts.tv_sec as u64 * 1_000_000 + (ts.tv_nsec as u64).div_ceil(1000);
+                us.div_ceil(1000).min(i32::MAX as u64) as i32
+            });
+            // SAFETY: `events` has EPOLL_EVENTS_MAX writable entries.
+            n = unsafe {
+                libc::epoll_wait(
+                    self.epfd.as_raw_fd(),
+                    state.events.as_mut_ptr(),
+                    limits::EPOLL_EVENTS_MAX as i32,
+                    timeout_ms,
+                )
+            };
+        }
         let n = if n < 0 {
             let err = io::Error::last_os_error();
             assert_eq!(err.raw_os_error(), Some(libc::EINTR), "epoll_wait failed: {err}");

@@ -41,6 +41,17 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// How long a poll of the driver may wait for a completion or a wake-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Not at all: submit, reap what is there, return.
+    No,
+    /// Until at least one completion or wake-up.
+    Forever,
+    /// Until at least one completion or wake-up, or until this instant.
+    Until(std::time::Instant),
+}
+
 /// The driver of one core. One per core, created once: the size difference
 /// between the variants costs nothing worth a box on the hot path.
 #[allow(clippy::large_enum_variant)]
@@ -112,12 +123,21 @@ impl Driver {
         }
     }
 
-    /// Submits pending work and reaps what completed. With `block`, waits
-    /// for at least one completion or wake-up. Returns completions handled.
-    pub(crate) fn poll(&self, block: bool) -> usize {
+    /// Submits pending work and reaps what completed, waiting as `wait`
+    /// says. Returns completions handled.
+    pub(crate) fn poll(&self, wait: Wait) -> usize {
         match self {
-            Driver::Uring(u) => u.poll(block),
-            Driver::Epoll(e) => e.poll(block),
+            Driver::Uring(u) => u.poll(wait),
+            Driver::Epoll(e) => e.poll(wait),
+        }
+    }
+
+    /// Whether [`Wait::Until`] ends a wait at its deadline (Linux 5.11:
+    /// IORING_FEAT_EXT_ARG, epoll_pwait2); without, it does not wait.
+    pub(crate) fn timed_waits(&self) -> bool {
+        match self {
+            Driver::Uring(u) => u.timed_waits(),
+            Driver::Epoll(e) => e.timed_waits(),
         }
     }
 

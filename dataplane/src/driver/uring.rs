@@ -14,6 +14,7 @@
 //! a cancel; the buffers are freed when the kernel's last completion for the
 //! slot arrives, never before.
 
+use crate::driver::Wait;
 use crate::error::{Error, Result};
 use crate::limits;
 use io_uring::{cqueue, opcode, register::Restriction, squeue, types, IoUring};
@@ -42,6 +43,17 @@ const REGISTER_PBUF_RING: u8 = 22;
 const UNREGISTER_PBUF_RING: u8 = 23;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 const IORING_ENTER_REGISTERED_RING: u32 = 1 << 4;
+const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
+
+/// `struct io_uring_getevents_arg` (include/uapi/linux/io_uring.h): what
+/// IORING_ENTER_EXT_ARG points to. `min_wait_usec` was padding before 6.12.
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
 
 /// Opcodes the core's ring may run. Nothing that opens a file or creates a
 /// socket: those are system calls the core makes itself.
@@ -127,6 +139,8 @@ pub(crate) struct Uring {
     state: RefCell<State>,
     shut_down: std::cell::Cell<bool>,
     msg_ring: bool,
+    /// IORING_FEAT_EXT_ARG (5.11): a wait can end at a deadline.
+    ext_arg: bool,
 }
 
 fn explain_setup_error(e: &io::Error) -> String {
@@ -171,6 +185,7 @@ impl Uring {
             .register_files_sparse(limits::FIXED_FILES_MAX)
             .map_err(register("sparse fixed-file table"))?;
         let ring_fd = ring.as_raw_fd();
+        let ext_arg = ring.params().is_feature_ext_arg();
         // MSG_RING (5.18) wakes parked cores; without it wakers use the eventfd.
         let mut probe = io_uring::Probe::new();
         let msg_ring =
@@ -209,6 +224,7 @@ impl Uring {
             ring: RefCell::new(ring),
             ring_fd,
             registered_index,
+            ext_arg,
             eventfd,
             state: RefCell::new(State {
                 slots: Vec::with_capacity(limits::OPS_IN_FLIGHT_MAX),
@@ -268,12 +284,50 @@ impl Uring {
     }
 
     fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> io::Result<u32> {
-        let (fd, flags) = match self.registered_index {
+        self.enter_with(to_submit, min_complete, flags, None)
+    }
+
+    /// `io_uring_enter`; with `timeout`, a wait for `min_complete` ends
+    /// after that long at the latest (IORING_ENTER_EXT_ARG, Linux 5.11).
+    fn enter_with(
+        &self,
+        to_submit: u32,
+        min_complete: u32,
+        flags: u32,
+        timeout: Option<std::time::Duration>,
+    ) -> io::Result<u32> {
+        let (fd, mut flags) = match self.registered_index {
             Some(index) => (index as RawFd, flags | IORING_ENTER_REGISTERED_RING),
             None => (self.ring_fd, flags),
         };
+        let ts;
+        let arg;
+        let (arg_ptr, arg_size) = match timeout {
+            Some(t) => {
+                debug_assert!(self.ext_arg, "a timed wait on a kernel without IORING_FEAT_EXT_ARG");
+                ts = libc::timespec {
+                    tv_sec: t.as_secs() as libc::time_t,
+                    tv_nsec: t.subsec_nanos() as libc::c_long,
+                };
+                arg = GeteventsArg {
+                    sigmask: 0,
+                    sigmask_sz: 0,
+                    min_wait_usec: 0,
+                    ts: &ts as *const libc::timespec as u64,
+                };
+                flags |= IORING_ENTER_EXT_ARG;
+                (
+                    &arg as *const GeteventsArg as *const libc::c_void,
+                    std::mem::size_of::<GeteventsArg>(),
+                )
+            }
+            None => (std::ptr::null::<libc::c_void>(), 0usize),
+        };
         loop {
-            // SAFETY: io_uring_enter with no argument pointer (arg NULL, size 0).
+            // SAFETY: io_uring_enter with either no argument (NULL, size 0)
+            // or, with IORING_ENTER_EXT_ARG, a pointer to a getevents
+            // argument of its exact size whose `ts` points to a timespec;
+            // both live on this frame until the call returns.
             let ret = unsafe {
                 libc::syscall(
                     libc::SYS_io_uring_enter,
@@ -281,8 +335,8 @@ impl Uring {
                     to_submit,
                     min_complete,
                     flags,
-                    std::ptr::null::<libc::c_void>(),
-                    0usize,
+                    arg_ptr,
+                    arg_size,
                 )
             };
             if ret >= 0 {
@@ -292,6 +346,8 @@ impl Uring {
             match err.raw_os_error() {
                 Some(libc::EINTR) if min_complete > 0 => return Ok(0),
                 Some(libc::EINTR) => continue,
+                // A timed wait that timed out.
+                Some(libc::ETIME) if timeout.is_some() => return Ok(0),
                 // The completion queue is full or the kernel is short of
                 // memory for overflowed completions: reap, then retry.
                 Some(libc::EBUSY) | Some(libc::EAGAIN) => return Ok(0),
@@ -300,17 +356,37 @@ impl Uring {
         }
     }
 
+    /// Whether a wait can end at a deadline (IORING_FEAT_EXT_ARG).
+    pub(crate) fn timed_waits(&self) -> bool {
+        self.ext_arg
+    }
+
     /// Submits what is queued and reaps completions; see `Driver::poll`.
-    pub(crate) fn poll(&self, block: bool) -> usize {
+    pub(crate) fn poll(&self, wait: Wait) -> usize {
         let (unsubmitted, in_flight) = {
             let state = self.state.borrow();
             (state.unsubmitted, state.in_flight)
         };
-        if unsubmitted == 0 && in_flight == 0 && !block && self.cq_is_empty() {
+        if unsubmitted == 0 && in_flight == 0 && wait == Wait::No && self.cq_is_empty() {
             return 0;
         }
-        let min_complete = if block && self.cq_is_empty() { 1 } else { 0 };
-        match self.enter(unsubmitted, min_complete, IORING_ENTER_GETEVENTS) {
+        let (min_complete, timeout) = match wait {
+            _ if !self.cq_is_empty() => (0, None),
+            Wait::No => (0, None),
+            Wait::Forever => (1, None),
+            Wait::Until(deadline) if self.ext_arg => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    (0, None)
+                } else {
+                    (1, Some(left))
+                }
+            }
+            // No timed waits on this kernel: do not wait (callers check
+            // `timed_waits` first).
+            Wait::Until(_) => (0, None),
+        };
+        match self.enter_with(unsubmitted, min_complete, IORING_ENTER_GETEVENTS, timeout) {
             Ok(n) => {
                 let mut state = self.state.borrow_mut();
                 state.unsubmitted -= n.min(state.unsubmitted);
