@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// Command-line client of sigmad.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// sigmad's admin socket (or $SIGMA_SOCK).
     #[arg(long, global = true, env = "SIGMA_SOCK", default_value = "sigma-data/sigmad.sock")]

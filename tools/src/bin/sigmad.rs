@@ -21,7 +21,7 @@ use std::task::Poll;
 
 /// The per-machine σ daemon: serves the realm namespace on a Unix socket.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Directory for sigmad's state (the namespace store, the default socket).
     #[arg(long, default_value = "sigma-data")]
