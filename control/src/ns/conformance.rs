@@ -441,6 +441,11 @@ async fn isolation<S: Store>(ns: &Namespace<S>) {
     assert!(nf(a.open("/svc/ep/rpc").await.map(drop)));
     assert!(nf(a.open("/secret").await.map(drop)));
     assert!(nf(within(Duration::from_millis(50), a.watch_dir("/svc")).await));
+    // In A's view B's file does not exist: waiting for its removal ends at once.
+    assert_eq!(
+        within(Duration::from_millis(50), a.watch_remove("/secret")).await,
+        Ok(())
+    );
     assert!(
         a.readdir("/").await.unwrap().is_empty(),
         "A's root lists nothing of B's"
