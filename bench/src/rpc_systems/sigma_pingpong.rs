@@ -47,29 +47,9 @@ fn uring_core_with(builder: sigma_dataplane::CoreBuilder) -> Result<Core> {
     Ok(core)
 }
 
-/// Echoes one connection's chunks back until EOF.
-async fn serve_one(bind: Endpoint, ready: &mut dyn FnMut(Endpoint)) -> Result<()> {
-    let Endpoint::Tcp(addr) = bind else {
-        bail!("TCP only");
-    };
-    let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
-    ready(Endpoint::Tcp(l.local_addr()?));
-    let s = l.accept().await.context("accept")?;
-    let mut chunks = s.recv_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.context("recv")?;
-        s.send_all(chunk).await.0.context("send")?;
-    }
-    Ok(())
-}
-
-/// Echoes one connection's messages back after `work` each, until EOF.
-async fn serve_working(
-    bind: Endpoint,
-    ready: &mut dyn FnMut(Endpoint),
-    msg_bytes: usize,
-    work: Duration,
-) -> Result<()> {
+/// Echoes one connection's chunks back until EOF, each after `work` per whole message of
+/// `msg_bytes` it completes (no work: each chunk goes straight back).
+async fn serve_one(bind: Endpoint, ready: &mut dyn FnMut(Endpoint), msg_bytes: usize, work: Duration) -> Result<()> {
     let Endpoint::Tcp(addr) = bind else {
         bail!("TCP only");
     };
@@ -80,11 +60,12 @@ async fn serve_working(
     let mut partial = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.context("recv")?;
-        // One message is answered once all of it is in.
-        partial += chunk.len();
-        while partial >= msg_bytes {
-            partial -= msg_bytes;
-            busy(work);
+        if !work.is_zero() {
+            partial += chunk.len();
+            while partial >= msg_bytes {
+                partial -= msg_bytes;
+                busy(work);
+            }
         }
         s.send_all(chunk).await.0.context("send")?;
     }
@@ -185,7 +166,7 @@ impl RpcSystem for SigmaPingPong {
             &spec.pingpong(),
             "sigma-pingpong",
             move |bind, ready| {
-                uring_core()?.block_on(serve_working(bind, ready, server_spec.payload_bytes, server_spec.work))
+                uring_core()?.block_on(serve_one(bind, ready, server_spec.payload_bytes, server_spec.work))
             },
             move |ep, _| {
                 uring_core_with(Core::builder().spin(SPIN_THROUGH))?
@@ -196,10 +177,11 @@ impl RpcSystem for SigmaPingPong {
 
     fn pipelined(&self, spec: &RpcPipeSpec) -> Result<PipelinedResult> {
         let pspec = spec.clone();
+        let msg_bytes = spec.payload_bytes;
         run_pair(
             &spec.pair(),
             "sigma-pingpong",
-            |bind, ready| uring_core()?.block_on(serve_one(bind, ready)),
+            move |bind, ready| uring_core()?.block_on(serve_one(bind, ready, msg_bytes, Duration::ZERO)),
             move |ep, _| uring_core()?.block_on(async move { pipelined_client(ep, &pspec).await }),
         )
     }
