@@ -245,9 +245,15 @@ impl Epoll {
                     std::ptr::null(),
                 )
             };
-            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-                tracing::info!("epoll_pwait2 unsupported by this kernel (before 5.11): waits round up to milliseconds");
-                self.no_pwait2.set(true);
+            // ENOSYS: a kernel before 5.11. EPERM or EACCES: a seccomp
+            // profile that predates the call (older container runtimes
+            // refuse unknown system calls that way).
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::EACCES)) {
+                    tracing::info!(error = %err, "epoll_pwait2 unavailable: waits round up to milliseconds");
+                    self.no_pwait2.set(true);
+                }
             }
         }
         if self.no_pwait2.get() {
