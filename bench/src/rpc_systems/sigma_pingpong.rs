@@ -72,14 +72,18 @@ async fn serve_one(bind: Endpoint, ready: &mut dyn FnMut(Endpoint), msg_bytes: u
     Ok(())
 }
 
-/// Sequential messages to a working server, each sent once the previous one's echo is back.
-async fn seq_client(ep: Endpoint, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
+async fn connect(ep: Endpoint) -> Result<TcpStream> {
     let Endpoint::Tcp(addr) = ep else {
         bail!("TCP only");
     };
-    let s = TcpStream::connect(addr)
+    TcpStream::connect(addr)
         .await
-        .with_context(|| format!("connect {addr}"))?;
+        .with_context(|| format!("connect {addr}"))
+}
+
+/// Sequential messages to a working server, each sent once the previous one's echo is back.
+async fn seq_client(ep: Endpoint, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
+    let s = connect(ep).await?;
     let mut chunks = s.recv_stream();
     let msg = Bytes::from(payload(spec.payload_bytes));
     let mut fifo = FifoMatcher::new(msg.to_vec(), 1);
@@ -101,12 +105,7 @@ async fn seq_client(ep: Endpoint, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
 }
 
 async fn pipelined_client(ep: Endpoint, spec: &RpcPipeSpec) -> Result<PipelinedResult> {
-    let Endpoint::Tcp(addr) = ep else {
-        bail!("TCP only");
-    };
-    let s = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect {addr}"))?;
+    let s = connect(ep).await?;
     let mut chunks = s.recv_stream();
     let msg = payload(spec.payload_bytes);
     let len = msg.len();
