@@ -29,17 +29,8 @@ use std::time::Duration;
 
 const REMEMBERED: usize = limits::IDLES_REMEMBERED as usize;
 
-/// What the next idle period does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Plan {
-    /// Spin for the budget before parking.
-    pub(crate) spin: bool,
-    /// Park until `wake_after` (from the start of the idle period), then
-    /// spin until `spin_until`, then park for good.
-    pub(crate) early: Option<Early>,
-}
-
-/// An early wake, as offsets from the start of the idle period.
+/// An early wake, as offsets from the start of the idle period: park until
+/// `wake_after`, then spin until `spin_until`, then park for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Early {
     pub(crate) wake_after: Duration,
@@ -102,21 +93,16 @@ impl IdlePolicy {
         self.budget
     }
 
-    /// What the next idle period does.
-    pub(crate) fn plan(&self) -> Plan {
-        if self.budget.is_zero() {
-            return Plan {
-                spin: false,
-                early: None,
-            };
-        }
-        Plan {
-            spin: self.short_idles.get() != 0,
-            early: self.early(),
-        }
+    /// Whether the next idle period spins for the budget before parking:
+    /// while one of the last idle periods ended within it.
+    pub(crate) fn spins(&self) -> bool {
+        !self.budget.is_zero() && self.short_idles.get() != 0
     }
 
-    fn early(&self) -> Option<Early> {
+    /// Whether the park that follows (the spin found nothing, or there was
+    /// none) ends early, and when. Asked only when the core is about to
+    /// park, so a spinning core that finds work pays nothing for it.
+    pub(crate) fn early(&self) -> Option<Early> {
         if !self.early_wake || usize::from(self.seen.get()) < REMEMBERED {
             return None;
         }
@@ -202,15 +188,14 @@ mod tests {
         p
     }
 
+    /// Whether the policy spins, and its early wake.
+    fn plan(p: &IdlePolicy) -> (bool, Option<Early>) {
+        (p.spins(), p.early())
+    }
+
     #[test]
     fn a_new_core_spins() {
-        assert_eq!(
-            IdlePolicy::new(BUDGET, true).plan(),
-            Plan {
-                spin: true,
-                early: None
-            }
-        );
+        assert_eq!(plan(&IdlePolicy::new(BUDGET, true)), (true, None));
     }
 
     #[test]
@@ -219,35 +204,29 @@ mod tests {
         for _ in 0..40 {
             p.record(us(400), false);
         }
-        assert_eq!(
-            p.plan(),
-            Plan {
-                spin: false,
-                early: None
-            }
-        );
+        assert_eq!(plan(&p), (false, None));
     }
 
     #[test]
     fn one_short_wait_keeps_spinning_for_sixteen_idles() {
         let p = policy_after(&[400; 20]);
-        assert!(!p.plan().spin);
+        assert!(!p.spins());
         p.record(us(10), false);
         for _ in 0..15 {
             p.record(us(400), false);
-            assert!(p.plan().spin);
+            assert!(p.spins());
         }
         p.record(us(400), false);
-        assert!(!p.plan().spin);
+        assert!(!p.spins());
     }
 
     #[test]
     fn long_regular_waits_wake_early_around_the_usual_wait() {
         // Waits of 300–375 µs, in any order.
         let lengths: Vec<u64> = (0..16).map(|i| 300 + (i * 7 % 16) * 5).collect();
-        let plan = policy_after(&lengths).plan();
-        let early = plan.early.expect("an early wake");
-        assert!(!plan.spin);
+        let p = policy_after(&lengths);
+        let early = p.early().expect("an early wake");
+        assert!(!p.spins());
         // Second shortest 305 µs, less one budget.
         assert_eq!(early.wake_after, us(255));
         // Third quartile (sorted[12] = 360 µs) plus one budget.
@@ -261,10 +240,10 @@ mod tests {
         for _ in 0..16 {
             lengths.extend([5, 400]);
         }
-        let plan = policy_after(&lengths).plan();
-        assert!(plan.spin);
+        let p = policy_after(&lengths);
+        assert!(p.spins());
         assert_eq!(
-            plan.early,
+            p.early(),
             Some(Early {
                 wake_after: us(350),
                 spin_until: us(450)
@@ -289,7 +268,7 @@ mod tests {
         for _ in 0..16 {
             p.record(us(400), true);
         }
-        let early = p.plan().early.unwrap();
+        let early = p.early().unwrap();
         // Without the correction the core would wake at 350 µs, after the
         // reply, every time.
         assert!(early.wake_after < us(300), "{early:?}");
@@ -299,50 +278,38 @@ mod tests {
     fn the_early_spin_is_bounded() {
         // Widely spread waits: the window is capped at a few budgets.
         let lengths: Vec<u64> = (0..16).map(|i| 200 + i * 200).collect();
-        let early = policy_after(&lengths).plan().early.unwrap();
+        let early = policy_after(&lengths).early().unwrap();
         assert_eq!(early.wake_after, us(350));
         assert_eq!(early.spin_until, us(350) + BUDGET * limits::EARLY_WAKE_SPIN_BUDGETS_MAX);
     }
 
     #[test]
     fn waits_too_short_to_park_first_do_not_wake_early() {
-        assert_eq!(
-            policy_after(&[90; 16]).plan(),
-            Plan {
-                spin: false,
-                early: None
-            }
-        );
+        assert_eq!(plan(&policy_after(&[90; 16])), (false, None));
     }
 
     #[test]
     fn no_early_wake_before_the_history_is_full_or_when_disabled() {
-        assert_eq!(policy_after(&[400; 15]).plan().early, None);
+        assert_eq!(policy_after(&[400; 15]).early(), None);
         let off = IdlePolicy::new(BUDGET, false);
         for _ in 0..16 {
             off.record(us(400), false);
         }
-        assert_eq!(
-            off.plan(),
-            Plan {
-                spin: false,
-                early: None
-            }
-        );
+        assert_eq!(plan(&off), (false, None));
     }
 
     #[test]
     fn early_wakes_that_never_catch_stop_but_for_probes() {
         let p = policy_after(&[400; 16]);
         for _ in 0..16 {
-            assert!(p.plan().early.is_some());
+            assert!(p.early().is_some());
             p.record_early(false);
             p.record(us(400), false);
         }
         // All of the last 16 missed: off, until a probe.
         let mut probes = 0;
         for _ in 0..limits::EARLY_WAKE_PROBE_EVERY * 3 {
-            if p.plan().early.is_some() {
+            if p.early().is_some() {
                 probes += 1;
                 p.record_early(false);
             }
@@ -350,11 +317,11 @@ mod tests {
         }
         assert_eq!(probes, 3);
         // A probe that catches turns early wakes back on.
-        while p.plan().early.is_none() {
+        while p.early().is_none() {
             p.record(us(400), false);
         }
         p.record_early(true);
         p.record(us(400), false);
-        assert!(p.plan().early.is_some());
+        assert!(p.early().is_some());
     }
 }

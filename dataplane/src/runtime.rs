@@ -447,8 +447,7 @@ impl Core {
     fn idle(&self) {
         let local = &self.local;
         let started = Instant::now();
-        let plan = local.idle.plan();
-        if plan.spin {
+        if local.idle.spins() {
             if self.spin_until(started + local.idle.budget()) {
                 local.idle.record(started.elapsed(), false);
                 return;
@@ -456,7 +455,7 @@ impl Core {
         } else if !local.idle.budget().is_zero() {
             Stats::bump(&local.stats.spins_skipped, 1);
         }
-        let mut early = plan.early;
+        let mut early = local.idle.early();
         // Whether the period ends with a kernel wake-up from a park.
         let mut parked = false;
         // One idle period is one wait for work, however many times the park

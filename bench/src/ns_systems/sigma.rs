@@ -213,139 +213,128 @@ fn run_client(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
 
 /// The operations of one run, on the client's core.
 async fn client_ops(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
-    let (spec, sock) = (spec.clone(), sock.to_path_buf());
-    {
-        let t = spec.op_timeout;
-        let client = AdminClient::connect(&sock)
-            .await
-            .map_err(|e| anyhow!("{}", e.message))?;
-        call(&client, &NsRequest::CreateRealm { realm: REALM.into() }, t).await?;
-        let value = Bytes::from(payload(spec.value_bytes));
-        const FILE: &str = "/f";
-        call(&client, &create(FILE, value.clone()), t).await?;
-        let mut clock = OpClock::start(&spec);
-        match spec.op {
-            Op::Stat => {
-                let req = NsRequest::Stat {
-                    realm: REALM.into(),
-                    path: FILE.into(),
-                };
-                let mut i = 0;
-                while clock.go(i) {
-                    let t0 = Instant::now();
-                    let reply = call(&client, &req, t).await?;
-                    let t1 = Instant::now();
-                    let st = decode_stat(reply)?;
-                    if st.len != spec.value_bytes as u64 {
-                        bail!("stat {FILE}: len {} instead of {}", st.len, spec.value_bytes);
-                    }
-                    clock.record(i, t0, t1);
-                    i += 1;
+    let t = spec.op_timeout;
+    let client = AdminClient::connect(sock).await.map_err(|e| anyhow!("{}", e.message))?;
+    call(&client, &NsRequest::CreateRealm { realm: REALM.into() }, t).await?;
+    let value = Bytes::from(payload(spec.value_bytes));
+    const FILE: &str = "/f";
+    call(&client, &create(FILE, value.clone()), t).await?;
+    let mut clock = OpClock::start(spec);
+    match spec.op {
+        Op::Stat => {
+            let req = NsRequest::Stat {
+                realm: REALM.into(),
+                path: FILE.into(),
+            };
+            let mut i = 0;
+            while clock.go(i) {
+                let t0 = Instant::now();
+                let reply = call(&client, &req, t).await?;
+                let t1 = Instant::now();
+                let st = decode_stat(reply)?;
+                if st.len != spec.value_bytes as u64 {
+                    bail!("stat {FILE}: len {} instead of {}", st.len, spec.value_bytes);
                 }
-                clock.finish(true)
+                clock.record(i, t0, t1);
+                i += 1;
             }
-            Op::ReadDuringWrites => {
-                const OTHER: &str = "/g";
-                call(&client, &create(OTHER, value.clone()), t).await?;
-                let writer = AdminClient::connect(&sock)
-                    .await
-                    .map_err(|e| anyhow!("{}", e.message))?;
-                let stop = std::rc::Rc::new(std::cell::Cell::new(false));
-                let stopped = stop.clone();
-                let write = NsRequest::Write {
+            clock.finish(true)
+        }
+        Op::ReadDuringWrites => {
+            const OTHER: &str = "/g";
+            call(&client, &create(OTHER, value.clone()), t).await?;
+            let writer = AdminClient::connect(sock).await.map_err(|e| anyhow!("{}", e.message))?;
+            let stop = std::rc::Rc::new(std::cell::Cell::new(false));
+            let stopped = stop.clone();
+            let write = NsRequest::Write {
+                realm: REALM.into(),
+                path: OTHER.into(),
+                data: value.clone(),
+                if_version: 0,
+            };
+            let writes = sigma_dataplane::spawn(async move {
+                let mut n = 0u64;
+                while !stopped.get() {
+                    call(&writer, &write, t).await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            });
+            reads(&client, FILE, &value, &mut clock, t).await?;
+            stop.set(true);
+            if writes.await? == 0 {
+                bail!("the writer wrote nothing while the reads ran");
+            }
+            clock.finish(true)
+        }
+        Op::Read => {
+            reads(&client, FILE, &value, &mut clock, t).await?;
+            clock.finish(true)
+        }
+        Op::Write => {
+            let req = NsRequest::Write {
+                realm: REALM.into(),
+                path: FILE.into(),
+                data: value.clone(),
+                if_version: 0,
+            };
+            let mut i = 0;
+            while clock.go(i) {
+                let t0 = Instant::now();
+                let reply = call(&client, &req, t).await?;
+                let t1 = Instant::now();
+                let st = decode_stat(reply)?;
+                if st.len != spec.value_bytes as u64 {
+                    bail!("write {FILE}: len {} instead of {}", st.len, spec.value_bytes);
+                }
+                clock.record(i, t0, t1);
+                i += 1;
+            }
+            clock.finish(true)
+        }
+        Op::CreateRemove => {
+            const PATH: &str = "/cr";
+            let (mk, rm) = (create(PATH, Bytes::new()), remove(PATH));
+            let mut i = 0;
+            while clock.go(i) {
+                let t0 = Instant::now();
+                call(&client, &mk, t).await?;
+                call(&client, &rm, t).await?;
+                clock.record(i, t0, Instant::now());
+                i += 1;
+            }
+            clock.finish(true)
+        }
+        Op::WatchNotify => {
+            // The watcher has its own connection: a watch holds its connection until it ends.
+            let watcher = Rc::new(AdminClient::connect(sock).await.map_err(|e| anyhow!("{}", e.message))?);
+            let mut i = 0;
+            while clock.go(i) {
+                let path = format!("/w{i}");
+                let watch = NsRequest::OpenWatch {
                     realm: REALM.into(),
-                    path: OTHER.into(),
-                    data: value.clone(),
-                    if_version: 0,
+                    path: path.clone(),
+                    timeout_ms: t.as_millis() as u64,
                 };
-                let writes = sigma_dataplane::spawn(async move {
-                    let mut n = 0u64;
-                    while !stopped.get() {
-                        call(&writer, &write, t).await?;
-                        n += 1;
-                    }
-                    anyhow::Ok(n)
+                let w = watcher.clone();
+                let notified = sigma_dataplane::spawn(async move {
+                    let r = call(&w, &watch, t + Duration::from_secs(1)).await;
+                    (r, Instant::now())
                 });
-                reads(&client, FILE, &value, &mut clock, t).await?;
-                stop.set(true);
-                if writes.await? == 0 {
-                    bail!("the writer wrote nothing while the reads ran");
+                sigma_dataplane::sleep(spec.watch_settle).await;
+                let t0 = Instant::now();
+                call(&client, &create(&path, Bytes::new()), t).await?;
+                clock.record_write(i, t0, Instant::now());
+                let (reply, t1) = notified.await;
+                let st = decode_stat(reply?)?;
+                if format!("/{}", st.name) != path {
+                    bail!("the watch on {path} reported {:?}", st.name);
                 }
-                clock.finish(true)
+                clock.record(i, t0, t1);
+                call(&client, &remove(&path), t).await?;
+                i += 1;
             }
-            Op::Read => {
-                reads(&client, FILE, &value, &mut clock, t).await?;
-                clock.finish(true)
-            }
-            Op::Write => {
-                let req = NsRequest::Write {
-                    realm: REALM.into(),
-                    path: FILE.into(),
-                    data: value.clone(),
-                    if_version: 0,
-                };
-                let mut i = 0;
-                while clock.go(i) {
-                    let t0 = Instant::now();
-                    let reply = call(&client, &req, t).await?;
-                    let t1 = Instant::now();
-                    let st = decode_stat(reply)?;
-                    if st.len != spec.value_bytes as u64 {
-                        bail!("write {FILE}: len {} instead of {}", st.len, spec.value_bytes);
-                    }
-                    clock.record(i, t0, t1);
-                    i += 1;
-                }
-                clock.finish(true)
-            }
-            Op::CreateRemove => {
-                const PATH: &str = "/cr";
-                let (mk, rm) = (create(PATH, Bytes::new()), remove(PATH));
-                let mut i = 0;
-                while clock.go(i) {
-                    let t0 = Instant::now();
-                    call(&client, &mk, t).await?;
-                    call(&client, &rm, t).await?;
-                    clock.record(i, t0, Instant::now());
-                    i += 1;
-                }
-                clock.finish(true)
-            }
-            Op::WatchNotify => {
-                // The watcher has its own connection: a watch holds its connection until it ends.
-                let watcher = Rc::new(
-                    AdminClient::connect(&sock)
-                        .await
-                        .map_err(|e| anyhow!("{}", e.message))?,
-                );
-                let mut i = 0;
-                while clock.go(i) {
-                    let path = format!("/w{i}");
-                    let watch = NsRequest::OpenWatch {
-                        realm: REALM.into(),
-                        path: path.clone(),
-                        timeout_ms: t.as_millis() as u64,
-                    };
-                    let w = watcher.clone();
-                    let notified = sigma_dataplane::spawn(async move {
-                        let r = call(&w, &watch, t + Duration::from_secs(1)).await;
-                        (r, Instant::now())
-                    });
-                    sigma_dataplane::sleep(spec.watch_settle).await;
-                    let t0 = Instant::now();
-                    call(&client, &create(&path, Bytes::new()), t).await?;
-                    clock.record_write(i, t0, Instant::now());
-                    let (reply, t1) = notified.await;
-                    let st = decode_stat(reply?)?;
-                    if format!("/{}", st.name) != path {
-                        bail!("the watch on {path} reported {:?}", st.name);
-                    }
-                    clock.record(i, t0, t1);
-                    call(&client, &remove(&path), t).await?;
-                    i += 1;
-                }
-                clock.finish(false)
-            }
+            clock.finish(false)
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Sockets are registered edge-triggered once; an operation tries its system
 //! call and, on EAGAIN, clears the readiness bit and waits for the next edge.
-//! Timers live in a heap; a parked core waits in epoll_wait until the
-//! earliest deadline (millisecond resolution on this back end).
+//! Timers live in a heap; a parked core waits in epoll_pwait2 until the
+//! earliest deadline or its own (nanoseconds), or in epoll_wait (whole
+//! milliseconds, rounded up) where epoll_pwait2 is refused.
 
 use crate::driver::Wait;
 use crate::error::{Error, Result};
