@@ -192,6 +192,24 @@ async fn reads(client: &AdminClient, path: &str, value: &Bytes, clock: &mut OpCl
     Ok(())
 }
 
+/// Sends `req` (a stat or a write of the file at its path) until the clock says stop, recording
+/// each; every reply must be a stat of `len` bytes.
+async fn stat_replies(client: &AdminClient, req: &NsRequest, len: u64, clock: &mut OpClock, t: Duration) -> Result<()> {
+    let mut i = 0;
+    while clock.go(i) {
+        let t0 = Instant::now();
+        let reply = call(client, req, t).await?;
+        let t1 = Instant::now();
+        let st = decode_stat(reply)?;
+        if st.len != len {
+            bail!("{} {}: len {} instead of {len}", method_name(req), path_of(req), st.len);
+        }
+        clock.record(i, t0, t1);
+        i += 1;
+    }
+    Ok(())
+}
+
 /// The client of one run, on a σ core pinned to the client core.
 fn run_client(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
     let core = Core::builder()
@@ -226,18 +244,7 @@ async fn client_ops(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
                 realm: REALM.into(),
                 path: FILE.into(),
             };
-            let mut i = 0;
-            while clock.go(i) {
-                let t0 = Instant::now();
-                let reply = call(&client, &req, t).await?;
-                let t1 = Instant::now();
-                let st = decode_stat(reply)?;
-                if st.len != spec.value_bytes as u64 {
-                    bail!("stat {FILE}: len {} instead of {}", st.len, spec.value_bytes);
-                }
-                clock.record(i, t0, t1);
-                i += 1;
-            }
+            stat_replies(&client, &req, spec.value_bytes as u64, &mut clock, t).await?;
             clock.finish(true)
         }
         Op::ReadDuringWrites => {
@@ -278,18 +285,7 @@ async fn client_ops(spec: &NsSpec, sock: &Path) -> Result<Outcome> {
                 data: value.clone(),
                 if_version: 0,
             };
-            let mut i = 0;
-            while clock.go(i) {
-                let t0 = Instant::now();
-                let reply = call(&client, &req, t).await?;
-                let t1 = Instant::now();
-                let st = decode_stat(reply)?;
-                if st.len != spec.value_bytes as u64 {
-                    bail!("write {FILE}: len {} instead of {}", st.len, spec.value_bytes);
-                }
-                clock.record(i, t0, t1);
-                i += 1;
-            }
+            stat_replies(&client, &req, spec.value_bytes as u64, &mut clock, t).await?;
             clock.finish(true)
         }
         Op::CreateRemove => {
