@@ -5,17 +5,22 @@
 //! echoed back complete the oldest outstanding request of that connection (FIFO); its latency is
 //! the time from when it was issued to when its last byte was read, and a new request is issued
 //! at once. Only completions inside the measurement window (after the warm-up) are recorded.
+//!
+//! CPU: the generator's own thread on the client side, and whatever the caller put in the
+//! spec's meter (the echo server's process clock) on the server side, over the window.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use crate::affinity::pin_current_thread;
+use crate::cpu::{CpuMeter, CpuUse, Side, Window};
 use crate::systems::new_histogram;
 
 /// No echoed byte at all for this long means the server is stuck.
@@ -38,6 +43,8 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// Core the generator thread is pinned to.
     pub core: usize,
+    /// The server's CPU clocks; the generator adds its own thread's on the client side.
+    pub cpu: Option<Arc<CpuMeter>>,
 }
 
 /// What one load run measured.
@@ -53,6 +60,8 @@ pub struct LoadResult {
     pub empty_polls: u64,
     /// All `epoll_wait` calls in the window.
     pub polls: u64,
+    /// CPU of the generator and the server over the window.
+    pub cpu: Option<CpuUse>,
 }
 
 struct Conn {
@@ -91,6 +100,10 @@ fn nanos(d: Duration) -> u64 {
 /// Runs the load on the calling thread (pinned to `spec.core`) and returns what it measured.
 pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     pin_current_thread(spec.core)?;
+    if let Some(m) = &spec.cpu {
+        m.add_this_thread(Side::Client)?;
+    }
+    let mut cpu = Window::new(spec.cpu.clone());
     // SAFETY: plain syscall without pointer arguments.
     let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if epfd < 0 {
@@ -171,9 +184,11 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         }
         let now = Instant::now();
         if now >= end {
+            cpu.end();
             break now;
         }
         if now >= measure_start {
+            cpu.start();
             polls += 1;
             if n == 0 {
                 empty_polls += 1;
@@ -223,5 +238,6 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         elapsed: now.duration_since(measure_start),
         empty_polls,
         polls,
+        cpu: cpu.result(),
     })
 }

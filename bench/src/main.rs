@@ -41,8 +41,10 @@
 //! status is then 1; it never stops the suite. Progress goes to stderr.
 
 mod affinity;
+mod cpu;
 mod loadgen;
 mod ns_systems;
+mod paced;
 mod report;
 mod rpc_systems;
 mod sigmad;
@@ -102,6 +104,10 @@ struct RunArgs {
     /// Only these cases (comma-separated), e.g. pingpong-64B,pipelined-64B, rpc-seq-64B or stat,watch-notify.
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     cases: Option<Vec<String>>,
+    /// Requests per second of the paced cases (peers `paced-64B`, rpc `rpc-paced-64B`).
+    #[arg(long, value_name = "N", default_value_t = paced::RATE_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(i64::from(paced::RATE_MIN)..=i64::from(paced::RATE_MAX)))]
+    rate: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,12 +227,14 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             rounds: args.rounds,
             systems,
             cases: args.cases.clone(),
+            rate: args.rate,
         })?,
         Suite::Rpc(systems) => suites::rpc::run(&suites::rpc::Options {
             quick: args.quick,
             rounds: args.rounds,
             systems,
             cases: args.cases.clone(),
+            rate: args.rate,
         })?,
         Suite::Ns(systems) => suites::ns::run(&suites::ns::Options {
             quick: args.quick,

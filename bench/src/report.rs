@@ -5,10 +5,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::cpu::CpuTotals;
 
 /// One (case, system) result. Figures that were not measured are `None` (JSON `null`), never 0.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// Case name, e.g. `pingpong-64B`.
     pub case: String,
@@ -31,10 +33,27 @@ pub struct Row {
     pub max_us: Option<f64>,
     /// Throughput, operations per second (only where it applies).
     pub ops_per_s: Option<f64>,
+    /// CPU (user + system) of the threads doing the work, client and server, per operation, µs
+    /// (extra field; the note says whose clocks).
+    #[serde(default)]
+    pub cpu_us_per_op: Option<f64>,
+    /// That CPU over wall time: 2.0 is two cores busy throughout (extra field).
+    #[serde(default)]
+    pub cores_busy: Option<f64>,
+    /// The client side's share of `cpu_us_per_op`, µs (extra field).
+    #[serde(default)]
+    pub client_cpu_us_per_op: Option<f64>,
+    /// The server side's share of `cpu_us_per_op`, µs (extra field).
+    #[serde(default)]
+    pub server_cpu_us_per_op: Option<f64>,
+    /// How the system waits for I/O: `spin` (spins, then parks), `park` or `floor` (never
+    /// parks); absent where a suite does not say (extra field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits: Option<String>,
     /// Mode and sample details.
     pub note: String,
     /// Why the system could not be measured; omitted when it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -61,6 +80,11 @@ impl Row {
             p999_us: Some(us(hist.value_at_quantile(0.999))),
             max_us: Some(us(hist.max())),
             ops_per_s: ops_per_s.map(|x| x.round()),
+            cpu_us_per_op: None,
+            cores_busy: None,
+            client_cpu_us_per_op: None,
+            server_cpu_us_per_op: None,
+            waits: None,
             note,
             error: None,
         }
@@ -69,6 +93,23 @@ impl Row {
     /// The same row with `sd_us` set from `hist` (recorded in nanoseconds).
     pub fn with_sd(mut self, hist: &Histogram<u64>) -> Row {
         self.sd_us = Some(round3(hist.stdev() / 1000.0));
+        self
+    }
+
+    /// The same row with its CPU figures, when every round measured them.
+    pub fn with_cpu(mut self, cpu: &CpuTotals) -> Row {
+        if let Some(c) = cpu.complete() {
+            self.cpu_us_per_op = Some(round3(c.us_per_op()));
+            self.client_cpu_us_per_op = Some(round3(c.client_us_per_op()));
+            self.server_cpu_us_per_op = Some(round3(c.server_us_per_op()));
+            self.cores_busy = c.cpu.cores_busy().map(round3);
+        }
+        self
+    }
+
+    /// The same row saying how the system waits.
+    pub fn with_waits(mut self, waits: &str) -> Row {
+        self.waits = Some(waits.to_string());
         self
     }
 
@@ -85,6 +126,11 @@ impl Row {
             p999_us: None,
             max_us: None,
             ops_per_s: None,
+            cpu_us_per_op: None,
+            cores_busy: None,
+            client_cpu_us_per_op: None,
+            server_cpu_us_per_op: None,
+            waits: None,
             note,
             error: Some(error),
         }
@@ -92,7 +138,7 @@ impl Row {
 }
 
 /// Facts about the machine the suite ran on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Host {
     /// CPUs available to this process.
     pub cores: usize,
@@ -103,6 +149,7 @@ pub struct Host {
     /// `v1`, `v2`, `hybrid` or `none`.
     pub cgroup: String,
     /// 1-minute load average when the suite started (extra field: other load means noisy figures).
+    #[serde(default)]
     pub loadavg_1m: Option<f64>,
 }
 
@@ -211,7 +258,7 @@ pub fn utc_now_rfc3339() -> String {
 }
 
 /// The whole result document of one suite run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Doc {
     /// Suite name.
     pub suite: String,
@@ -257,14 +304,24 @@ impl Doc {
             h.cgroup,
             self.started_at
         );
-        // The sd column only appears when some row has an sd (the `rpc` suite).
+        // The sd column only appears when some row has an sd (the `rpc` suite), the CPU columns
+        // when some row measured CPU.
         let with_sd = self.rows.iter().any(|r| r.sd_us.is_some());
+        let with_cpu = self.rows.iter().any(|r| r.cpu_us_per_op.is_some());
         let (sd_head, sd_rule) = if with_sd { (" sd µs |", "---:|") } else { ("", "") };
+        let (cpu_head, cpu_rule) = if with_cpu {
+            (" CPU µs/op (client + server) | cores busy |", "---:|---:|")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             out,
-            "| case | system | samples | p50 µs | p99 µs | p99.9 µs | max µs | mean µs |{sd_head} ops/s | note |"
+            "| case | system | samples | p50 µs | p99 µs | p99.9 µs | max µs | mean µs |{sd_head} ops/s |{cpu_head} note |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|{sd_rule}---:|---|");
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|{sd_rule}---:|{cpu_rule}---|"
+        );
         for r in &self.rows {
             let note = match &r.error {
                 Some(e) => format!("**error**: {}", e.replace('|', "\\|").replace('\n', " ")),
@@ -275,9 +332,14 @@ impl Doc {
             } else {
                 String::new()
             };
+            let cpu = if with_cpu {
+                format!(" {} | {} |", fmt_cpu(r), fmt_busy(r.cores_busy))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |{sd} {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |{sd} {} |{cpu} {} |",
                 r.case,
                 r.system,
                 r.samples.map_or("—".to_string(), |s| s.to_string()),
@@ -301,6 +363,19 @@ impl Doc {
 
 fn fmt_us(v: Option<f64>) -> String {
     v.map_or("—".to_string(), |x| format!("{x:.1}"))
+}
+
+/// `total (client + server)`, or a dash.
+fn fmt_cpu(r: &Row) -> String {
+    match (r.cpu_us_per_op, r.client_cpu_us_per_op, r.server_cpu_us_per_op) {
+        (Some(t), Some(c), Some(s)) => format!("{t:.1} ({c:.1} + {s:.1})"),
+        (Some(t), _, _) => format!("{t:.1}"),
+        _ => "—".to_string(),
+    }
+}
+
+fn fmt_busy(v: Option<f64>) -> String {
+    v.map_or("—".to_string(), |x| format!("{x:.2}"))
 }
 
 #[cfg(test)]

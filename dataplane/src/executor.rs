@@ -199,12 +199,16 @@ impl Executor {
 
     /// Runs ready LC tasks, then BE tasks while no LC task is ready and the BE
     /// quantum lasts. At most `TASKS_PER_TICK_MAX` polls. Returns polls made.
-    pub(crate) fn run_tick(&self) -> usize {
+    pub(crate) fn run_tick(&self, main_yielded: bool) -> usize {
         let mut polled = 0;
-        while polled < limits::TASKS_PER_TICK_MAX && !self.main_scheduled.get() {
+        // The main future runs before LC tasks, except after it woke itself (yield_now): then
+        // the LC tasks already ready go first, or a main loop that yields would starve them.
+        let mut owed = if main_yielded { self.lc.borrow().len() } else { 0 };
+        while polled < limits::TASKS_PER_TICK_MAX && (owed > 0 || !self.main_scheduled.get()) {
             let Some(slot) = self.lc.borrow_mut().pop_front() else {
                 break;
             };
+            owed = owed.saturating_sub(1);
             self.poll_slot(slot);
             polled += 1;
         }

@@ -397,13 +397,16 @@ impl Core {
         let mut future = pin!(future);
         local.exec.main_scheduled.set(true);
         loop {
+            let mut main_yielded = false;
             if local.exec.main_scheduled.replace(false) {
                 let mut cx = Context::from_waker(&main_waker);
                 if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
                     return value;
                 }
+                // Scheduled again by its own poll: it yielded.
+                main_yielded = local.exec.main_scheduled.get();
             }
-            local.exec.run_tick();
+            local.exec.run_tick(main_yielded);
             self.drain_remote();
             local.pool.drain_returns(&local.driver);
             let completions = local.driver.poll(Wait::No);

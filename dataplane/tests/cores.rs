@@ -122,6 +122,31 @@ fn lc_tasks_run_before_be_tasks() {
 }
 
 #[test]
+fn a_main_future_that_yields_lets_spawned_tasks_run() {
+    // A block_on future that polls in a loop (a paced client waiting for its next send time)
+    // yields between polls; the tasks it spawned must still run, on both back ends.
+    for backend in common::backends() {
+        let core = Core::builder().backend(backend).build().unwrap();
+        let ran = core.block_on(async {
+            let done = Rc::new(std::cell::Cell::new(0u32));
+            for _ in 0..3 {
+                let done = done.clone();
+                sigma_dataplane::spawn(async move {
+                    sigma_dataplane::yield_now().await;
+                    done.set(done.get() + 1);
+                });
+            }
+            let t0 = std::time::Instant::now();
+            while done.get() < 3 && t0.elapsed() < Duration::from_secs(2) {
+                sigma_dataplane::yield_now().await;
+            }
+            done.get()
+        });
+        assert_eq!(ran, 3, "{backend}: spawned tasks starved by a yielding main future");
+    }
+}
+
+#[test]
 fn a_busy_be_task_yields_to_lc_within_its_quantum() {
     // A BE task that computes for 200 ms, calling maybe_yield as it goes,
     // must let an LC task that becomes ready run long before it finishes.

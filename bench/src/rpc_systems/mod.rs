@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 
-use crate::systems::{new_histogram, PingPongSpec, Transport};
+use crate::cpu::{CpuUse, Window};
+use crate::paced::{corrected_latency_ns, PacedResult, Schedule};
+use crate::systems::{new_histogram, Measured, PingPongSpec, Transport};
 
 mod sigma;
 mod sigma_pingpong;
@@ -58,6 +60,39 @@ pub struct RpcPipeSpec {
     pub server_core: usize,
 }
 
+/// What one paced RPC run does: calls issued open-loop on one connection at `rate` per second
+/// (each at its due time, whether or not earlier ones have returned), for `warmup` and then
+/// `duration`; latency runs from each call's due time.
+#[derive(Debug, Clone)]
+pub struct RpcPacedSpec {
+    /// Request payload; the reply carries the same bytes back.
+    pub payload_bytes: usize,
+    /// Calls per second.
+    pub rate: u32,
+    /// Time run before recording.
+    pub warmup: Duration,
+    /// Recorded time (by due time).
+    pub duration: Duration,
+    /// Core of the client thread.
+    pub client_core: usize,
+    /// Core of the server thread.
+    pub server_core: usize,
+}
+
+impl RpcPacedSpec {
+    /// A TCP ping-pong spec carrying this run's cores (for [`crate::systems::run_pair`]).
+    pub(crate) fn pair(&self) -> PingPongSpec {
+        PingPongSpec {
+            transport: Transport::Tcp,
+            payload_bytes: self.payload_bytes,
+            samples: 0,
+            warmup: 0,
+            client_core: self.client_core,
+            server_core: self.server_core,
+        }
+    }
+}
+
 /// What one pipelined run measured.
 #[derive(Debug)]
 pub struct PipelinedResult {
@@ -67,6 +102,8 @@ pub struct PipelinedResult {
     pub completed: u64,
     /// Length of the window.
     pub elapsed: Duration,
+    /// CPU of the client and server threads over the window.
+    pub cpu: Option<CpuUse>,
 }
 
 /// An RPC layer (or the raw transport it runs on) that the `rpc` suite can measure.
@@ -79,9 +116,17 @@ pub trait RpcSystem: Send + Sync {
     }
     /// Sequential calls over one connection, client and server on two pinned threads; records
     /// each call's latency in nanoseconds (`spec.calls` samples).
-    fn seq(&self, spec: &RpcSeqSpec) -> Result<Histogram<u64>>;
+    fn seq(&self, spec: &RpcSeqSpec) -> Result<Measured>;
     /// Pipelined calls over one connection, `spec.in_flight` outstanding.
     fn pipelined(&self, spec: &RpcPipeSpec) -> Result<PipelinedResult>;
+    /// Whether the system runs the paced case (`rpc-paced-64B`); the others get no row there.
+    fn paces(&self) -> bool {
+        false
+    }
+    /// Paced (open-loop) calls over one connection; see [`RpcPacedSpec`] and [`PacedClock`].
+    fn paced(&self, _spec: &RpcPacedSpec) -> Result<PacedResult> {
+        anyhow::bail!("{} has no paced client", self.name())
+    }
 }
 
 /// Every known RPC system, in report order.
@@ -139,12 +184,14 @@ impl RpcPipeSpec {
 }
 
 /// The clock of a pipelined client: the warm-up, the measurement window and what was recorded
-/// in it.
+/// in it, with the CPU of the run's threads over the window (the meter `run_pair` made current
+/// on the client thread).
 pub(crate) struct PipeClock {
     measure_start: Instant,
     end: Instant,
     hist: Histogram<u64>,
     completed: u64,
+    cpu: Window,
 }
 
 impl PipeClock {
@@ -156,12 +203,14 @@ impl PipeClock {
             end: measure_start + spec.duration,
             hist: new_histogram(),
             completed: 0,
+            cpu: Window::current(),
         }
     }
 
     /// Records a call issued at `issued` and completed at `done`, if `done` is in the window.
     pub(crate) fn complete(&mut self, issued: Instant, done: Instant) {
         if done >= self.measure_start && done < self.end {
+            self.cpu.start();
             let ns = done.duration_since(issued).as_nanos().min(u128::from(u64::MAX)) as u64;
             self.hist.saturating_record(ns.max(1));
             self.completed += 1;
@@ -169,19 +218,107 @@ impl PipeClock {
     }
 
     /// Whether the window is over (no new call should be issued).
-    pub(crate) fn over(&self, now: Instant) -> bool {
-        now >= self.end
+    pub(crate) fn over(&mut self, now: Instant) -> bool {
+        if now >= self.end {
+            self.cpu.end();
+            true
+        } else {
+            false
+        }
     }
 
     /// What was measured; an error if nothing completed in the window.
-    pub(crate) fn finish(self) -> Result<PipelinedResult> {
+    pub(crate) fn finish(mut self) -> Result<PipelinedResult> {
         if self.completed == 0 {
             anyhow::bail!("no call completed in the measurement window");
         }
+        self.cpu.end();
         Ok(PipelinedResult {
             hist: self.hist,
             completed: self.completed,
             elapsed: self.end.duration_since(self.measure_start),
+            cpu: self.cpu.result(),
+        })
+    }
+}
+
+/// The clock of a paced client: which calls are due when, which are recorded, their latencies
+/// from their due times (coordinated omission corrected, as in `crate::paced`), the client's lag
+/// behind the schedule, and the CPU of the run's threads over the sending window.
+pub(crate) struct PacedClock {
+    sched: Schedule,
+    measure_start: Instant,
+    measure_end: Instant,
+    first_recorded: u64,
+    total: u64,
+    hist: Histogram<u64>,
+    completed: u64,
+    send_late: Histogram<u64>,
+    cpu: Window,
+    duration: Duration,
+}
+
+impl PacedClock {
+    /// Starts the schedule a millisecond from now.
+    pub(crate) fn start(spec: &RpcPacedSpec) -> PacedClock {
+        let sched = Schedule::new(Instant::now() + Duration::from_millis(1), spec.rate);
+        let measure_start = sched.due(0) + spec.warmup;
+        let measure_end = measure_start + spec.duration;
+        PacedClock {
+            sched,
+            measure_start,
+            measure_end,
+            first_recorded: sched.count_before(measure_start),
+            total: sched.count_before(measure_end),
+            hist: new_histogram(),
+            completed: 0,
+            send_late: new_histogram(),
+            cpu: Window::current(),
+            duration: spec.duration,
+        }
+    }
+
+    /// Calls in the whole run (warm-up included).
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// When call `k` is due.
+    pub(crate) fn due(&self, k: u64) -> Instant {
+        self.sched.due(k)
+    }
+
+    /// Notes that call `k` is being issued now.
+    pub(crate) fn issuing(&mut self, k: u64, now: Instant) {
+        if k >= self.first_recorded {
+            self.cpu.start();
+            self.send_late.saturating_record(corrected_latency_ns(self.due(k), now));
+        }
+        if k + 1 == self.total {
+            self.cpu.end();
+        }
+    }
+
+    /// Records a call due at `due` that completed at `done`, if it was due in the window.
+    pub(crate) fn complete(&mut self, due: Instant, done: Instant) {
+        if due >= self.measure_start && due < self.measure_end {
+            self.hist.saturating_record(corrected_latency_ns(due, done));
+            self.completed += 1;
+        }
+    }
+
+    /// What was measured; an error if no call was recorded.
+    pub(crate) fn finish(mut self) -> Result<PacedResult> {
+        self.cpu.end();
+        if self.completed == 0 {
+            anyhow::bail!("no call was due in the measurement window");
+        }
+        Ok(PacedResult {
+            hist: self.hist,
+            completed: self.completed,
+            elapsed: self.duration,
+            send_late: self.send_late,
+            cpu: self.cpu.result(),
         })
     }
 }
@@ -251,6 +388,8 @@ mod tests {
     fn registry_order() {
         let names: Vec<&str> = all().iter().map(|s| s.name()).collect();
         assert_eq!(names, ["sigma", "sigma-no-early-wake", "sigma-pingpong", "tonic"]);
+        let pacers: Vec<&str> = all().iter().filter(|s| s.paces()).map(|s| s.name()).collect();
+        assert_eq!(pacers, ["sigma", "tonic"]);
     }
 
     #[test]

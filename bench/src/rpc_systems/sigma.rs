@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
-use hdrhistogram::Histogram;
 use sigma_dataplane::net::{TcpListener, TcpStream};
 use sigma_dataplane::rpc::{self, Client, ClientConfig, Reply, Service, Status};
 use sigma_dataplane::{Backend, Core};
 
-use super::{busy, PipeClock, PipelinedResult, RpcPipeSpec, RpcSeqSpec, RpcSystem};
-use crate::systems::{check_echo, payload, run_pair, Endpoint, RttRecorder};
+use super::{busy, PacedClock, PipeClock, PipelinedResult, RpcPacedSpec, RpcPipeSpec, RpcSeqSpec, RpcSystem};
+use crate::paced::{PacedResult, STALL_TIMEOUT};
+use crate::systems::{check_echo, payload, run_pair, Endpoint, Measured, RttRecorder};
 
 /// σ's RPC over a σ TCP connection, one σ core per end; the client core's
 /// early wakes on (the default) or off.
@@ -116,7 +116,7 @@ impl RpcSystem for Sigma {
         format!("σ RPC over TCP on io_uring (gather send, zero-copy payloads, spin {spin}us, {wake})")
     }
 
-    fn seq(&self, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
+    fn seq(&self, spec: &RpcSeqSpec) -> Result<Measured> {
         let spec = spec.clone();
         let (work, early_wake) = (spec.work, self.early_wake);
         let serve = move |bind, ready: &mut dyn FnMut(Endpoint)| serve(bind, ready, work);
@@ -151,7 +151,7 @@ impl RpcSystem for Sigma {
                     callers.push(sigma_dataplane::spawn(async move {
                         loop {
                             let issued = Instant::now();
-                            if clock.borrow().over(issued) {
+                            if clock.borrow_mut().over(issued) {
                                 return Ok::<(), anyhow::Error>(());
                             }
                             let reply = client.call(ECHO, out.clone(), None).await.context("call")?;
@@ -169,4 +169,69 @@ impl RpcSystem for Sigma {
             })
         })
     }
+
+    fn paces(&self) -> bool {
+        // The client spins to pace its calls, so its early-wake setting cannot matter.
+        self.early_wake
+    }
+
+    fn paced(&self, spec: &RpcPacedSpec) -> Result<PacedResult> {
+        let spec = spec.clone();
+        let serve = |bind, ready: &mut dyn FnMut(Endpoint)| serve(bind, ready, Duration::ZERO);
+        run_pair(&spec.pair(), "sigma-rpc", serve, move |ep, _| {
+            uring_core(true)?.block_on(async move {
+                let client = Rc::new(connect(ep, PACED_IN_FLIGHT).await?);
+                let clock = Rc::new(RefCell::new(PacedClock::start(&spec)));
+                let out = Bytes::from(payload(spec.payload_bytes));
+                let outstanding = Rc::new(std::cell::Cell::new(0usize));
+                let failed: Rc<RefCell<Option<anyhow::Error>>> = Rc::new(RefCell::new(None));
+                let total = clock.borrow().total();
+                for k in 0..total {
+                    let due = clock.borrow().due(k);
+                    // Pace by spinning: yield to the core (which polls the ring) until due.
+                    while Instant::now() < due {
+                        sigma_dataplane::yield_now().await;
+                    }
+                    clock.borrow_mut().issuing(k, Instant::now());
+                    if let Some(e) = failed.borrow_mut().take() {
+                        return Err(e);
+                    }
+                    let (client, clock, out, outstanding, failed) = (
+                        client.clone(),
+                        clock.clone(),
+                        out.clone(),
+                        outstanding.clone(),
+                        failed.clone(),
+                    );
+                    outstanding.set(outstanding.get() + 1);
+                    sigma_dataplane::spawn(async move {
+                        let r = client.call(ECHO, out.clone(), None).await;
+                        let done = Instant::now();
+                        outstanding.set(outstanding.get() - 1);
+                        match r.context("call").and_then(|reply| check_echo(&out, &reply)) {
+                            Ok(()) => clock.borrow_mut().complete(due, done),
+                            Err(e) => *failed.borrow_mut() = Some(e),
+                        }
+                    });
+                }
+                let last = Instant::now();
+                while outstanding.get() > 0 {
+                    if last.elapsed() > STALL_TIMEOUT {
+                        bail!("{} call(s) unanswered after {STALL_TIMEOUT:?}", outstanding.get());
+                    }
+                    sigma_dataplane::yield_now().await;
+                }
+                if let Some(e) = failed.borrow_mut().take() {
+                    return Err(e);
+                }
+                drop(client);
+                let clock = Rc::try_unwrap(clock).map_err(|_| anyhow::anyhow!("calls still hold the clock"))?;
+                clock.into_inner().finish()
+            })
+        })
+    }
 }
+
+/// Calls a paced client may have outstanding at once (a full client makes the next call wait,
+/// and that wait counts: latency runs from the due time).
+const PACED_IN_FLIGHT: usize = 256;

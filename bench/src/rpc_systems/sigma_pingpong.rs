@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use sigma_dataplane::net::{TcpListener, TcpStream};
 use sigma_dataplane::{Backend, Core};
 
 use super::{busy, FifoMatcher, PipeClock, PipelinedResult, RpcPipeSpec, RpcSeqSpec, RpcSystem};
-use crate::systems::{self, payload, run_pair, Endpoint, RttRecorder};
+use crate::systems::{self, payload, run_pair, Endpoint, Measured, RttRecorder};
 
 /// σ's raw TCP echo on io_uring, one σ core per end.
 #[derive(Debug)]
@@ -82,7 +81,7 @@ async fn connect(ep: Endpoint) -> Result<TcpStream> {
 }
 
 /// Sequential messages to a working server, each sent once the previous one's echo is back.
-async fn seq_client(ep: Endpoint, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
+async fn seq_client(ep: Endpoint, spec: &RpcSeqSpec) -> Result<Measured> {
     let s = connect(ep).await?;
     let mut chunks = s.recv_stream();
     let msg = Bytes::from(payload(spec.payload_bytes));
@@ -155,7 +154,7 @@ impl RpcSystem for SigmaPingPong {
         )
     }
 
-    fn seq(&self, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
+    fn seq(&self, spec: &RpcSeqSpec) -> Result<Measured> {
         if spec.work.is_zero() {
             let sigma = systems::by_name("sigma").ok_or_else(|| anyhow!("the peers suite has no 'sigma' system"))?;
             return sigma.pingpong(&spec.pingpong());

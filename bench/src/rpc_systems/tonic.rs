@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
-use super::{busy, PipeClock, PipelinedResult, RpcPipeSpec, RpcSeqSpec, RpcSystem};
-use crate::systems::{check_echo, payload, run_pair, Endpoint, PingPongSpec, RttRecorder};
+use super::{busy, PacedClock, PipeClock, PipelinedResult, RpcPacedSpec, RpcPipeSpec, RpcSeqSpec, RpcSystem};
+use crate::paced::{PacedResult, STALL_TIMEOUT};
+use crate::systems::{check_echo, payload, run_pair, Endpoint, Measured, PingPongSpec, RttRecorder};
 
 /// The code `tonic-prost-build` generated from `proto/echo.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -89,7 +89,7 @@ async fn connect(ep: Endpoint) -> Result<EchoClient<Channel>> {
     Ok(EchoClient::new(channel))
 }
 
-async fn seq_client(ep: Endpoint, spec: PingPongSpec) -> Result<Histogram<u64>> {
+async fn seq_client(ep: Endpoint, spec: PingPongSpec) -> Result<Measured> {
     let mut client = connect(ep).await?;
     let mut rec = RttRecorder::new(&spec);
     let out = payload(spec.payload_bytes);
@@ -143,6 +143,57 @@ async fn pipelined_client(ep: Endpoint, spec: RpcPipeSpec) -> Result<PipelinedRe
     clock.finish()
 }
 
+/// Calls issued at their due times, each its own task on the client's runtime (so calls overlap
+/// as HTTP/2 streams on the one channel when the server is slow). The client paces by spinning:
+/// it yields to tokio (which polls epoll with a zero timeout) until the next call is due, since
+/// tokio's timers have millisecond resolution and the gaps here are a fraction of that.
+async fn paced_client(ep: Endpoint, spec: RpcPacedSpec) -> Result<PacedResult> {
+    let client = connect(ep).await?;
+    let out = payload(spec.payload_bytes);
+    let clock = std::sync::Arc::new(std::sync::Mutex::new(PacedClock::start(&spec)));
+    let total = clock.lock().unwrap_or_else(|e| e.into_inner()).total();
+    let mut calls = tokio::task::JoinSet::new();
+    for k in 0..total {
+        let due = clock.lock().unwrap_or_else(|e| e.into_inner()).due(k);
+        while Instant::now() < due {
+            tokio::task::yield_now().await;
+        }
+        clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .issuing(k, Instant::now());
+        // Reap what has finished, so that a failed call stops the run early.
+        while let Some(r) = calls.try_join_next() {
+            r.context("call task")??;
+        }
+        let (mut client, out, clock) = (client.clone(), out.clone(), clock.clone());
+        calls.spawn(async move {
+            let reply = client
+                .echo(EchoRequest { payload: out.clone() })
+                .await
+                .context("Echo call")?
+                .into_inner();
+            let done = Instant::now();
+            check_echo(&out, &reply.payload)?;
+            clock.lock().unwrap_or_else(|e| e.into_inner()).complete(due, done);
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    let drained = tokio::time::timeout(STALL_TIMEOUT, async {
+        while let Some(r) = calls.join_next().await {
+            r.context("call task")??;
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+    .await;
+    match drained {
+        Ok(r) => r?,
+        Err(_) => bail!("{} call(s) unanswered after {STALL_TIMEOUT:?}", calls.len()),
+    }
+    let clock = std::sync::Arc::try_unwrap(clock).map_err(|_| anyhow::anyhow!("calls still hold the clock"))?;
+    clock.into_inner().unwrap_or_else(|e| e.into_inner()).finish()
+}
+
 /// Runs `client` on a fresh runtime, then drops the runtime (closing the connection) and only
 /// then `stop`, which ends the server.
 fn client_then_stop<T, F>(stop: oneshot::Sender<()>, client: F) -> Result<T>
@@ -166,7 +217,7 @@ impl RpcSystem for Tonic {
             .to_string()
     }
 
-    fn seq(&self, spec: &RpcSeqSpec) -> Result<Histogram<u64>> {
+    fn seq(&self, spec: &RpcSeqSpec) -> Result<Measured> {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let work = spec.work;
         run_pair(
@@ -185,6 +236,21 @@ impl RpcSystem for Tonic {
             "tonic",
             move |bind, ready| serve(bind, ready, stop_rx, Duration::ZERO),
             move |ep, _| client_then_stop(stop_tx, pipelined_client(ep, rspec)),
+        )
+    }
+
+    fn paces(&self) -> bool {
+        true
+    }
+
+    fn paced(&self, spec: &RpcPacedSpec) -> Result<PacedResult> {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let rspec = spec.clone();
+        run_pair(
+            &spec.pair(),
+            "tonic",
+            move |bind, ready| serve(bind, ready, stop_rx, Duration::ZERO),
+            move |ep, _| client_then_stop(stop_tx, paced_client(ep, rspec)),
         )
     }
 }

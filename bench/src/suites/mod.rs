@@ -94,15 +94,17 @@ impl Tally {
     }
 }
 
-/// Runs every (case, system) pair once per round: cases in order, the system order rotated
-/// each round (so no system always runs first or after the same neighbour), with a progress
-/// line per run on stderr. `run_one(case, system)` measures; `absorb(case, system, outcome)`
-/// folds a success into the suite's accumulators and returns the progress text and whether
-/// the merge worked. Returns how each pair's rounds went.
+/// Runs every (case, system) pair that `applies` once per round: cases in order, the system
+/// order rotated each round (so no system always runs first or after the same neighbour), with
+/// a progress line per run on stderr. `run_one(case, system)` measures; `absorb(case, system,
+/// outcome)` folds a success into the suite's accumulators and returns the progress text and
+/// whether the merge worked. Returns how each pair's rounds went (a pair that does not apply
+/// keeps an empty tally).
 pub fn interleave<T>(
     rounds: u32,
     case_names: &[&str],
     system_names: &[String],
+    applies: impl Fn(usize, usize) -> bool,
     mut run_one: impl FnMut(usize, usize) -> Result<T>,
     mut absorb: impl FnMut(usize, usize, T) -> (String, std::result::Result<(), String>),
 ) -> Vec<Vec<Tally>> {
@@ -110,13 +112,19 @@ pub fn interleave<T>(
     let mut tallies: Vec<Vec<Tally>> = (0..ncases)
         .map(|_| (0..nsys).map(|_| Tally::default()).collect())
         .collect();
-    let total = rounds as usize * ncases * nsys;
+    let per_round = (0..ncases)
+        .map(|ci| (0..nsys).filter(|&si| applies(ci, si)).count())
+        .sum::<usize>();
+    let total = rounds as usize * per_round;
     let width = total.to_string().len();
     let mut step = 0;
     for round in 0..rounds {
         for ci in 0..ncases {
             for k in 0..nsys {
                 let si = (k + round as usize) % nsys;
+                if !applies(ci, si) {
+                    continue;
+                }
                 step += 1;
                 eprint!(
                     "[{step:>width$}/{total}] round {} {} {} ... ",
@@ -183,6 +191,7 @@ mod tests {
             2,
             &["x"],
             &names,
+            |_, _| true,
             |_, si| {
                 order.push(si);
                 if si == 2 {

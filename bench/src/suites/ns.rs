@@ -227,6 +227,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         p.rounds,
         &case_names,
         &system_names,
+        |_, _| true,
         |ci, si| run_one(&p.spec(&cases[ci]), opts.systems[si].clone(), &p, &env),
         |ci, si, out| {
             let acc = &mut accs[ci][si];

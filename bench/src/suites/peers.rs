@@ -1,5 +1,6 @@
-//! The `peers` suite: echo ping-pong (TCP 64 B / 4 KiB, Unix 64 B) and pipelined TCP throughput,
-//! σ against peer runtimes, systems interleaved and rotated round by round.
+//! The `peers` suite: echo ping-pong (TCP 64 B / 4 KiB, Unix 64 B), pipelined TCP throughput and
+//! paced (open-loop) TCP load, σ against peer runtimes, systems interleaved and rotated round by
+//! round. Every row carries the CPU the work cost (`crate::cpu`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
@@ -11,7 +12,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use super::with_deadline;
+use crate::cpu::{Clock, CpuMeter, CpuTotals, CpuUse, Side};
 use crate::loadgen::{self, LoadSpec};
+use crate::paced::{self, PacedSpec};
 use crate::report::Row;
 use crate::systems::{new_histogram, PingPongSpec, System, Transport};
 
@@ -23,6 +26,8 @@ const SERVER_CORE: usize = 1;
 const LOAD_CONNS: usize = 64;
 const LOAD_DEPTH: usize = 16;
 const LOAD_PAYLOAD: usize = 64;
+/// Paced load: bytes per request.
+const PACED_PAYLOAD: usize = 64;
 /// How long a child echo server may take to print `listening on`.
 const CHILD_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -36,6 +41,8 @@ pub struct Options {
     pub systems: Vec<Arc<dyn System>>,
     /// Only these cases (`None`: all), by name.
     pub cases: Option<Vec<String>>,
+    /// Requests per second of `paced-64B`.
+    pub rate: u32,
 }
 
 impl std::fmt::Debug for Options {
@@ -44,6 +51,8 @@ impl std::fmt::Debug for Options {
             .field("quick", &self.quick)
             .field("rounds", &self.rounds)
             .field("systems", &self.systems.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .field("cases", &self.cases)
+            .field("rate", &self.rate)
             .finish()
     }
 }
@@ -52,6 +61,7 @@ impl std::fmt::Debug for Options {
 enum Kind {
     PingPong { transport: Transport, payload: usize },
     Pipelined,
+    Paced,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +70,7 @@ struct Case {
     kind: Kind,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     Case {
         name: "pingpong-64B",
         kind: Kind::PingPong {
@@ -86,6 +96,12 @@ const CASES: [Case; 4] = [
         name: "pipelined-64B",
         kind: Kind::Pipelined,
     },
+    // What a microservice sees between requests: gaps (200 µs at the default rate) longer than
+    // any spin budget.
+    Case {
+        name: "paced-64B",
+        kind: Kind::Paced,
+    },
 ];
 
 /// Sample counts and durations of one mode.
@@ -96,17 +112,23 @@ struct Params {
     warmup: u64,
     load_warmup: Duration,
     load_duration: Duration,
+    paced_warmup: Duration,
+    paced_duration: Duration,
+    rate: u32,
 }
 
 impl Params {
-    fn new(quick: bool, rounds: Option<u32>) -> Params {
+    fn new(quick: bool, rounds: Option<u32>, rate: u32) -> Params {
         let p = if quick {
             Params {
                 rounds: 1,
-                samples: 4_000,
-                warmup: 400,
-                load_warmup: Duration::from_millis(250),
-                load_duration: Duration::from_secs(1),
+                samples: 3_000,
+                warmup: 300,
+                load_warmup: Duration::from_millis(150),
+                load_duration: Duration::from_millis(500),
+                paced_warmup: Duration::from_millis(100),
+                paced_duration: Duration::from_millis(500),
+                rate,
             }
         } else {
             Params {
@@ -115,6 +137,9 @@ impl Params {
                 warmup: 2_000,
                 load_warmup: Duration::from_secs(1),
                 load_duration: Duration::from_secs(3),
+                paced_warmup: Duration::from_millis(500),
+                paced_duration: Duration::from_secs(4),
+                rate,
             }
         };
         Params {
@@ -131,6 +156,10 @@ impl Params {
     fn pipelined_deadline(&self) -> Duration {
         self.load_warmup + self.load_duration + Duration::from_secs(30)
     }
+
+    fn paced_deadline(&self) -> Duration {
+        self.paced_warmup + self.paced_duration + paced::STALL_TIMEOUT + Duration::from_secs(30)
+    }
 }
 
 /// What one (case, system) accumulated over the rounds.
@@ -140,6 +169,9 @@ struct Acc {
     window: Duration,
     /// Lowest share (%) of empty load-generator polls over the rounds.
     idle_min: f64,
+    cpu: CpuTotals,
+    /// Lag of the paced generator behind its schedule, ns.
+    send_late: Histogram<u64>,
 }
 
 impl Acc {
@@ -149,6 +181,8 @@ impl Acc {
             completed: 0,
             window: Duration::ZERO,
             idle_min: 100.0,
+            cpu: CpuTotals::default(),
+            send_late: new_histogram(),
         }
     }
 }
@@ -160,12 +194,17 @@ struct Outcome {
     ops: Option<(u64, Duration)>,
     /// Share of the load generator's polls that found nothing to do.
     idle: Option<f64>,
+    /// CPU over the recorded operations, and how many there were.
+    cpu: Option<CpuUse>,
+    cpu_ops: u64,
+    /// Paced: the generator's lag behind its schedule, ns.
+    send_late: Option<Histogram<u64>>,
 }
 
 /// Runs the suite and returns one row per (case, system), cases in order, systems in
 /// `opts.systems` order.
 pub fn run(opts: &Options) -> Result<Vec<Row>> {
-    let p = Params::new(opts.quick, opts.rounds);
+    let p = Params::new(opts.quick, opts.rounds, opts.rate);
     let nsys = opts.systems.len();
     if nsys == 0 {
         bail!("no systems to run");
@@ -178,23 +217,40 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         p.rounds,
         &case_names,
         &system_names,
+        |_, _| true,
         |ci, si| run_one(&cases[ci], opts.systems[si].clone(), &p),
         |ci, si, out| {
             let acc = &mut accs[ci][si];
             let p50 = out.hist.value_at_quantile(0.5) as f64 / 1000.0;
             let p99 = out.hist.value_at_quantile(0.99) as f64 / 1000.0;
+            acc.cpu.add(out.cpu, out.cpu_ops);
+            let cpu = out.cpu.map_or(String::new(), |c| {
+                format!(
+                    ", CPU {:.1}us/op",
+                    c.total_ns() as f64 / out.cpu_ops.max(1) as f64 / 1000.0
+                )
+            });
+            if let Some(late) = &out.send_late {
+                let _ = acc.send_late.add(late);
+            }
             let line = match out.ops {
+                Some((n, w)) if out.idle.is_none() => {
+                    acc.completed += n;
+                    acc.window += w;
+                    let p999 = out.hist.value_at_quantile(0.999) as f64 / 1000.0;
+                    format!("p50 {p50:.1}us p99 {p99:.1}us p99.9 {p999:.1}us{cpu}")
+                }
                 Some((n, w)) => {
                     let idle = out.idle.unwrap_or(0.0) * 100.0;
                     acc.idle_min = acc.idle_min.min(idle);
                     acc.completed += n;
                     acc.window += w;
                     format!(
-                        "{:.0} ops/s p50 {p50:.1}us p99 {p99:.1}us, loadgen idle polls {idle:.0}%",
+                        "{:.0} ops/s p50 {p50:.1}us p99 {p99:.1}us, loadgen idle polls {idle:.0}%{cpu}",
                         n as f64 / w.as_secs_f64()
                     )
                 }
-                None => format!("p50 {p50:.1}us p99 {p99:.1}us"),
+                None => format!("p50 {p50:.1}us p99 {p99:.1}us{cpu}"),
             };
             (line, acc.hist.add(&out.hist).map_err(|e| format!("{e:?}")))
         },
@@ -207,14 +263,23 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             let acc = &accs[ci][si];
             let mut note = match case.kind {
                 Kind::PingPong { .. } => format!(
-                    "{mode}: {} round(s) x {} RTTs (+{} warm-up), client core {CLIENT_CORE}, server core {SERVER_CORE}",
+                    "{mode}: {} round(s) x {} RTTs (+{} warm-up), client core {CLIENT_CORE}, server core {SERVER_CORE}; CPU: both threads' clocks over the recorded RTTs",
                     p.rounds, p.samples, p.warmup
                 ),
                 Kind::Pipelined => format!(
-                    "{mode}: {} round(s) x {:?} after {:?} warm-up, {LOAD_CONNS} conns x {LOAD_DEPTH} in flight, loadgen core {CLIENT_CORE}, server child on core {SERVER_CORE}",
+                    "{mode}: {} round(s) x {:?} after {:?} warm-up, {LOAD_CONNS} conns x {LOAD_DEPTH} in flight, loadgen core {CLIENT_CORE}, server child on core {SERVER_CORE}; CPU: the loadgen's thread (it spins: one core) + the server process's clock",
                     p.rounds,
                     p.load_duration,
                     p.load_warmup
+                ),
+                Kind::Paced => format!(
+                    "{mode}: {} round(s) x {:?} after {:?} warm-up, {} requests/s open-loop on one connection, {PACED_PAYLOAD} B, latency from each request's intended send time (coordinated omission corrected); common paced generator on core {CLIENT_CORE} (spins while a reply is due, parks in epoll_pwait2 until the next send), server child on core {SERVER_CORE}; CPU: generator thread + server process clock; generator's lag behind schedule p50 {:.1} us, p99 {:.1} us",
+                    p.rounds,
+                    p.paced_duration,
+                    p.paced_warmup,
+                    p.rate,
+                    acc.send_late.value_at_quantile(0.5) as f64 / 1000.0,
+                    acc.send_late.value_at_quantile(0.99) as f64 / 1000.0
                 ),
             };
             if let Kind::Pipelined = case.kind {
@@ -246,7 +311,11 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                     note,
                 ));
             } else {
-                rows.push(Row::measured(case.name, sys.name(), &acc.hist, ops, note));
+                rows.push(
+                    Row::measured(case.name, sys.name(), &acc.hist, ops, note)
+                        .with_cpu(&acc.cpu)
+                        .with_waits(sys.waits().as_str()),
+                );
             }
         }
     }
@@ -264,28 +333,70 @@ fn run_one(case: &Case, sys: Arc<dyn System>, p: &Params) -> Result<Outcome> {
                 client_core: CLIENT_CORE,
                 server_core: SERVER_CORE,
             };
-            let hist = with_deadline(&format!("pp-{}", sys.name()), p.pingpong_deadline(), move || {
+            let m = with_deadline(&format!("pp-{}", sys.name()), p.pingpong_deadline(), move || {
                 sys.pingpong(&spec)
             })?;
-            if hist.len() != p.samples {
-                bail!("{} samples recorded, {} expected", hist.len(), p.samples);
+            if m.hist.len() != p.samples {
+                bail!("{} samples recorded, {} expected", m.hist.len(), p.samples);
             }
             Ok(Outcome {
-                hist,
+                cpu_ops: m.hist.len(),
+                hist: m.hist,
                 ops: None,
                 idle: None,
+                cpu: m.cpu,
+                send_late: None,
             })
         }
         Kind::Pipelined => {
             let name = sys.name();
             let (warmup, duration) = (p.load_warmup, p.load_duration);
             let r = with_deadline(&format!("pl-{name}"), p.pipelined_deadline(), move || {
-                pipelined(name, warmup, duration)
+                with_echo_child(name, |addr, cpu| {
+                    loadgen::run(&LoadSpec {
+                        addr,
+                        conns: LOAD_CONNS,
+                        depth: LOAD_DEPTH,
+                        payload: LOAD_PAYLOAD,
+                        warmup,
+                        duration,
+                        core: CLIENT_CORE,
+                        cpu: Some(cpu),
+                    })
+                })
             })?;
             Ok(Outcome {
                 ops: Some((r.completed, r.elapsed)),
                 idle: Some(r.empty_polls as f64 / r.polls.max(1) as f64),
                 hist: r.hist,
+                cpu: r.cpu,
+                cpu_ops: r.completed,
+                send_late: None,
+            })
+        }
+        Kind::Paced => {
+            let name = sys.name();
+            let (warmup, duration, rate) = (p.paced_warmup, p.paced_duration, p.rate);
+            let r = with_deadline(&format!("pc-{name}"), p.paced_deadline(), move || {
+                with_echo_child(name, |addr, cpu| {
+                    paced::run(&PacedSpec {
+                        addr,
+                        rate,
+                        payload: PACED_PAYLOAD,
+                        warmup,
+                        duration,
+                        core: CLIENT_CORE,
+                        cpu: Some(cpu),
+                    })
+                })
+            })?;
+            Ok(Outcome {
+                ops: Some((r.completed, r.elapsed)),
+                idle: None,
+                hist: r.hist,
+                cpu: r.cpu,
+                cpu_ops: r.completed,
+                send_late: Some(r.send_late),
             })
         }
     }
@@ -354,8 +465,9 @@ impl Drop for ChildGuard {
     }
 }
 
-/// One pipelined run: spawn `sigmabench serve echo` for `system` on core 1, drive it from core 0.
-fn pipelined(system: &str, warmup: Duration, duration: Duration) -> Result<loadgen::LoadResult> {
+/// Spawns `sigmabench serve echo` for `system` on core 1 and runs `drive` against it (on this
+/// thread) with its address and a CPU meter holding the server process's clock.
+fn with_echo_child<T>(system: &str, drive: impl FnOnce(SocketAddr, Arc<CpuMeter>) -> Result<T>) -> Result<T> {
     let exe = std::env::current_exe().context("locating the sigmabench executable")?;
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut child = Command::new(exe)
@@ -421,16 +533,12 @@ fn pipelined(system: &str, warmup: Duration, duration: Duration) -> Result<loadg
         Err(mpsc::RecvTimeoutError::Disconnected) => return Err(guard.died("exited before listening")),
     }
 
-    let spec = LoadSpec {
-        addr,
-        conns: LOAD_CONNS,
-        depth: LOAD_DEPTH,
-        payload: LOAD_PAYLOAD,
-        warmup,
-        duration,
-        core: CLIENT_CORE,
-    };
-    let result = loadgen::run(&spec);
+    let meter = CpuMeter::new();
+    meter.add(
+        Side::Server,
+        Clock::process(guard.child.id()).context("the echo server's CPU clock")?,
+    );
+    let result = drive(addr, meter);
     if let Ok(Some(_)) = guard.child.try_wait() {
         return Err(guard.died("died during the run"));
     }

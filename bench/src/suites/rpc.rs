@@ -2,8 +2,9 @@
 //! sequential (`rpc-seq-64B`) and pipelined (`rpc-pipelined-64B`), and sequential calls to a
 //! handler that works 300 µs (`rpc-seq-work-300us`: what a client pays to wait). σ's RPC against
 //! tonic and against the raw σ transport underneath (`sigma-pingpong`, the floor), and σ with its
-//! client core's early wakes off (`sigma-no-early-wake`); systems interleaved and rotated round
-//! by round.
+//! client core's early wakes off (`sigma-no-early-wake`); and paced calls (`rpc-paced-64B`: open
+//! loop at `--rate` per second, latency from each call's due time) for σ RPC and tonic. Systems
+//! interleaved and rotated round by round; every row carries the CPU of both threads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,10 @@ use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 
 use super::with_deadline;
+use crate::cpu::{CpuTotals, CpuUse};
+use crate::paced::STALL_TIMEOUT;
 use crate::report::Row;
-use crate::rpc_systems::{RpcPipeSpec, RpcSeqSpec, RpcSystem};
+use crate::rpc_systems::{RpcPacedSpec, RpcPipeSpec, RpcSeqSpec, RpcSystem};
 use crate::systems::new_histogram;
 
 /// Core of the client.
@@ -35,6 +38,8 @@ pub struct Options {
     pub systems: Vec<Arc<dyn RpcSystem>>,
     /// Only these cases (`None`: all), by name.
     pub cases: Option<Vec<String>>,
+    /// Calls per second of `rpc-paced-64B`.
+    pub rate: u32,
 }
 
 impl std::fmt::Debug for Options {
@@ -44,6 +49,7 @@ impl std::fmt::Debug for Options {
             .field("rounds", &self.rounds)
             .field("systems", &self.systems.iter().map(|s| s.name()).collect::<Vec<_>>())
             .field("cases", &self.cases)
+            .field("rate", &self.rate)
             .finish()
     }
 }
@@ -52,6 +58,7 @@ impl std::fmt::Debug for Options {
 enum Kind {
     Seq,
     Pipelined,
+    Paced,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +69,7 @@ struct Case {
     work: Duration,
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 4] = [
     Case {
         name: "rpc-seq-64B",
         kind: Kind::Seq,
@@ -80,6 +87,13 @@ const CASES: [Case; 3] = [
         kind: Kind::Seq,
         work: Duration::from_micros(300),
     },
+    // Calls arriving at a steady rate with gaps longer than any spin budget: what a service
+    // answering a stream of independent callers sees.
+    Case {
+        name: "rpc-paced-64B",
+        kind: Kind::Paced,
+        work: Duration::ZERO,
+    },
 ];
 
 /// Call counts and durations of one mode.
@@ -90,10 +104,13 @@ struct Params {
     warmup: u64,
     pipe_warmup: Duration,
     pipe_duration: Duration,
+    paced_warmup: Duration,
+    paced_duration: Duration,
+    rate: u32,
 }
 
 impl Params {
-    fn new(quick: bool, rounds: Option<u32>) -> Params {
+    fn new(quick: bool, rounds: Option<u32>, rate: u32) -> Params {
         let p = if quick {
             Params {
                 rounds: 1,
@@ -101,6 +118,9 @@ impl Params {
                 warmup: 200,
                 pipe_warmup: Duration::from_millis(250),
                 pipe_duration: Duration::from_secs(1),
+                paced_warmup: Duration::from_millis(100),
+                paced_duration: Duration::from_millis(500),
+                rate,
             }
         } else {
             Params {
@@ -109,6 +129,9 @@ impl Params {
                 warmup: 500,
                 pipe_warmup: Duration::from_secs(1),
                 pipe_duration: Duration::from_secs(3),
+                paced_warmup: Duration::from_millis(500),
+                paced_duration: Duration::from_secs(4),
+                rate,
             }
         };
         Params {
@@ -126,6 +149,10 @@ impl Params {
     fn pipelined_deadline(&self) -> Duration {
         self.pipe_warmup + self.pipe_duration + Duration::from_secs(30)
     }
+
+    fn paced_deadline(&self) -> Duration {
+        self.paced_warmup + self.paced_duration + STALL_TIMEOUT + Duration::from_secs(30)
+    }
 }
 
 /// What one (case, system) accumulated over the rounds.
@@ -133,6 +160,9 @@ struct Acc {
     hist: Histogram<u64>,
     completed: u64,
     window: Duration,
+    cpu: CpuTotals,
+    /// Lag of a paced client behind its schedule, ns.
+    send_late: Histogram<u64>,
 }
 
 impl Acc {
@@ -141,6 +171,8 @@ impl Acc {
             hist: new_histogram(),
             completed: 0,
             window: Duration::ZERO,
+            cpu: CpuTotals::default(),
+            send_late: new_histogram(),
         }
     }
 }
@@ -150,12 +182,22 @@ struct Outcome {
     hist: Histogram<u64>,
     /// (completed calls, window) for the pipelined case.
     ops: Option<(u64, Duration)>,
+    /// CPU over the recorded calls, and how many there were.
+    cpu: Option<CpuUse>,
+    cpu_ops: u64,
+    /// Paced: the client's lag behind its schedule, ns.
+    send_late: Option<Histogram<u64>>,
+}
+
+/// Whether `sys` runs `case` (only the systems with a paced client run the paced case).
+fn applies(case: &Case, sys: &dyn RpcSystem) -> bool {
+    case.kind != Kind::Paced || sys.paces()
 }
 
 /// Runs the suite and returns one row per (case, system), cases in order, systems in
 /// `opts.systems` order.
 pub fn run(opts: &Options) -> Result<Vec<Row>> {
-    let p = Params::new(opts.quick, opts.rounds);
+    let p = Params::new(opts.quick, opts.rounds, opts.rate);
     let nsys = opts.systems.len();
     if nsys == 0 {
         bail!("no systems to run");
@@ -168,20 +210,39 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         p.rounds,
         &case_names,
         &system_names,
+        |ci, si| applies(&cases[ci], opts.systems[si].as_ref()),
         |ci, si| run_one(&cases[ci], opts.systems[si].clone(), &p),
         |ci, si, out| {
             let acc = &mut accs[ci][si];
             let h = &out.hist;
             let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
             let (p50, p99) = (us(0.5), us(0.99));
+            acc.cpu.add(out.cpu, out.cpu_ops);
+            if let Some(late) = &out.send_late {
+                let _ = acc.send_late.add(late);
+            }
+            let cpu = out.cpu.map_or(String::new(), |c| {
+                format!(
+                    ", CPU {:.1}us/op",
+                    c.total_ns() as f64 / out.cpu_ops.max(1) as f64 / 1000.0
+                )
+            });
             let line = match out.ops {
+                Some((n, w)) if out.send_late.is_some() => {
+                    acc.completed += n;
+                    acc.window += w;
+                    format!("p50 {p50:.1}us p99 {p99:.1}us p99.9 {:.1}us{cpu}", us(0.999))
+                }
                 Some((n, w)) => {
                     acc.completed += n;
                     acc.window += w;
-                    format!("{:.0} ops/s p50 {p50:.1}us p99 {p99:.1}us", n as f64 / w.as_secs_f64())
+                    format!(
+                        "{:.0} ops/s p50 {p50:.1}us p99 {p99:.1}us{cpu}",
+                        n as f64 / w.as_secs_f64()
+                    )
                 }
                 None => format!(
-                    "mean {:.1}us sd {:.1}us p50 {p50:.1}us p99 {p99:.1}us",
+                    "mean {:.1}us sd {:.1}us p50 {p50:.1}us p99 {p99:.1}us{cpu}",
                     h.mean() / 1000.0,
                     h.stdev() / 1000.0
                 ),
@@ -194,6 +255,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (ci, case) in cases.iter().enumerate() {
         for (si, sys) in opts.systems.iter().enumerate() {
+            if !applies(case, sys.as_ref()) {
+                continue;
+            }
             let acc = &accs[ci][si];
             let mut note = match case.kind {
                 Kind::Seq => format!(
@@ -211,7 +275,17 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                     "{mode}: {} round(s) x {:?} after {:?} warm-up, one TCP loopback connection with {IN_FLIGHT} calls of {PAYLOAD} B in flight (a new one issued as each completes), client core {CLIENT_CORE}, server core {SERVER_CORE}",
                     p.rounds, p.pipe_duration, p.pipe_warmup
                 ),
+                Kind::Paced => format!(
+                    "{mode}: {} round(s) x {:?} after {:?} warm-up, {} calls/s open-loop on one TCP loopback connection, {PAYLOAD} B, latency from each call's due time (coordinated omission corrected); the client paces by yielding to its runtime until each call is due (it spins: about one core in every system) and runs each call as its own task; client's lag behind schedule p50 {:.1} us, p99 {:.1} us; client core {CLIENT_CORE}, server core {SERVER_CORE}",
+                    p.rounds,
+                    p.paced_duration,
+                    p.paced_warmup,
+                    p.rate,
+                    acc.send_late.value_at_quantile(0.5) as f64 / 1000.0,
+                    acc.send_late.value_at_quantile(0.99) as f64 / 1000.0
+                ),
             };
+            note.push_str("; CPU: both threads' clocks over the recorded calls");
             let sys_note = sys.note();
             if !sys_note.is_empty() {
                 note.push_str("; ");
@@ -230,13 +304,15 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 ));
                 continue;
             }
-            rows.push(match case.kind {
+            let row = match case.kind {
                 Kind::Seq => Row::measured(case.name, sys.name(), &acc.hist, None, note).with_sd(&acc.hist),
                 Kind::Pipelined => {
                     let ops = (!acc.window.is_zero()).then(|| acc.completed as f64 / acc.window.as_secs_f64());
                     Row::measured(case.name, sys.name(), &acc.hist, ops, note)
                 }
-            });
+                Kind::Paced => Row::measured(case.name, sys.name(), &acc.hist, None, note),
+            };
+            rows.push(row.with_cpu(&acc.cpu));
         }
     }
     Ok(rows)
@@ -253,15 +329,21 @@ fn run_one(case: &Case, sys: Arc<dyn RpcSystem>, p: &Params) -> Result<Outcome> 
                 server_core: SERVER_CORE,
                 work: case.work,
             };
-            let hist = with_deadline(
+            let m = with_deadline(
                 &format!("rpc-seq-{}", sys.name()),
                 p.seq_deadline(case.work),
                 move || sys.seq(&spec),
             )?;
-            if hist.len() != p.calls {
-                bail!("{} calls recorded, {} expected", hist.len(), p.calls);
+            if m.hist.len() != p.calls {
+                bail!("{} calls recorded, {} expected", m.hist.len(), p.calls);
             }
-            Ok(Outcome { hist, ops: None })
+            Ok(Outcome {
+                cpu_ops: m.hist.len(),
+                hist: m.hist,
+                ops: None,
+                cpu: m.cpu,
+                send_late: None,
+            })
         }
         Kind::Pipelined => {
             let spec = RpcPipeSpec {
@@ -278,6 +360,29 @@ fn run_one(case: &Case, sys: Arc<dyn RpcSystem>, p: &Params) -> Result<Outcome> 
             Ok(Outcome {
                 ops: Some((r.completed, r.elapsed)),
                 hist: r.hist,
+                cpu: r.cpu,
+                cpu_ops: r.completed,
+                send_late: None,
+            })
+        }
+        Kind::Paced => {
+            let spec = RpcPacedSpec {
+                payload_bytes: PAYLOAD,
+                rate: p.rate,
+                warmup: p.paced_warmup,
+                duration: p.paced_duration,
+                client_core: CLIENT_CORE,
+                server_core: SERVER_CORE,
+            };
+            let r = with_deadline(&format!("rpc-pc-{}", sys.name()), p.paced_deadline(), move || {
+                sys.paced(&spec)
+            })?;
+            Ok(Outcome {
+                ops: Some((r.completed, r.elapsed)),
+                cpu_ops: r.completed,
+                cpu: r.cpu,
+                hist: r.hist,
+                send_late: Some(r.send_late),
             })
         }
     }
@@ -287,6 +392,7 @@ fn run_one(case: &Case, sys: Arc<dyn RpcSystem>, p: &Params) -> Result<Outcome> 
 mod tests {
     use super::*;
     use crate::rpc_systems::PipelinedResult;
+    use crate::systems::Measured;
     use anyhow::anyhow;
 
     /// A system that fails one case and panics in the other.
@@ -297,7 +403,7 @@ mod tests {
             "broken"
         }
 
-        fn seq(&self, _: &RpcSeqSpec) -> Result<Histogram<u64>> {
+        fn seq(&self, _: &RpcSeqSpec) -> Result<Measured> {
             Err(anyhow!("not wired"))
         }
 
@@ -313,9 +419,10 @@ mod tests {
             rounds: Some(2),
             systems: vec![Arc::new(Broken)],
             cases: None,
+            rate: 5_000,
         };
         let rows = run(&opts).unwrap();
-        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.len(), 3, "no paced row: the system has no paced client");
         for seq in [&rows[0], &rows[2]] {
             let e = seq.error.as_deref().unwrap();
             assert!(e.contains("round 1: not wired") && e.contains("round 2"), "{e}");
@@ -331,6 +438,7 @@ mod tests {
             rounds: None,
             systems: vec![Arc::new(Broken)],
             cases: Some(vec!["nope".into()]),
+            rate: 5_000,
         };
         let e = format!("{:#}", run(&opts).unwrap_err());
         assert!(e.contains("unknown case 'nope'") && e.contains("rpc-seq-64B"), "{e}");

@@ -1,31 +1,79 @@
-//! compio with its io_uring driver, one `Runtime` per core, owned buffers.
+//! compio with its io_uring driver, one `Runtime` per core, owned buffers: `compio`, which parks
+//! as compio does, and `compio-spin`.
+//!
+//! Both rings are built with the options compio's `ProactorBuilder` documents as what
+//! "optimize[s] performance for most cases, especially [as] compio is a single thread runtime":
+//! `coop_taskrun` with `taskrun_flag`. compio documents no spin option, but its runtime is
+//! meant to be driven by hand ("low level API to control the runtime": `Runtime::run`,
+//! `poll_with`), and its own `block_on` polls the ring with a zero timeout whenever a task is
+//! ready. `compio-spin` is built on that: each read that would wait re-queues its task and polls
+//! again for up to the spin budget, then is awaited normally.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use compio::driver::ProactorBuilder;
 use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use compio::runtime::Runtime;
 use compio::BufResult;
-use hdrhistogram::Histogram;
 
-use super::{check_echo, payload, run_pair, Endpoint, PingPongSpec, RttRecorder, System};
+use super::{
+    check_echo, payload, run_pair, spin_budget, spin_then_park, yield_once, Endpoint, Measured, PingPongSpec,
+    RttRecorder, System, Waits,
+};
 use crate::affinity::pin_current_thread;
 
-/// compio 0.19, io_uring driver, one runtime per pinned thread.
-#[derive(Debug)]
-pub struct Compio;
-
-fn runtime() -> Result<Runtime> {
-    Ok(Runtime::new()?)
+/// compio 0.19, io_uring driver, one runtime per pinned thread; reads spin first or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Compio {
+    name: &'static str,
+    spin: bool,
 }
 
-async fn echo<S: AsyncRead + AsyncWrite>(mut s: S) -> Result<()> {
+impl Compio {
+    /// compio parking when idle.
+    pub const PARKS: Compio = Compio {
+        name: "compio",
+        spin: false,
+    };
+    /// Reads spin (yield and poll again) for the spin budget before parking.
+    pub const SPINS: Compio = Compio {
+        name: "compio-spin",
+        spin: true,
+    };
+
+    fn budget(self) -> Duration {
+        if self.spin {
+            spin_budget()
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+fn runtime() -> Result<Runtime> {
+    let mut proactor = ProactorBuilder::new();
+    proactor.coop_taskrun(true).taskrun_flag(true);
+    Ok(Runtime::builder().with_proactor(proactor).build()?)
+}
+
+/// Runs `fut` as a spawned task of the current runtime. A spawned task that wakes itself goes
+/// back on the executor's queue, and `block_on` then polls the ring with a zero timeout; the
+/// future `block_on` itself drives would instead be woken through the runtime's notifier (an
+/// eventfd write per spin). Both variants run this way alike.
+async fn in_task<T: 'static>(fut: impl std::future::Future<Output = Result<T>> + 'static) -> Result<T> {
+    compio::runtime::spawn(fut)
+        .await
+        .map_err(|e| anyhow::anyhow!("compio task: {e:?}"))?
+}
+
+async fn echo<S: AsyncRead + AsyncWrite>(mut s: S, spin: Duration) -> Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
-        let BufResult(r, b) = s.read(buf).await;
+        let BufResult(r, b) = spin_then_park(s.read(buf), spin, yield_once).await;
         buf = b;
         if r? == 0 {
             return Ok(());
@@ -36,7 +84,7 @@ async fn echo<S: AsyncRead + AsyncWrite>(mut s: S) -> Result<()> {
     }
 }
 
-async fn client<S: AsyncRead + AsyncWrite>(mut s: S, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+async fn client<S: AsyncRead + AsyncWrite>(mut s: S, spec: &PingPongSpec, spin: Duration) -> Result<Measured> {
     let mut rec = RttRecorder::new(spec);
     let expect = payload(spec.payload_bytes);
     let mut out = expect.clone();
@@ -49,7 +97,7 @@ async fn client<S: AsyncRead + AsyncWrite>(mut s: S, spec: &PingPongSpec) -> Res
         out = b;
         r?;
         back.clear();
-        let BufResult(r, b) = s.read_exact(back).await;
+        let BufResult(r, b) = spin_then_park(s.read_exact(back), spin, yield_once).await;
         back = b;
         r?;
         rec.record(i, t0);
@@ -60,52 +108,75 @@ async fn client<S: AsyncRead + AsyncWrite>(mut s: S, spec: &PingPongSpec) -> Res
 
 impl System for Compio {
     fn name(&self) -> &'static str {
-        "compio"
+        self.name
     }
 
     fn note(&self) -> String {
-        "io_uring Runtime per core (defaults), owned buffers".to_string()
+        if self.spin {
+            format!(
+                "io_uring Runtime per core, coop_taskrun + taskrun_flag, owned buffers; no documented spin option: each read that would wait re-queues its task (block_on then polls the ring with a zero timeout) and polls again for {} us, then parks",
+                self.budget().as_micros()
+            )
+        } else {
+            "io_uring Runtime per core, coop_taskrun + taskrun_flag, owned buffers, parks when idle".to_string()
+        }
     }
 
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+    fn waits(&self) -> Waits {
+        if self.spin {
+            Waits::Spin
+        } else {
+            Waits::Park
+        }
+    }
+
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
+        let spin = self.budget();
         run_pair(
             spec,
-            "compio",
-            |bind, ready| {
+            self.name,
+            move |bind, ready| {
                 runtime()?.block_on(async move {
                     match bind {
                         Endpoint::Tcp(a) => {
                             let l = TcpListener::bind(a).await?;
                             ready(Endpoint::Tcp(l.local_addr()?));
-                            let (s, _) = l.accept().await?;
-                            s.set_nodelay(true)?;
-                            echo(s).await
+                            in_task(async move {
+                                let (s, _) = l.accept().await?;
+                                s.set_nodelay(true)?;
+                                echo(s, spin).await
+                            })
+                            .await
                         }
                         Endpoint::Unix(p) => {
                             let l = UnixListener::bind(&p).await?;
                             ready(Endpoint::Unix(p));
-                            let (s, _) = l.accept().await?;
-                            echo(s).await
+                            in_task(async move {
+                                let (s, _) = l.accept().await?;
+                                echo(s, spin).await
+                            })
+                            .await
                         }
                     }
                 })
             },
-            |ep, spec| {
-                runtime()?.block_on(async move {
+            move |ep, spec| {
+                runtime()?.block_on(in_task(async move {
                     match ep {
                         Endpoint::Tcp(a) => {
                             let s = TcpStream::connect(a).await?;
                             s.set_nodelay(true)?;
-                            client(s, &spec).await
+                            client(s, &spec, spin).await
                         }
-                        Endpoint::Unix(p) => client(UnixStream::connect(&p).await?, &spec).await,
+                        Endpoint::Unix(p) => client(UnixStream::connect(&p).await?, &spec, spin).await,
                     }
-                })
+                }))
             },
         )
     }
 
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
+        let spin = self.budget();
         pin_current_thread(core)?;
         runtime()?.block_on(async move {
             let l = TcpListener::bind(addr).await?;
@@ -115,7 +186,7 @@ impl System for Compio {
                     Ok((s, _)) => {
                         s.set_nodelay(true)?;
                         compio::runtime::spawn(async move {
-                            let _ = echo(s).await;
+                            let _ = echo(s, spin).await;
                         })
                         .detach();
                     }

@@ -1,4 +1,6 @@
-//! glommio: a `LocalExecutor` per core (`Placement::Fixed`), its own sockets, default scheduling.
+//! glommio: a `LocalExecutor` per core (`Placement::Fixed`), its own sockets, default scheduling:
+//! `glommio`, which parks at once (glommio's default), and `glommio-spin`, with glommio's
+//! documented `LocalExecutorBuilder::spin_before_park` set to the spin budget.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -7,29 +9,46 @@ use anyhow::{anyhow, Result};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
-use hdrhistogram::Histogram;
 
-use super::{check_echo, payload, run_pair, Endpoint, PingPongSpec, RttRecorder, System};
+use super::{check_echo, payload, run_pair, spin_budget, Endpoint, Measured, PingPongSpec, RttRecorder, System, Waits};
 use crate::affinity::pin_current_thread;
 
 /// Registered I/O memory per executor. glommio's default (10 MiB) exceeds the 8 MiB
 /// `ulimit -l` of the VMs; 1 MiB is plenty for sockets (glommio only uses it for file DMA).
 const IO_MEMORY: usize = 1 << 20;
 
-/// glommio 0.9, one executor per pinned thread.
-#[derive(Debug)]
-pub struct Glommio;
+/// glommio 0.9, one executor per pinned thread, spinning before it parks or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Glommio {
+    name: &'static str,
+    spin: bool,
+}
+
+impl Glommio {
+    /// glommio's defaults: parks at once.
+    pub const PARKS: Glommio = Glommio {
+        name: "glommio",
+        spin: false,
+    };
+    /// `spin_before_park(spin budget)`.
+    pub const SPINS: Glommio = Glommio {
+        name: "glommio-spin",
+        spin: true,
+    };
+
+    fn executor(self, core: usize) -> Result<LocalExecutor> {
+        let mut b = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name("sigmabench")
+            .io_memory(IO_MEMORY);
+        if self.spin {
+            b = b.spin_before_park(spin_budget());
+        }
+        b.make().map_err(gerr)
+    }
+}
 
 fn gerr<T: std::fmt::Debug>(e: glommio::GlommioError<T>) -> anyhow::Error {
     anyhow!("glommio: {e}")
-}
-
-fn executor(core: usize) -> Result<LocalExecutor> {
-    LocalExecutorBuilder::new(Placement::Fixed(core))
-        .name("sigmabench")
-        .io_memory(IO_MEMORY)
-        .make()
-        .map_err(gerr)
 }
 
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<()> {
@@ -43,7 +62,7 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<()> {
     }
 }
 
-async fn client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+async fn client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spec: &PingPongSpec) -> Result<Measured> {
     let mut rec = RttRecorder::new(spec);
     let out = payload(spec.payload_bytes);
     let mut back = vec![0u8; spec.payload_bytes];
@@ -59,20 +78,36 @@ async fn client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spec: &PingPongSpec
 
 impl System for Glommio {
     fn name(&self) -> &'static str {
-        "glommio"
+        self.name
     }
 
     fn note(&self) -> String {
-        "LocalExecutor per core, Placement::Fixed, io_memory 1 MiB, no spin_before_park".to_string()
+        if self.spin {
+            format!(
+                "LocalExecutor per core, Placement::Fixed, io_memory 1 MiB, spin_before_park({} us) (glommio's documented spin option)",
+                spin_budget().as_micros()
+            )
+        } else {
+            "LocalExecutor per core, Placement::Fixed, io_memory 1 MiB, parks at once (glommio's default)".to_string()
+        }
     }
 
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+    fn waits(&self) -> Waits {
+        if self.spin {
+            Waits::Spin
+        } else {
+            Waits::Park
+        }
+    }
+
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
         let (server_core, client_core) = (spec.server_core, spec.client_core);
+        let sys = *self;
         run_pair(
             spec,
-            "glommio",
+            self.name,
             move |bind, ready| {
-                executor(server_core)?.run(async move {
+                sys.executor(server_core)?.run(async move {
                     match bind {
                         Endpoint::Tcp(a) => {
                             let l = TcpListener::bind(a).map_err(gerr)?;
@@ -91,7 +126,7 @@ impl System for Glommio {
                 })
             },
             move |ep, spec| {
-                executor(client_core)?.run(async move {
+                sys.executor(client_core)?.run(async move {
                     match ep {
                         Endpoint::Tcp(a) => {
                             let s = TcpStream::connect(a).await.map_err(gerr)?;
@@ -110,7 +145,7 @@ impl System for Glommio {
 
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
         pin_current_thread(core)?;
-        executor(core)?.run(async move {
+        self.executor(core)?.run(async move {
             let l = TcpListener::bind(addr).map_err(gerr)?;
             ready();
             loop {

@@ -5,19 +5,23 @@
 //! pinning, readiness, timeouts and warm-up behave like every other peer), add
 //! `mod NAME;` below and put the struct into [`all`].
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use crate::affinity::pin_current_thread;
+use crate::cpu::{CpuMeter, CpuUse, Side, Window};
 
 mod compio;
 mod glommio;
@@ -59,8 +63,8 @@ pub trait System: Send + Sync {
     /// Name used in rows and on the command line.
     fn name(&self) -> &'static str;
     /// One connection, client and server both in this system, on two threads pinned to the two cores.
-    /// Records each round-trip time in nanoseconds.
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>>;
+    /// Records each round-trip time in nanoseconds, and the CPU both threads used meanwhile.
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured>;
     /// Serves a TCP echo (write back whatever is read, any number of connections) on `addr`, on the
     /// calling thread pinned to `core`, until the process is killed. Calls `ready()` once listening.
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()>;
@@ -68,17 +72,99 @@ pub trait System: Send + Sync {
     fn note(&self) -> String {
         String::new()
     }
+    /// How the system waits for I/O: what the report compares it with.
+    fn waits(&self) -> Waits;
+}
+
+/// How a system waits for I/O when there is none: the report compares systems that wait alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waits {
+    /// Spins (polls without blocking) for a while, then parks in the kernel.
+    Spin,
+    /// Parks in the kernel at once.
+    Park,
+    /// Never parks: the spinning-syscall floor.
+    Floor,
+}
+
+impl Waits {
+    /// The name in the JSON rows (`waits`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Waits::Spin => "spin",
+            Waits::Park => "park",
+            Waits::Floor => "floor",
+        }
+    }
+}
+
+/// How long the spinning peers spin before they park: σ's spin budget (`SIGMA_SPIN_US`, 50 µs by
+/// default), so that every spinning system gets the same.
+pub(crate) fn spin_budget() -> Duration {
+    sigma_dataplane::default_spin()
+}
+
+/// Awaits `fut` the way a user of a runtime without a spin option would busy-poll: while it is
+/// pending and less than `budget` has passed, yield to the runtime (`yield_now`, which makes the
+/// runtime poll its I/O driver without blocking, since a task is ready) and poll `fut` again;
+/// after `budget`, await it normally (the runtime parks).
+pub(crate) async fn spin_then_park<F, Y, YF>(fut: F, budget: Duration, mut yield_now: YF) -> F::Output
+where
+    F: Future,
+    YF: FnMut() -> Y,
+    Y: Future<Output = ()>,
+{
+    if budget.is_zero() {
+        return fut.await;
+    }
+    let mut fut = std::pin::pin!(fut);
+    if let Poll::Ready(v) = poll_once(fut.as_mut()).await {
+        return v;
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < budget {
+        yield_now().await;
+        if let Poll::Ready(v) = poll_once(fut.as_mut()).await {
+            return v;
+        }
+    }
+    fut.await
+}
+
+/// Polls `fut` once with the task's own context.
+async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+/// Yields once to whatever executor runs the task: wakes the task and returns pending, so the
+/// executor queues it again (for runtimes without a public `yield_now`).
+pub(crate) fn yield_once() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
 }
 
 /// Every known system, in report order.
 pub fn all() -> Vec<Box<dyn System>> {
     vec![
-        Box::new(sigma::Sigma),
-        Box::new(sigma::SigmaEpoll),
-        Box::new(tokio::Tokio),
-        Box::new(glommio::Glommio),
-        Box::new(monoio::Monoio),
-        Box::new(compio::Compio),
+        Box::new(sigma::Sigma::DEFAULT),
+        Box::new(sigma::Sigma::NOSPIN),
+        Box::new(sigma::Sigma::EPOLL),
+        Box::new(tokio::Tokio::PARKS),
+        Box::new(tokio::Tokio::SPINS),
+        Box::new(glommio::Glommio::PARKS),
+        Box::new(glommio::Glommio::SPINS),
+        Box::new(monoio::Monoio::PARKS),
+        Box::new(monoio::Monoio::SPINS),
+        Box::new(compio::Compio::PARKS),
+        Box::new(compio::Compio::SPINS),
         Box::new(tokio_uring::TokioUring),
         Box::new(std_blocking::StdBlocking),
         Box::new(spin_floor::SpinFloor),
@@ -176,11 +262,16 @@ where
     let (ready_tx, ready_rx) = mpsc::channel::<Endpoint>();
     let (sdone_tx, sdone_rx) = mpsc::channel::<Result<()>>();
     let server_core = spec.server_core;
+    // The CPU clocks of the two threads; the client's recorder reads them at the ends of its
+    // measurement window (a runtime's own helper threads, where it has any, are idle here).
+    let meter = CpuMeter::new();
+    let server_meter = meter.clone();
     std::thread::Builder::new()
         .name(format!("{system}-server"))
         .spawn(move || {
             let r = run_caught(|| {
                 pin_current_thread(server_core)?;
+                server_meter.add_this_thread(Side::Server)?;
                 let mut ready = |ep: Endpoint| {
                     let _ = ready_tx.send(ep);
                 };
@@ -211,6 +302,8 @@ where
         .spawn(move || {
             let r = run_caught(|| {
                 pin_current_thread(cspec.client_core)?;
+                meter.add_this_thread(Side::Client)?;
+                CpuMeter::set_current(Some(meter));
                 client(ep, cspec)
             });
             let _ = cdone_tx.send(r);
@@ -238,19 +331,36 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Counts warm-up and recorded round trips for a ping-pong client.
+/// What a sequential run measured: one latency per operation (ns) and, where the CPU clocks
+/// could be read, the CPU both sides used over the recorded operations.
+#[derive(Debug)]
+pub struct Measured {
+    /// Latency of every recorded operation, ns.
+    pub hist: Histogram<u64>,
+    /// CPU of the client and server threads over the recorded operations.
+    pub cpu: Option<CpuUse>,
+}
+
+/// Counts warm-up and recorded round trips for a ping-pong client, and measures the CPU of the
+/// run's threads over the recorded ones (the meter [`run_pair`] made current on this thread).
 pub(crate) struct RttRecorder {
     hist: Histogram<u64>,
     warmup: u64,
     samples: u64,
+    cpu: Window,
 }
 
 impl RttRecorder {
     pub(crate) fn new(spec: &PingPongSpec) -> Self {
+        let mut cpu = Window::current();
+        if spec.warmup == 0 {
+            cpu.start();
+        }
         RttRecorder {
             hist: new_histogram(),
             warmup: spec.warmup,
             samples: spec.samples,
+            cpu,
         }
     }
 
@@ -265,10 +375,20 @@ impl RttRecorder {
         if i >= self.warmup {
             self.hist.saturating_record(ns.max(1));
         }
+        // The window spans the recorded round trips: from the end of the last warm-up one to
+        // the end of the last one.
+        if i + 1 == self.warmup {
+            self.cpu.start();
+        } else if i + 1 == self.total() {
+            self.cpu.end();
+        }
     }
 
-    pub(crate) fn finish(self) -> Histogram<u64> {
-        self.hist
+    pub(crate) fn finish(self) -> Measured {
+        Measured {
+            hist: self.hist,
+            cpu: self.cpu.result(),
+        }
     }
 }
 
@@ -408,7 +528,7 @@ mod tests {
 
     #[test]
     fn server_failing_before_listening_is_an_error() {
-        let r: Result<Histogram<u64>> = run_pair(
+        let r: Result<Measured> = run_pair(
             &spec(Transport::Tcp),
             "test",
             |_, _| Err(anyhow!("no can do")),
@@ -422,9 +542,11 @@ mod tests {
     fn std_peers_measure_every_sample_and_clean_up() {
         for t in [Transport::Tcp, Transport::Unix] {
             for sys in [by_name("std-blocking").unwrap(), by_name("spin-floor").unwrap()] {
-                let h = sys.pingpong(&spec(t)).unwrap();
-                assert_eq!(h.len(), 200, "{} {t:?}", sys.name());
-                assert!(h.value_at_quantile(0.5) > 0);
+                let m = sys.pingpong(&spec(t)).unwrap();
+                assert_eq!(m.hist.len(), 200, "{} {t:?}", sys.name());
+                assert!(m.hist.value_at_quantile(0.5) > 0);
+                let cpu = m.cpu.expect("CPU measured");
+                assert!(cpu.client_ns > 0 && cpu.server_ns > 0 && cpu.wall_ns > 0, "{cpu:?}");
             }
         }
         let leftover = std::fs::read_dir(std::env::temp_dir())
@@ -444,11 +566,16 @@ mod tests {
             names(),
             [
                 "sigma",
+                "sigma-nospin",
                 "sigma-epoll",
                 "tokio",
+                "tokio-spin",
                 "glommio",
+                "glommio-spin",
                 "monoio",
+                "monoio-spin",
                 "compio",
+                "compio-spin",
                 "tokio-uring",
                 "std-blocking",
                 "spin-floor"

@@ -1,22 +1,55 @@
-//! monoio with its io_uring driver (`RuntimeBuilder::<IoUringDriver>`), one runtime per core, owned buffers.
+//! monoio with its io_uring driver (`RuntimeBuilder::<IoUringDriver>`), one runtime per core, owned
+//! buffers: `monoio`, which parks as monoio does, and `monoio-spin`.
+//!
+//! monoio documents no spin or busy-poll option, and has no public `yield_now`. A task that
+//! wakes itself is queued again, and while a task is queued monoio's `block_on` loop submits and
+//! reaps the ring without waiting (`driver.submit()`, runtime.rs) instead of parking. `monoio-spin`
+//! is built on that: each read that would wait yields that way and polls again for up to the spin
+//! budget, then is awaited normally.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use hdrhistogram::Histogram;
 use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream, UnixListener, UnixStream};
 use monoio::{IoUringDriver, Runtime, RuntimeBuilder};
 
-use super::{check_echo, payload, run_pair, Endpoint, PingPongSpec, RttRecorder, System};
+use super::{
+    check_echo, payload, run_pair, spin_budget, spin_then_park, yield_once, Endpoint, Measured, PingPongSpec,
+    RttRecorder, System, Waits,
+};
 use crate::affinity::pin_current_thread;
 
 const RING_ENTRIES: u32 = 256;
 
-/// monoio 0.2, io_uring driver, one runtime per pinned thread.
-#[derive(Debug)]
-pub struct Monoio;
+/// monoio 0.2, io_uring driver, one runtime per pinned thread; reads spin first or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Monoio {
+    name: &'static str,
+    spin: bool,
+}
+
+impl Monoio {
+    /// monoio as it comes: parks when nothing is ready.
+    pub const PARKS: Monoio = Monoio {
+        name: "monoio",
+        spin: false,
+    };
+    /// Reads spin (yield and poll again) for the spin budget before parking.
+    pub const SPINS: Monoio = Monoio {
+        name: "monoio-spin",
+        spin: true,
+    };
+
+    fn budget(self) -> Duration {
+        if self.spin {
+            spin_budget()
+        } else {
+            Duration::ZERO
+        }
+    }
+}
 
 fn runtime() -> Result<Runtime<IoUringDriver>> {
     Ok(RuntimeBuilder::<IoUringDriver>::new()
@@ -24,11 +57,11 @@ fn runtime() -> Result<Runtime<IoUringDriver>> {
         .build()?)
 }
 
-async fn echo<S: AsyncReadRent + AsyncWriteRent>(mut s: S) -> Result<()> {
+async fn echo<S: AsyncReadRent + AsyncWriteRent>(mut s: S, spin: Duration) -> Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
-        let (r, b) = s.read(buf).await;
+        let (r, b) = spin_then_park(s.read(buf), spin, yield_once).await;
         buf = b;
         if r? == 0 {
             return Ok(());
@@ -39,7 +72,7 @@ async fn echo<S: AsyncReadRent + AsyncWriteRent>(mut s: S) -> Result<()> {
     }
 }
 
-async fn client<S: AsyncReadRent + AsyncWriteRent>(mut s: S, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+async fn client<S: AsyncReadRent + AsyncWriteRent>(mut s: S, spec: &PingPongSpec, spin: Duration) -> Result<Measured> {
     let mut rec = RttRecorder::new(spec);
     let expect = payload(spec.payload_bytes);
     let mut out = expect.clone();
@@ -49,7 +82,7 @@ async fn client<S: AsyncReadRent + AsyncWriteRent>(mut s: S, spec: &PingPongSpec
         let (r, b) = s.write_all(out).await;
         out = b;
         r?;
-        let (r, b) = s.read_exact(back).await;
+        let (r, b) = spin_then_park(s.read_exact(back), spin, yield_once).await;
         back = b;
         let n = r?;
         rec.record(i, t0);
@@ -61,18 +94,34 @@ async fn client<S: AsyncReadRent + AsyncWriteRent>(mut s: S, spec: &PingPongSpec
 
 impl System for Monoio {
     fn name(&self) -> &'static str {
-        "monoio"
+        self.name
     }
 
     fn note(&self) -> String {
-        format!("IoUringDriver runtime per core, {RING_ENTRIES} entries, owned buffers")
+        if self.spin {
+            format!(
+                "IoUringDriver runtime per core, {RING_ENTRIES} entries, owned buffers; no documented spin option: each read that would wait re-queues its task (the runtime submits and reaps the ring without waiting) and polls again for {} us, then parks",
+                self.budget().as_micros()
+            )
+        } else {
+            format!("IoUringDriver runtime per core, {RING_ENTRIES} entries, owned buffers, parks when idle")
+        }
     }
 
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+    fn waits(&self) -> Waits {
+        if self.spin {
+            Waits::Spin
+        } else {
+            Waits::Park
+        }
+    }
+
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
+        let spin = self.budget();
         run_pair(
             spec,
-            "monoio",
-            |bind, ready| {
+            self.name,
+            move |bind, ready| {
                 runtime()?.block_on(async move {
                     match bind {
                         Endpoint::Tcp(a) => {
@@ -80,7 +129,7 @@ impl System for Monoio {
                             ready(Endpoint::Tcp(l.local_addr()?));
                             let (s, _) = l.accept().await?;
                             s.set_nodelay(true)?;
-                            echo(s).await
+                            echo(s, spin).await
                         }
                         Endpoint::Unix(p) => {
                             // The default ListenerOpts set SO_REUSEPORT, which Linux rejects on
@@ -89,20 +138,20 @@ impl System for Monoio {
                             let l = UnixListener::bind_with_config(&p, &opts)?;
                             ready(Endpoint::Unix(p));
                             let (s, _) = l.accept().await?;
-                            echo(s).await
+                            echo(s, spin).await
                         }
                     }
                 })
             },
-            |ep, spec| {
+            move |ep, spec| {
                 runtime()?.block_on(async move {
                     match ep {
                         Endpoint::Tcp(a) => {
                             let s = TcpStream::connect(a).await?;
                             s.set_nodelay(true)?;
-                            client(s, &spec).await
+                            client(s, &spec, spin).await
                         }
-                        Endpoint::Unix(p) => client(UnixStream::connect(&p).await?, &spec).await,
+                        Endpoint::Unix(p) => client(UnixStream::connect(&p).await?, &spec, spin).await,
                     }
                 })
             },
@@ -110,6 +159,7 @@ impl System for Monoio {
     }
 
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
+        let spin = self.budget();
         pin_current_thread(core)?;
         runtime()?.block_on(async move {
             let l = TcpListener::bind(addr)?;
@@ -119,7 +169,7 @@ impl System for Monoio {
                     Ok((s, _)) => {
                         s.set_nodelay(true)?;
                         monoio::spawn(async move {
-                            let _ = echo(s).await;
+                            let _ = echo(s, spin).await;
                         });
                     }
                     Err(e) => eprintln!("monoio echo: accept: {e}"),

@@ -1,5 +1,7 @@
-//! σ's own systems: `sigma` (the io_uring data plane) and `sigma-epoll`
-//! (the same code on its epoll fallback).
+//! σ's own systems: `sigma` (the io_uring data plane as it runs by default),
+//! `sigma-nospin` (the same with its spin and early wakes off: σ's runtime
+//! when it parks like the parking peers) and `sigma-epoll` (the default
+//! settings on its epoll fallback).
 //!
 //! Both ends run on a σ core each. Receives use `recv_stream`: one multishot
 //! recv stays armed for the whole connection and each chunk arrives as a
@@ -7,42 +9,60 @@
 //! `Bytes` back (no copy). Sends move an owned buffer in and get it back.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use hdrhistogram::Histogram;
 use sigma_dataplane::net::{RecvStream, TcpListener, TcpStream, UnixListener, UnixStream};
 use sigma_dataplane::{Backend, Core};
 
-use super::{check_echo, payload, run_pair, Endpoint, PingPongSpec, RttRecorder, System};
+use super::{check_echo, payload, run_pair, Endpoint, Measured, PingPongSpec, RttRecorder, System, Waits};
 
-/// σ on io_uring.
-#[derive(Debug)]
-pub struct Sigma;
-
-/// σ on its epoll fallback.
-#[derive(Debug)]
-pub struct SigmaEpoll;
-
-fn core(backend: Backend, pin: Option<usize>) -> Result<Core> {
-    let mut builder = Core::builder().backend(backend);
-    if let Some(cpu) = pin {
-        builder = builder.pin(cpu);
-    }
-    let core = builder
-        .build()
-        .with_context(|| format!("starting a σ core on {backend}"))?;
-    if core.backend() != backend {
-        bail!("asked for {backend}, got {}", core.backend());
-    }
-    Ok(core)
+/// One configuration of σ's data plane.
+#[derive(Debug, Clone, Copy)]
+pub struct Sigma {
+    name: &'static str,
+    backend: Backend,
+    /// Park at once (spin 0) with early wakes off; otherwise σ's defaults (`SIGMA_SPIN_US`,
+    /// `SIGMA_EARLY_WAKE`).
+    nospin: bool,
 }
 
-fn note(backend: Backend) -> String {
-    let spin = std::env::var("SIGMA_SPIN_US").unwrap_or_else(|_| sigma_dataplane::limits::SPIN_US_DEFAULT.to_string());
-    match backend {
-        Backend::Uring => format!("SINGLE_ISSUER|DEFER_TASKRUN, multishot recv + buf ring, spin {spin}us"),
-        Backend::Epoll => format!("epoll edge-triggered, spin {spin}us"),
+impl Sigma {
+    /// σ on io_uring, default settings.
+    pub const DEFAULT: Sigma = Sigma {
+        name: "sigma",
+        backend: Backend::Uring,
+        nospin: false,
+    };
+    /// σ on io_uring with spin 0 and early wakes off.
+    pub const NOSPIN: Sigma = Sigma {
+        name: "sigma-nospin",
+        backend: Backend::Uring,
+        nospin: true,
+    };
+    /// σ on its epoll fallback, default settings.
+    pub const EPOLL: Sigma = Sigma {
+        name: "sigma-epoll",
+        backend: Backend::Epoll,
+        nospin: false,
+    };
+
+    fn core(&self, pin: Option<usize>) -> Result<Core> {
+        let backend = self.backend;
+        let mut builder = Core::builder().backend(backend);
+        if let Some(cpu) = pin {
+            builder = builder.pin(cpu);
+        }
+        if self.nospin {
+            builder = builder.spin(Duration::ZERO).early_wake(false);
+        }
+        let core = builder
+            .build()
+            .with_context(|| format!("starting a σ core on {backend}"))?;
+        if core.backend() != backend {
+            bail!("asked for {backend}, got {}", core.backend());
+        }
+        Ok(core)
     }
 }
 
@@ -72,13 +92,7 @@ impl AsyncSendAll for &UnixStream {
     }
 }
 
-async fn client(
-    chunks: &mut RecvStream<'_>,
-    send: impl AsyncSendAll + Copy,
-    spec: &PingPongSpec,
-) -> Result<Histogram<u64>>
-where
-{
+async fn client(chunks: &mut RecvStream<'_>, send: impl AsyncSendAll + Copy, spec: &PingPongSpec) -> Result<Measured> {
     let mut rec = RttRecorder::new(spec);
     let out = bytes::Bytes::from(payload(spec.payload_bytes));
     let mut back = Vec::with_capacity(spec.payload_bytes);
@@ -98,12 +112,12 @@ where
     Ok(rec.finish())
 }
 
-fn pingpong(backend: Backend, name: &'static str, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+fn pingpong(sys: Sigma, spec: &PingPongSpec) -> Result<Measured> {
     run_pair(
         spec,
-        name,
+        sys.name,
         move |bind, ready| {
-            core(backend, None)?.block_on(async move {
+            sys.core(None)?.block_on(async move {
                 match bind {
                     Endpoint::Tcp(a) => {
                         let l = TcpListener::bind(a)?;
@@ -121,7 +135,7 @@ fn pingpong(backend: Backend, name: &'static str, spec: &PingPongSpec) -> Result
             })
         },
         move |ep, spec| {
-            core(backend, None)?.block_on(async move {
+            sys.core(None)?.block_on(async move {
                 match ep {
                     Endpoint::Tcp(a) => {
                         let s = TcpStream::connect(a).await?;
@@ -139,8 +153,8 @@ fn pingpong(backend: Backend, name: &'static str, spec: &PingPongSpec) -> Result
     )
 }
 
-fn serve_echo(backend: Backend, addr: SocketAddr, core_index: usize, ready: &mut dyn FnMut()) -> Result<()> {
-    let core = core(backend, Some(core_index))?;
+fn serve_echo(sys: &Sigma, addr: SocketAddr, core_index: usize, ready: &mut dyn FnMut()) -> Result<()> {
+    let core = sys.core(Some(core_index))?;
     core.block_on(async move {
         let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
         ready();
@@ -160,39 +174,46 @@ fn serve_echo(backend: Backend, addr: SocketAddr, core_index: usize, ready: &mut
 
 impl System for Sigma {
     fn name(&self) -> &'static str {
-        "sigma"
+        self.name
     }
 
     fn note(&self) -> String {
-        note(Backend::Uring)
-    }
-
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
-        if let Some(why) = &sigma_dataplane::probe::support().unavailable {
-            return Err(anyhow!("io_uring unavailable: {why}"));
+        let how = match self.backend {
+            Backend::Uring => "SINGLE_ISSUER|DEFER_TASKRUN, multishot recv + buf ring",
+            Backend::Epoll => "epoll edge-triggered",
+        };
+        if self.nospin {
+            format!("{how}, spin 0 and early wakes off: parks at once")
+        } else {
+            let early = match std::env::var("SIGMA_EARLY_WAKE").as_deref() {
+                Ok("0" | "off") => "early wakes off (SIGMA_EARLY_WAKE)",
+                _ => "early wakes on",
+            };
+            format!(
+                "{how}, spins {} us before parking, {early}",
+                super::spin_budget().as_micros()
+            )
         }
-        pingpong(Backend::Uring, "sigma", spec)
+    }
+
+    fn waits(&self) -> Waits {
+        if self.nospin {
+            Waits::Park
+        } else {
+            Waits::Spin
+        }
+    }
+
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
+        if self.backend == Backend::Uring {
+            if let Some(why) = &sigma_dataplane::probe::support().unavailable {
+                return Err(anyhow!("io_uring unavailable: {why}"));
+            }
+        }
+        pingpong(*self, spec)
     }
 
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
-        serve_echo(Backend::Uring, addr, core, ready)
-    }
-}
-
-impl System for SigmaEpoll {
-    fn name(&self) -> &'static str {
-        "sigma-epoll"
-    }
-
-    fn note(&self) -> String {
-        note(Backend::Epoll)
-    }
-
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
-        pingpong(Backend::Epoll, "sigma-epoll", spec)
-    }
-
-    fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
-        serve_echo(Backend::Epoll, addr, core, ready)
+        serve_echo(self, addr, core, ready)
     }
 }

@@ -5,9 +5,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use hdrhistogram::Histogram;
 
-use super::{check_echo, payload, run_pair, PingPongSpec, RttRecorder, StdListener, StdStream, System, STALL_TIMEOUT};
+use super::{
+    check_echo, payload, run_pair, Measured, PingPongSpec, RttRecorder, StdListener, StdStream, System, Waits,
+    STALL_TIMEOUT,
+};
 use crate::affinity::pin_current_thread;
 
 /// Busy-polling non-blocking sockets (no runtime): the lowest RTT the kernel can give.
@@ -93,7 +95,11 @@ impl System for SpinFloor {
         "non-blocking sockets, both ends busy-poll recv/send".to_string()
     }
 
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+    fn waits(&self) -> Waits {
+        Waits::Floor
+    }
+
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
         run_pair(
             spec,
             "spin-floor",

@@ -5,9 +5,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hdrhistogram::Histogram;
 
-use super::{check_echo, payload, run_pair, PingPongSpec, RttRecorder, StdListener, StdStream, System, STALL_TIMEOUT};
+use super::{
+    check_echo, payload, run_pair, Measured, PingPongSpec, RttRecorder, StdListener, StdStream, System, Waits,
+    STALL_TIMEOUT,
+};
 use crate::affinity::pin_current_thread;
 
 /// Blocking `read`/`write_all` on std sockets.
@@ -36,7 +38,11 @@ impl System for StdBlocking {
         "blocking std sockets, thread per connection".to_string()
     }
 
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+    fn waits(&self) -> Waits {
+        Waits::Park
+    }
+
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
         run_pair(
             spec,
             "std-blocking",

@@ -1,28 +1,62 @@
-//! tokio with a `current_thread` runtime per core (tokio's thread-per-core setup; epoll underneath).
+//! tokio with a `current_thread` runtime per core (tokio's thread-per-core setup; epoll underneath):
+//! `tokio`, which parks as tokio does, and `tokio-spin`.
+//!
+//! tokio documents no spin or busy-poll option (its runtime `Builder` has none; `event_interval`
+//! and `global_queue_interval` only order work). Its public API does let a user poll without
+//! blocking: `tokio::task::yield_now` makes a `current_thread` runtime poll its I/O driver with a
+//! zero timeout before it runs the task again. `tokio-spin` is built on that: each read that
+//! would wait is polled again between yields for up to the spin budget, then awaited normally.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use super::{check_echo, payload, run_pair, Endpoint, PingPongSpec, RttRecorder, System};
+use super::{
+    check_echo, payload, run_pair, spin_budget, spin_then_park, Endpoint, Measured, PingPongSpec, RttRecorder, System,
+    Waits,
+};
 use crate::affinity::pin_current_thread;
 
-/// tokio, one `current_thread` runtime per pinned thread.
-#[derive(Debug)]
-pub struct Tokio;
+/// tokio, one `current_thread` runtime per pinned thread; reads spin first or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokio {
+    name: &'static str,
+    spin: bool,
+}
+
+impl Tokio {
+    /// tokio as it comes: parks when nothing is ready.
+    pub const PARKS: Tokio = Tokio {
+        name: "tokio",
+        spin: false,
+    };
+    /// Reads spin (yield and poll again) for the spin budget before parking.
+    pub const SPINS: Tokio = Tokio {
+        name: "tokio-spin",
+        spin: true,
+    };
+
+    /// How long a read spins before it parks.
+    fn budget(self) -> Duration {
+        if self.spin {
+            spin_budget()
+        } else {
+            Duration::ZERO
+        }
+    }
+}
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<()> {
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spin: Duration) -> Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = s.read(&mut buf).await?;
+        let n = spin_then_park(s.read(&mut buf), spin, tokio::task::yield_now).await?;
         if n == 0 {
             return Ok(());
         }
@@ -30,14 +64,14 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<()> {
     }
 }
 
-async fn client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+async fn client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spec: &PingPongSpec, spin: Duration) -> Result<Measured> {
     let mut rec = RttRecorder::new(spec);
     let out = payload(spec.payload_bytes);
     let mut back = vec![0u8; spec.payload_bytes];
     for i in 0..rec.total() {
         let t0 = Instant::now();
         s.write_all(&out).await?;
-        s.read_exact(&mut back).await?;
+        spin_then_park(s.read_exact(&mut back), spin, tokio::task::yield_now).await?;
         rec.record(i, t0);
         check_echo(&out, &back)?;
     }
@@ -46,18 +80,34 @@ async fn client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spec: &PingPongSpec
 
 impl System for Tokio {
     fn name(&self) -> &'static str {
-        "tokio"
+        self.name
     }
 
     fn note(&self) -> String {
-        "current_thread runtime per core".to_string()
+        if self.spin {
+            format!(
+                "current_thread runtime per core; no documented spin option: each read that would wait yields (tokio::task::yield_now, the runtime polls epoll with a zero timeout) and polls again for {} us, then parks",
+                self.budget().as_micros()
+            )
+        } else {
+            "current_thread runtime per core, parks when idle".to_string()
+        }
     }
 
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+    fn waits(&self) -> Waits {
+        if self.spin {
+            Waits::Spin
+        } else {
+            Waits::Park
+        }
+    }
+
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
+        let spin = self.budget();
         run_pair(
             spec,
-            "tokio",
-            |bind, ready| {
+            self.name,
+            move |bind, ready| {
                 runtime()?.block_on(async move {
                     match bind {
                         Endpoint::Tcp(a) => {
@@ -65,26 +115,26 @@ impl System for Tokio {
                             ready(Endpoint::Tcp(l.local_addr()?));
                             let (s, _) = l.accept().await?;
                             s.set_nodelay(true)?;
-                            echo(s).await
+                            echo(s, spin).await
                         }
                         Endpoint::Unix(p) => {
                             let l = UnixListener::bind(&p)?;
                             ready(Endpoint::Unix(p));
                             let (s, _) = l.accept().await?;
-                            echo(s).await
+                            echo(s, spin).await
                         }
                     }
                 })
             },
-            |ep, spec| {
+            move |ep, spec| {
                 runtime()?.block_on(async move {
                     match ep {
                         Endpoint::Tcp(a) => {
                             let s = TcpStream::connect(a).await?;
                             s.set_nodelay(true)?;
-                            client(s, &spec).await
+                            client(s, &spec, spin).await
                         }
-                        Endpoint::Unix(p) => client(UnixStream::connect(&p).await?, &spec).await,
+                        Endpoint::Unix(p) => client(UnixStream::connect(&p).await?, &spec, spin).await,
                     }
                 })
             },
@@ -92,6 +142,7 @@ impl System for Tokio {
     }
 
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
+        let spin = self.budget();
         pin_current_thread(core)?;
         runtime()?.block_on(async move {
             let l = TcpListener::bind(addr).await?;
@@ -101,7 +152,7 @@ impl System for Tokio {
                     Ok((s, _)) => {
                         s.set_nodelay(true)?;
                         tokio::spawn(async move {
-                            let _ = echo(s).await;
+                            let _ = echo(s, spin).await;
                         });
                     }
                     Err(e) => eprintln!("tokio echo: accept: {e}"),

@@ -4,11 +4,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use hdrhistogram::Histogram;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream, UnixStream};
 
-use super::{check_echo, payload, run_pair, Endpoint, PingPongSpec, RttRecorder, System};
+use super::{check_echo, payload, run_pair, Endpoint, Measured, PingPongSpec, RttRecorder, System, Waits};
 use crate::affinity::pin_current_thread;
 
 /// tokio-uring 0.5, one runtime per pinned thread.
@@ -62,7 +61,7 @@ async fn echo<S: Stream>(s: S) -> Result<()> {
     }
 }
 
-async fn client<S: Stream>(s: S, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+async fn client<S: Stream>(s: S, spec: &PingPongSpec) -> Result<Measured> {
     let n = spec.payload_bytes;
     let mut rec = RttRecorder::new(spec);
     let expect = payload(n);
@@ -95,10 +94,14 @@ impl System for TokioUring {
     }
 
     fn note(&self) -> String {
-        "tokio_uring::start per core (ring polled via tokio's epoll), owned buffers (unix listener: std accept + from_std, see source)".to_string()
+        "tokio_uring::start per core (ring polled via tokio's epoll), owned buffers, parks when idle (unix listener: std accept + from_std, see source); no spinning variant: no documented spin option, and a task that yields cannot make it poll, since it submits queued SQEs only when tokio parks the thread (its on_thread_park hook)".to_string()
     }
 
-    fn pingpong(&self, spec: &PingPongSpec) -> Result<Histogram<u64>> {
+    fn waits(&self) -> Waits {
+        Waits::Park
+    }
+
+    fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
         run_pair(
             spec,
             "tokio-uring",
