@@ -5,7 +5,9 @@
 //! `/work/shared/bench-schema.md` (plus a Markdown table, also printed to stdout at the end).
 //!
 //! ```text
-//! sigmabench run peers|rpc|ns [--quick] [--json FILE] [--md FILE] [--systems a,b,c] [--cases x,y] [--rounds N]
+//! sigmabench run peers|rpc|ns [--quick] [--json FILE] [--md FILE] [--plot DIR] [--systems a,b,c] [--cases x,y] [--rounds N] [--rate N]
+//! sigmabench report [--results DIR] [--readme FILE] [--check]
+//! sigmabench compare OLD.json NEW.json [--threshold 0.10]
 //! sigmabench serve echo --system NAME --addr HOST:PORT [--core N]
 //! ```
 //!
@@ -33,6 +35,11 @@
 //!   operations straight through etcd-client). sigmad is the one built beside sigmabench (or
 //!   `SIGMA_SIGMAD`); one throwaway etcd (Debian's `etcd`) serves the whole run.
 //!   `ns_systems/` holds one file per system behind the `NsSystem` trait.
+//! * `report` rebuilds `results/SUITE.md`, the plots `results/plots/SUITE.svg` and the README's
+//!   generated tables (between `<!-- sigmabench:begin NAME -->` markers) from `results/SUITE.json`;
+//!   `--check` writes nothing and fails if any of them is out of date (`tables.rs`).
+//! * `compare` prints new ÷ old per row of two runs of one suite and exits 1 if a row regressed
+//!   past the threshold (`compare.rs`).
 //! * `serve echo` runs one system's TCP echo server in the foreground until killed; it prints
 //!   `listening on ADDR` once it accepts connections (port 0 picks a free port, and ADDR shows
 //!   it). `run` uses it for the pipelined case.
@@ -41,19 +48,22 @@
 //! status is then 1; it never stops the suite. Progress goes to stderr.
 
 mod affinity;
+mod compare;
 mod cpu;
 mod loadgen;
 mod ns_systems;
 mod paced;
+mod plot;
 mod report;
 mod rpc_systems;
 mod sigmad;
 mod suites;
 mod systems;
+mod tables;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,6 +85,28 @@ struct Cli {
 enum Cmd {
     /// Run a benchmark suite (known: peers, rpc, ns).
     Run(RunArgs),
+    /// Rebuild results/SUITE.md, results/plots/SUITE.svg and the README's tables from results/SUITE.json.
+    Report {
+        /// Directory of the result documents (SUITE.json for each suite run).
+        #[arg(long, value_name = "DIR", default_value = "results")]
+        results: PathBuf,
+        /// The README whose marked blocks get the tables.
+        #[arg(long, value_name = "FILE", default_value = "README.md")]
+        readme: PathBuf,
+        /// Write nothing; exit 1 if any generated file differs from what the JSON gives.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Compare two runs of one suite row by row; exit 1 if a row regressed past the threshold.
+    Compare {
+        /// The earlier run's JSON.
+        old: PathBuf,
+        /// The later run's JSON.
+        new: PathBuf,
+        /// How much worse (0.10 = 10%) a median, throughput or CPU per operation may get.
+        #[arg(long, default_value_t = compare::THRESHOLD_DEFAULT)]
+        threshold: f64,
+    },
     /// Run one server in the foreground until killed.
     Serve {
         #[command(subcommand)]
@@ -95,6 +127,9 @@ struct RunArgs {
     /// Write the Markdown table here.
     #[arg(long, value_name = "FILE")]
     md: Option<PathBuf>,
+    /// Write the suite's plot to DIR/SUITE.svg.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
     /// Only these systems (comma-separated), in report order; the names depend on the suite.
     #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
     systems: Option<Vec<String>>,
@@ -139,6 +174,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run(args) => run(args),
+        Cmd::Report { results, readme, check } => report(&results, &readme, check),
+        Cmd::Compare { old, new, threshold } => compare_runs(&old, &new, threshold),
         Cmd::Serve {
             what: ServeCmd::Echo { system, addr, core },
         } => serve_echo(&system, addr, core).map(|()| ExitCode::SUCCESS),
@@ -260,6 +297,10 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(p) = &args.md {
         doc.write_md(p)?;
     }
+    if let Some(dir) = &args.plot {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        plot::write_svg(&doc, &dir.join(format!("{}.svg", doc.suite)))?;
+    }
     let mut out = std::io::stdout().lock();
     out.write_all(doc.markdown().as_bytes())?;
     out.flush()?;
@@ -276,6 +317,100 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         eprintln!("sigmabench: {} error row(s): {}", failed.len(), failed.join(", "));
         Ok(ExitCode::from(1))
     }
+}
+
+/// Reads a result document.
+fn read_doc(path: &Path) -> Result<Doc> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a sigmabench result document", path.display()))
+}
+
+/// `sigmabench report`: every generated file from the JSON documents under `results`.
+fn report(results: &Path, readme: &Path, check: bool) -> Result<ExitCode> {
+    let mut docs = std::collections::BTreeMap::new();
+    // (path, what it should hold)
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    for suite in suites::KNOWN {
+        let json = results.join(format!("{suite}.json"));
+        if !json.exists() {
+            continue;
+        }
+        let doc = read_doc(&json)?;
+        if doc.suite != *suite {
+            bail!("{} holds a '{}' run, not '{suite}'", json.display(), doc.suite);
+        }
+        files.push((results.join(format!("{suite}.md")), doc.markdown()));
+        files.push((
+            results.join("plots").join(format!("{suite}.svg")),
+            plot::render_svg(&doc)?,
+        ));
+        docs.insert(suite.to_string(), doc);
+    }
+    if docs.is_empty() {
+        bail!(
+            "no result documents (peers.json, rpc.json, ns.json) in {}",
+            results.display()
+        );
+    }
+    let text = std::fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
+    files.push((
+        readme.to_path_buf(),
+        tables::splice(&text, &tables::blocks(&docs)).with_context(|| format!("in {}", readme.display()))?,
+    ));
+    let mut stale = Vec::new();
+    for (path, want) in &files {
+        let have = std::fs::read_to_string(path).ok();
+        if have.as_deref() == Some(want.as_str()) {
+            continue;
+        }
+        if check {
+            stale.push(path.display().to_string());
+        } else {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(path, want).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("sigmabench: wrote {}", path.display());
+        }
+    }
+    if stale.is_empty() {
+        if check {
+            eprintln!("sigmabench: {} generated file(s) match their results", files.len());
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "sigmabench: out of date with the results (run `sigmabench report`): {}",
+            stale.join(", ")
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// `sigmabench compare`.
+fn compare_runs(old: &Path, new: &Path, threshold: f64) -> Result<ExitCode> {
+    if !(threshold.is_finite() && threshold >= 0.0) {
+        bail!("--threshold must be a fraction ≥ 0 (0.10 = 10% worse), not {threshold}");
+    }
+    let (a, b) = (read_doc(old)?, read_doc(new)?);
+    if a.suite != b.suite {
+        bail!(
+            "{} is a '{}' run and {} a '{}' run",
+            old.display(),
+            a.suite,
+            new.display(),
+            b.suite
+        );
+    }
+    let lines = compare::compare(&a, &b, threshold);
+    let mut out = std::io::stdout().lock();
+    out.write_all(compare::markdown(&a, &b, &lines, threshold).as_bytes())?;
+    out.flush()?;
+    Ok(if compare::any_regression(&lines) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn serve_echo(system: &str, mut addr: SocketAddr, core: usize) -> Result<()> {
