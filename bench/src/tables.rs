@@ -307,11 +307,15 @@ fn targets_table(targets: &[Target]) -> String {
             Some(m) => m >= t.limit,
             None => false,
         };
+        // Two decimals, or three where two would round a miss onto the limit.
+        let measured = match t.measured {
+            Some(m) if !met && format!("{m:.2}") == format!("{:.2}", t.limit) => format!("{m:.3}×"),
+            m => fr(m),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} {:.2}× | {} | {} |",
+            "| {} | {measured} | {} {:.2}× | {} | {} |",
             t.what,
-            fr(t.measured),
             if t.at_most { "≤" } else { "≥" },
             t.limit,
             if t.measured.is_none() {
