@@ -297,6 +297,7 @@ mod tests {
 
     #[test]
     fn a_busy_thread_is_charged_and_a_sleeping_one_is_not() {
+        let _cores = crate::cores_for_test();
         let meter = CpuMeter::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();

@@ -73,6 +73,17 @@ use clap::{Args, Parser, Subcommand};
 
 use report::{Doc, Host};
 
+/// Held by the unit tests that spin on pinned cores or judge timing, so that two of them never
+/// share a core (a spinning neighbour would stretch their figures by whole scheduler slices).
+#[cfg(test)]
+pub(crate) static CORES_IN_USE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`CORES_IN_USE`], whatever a panicking holder left.
+#[cfg(test)]
+pub(crate) fn cores_for_test() -> std::sync::MutexGuard<'static, ()> {
+    CORES_IN_USE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// σ's benchmark harness.
 #[derive(Debug, Parser)]
 #[command(name = "sigmabench", version, about)]

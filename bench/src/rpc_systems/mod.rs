@@ -82,14 +82,20 @@ pub struct RpcPacedSpec {
 impl RpcPacedSpec {
     /// A TCP ping-pong spec carrying this run's cores (for [`crate::systems::run_pair`]).
     pub(crate) fn pair(&self) -> PingPongSpec {
-        PingPongSpec {
-            transport: Transport::Tcp,
-            payload_bytes: self.payload_bytes,
-            samples: 0,
-            warmup: 0,
-            client_core: self.client_core,
-            server_core: self.server_core,
-        }
+        pair_spec(self.payload_bytes, self.client_core, self.server_core)
+    }
+}
+
+/// A TCP ping-pong spec carrying a run's cores for [`crate::systems::run_pair`]; its counts
+/// are not used.
+fn pair_spec(payload_bytes: usize, client_core: usize, server_core: usize) -> PingPongSpec {
+    PingPongSpec {
+        transport: Transport::Tcp,
+        payload_bytes,
+        samples: 0,
+        warmup: 0,
+        client_core,
+        server_core,
     }
 }
 
@@ -169,17 +175,9 @@ impl RpcSeqSpec {
 }
 
 impl RpcPipeSpec {
-    /// A TCP ping-pong spec carrying this run's cores (for [`crate::systems::run_pair`]; the
-    /// counts in it are not used).
+    /// A TCP ping-pong spec carrying this run's cores (for [`crate::systems::run_pair`]).
     pub(crate) fn pair(&self) -> PingPongSpec {
-        PingPongSpec {
-            transport: Transport::Tcp,
-            payload_bytes: self.payload_bytes,
-            samples: 0,
-            warmup: 0,
-            client_core: self.client_core,
-            server_core: self.server_core,
-        }
+        pair_spec(self.payload_bytes, self.client_core, self.server_core)
     }
 }
 

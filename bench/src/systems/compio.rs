@@ -22,37 +22,20 @@ use compio::runtime::Runtime;
 use compio::BufResult;
 
 use super::{
-    check_echo, payload, run_pair, spin_budget, spin_then_park, yield_once, Endpoint, Measured, PingPongSpec,
-    RttRecorder, System, Waits,
+    check_echo, payload, run_pair, spin_then_park, yield_once, Endpoint, Measured, PingPongSpec, RttRecorder, System,
+    Variant, Waits,
 };
 use crate::affinity::pin_current_thread;
 
 /// compio 0.19, io_uring driver, one runtime per pinned thread; reads spin first or not.
 #[derive(Debug, Clone, Copy)]
-pub struct Compio {
-    name: &'static str,
-    spin: bool,
-}
+pub struct Compio(Variant);
 
 impl Compio {
     /// compio parking when idle.
-    pub const PARKS: Compio = Compio {
-        name: "compio",
-        spin: false,
-    };
+    pub const PARKS: Compio = Compio(Variant::parks("compio"));
     /// Reads spin (yield and poll again) for the spin budget before parking.
-    pub const SPINS: Compio = Compio {
-        name: "compio-spin",
-        spin: true,
-    };
-
-    fn budget(self) -> Duration {
-        if self.spin {
-            spin_budget()
-        } else {
-            Duration::ZERO
-        }
-    }
+    pub const SPINS: Compio = Compio(Variant::spins("compio-spin"));
 }
 
 fn runtime() -> Result<Runtime> {
@@ -110,14 +93,14 @@ async fn client<S: AsyncRead + AsyncWrite>(mut s: S, spec: &PingPongSpec, spin: 
 
 impl System for Compio {
     fn name(&self) -> &'static str {
-        self.name
+        self.0.name
     }
 
     fn note(&self) -> String {
-        if self.spin {
+        if self.0.spins {
             format!(
                 "io_uring Runtime per core, coop_taskrun + taskrun_flag, owned buffers; no documented spin option: each read that would wait re-queues its task (block_on then polls the ring with a zero timeout) and polls again for {} us, then parks",
-                self.budget().as_micros()
+                self.0.budget().as_micros()
             )
         } else {
             "io_uring Runtime per core, coop_taskrun + taskrun_flag, owned buffers, parks when idle".to_string()
@@ -125,18 +108,14 @@ impl System for Compio {
     }
 
     fn waits(&self) -> Waits {
-        if self.spin {
-            Waits::Spin
-        } else {
-            Waits::Park
-        }
+        self.0.waits()
     }
 
     fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
-        let spin = self.budget();
+        let spin = self.0.budget();
         run_pair(
             spec,
-            self.name,
+            self.0.name,
             move |bind, ready| {
                 runtime()?.block_on(async move {
                     match bind {
@@ -178,7 +157,7 @@ impl System for Compio {
     }
 
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
-        let spin = self.budget();
+        let spin = self.0.budget();
         pin_current_thread(core)?;
         runtime()?.block_on(async move {
             let l = TcpListener::bind(addr).await?;

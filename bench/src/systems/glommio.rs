@@ -10,7 +10,7 @@ use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 
-use super::{check_echo, payload, run_pair, spin_budget, Endpoint, Measured, PingPongSpec, RttRecorder, System, Waits};
+use super::{check_echo, payload, run_pair, Endpoint, Measured, PingPongSpec, RttRecorder, System, Variant, Waits};
 use crate::affinity::pin_current_thread;
 
 /// Registered I/O memory per executor. glommio's default (10 MiB) exceeds the 8 MiB
@@ -19,29 +19,20 @@ const IO_MEMORY: usize = 1 << 20;
 
 /// glommio 0.9, one executor per pinned thread, spinning before it parks or not.
 #[derive(Debug, Clone, Copy)]
-pub struct Glommio {
-    name: &'static str,
-    spin: bool,
-}
+pub struct Glommio(Variant);
 
 impl Glommio {
     /// glommio's defaults: parks at once.
-    pub const PARKS: Glommio = Glommio {
-        name: "glommio",
-        spin: false,
-    };
+    pub const PARKS: Glommio = Glommio(Variant::parks("glommio"));
     /// `spin_before_park(spin budget)`.
-    pub const SPINS: Glommio = Glommio {
-        name: "glommio-spin",
-        spin: true,
-    };
+    pub const SPINS: Glommio = Glommio(Variant::spins("glommio-spin"));
 
     fn executor(self, core: usize) -> Result<LocalExecutor> {
         let mut b = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name("sigmabench")
             .io_memory(IO_MEMORY);
-        if self.spin {
-            b = b.spin_before_park(spin_budget());
+        if self.0.spins {
+            b = b.spin_before_park(self.0.budget());
         }
         b.make().map_err(gerr)
     }
@@ -78,14 +69,14 @@ async fn client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spec: &PingPongSpec
 
 impl System for Glommio {
     fn name(&self) -> &'static str {
-        self.name
+        self.0.name
     }
 
     fn note(&self) -> String {
-        if self.spin {
+        if self.0.spins {
             format!(
                 "LocalExecutor per core, Placement::Fixed, io_memory 1 MiB, spin_before_park({} us) (glommio's documented spin option)",
-                spin_budget().as_micros()
+                self.0.budget().as_micros()
             )
         } else {
             "LocalExecutor per core, Placement::Fixed, io_memory 1 MiB, parks at once (glommio's default)".to_string()
@@ -93,11 +84,7 @@ impl System for Glommio {
     }
 
     fn waits(&self) -> Waits {
-        if self.spin {
-            Waits::Spin
-        } else {
-            Waits::Park
-        }
+        self.0.waits()
     }
 
     fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
@@ -105,7 +92,7 @@ impl System for Glommio {
         let sys = *self;
         run_pair(
             spec,
-            self.name,
+            self.0.name,
             move |bind, ready| {
                 sys.executor(server_core)?.run(async move {
                     match bind {

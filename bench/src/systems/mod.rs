@@ -98,6 +98,46 @@ impl Waits {
     }
 }
 
+/// A peer runtime as it comes (parking when idle) or spinning for [`spin_budget`] first: the
+/// two systems of each peer that has a way to spin.
+#[derive(Debug, Clone, Copy)]
+pub struct Variant {
+    /// Row and command-line name.
+    pub name: &'static str,
+    /// Spins before it parks.
+    pub spins: bool,
+}
+
+impl Variant {
+    /// Parks when idle.
+    pub const fn parks(name: &'static str) -> Variant {
+        Variant { name, spins: false }
+    }
+
+    /// Spins for the spin budget, then parks.
+    pub const fn spins(name: &'static str) -> Variant {
+        Variant { name, spins: true }
+    }
+
+    /// How long a wait spins before it parks (zero: it parks at once).
+    pub fn budget(self) -> Duration {
+        if self.spins {
+            spin_budget()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// How the variant waits.
+    pub fn waits(self) -> Waits {
+        if self.spins {
+            Waits::Spin
+        } else {
+            Waits::Park
+        }
+    }
+}
+
 /// How long the spinning peers spin before they park: σ's spin budget (`SIGMA_SPIN_US`, 50 µs by
 /// default), so that every spinning system gets the same.
 pub(crate) fn spin_budget() -> Duration {
@@ -540,6 +580,7 @@ mod tests {
 
     #[test]
     fn std_peers_measure_every_sample_and_clean_up() {
+        let _cores = crate::cores_for_test();
         for t in [Transport::Tcp, Transport::Unix] {
             for sys in [by_name("std-blocking").unwrap(), by_name("spin-floor").unwrap()] {
                 let m = sys.pingpong(&spec(t)).unwrap();

@@ -18,8 +18,8 @@ use monoio::net::{ListenerOpts, TcpListener, TcpStream, UnixListener, UnixStream
 use monoio::{IoUringDriver, Runtime, RuntimeBuilder};
 
 use super::{
-    check_echo, payload, run_pair, spin_budget, spin_then_park, yield_once, Endpoint, Measured, PingPongSpec,
-    RttRecorder, System, Waits,
+    check_echo, payload, run_pair, spin_then_park, yield_once, Endpoint, Measured, PingPongSpec, RttRecorder, System,
+    Variant, Waits,
 };
 use crate::affinity::pin_current_thread;
 
@@ -27,30 +27,13 @@ const RING_ENTRIES: u32 = 256;
 
 /// monoio 0.2, io_uring driver, one runtime per pinned thread; reads spin first or not.
 #[derive(Debug, Clone, Copy)]
-pub struct Monoio {
-    name: &'static str,
-    spin: bool,
-}
+pub struct Monoio(Variant);
 
 impl Monoio {
     /// monoio as it comes: parks when nothing is ready.
-    pub const PARKS: Monoio = Monoio {
-        name: "monoio",
-        spin: false,
-    };
+    pub const PARKS: Monoio = Monoio(Variant::parks("monoio"));
     /// Reads spin (yield and poll again) for the spin budget before parking.
-    pub const SPINS: Monoio = Monoio {
-        name: "monoio-spin",
-        spin: true,
-    };
-
-    fn budget(self) -> Duration {
-        if self.spin {
-            spin_budget()
-        } else {
-            Duration::ZERO
-        }
-    }
+    pub const SPINS: Monoio = Monoio(Variant::spins("monoio-spin"));
 }
 
 /// The ring is set up with COOP_TASKRUN | TASKRUN_FLAG through monoio's documented
@@ -103,14 +86,14 @@ async fn client<S: AsyncReadRent + AsyncWriteRent>(mut s: S, spec: &PingPongSpec
 
 impl System for Monoio {
     fn name(&self) -> &'static str {
-        self.name
+        self.0.name
     }
 
     fn note(&self) -> String {
-        if self.spin {
+        if self.0.spins {
             format!(
                 "IoUringDriver runtime per core, {RING_ENTRIES} entries, COOP_TASKRUN|TASKRUN_FLAG via uring_builder, owned buffers; no documented spin option: each read that would wait re-queues its task (the runtime submits and reaps the ring without waiting) and polls again for {} us, then parks",
-                self.budget().as_micros()
+                self.0.budget().as_micros()
             )
         } else {
             format!("IoUringDriver runtime per core, {RING_ENTRIES} entries, COOP_TASKRUN|TASKRUN_FLAG via uring_builder, owned buffers, parks when idle")
@@ -118,18 +101,14 @@ impl System for Monoio {
     }
 
     fn waits(&self) -> Waits {
-        if self.spin {
-            Waits::Spin
-        } else {
-            Waits::Park
-        }
+        self.0.waits()
     }
 
     fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
-        let spin = self.budget();
+        let spin = self.0.budget();
         run_pair(
             spec,
-            self.name,
+            self.0.name,
             move |bind, ready| {
                 runtime()?.block_on(async move {
                     match bind {
@@ -168,7 +147,7 @@ impl System for Monoio {
     }
 
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
-        let spin = self.budget();
+        let spin = self.0.budget();
         pin_current_thread(core)?;
         runtime()?.block_on(async move {
             let l = TcpListener::bind(addr)?;

@@ -15,38 +15,20 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use super::{
-    check_echo, payload, run_pair, spin_budget, spin_then_park, Endpoint, Measured, PingPongSpec, RttRecorder, System,
+    check_echo, payload, run_pair, spin_then_park, Endpoint, Measured, PingPongSpec, RttRecorder, System, Variant,
     Waits,
 };
 use crate::affinity::pin_current_thread;
 
 /// tokio, one `current_thread` runtime per pinned thread; reads spin first or not.
 #[derive(Debug, Clone, Copy)]
-pub struct Tokio {
-    name: &'static str,
-    spin: bool,
-}
+pub struct Tokio(Variant);
 
 impl Tokio {
     /// tokio as it comes: parks when nothing is ready.
-    pub const PARKS: Tokio = Tokio {
-        name: "tokio",
-        spin: false,
-    };
+    pub const PARKS: Tokio = Tokio(Variant::parks("tokio"));
     /// Reads spin (yield and poll again) for the spin budget before parking.
-    pub const SPINS: Tokio = Tokio {
-        name: "tokio-spin",
-        spin: true,
-    };
-
-    /// How long a read spins before it parks.
-    fn budget(self) -> Duration {
-        if self.spin {
-            spin_budget()
-        } else {
-            Duration::ZERO
-        }
-    }
+    pub const SPINS: Tokio = Tokio(Variant::spins("tokio-spin"));
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -80,14 +62,14 @@ async fn client<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, spec: &PingPongSpec
 
 impl System for Tokio {
     fn name(&self) -> &'static str {
-        self.name
+        self.0.name
     }
 
     fn note(&self) -> String {
-        if self.spin {
+        if self.0.spins {
             format!(
                 "current_thread runtime per core; no documented spin option: each read that would wait yields (tokio::task::yield_now, the runtime polls epoll with a zero timeout) and polls again for {} us, then parks",
-                self.budget().as_micros()
+                self.0.budget().as_micros()
             )
         } else {
             "current_thread runtime per core, parks when idle".to_string()
@@ -95,18 +77,14 @@ impl System for Tokio {
     }
 
     fn waits(&self) -> Waits {
-        if self.spin {
-            Waits::Spin
-        } else {
-            Waits::Park
-        }
+        self.0.waits()
     }
 
     fn pingpong(&self, spec: &PingPongSpec) -> Result<Measured> {
-        let spin = self.budget();
+        let spin = self.0.budget();
         run_pair(
             spec,
-            self.name,
+            self.0.name,
             move |bind, ready| {
                 runtime()?.block_on(async move {
                     match bind {
@@ -142,7 +120,7 @@ impl System for Tokio {
     }
 
     fn serve_echo(&self, addr: SocketAddr, core: usize, ready: &mut dyn FnMut()) -> Result<()> {
-        let spin = self.budget();
+        let spin = self.0.budget();
         pin_current_thread(core)?;
         runtime()?.block_on(async move {
             let l = TcpListener::bind(addr).await?;
