@@ -5,12 +5,20 @@
 //! received bytes reach the caller as a `bytes::Bytes` that points straight
 //! into the pool's memory (no copy); when the last `Bytes` pointing into a
 //! buffer drops, on any thread, the buffer id goes onto a lock-free return
-//! queue that the core drains into the ring on its next pass. On epoll the
-//! same memory is handed out by the core itself.
+//! queue that the core drains into the ring on its next pass, and a drop on
+//! another thread wakes the core if it is parked (a stream may be waiting
+//! for that very buffer). On epoll the same memory is handed out by the core
+//! itself.
+//!
+//! `available` counts the buffers the kernel may pick, exactly: +1 when one
+//! is provided, -1 when a completion reports the kernel took one, whoever
+//! consumes that completion (a stream, or the pool itself for completions
+//! nobody will consume). It never exceeds the ring (asserted).
 
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::runtime::CoreShared;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use io_uring::types::BufRingEntry;
@@ -31,6 +39,8 @@ struct PoolShared {
     buf_bytes: usize,
     count: u16,
     returned: ArrayQueue<u16>,
+    /// The core to wake when a buffer comes back from another thread.
+    core: Arc<CoreShared>,
 }
 
 // SAFETY: a buffer's memory is written only by the kernel (or the core, on
@@ -73,7 +83,16 @@ impl Drop for PoolBuf {
     fn drop(&mut self) {
         // Each bid is out at most once, so the queue (capacity = count) has room.
         let pushed = self.shared.returned.push(self.bid).is_ok();
-        debug_assert!(pushed, "buffer return queue overflow");
+        assert!(
+            pushed,
+            "buffer return queue overflow: buffer {} returned twice",
+            self.bid
+        );
+        // On the core itself the next pass of its loop drains the queue; from
+        // anywhere else the core may be parked waiting for this buffer.
+        if !self.shared.core.is_current() {
+            self.shared.core.wake_if_parked();
+        }
     }
 }
 
@@ -99,8 +118,8 @@ pub(crate) struct BufPool {
 
 impl BufPool {
     /// A pool of `count` buffers of `buf_bytes` each (checked by the builder).
-    pub(crate) fn new(driver: &Driver, count: u16, buf_bytes: usize) -> Result<BufPool> {
-        debug_assert!(count.is_power_of_two() && count <= limits::BUF_RING_ENTRIES_MAX);
+    pub(crate) fn new(driver: &Driver, core: Arc<CoreShared>, count: u16, buf_bytes: usize) -> Result<BufPool> {
+        assert!(count.is_power_of_two() && count <= limits::BUF_RING_ENTRIES_MAX);
         let layout = Layout::from_size_align(count as usize * buf_bytes, 4096)
             .map_err(|e| Error::Config(format!("buffer pool layout: {e}")))?;
         // SAFETY: the layout has a non-zero size.
@@ -112,6 +131,7 @@ impl BufPool {
             buf_bytes,
             count,
             returned: ArrayQueue::new(count as usize),
+            core,
         });
         let mut pool = BufPool {
             shared,
@@ -203,7 +223,13 @@ impl BufPool {
                 entry.set_len(self.shared.buf_bytes as u32);
                 entry.set_bid(bid);
                 ring.tail.set(tail.wrapping_add(1));
-                self.available.set(self.available.get() + 1);
+                let available = self.available.get() + 1;
+                assert!(
+                    available <= u32::from(self.shared.count),
+                    "buffer {bid} provided while all {} are in the ring",
+                    self.shared.count
+                );
+                self.available.set(available);
             }
             None => self.free.borrow_mut().push(bid),
         }
@@ -219,6 +245,15 @@ impl BufPool {
         }
     }
 
+    /// Notes that the kernel took buffer `bid` (a completion named it).
+    fn kernel_took(&self, bid: u16) {
+        if self.ring.is_some() {
+            let available = self.available.get();
+            assert!(available > 0, "completion named buffer {bid} while the ring was empty");
+            self.available.set(available - 1);
+        }
+    }
+
     /// Gives returned buffers back to the kernel (or the free list) and wakes
     /// receivers waiting for buffers. Returns how many came back.
     pub(crate) fn drain_returns(&self, driver: &Driver) -> usize {
@@ -227,13 +262,23 @@ impl BufPool {
             scratch.push(bid);
         }
         if let Some(uring) = driver.uring() {
+            // Buffers of completions nobody consumed: the kernel took them,
+            // and they were never handed out.
+            let handed_back = scratch.len();
             uring.take_orphan_buffers(&mut scratch);
+            for &bid in &scratch[handed_back..] {
+                self.kernel_took(bid);
+            }
         }
         let n = scratch.len();
         if n == 0 {
             return 0;
         }
-        debug_assert!(n <= self.shared.count as usize);
+        assert!(
+            n <= self.shared.count as usize,
+            "{n} buffers came back to a pool of {}",
+            self.shared.count
+        );
         for bid in scratch.drain(..) {
             self.provide_one(bid);
         }
@@ -245,9 +290,11 @@ impl BufPool {
         n
     }
 
-    /// Returns buffers of completions nobody will consume.
+    /// Returns buffers of completions nobody will consume (the kernel took
+    /// them; they were never handed out).
     pub(crate) fn give_back(&self, bids: &mut Vec<u16>) {
         for bid in bids.drain(..) {
+            self.kernel_took(bid);
             self.provide_one(bid);
         }
         self.publish();
@@ -267,9 +314,7 @@ impl BufPool {
             bid < self.shared.count && len <= self.shared.buf_bytes,
             "kernel reported buffer {bid} with {len} bytes"
         );
-        if self.ring.is_some() {
-            self.available.set(self.available.get() - 1);
-        }
+        self.kernel_took(bid);
         Bytes::from_owner(PoolBuf {
             shared: self.shared.clone(),
             bid,

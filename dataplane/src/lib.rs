@@ -29,6 +29,28 @@
 //! });
 //! ```
 
+//! Operations, and the futures and sockets that hold them, belong to the
+//! core that started them and cannot leave its thread: they are `!Send`, so
+//! moving one to another thread does not compile.
+//!
+//! ```compile_fail
+//! fn send_to_another_thread<T: Send>(_: T) {}
+//! // An in-flight write holds its core.
+//! send_to_another_thread(sigma_dataplane::write_at(0, vec![0u8; 8], 0));
+//! ```
+//!
+//! ```compile_fail
+//! fn send_to_another_thread<T: Send>(_: T) {}
+//! send_to_another_thread(sigma_dataplane::sleep(std::time::Duration::from_millis(1)));
+//! ```
+//!
+//! ```compile_fail
+//! fn send_to_another_thread<T: Send>(_: T) {}
+//! fn stream(s: sigma_dataplane::net::TcpStream) {
+//!     send_to_another_thread(s);
+//! }
+//! ```
+
 pub mod buf;
 mod bufpool;
 pub mod channel;

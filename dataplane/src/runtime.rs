@@ -57,6 +57,23 @@ impl CoreShared {
         }
     }
 
+    /// Called by another thread after it put work where the core looks
+    /// before it parks (a returned receive buffer): wakes the core if it is
+    /// parked. The SeqCst fence pairs with the one in `Core::idle` between
+    /// setting `parked` and the core's last look, so that either the core
+    /// sees the work or this thread sees it parked.
+    pub(crate) fn wake_if_parked(&self) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            self.notify();
+        }
+    }
+
+    /// Whether the calling thread is this core's, inside its `block_on`.
+    pub(crate) fn is_current(&self) -> bool {
+        CURRENT_CORE_ID.with(|c| c.get() == self.id)
+    }
+
     fn notify(&self) {
         if let Some(ring_fd) = self.ring_fd() {
             if crate::driver::try_msg_ring_from_current(ring_fd) {
@@ -146,6 +163,10 @@ impl Drop for Local {
 
 thread_local! {
     static LOCAL: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
+    /// The id of the core whose `block_on` runs on this thread (0: none); a
+    /// cheaper test than borrowing `LOCAL`, for paths that run on every
+    /// received chunk.
+    static CURRENT_CORE_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Calls `f` with this thread's core.
@@ -317,7 +338,7 @@ impl CoreBuilder {
             eventfd,
             ring_fd,
         });
-        let pool = BufPool::new(&driver, self.recv_buffers, self.recv_buffer_bytes)?;
+        let pool = BufPool::new(&driver, shared.clone(), self.recv_buffers, self.recv_buffer_bytes)?;
         let driver_timed_waits = driver.timed_waits();
         Ok(Core {
             local: Rc::new(Local {
@@ -374,6 +395,7 @@ impl Core {
             previous.is_none(),
             "Core::block_on called inside another core's block_on"
         );
+        CURRENT_CORE_ID.with(|c| c.set(self.local.shared.id));
         struct Reset;
         impl Drop for Reset {
             fn drop(&mut self) {
@@ -384,6 +406,7 @@ impl Core {
                     local.pool.drain_returns(&local.driver);
                 }
                 LOCAL.with(|l| l.borrow_mut().take());
+                CURRENT_CORE_ID.with(|c| c.set(0));
             }
         }
         let _reset = Reset;

@@ -106,14 +106,47 @@ enum Slot {
     /// The future is gone; these are its owned buffers, freed at completion.
     Ignored(#[allow(dead_code)] Box<dyn Any>),
     Multi(MultiState),
-    /// A multishot operation whose consumer is gone.
-    MultiIgnored,
+    /// A multishot operation whose consumer is gone: what its late
+    /// completions carry is released (buffers back to the pool, accepted
+    /// connections closed).
+    MultiIgnored(MultiKind),
+}
+
+/// What a multishot operation's completions carry, so that those nobody
+/// consumes can be released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MultiKind {
+    /// Receives into the provided buffer ring: a completion may name a buffer.
+    Recv,
+    /// Accepts: a non-negative result is a new connection's fd.
+    Accept,
 }
 
 struct MultiState {
+    kind: MultiKind,
     queue: VecDeque<(i32, u32)>,
     waker: Option<Waker>,
     done: bool,
+}
+
+/// Releases what one unconsumed multishot completion carries: its provided
+/// buffer into `buffers` (for the pool), or the connection it accepted,
+/// closed.
+fn release_unconsumed(kind: MultiKind, res: i32, flags: u32, buffers: &mut Vec<u16>) {
+    match kind {
+        MultiKind::Recv => {
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                buffers.push(bid);
+            }
+        }
+        MultiKind::Accept => {
+            if res >= 0 {
+                // SAFETY: a non-negative accept result is a new fd that nobody
+                // else owns; the completion that carried it is consumed here.
+                drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(res) });
+            }
+        }
+    }
 }
 
 struct State {
@@ -469,13 +502,11 @@ impl Uring {
                 // flood) new connections are closed rather than queued, and
                 // the final completion always gets its place.
                 if multi.queue.len() >= limits::MULTISHOT_QUEUE_MAX && more {
-                    if let Some(bid) = cqueue::buffer_select(flags) {
-                        debug_assert!(false, "a receive queued more completions than the ring has buffers");
-                        state.orphan_buffers.push(bid);
-                    } else if res >= 0 {
-                        // SAFETY: a non-negative accept result is a new fd nobody else owns.
-                        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(res) });
-                    }
+                    assert!(
+                        multi.kind == MultiKind::Accept,
+                        "a receive queued more completions than the ring has buffers"
+                    );
+                    release_unconsumed(multi.kind, res, flags, &mut state.orphan_buffers);
                     tracing::warn!(slot = index, "multishot completions not consumed; dropping one");
                     return;
                 }
@@ -488,10 +519,8 @@ impl Uring {
                     state.to_wake.push(waker);
                 }
             }
-            Slot::MultiIgnored => {
-                if let Some(bid) = cqueue::buffer_select(flags) {
-                    state.orphan_buffers.push(bid);
-                }
+            Slot::MultiIgnored(kind) => {
+                release_unconsumed(*kind, res, flags, &mut state.orphan_buffers);
                 if !more {
                     *slot = Slot::Free;
                     state.free.push(index);
@@ -516,21 +545,21 @@ impl Uring {
 
     /// Reserves room for one operation in flight, or registers `cx` to be
     /// woken when there is room.
-    fn reserve(&self, cx: &mut Context<'_>, multi: bool) -> Poll<u32> {
+    fn reserve(&self, cx: &mut Context<'_>, multi: Option<MultiKind>) -> Poll<u32> {
         let mut state = self.state.borrow_mut();
         if state.in_flight >= limits::OPS_IN_FLIGHT_MAX {
             state.room_waiters.push_back(cx.waker().clone());
             return Poll::Pending;
         }
         state.in_flight += 1;
-        let slot = if multi {
-            Slot::Multi(MultiState {
+        let slot = match multi {
+            Some(kind) => Slot::Multi(MultiState {
+                kind,
                 queue: VecDeque::with_capacity(4),
                 waker: None,
                 done: false,
-            })
-        } else {
-            Slot::Waiting(None)
+            }),
+            None => Slot::Waiting(None),
         };
         let index = match state.free.pop() {
             Some(index) => {
@@ -547,15 +576,25 @@ impl Uring {
 
     /// Submits `entry` for a new single-shot operation once there is room.
     pub(crate) fn submit(&self, cx: &mut Context<'_>, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
-        self.submit_inner(cx, false, entry)
+        self.submit_inner(cx, None, entry)
     }
 
     /// Submits `entry` for a new multishot operation once there is room.
-    pub(crate) fn submit_multi(&self, cx: &mut Context<'_>, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
-        self.submit_inner(cx, true, entry)
+    pub(crate) fn submit_multi(
+        &self,
+        cx: &mut Context<'_>,
+        kind: MultiKind,
+        entry: impl FnOnce() -> squeue::Entry,
+    ) -> Poll<u32> {
+        self.submit_inner(cx, Some(kind), entry)
     }
 
-    fn submit_inner(&self, cx: &mut Context<'_>, multi: bool, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
+    fn submit_inner(
+        &self,
+        cx: &mut Context<'_>,
+        multi: Option<MultiKind>,
+        entry: impl FnOnce() -> squeue::Entry,
+    ) -> Poll<u32> {
         let index = std::task::ready!(self.reserve(cx, multi));
         if let Slot::Waiting(waker) = &mut self.state.borrow_mut().slots[index as usize] {
             *waker = Some(cx.waker().clone());
@@ -623,23 +662,24 @@ impl Uring {
         }
     }
 
-    /// Called when the consumer of a multishot operation is dropped. Returns
-    /// the provided buffers of completions it never consumed.
+    /// Called when the consumer of a multishot operation is dropped: releases
+    /// what its unconsumed completions carry (provided buffers into
+    /// `unconsumed_buffers`, for the pool; accepted connections closed) and
+    /// cancels it if it is still armed.
     pub(crate) fn drop_multi(&self, index: u32, unconsumed_buffers: &mut Vec<u16>) {
         let mut state = self.state.borrow_mut();
         let Slot::Multi(multi) = &mut state.slots[index as usize] else {
             unreachable!("drop_multi on slot {index} that is not multishot");
         };
-        for (_, flags) in multi.queue.drain(..) {
-            if let Some(bid) = cqueue::buffer_select(flags) {
-                unconsumed_buffers.push(bid);
-            }
+        let kind = multi.kind;
+        for (res, flags) in multi.queue.drain(..) {
+            release_unconsumed(kind, res, flags, unconsumed_buffers);
         }
         if multi.done {
             state.slots[index as usize] = Slot::Free;
             state.free.push(index);
         } else {
-            state.slots[index as usize] = Slot::MultiIgnored;
+            state.slots[index as usize] = Slot::MultiIgnored(kind);
             drop(state);
             self.cancel(index);
         }
@@ -669,8 +709,38 @@ impl Uring {
         true
     }
 
+    /// Issues every entry still queued in the submission queue.
+    ///
+    /// The kernel resolves an entry's fixed-file slot when it issues the
+    /// entry, and from then on keeps that file alive for the request until
+    /// it completes, whatever happens to the slot. An entry still queued
+    /// names only a slot number. So before a slot's file changes, whatever
+    /// is queued is issued: an entry built for the old file (a receive of a
+    /// socket being dropped, say) reaches that file and never the next
+    /// socket to take the slot.
+    fn issue_queued(&self) {
+        loop {
+            let unsubmitted = self.state.borrow().unsubmitted;
+            if unsubmitted == 0 {
+                return;
+            }
+            match self.enter(unsubmitted, 0, 0) {
+                // SUBMIT_ALL: the kernel goes on past an entry that fails, so
+                // a call that takes nothing means it cannot take any now.
+                Ok(0) => panic!("io_uring_enter took none of {unsubmitted} queued entries"),
+                Ok(n) => {
+                    let mut state = self.state.borrow_mut();
+                    state.unsubmitted -= n.min(state.unsubmitted);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("io_uring_enter failed while issuing queued entries: {e}"),
+            }
+        }
+    }
+
     /// A free fixed-file slot holding `fd`, if any is left.
     pub(crate) fn register_fixed(&self, fd: RawFd) -> Option<u32> {
+        self.issue_queued();
         let slot = self.state.borrow_mut().fixed_free.pop()?;
         let ok = self.with_submitter(|s| s.register_files_update(slot, &[fd]));
         match ok {
@@ -683,8 +753,11 @@ impl Uring {
         }
     }
 
-    /// Empties a fixed-file slot.
+    /// Empties a fixed-file slot. Entries naming it that are still queued
+    /// are issued first (see `issue_queued`); requests in flight keep the
+    /// old file until they complete.
     pub(crate) fn unregister_fixed(&self, slot: u32) {
+        self.issue_queued();
         if let Err(e) = self.with_submitter(|s| s.register_files_update(slot, &[-1])) {
             tracing::warn!(error = %e, slot, "clearing a fixed-file slot failed; the slot is leaked");
             return;

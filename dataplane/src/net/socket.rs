@@ -2,18 +2,20 @@
 //! slot on io_uring or its epoll registration, and the core it belongs to.
 
 use crate::op::Target;
-use crate::runtime::with_local;
+use crate::runtime::{with_local, Local};
 use std::io;
-use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 
 /// A socket registered with the current core. It is `!Send`: it belongs to
-/// the core that created it.
+/// the core that created it, and holds that core, so that dropping it
+/// anywhere on the core's thread (even after `block_on` returned) empties
+/// its fixed-file slot or epoll registration on the right core.
 pub struct Socket {
     fd: OwnedFd,
     fixed: Option<u32>,
     token: Option<u32>,
-    _core_local: PhantomData<*const ()>,
+    core: Rc<Local>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -30,14 +32,16 @@ impl Socket {
     /// one is free), an edge-triggered registration on epoll.
     pub(crate) fn adopt(fd: OwnedFd) -> io::Result<Socket> {
         let raw = fd.as_raw_fd();
-        with_local(|local| match (local.driver.uring(), local.driver.epoll()) {
+        let core =
+            crate::runtime::try_local().expect("not on a σ data-plane core: create sockets inside Core::block_on");
+        match (core.driver.uring(), core.driver.epoll()) {
             (Some(uring), _) => {
                 crate::sys::set_nonblocking(raw, false)?;
                 Ok(Socket {
                     fixed: uring.register_fixed(raw),
                     token: None,
                     fd,
-                    _core_local: PhantomData,
+                    core,
                 })
             }
             (None, Some(epoll)) => {
@@ -46,11 +50,16 @@ impl Socket {
                     token: Some(epoll.register(raw)?),
                     fixed: None,
                     fd,
-                    _core_local: PhantomData,
+                    core,
                 })
             }
             (None, None) => unreachable!("a driver is either io_uring or epoll"),
-        })
+        }
+    }
+
+    /// The core this socket belongs to.
+    pub(crate) fn core(&self) -> &Rc<Local> {
+        &self.core
     }
 
     /// Whether new sockets should be created non-blocking (epoll back end).
@@ -82,13 +91,10 @@ impl AsRawFd for Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        let Some(local) = crate::runtime::try_local() else {
-            return;
-        };
-        if let (Some(slot), Some(uring)) = (self.fixed, local.driver.uring()) {
+        if let (Some(slot), Some(uring)) = (self.fixed, self.core.driver.uring()) {
             uring.unregister_fixed(slot);
         }
-        if let (Some(token), Some(epoll)) = (self.token, local.driver.epoll()) {
+        if let (Some(token), Some(epoll)) = (self.token, self.core.driver.epoll()) {
             epoll.deregister(self.fd.as_raw_fd(), token);
         }
     }

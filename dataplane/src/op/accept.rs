@@ -3,11 +3,13 @@
 
 use super::{epoll_retry, with_target, Op, Target, UringOp};
 use crate::driver::epoll::Interest;
+use crate::driver::uring::MultiKind;
 use crate::net::socket::Socket;
-use crate::runtime::with_local;
+use crate::runtime::{with_local, Local};
 use io_uring::{cqueue, opcode, squeue};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 struct Accept {
@@ -65,6 +67,8 @@ pub(crate) async fn accept(listener: &Socket) -> io::Result<OwnedFd> {
 pub(crate) struct AcceptMulti {
     slot: Option<u32>,
     target: Target,
+    /// The listener's core, which the multishot is released on when dropped.
+    core: Rc<Local>,
 }
 
 impl AcceptMulti {
@@ -72,6 +76,7 @@ impl AcceptMulti {
         AcceptMulti {
             slot: None,
             target: listener.target(),
+            core: listener.core().clone(),
         }
     }
 
@@ -84,9 +89,10 @@ impl AcceptMulti {
                     Some(slot) => slot,
                     None => {
                         let target = self.target;
-                        let slot = std::task::ready!(uring.submit_multi(cx, || with_target!(target, |t| {
-                            opcode::AcceptMulti::new(t).flags(libc::SOCK_CLOEXEC).build()
-                        })));
+                        let slot = std::task::ready!(uring
+                            .submit_multi(cx, MultiKind::Accept, || with_target!(target, |t| {
+                                opcode::AcceptMulti::new(t).flags(libc::SOCK_CLOEXEC).build()
+                            })));
                         self.slot = Some(slot);
                         slot
                     }
@@ -115,12 +121,12 @@ impl AcceptMulti {
 impl Drop for AcceptMulti {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            if let Some(local) = crate::runtime::try_local() {
-                if let Some(uring) = local.driver.uring() {
-                    let mut unused = Vec::new();
-                    uring.drop_multi(slot, &mut unused);
-                }
-            }
+            let uring = self.core.driver.uring().expect("a multishot accept runs on io_uring");
+            // Accepted connections still queued are closed; an accept carries
+            // no buffers.
+            let mut unused = Vec::new();
+            uring.drop_multi(slot, &mut unused);
+            debug_assert!(unused.is_empty());
         }
     }
 }

@@ -7,8 +7,10 @@
 //! entry is pushed must live on the heap, owned by the operation value, so
 //! that moving the value (into the driver, when its future is dropped) does
 //! not move that memory. Dropping an `Op` whose operation is in flight is
-//! safe: the driver keeps the owned data until the kernel's completion
-//! arrives and submits a cancel (see `driver/uring.rs`).
+//! safe anywhere on its thread, even after its core's `block_on` returned:
+//! it holds its core, whose driver keeps the owned data until the kernel's
+//! completion arrives and submits a cancel (see `driver/uring.rs`).
+//! Operations are `!Send`.
 //!
 //! On epoll the same functions try the system call and wait for readiness on
 //! EAGAIN; nothing is in flight in the kernel, so dropping is trivially safe.
@@ -29,12 +31,13 @@ pub(crate) mod timeout;
 pub(crate) mod write;
 
 use crate::driver::epoll::Interest;
-use crate::runtime::with_local;
+use crate::runtime::{with_local, Local};
 use io_uring::squeue;
 use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 /// Where an operation finds its file: a fixed-file slot or a plain fd.
@@ -73,9 +76,17 @@ pub(crate) trait UringOp: Unpin + 'static {
 }
 
 /// A single-shot io_uring operation in flight.
+///
+/// Once submitted it holds its core (`core`): wherever and whenever the
+/// operation is dropped (inside its core's `block_on`, after it returned,
+/// at shutdown), its owned data goes to that core's driver, which keeps it
+/// until the kernel's completion. Holding an `Rc` also makes every
+/// operation, and every future that holds one, `!Send`: an operation cannot
+/// be moved to another thread, where it would touch another core's ring.
 pub(crate) struct Op<T: UringOp> {
     data: Option<T>,
     slot: Option<u32>,
+    core: Option<Rc<Local>>,
 }
 
 impl<T: UringOp> Op<T> {
@@ -83,6 +94,7 @@ impl<T: UringOp> Op<T> {
         Op {
             data: Some(data),
             slot: None,
+            core: None,
         }
     }
 }
@@ -103,6 +115,9 @@ impl<T: UringOp> Future for Op<T> {
                     let data = this.data.as_mut().expect("Op polled after completion");
                     let slot = std::task::ready!(uring.submit(cx, || data.entry()));
                     this.slot = Some(slot);
+                    if this.core.is_none() {
+                        this.core = crate::runtime::try_local();
+                    }
                     slot
                 }
             };
@@ -117,16 +132,12 @@ impl<T: UringOp> Future for Op<T> {
 impl<T: UringOp> Drop for Op<T> {
     fn drop(&mut self) {
         if let (Some(slot), Some(data)) = (self.slot.take(), self.data.take()) {
-            match crate::runtime::try_local() {
-                Some(local) => {
-                    if let Some(uring) = local.driver.uring() {
-                        uring.drop_op(slot, Box::new(data));
-                    }
-                }
-                // Off the core (it stopped): the core cancelled and waited
-                // for everything in flight before it went away.
-                None => drop(data),
-            }
+            let core = self.core.take().expect("a submitted operation holds its core");
+            let uring = core
+                .driver
+                .uring()
+                .expect("io_uring operation on a core without io_uring");
+            uring.drop_op(slot, Box::new(data));
         }
     }
 }

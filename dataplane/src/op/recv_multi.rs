@@ -8,6 +8,7 @@
 
 use crate::bufpool::BGID;
 use crate::driver::epoll::Interest;
+use crate::driver::uring::MultiKind;
 use crate::net::socket::Socket;
 use crate::op::with_target;
 use crate::runtime::with_local;
@@ -64,7 +65,9 @@ impl<'a> RecvStream<'a> {
                         }
                         let target = self.socket.target();
                         let slot = std::task::ready!(uring
-                            .submit_multi(cx, || with_target!(target, |t| opcode::RecvMulti::new(t, BGID).build())));
+                            .submit_multi(cx, MultiKind::Recv, || with_target!(target, |t| {
+                                opcode::RecvMulti::new(t, BGID).build()
+                            })));
                         self.slot = Some(slot);
                         slot
                     }
@@ -145,13 +148,11 @@ impl<'a> RecvStream<'a> {
 impl Drop for RecvStream<'_> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            if let Some(local) = crate::runtime::try_local() {
-                if let Some(uring) = local.driver.uring() {
-                    let mut unused = Vec::new();
-                    uring.drop_multi(slot, &mut unused);
-                    local.pool.give_back(&mut unused);
-                }
-            }
+            let core = self.socket.core();
+            let uring = core.driver.uring().expect("a multishot receive runs on io_uring");
+            let mut unused = Vec::new();
+            uring.drop_multi(slot, &mut unused);
+            core.pool.give_back(&mut unused);
         }
     }
 }

@@ -1,10 +1,11 @@
 //! TIMEOUT: sleeping on the ring (a heap timer on epoll).
 
 use super::{Op, UringOp};
-use crate::runtime::with_local;
+use crate::runtime::{with_local, Local};
 use io_uring::{opcode, squeue, types};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,8 @@ enum SleepInner {
     Uring(Op<Timeout>),
     Epoll {
         deadline: Instant,
-        timer: Option<u32>,
+        /// The heap timer and the core whose heap holds it.
+        timer: Option<(u32, Rc<Local>)>,
         done: bool,
     },
 }
@@ -80,10 +82,12 @@ impl Future for Sleep {
                             *done = true;
                             return Poll::Ready(());
                         }
-                        *timer = Some(epoll.add_timer(*deadline, cx.waker().clone()));
+                        let id = epoll.add_timer(*deadline, cx.waker().clone());
+                        let core = crate::runtime::try_local().expect("polled on its core");
+                        *timer = Some((id, core));
                         Poll::Pending
                     }
-                    Some(id) => {
+                    Some((id, _)) => {
                         let ready = epoll.poll_timer(*id, cx);
                         if ready.is_ready() {
                             epoll.remove_timer(*id);
@@ -100,11 +104,15 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let SleepInner::Epoll { timer: Some(id), .. } = self.inner {
-            if let Some(local) = crate::runtime::try_local() {
-                if let Some(epoll) = local.driver.epoll() {
-                    epoll.remove_timer(id);
-                }
+        // The timer leaves the heap of the core that holds it, wherever the
+        // sleep is dropped (`Sleep` is `!Send`: always on that core's thread).
+        if let SleepInner::Epoll {
+            timer: Some((id, core)),
+            ..
+        } = &self.inner
+        {
+            if let Some(epoll) = core.driver.epoll() {
+                epoll.remove_timer(*id);
             }
         }
     }
