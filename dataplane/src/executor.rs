@@ -252,18 +252,29 @@ pub struct JoinHandle<T> {
 enum JoinState<T> {
     Pending(Option<Waker>),
     Done(T),
+    /// The task panicked (the message); awaiting it panics in the joiner.
+    Panicked(String),
     Taken,
 }
 
 impl<T> JoinHandle<T> {
-    /// Whether the task has finished.
+    /// Whether the task has finished (returned or panicked).
     pub fn is_finished(&self) -> bool {
-        matches!(*self.state.borrow(), JoinState::Done(_) | JoinState::Taken)
+        matches!(
+            *self.state.borrow(),
+            JoinState::Done(_) | JoinState::Panicked(_) | JoinState::Taken
+        )
     }
 }
 
 impl<T> Future for JoinHandle<T> {
     type Output = T;
+    /// The task's output.
+    ///
+    /// # Panics
+    ///
+    /// When the task panicked: the joiner fails with it (as joining a
+    /// panicked thread and unwrapping would), and only the joiner.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let mut state = self.state.borrow_mut();
         match std::mem::replace(&mut *state, JoinState::Taken) {
@@ -272,9 +283,38 @@ impl<T> Future for JoinHandle<T> {
                 *state = JoinState::Pending(Some(cx.waker().clone()));
                 Poll::Pending
             }
+            JoinState::Panicked(message) => {
+                drop(state);
+                panic!("the joined task panicked: {message}")
+            }
             JoinState::Taken => panic!("JoinHandle polled after completion"),
         }
     }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// Polls `fut` to completion, turning a panic while polling it into an
+/// `Err` with the panic's payload instead of unwinding through the caller.
+pub(crate) async fn catch_unwind<F: Future>(fut: F) -> Result<F::Output, Box<dyn std::any::Any + Send>> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    })
+    .await
 }
 
 /// Spawns a task of `class` on the current core.
@@ -289,9 +329,24 @@ where
 {
     let state = Rc::new(RefCell::new(JoinState::Pending(None)));
     let task_state = state.clone();
+    // A task that panics fails alone: its future is dropped where it
+    // panicked, a log line names it, its joiner (if any) fails with it, and
+    // the core goes on serving every other task.
     let wrapped = async move {
-        let value = future.await;
-        let previous = std::mem::replace(&mut *task_state.borrow_mut(), JoinState::Done(value));
+        let outcome = match catch_unwind(future).await {
+            Ok(value) => JoinState::Done(value),
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                tracing::error!(
+                    task = std::any::type_name::<F>(),
+                    panic = %message,
+                    "a task panicked; it is dropped and the core goes on"
+                );
+                crate::runtime::with_local(|local| crate::runtime::Stats::bump(&local.stats.tasks_panicked, 1));
+                JoinState::Panicked(message)
+            }
+        };
+        let previous = std::mem::replace(&mut *task_state.borrow_mut(), outcome);
         if let JoinState::Pending(Some(waker)) = previous {
             waker.wake();
         }

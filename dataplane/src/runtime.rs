@@ -115,6 +115,8 @@ pub struct CoreStats {
     pub recv_rearms_after_enobufs: u64,
     /// Tasks woken from other threads.
     pub remote_wakes: u64,
+    /// Tasks that panicked (each dropped alone; the core went on).
+    pub tasks_panicked: u64,
     /// Ring operations in flight now (io_uring; 0 on epoll), including
     /// cancelled ones whose completion has not arrived yet.
     pub ops_in_flight: u64,
@@ -128,6 +130,7 @@ pub(crate) struct Stats {
     pub(crate) early_wakes_caught: std::cell::Cell<u64>,
     pub(crate) recv_rearms_after_enobufs: std::cell::Cell<u64>,
     pub(crate) remote_wakes: std::cell::Cell<u64>,
+    pub(crate) tasks_panicked: std::cell::Cell<u64>,
 }
 
 impl Stats {
@@ -139,6 +142,7 @@ impl Stats {
             early_wakes_caught: self.early_wakes_caught.get(),
             recv_rearms_after_enobufs: self.recv_rearms_after_enobufs.get(),
             remote_wakes: self.remote_wakes.get(),
+            tasks_panicked: self.tasks_panicked.get(),
             ops_in_flight: driver.uring().map_or(0, |u| u.in_flight() as u64),
         }
     }

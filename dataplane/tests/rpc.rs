@@ -14,6 +14,7 @@ use std::time::Duration;
 const ECHO: u32 = 1;
 const FAIL: u32 = 2;
 const SLOW_ECHO: u32 = 3;
+const PANIC: u32 = 4;
 
 /// Echo, a failing method, and an echo that first sleeps for the number of
 /// milliseconds in the payload's first byte.
@@ -29,6 +30,7 @@ impl Service for TestService {
                 sigma_dataplane::sleep(Duration::from_millis(u64::from(ms))).await;
                 Ok(Reply::Bytes(request))
             }
+            PANIC => panic!("handler bug on {} bytes", request.len()),
             other => Err(Status::unknown_method(other)),
         }
     }
@@ -58,6 +60,15 @@ fn calls_statuses_and_deadlines_on_both_backends() {
             );
             let err = client.call(77, Bytes::new(), None).await.unwrap_err();
             assert_eq!(err.code, StatusCode::UnknownMethod);
+            // A handler that panics fails its call with a status; the
+            // connection and the core go on.
+            let err = client.call(PANIC, Bytes::from_static(b"xy"), None).await.unwrap_err();
+            assert_eq!(err.code, StatusCode::Handler, "{backend}");
+            assert!(
+                err.message.contains("handler bug on 2 bytes"),
+                "{backend}: {}",
+                err.message
+            );
             let err = client
                 .call(SLOW_ECHO, Bytes::from_static(&[50]), Some(Duration::from_millis(5)))
                 .await

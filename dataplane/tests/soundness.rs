@@ -256,3 +256,36 @@ fn an_operation_dropped_after_block_on_returned_never_writes_freed_memory() {
         );
     }
 }
+
+/// A panicking task used to unwind through the executor and take its core
+/// (and the process serving on it) down. It now fails alone: the core goes
+/// on, other tasks finish, and only the task awaiting it fails with it.
+#[test]
+fn a_panicking_task_fails_alone() {
+    for backend in common::backends() {
+        let core = common::core(backend);
+        let (ok, joined_panicked, stats) = core.block_on(async {
+            let bad = spawn(async {
+                sigma_dataplane::yield_now().await;
+                panic!("task bug");
+            });
+            let good = spawn(async {
+                for _ in 0..10 {
+                    sigma_dataplane::yield_now().await;
+                }
+                42
+            });
+            let joiner = spawn(async move {
+                bad.await;
+            });
+            let ok = good.await;
+            for _ in 0..10 {
+                sigma_dataplane::yield_now().await;
+            }
+            (ok, joiner.is_finished(), sigma_dataplane::stats().unwrap())
+        });
+        assert_eq!(ok, 42, "{backend}");
+        assert!(joined_panicked, "{backend}: the joiner of a panicked task ends too");
+        assert_eq!(stats.tasks_panicked, 2, "{backend}: the task and its joiner: {stats:?}");
+    }
+}

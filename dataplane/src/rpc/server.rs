@@ -188,7 +188,16 @@ pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<
         if out.capacity() < REPLY_BYTES_MIN {
             out.reserve(REPLY_BYTES_MIN);
         }
-        let result = service.call(header.method, frame.payload, &mut out).await;
+        // A handler that panics fails its call, not the connection or the core.
+        let result = match crate::executor::catch_unwind(service.call(header.method, frame.payload, &mut out)).await {
+            Ok(result) => result,
+            Err(payload) => {
+                out.clear();
+                let message = crate::executor::panic_message(&*payload);
+                tracing::error!(method = header.method, panic = %message, "an RPC handler panicked");
+                Err(Status::handler(format!("the handler panicked: {message}")))
+            }
+        };
         let late = header.deadline_us > 0 && started.elapsed() > Duration::from_micros(u64::from(header.deadline_us));
         let result = match result {
             _ if late => Err(Status::new(
