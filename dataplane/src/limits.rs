@@ -6,9 +6,14 @@ pub const RING_ENTRIES: u32 = 256;
 /// Completion queue entries per core ring (twice the submission queue, so that
 /// multishot operations have room to post several completions per entry).
 pub const RING_CQ_ENTRIES: u32 = RING_ENTRIES * 2;
-/// Operations in flight per ring never exceed this: every one of them can
-/// post its completion without overflowing the completion queue, with room
-/// left for the extra completions of multishot operations.
+/// Operations in flight per ring (single-shot and multishot, cancels and
+/// cross-core wakes sent included) never exceed this, so their one
+/// completion each fits the completion queue with half of it to spare. The
+/// queue is not a hard bound: a multishot operation posts a completion per
+/// chunk or connection, and other cores' MSG_RING wakes land here uncounted.
+/// So the ring runs only where the kernel keeps completions that do not fit
+/// (IORING_FEAT_NODROP, checked at set-up) and the core flushes them when
+/// the overflow flag is up (`CoreStats::cq_overflows`).
 pub const OPS_IN_FLIGHT_MAX: usize = RING_CQ_ENTRIES as usize / 2;
 /// Completions reaped per pass of the core loop before tasks run again.
 pub const COMPLETIONS_PER_TICK_MAX: usize = 256;

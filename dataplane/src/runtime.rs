@@ -117,6 +117,9 @@ pub struct CoreStats {
     pub remote_wakes: u64,
     /// Tasks that panicked (each dropped alone; the core went on).
     pub tasks_panicked: u64,
+    /// Polls that found the completion queue overflowed (io_uring; the
+    /// kernel kept the overflow and the core flushed it).
+    pub cq_overflows: u64,
     /// Ring operations in flight now (io_uring; 0 on epoll), including
     /// cancelled ones whose completion has not arrived yet.
     pub ops_in_flight: u64,
@@ -143,6 +146,7 @@ impl Stats {
             recv_rearms_after_enobufs: self.recv_rearms_after_enobufs.get(),
             remote_wakes: self.remote_wakes.get(),
             tasks_panicked: self.tasks_panicked.get(),
+            cq_overflows: driver.uring().map_or(0, |u| u.cq_overflows()),
             ops_in_flight: driver.uring().map_or(0, |u| u.in_flight() as u64),
         }
     }

@@ -161,6 +161,8 @@ struct State {
     /// buffer pool takes them back.
     orphan_buffers: Vec<u16>,
     to_wake: Vec<Waker>,
+    /// Polls that found the completion queue overflowed.
+    cq_overflows: u64,
 }
 
 /// The io_uring driver.
@@ -213,6 +215,15 @@ impl Uring {
                 reason: explain_setup_error(&source),
                 source,
             })?;
+        // Multishot operations may post more completions than the CQ holds
+        // (limits.rs); only a kernel that keeps the overflow instead of
+        // dropping it (5.5) may run them.
+        if !ring.params().is_feature_nodrop() {
+            return Err(Error::RingSetup {
+                reason: "this kernel drops completions when the completion queue overflows (no IORING_FEAT_NODROP, Linux 5.5)".into(),
+                source: io::Error::from(io::ErrorKind::Unsupported),
+            });
+        }
         let register = |what: &'static str| move |source| Error::RingRegister { what, source };
         ring.submitter()
             .register_files_sparse(limits::FIXED_FILES_MAX)
@@ -268,6 +279,7 @@ impl Uring {
                 notify_armed: false,
                 fixed_free: (0..limits::FIXED_FILES_MAX).rev().collect(),
                 orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES_DEFAULT as usize),
+                cq_overflows: 0,
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
             shut_down: std::cell::Cell::new(false),
@@ -400,11 +412,23 @@ impl Uring {
             let state = self.state.borrow();
             (state.unsubmitted, state.in_flight)
         };
-        if unsubmitted == 0 && in_flight == 0 && wait == Wait::No && self.cq_is_empty() {
+        // Completions the kernel kept aside when the CQ was full (NODROP)
+        // reach the CQ only through an enter with GETEVENTS.
+        let overflowed = self.cq_overflowed();
+        if unsubmitted == 0 && in_flight == 0 && wait == Wait::No && !overflowed && self.cq_is_empty() {
             return 0;
         }
+        if overflowed {
+            let mut state = self.state.borrow_mut();
+            state.cq_overflows += 1;
+            if state.cq_overflows == 1 {
+                tracing::warn!(
+                    "the completion queue overflowed; the kernel kept the overflow (NODROP) and the core flushes it"
+                );
+            }
+        }
         let (min_complete, timeout) = match wait {
-            _ if !self.cq_is_empty() => (0, None),
+            _ if overflowed || !self.cq_is_empty() => (0, None),
             Wait::No => (0, None),
             Wait::Forever => (1, None),
             Wait::Until(deadline) if self.ext_arg => {
@@ -427,6 +451,16 @@ impl Uring {
             Err(e) => panic!("io_uring_enter failed: {e}"),
         }
         self.reap()
+    }
+
+    /// Whether the kernel holds completions it could not post (IORING_SQ_CQ_OVERFLOW).
+    fn cq_overflowed(&self) -> bool {
+        self.ring.borrow_mut().submission().cq_overflow()
+    }
+
+    /// Times a poll found the completion queue overflowed.
+    pub(crate) fn cq_overflows(&self) -> u64 {
+        self.state.borrow().cq_overflows
     }
 
     fn cq_is_empty(&self) -> bool {
