@@ -333,3 +333,37 @@ fn regular_long_waits_get_early_wakes() {
         }
     }
 }
+
+#[test]
+fn a_cross_core_wake_is_sent_at_once_not_at_the_wakers_next_enter() {
+    // Core B wakes parked core A through a channel, then computes for 300 ms
+    // without entering the kernel. A must hear at once: a MSG_RING wake that
+    // waited for B's next enter would arrive 300 ms late.
+    let Some(Backend::Uring) = common::backends().first().copied() else {
+        eprintln!("io_uring unavailable: the epoll back end wakes by eventfd write at once");
+        return;
+    };
+    let (to_a, mut at_a) = channel::<std::time::Instant>(4);
+    let (cpu_a, cpu_b) = cpus();
+    let a = std::thread::spawn(move || {
+        parking_core(Backend::Uring, cpu_a).block_on(async move {
+            let sent = at_a.recv().await.unwrap();
+            sent.elapsed()
+        })
+    });
+    // Let A park first.
+    std::thread::sleep(Duration::from_millis(50));
+    parking_core(Backend::Uring, cpu_b).block_on(async move {
+        let mut to_a = to_a;
+        to_a.send(std::time::Instant::now()).await.unwrap();
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    });
+    let waited = a.join().unwrap();
+    assert!(
+        waited < Duration::from_millis(150),
+        "the wake reached the parked core after {waited:?}, not at once"
+    );
+}

@@ -582,7 +582,15 @@ impl Uring {
     fn reserve(&self, cx: &mut Context<'_>, multi: Option<MultiKind>) -> Poll<u32> {
         let mut state = self.state.borrow_mut();
         if state.in_flight >= limits::OPS_IN_FLIGHT_MAX {
-            state.room_waiters.push_back(cx.waker().clone());
+            // Once per task: a task polled again while it waits must not
+            // queue itself twice, so the queue stays within the task limit.
+            if !state.room_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                assert!(
+                    state.room_waiters.len() <= limits::TASKS_MAX,
+                    "more tasks waiting for ring room than a core can hold"
+                );
+                state.room_waiters.push_back(cx.waker().clone());
+            }
             return Poll::Pending;
         }
         state.in_flight += 1;
@@ -740,6 +748,9 @@ impl Uring {
             state.in_flight += 1;
         }
         self.push(crate::op::msg_ring::entry(target_ring_fd, MSG_WAKE_TAG).user_data(IGNORE_TAG));
+        // Sent now, not at this core's next enter: the target is parked and
+        // this core may be about to run tasks for a while.
+        self.issue_queued();
         true
     }
 
