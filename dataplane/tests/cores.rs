@@ -5,6 +5,7 @@ mod common;
 use sigma_dataplane::channel::{channel, TrySendError};
 use sigma_dataplane::{Backend, Class, Core, Runtime};
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -366,4 +367,37 @@ fn a_cross_core_wake_is_sent_at_once_not_at_the_wakers_next_enter() {
         waited < Duration::from_millis(150),
         "the wake reached the parked core after {waited:?}, not at once"
     );
+}
+
+#[test]
+fn a_cancelled_timer_never_cuts_a_park_short() {
+    // An epoll core parks with its earliest timer as the deadline. A timer
+    // removed before it fired used to stay in the heap and end the park for
+    // nothing; now the core parks once, until the data comes.
+    let core = Core::builder()
+        .backend(Backend::Epoll)
+        .spin(Duration::ZERO)
+        .early_wake(false)
+        .build()
+        .unwrap();
+    let parks = core.block_on(async {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let b = sigma_dataplane::net::UnixStream::from_owned(std::os::fd::OwnedFd::from(b)).unwrap();
+        {
+            let mut sleep = Box::pin(sigma_dataplane::sleep(Duration::from_millis(20)));
+            let pending = std::future::poll_fn(|cx| std::task::Poll::Ready(sleep.as_mut().poll(cx).is_pending())).await;
+            assert!(pending);
+        }
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            let mut a = a;
+            std::io::Write::write_all(&mut a, b"x").unwrap();
+        });
+        let before = sigma_dataplane::stats().unwrap().parks;
+        let (res, _) = b.recv_exact(Vec::with_capacity(1), 1).await;
+        res.unwrap();
+        writer.join().unwrap();
+        sigma_dataplane::stats().unwrap().parks - before
+    });
+    assert_eq!(parks, 1, "the core parked {parks} times for one wait");
 }

@@ -45,9 +45,36 @@ struct State {
     free_regs: Vec<u32>,
     timers: Vec<Option<Timer>>,
     free_timers: Vec<u32>,
+    /// Deadlines of live timers, and of removed ones until they are purged:
+    /// from the top before every wait (a removed timer never shortens a
+    /// park), and all at once when they outnumber the live ones.
     heap: BinaryHeap<Reverse<(Instant, u32)>>,
+    live_timers: usize,
     events: Vec<libc::epoll_event>,
     to_wake: Vec<Waker>,
+}
+
+impl State {
+    /// Whether the heap entry (deadline, id) is a live, unfired timer's.
+    fn is_live(&self, deadline: Instant, id: u32) -> bool {
+        matches!(self.timers.get(id as usize), Some(Some(t)) if t.deadline == deadline && !t.fired)
+    }
+
+    /// Pops removed and fired timers off the top of the heap.
+    fn purge_top(&mut self) {
+        while let Some(&Reverse((deadline, id))) = self.heap.peek() {
+            if self.is_live(deadline, id) {
+                break;
+            }
+            self.heap.pop();
+        }
+    }
+
+    /// The earliest live deadline.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        self.purge_top();
+        self.heap.peek().map(|Reverse((deadline, _))| *deadline)
+    }
 }
 
 /// The epoll driver.
@@ -78,6 +105,7 @@ impl Epoll {
                 timers: Vec::new(),
                 free_timers: Vec::new(),
                 heap: BinaryHeap::new(),
+                live_timers: 0,
                 events: vec![libc::epoll_event { events: 0, u64: 0 }; limits::EPOLL_EVENTS_MAX],
                 to_wake: Vec::new(),
             }),
@@ -177,6 +205,7 @@ impl Epoll {
             }
         };
         state.heap.push(Reverse((deadline, id)));
+        state.live_timers += 1;
         id
     }
 
@@ -191,11 +220,24 @@ impl Epoll {
         Poll::Pending
     }
 
-    /// Removes a timer.
+    /// Removes a timer. Its heap entry goes at the next purge; when removed
+    /// entries outnumber live ones (a stream of calls whose deadlines never
+    /// fire), the heap is rebuilt from the live ones, so it stays within
+    /// twice the live timers.
     pub(crate) fn remove_timer(&self, id: u32) {
         let mut state = self.state.borrow_mut();
-        state.timers[id as usize] = None;
-        state.free_timers.push(id);
+        if state.timers[id as usize].take().is_some() {
+            state.free_timers.push(id);
+            state.live_timers -= 1;
+        }
+        if state.heap.len() > 2 * state.live_timers + 64 {
+            let heap = std::mem::take(&mut state.heap);
+            let live: Vec<_> = heap
+                .into_iter()
+                .filter(|&Reverse((d, i))| state.is_live(d, i))
+                .collect();
+            state.heap = live.into();
+        }
     }
 
     /// Whether waits can end at a deadline with sub-millisecond precision
@@ -208,13 +250,12 @@ impl Epoll {
         let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         let until = match wait {
             Wait::No => None,
-            Wait::Forever => self.state.borrow().heap.peek().map(|Reverse((deadline, _))| *deadline),
+            Wait::Forever => self.state.borrow_mut().next_deadline(),
             Wait::Until(deadline) => Some(
                 self.state
-                    .borrow()
-                    .heap
-                    .peek()
-                    .map_or(deadline, |Reverse((timer, _))| (*timer).min(deadline)),
+                    .borrow_mut()
+                    .next_deadline()
+                    .map_or(deadline, |timer| timer.min(deadline)),
             ),
         };
         // epoll_pwait2 takes nanoseconds: neither a timer nor a deadline is
