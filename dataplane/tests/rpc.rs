@@ -324,3 +324,46 @@ fn typed_services_need_only_their_handlers() {
         });
     }
 }
+
+#[test]
+fn a_caller_woken_for_a_slot_that_goes_away_passes_its_turn_on() {
+    // One call slot. A freed slot wakes one waiting caller; if that caller is
+    // dropped before it takes the slot, the next waiter must get it.
+    for backend in common::backends() {
+        let core = common::core(backend);
+        core.block_on(async move {
+            let (a, b) = UnixStream::pair().unwrap();
+            serve_unix(b);
+            let client = Rc::new(Client::new(a, ClientConfig { calls_in_flight: 1 }));
+            let c = client.clone();
+            let first = sigma_dataplane::spawn(async move { c.call(SLOW_ECHO, Bytes::from_static(&[30]), None).await });
+            sigma_dataplane::yield_now().await;
+            // The oldest waiter: polled once, then never again.
+            let mut oldest = Box::pin(client.call(ECHO, Bytes::from_static(b"oldest"), None));
+            let pending = std::future::poll_fn(|cx| {
+                use std::future::Future;
+                std::task::Poll::Ready(oldest.as_mut().poll(cx).is_pending())
+            })
+            .await;
+            assert!(pending);
+            let mut later = Vec::new();
+            for i in 0..2u8 {
+                let c = client.clone();
+                later.push(sigma_dataplane::spawn(async move {
+                    c.call(ECHO, Bytes::from(vec![i]), None).await
+                }));
+            }
+            sigma_dataplane::yield_now().await;
+            first.await.unwrap();
+            // The slot is free and the oldest waiter was woken for it; it goes away.
+            drop(oldest);
+            for (i, call) in later.into_iter().enumerate() {
+                let reply = sigma_dataplane::timeout(Duration::from_secs(2), call)
+                    .await
+                    .unwrap_or_else(|_| panic!("{backend}: waiter {i} stranded"))
+                    .unwrap();
+                assert_eq!(&reply[..], &[i as u8]);
+            }
+        });
+    }
+}

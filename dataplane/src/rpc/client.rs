@@ -9,8 +9,10 @@ use sigma_ep::limits::{FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, METHOD_ID_MA
 use sigma_ep::{Header, Kind, StatusCode};
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// How a client behaves.
@@ -52,7 +54,11 @@ struct Calls {
 struct Inner<T> {
     stream: T,
     calls: RefCell<Calls>,
-    room_waiters: RefCell<VecDeque<Waker>>,
+    /// Callers waiting for a free call slot, by ticket, oldest first. A freed
+    /// slot wakes one; a woken caller that goes away without taking the slot
+    /// passes the wake-up on (see `Acquire`).
+    room_waiters: RefCell<VecDeque<(u64, Waker)>>,
+    next_ticket: std::cell::Cell<u64>,
     outgoing: RefCell<Gather>,
     headers: RefCell<BytesMut>,
     writer: RefCell<Option<Waker>>,
@@ -94,6 +100,7 @@ impl<T: Transport + 'static> Client<T> {
                 issued: 0,
             }),
             room_waiters: RefCell::new(VecDeque::new()),
+            next_ticket: std::cell::Cell::new(0),
             outgoing: RefCell::new(Gather::with_capacity(2 * n.min(64))),
             headers: RefCell::new(BytesMut::with_capacity(64 * FRAME_HEADER_BYTES)),
             writer: RefCell::new(None),
@@ -148,26 +155,94 @@ impl<T: Transport + 'static> Client<T> {
 
     /// Waits for a free call slot; returns the request id it gets.
     async fn acquire(&self) -> Result<u64, Status> {
-        std::future::poll_fn(|cx| {
-            if let Some(status) = &*self.inner.closed.borrow() {
-                return Poll::Ready(Err(status.clone()));
-            }
-            let mut calls = self.inner.calls.borrow_mut();
-            match calls.free.pop() {
-                Some(index) => {
-                    let slot = &mut calls.slots[index as usize];
-                    slot.state = CallState::Waiting(None);
-                    let request_id = (slot.generation << 16) | u64::from(index);
-                    calls.issued = calls.issued.max(request_id + 1);
-                    Poll::Ready(Ok(request_id))
-                }
-                None => {
-                    self.inner.room_waiters.borrow_mut().push_back(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
+        Acquire {
+            inner: &self.inner,
+            ticket: None,
+        }
         .await
+    }
+}
+
+/// A caller waiting for a free call slot.
+struct Acquire<'a, T: Transport> {
+    inner: &'a Inner<T>,
+    /// Its place in `room_waiters`, once it waits.
+    ticket: Option<u64>,
+}
+
+impl<T: Transport> Acquire<'_, T> {
+    /// Whether this caller is still queued (not yet woken).
+    fn queued(&self) -> bool {
+        self.ticket
+            .is_some_and(|t| self.inner.room_waiters.borrow().iter().any(|(w, _)| *w == t))
+    }
+
+    fn leave_queue(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.inner.room_waiters.borrow_mut().retain(|(w, _)| *w != t);
+        }
+    }
+}
+
+impl<T: Transport> Future for Acquire<'_, T> {
+    type Output = Result<u64, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(status) = &*this.inner.closed.borrow() {
+            return Poll::Ready(Err(status.clone()));
+        }
+        let taken = {
+            let mut calls = this.inner.calls.borrow_mut();
+            calls.free.pop().map(|index| {
+                let slot = &mut calls.slots[index as usize];
+                slot.state = CallState::Waiting(None);
+                let request_id = (slot.generation << 16) | u64::from(index);
+                calls.issued = calls.issued.max(request_id + 1);
+                request_id
+            })
+        };
+        match taken {
+            Some(request_id) => {
+                this.leave_queue();
+                Poll::Ready(Ok(request_id))
+            }
+            None => {
+                let mut waiters = this.inner.room_waiters.borrow_mut();
+                match this.ticket {
+                    Some(t) if waiters.iter().any(|(w, _)| *w == t) => {
+                        for (w, waker) in waiters.iter_mut() {
+                            if *w == t && !waker.will_wake(cx.waker()) {
+                                *waker = cx.waker().clone();
+                            }
+                        }
+                    }
+                    // New, or woken and beaten to the slot: queue (again).
+                    _ => {
+                        let t = this.inner.next_ticket.get();
+                        this.inner.next_ticket.set(t + 1);
+                        this.ticket = Some(t);
+                        waiters.push_back((t, cx.waker().clone()));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: Transport> Drop for Acquire<'_, T> {
+    fn drop(&mut self) {
+        if self.ticket.is_none() {
+            return;
+        }
+        if self.queued() {
+            self.leave_queue();
+        } else {
+            // Woken for a free slot it will never take: pass the wake-up on.
+            self.ticket = None;
+            self.inner.wake_one_waiter();
+        }
     }
 }
 
@@ -200,16 +275,21 @@ impl<T: Transport> Drop for CallGuard<'_, T> {
                 self.inner.queue(Header::cancel(self.request_id), Bytes::new());
             }
         }
-        // Wake every waiter, not one: a waiter whose call was dropped while it
-        // waited would swallow a single wake-up and strand the others.
-        let waiters = std::mem::take(&mut *self.inner.room_waiters.borrow_mut());
-        for waker in waiters {
-            waker.wake();
-        }
+        // One slot came free: one waiter gets it (a woken waiter that goes
+        // away passes the wake-up on).
+        self.inner.wake_one_waiter();
     }
 }
 
 impl<T: Transport> Inner<T> {
+    /// Wakes the oldest caller waiting for a call slot, if any.
+    fn wake_one_waiter(&self) {
+        let waiter = self.room_waiters.borrow_mut().pop_front();
+        if let Some((_, waker)) = waiter {
+            waker.wake();
+        }
+    }
+
     fn queue(&self, header: Header, payload: Bytes) {
         let header = {
             let mut headers = self.headers.borrow_mut();
@@ -301,7 +381,8 @@ impl<T: Transport> Inner<T> {
         for waker in wakers {
             waker.wake();
         }
-        for waker in self.room_waiters.borrow_mut().drain(..) {
+        let waiters = std::mem::take(&mut *self.room_waiters.borrow_mut());
+        for (_, waker) in waiters {
             waker.wake();
         }
         if let Some(waker) = self.writer.borrow_mut().take() {
