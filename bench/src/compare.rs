@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{Doc, Row};
+use crate::report::{fmt_ratio, ratio, Doc, Row};
 
 /// Default threshold: 10% worse.
 pub const THRESHOLD_DEFAULT: f64 = 0.10;
@@ -51,21 +51,14 @@ pub struct Line {
     pub verdict: Verdict,
 }
 
-fn ratio(old: Option<f64>, new: Option<f64>) -> Option<f64> {
-    match (old, new) {
-        (Some(o), Some(n)) if o > 0.0 && n > 0.0 => Some(n / o),
-        _ => None,
-    }
-}
-
 fn compare_row(old: &Row, new: &Row, threshold: f64) -> Line {
     let throughput = old.ops_per_s.is_some() && new.ops_per_s.is_some();
     let main_ratio = if throughput {
-        ratio(old.ops_per_s, new.ops_per_s)
+        ratio(new.ops_per_s, old.ops_per_s)
     } else {
-        ratio(old.p50_us, new.p50_us)
+        ratio(new.p50_us, old.p50_us)
     };
-    let cpu_ratio = ratio(old.cpu_us_per_op, new.cpu_us_per_op);
+    let cpu_ratio = ratio(new.cpu_us_per_op, old.cpu_us_per_op);
     let verdict = match (&old.error, &new.error) {
         (Some(_), _) => Verdict::WasFailing,
         (None, Some(_)) => Verdict::NowFails,
@@ -91,7 +84,7 @@ fn compare_row(old: &Row, new: &Row, threshold: f64) -> Line {
         system: new.system.clone(),
         main_ratio,
         throughput,
-        p99_ratio: ratio(old.p99_us, new.p99_us),
+        p99_ratio: ratio(new.p99_us, old.p99_us),
         cpu_ratio,
         verdict,
     }
@@ -137,10 +130,6 @@ pub fn any_regression(lines: &[Line]) -> bool {
     lines
         .iter()
         .any(|l| matches!(l.verdict, Verdict::Regressed(_) | Verdict::NowFails))
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map_or("—".to_string(), |r| format!("{r:.2}×"))
 }
 
 /// The comparison as a Markdown table with a header line naming both runs.

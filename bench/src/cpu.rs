@@ -114,6 +114,11 @@ impl CpuUse {
         self.client_ns + self.server_ns
     }
 
+    /// CPU of both sides per operation over `ops` operations, µs.
+    pub fn us_per_op(&self, ops: u64) -> f64 {
+        self.total_ns() as f64 / ops.max(1) as f64 / 1000.0
+    }
+
     /// CPU of both sides over wall time: 2.0 means two cores busy throughout.
     pub fn cores_busy(&self) -> Option<f64> {
         (self.wall_ns > 0).then(|| self.total_ns() as f64 / self.wall_ns as f64)
@@ -269,7 +274,7 @@ impl CpuTotals {
 
     /// CPU of both sides per operation, µs.
     pub fn us_per_op(&self) -> f64 {
-        self.cpu.total_ns() as f64 / self.ops as f64 / 1000.0
+        self.cpu.us_per_op(self.ops)
     }
 
     /// Client CPU per operation, µs.

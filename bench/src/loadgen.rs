@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,46 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
+/// An epoll instance watching sockets for input, as both generators use it.
+pub(crate) struct Poller(OwnedFd);
+
+impl Poller {
+    pub(crate) fn new() -> Result<Poller> {
+        // SAFETY: plain syscall without pointer arguments.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_create1");
+        }
+        // SAFETY: `epfd` is a fresh descriptor that nothing else owns.
+        Ok(Poller(unsafe { OwnedFd::from_raw_fd(epfd) }))
+    }
+
+    /// Reports `fd` readable under `token`.
+    pub(crate) fn watch(&self, fd: RawFd, token: u64) -> Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: both fds are open; `ev` is a valid epoll_event for the duration of the call.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_ctl");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A non-blocking TCP connection to `addr` with TCP_NODELAY.
+pub(crate) fn connect(addr: SocketAddr) -> Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connect to {addr}"))?;
+    s.set_nodelay(true)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
 /// Runs the load on the calling thread (pinned to `spec.core`) and returns what it measured.
 pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     pin_current_thread(spec.core)?;
@@ -104,29 +144,12 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
         m.add_this_thread(Side::Client)?;
     }
     let mut cpu = Window::new(spec.cpu.clone());
-    // SAFETY: plain syscall without pointer arguments.
-    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epfd < 0 {
-        return Err(std::io::Error::last_os_error()).context("epoll_create1");
-    }
-    // SAFETY: `epfd` is a fresh descriptor that nothing else owns.
-    let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
+    let epfd = Poller::new()?;
 
     let mut conns = Vec::with_capacity(spec.conns);
     for i in 0..spec.conns {
-        let s = TcpStream::connect_timeout(&spec.addr, Duration::from_secs(5))
-            .with_context(|| format!("connect #{i} to {}", spec.addr))?;
-        s.set_nodelay(true)?;
-        s.set_nonblocking(true)?;
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: both fds are open; `ev` is a valid epoll_event for the duration of the call.
-        let rc = unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("epoll_ctl");
-        }
+        let s = connect(spec.addr).with_context(|| format!("connection #{i}"))?;
+        epfd.watch(s.as_raw_fd(), i as u64)?;
         conns.push(Conn {
             s,
             inflight: VecDeque::with_capacity(spec.depth),

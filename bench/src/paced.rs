@@ -24,8 +24,8 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use hdrhistogram::Histogram;
 
 use crate::affinity::pin_current_thread;
 use crate::cpu::{CpuMeter, CpuUse, Side, Window};
+use crate::loadgen::{connect, Poller};
 use crate::systems::new_histogram;
 
 /// No reply byte for this long while one is outstanding means the server is stuck.
@@ -72,8 +73,6 @@ pub struct PacedResult {
     pub hist: Histogram<u64>,
     /// Requests recorded (all that were due in the window).
     pub completed: u64,
-    /// Length of the window.
-    pub elapsed: Duration,
     /// How late the generator sent each recorded request, ns (its own lag, which the latencies
     /// include).
     pub send_late: Histogram<u64>,
@@ -168,7 +167,7 @@ fn set_timer_slack_1ns() {
 }
 
 /// Parks in `epoll_pwait2` until `fd` is readable or `until`; returns whether it timed out.
-fn park_until(epfd: &OwnedFd, until: Instant) -> Result<bool> {
+fn park_until(epfd: &Poller, until: Instant) -> Result<bool> {
     let wait = until.saturating_duration_since(Instant::now());
     if wait.is_zero() {
         return Ok(false);
@@ -205,25 +204,9 @@ pub fn run(spec: &PacedSpec) -> Result<PacedResult> {
     }
     let mut cpu = Window::new(spec.cpu.clone());
 
-    let mut s = TcpStream::connect_timeout(&spec.addr, Duration::from_secs(5))
-        .with_context(|| format!("connect to {}", spec.addr))?;
-    s.set_nodelay(true)?;
-    s.set_nonblocking(true)?;
-    // SAFETY: plain syscall without pointer arguments.
-    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epfd < 0 {
-        return Err(std::io::Error::last_os_error()).context("epoll_create1");
-    }
-    // SAFETY: `epfd` is a fresh descriptor that nothing else owns.
-    let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
-    let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: 0,
-    };
-    // SAFETY: both fds are open; `ev` is a valid epoll_event for the duration of the call.
-    if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("epoll_ctl");
-    }
+    let mut s = connect(spec.addr)?;
+    let epfd = Poller::new()?;
+    epfd.watch(s.as_raw_fd(), 0)?;
 
     let request = vec![0x5au8; spec.payload];
     let mut rxbuf = vec![0u8; 64 * 1024];
@@ -316,7 +299,6 @@ pub fn run(spec: &PacedSpec) -> Result<PacedResult> {
     Ok(PacedResult {
         hist,
         completed,
-        elapsed: spec.duration,
         send_late,
         cpu: cpu.result(),
     })

@@ -361,12 +361,26 @@ impl Doc {
     }
 }
 
-fn fmt_us(v: Option<f64>) -> String {
+/// A figure in µs to a tenth, or a dash.
+pub(crate) fn fmt_us(v: Option<f64>) -> String {
     v.map_or("—".to_string(), |x| format!("{x:.1}"))
 }
 
+/// `num / den`, when both are known and `den` is positive.
+pub(crate) fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
+    match (num, den) {
+        (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+        _ => None,
+    }
+}
+
+/// A ratio as `1.23×`, or a dash.
+pub(crate) fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("—".to_string(), |r| format!("{r:.2}×"))
+}
+
 /// `total (client + server)`, or a dash.
-fn fmt_cpu(r: &Row) -> String {
+pub(crate) fn fmt_cpu(r: &Row) -> String {
     match (r.cpu_us_per_op, r.client_cpu_us_per_op, r.server_cpu_us_per_op) {
         (Some(t), Some(c), Some(s)) => format!("{t:.1} ({c:.1} + {s:.1})"),
         (Some(t), _, _) => format!("{t:.1}"),
@@ -374,7 +388,8 @@ fn fmt_cpu(r: &Row) -> String {
     }
 }
 
-fn fmt_busy(v: Option<f64>) -> String {
+/// Cores busy to a hundredth, or a dash.
+pub(crate) fn fmt_busy(v: Option<f64>) -> String {
     v.map_or("—".to_string(), |x| format!("{x:.2}"))
 }
 

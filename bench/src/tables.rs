@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
 
-use crate::report::{Doc, Row};
+use crate::report::{fmt_busy, fmt_cpu, fmt_ratio, fmt_us, ratio, Doc, Row};
 
 /// Cases of the `peers` suite compared in the spinning and parking tables.
 const PINGPONG_CASES: [&str; 3] = ["pingpong-64B", "pingpong-4KiB", "pingpong-64B-unix"];
@@ -63,21 +63,6 @@ fn floor<'a>(doc: &'a Doc, case: &str) -> Option<&'a Row> {
     doc.rows.iter().find(|r| r.case == case && ok(r) && waits(r) == "floor")
 }
 
-fn f1(v: Option<f64>) -> String {
-    v.map_or("—".to_string(), |x| format!("{x:.1}"))
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    }
-}
-
-fn fr(r: Option<f64>) -> String {
-    r.map_or("—".to_string(), |r| format!("{r:.2}×"))
-}
-
 fn ops(v: Option<f64>) -> String {
     match v {
         Some(x) if x >= 1e6 => format!("{:.2} M/s", x / 1e6),
@@ -89,7 +74,12 @@ fn ops(v: Option<f64>) -> String {
 /// `p50 / p99 µs · CPU µs/op` of one row.
 fn cell(r: Option<&Row>) -> String {
     match r {
-        Some(r) => format!("{} / {} · {}", f1(r.p50_us), f1(r.p99_us), f1(r.cpu_us_per_op)),
+        Some(r) => format!(
+            "{} / {} · {}",
+            fmt_us(r.p50_us),
+            fmt_us(r.p99_us),
+            fmt_us(r.cpu_us_per_op)
+        ),
         None => "—".to_string(),
     }
 }
@@ -156,7 +146,7 @@ fn pingpong_table(doc: &Doc, class: &str, subject: &str) -> String {
         let s = row(doc, c, subject);
         let best = best_peer(doc, c, |r| waits(r) == class, |r| r.p50_us);
         let text = match (s, best) {
-            (Some(s), Some(b)) => format!("{} ({})", fr(ratio(s.p50_us, b.p50_us)), b.system),
+            (Some(s), Some(b)) => format!("{} ({})", fmt_ratio(ratio(s.p50_us, b.p50_us)), b.system),
             _ => "—".to_string(),
         };
         let _ = write!(out, " {text} |");
@@ -166,7 +156,7 @@ fn pingpong_table(doc: &Doc, class: &str, subject: &str) -> String {
         let _ = write!(
             out,
             " {} |",
-            fr(ratio(
+            fmt_ratio(ratio(
                 row(doc, c, subject).and_then(|r| r.p50_us),
                 floor(doc, c).and_then(|r| r.p50_us)
             ))
@@ -196,10 +186,7 @@ fn full_case_table(doc: &Doc, case: &str, with_ops: bool) -> String {
             let _ = writeln!(out, "| {name} | {} | error: see results |", waits(r));
             continue;
         }
-        let cpu = match (r.cpu_us_per_op, r.client_cpu_us_per_op, r.server_cpu_us_per_op) {
-            (Some(t), Some(c), Some(s)) => format!("{t:.1} ({c:.1} + {s:.1})"),
-            (t, _, _) => f1(t),
-        };
+        let cpu = fmt_cpu(r);
         let o = if with_ops {
             format!(" {} |", ops(r.ops_per_s))
         } else {
@@ -209,10 +196,10 @@ fn full_case_table(doc: &Doc, case: &str, with_ops: bool) -> String {
             out,
             "| {name} | {} |{o} {} | {} | {} | {cpu} | {} |",
             waits(r),
-            f1(r.p50_us),
-            f1(r.p99_us),
-            f1(r.p999_us),
-            r.cores_busy.map_or("—".to_string(), |b| format!("{b:.2}"))
+            fmt_us(r.p50_us),
+            fmt_us(r.p99_us),
+            fmt_us(r.p999_us),
+            fmt_busy(r.cores_busy)
         );
     }
     out
@@ -237,7 +224,7 @@ fn peers_targets(doc: &Doc) -> Vec<Target> {
             measured: ratio(p50("pingpong-64B", "sigma"), best.p50_us),
             limit: 0.6,
             at_most: true,
-            detail: format!("{} {} µs", best.system, f1(best.p50_us)),
+            detail: format!("{} {} µs", best.system, fmt_us(best.p50_us)),
         });
     }
     if let Some(fl) = floor(doc, "pingpong-64B") {
@@ -246,7 +233,7 @@ fn peers_targets(doc: &Doc) -> Vec<Target> {
             measured: ratio(p50("pingpong-64B", "sigma"), fl.p50_us),
             limit: 1.2,
             at_most: true,
-            detail: format!("floor {} µs", f1(fl.p50_us)),
+            detail: format!("floor {} µs", fmt_us(fl.p50_us)),
         });
     }
     for case in ["pingpong-64B", "pingpong-64B-unix"] {
@@ -256,7 +243,7 @@ fn peers_targets(doc: &Doc) -> Vec<Target> {
                 measured: ratio(p50(case, "sigma-nospin"), best.p50_us),
                 limit: 1.0,
                 at_most: true,
-                detail: format!("{} {} µs", best.system, f1(best.p50_us)),
+                detail: format!("{} {} µs", best.system, fmt_us(best.p50_us)),
             });
         }
     }
@@ -267,7 +254,7 @@ fn peers_targets(doc: &Doc) -> Vec<Target> {
             measured: ratio(s.and_then(|r| r.p99_us), best.p99_us),
             limit: 1.0,
             at_most: true,
-            detail: format!("{} {} µs", best.system, f1(best.p99_us)),
+            detail: format!("{} {} µs", best.system, fmt_us(best.p99_us)),
         });
         t.push(Target {
             what: format!("paced-64B: sigma CPU/op ÷ {}'s", best.system),
@@ -276,9 +263,9 @@ fn peers_targets(doc: &Doc) -> Vec<Target> {
             at_most: true,
             detail: format!(
                 "sigma {} µs/op, {} {} µs/op",
-                f1(s.and_then(|r| r.cpu_us_per_op)),
+                fmt_us(s.and_then(|r| r.cpu_us_per_op)),
                 best.system,
-                f1(best.cpu_us_per_op)
+                fmt_us(best.cpu_us_per_op)
             ),
         });
     }
@@ -310,7 +297,7 @@ fn targets_table(targets: &[Target]) -> String {
         // Two decimals, or three where two would round a miss onto the limit.
         let measured = match t.measured {
             Some(m) if !met && format!("{m:.2}") == format!("{:.2}", t.limit) => format!("{m:.3}×"),
-            m => fr(m),
+            m => fmt_ratio(m),
         };
         let _ = writeln!(
             out,
@@ -355,7 +342,12 @@ fn rpc_table(doc: &Doc) -> String {
         for s in &sys {
             let text = match row(doc, c, s) {
                 Some(r) if throughput => {
-                    format!("{}, p50 {} · {}", ops(r.ops_per_s), f1(r.p50_us), f1(r.cpu_us_per_op))
+                    format!(
+                        "{}, p50 {} · {}",
+                        ops(r.ops_per_s),
+                        fmt_us(r.p50_us),
+                        fmt_us(r.cpu_us_per_op)
+                    )
                 }
                 Some(r) => cell(Some(r)),
                 None => "—".to_string(),
@@ -374,8 +366,8 @@ fn rpc_table(doc: &Doc) -> String {
         let _ = writeln!(
             out,
             " {} | {} |",
-            fr(ratio(key("sigma"), key("tonic"))),
-            fr(ratio(key("sigma"), key("sigma-pingpong")))
+            fmt_ratio(ratio(key("sigma"), key("tonic"))),
+            fmt_ratio(ratio(key("sigma"), key("sigma-pingpong")))
         );
     }
     out.push_str(
@@ -402,11 +394,11 @@ fn ns_table(doc: &Doc) -> String {
         let _ = writeln!(
             out,
             "| {c} | {} | {} | {} | {} | {} |",
-            f1(p("sigma-embedded")),
-            f1(p("sigma-etcd")),
-            f1(p("etcd-raw")),
-            fr(ratio(p("sigma-embedded"), p("etcd-raw"))),
-            fr(ratio(p("sigma-etcd"), p("etcd-raw")))
+            fmt_us(p("sigma-embedded")),
+            fmt_us(p("sigma-etcd")),
+            fmt_us(p("etcd-raw")),
+            fmt_ratio(ratio(p("sigma-embedded"), p("etcd-raw"))),
+            fmt_ratio(ratio(p("sigma-etcd"), p("etcd-raw")))
         );
     }
     out.push_str("\np50 µs of sequential operations by one client.\n");

@@ -48,7 +48,7 @@ impl Wake for TaskHeader {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if crate::runtime::is_current_core(&self.core) {
+        if self.core.is_current() {
             crate::runtime::with_local(|local| local.exec.schedule(self.slot, self.generation));
         } else {
             self.core.wake_remote(self);

@@ -51,15 +51,12 @@ impl CoreShared {
         if self.remote.push(task.clone()).is_err() {
             unreachable!("remote wake queue larger than the task limit");
         }
-        fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) {
-            self.notify();
-        }
+        self.wake_if_parked();
     }
 
     /// Called by another thread after it put work where the core looks
-    /// before it parks (a returned receive buffer): wakes the core if it is
-    /// parked. The SeqCst fence pairs with the one in `Core::idle` between
+    /// before it parks (a woken task, a returned receive buffer): wakes the
+    /// core if it is parked. The SeqCst fence pairs with the one in `Core::idle` between
     /// setting `parked` and the core's last look, so that either the core
     /// sees the work or this thread sees it parked.
     pub(crate) fn wake_if_parked(&self) {
@@ -195,10 +192,6 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> R {
 /// This thread's core, if it runs one.
 pub(crate) fn try_local() -> Option<Rc<Local>> {
     LOCAL.with(|l| l.borrow().clone())
-}
-
-pub(crate) fn is_current_core(core: &Arc<CoreShared>) -> bool {
-    LOCAL.with(|l| l.borrow().as_ref().is_some_and(|local| local.shared.id == core.id))
 }
 
 /// How a core is configured.

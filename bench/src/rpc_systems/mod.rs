@@ -253,7 +253,6 @@ pub(crate) struct PacedClock {
     completed: u64,
     send_late: Histogram<u64>,
     cpu: Window,
-    duration: Duration,
 }
 
 impl PacedClock {
@@ -272,7 +271,6 @@ impl PacedClock {
             completed: 0,
             send_late: new_histogram(),
             cpu: Window::current(),
-            duration: spec.duration,
         }
     }
 
@@ -314,7 +312,6 @@ impl PacedClock {
         Ok(PacedResult {
             hist: self.hist,
             completed: self.completed,
-            elapsed: self.duration,
             send_late: self.send_late,
             cpu: self.cpu.result(),
         })

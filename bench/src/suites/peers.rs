@@ -190,7 +190,7 @@ impl Acc {
 /// One round's result of one (case, system).
 struct Outcome {
     hist: Histogram<u64>,
-    /// (completed requests, window) for throughput cases.
+    /// (completed requests, window) for the throughput case.
     ops: Option<(u64, Duration)>,
     /// Share of the load generator's polls that found nothing to do.
     idle: Option<f64>,
@@ -224,19 +224,14 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             let p50 = out.hist.value_at_quantile(0.5) as f64 / 1000.0;
             let p99 = out.hist.value_at_quantile(0.99) as f64 / 1000.0;
             acc.cpu.add(out.cpu, out.cpu_ops);
-            let cpu = out.cpu.map_or(String::new(), |c| {
-                format!(
-                    ", CPU {:.1}us/op",
-                    c.total_ns() as f64 / out.cpu_ops.max(1) as f64 / 1000.0
-                )
-            });
+            let cpu = out
+                .cpu
+                .map_or(String::new(), |c| format!(", CPU {:.1}us/op", c.us_per_op(out.cpu_ops)));
             if let Some(late) = &out.send_late {
                 let _ = acc.send_late.add(late);
             }
             let line = match out.ops {
-                Some((n, w)) if out.idle.is_none() => {
-                    acc.completed += n;
-                    acc.window += w;
+                None if out.send_late.is_some() => {
                     let p999 = out.hist.value_at_quantile(0.999) as f64 / 1000.0;
                     format!("p50 {p50:.1}us p99 {p99:.1}us p99.9 {p999:.1}us{cpu}")
                 }
@@ -391,7 +386,7 @@ fn run_one(case: &Case, sys: Arc<dyn System>, p: &Params) -> Result<Outcome> {
                 })
             })?;
             Ok(Outcome {
-                ops: Some((r.completed, r.elapsed)),
+                ops: None,
                 idle: None,
                 hist: r.hist,
                 cpu: r.cpu,

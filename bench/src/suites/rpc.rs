@@ -221,16 +221,11 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             if let Some(late) = &out.send_late {
                 let _ = acc.send_late.add(late);
             }
-            let cpu = out.cpu.map_or(String::new(), |c| {
-                format!(
-                    ", CPU {:.1}us/op",
-                    c.total_ns() as f64 / out.cpu_ops.max(1) as f64 / 1000.0
-                )
-            });
+            let cpu = out
+                .cpu
+                .map_or(String::new(), |c| format!(", CPU {:.1}us/op", c.us_per_op(out.cpu_ops)));
             let line = match out.ops {
-                Some((n, w)) if out.send_late.is_some() => {
-                    acc.completed += n;
-                    acc.window += w;
+                None if out.send_late.is_some() => {
                     format!("p50 {p50:.1}us p99 {p99:.1}us p99.9 {:.1}us{cpu}", us(0.999))
                 }
                 Some((n, w)) => {
@@ -378,7 +373,7 @@ fn run_one(case: &Case, sys: Arc<dyn RpcSystem>, p: &Params) -> Result<Outcome> 
                 sys.paced(&spec)
             })?;
             Ok(Outcome {
-                ops: Some((r.completed, r.elapsed)),
+                ops: None,
                 cpu_ops: r.completed,
                 cpu: r.cpu,
                 hist: r.hist,

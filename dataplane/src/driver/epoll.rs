@@ -49,12 +49,16 @@ struct State {
     /// from the top before every wait (a removed timer never shortens a
     /// park), and all at once when they outnumber the live ones.
     heap: BinaryHeap<Reverse<(Instant, u32)>>,
-    live_timers: usize,
     events: Vec<libc::epoll_event>,
     to_wake: Vec<Waker>,
 }
 
 impl State {
+    /// Timers added and not yet removed.
+    fn live_timers(&self) -> usize {
+        self.timers.len() - self.free_timers.len()
+    }
+
     /// Whether the heap entry (deadline, id) is a live, unfired timer's.
     fn is_live(&self, deadline: Instant, id: u32) -> bool {
         matches!(self.timers.get(id as usize), Some(Some(t)) if t.deadline == deadline && !t.fired)
@@ -105,7 +109,6 @@ impl Epoll {
                 timers: Vec::new(),
                 free_timers: Vec::new(),
                 heap: BinaryHeap::new(),
-                live_timers: 0,
                 events: vec![libc::epoll_event { events: 0, u64: 0 }; limits::EPOLL_EVENTS_MAX],
                 to_wake: Vec::new(),
             }),
@@ -205,7 +208,6 @@ impl Epoll {
             }
         };
         state.heap.push(Reverse((deadline, id)));
-        state.live_timers += 1;
         id
     }
 
@@ -228,9 +230,8 @@ impl Epoll {
         let mut state = self.state.borrow_mut();
         if state.timers[id as usize].take().is_some() {
             state.free_timers.push(id);
-            state.live_timers -= 1;
         }
-        if state.heap.len() > 2 * state.live_timers + 64 {
+        if state.heap.len() > 2 * state.live_timers() + 64 {
             let heap = std::mem::take(&mut state.heap);
             let live: Vec<_> = heap
                 .into_iter()

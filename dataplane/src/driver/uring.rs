@@ -785,7 +785,8 @@ impl Uring {
 
     /// A free fixed-file slot holding `fd`, if any is left.
     pub(crate) fn register_fixed(&self, fd: RawFd) -> Option<u32> {
-        self.issue_queued();
+        // No queued entry names a free slot: `unregister_fixed` issued them
+        // all before it freed it.
         let slot = self.state.borrow_mut().fixed_free.pop()?;
         let ok = self.with_submitter(|s| s.register_files_update(slot, &[fd]));
         match ok {

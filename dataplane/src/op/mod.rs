@@ -77,7 +77,7 @@ pub(crate) trait UringOp: Unpin + 'static {
 
 /// A single-shot io_uring operation in flight.
 ///
-/// Once submitted it holds its core (`core`): wherever and whenever the
+/// From its first poll it holds its core (`core`): wherever and whenever the
 /// operation is dropped (inside its core's `block_on`, after it returned,
 /// at shutdown), its owned data goes to that core's driver, which keeps it
 /// until the kernel's completion. Holding an `Rc` also makes every
@@ -97,6 +97,15 @@ impl<T: UringOp> Op<T> {
             core: None,
         }
     }
+
+    /// An operation of `core`, for callers that already hold it.
+    pub(crate) fn with_core(core: Rc<Local>, data: T) -> Self {
+        Op {
+            data: Some(data),
+            slot: None,
+            core: Some(core),
+        }
+    }
 }
 
 impl<T: UringOp> Future for Op<T> {
@@ -104,28 +113,28 @@ impl<T: UringOp> Future for Op<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
         let this = self.get_mut();
-        with_local(|local| {
-            let uring = local
-                .driver
-                .uring()
-                .expect("io_uring operation on a core without io_uring");
-            let slot = match this.slot {
-                Some(slot) => slot,
-                None => {
-                    let data = this.data.as_mut().expect("Op polled after completion");
-                    let slot = std::task::ready!(uring.submit(cx, || data.entry()));
-                    this.slot = Some(slot);
-                    if this.core.is_none() {
-                        this.core = crate::runtime::try_local();
-                    }
-                    slot
-                }
-            };
-            let (res, flags) = std::task::ready!(uring.poll_op(slot, cx));
-            this.slot = None;
-            let data = this.data.take().expect("Op completed twice");
-            Poll::Ready(data.complete(res, flags))
-        })
+        // Found once through the thread's current core, then held: later
+        // polls and the drop reach the driver without a thread-local lookup.
+        let core = this.core.get_or_insert_with(|| {
+            crate::runtime::try_local().expect("not on a σ data-plane core: poll operations inside Core::block_on")
+        });
+        let uring = core
+            .driver
+            .uring()
+            .expect("io_uring operation on a core without io_uring");
+        let slot = match this.slot {
+            Some(slot) => slot,
+            None => {
+                let data = this.data.as_mut().expect("Op polled after completion");
+                let slot = std::task::ready!(uring.submit(cx, || data.entry()));
+                this.slot = Some(slot);
+                slot
+            }
+        };
+        let (res, flags) = std::task::ready!(uring.poll_op(slot, cx));
+        this.slot = None;
+        let data = this.data.take().expect("Op completed twice");
+        Poll::Ready(data.complete(res, flags))
     }
 }
 

@@ -1,7 +1,7 @@
 //! TIMEOUT: sleeping on the ring (a heap timer on epoll).
 
 use super::{Op, UringOp};
-use crate::runtime::{with_local, Local};
+use crate::runtime::Local;
 use io_uring::{opcode, squeue, types};
 use std::future::Future;
 use std::pin::Pin;
@@ -45,25 +45,32 @@ enum SleepInner {
     Uring(Op<Timeout>),
     Epoll {
         deadline: Instant,
-        /// The heap timer and the core whose heap holds it.
-        timer: Option<(u32, Rc<Local>)>,
+        /// The heap timer, once polled.
+        timer: Option<u32>,
         done: bool,
+        /// The core whose heap holds the timer.
+        core: Rc<Local>,
     },
 }
 
 /// Sleeps for `duration`.
+///
+/// # Panics
+///
+/// When called off a data-plane core.
 pub fn sleep(duration: Duration) -> Sleep {
-    let uring = with_local(|l| l.driver.uring().is_some());
-    let inner = if uring {
+    let core = crate::runtime::try_local().expect("not on a σ data-plane core: call sleep inside Core::block_on");
+    let inner = if core.driver.uring().is_some() {
         let spec = types::Timespec::new()
             .sec(duration.as_secs())
             .nsec(duration.subsec_nanos());
-        SleepInner::Uring(Op::new(Timeout { spec: Box::new(spec) }))
+        SleepInner::Uring(Op::with_core(core, Timeout { spec: Box::new(spec) }))
     } else {
         SleepInner::Epoll {
             deadline: Instant::now() + duration,
             timer: None,
             done: false,
+            core,
         }
     };
     Sleep { inner }
@@ -74,20 +81,23 @@ impl Future for Sleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.get_mut().inner {
             SleepInner::Uring(op) => Pin::new(op).poll(cx),
-            SleepInner::Epoll { deadline, timer, done } => with_local(|l| {
-                let epoll = l.driver.epoll().expect("epoll back end");
+            SleepInner::Epoll {
+                deadline,
+                timer,
+                done,
+                core,
+            } => {
+                let epoll = core.driver.epoll().expect("epoll back end");
                 match timer {
                     None => {
                         if *done || Instant::now() >= *deadline {
                             *done = true;
                             return Poll::Ready(());
                         }
-                        let id = epoll.add_timer(*deadline, cx.waker().clone());
-                        let core = crate::runtime::try_local().expect("polled on its core");
-                        *timer = Some((id, core));
+                        *timer = Some(epoll.add_timer(*deadline, cx.waker().clone()));
                         Poll::Pending
                     }
-                    Some((id, _)) => {
+                    Some(id) => {
                         let ready = epoll.poll_timer(*id, cx);
                         if ready.is_ready() {
                             epoll.remove_timer(*id);
@@ -97,7 +107,7 @@ impl Future for Sleep {
                         ready
                     }
                 }
-            }),
+            }
         }
     }
 }
@@ -107,8 +117,7 @@ impl Drop for Sleep {
         // The timer leaves the heap of the core that holds it, wherever the
         // sleep is dropped (`Sleep` is `!Send`: always on that core's thread).
         if let SleepInner::Epoll {
-            timer: Some((id, core)),
-            ..
+            timer: Some(id), core, ..
         } = &self.inner
         {
             if let Some(epoll) = core.driver.epoll() {

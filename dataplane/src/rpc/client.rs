@@ -209,16 +209,15 @@ impl<T: Transport> Future for Acquire<'_, T> {
             }
             None => {
                 let mut waiters = this.inner.room_waiters.borrow_mut();
-                match this.ticket {
-                    Some(t) if waiters.iter().any(|(w, _)| *w == t) => {
-                        for (w, waker) in waiters.iter_mut() {
-                            if *w == t && !waker.will_wake(cx.waker()) {
-                                *waker = cx.waker().clone();
-                            }
+                let queued = this.ticket.and_then(|t| waiters.iter_mut().find(|(w, _)| *w == t));
+                match queued {
+                    Some((_, waker)) => {
+                        if !waker.will_wake(cx.waker()) {
+                            *waker = cx.waker().clone();
                         }
                     }
                     // New, or woken and beaten to the slot: queue (again).
-                    _ => {
+                    None => {
                         let t = this.inner.next_ticket.get();
                         this.inner.next_ticket.set(t + 1);
                         this.ticket = Some(t);
