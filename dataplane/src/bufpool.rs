@@ -10,6 +10,18 @@
 //! for that very buffer). On epoll the same memory is handed out by the core
 //! itself.
 //!
+//! A handed-out buffer holds no reference count on the pool: a shared count
+//! would be incremented on the core and decremented wherever the chunk
+//! drops, bouncing one cache line between cores on every chunk. Instead the
+//! core counts the buffers it handed out (`out`, plain, core-only) and a
+//! buffer's return *is* its release. A thread returning a buffer from off
+//! the core marks itself in `PoolShared::live` from before its push until
+//! it has finished waking the core. When the pool drops it adds the buffers
+//! still out (and itself) to `live` and sets its ORPHANED bit; from then on
+//! every returned buffer is counted off `live` by whoever pops it, and
+//! whoever brings `live` to zero frees the pool memory: the pool itself
+//! when every buffer was back, else the thread that returned the last one.
+//!
 //! `available` counts the buffers the kernel may pick, exactly: +1 when one
 //! is provided, -1 when a completion reports the kernel took one, whoever
 //! consumes that completion (a stream, or the pool itself for completions
@@ -25,14 +37,14 @@ use io_uring::types::BufRingEntry;
 use std::alloc::Layout;
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 
 /// The buffer group id of a core's pool (group ids are per ring).
 pub(crate) const BGID: u16 = 0;
 
-/// The pool memory, shared with every `Bytes` pointing into it.
+/// The pool memory, reached by every `Bytes` pointing into it.
 struct PoolShared {
     base: NonNull<u8>,
     layout: Layout,
@@ -41,6 +53,36 @@ struct PoolShared {
     returned: ArrayQueue<u16>,
     /// The core to wake when a buffer comes back from another thread.
     core: Arc<CoreShared>,
+    /// Off-core returners between their push and their last touch of this
+    /// struct; once the pool dropped (ORPHANED), also the buffers still out
+    /// and not yet popped. Touched by off-core returners and at teardown,
+    /// never per chunk by the core. Zero with ORPHANED set: free it.
+    live: AtomicU64,
+}
+
+/// Pools whose memory is allocated (`crate::receive_pools_alive`).
+pub(crate) static POOLS_ALIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `PoolShared::live`: the pool dropped; the last release frees the memory.
+const ORPHANED: u64 = 1 << 63;
+
+/// Takes `n` off `live`; frees the pool if that was the last reference.
+///
+/// # Safety
+///
+/// `shared` came from `BufPool::new` and the caller holds `n` of its `live`
+/// counts; it must not touch `shared` afterwards.
+unsafe fn release(shared: NonNull<PoolShared>, n: u64) {
+    // SAFETY: the caller's counts keep it alive up to this point.
+    let prev = unsafe { shared.as_ref() }.live.fetch_sub(n, Ordering::Release);
+    if prev == ORPHANED | n {
+        // Pairs with every other releaser's Release: all their accesses
+        // happen before the free.
+        fence(Ordering::Acquire);
+        // SAFETY: allocated by Box in BufPool::new; the pool dropped and no
+        // buffer, returner or pool holds a count: this is the last owner.
+        drop(unsafe { Box::from_raw(shared.as_ptr()) });
+    }
 }
 
 // SAFETY: a buffer's memory is written only by the kernel (or the core, on
@@ -53,6 +95,7 @@ unsafe impl Sync for PoolShared {}
 
 impl Drop for PoolShared {
     fn drop(&mut self) {
+        POOLS_ALIVE.fetch_sub(1, Ordering::SeqCst);
         // SAFETY: `base` was allocated with `layout` in BufPool::new and is
         // freed exactly once, here, when the last owner is gone.
         unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) };
@@ -61,38 +104,78 @@ impl Drop for PoolShared {
 
 /// One handed-out buffer: owned by exactly one `Bytes` (and its clones).
 struct PoolBuf {
-    shared: Arc<PoolShared>,
+    /// Valid until this buffer is returned: nothing frees the pool while a
+    /// buffer it handed out is neither back nor counted in `live`.
+    shared: NonNull<PoolShared>,
     bid: u16,
     len: usize,
 }
 
+// SAFETY: a PoolBuf only reads its own buffer's bytes (which nothing else
+// touches while it is out) and, on drop, uses the thread-safe return queue,
+// `live` and the core's thread-safe wake-up.
+unsafe impl Send for PoolBuf {}
+// SAFETY: as above; shared access only reads the buffer's bytes.
+unsafe impl Sync for PoolBuf {}
+
+impl PoolBuf {
+    fn shared(&self) -> &PoolShared {
+        // SAFETY: see the field: the pool outlives every buffer it handed out.
+        unsafe { self.shared.as_ref() }
+    }
+}
+
 impl AsRef<[u8]> for PoolBuf {
     fn as_ref(&self) -> &[u8] {
+        let shared = self.shared();
         // SAFETY: bid < count and len <= buf_bytes (checked in `take`); the
         // buffer is owned by this PoolBuf, so nothing writes into it now.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.shared.base.as_ptr().add(self.bid as usize * self.shared.buf_bytes),
-                self.len,
-            )
-        }
+        unsafe { std::slice::from_raw_parts(shared.base.as_ptr().add(self.bid as usize * shared.buf_bytes), self.len) }
     }
 }
 
 impl Drop for PoolBuf {
     fn drop(&mut self) {
-        // Each bid is out at most once, so the queue (capacity = count) has room.
-        let pushed = self.shared.returned.push(self.bid).is_ok();
+        let shared = self.shared();
+        // On the core itself (inside its block_on) the next pass of its loop
+        // drains the queue, and the pool cannot drop in the middle of this.
+        if shared.core.is_current() {
+            // Each bid is out at most once, so the queue (capacity = count) has room.
+            let pushed = shared.returned.push(self.bid).is_ok();
+            assert!(
+                pushed,
+                "buffer return queue overflow: buffer {} returned twice",
+                self.bid
+            );
+            return;
+        }
+        // Before the push: once the bid is in the queue the pool may count
+        // this buffer back, and only this count keeps it alive until the
+        // wake-up below is done.
+        shared.live.fetch_add(1, Ordering::SeqCst);
+        let pushed = shared.returned.push(self.bid).is_ok();
         assert!(
             pushed,
             "buffer return queue overflow: buffer {} returned twice",
             self.bid
         );
-        // On the core itself the next pass of its loop drains the queue; from
-        // anywhere else the core may be parked waiting for this buffer.
-        if !self.shared.core.is_current() {
-            self.shared.core.wake_if_parked();
+        // The core may be parked waiting for this buffer (a SeqCst fence
+        // first, which also orders the push before the ORPHANED check).
+        shared.core.wake_if_parked();
+        if shared.live.load(Ordering::SeqCst) & ORPHANED != 0 {
+            // The pool is gone: whoever pops a returned buffer counts it off.
+            let mut popped = 0;
+            while shared.returned.pop().is_some() {
+                popped += 1;
+            }
+            if popped > 0 {
+                // SAFETY: each popped buffer held one count; this thread's
+                // own count keeps the pool alive past this call.
+                unsafe { release(self.shared, popped) };
+            }
         }
+        // SAFETY: this thread's own count; `shared` is not used after.
+        unsafe { release(self.shared, 1) };
     }
 }
 
@@ -106,7 +189,14 @@ struct KernelRing {
 
 /// The receive-buffer pool of one core.
 pub(crate) struct BufPool {
-    shared: Arc<PoolShared>,
+    /// Owned (from `Box::into_raw`); released in `Drop`, freed by the last
+    /// release (`release`).
+    shared: NonNull<PoolShared>,
+    /// Buffers handed out and not yet seen back on the return queue.
+    out: Cell<u32>,
+    /// Set when the ring could not be torn down cleanly: the kernel may
+    /// still write into the pool memory, so it must never be freed.
+    leak: Cell<bool>,
     ring: Option<KernelRing>,
     /// Free buffers on the epoll back end.
     free: RefCell<Vec<u16>>,
@@ -117,6 +207,11 @@ pub(crate) struct BufPool {
 }
 
 impl BufPool {
+    fn shared(&self) -> &PoolShared {
+        // SAFETY: this pool holds a count on it until its Drop.
+        unsafe { self.shared.as_ref() }
+    }
+
     /// A pool of `count` buffers of `buf_bytes` each (checked by the builder).
     pub(crate) fn new(driver: &Driver, core: Arc<CoreShared>, count: u16, buf_bytes: usize) -> Result<BufPool> {
         assert!(count.is_power_of_two() && count <= limits::BUF_RING_ENTRIES_MAX);
@@ -125,16 +220,20 @@ impl BufPool {
         // SAFETY: the layout has a non-zero size.
         let base = NonNull::new(unsafe { std::alloc::alloc(layout) })
             .ok_or_else(|| Error::Config("buffer pool allocation failed".into()))?;
-        let shared = Arc::new(PoolShared {
+        POOLS_ALIVE.fetch_add(1, Ordering::SeqCst);
+        let shared = Box::new(PoolShared {
             base,
             layout,
             buf_bytes,
             count,
             returned: ArrayQueue::new(count as usize),
             core,
+            live: AtomicU64::new(0),
         });
         let mut pool = BufPool {
-            shared,
+            shared: NonNull::from(Box::leak(shared)),
+            out: Cell::new(0),
+            leak: Cell::new(false),
             ring: None,
             free: RefCell::new(Vec::new()),
             available: Cell::new(0),
@@ -199,7 +298,7 @@ impl BufPool {
 
     /// Bytes of each buffer.
     pub(crate) fn buf_bytes(&self) -> usize {
-        self.shared.buf_bytes
+        self.shared().buf_bytes
     }
 
     /// Buffers the kernel may pick right now (io_uring), or free (epoll).
@@ -219,15 +318,17 @@ impl BufPool {
                 // `publish` moves the tail past it.
                 let entry = unsafe { &mut *ring.entries.as_ptr().add((tail & ring.mask) as usize) };
                 // SAFETY: bid < count, so the buffer lies inside the pool.
-                entry.set_addr(unsafe { self.shared.base.as_ptr().add(bid as usize * self.shared.buf_bytes) } as u64);
-                entry.set_len(self.shared.buf_bytes as u32);
+                entry.set_addr(
+                    unsafe { self.shared().base.as_ptr().add(bid as usize * self.shared().buf_bytes) } as u64,
+                );
+                entry.set_len(self.shared().buf_bytes as u32);
                 entry.set_bid(bid);
                 ring.tail.set(tail.wrapping_add(1));
                 let available = self.available.get() + 1;
                 assert!(
-                    available <= u32::from(self.shared.count),
+                    available <= u32::from(self.shared().count),
                     "buffer {bid} provided while all {} are in the ring",
-                    self.shared.count
+                    self.shared().count
                 );
                 self.available.set(available);
             }
@@ -258,9 +359,13 @@ impl BufPool {
     /// receivers waiting for buffers. Returns how many came back.
     pub(crate) fn drain_returns(&self, driver: &Driver) -> usize {
         let mut scratch = self.scratch.borrow_mut();
-        while let Some(bid) = self.shared.returned.pop() {
+        while let Some(bid) = self.shared().returned.pop() {
             scratch.push(bid);
         }
+        let returned = scratch.len() as u32;
+        let out = self.out.get();
+        assert!(returned <= out, "{returned} buffers came back with {out} out");
+        self.out.set(out - returned);
         if let Some(uring) = driver.uring() {
             // Buffers of completions nobody consumed: the kernel took them,
             // and they were never handed out.
@@ -275,9 +380,9 @@ impl BufPool {
             return 0;
         }
         assert!(
-            n <= self.shared.count as usize,
+            n <= self.shared().count as usize,
             "{n} buffers came back to a pool of {}",
-            self.shared.count
+            self.shared().count
         );
         for bid in scratch.drain(..) {
             self.provide_one(bid);
@@ -288,6 +393,18 @@ impl BufPool {
             waker.wake();
         }
         n
+    }
+
+    /// Counts in the buffers on the return queue without giving them to the
+    /// kernel (teardown).
+    fn drain_queue_only(&self) {
+        let mut n = 0;
+        while self.shared().returned.pop().is_some() {
+            n += 1;
+        }
+        let out = self.out.get();
+        assert!(n <= out, "{n} buffers came back with {out} out");
+        self.out.set(out - n);
     }
 
     /// Returns buffers of completions nobody will consume (the kernel took
@@ -311,12 +428,13 @@ impl BufPool {
     /// The kernel filled buffer `bid` with `len` bytes: hand them out.
     pub(crate) fn take(&self, bid: u16, len: usize) -> Bytes {
         assert!(
-            bid < self.shared.count && len <= self.shared.buf_bytes,
+            bid < self.shared().count && len <= self.shared().buf_bytes,
             "kernel reported buffer {bid} with {len} bytes"
         );
         self.kernel_took(bid);
+        self.out.set(self.out.get() + 1);
         Bytes::from_owner(PoolBuf {
-            shared: self.shared.clone(),
+            shared: self.shared,
             bid,
             len,
         })
@@ -327,7 +445,7 @@ impl BufPool {
         let bid = self.free.borrow_mut().pop()?;
         // SAFETY: bid < count, so the buffer lies inside the pool.
         Some((bid, unsafe {
-            self.shared.base.as_ptr().add(bid as usize * self.shared.buf_bytes)
+            self.shared().base.as_ptr().add(bid as usize * self.shared().buf_bytes)
         }))
     }
 
@@ -339,6 +457,9 @@ impl BufPool {
     /// Unregisters the kernel ring (io_uring); call before the ring closes.
     pub(crate) fn unregister(&self, driver: &Driver) {
         if let (Some(ring), Some(uring)) = (&self.ring, driver.uring()) {
+            if uring.leaked_in_flight() {
+                self.leak.set(true);
+            }
             if ring.registered.replace(false) {
                 if let Err(e) = uring.with_submitter(|s| s.unregister_buf_ring(BGID)) {
                     tracing::warn!(error = %e, "unregistering the provided buffer ring failed");
@@ -353,12 +474,40 @@ impl Drop for BufPool {
         if let Some(ring) = &self.ring {
             if ring.registered.get() {
                 // Still registered: the ring is alive and may write the tail
-                // page; leak the mapping rather than unmap memory in use.
-                tracing::error!("buffer ring dropped while registered; leaking its mapping");
+                // page and the buffers; leak both rather than free memory in use.
+                tracing::error!("buffer ring dropped while registered; leaking its mapping and the pool memory");
                 return;
             }
             // SAFETY: unmapping our own mapping, no longer registered.
             unsafe { libc::munmap(ring.entries.as_ptr().cast(), ring.map_bytes) };
         }
+        if self.leak.get() {
+            tracing::error!("the ring stopped with operations in flight; leaking the receive-buffer pool");
+            return;
+        }
+        // Count in the buffers already back; hand the rest to their
+        // returners: `live` gets every buffer still out, plus one for this
+        // pool until it is done with the queue, and the ORPHANED bit. The
+        // SeqCst add and fence pair with a returner's push and the fence in
+        // its wake_if_parked: either the drain below sees its buffer or the
+        // returner sees ORPHANED and pops it itself.
+        self.drain_queue_only();
+        let out = self.out.get();
+        if out > 0 {
+            tracing::debug!(
+                out,
+                "receive buffers still held when their core stopped; the last one frees the pool"
+            );
+        }
+        let shared = self.shared();
+        shared.live.fetch_add(ORPHANED | (u64::from(out) + 1), Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let mut popped = 0;
+        while shared.returned.pop().is_some() {
+            popped += 1;
+        }
+        // SAFETY: the popped buffers' counts and this pool's own, added
+        // above; `shared` is not used after.
+        unsafe { release(self.shared, popped + 1) };
     }
 }

@@ -99,3 +99,10 @@ pub fn stats() -> Option<CoreStats> {
 pub fn free_receive_buffers() -> Option<u32> {
     runtime::try_local().map(|l| l.pool.available())
 }
+
+/// Receive-buffer pools whose memory is still allocated, in this process:
+/// one per running core, plus those of stopped cores whose chunks are still
+/// held somewhere (the last chunk frees the pool). For tests and diagnostics.
+pub fn receive_pools_alive() -> usize {
+    bufpool::POOLS_ALIVE.load(std::sync::atomic::Ordering::SeqCst)
+}

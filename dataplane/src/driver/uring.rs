@@ -173,6 +173,8 @@ pub(crate) struct Uring {
     eventfd: RawFd,
     state: RefCell<State>,
     shut_down: std::cell::Cell<bool>,
+    /// Set when shutdown gave up waiting: operations may still be in flight.
+    leaked_in_flight: std::cell::Cell<bool>,
     msg_ring: bool,
     /// IORING_FEAT_EXT_ARG (5.11): a wait can end at a deadline.
     ext_arg: bool,
@@ -283,6 +285,7 @@ impl Uring {
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
             shut_down: std::cell::Cell::new(false),
+            leaked_in_flight: std::cell::Cell::new(false),
             msg_ring,
         };
         uring.arm_notify();
@@ -818,6 +821,12 @@ impl Uring {
     /// still write into it. The ring file outlives this value (CoreShared
     /// keeps a duplicate of its fd for MSG_RING), so closing our fd alone
     /// would not make the kernel cancel anything. Idempotent.
+    /// Whether shutdown gave up with operations still in flight (their
+    /// memory, and the receive-buffer pool, must then never be freed).
+    pub(crate) fn leaked_in_flight(&self) -> bool {
+        self.leaked_in_flight.get()
+    }
+
     pub(crate) fn shutdown(&self) {
         if self.shut_down.replace(true) {
             return;
@@ -843,6 +852,7 @@ impl Uring {
                 tracing::error!(in_flight, "operations still in flight when the core stopped; leaking their buffers rather than freeing memory the kernel may write");
                 let slots = std::mem::take(&mut self.state.borrow_mut().slots);
                 std::mem::forget(slots);
+                self.leaked_in_flight.set(true);
                 return;
             }
         }
