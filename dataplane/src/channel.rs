@@ -7,12 +7,13 @@
 //! MSG_RING completion from the sender's ring (or an eventfd write where the
 //! sender has no ring). The same holds the other way for a sender waiting
 //! for room.
+//!
+//! The atomics, cells and locks come from `crate::sync`, so that the loom
+//! models (tests/loom.rs, `RUSTFLAGS="--cfg loom"`) check this code.
 
-use std::cell::UnsafeCell;
+use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, UnsafeCell};
 use std::future::poll_fn;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 #[repr(align(64))]
@@ -40,6 +41,13 @@ impl WakerSlot {
         }
         drop(slot);
         self.waiting.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `wake`. The caller re-checks the queue (or
+        // whether the other end is gone) after this; the SeqCst store alone
+        // does not keep that acquire load from being satisfied before the
+        // store is visible, so without this fence the re-check may miss the
+        // other end's push while its `wake` misses `waiting`: a lost
+        // wake-up (found by the loom model `spsc_capacity_1_waits_both_ways`).
+        fence(Ordering::SeqCst);
     }
 
     fn wake(&self) {
@@ -78,7 +86,7 @@ impl<T> Drop for Shared<T> {
         for i in head..tail {
             // SAFETY: slots in [head, tail) hold initialized values nobody else
             // can reach any more (both ends are gone).
-            unsafe { (*self.slots[i % self.slots.len()].get()).assume_init_drop() };
+            self.slots[i % self.slots.len()].with_mut(|slot| unsafe { (*slot).assume_init_drop() });
         }
     }
 }
@@ -148,7 +156,7 @@ impl<T: Send> Sender<T> {
         }
         // SAFETY: the slot at `tail` is outside [head, tail): only this (the
         // single) producer touches it until the release store below.
-        unsafe { (*s.slots[tail % s.slots.len()].get()).write(value) };
+        s.slots[tail % s.slots.len()].with_mut(|slot| unsafe { (*slot).write(value) });
         s.tail.0.store(tail + 1, Ordering::Release);
         s.receiver.wake();
         Ok(())
@@ -198,7 +206,7 @@ impl<T: Send> Receiver<T> {
         }
         // SAFETY: the slot at `head` is inside [head, tail): initialized by
         // the producer (acquire above) and only this consumer reads it.
-        let value = unsafe { (*s.slots[head % s.slots.len()].get()).assume_init_read() };
+        let value = s.slots[head % s.slots.len()].with(|slot| unsafe { (*slot).assume_init_read() });
         s.head.0.store(head + 1, Ordering::Release);
         s.sender.wake();
         Some(value)
