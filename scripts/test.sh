@@ -16,6 +16,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2
 
+echo "== loom models and miri"
+scripts/models.sh
+
 echo "== fuzz smoke runs (every decoder, bounded)"
 # cargo-fuzz needs nightly-only flags; RUSTC_BOOTSTRAP lets this stable
 # toolchain accept them for the fuzz build only.

@@ -44,6 +44,49 @@ use std::task::Waker;
 /// The buffer group id of a core's pool (group ids are per ring).
 pub(crate) const BGID: u16 = 0;
 
+/// How many of a pool's `count` buffers the kernel may pick (io_uring):
+/// +1 when one is provided, -1 when a completion reports the kernel took
+/// one. Pure bookkeeping, unit-tested (also under miri); the asserts catch
+/// a buffer provided while the ring is full and a completion naming a
+/// buffer while the ring is empty.
+#[derive(Debug)]
+struct RingCount {
+    available: Cell<u32>,
+    count: u16,
+}
+
+impl RingCount {
+    /// None of `count` buffers in the ring yet.
+    fn new(count: u16) -> Self {
+        RingCount {
+            available: Cell::new(0),
+            count,
+        }
+    }
+
+    fn get(&self) -> u32 {
+        self.available.get()
+    }
+
+    /// Buffer `bid` went into the ring.
+    fn provided(&self, bid: u16) {
+        let available = self.available.get() + 1;
+        assert!(
+            available <= u32::from(self.count),
+            "buffer {bid} provided while all {} are in the ring",
+            self.count
+        );
+        self.available.set(available);
+    }
+
+    /// A completion named buffer `bid`: the kernel took it from the ring.
+    fn took(&self, bid: u16) {
+        let available = self.available.get();
+        assert!(available > 0, "completion named buffer {bid} while the ring was empty");
+        self.available.set(available - 1);
+    }
+}
+
 /// The pool memory, reached by every `Bytes` pointing into it.
 struct PoolShared {
     base: NonNull<u8>,
@@ -201,7 +244,7 @@ pub(crate) struct BufPool {
     /// Free buffers on the epoll back end.
     free: RefCell<Vec<u16>>,
     /// Buffers the kernel may still pick (io_uring).
-    available: Cell<u32>,
+    available: RingCount,
     waiters: RefCell<Vec<Waker>>,
     scratch: RefCell<Vec<u16>>,
 }
@@ -236,7 +279,7 @@ impl BufPool {
             leak: Cell::new(false),
             ring: None,
             free: RefCell::new(Vec::new()),
-            available: Cell::new(0),
+            available: RingCount::new(count),
             waiters: RefCell::new(Vec::new()),
             scratch: RefCell::new(Vec::with_capacity(count as usize * 2)),
         };
@@ -324,13 +367,7 @@ impl BufPool {
                 entry.set_len(self.shared().buf_bytes as u32);
                 entry.set_bid(bid);
                 ring.tail.set(tail.wrapping_add(1));
-                let available = self.available.get() + 1;
-                assert!(
-                    available <= u32::from(self.shared().count),
-                    "buffer {bid} provided while all {} are in the ring",
-                    self.shared().count
-                );
-                self.available.set(available);
+                self.available.provided(bid);
             }
             None => self.free.borrow_mut().push(bid),
         }
@@ -349,9 +386,7 @@ impl BufPool {
     /// Notes that the kernel took buffer `bid` (a completion named it).
     fn kernel_took(&self, bid: u16) {
         if self.ring.is_some() {
-            let available = self.available.get();
-            assert!(available > 0, "completion named buffer {bid} while the ring was empty");
-            self.available.set(available - 1);
+            self.available.took(bid);
         }
     }
 
@@ -509,5 +544,42 @@ impl Drop for BufPool {
         // SAFETY: the popped buffers' counts and this pool's own, added
         // above; `shared` is not used after.
         unsafe { release(self.shared, popped + 1) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RingCount;
+
+    #[test]
+    fn ring_count_follows_provides_and_takes() {
+        let c = RingCount::new(4);
+        for bid in 0..4 {
+            c.provided(bid);
+        }
+        assert_eq!(c.get(), 4);
+        c.took(2);
+        c.took(0);
+        assert_eq!(c.get(), 2);
+        c.provided(0);
+        assert_eq!(c.get(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "provided while all 2 are in the ring")]
+    fn ring_count_refuses_a_buffer_too_many() {
+        let c = RingCount::new(2);
+        c.provided(0);
+        c.provided(1);
+        c.provided(1);
+    }
+
+    #[test]
+    #[should_panic(expected = "while the ring was empty")]
+    fn ring_count_refuses_a_take_from_an_empty_ring() {
+        let c = RingCount::new(2);
+        c.provided(0);
+        c.took(0);
+        c.took(1);
     }
 }

@@ -7,12 +7,13 @@
 //! MSG_RING completion from the sender's ring (or an eventfd write where the
 //! sender has no ring). The same holds the other way for a sender waiting
 //! for room.
+//!
+//! The atomics, cells and locks come from `crate::sync`, so that the loom
+//! models (tests/loom.rs, `RUSTFLAGS="--cfg loom"`) check this code.
 
-use std::cell::UnsafeCell;
+use crate::sync::{fence, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, UnsafeCell};
 use std::future::poll_fn;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 #[repr(align(64))]
@@ -40,6 +41,13 @@ impl WakerSlot {
         }
         drop(slot);
         self.waiting.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `wake`. The caller re-checks the queue (or
+        // whether the other end is gone) after this; the SeqCst store alone
+        // does not keep that acquire load from being satisfied before the
+        // store is visible, so without this fence the re-check may miss the
+        // other end's push while its `wake` misses `waiting`: a lost
+        // wake-up (found by the loom model `spsc_capacity_1_waits_both_ways`).
+        fence(Ordering::SeqCst);
     }
 
     fn wake(&self) {
@@ -78,7 +86,7 @@ impl<T> Drop for Shared<T> {
         for i in head..tail {
             // SAFETY: slots in [head, tail) hold initialized values nobody else
             // can reach any more (both ends are gone).
-            unsafe { (*self.slots[i % self.slots.len()].get()).assume_init_drop() };
+            self.slots[i % self.slots.len()].with_mut(|slot| unsafe { (*slot).assume_init_drop() });
         }
     }
 }
@@ -148,7 +156,7 @@ impl<T: Send> Sender<T> {
         }
         // SAFETY: the slot at `tail` is outside [head, tail): only this (the
         // single) producer touches it until the release store below.
-        unsafe { (*s.slots[tail % s.slots.len()].get()).write(value) };
+        s.slots[tail % s.slots.len()].with_mut(|slot| unsafe { (*slot).write(value) });
         s.tail.0.store(tail + 1, Ordering::Release);
         s.receiver.wake();
         Ok(())
@@ -198,7 +206,7 @@ impl<T: Send> Receiver<T> {
         }
         // SAFETY: the slot at `head` is inside [head, tail): initialized by
         // the producer (acquire above) and only this consumer reads it.
-        let value = unsafe { (*s.slots[head % s.slots.len()].get()).assume_init_read() };
+        let value = s.slots[head % s.slots.len()].with(|slot| unsafe { (*slot).assume_init_read() });
         s.head.0.store(head + 1, Ordering::Release);
         s.sender.wake();
         Some(value)
@@ -230,5 +238,124 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.shared.receiver_gone.store(true, Ordering::Release);
         self.shared.sender.wake();
+    }
+}
+
+/// Plain-thread tests of the queue; under miri (scripts/models.sh) they
+/// also check the slot accesses for undefined behaviour and data races.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{channel, TrySendError};
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::thread;
+
+    /// Values sent by the threaded tests: few under miri, which is slow.
+    const N: usize = if cfg!(miri) { 40 } else { 10_000 };
+
+    struct ThreadWaker(thread::Thread);
+
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    /// Runs `future` on this thread, parking it while the future is pending.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = pin!(future);
+        loop {
+            if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+                return v;
+            }
+            thread::park();
+        }
+    }
+
+    struct Counted(usize, Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn fifo_full_and_closed() {
+        let (mut tx, mut rx) = channel::<u32>(2);
+        assert_eq!(rx.try_recv(), None);
+        assert_eq!(tx.try_send(1), Ok(()));
+        assert_eq!(tx.try_send(2), Ok(()));
+        assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(tx.try_send(3), Ok(()));
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.try_recv(), Some(3));
+        assert_eq!(rx.try_recv(), None);
+        drop(rx);
+        assert_eq!(tx.try_send(4), Err(TrySendError::Closed(4)));
+    }
+
+    #[test]
+    #[should_panic(expected = "at least 1")]
+    fn zero_capacity_is_refused() {
+        let _ = channel::<u32>(0);
+    }
+
+    #[test]
+    fn threads_in_order_with_waits_both_ways() {
+        for capacity in [1, 3] {
+            let (mut tx, mut rx) = channel::<usize>(capacity);
+            let producer = thread::spawn(move || {
+                block_on(async move {
+                    for i in 0..N {
+                        tx.send(i).await.expect("receiver alive");
+                    }
+                })
+            });
+            block_on(async move {
+                for i in 0..N {
+                    assert_eq!(rx.recv().await, Some(i));
+                }
+                assert_eq!(rx.recv().await, None);
+            });
+            producer.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn values_left_inside_are_dropped_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (mut tx, mut rx) = channel::<Counted>(4);
+        let d = drops.clone();
+        let producer = thread::spawn(move || {
+            for i in 0..8 {
+                let _ = tx.try_send(Counted(i, d.clone()));
+            }
+        });
+        let mut last = None;
+        for _ in 0..2 {
+            if let Some(v) = rx.try_recv() {
+                assert!(last.is_none_or(|l| v.0 > l), "out of order");
+                last = Some(v.0);
+            }
+        }
+        drop(rx);
+        producer.join().unwrap();
+        assert_eq!(drops.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn send_fails_once_the_receiver_is_gone() {
+        let (mut tx, rx) = channel::<u32>(1);
+        tx.try_send(1).unwrap();
+        let waiter = thread::spawn(move || block_on(tx.send(2)));
+        drop(rx);
+        assert_eq!(waiter.join().unwrap(), Err(2));
     }
 }

@@ -61,10 +61,17 @@ mod idle;
 pub mod limits;
 pub mod net;
 mod op;
+mod park;
 pub mod probe;
 pub mod rpc;
 mod runtime;
+mod sync;
 mod sys;
+
+/// The park handshake, public only for the loom models (tests/loom.rs).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use park::ParkFlag;
 
 pub use buf::{BufResult, IoBuf, IoBufMut};
 pub use driver::Backend;

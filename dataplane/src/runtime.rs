@@ -8,13 +8,14 @@ use crate::error::{Error, Result};
 use crate::executor::{Executor, TaskHeader, MAIN_SLOT};
 use crate::idle::IdlePolicy;
 use crate::limits;
+use crate::park::ParkFlag;
 use crossbeam_queue::ArrayQueue;
 use std::cell::RefCell;
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ static NEXT_CORE_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct CoreShared {
     id: u64,
     remote: ArrayQueue<Arc<TaskHeader>>,
-    parked: AtomicBool,
+    parked: ParkFlag,
     /// Written by other threads to wake this core from a park.
     eventfd: OwnedFd,
     /// A duplicate of the core's ring fd (io_uring back end), the target of
@@ -56,14 +57,11 @@ impl CoreShared {
 
     /// Called by another thread after it put work where the core looks
     /// before it parks (a woken task, a returned receive buffer): wakes the
-    /// core if it is parked. The SeqCst fence pairs with the one in `Core::idle` between
-    /// setting `parked` and the core's last look, so that either the core
-    /// sees the work or this thread sees it parked.
+    /// core if it is parked. The handshake with `Core::idle` is `park.rs`'s
+    /// (modelled in tests/loom.rs): either the core sees the work or this
+    /// thread sees it parked.
     pub(crate) fn wake_if_parked(&self) {
-        fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) {
-            self.notify();
-        }
+        self.parked.wake_if_parked(|| self.notify());
     }
 
     /// Whether the calling thread is this core's, inside its `block_on`.
@@ -335,7 +333,7 @@ impl CoreBuilder {
         let shared = Arc::new(CoreShared {
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
             remote: ArrayQueue::new(limits::TASKS_MAX + 1),
-            parked: AtomicBool::new(false),
+            parked: ParkFlag::new(),
             eventfd,
             ring_fd,
         });
@@ -491,17 +489,16 @@ impl Core {
         // operation's). Ending the period there would count an interrupted
         // long wait as a short one and turn spinning back on.
         loop {
-            local.shared.parked.store(true, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            local.shared.parked.prepare_park();
             if self.drain_remote() > 0 || local.pool.drain_returns(&local.driver) > 0 || local.exec.has_ready() {
-                local.shared.parked.store(false, Ordering::SeqCst);
+                local.shared.parked.unpark();
                 break;
             }
             Stats::bump(&local.stats.parks, 1);
             let wait = early.map_or(Wait::Forever, |e| Wait::Until(started + e.wake_after));
             let completions = local.driver.poll(wait);
             parked = true;
-            local.shared.parked.store(false, Ordering::SeqCst);
+            local.shared.parked.unpark();
             let woken = self.drain_remote();
             if completions + woken > 0 || local.exec.has_ready() {
                 break;
