@@ -311,12 +311,8 @@ fn a_pread_blocked_in_the_kernel_stalls_no_other_task_of_the_core() {
         ioctls: 0,
     };
     // SAFETY: the ioctl reads and writes a uffdio_register naming our mapping.
-    assert_eq!(
-        unsafe { libc::ioctl(uffd, uffd::IOCTL_REGISTER, &mut register) },
-        0,
-        "UFFDIO_REGISTER: {}",
-        std::io::Error::last_os_error()
-    );
+    let registered = unsafe { libc::ioctl(uffd, uffd::IOCTL_REGISTER, &mut register) };
+    assert_eq!(registered, 0, "UFFDIO_REGISTER: {}", std::io::Error::last_os_error());
     let resolve = move || {
         let mut zero = uffd::Zeropage {
             range: uffd::Range {
