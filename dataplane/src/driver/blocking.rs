@@ -53,8 +53,9 @@ pub(crate) struct FileJob<B> {
     pub(crate) run: fn(RawFd, &mut B, u64) -> io::Result<usize>,
 }
 
-/// What a pool thread runs: a job with its completion, type-erased.
-type Task = Box<dyn FnOnce() + Send>;
+/// What a pool thread runs: a job with its completion, type-erased. It
+/// takes the pool, to count itself out of `in_flight` when its call is done.
+type Task = Box<dyn FnOnce(&Shared) + Send>;
 
 struct State {
     /// Jobs no thread has taken yet (at most `FILE_IO_QUEUE_MAX`).
@@ -62,8 +63,9 @@ struct State {
     /// Tasks waiting for room in the queue: all are woken when a thread
     /// takes a job (and each re-checks). Each task appears at most once.
     room_waiters: Vec<Waker>,
-    /// Jobs submitted and not yet finished or skipped (dropped futures'
-    /// jobs included): what `CoreStats::ops_in_flight` reports on epoll.
+    /// Jobs submitted whose call has not returned and that were not skipped
+    /// (dropped futures' jobs included): what `CoreStats::ops_in_flight`
+    /// reports on epoll.
     in_flight: usize,
     threads: usize,
     idle: usize,
@@ -150,7 +152,9 @@ impl FilePool {
             slot: Mutex::new(Slot::Pending(Some(cx.waker().clone()))),
         });
         let done = completion.clone();
-        state.queue.push_back(Box::new(move || run_job(job, &done)));
+        state
+            .queue
+            .push_back(Box::new(move |pool: &Shared| run_job(job, &done, pool)));
         state.in_flight += 1;
         drop(state);
         self.shared.work.notify_one();
@@ -198,9 +202,8 @@ fn worker(shared: &Shared) {
             for waker in waiters {
                 waker.wake();
             }
-            task();
+            task(shared);
             state = shared.lock();
-            state.in_flight -= 1;
             continue;
         }
         if state.closed {
@@ -213,8 +216,10 @@ fn worker(shared: &Shared) {
     }
 }
 
-/// Runs `job` unless its future is gone, and completes it.
-fn run_job<B: Send>(job: FileJob<B>, done: &Completion<B>) {
+/// Runs `job` unless its future is gone, and completes it. The job leaves
+/// the pool's `in_flight` count before its task is woken, so a task that
+/// sees its result also sees the count without it.
+fn run_job<B: Send>(job: FileJob<B>, done: &Completion<B>, pool: &Shared) {
     let FileJob {
         fd,
         offset,
@@ -223,6 +228,7 @@ fn run_job<B: Send>(job: FileJob<B>, done: &Completion<B>) {
     } = job;
     if matches!(*done.lock(), Slot::Abandoned) {
         // Dropped before it started: the system call is not made at all.
+        pool.lock().in_flight -= 1;
         return;
     }
     // A buffer's own code (`set_init`) runs here; if it panics, the thread
@@ -230,6 +236,7 @@ fn run_job<B: Send>(job: FileJob<B>, done: &Completion<B>) {
     // future that never completes.
     let res = catch_unwind(AssertUnwindSafe(|| run(fd, &mut buf, offset)))
         .unwrap_or_else(|_| Err(io::Error::other("the buffer panicked in a file-IO thread")));
+    pool.lock().in_flight -= 1;
     let waker = {
         let mut slot = done.lock();
         match std::mem::replace(&mut *slot, Slot::Abandoned) {
