@@ -51,6 +51,15 @@ pub const CORES_MAX: usize = 256;
 pub const CROSS_CORE_QUEUE_ENTRIES_DEFAULT: usize = 1024;
 /// Events taken from epoll per wait on the fallback back end.
 pub const EPOLL_EVENTS_MAX: usize = 256;
+/// Threads of one core's file-IO pool (epoll back end), at most. A thread
+/// starts when a queued file job finds none idle, and then sleeps when idle
+/// until its core stops. Few: they keep pread/pwrite off the core; they are
+/// not meant to give the fallback back end much disk parallelism.
+pub const FILE_IO_THREADS_MAX: usize = 4;
+/// File jobs waiting in one core's file-IO pool (epoll back end) for a
+/// thread, at most; a file operation that finds the queue full waits for
+/// room (its task is woken when a thread takes a job).
+pub const FILE_IO_QUEUE_MAX: usize = 64;
 /// Control-message bytes reserved for SCM_RIGHTS: up to this many fds per message.
 pub const SCM_FDS_MAX: usize = 8;
 
@@ -72,6 +81,7 @@ const _: () = assert!(BUF_BYTES_MIN <= BUF_BYTES_DEFAULT && BUF_BYTES_DEFAULT <=
 const _: () = assert!(RING_ENTRIES.is_power_of_two());
 const _: () = assert!(TASKS_MAX <= u32::MAX as usize);
 const _: () = assert!(SPIN_US_DEFAULT <= SPIN_US_MAX);
+const _: () = assert!(FILE_IO_THREADS_MAX >= 1 && FILE_IO_QUEUE_MAX >= 1);
 
 /// Idle periods a core remembers to decide whether spinning pays: it spins
 /// only while one of them ended within the spin budget.

@@ -115,9 +115,14 @@ pub struct CoreStats {
     /// Polls that found the completion queue overflowed (io_uring; the
     /// kernel kept the overflow and the core flushed it).
     pub cq_overflows: u64,
-    /// Ring operations in flight now (io_uring; 0 on epoll), including
-    /// cancelled ones whose completion has not arrived yet.
+    /// Operations in flight now: on io_uring, ring operations, including
+    /// cancelled ones whose completion has not arrived yet; on epoll, file
+    /// reads and writes queued or running on the core's file-IO pool,
+    /// including those of dropped futures that have not finished yet.
     pub ops_in_flight: u64,
+    /// Times a file read or write found the file-IO pool's queue full and
+    /// waited for room (epoll; 0 on io_uring).
+    pub file_queue_full: u64,
 }
 
 #[derive(Default)]
@@ -129,6 +134,7 @@ pub(crate) struct Stats {
     pub(crate) recv_rearms_after_enobufs: std::cell::Cell<u64>,
     pub(crate) remote_wakes: std::cell::Cell<u64>,
     pub(crate) tasks_panicked: std::cell::Cell<u64>,
+    pub(crate) file_queue_full: std::cell::Cell<u64>,
 }
 
 impl Stats {
@@ -142,7 +148,11 @@ impl Stats {
             remote_wakes: self.remote_wakes.get(),
             tasks_panicked: self.tasks_panicked.get(),
             cq_overflows: driver.uring().map_or(0, |u| u.cq_overflows()),
-            ops_in_flight: driver.uring().map_or(0, |u| u.in_flight() as u64),
+            ops_in_flight: match driver {
+                Driver::Uring(u) => u.in_flight() as u64,
+                Driver::Epoll(e) => e.files().in_flight() as u64,
+            },
+            file_queue_full: self.file_queue_full.get(),
         }
     }
 

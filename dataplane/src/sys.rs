@@ -306,3 +306,22 @@ pub(crate) fn cqe_result(res: i32) -> io::Result<u32> {
         Ok(res as u32)
     }
 }
+
+/// Blocks every signal in the calling thread; returns the mask it had.
+pub(crate) fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset initializes `all` before
+    // use, and pthread_sigmask writes the old mask into `old`.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    }
+}
+
+/// Sets the calling thread's signal mask (undoes `block_all_signals`).
+pub(crate) fn set_signal_mask(mask: &libc::sigset_t) {
+    // SAFETY: `mask` is an initialized sigset_t; no old mask is asked for.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+}

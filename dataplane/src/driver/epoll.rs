@@ -4,8 +4,10 @@
 //! call and, on EAGAIN, clears the readiness bit and waits for the next edge.
 //! Timers live in a heap; a parked core waits in epoll_pwait2 until the
 //! earliest deadline or its own (nanoseconds), or in epoll_wait (whole
-//! milliseconds, rounded up) where epoll_pwait2 is refused.
+//! milliseconds, rounded up) where epoll_pwait2 is refused. File reads and
+//! writes go to the core's file-IO pool (`blocking.rs`).
 
+use crate::driver::blocking::FilePool;
 use crate::driver::Wait;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -88,6 +90,8 @@ pub(crate) struct Epoll {
     state: RefCell<State>,
     /// epoll_pwait2 (5.11) is missing: timeouts are milliseconds.
     no_pwait2: std::cell::Cell<bool>,
+    /// Runs file reads and writes off the core (`blocking.rs`).
+    files: FilePool,
 }
 
 impl Epoll {
@@ -103,6 +107,7 @@ impl Epoll {
             epfd,
             eventfd,
             no_pwait2: std::cell::Cell::new(false),
+            files: FilePool::new(),
             state: RefCell::new(State {
                 regs: Vec::new(),
                 free_regs: Vec::new(),
@@ -239,6 +244,11 @@ impl Epoll {
                 .collect();
             state.heap = live.into();
         }
+    }
+
+    /// The core's file-IO pool.
+    pub(crate) fn files(&self) -> &FilePool {
+        &self.files
     }
 
     /// Whether waits can end at a deadline with sub-millisecond precision

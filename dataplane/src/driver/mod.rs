@@ -5,6 +5,7 @@
 //! (disabled by sysctl, denied by seccomp, missing, memlock), epoll takes
 //! over and a log line says why.
 
+pub(crate) mod blocking;
 pub(crate) mod epoll;
 pub(crate) mod uring;
 

@@ -14,6 +14,9 @@
 //!
 //! On epoll the same functions try the system call and wait for readiness on
 //! EAGAIN; nothing is in flight in the kernel, so dropping is trivially safe.
+//! File reads and writes are the exception: epoll cannot wait for a file, so
+//! they run on the core's file-IO pool ([`FileOp`], `driver/blocking.rs`),
+//! whose jobs own their buffers as ring operations do.
 
 pub(crate) mod accept;
 pub(crate) mod cancel;
@@ -30,14 +33,16 @@ pub(crate) mod sendmsg;
 pub(crate) mod timeout;
 pub(crate) mod write;
 
+use crate::driver::blocking::{Completion, FileJob, Submit};
 use crate::driver::epoll::Interest;
-use crate::runtime::{with_local, Local};
+use crate::runtime::{with_local, Local, Stats};
 use io_uring::squeue;
 use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Where an operation finds its file: a fixed-file slot or a plain fd.
@@ -147,6 +152,77 @@ impl<T: UringOp> Drop for Op<T> {
                 .uring()
                 .expect("io_uring operation on a core without io_uring");
             uring.drop_op(slot, Box::new(data));
+        }
+    }
+}
+
+/// A file read or write on the epoll back end: a job for the core's
+/// file-IO pool, completed on the core when a pool thread has run it.
+///
+/// Holds its core (which owns the pool), so it is `!Send` like [`Op`]. A
+/// dropped `FileOp` leaves its buffer with the job (see `driver/blocking.rs`).
+pub(crate) struct FileOp<B: Send + 'static> {
+    core: Rc<Local>,
+    state: FileOpState<B>,
+}
+
+enum FileOpState<B> {
+    /// Not queued yet (or the queue was full).
+    Unqueued(FileJob<B>),
+    Queued(Arc<Completion<B>>),
+    Finished,
+}
+
+impl<B: Send + 'static> FileOp<B> {
+    pub(crate) fn new(core: Rc<Local>, job: FileJob<B>) -> Self {
+        FileOp {
+            core,
+            state: FileOpState::Unqueued(job),
+        }
+    }
+}
+
+impl<B: Send + Unpin + 'static> Future for FileOp<B> {
+    type Output = (io::Result<usize>, B);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let FileOpState::Unqueued(_) = this.state {
+            let FileOpState::Unqueued(job) = std::mem::replace(&mut this.state, FileOpState::Finished) else {
+                unreachable!()
+            };
+            let pool = this
+                .core
+                .driver
+                .epoll()
+                .expect("file job on a core without epoll")
+                .files();
+            match pool.submit(job, cx) {
+                Submit::Queued(completion) => this.state = FileOpState::Queued(completion),
+                Submit::Full(job) => {
+                    Stats::bump(&this.core.stats.file_queue_full, 1);
+                    this.state = FileOpState::Unqueued(job);
+                    return Poll::Pending;
+                }
+                Submit::Failed(e, buf) => return Poll::Ready((Err(e), buf)),
+            }
+        }
+        match &this.state {
+            FileOpState::Queued(completion) => {
+                let out = std::task::ready!(completion.poll(cx));
+                this.state = FileOpState::Finished;
+                Poll::Ready(out)
+            }
+            FileOpState::Unqueued(_) => unreachable!("queued above"),
+            FileOpState::Finished => panic!("FileOp polled after completion"),
+        }
+    }
+}
+
+impl<B: Send + 'static> Drop for FileOp<B> {
+    fn drop(&mut self) {
+        if let FileOpState::Queued(completion) = &self.state {
+            completion.abandon();
         }
     }
 }

@@ -1,8 +1,10 @@
 //! READ from a file at an offset (the binary cache's reads).
 
-use super::{Op, UringOp};
+use super::{FileOp, Op, UringOp};
 use crate::buf::{BufResult, IoBufMut};
+use crate::driver::blocking::FileJob;
 use io_uring::{opcode, squeue, types};
+use std::io;
 use std::os::fd::RawFd;
 
 struct Read<B> {
@@ -29,26 +31,50 @@ impl<B: IoBufMut + Unpin> UringOp for Read<B> {
     }
 }
 
-/// Reads up to the buffer's capacity from `fd` at `offset` (pread). The fd
-/// must stay open until the returned future completes or is dropped.
-pub async fn read_at<B: IoBufMut + Unpin>(fd: RawFd, mut buf: B, offset: u64) -> BufResult<usize, B> {
-    if crate::runtime::with_local(|l| l.driver.uring().is_some()) {
-        return Op::new(Read { fd, buf, offset }).await;
+/// Reads up to the buffer's capacity from `fd` at `offset` (pread).
+///
+/// On a file that cannot seek (a pipe, FIFO or character device) the offset
+/// is ignored and the read takes what comes next, as io_uring does.
+///
+/// The fd must stay open until the returned future completes or is dropped.
+/// On the epoll back end a pool thread makes the call, so the core never
+/// blocks; if the future is dropped while that call is already running, the
+/// call still finishes on the fd (into the buffer, which the pool then frees)
+/// shortly after the drop, like a cancel that comes too late on io_uring.
+/// The buffer is `Send` because of that thread.
+pub async fn read_at<B: IoBufMut + Unpin + Send>(fd: RawFd, buf: B, offset: u64) -> BufResult<usize, B> {
+    let core = crate::runtime::try_local().expect("not on a σ data-plane core: call read_at inside Core::block_on");
+    if core.driver.uring().is_some() {
+        return Op::with_core(core, Read { fd, buf, offset }).await;
     }
-    // Regular files are always "ready" to epoll; the fallback reads in place.
-    // SAFETY: the buffer has `bytes_total` writable bytes.
-    let n = unsafe {
-        libc::pread(
-            fd,
-            buf.stable_mut_ptr().cast(),
-            buf.bytes_total(),
-            offset as libc::off_t,
-        )
-    };
-    let res = crate::sys::cvt_isize(n);
-    if let Ok(n) = res {
-        // SAFETY: pread wrote `n` bytes at the start of the buffer.
-        unsafe { buf.set_init(n) };
+    let run = pread::<B>;
+    FileOp::new(core, FileJob { fd, offset, buf, run }).await
+}
+
+/// pread into `buf` on a pool thread (epoll back end); read on a file that
+/// cannot seek (ESPIPE).
+fn pread<B: IoBufMut>(fd: RawFd, buf: &mut B, offset: u64) -> io::Result<usize> {
+    let mut seekable = true;
+    loop {
+        let (ptr, len) = (buf.stable_mut_ptr().cast(), buf.bytes_total());
+        let n = if seekable {
+            // SAFETY: the buffer has `bytes_total` writable bytes, owned by
+            // the job for as long as the call runs.
+            unsafe { libc::pread(fd, ptr, len, offset as libc::off_t) }
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::read(fd, ptr, len) }
+        };
+        match crate::sys::cvt_isize(n) {
+            Ok(n) => {
+                // SAFETY: the call wrote `n <= bytes_total` bytes at the
+                // start of the buffer.
+                unsafe { buf.set_init(n) };
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if seekable && e.raw_os_error() == Some(libc::ESPIPE) => seekable = false,
+            Err(e) => return Err(e),
+        }
     }
-    (res, buf)
 }

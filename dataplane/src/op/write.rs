@@ -1,8 +1,10 @@
 //! WRITE to a file at an offset (the binary cache's writes).
 
-use super::{Op, UringOp};
+use super::{FileOp, Op, UringOp};
 use crate::buf::{BufResult, IoBuf};
+use crate::driver::blocking::FileJob;
 use io_uring::{opcode, squeue, types};
+use std::io;
 use std::os::fd::RawFd;
 
 struct Write<B> {
@@ -25,11 +27,44 @@ impl<B: IoBuf + Unpin> UringOp for Write<B> {
 }
 
 /// Writes the buffer to `fd` at `offset` (pwrite); returns bytes written.
-pub async fn write_at<B: IoBuf + Unpin>(fd: RawFd, buf: B, offset: u64) -> BufResult<usize, B> {
-    if crate::runtime::with_local(|l| l.driver.uring().is_some()) {
-        return Op::new(Write { fd, buf, offset }).await;
+///
+/// On a file that cannot seek (a pipe, FIFO or character device) the offset
+/// is ignored and the bytes are written next, as io_uring does.
+///
+/// The fd must stay open until the returned future completes or is dropped.
+/// On the epoll back end a pool thread makes the call, so the core never
+/// blocks; if the future is dropped while that call is already running, the
+/// call still finishes on the fd shortly after the drop (a write dropped
+/// before a thread took it is not made), like a cancel that comes too late
+/// on io_uring. The buffer is `Send` because of that thread.
+pub async fn write_at<B: IoBuf + Unpin + Send>(fd: RawFd, buf: B, offset: u64) -> BufResult<usize, B> {
+    let core = crate::runtime::try_local().expect("not on a σ data-plane core: call write_at inside Core::block_on");
+    if core.driver.uring().is_some() {
+        return Op::with_core(core, Write { fd, buf, offset }).await;
     }
-    // SAFETY: the buffer has `bytes_init` readable bytes.
-    let n = unsafe { libc::pwrite(fd, buf.stable_ptr().cast(), buf.bytes_init(), offset as libc::off_t) };
-    (crate::sys::cvt_isize(n), buf)
+    let run = pwrite::<B>;
+    FileOp::new(core, FileJob { fd, offset, buf, run }).await
+}
+
+/// pwrite from `buf` on a pool thread (epoll back end); write on a file that
+/// cannot seek (ESPIPE).
+fn pwrite<B: IoBuf>(fd: RawFd, buf: &mut B, offset: u64) -> io::Result<usize> {
+    let mut seekable = true;
+    loop {
+        let (ptr, len) = (buf.stable_ptr().cast(), buf.bytes_init());
+        let n = if seekable {
+            // SAFETY: the buffer has `bytes_init` readable bytes, owned by
+            // the job for as long as the call runs.
+            unsafe { libc::pwrite(fd, ptr, len, offset as libc::off_t) }
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::write(fd, ptr, len) }
+        };
+        match crate::sys::cvt_isize(n) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if seekable && e.raw_os_error() == Some(libc::ESPIPE) => seekable = false,
+            Err(e) => return Err(e),
+        }
+    }
 }
