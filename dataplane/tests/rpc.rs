@@ -367,3 +367,56 @@ fn a_caller_woken_for_a_slot_that_goes_away_passes_its_turn_on() {
         });
     }
 }
+
+/// One timer per client serves every call's deadline: a call with a short
+/// deadline issued while a call with a long one is in flight still expires
+/// at its own deadline (the sweeper re-arms), the long call still gets its
+/// reply, and later calls' deadlines still hold.
+#[test]
+fn a_short_deadline_behind_a_long_one_expires_on_time() {
+    for backend in common::backends() {
+        let core = common::core(backend);
+        core.block_on(async move {
+            let (a, b) = UnixStream::pair().unwrap();
+            serve_unix(b);
+            let client = Rc::new(Client::new(a, ClientConfig::default()));
+            // The long call: the server takes 200 ms; its deadline is 10 s.
+            let long = {
+                let client = client.clone();
+                sigma_dataplane::spawn(async move {
+                    client
+                        .call(SLOW_ECHO, Bytes::from_static(&[200, 1]), Some(Duration::from_secs(10)))
+                        .await
+                })
+            };
+            sigma_dataplane::sleep(Duration::from_millis(2)).await;
+            // Queued behind the long call on the server: only its own
+            // deadline can end it before 200 ms.
+            for round in 0..3 {
+                let started = std::time::Instant::now();
+                let err = client
+                    .call(ECHO, Bytes::from_static(b"short"), Some(Duration::from_millis(5)))
+                    .await
+                    .unwrap_err();
+                let took = started.elapsed();
+                assert_eq!(err.code, StatusCode::DeadlineExceeded, "{backend} round {round}");
+                assert!(
+                    took < Duration::from_millis(150),
+                    "{backend} round {round}: a 5 ms deadline ended after {took:?}, behind a 10 s one"
+                );
+            }
+            let reply = long.await.unwrap();
+            assert_eq!(&reply[..], &[200, 1], "{backend}");
+            // After all that, a fresh deadline is armed and holds.
+            let err = client
+                .call(SLOW_ECHO, Bytes::from_static(&[100]), Some(Duration::from_millis(10)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, StatusCode::DeadlineExceeded, "{backend}");
+            let reply = client
+                .call(ECHO, Bytes::from_static(b"ok"), Some(Duration::from_secs(1)))
+                .await;
+            assert_eq!(&reply.unwrap()[..], b"ok", "{backend}");
+        });
+    }
+}

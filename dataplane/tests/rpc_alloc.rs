@@ -10,6 +10,7 @@ use sigma_dataplane::net::{TcpListener, TcpStream};
 use sigma_dataplane::rpc::{self, Client, ClientConfig, Reply, Service, Status};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 struct Counting;
 
@@ -71,19 +72,36 @@ fn steady_state_calls_allocate_nothing() {
                 let reply = client.call(1, payload.clone(), None).await.unwrap();
                 assert_eq!(reply.len(), 64);
             }
+            let deadline = Some(Duration::from_secs(30));
+            for _ in 0..1000 {
+                let reply = client.call(1, payload.clone(), deadline).await.unwrap();
+                assert_eq!(reply.len(), 64);
+            }
             COUNTING.store(true, Ordering::SeqCst);
             for _ in 0..5000 {
                 let reply = client.call(1, payload.clone(), None).await.unwrap();
                 assert_eq!(reply.len(), 64);
             }
             COUNTING.store(false, Ordering::SeqCst);
-            ALLOCATIONS.swap(0, Ordering::SeqCst)
+            let without = ALLOCATIONS.swap(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            for _ in 0..5000 {
+                let reply = client.call(1, payload.clone(), deadline).await.unwrap();
+                assert_eq!(reply.len(), 64);
+            }
+            COUNTING.store(false, Ordering::SeqCst);
+            (without, ALLOCATIONS.swap(0, Ordering::SeqCst))
         });
         drop(core);
         server.join().unwrap();
+        let (without, with) = allocations;
         assert_eq!(
-            allocations, 0,
-            "{backend}: {allocations} allocations in 5,000 warm calls"
+            without, 0,
+            "{backend}: {without} allocations in 5,000 warm calls without a deadline"
+        );
+        assert_eq!(
+            with, 0,
+            "{backend}: {with} allocations in 5,000 warm calls with a deadline"
         );
     }
 }

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a client behaves.
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ enum CallState {
     Free,
     Waiting(Option<Waker>),
     Done(Result<Bytes, Status>),
+    /// Its deadline passed before a response came (set by the deadline
+    /// sweeper); the slot waits for its guard to free it and cancel.
+    Expired,
     /// The caller took the result; the slot waits for its guard to free it.
     Answered,
 }
@@ -41,6 +44,8 @@ enum CallState {
 struct Slot {
     generation: u64,
     state: CallState,
+    /// When a waiting call expires, and the deadline it was given.
+    deadline: Option<(Instant, Duration)>,
 }
 
 struct Calls {
@@ -63,6 +68,22 @@ struct Inner<T> {
     headers: RefCell<BytesMut>,
     writer: RefCell<Option<Waker>>,
     closed: RefCell<Option<Status>>,
+    /// The deadline sweeper: one task and one timer per client, armed for
+    /// the earliest deadline of the calls in flight, instead of one timer
+    /// per call (a timer armed and cancelled per call costs allocations
+    /// and two extra completions on the ring).
+    sweeper: RefCell<Sweeper>,
+}
+
+#[derive(Default)]
+struct Sweeper {
+    /// Whether the sweeper task runs.
+    started: bool,
+    /// The time its timer is armed for, if it is armed.
+    armed: Option<Instant>,
+    /// A call with an earlier deadline than `armed` came: re-arm.
+    rearm: bool,
+    waker: Option<Waker>,
 }
 
 /// An RPC client on one connection. Dropping it closes the connection.
@@ -94,6 +115,7 @@ impl<T: Transport + 'static> Client<T> {
                     .map(|_| Slot {
                         generation: 1,
                         state: CallState::Free,
+                        deadline: None,
                     })
                     .collect(),
                 free: (0..n as u32).rev().collect(),
@@ -105,6 +127,7 @@ impl<T: Transport + 'static> Client<T> {
             headers: RefCell::new(BytesMut::with_capacity(64 * FRAME_HEADER_BYTES)),
             writer: RefCell::new(None),
             closed: RefCell::new(None),
+            sweeper: RefCell::new(Sweeper::default()),
         });
         crate::spawn(reader_task(inner.clone()));
         crate::spawn(writer_task(inner.clone()));
@@ -137,17 +160,13 @@ impl<T: Transport + 'static> Client<T> {
             Header::request(request_id, method, payload.len() as u32, deadline_us),
             payload,
         );
-        let wait = std::future::poll_fn(|cx| self.inner.poll_call(request_id, cx));
-        let result = match deadline {
-            None => wait.await,
-            Some(d) => match crate::timeout(d, wait).await {
-                Ok(result) => result,
-                Err(_) => Err(Status::new(
-                    StatusCode::DeadlineExceeded,
-                    format!("no response within {d:?}"),
-                )),
-            },
-        };
+        if let Some(d) = deadline {
+            // A deadline too far to represent is no local deadline.
+            if let Some(at) = Instant::now().checked_add(d) {
+                self.inner.set_deadline(request_id, at, d);
+            }
+        }
+        let result = std::future::poll_fn(|cx| self.inner.poll_call(request_id, cx)).await;
         // A local timeout leaves the server working on it: tell it to stop.
         guard.finished = !matches!(&result, Err(s) if s.code == StatusCode::DeadlineExceeded);
         result
@@ -267,6 +286,7 @@ impl<T: Transport> Drop for CallGuard<'_, T> {
             let slot = &mut calls.slots[index];
             let answered = matches!(slot.state, CallState::Done(_) | CallState::Answered);
             slot.state = CallState::Free;
+            slot.deadline = None;
             slot.generation = (slot.generation + 1) & ((1 << 48) - 1);
             calls.free.push(index as u32);
             if !answered && !self.finished && self.inner.closed.borrow().is_none() {
@@ -330,6 +350,13 @@ impl<T: Transport> Inner<T> {
                 }
                 Poll::Pending
             }
+            CallState::Expired => {
+                let d = slot.deadline.map_or(Duration::ZERO, |(_, d)| d);
+                Poll::Ready(Err(Status::new(
+                    StatusCode::DeadlineExceeded,
+                    format!("no response within {d:?}"),
+                )))
+            }
             CallState::Free | CallState::Answered => unreachable!("polling a call whose slot is free or answered"),
         }
     }
@@ -387,6 +414,61 @@ impl<T: Transport> Inner<T> {
         if let Some(waker) = self.writer.borrow_mut().take() {
             waker.wake();
         }
+        let sweeper = self.sweeper.borrow_mut().waker.take();
+        if let Some(waker) = sweeper {
+            waker.wake();
+        }
+    }
+
+    /// Gives a waiting call a deadline; starts the sweeper, or has it
+    /// re-arm when this deadline comes before the one it is armed for.
+    fn set_deadline(self: &Rc<Self>, request_id: u64, at: Instant, d: Duration)
+    where
+        T: 'static,
+    {
+        let (index, _) = slot_of(request_id);
+        self.calls.borrow_mut().slots[index].deadline = Some((at, d));
+        let mut sweeper = self.sweeper.borrow_mut();
+        if !sweeper.started {
+            sweeper.started = true;
+            sweeper.rearm = true;
+            drop(sweeper);
+            crate::spawn(sweeper_task(self.clone()));
+            return;
+        }
+        if sweeper.armed.is_none_or(|armed| at < armed) {
+            sweeper.rearm = true;
+            if let Some(waker) = sweeper.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Expires the waiting calls whose deadline is at or before `now`
+    /// (waking their callers); returns the earliest deadline left.
+    fn expire_due(&self, now: Instant) -> Option<Instant> {
+        let mut woken = Vec::new();
+        let mut earliest: Option<Instant> = None;
+        {
+            let mut calls = self.calls.borrow_mut();
+            for slot in calls.slots.iter_mut() {
+                let (CallState::Waiting(waker), Some((at, _))) = (&mut slot.state, slot.deadline) else {
+                    continue;
+                };
+                if at <= now {
+                    if let Some(w) = waker.take() {
+                        woken.push(w);
+                    }
+                    slot.state = CallState::Expired;
+                } else {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                }
+            }
+        }
+        for waker in woken {
+            waker.wake();
+        }
+        earliest
     }
 
     fn stream_shutdown(&self) -> std::io::Result<()> {
@@ -460,6 +542,48 @@ async fn reader_task<T: Transport>(inner: Rc<Inner<T>>) {
     if let Some(status) = status {
         tracing::warn!(%status, "RPC client connection closed");
         inner.close(status);
+    }
+}
+
+/// Fails calls whose deadline passed: sleeps until the earliest deadline in
+/// flight, expires what is due, and re-arms; a call with an earlier
+/// deadline than the armed one wakes it to re-arm sooner. Warm calls with
+/// deadlines later than the armed one (the usual case: equal deadlines)
+/// touch no timer at all.
+async fn sweeper_task<T: Transport>(inner: Rc<Inner<T>>) {
+    loop {
+        if inner.closed.borrow().is_some() {
+            break;
+        }
+        let now = Instant::now();
+        let next = inner.expire_due(now);
+        {
+            let mut sweeper = inner.sweeper.borrow_mut();
+            sweeper.armed = next;
+            sweeper.rearm = false;
+        }
+        let sleep = next.map(|at| crate::sleep(at.saturating_duration_since(now)));
+        let mut sleep = std::pin::pin!(sleep);
+        std::future::poll_fn(|cx| {
+            if inner.closed.borrow().is_some() {
+                return Poll::Ready(());
+            }
+            let mut sweeper = inner.sweeper.borrow_mut();
+            if sweeper.rearm {
+                return Poll::Ready(());
+            }
+            if let Some(sleep) = sleep.as_mut().as_pin_mut() {
+                if sleep.poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            match &sweeper.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => sweeper.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await;
     }
 }
 
