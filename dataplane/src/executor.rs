@@ -8,14 +8,15 @@
 //! pushes onto the local ready queue; waking from any other thread pushes onto
 //! the core's bounded remote queue and, if the core is parked, notifies it.
 
+use crate::driver::unpark::Unparker;
 use crate::limits;
-use crate::runtime::CoreShared;
+use crossbeam_queue::ArrayQueue;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -27,6 +28,92 @@ pub enum Class {
     Lc,
     /// Best-effort: runs on what LC leaves idle and yields within a quantum.
     Be,
+}
+
+/// The part of a core that other threads may touch: its remote wake queue
+/// and the means to wake it when it is parked.
+pub(crate) struct CoreShared {
+    /// The core's id (a copy of the unparker's, read on every wake).
+    id: u64,
+    remote: ArrayQueue<Arc<TaskHeader>>,
+    unparker: Arc<Unparker>,
+}
+
+impl CoreShared {
+    pub(crate) fn new(unparker: Arc<Unparker>) -> CoreShared {
+        CoreShared {
+            id: unparker.id(),
+            // Each live task at most once (remote_queued), plus the main future.
+            remote: ArrayQueue::new(limits::TASKS_MAX + 1),
+            unparker,
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn unparker(&self) -> &Unparker {
+        &self.unparker
+    }
+
+    /// Whether the calling thread is this core's, inside its `block_on`.
+    pub(crate) fn is_current(&self) -> bool {
+        self.unparker.is_current()
+    }
+
+    /// Queues a task woken from another thread and notifies the core if it
+    /// is parked.
+    pub(crate) fn wake_remote(&self, task: &Arc<TaskHeader>) {
+        if task.remote_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The queue holds each live task at most once (remote_queued), and the
+        // executor has at most TASKS_MAX of them plus the main future.
+        if self.remote.push(task.clone()).is_err() {
+            unreachable!("remote wake queue larger than the task limit");
+        }
+        self.unparker.wake_if_parked();
+    }
+
+    /// The next task woken from another thread (the core's own thread).
+    pub(crate) fn pop_remote(&self) -> Option<Arc<TaskHeader>> {
+        let task = self.remote.pop()?;
+        task.remote_queued.store(false, Ordering::Release);
+        Some(task)
+    }
+}
+
+thread_local! {
+    /// The executor of the core whose `block_on` runs on this thread.
+    static CURRENT: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+}
+
+/// Calls `f` with this thread's executor.
+///
+/// # Panics
+///
+/// When this thread is not running a σ data-plane core.
+pub(crate) fn with_exec<R>(f: impl FnOnce(&Executor) -> R) -> R {
+    CURRENT.with(|c| match &*c.borrow() {
+        Some(exec) => f(exec),
+        None => panic!("not on a σ data-plane core: call this inside Core::block_on"),
+    })
+}
+
+/// Makes `exec` this thread's executor until the returned guard drops.
+pub(crate) fn enter(exec: Rc<Executor>) -> Entered {
+    CURRENT.with(|c| *c.borrow_mut() = Some(exec));
+    Entered(())
+}
+
+/// This thread's executor stays current while this lives.
+pub(crate) struct Entered(());
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
 }
 
 /// The slot number the `block_on` future uses in wakers.
@@ -49,7 +136,7 @@ impl Wake for TaskHeader {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if self.core.is_current() {
-            crate::runtime::with_local(|local| local.exec.schedule(self.slot, self.generation));
+            with_exec(|exec| exec.schedule(self.slot, self.generation));
         } else {
             self.core.wake_remote(self);
         }
@@ -78,11 +165,17 @@ pub(crate) struct Executor {
     be_quantum: Duration,
     be_slice_start: Cell<Option<Instant>>,
     current_class: Cell<Class>,
+    /// The core's cross-thread side, which every waker of its tasks holds.
+    shared: Arc<CoreShared>,
+    /// Tasks that panicked (`CoreStats::tasks_panicked`).
+    tasks_panicked: Cell<u64>,
 }
 
 impl Executor {
-    pub(crate) fn new(be_quantum: Duration) -> Self {
+    pub(crate) fn new(be_quantum: Duration, shared: Arc<CoreShared>) -> Self {
         Self {
+            shared,
+            tasks_panicked: Cell::new(0),
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             generations: RefCell::new(Vec::new()),
@@ -115,8 +208,12 @@ impl Executor {
         }
     }
 
+    pub(crate) fn tasks_panicked(&self) -> u64 {
+        self.tasks_panicked.get()
+    }
+
     /// Adds a task; panics past `TASKS_MAX` (a bug in the caller's bounds).
-    pub(crate) fn spawn(&self, core: &Arc<CoreShared>, class: Class, future: LocalFuture) {
+    pub(crate) fn spawn(&self, class: Class, future: LocalFuture) {
         let slot = match self.free.borrow_mut().pop() {
             Some(slot) => slot,
             None => {
@@ -133,7 +230,7 @@ impl Executor {
             gens[slot as usize]
         };
         let header = Arc::new(TaskHeader {
-            core: core.clone(),
+            core: self.shared.clone(),
             slot,
             generation,
             remote_queued: AtomicBool::new(false),
@@ -342,7 +439,7 @@ where
                     panic = %message,
                     "a task panicked; it is dropped and the core goes on"
                 );
-                crate::runtime::with_local(|local| crate::runtime::Stats::bump(&local.stats.tasks_panicked, 1));
+                with_exec(|exec| exec.tasks_panicked.set(exec.tasks_panicked.get() + 1));
                 JoinState::Panicked(message)
             }
         };
@@ -351,7 +448,7 @@ where
             waker.wake();
         }
     };
-    crate::runtime::with_local(|local| local.exec.spawn(&local.shared, class, Box::pin(wrapped)));
+    with_exec(|exec| exec.spawn(class, Box::pin(wrapped)));
     JoinHandle { state }
 }
 
@@ -391,9 +488,7 @@ pub async fn yield_now() {
 /// Yields if the running BE task has used up its quantum or an LC task is
 /// ready; costs no system call otherwise. LC tasks never yield here.
 pub async fn maybe_yield() {
-    let must = crate::runtime::with_local(|local| {
-        local.exec.current_class() == Class::Be && (local.exec.be_quantum_spent() || local.exec.has_lc_ready())
-    });
+    let must = with_exec(|exec| exec.current_class() == Class::Be && (exec.be_quantum_spent() || exec.has_lc_ready()));
     if must {
         yield_now().await;
     }

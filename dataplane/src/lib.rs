@@ -52,7 +52,6 @@
 //! ```
 
 pub mod buf;
-mod bufpool;
 pub mod channel;
 mod driver;
 pub mod error;
@@ -98,7 +97,7 @@ pub fn current_backend() -> Option<Backend> {
 
 /// The current core's counters.
 pub fn stats() -> Option<CoreStats> {
-    runtime::try_local().map(|l| l.stats.snapshot(&l.driver))
+    runtime::try_local().map(|l| l.stats.snapshot(&l.driver, &l.exec))
 }
 
 /// Buffers of the current core's receive pool that are free (io_uring: in
@@ -111,5 +110,5 @@ pub fn free_receive_buffers() -> Option<u32> {
 /// one per running core, plus those of stopped cores whose chunks are still
 /// held somewhere (the last chunk frees the pool). For tests and diagnostics.
 pub fn receive_pools_alive() -> usize {
-    bufpool::POOLS_ALIVE.load(std::sync::atomic::Ordering::SeqCst)
+    driver::bufpool::POOLS_ALIVE.load(std::sync::atomic::Ordering::SeqCst)
 }

@@ -2,88 +2,28 @@
 //! driver (io_uring, or epoll where io_uring is unavailable), executor and
 //! buffer pool. Nothing is shared between cores on the hot path.
 
-use crate::bufpool::BufPool;
+use crate::driver::bufpool::BufPool;
+use crate::driver::unpark::{self, Unparker};
 use crate::driver::{Backend, Driver, Wait};
 use crate::error::{Error, Result};
-use crate::executor::{Executor, TaskHeader, MAIN_SLOT};
+use crate::executor::{self, CoreShared, Executor, TaskHeader, MAIN_SLOT};
 use crate::idle::IdlePolicy;
 use crate::limits;
-use crate::park::ParkFlag;
-use crossbeam_queue::ArrayQueue;
 use std::cell::RefCell;
 use std::future::Future;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-static NEXT_CORE_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The part of a core that other threads may touch: its remote wake queue
-/// and the means to wake it when it is parked.
-pub(crate) struct CoreShared {
-    id: u64,
-    remote: ArrayQueue<Arc<TaskHeader>>,
-    parked: ParkFlag,
-    /// Written by other threads to wake this core from a park.
-    eventfd: OwnedFd,
-    /// A duplicate of the core's ring fd (io_uring back end), the target of
-    /// MSG_RING wake-ups. Being a duplicate, it keeps the ring alive for as
-    /// long as a waker may send to it, even after the core stopped.
-    ring_fd: Option<OwnedFd>,
-}
-
-impl CoreShared {
-    pub(crate) fn ring_fd(&self) -> Option<i32> {
-        self.ring_fd.as_ref().map(|fd| fd.as_raw_fd())
-    }
-
-    /// Queues a task woken from another thread and notifies the core if it
-    /// is parked.
-    pub(crate) fn wake_remote(&self, task: &Arc<TaskHeader>) {
-        if task.remote_queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        // The queue holds each live task at most once (remote_queued), and the
-        // executor has at most TASKS_MAX of them plus the main future.
-        if self.remote.push(task.clone()).is_err() {
-            unreachable!("remote wake queue larger than the task limit");
-        }
-        self.wake_if_parked();
-    }
-
-    /// Called by another thread after it put work where the core looks
-    /// before it parks (a woken task, a returned receive buffer): wakes the
-    /// core if it is parked. The handshake with `Core::idle` is `park.rs`'s
-    /// (modelled in tests/loom.rs): either the core sees the work or this
-    /// thread sees it parked.
-    pub(crate) fn wake_if_parked(&self) {
-        self.parked.wake_if_parked(|| self.notify());
-    }
-
-    /// Whether the calling thread is this core's, inside its `block_on`.
-    pub(crate) fn is_current(&self) -> bool {
-        CURRENT_CORE_ID.with(|c| c.get() == self.id)
-    }
-
-    fn notify(&self) {
-        if let Some(ring_fd) = self.ring_fd() {
-            if crate::driver::try_msg_ring_from_current(ring_fd) {
-                return;
-            }
-        }
-        crate::sys::eventfd_signal(self.eventfd.as_raw_fd());
-    }
-}
-
 /// Everything a core's thread owns; reached through a thread-local.
 pub(crate) struct Local {
     pub(crate) shared: Arc<CoreShared>,
-    pub(crate) exec: Executor,
-    pub(crate) driver: Driver,
+    pub(crate) exec: Rc<Executor>,
+    pub(crate) driver: Rc<Driver>,
     pub(crate) pool: BufPool,
     pub(crate) cpu: Option<usize>,
     /// Whether to spin, park, or park and wake early when idle (`idle.rs`).
@@ -133,12 +73,11 @@ pub(crate) struct Stats {
     pub(crate) early_wakes_caught: std::cell::Cell<u64>,
     pub(crate) recv_rearms_after_enobufs: std::cell::Cell<u64>,
     pub(crate) remote_wakes: std::cell::Cell<u64>,
-    pub(crate) tasks_panicked: std::cell::Cell<u64>,
     pub(crate) file_queue_full: std::cell::Cell<u64>,
 }
 
 impl Stats {
-    pub(crate) fn snapshot(&self, driver: &Driver) -> CoreStats {
+    pub(crate) fn snapshot(&self, driver: &Driver, exec: &Executor) -> CoreStats {
         CoreStats {
             parks: self.parks.get(),
             spins_skipped: self.spins_skipped.get(),
@@ -146,7 +85,7 @@ impl Stats {
             early_wakes_caught: self.early_wakes_caught.get(),
             recv_rearms_after_enobufs: self.recv_rearms_after_enobufs.get(),
             remote_wakes: self.remote_wakes.get(),
-            tasks_panicked: self.tasks_panicked.get(),
+            tasks_panicked: exec.tasks_panicked(),
             cq_overflows: driver.uring().map_or(0, |u| u.cq_overflows()),
             ops_in_flight: match driver {
                 Driver::Uring(u) => u.in_flight() as u64,
@@ -176,10 +115,6 @@ impl Drop for Local {
 
 thread_local! {
     static LOCAL: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
-    /// The id of the core whose `block_on` runs on this thread (0: none); a
-    /// cheaper test than borrowing `LOCAL`, for paths that run on every
-    /// received chunk.
-    static CURRENT_CORE_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Calls `f` with this thread's core.
@@ -340,20 +275,15 @@ impl CoreBuilder {
         }
         let eventfd = crate::sys::eventfd().map_err(Error::EpollSetup)?;
         let (driver, ring_fd, backend_reason) = Driver::new(self.backend, eventfd.as_raw_fd())?;
-        let shared = Arc::new(CoreShared {
-            id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
-            remote: ArrayQueue::new(limits::TASKS_MAX + 1),
-            parked: ParkFlag::new(),
-            eventfd,
-            ring_fd,
-        });
-        let pool = BufPool::new(&driver, shared.clone(), self.recv_buffers, self.recv_buffer_bytes)?;
+        let unparker = Arc::new(Unparker::new(eventfd, ring_fd));
+        let shared = Arc::new(CoreShared::new(unparker.clone()));
+        let pool = BufPool::new(&driver, unparker, self.recv_buffers, self.recv_buffer_bytes)?;
         let driver_timed_waits = driver.timed_waits();
         Ok(Core {
             local: Rc::new(Local {
+                exec: Rc::new(Executor::new(self.be_quantum, shared.clone())),
                 shared,
-                exec: Executor::new(self.be_quantum),
-                driver,
+                driver: Rc::new(driver),
                 pool,
                 cpu: self.cpu,
                 idle: IdlePolicy::new(self.spin, self.early_wake && driver_timed_waits),
@@ -404,8 +334,7 @@ impl Core {
             previous.is_none(),
             "Core::block_on called inside another core's block_on"
         );
-        CURRENT_CORE_ID.with(|c| c.set(self.local.shared.id));
-        struct Reset;
+        struct Reset(#[allow(dead_code)] (unpark::Entered, executor::Entered));
         impl Drop for Reset {
             fn drop(&mut self) {
                 // Tasks are dropped while the core is still current, since
@@ -415,10 +344,14 @@ impl Core {
                     local.pool.drain_returns(&local.driver);
                 }
                 LOCAL.with(|l| l.borrow_mut().take());
-                CURRENT_CORE_ID.with(|c| c.set(0));
+                // Then the driver and executor stop being current (the
+                // guards in the field drop after this).
             }
         }
-        let _reset = Reset;
+        let _reset = Reset((
+            unpark::enter(self.local.shared.id(), self.local.driver.clone()),
+            executor::enter(self.local.exec.clone()),
+        ));
         let local = self.local.clone();
         let main_waker = Waker::from(Arc::new(TaskHeader {
             core: local.shared.clone(),
@@ -451,7 +384,7 @@ impl Core {
 
     fn drain_remote(&self) -> usize {
         let mut n = 0;
-        while let Some(task) = self.local.shared.remote.pop() {
+        while let Some(task) = self.local.shared.pop_remote() {
             task.remote_queued.store(false, Ordering::Release);
             self.local.exec.schedule(task.slot, task.generation);
             n += 1;
@@ -499,16 +432,16 @@ impl Core {
         // operation's). Ending the period there would count an interrupted
         // long wait as a short one and turn spinning back on.
         loop {
-            local.shared.parked.prepare_park();
+            local.shared.unparker().prepare_park();
             if self.drain_remote() > 0 || local.pool.drain_returns(&local.driver) > 0 || local.exec.has_ready() {
-                local.shared.parked.unpark();
+                local.shared.unparker().unpark();
                 break;
             }
             Stats::bump(&local.stats.parks, 1);
             let wait = early.map_or(Wait::Forever, |e| Wait::Until(started + e.wake_after));
             let completions = local.driver.poll(wait);
             parked = true;
-            local.shared.parked.unpark();
+            local.shared.unparker().unpark();
             let woken = self.drain_remote();
             if completions + woken > 0 || local.exec.has_ready() {
                 break;

@@ -6,7 +6,10 @@
 //! over and a log line says why.
 
 pub(crate) mod blocking;
+pub(crate) mod bufpool;
+mod entries;
 pub(crate) mod epoll;
+pub(crate) mod unpark;
 pub(crate) mod uring;
 
 use crate::error::{Error, Result};
@@ -154,17 +157,5 @@ impl Driver {
             Driver::Uring(_) => None,
             Driver::Epoll(e) => Some(e),
         }
-    }
-}
-
-/// Sends a MSG_RING wake-up to `target_ring_fd` from this thread's ring, if
-/// this thread runs an io_uring core with room for one more operation.
-pub(crate) fn try_msg_ring_from_current(target_ring_fd: RawFd) -> bool {
-    match crate::runtime::try_local() {
-        Some(local) => match local.driver.uring() {
-            Some(ring) => ring.msg_ring_wake(target_ring_fd),
-            None => false,
-        },
-        None => false,
     }
 }

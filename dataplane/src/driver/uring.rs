@@ -734,7 +734,7 @@ impl Uring {
         // Cancels may exceed OPS_IN_FLIGHT_MAX by at most one per operation in
         // flight; the completion queue is sized for that.
         self.state.borrow_mut().in_flight += 1;
-        self.push(crate::op::cancel::entry(u64::from(index)).user_data(IGNORE_TAG));
+        self.push(super::entries::cancel(u64::from(index)).user_data(IGNORE_TAG));
     }
 
     /// Queues a MSG_RING wake-up to another core's ring; false if there is
@@ -750,7 +750,7 @@ impl Uring {
             }
             state.in_flight += 1;
         }
-        self.push(crate::op::msg_ring::entry(target_ring_fd, MSG_WAKE_TAG).user_data(IGNORE_TAG));
+        self.push(super::entries::msg_ring(target_ring_fd, MSG_WAKE_TAG).user_data(IGNORE_TAG));
         // Sent now, not at this core's next enter: the target is parked and
         // this core may be about to run tasks for a while.
         self.issue_queued();

@@ -19,10 +19,8 @@
 //! whose jobs own their buffers as ring operations do.
 
 pub(crate) mod accept;
-pub(crate) mod cancel;
 pub(crate) mod connect;
 pub(crate) mod gather;
-pub(crate) mod msg_ring;
 pub(crate) mod nop;
 pub(crate) mod read;
 pub(crate) mod recv;

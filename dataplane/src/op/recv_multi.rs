@@ -6,7 +6,7 @@
 //! the multishot with ENOBUFS; the stream waits until buffers come back and
 //! re-arms. Data is never lost meanwhile: it waits in the socket.
 
-use crate::bufpool::BGID;
+use crate::driver::bufpool::BGID;
 use crate::driver::epoll::Interest;
 use crate::driver::uring::MultiKind;
 use crate::net::socket::Socket;

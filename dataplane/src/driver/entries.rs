@@ -1,4 +1,5 @@
-//! ASYNC_CANCEL: how a dropped operation is withdrawn from the kernel.
+//! Entries the driver itself submits: ASYNC_CANCEL for dropped operations
+//! and MSG_RING for cross-core wake-ups.
 //!
 //! The lifecycle of a single-shot operation's slot is
 //! `Waiting → Completed → Free` when its future completes, and
@@ -9,9 +10,16 @@
 //! multishot slot goes `Multi → MultiIgnored → Free` the same way, giving
 //! back each provided buffer its late completions carry.
 
-use io_uring::{opcode, squeue};
+use io_uring::{opcode, squeue, types};
+use std::os::fd::RawFd;
 
 /// The entry that cancels the operation with `user_data`.
-pub(crate) fn entry(user_data: u64) -> squeue::Entry {
+pub(crate) fn cancel(user_data: u64) -> squeue::Entry {
     opcode::AsyncCancel::new(user_data).build()
+}
+
+/// The entry that posts a completion with `user_data` into `target_ring_fd`,
+/// waking the core that waits on that ring.
+pub(crate) fn msg_ring(target_ring_fd: RawFd, user_data: u64) -> squeue::Entry {
+    opcode::MsgRingData::new(types::Fd(target_ring_fd), 0, user_data, None).build()
 }

@@ -27,10 +27,10 @@
 //! consumes that completion (a stream, or the pool itself for completions
 //! nobody will consume). It never exceeds the ring (asserted).
 
-use crate::driver::Driver;
+use super::unpark::Unparker;
+use super::Driver;
 use crate::error::{Error, Result};
 use crate::limits;
-use crate::runtime::CoreShared;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use io_uring::types::BufRingEntry;
@@ -95,7 +95,7 @@ struct PoolShared {
     count: u16,
     returned: ArrayQueue<u16>,
     /// The core to wake when a buffer comes back from another thread.
-    core: Arc<CoreShared>,
+    core: Arc<Unparker>,
     /// Off-core returners between their push and their last touch of this
     /// struct; once the pool dropped (ORPHANED), also the buffers still out
     /// and not yet popped. Touched by off-core returners and at teardown,
@@ -256,7 +256,7 @@ impl BufPool {
     }
 
     /// A pool of `count` buffers of `buf_bytes` each (checked by the builder).
-    pub(crate) fn new(driver: &Driver, core: Arc<CoreShared>, count: u16, buf_bytes: usize) -> Result<BufPool> {
+    pub(crate) fn new(driver: &Driver, core: Arc<Unparker>, count: u16, buf_bytes: usize) -> Result<BufPool> {
         assert!(count.is_power_of_two() && count <= limits::BUF_RING_ENTRIES_MAX);
         let layout = Layout::from_size_align(count as usize * buf_bytes, 4096)
             .map_err(|e| Error::Config(format!("buffer pool layout: {e}")))?;
