@@ -37,6 +37,13 @@ pub const BUF_BYTES_MAX: usize = 1 << 20;
 /// A multishot recv holds at most one buffer per queued completion, so the ring
 /// size bounds it; the extra slot is for the terminating completion.
 pub const MULTISHOT_QUEUE_MAX: usize = BUF_RING_ENTRIES_MAX as usize + 1;
+/// Accepted connections a multishot accept queues for its consumer before
+/// the driver cancels it: further connections wait in the kernel's listen
+/// backlog rather than as fds of this process, and the consumer re-arms the
+/// accept when it catches up. (A few more may land while the cancel is in
+/// flight; `MULTISHOT_QUEUE_MAX` is the hard stop, past which connections
+/// are closed.)
+pub const ACCEPT_QUEUED_MAX: usize = 128;
 /// Default time a BE task may run before `maybe_yield` tells it to yield, µs.
 pub const BE_QUANTUM_US_DEFAULT: u64 = 500;
 /// Default spin budget of an idle core before it parks in the kernel, µs.
@@ -79,6 +86,7 @@ const _: () = assert!(BUF_RING_ENTRIES_DEFAULT.is_power_of_two());
 const _: () = assert!(BUF_RING_ENTRIES_DEFAULT <= BUF_RING_ENTRIES_MAX);
 const _: () = assert!(BUF_BYTES_MIN <= BUF_BYTES_DEFAULT && BUF_BYTES_DEFAULT <= BUF_BYTES_MAX);
 const _: () = assert!(RING_ENTRIES.is_power_of_two());
+const _: () = assert!(ACCEPT_QUEUED_MAX < MULTISHOT_QUEUE_MAX);
 const _: () = assert!(TASKS_MAX <= u32::MAX as usize);
 const _: () = assert!(SPIN_US_DEFAULT <= SPIN_US_MAX);
 const _: () = assert!(FILE_IO_THREADS_MAX >= 1 && FILE_IO_QUEUE_MAX >= 1);

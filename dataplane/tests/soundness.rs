@@ -335,3 +335,58 @@ fn more_completions_than_the_queue_holds_lose_nothing() {
     assert_eq!(got, 1 + 100 * 1024);
     eprintln!("{stats:?}");
 }
+
+/// A buffer type of the caller's whose destructor uses the data plane (here:
+/// it owns a σ socket, which gives its fixed-file slot back to the driver).
+struct BufWithSocket {
+    bytes: Vec<u8>,
+    _socket: UnixStream,
+}
+
+// SAFETY: the Vec's heap memory does not move when the struct moves.
+unsafe impl sigma_dataplane::IoBuf for BufWithSocket {
+    fn stable_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// The data of a dropped operation is freed when its completion arrives;
+/// it used to be freed while the driver was in the middle of reaping
+/// (borrowed), so a buffer whose destructor calls into the driver — one
+/// that owns a socket, say — panicked the core.
+#[test]
+fn a_dropped_operations_buffer_may_use_the_driver_when_freed() {
+    for backend in common::backends() {
+        within(Duration::from_secs(20), &format!("{backend}"), move || {
+            let core = Core::builder().backend(backend).build().unwrap();
+            core.block_on(async move {
+                for round in 0..8 {
+                    let (a, b) = UnixStream::pair().unwrap();
+                    let (inner, _inner_peer) = UnixStream::pair().unwrap();
+                    // More than the socket buffers hold: the send stays
+                    // pending until its future is dropped by the timeout.
+                    let buf = BufWithSocket {
+                        bytes: vec![round as u8; 8 << 20],
+                        _socket: inner,
+                    };
+                    let sent = sigma_dataplane::timeout(Duration::from_millis(5), a.send_all(buf)).await;
+                    assert!(
+                        sent.is_err(),
+                        "{backend}: an 8 MiB send to a peer that never reads finished"
+                    );
+                    // Let the cancel's completion arrive and free the buffer.
+                    sigma_dataplane::sleep(Duration::from_millis(5)).await;
+                    drop(b);
+                }
+                // The core still works.
+                let (a, b) = UnixStream::pair().unwrap();
+                a.send_all(Bytes::from_static(b"still here")).await.0.unwrap();
+                let (n, got) = b.recv(Vec::with_capacity(16)).await;
+                assert_eq!((n.unwrap(), &got[..]), (10, &b"still here"[..]), "{backend}");
+            });
+        });
+    }
+}

@@ -127,6 +127,9 @@ struct MultiState {
     queue: VecDeque<(i32, u32)>,
     waker: Option<Waker>,
     done: bool,
+    /// Cancelled by the driver because its queue filled (accept only):
+    /// its terminating -ECANCELED is not an error for the consumer.
+    paused: bool,
 }
 
 /// Releases what one unconsumed multishot completion carries: its provided
@@ -161,6 +164,13 @@ struct State {
     /// buffer pool takes them back.
     orphan_buffers: Vec<u16>,
     to_wake: Vec<Waker>,
+    /// Data of dropped operations whose completion came: freed after the
+    /// driver's borrows end (its destructor may use the driver).
+    to_drop: Vec<Box<dyn Any>>,
+    /// Multishot accepts whose queue of accepted connections is full: they
+    /// are cancelled (after the borrows end), so that further connections
+    /// wait in the listen backlog, not as fds here; the consumer re-arms.
+    to_pause: Vec<u32>,
     /// Polls that found the completion queue overflowed.
     cq_overflows: u64,
 }
@@ -283,6 +293,8 @@ impl Uring {
                 orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES_DEFAULT as usize),
                 cq_overflows: 0,
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
+                to_drop: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
+                to_pause: Vec::new(),
             }),
             shut_down: std::cell::Cell::new(false),
             leaked_in_flight: std::cell::Cell::new(false),
@@ -471,20 +483,18 @@ impl Uring {
     }
 
     fn reap(&self) -> usize {
-        let mut batch = [(0u64, 0i32, 0u32); limits::COMPLETIONS_PER_TICK_MAX];
         let mut count = 0;
-        {
-            let mut ring = self.ring.borrow_mut();
-            for cqe in ring.completion().take(limits::COMPLETIONS_PER_TICK_MAX) {
-                batch[count] = (cqe.user_data(), cqe.result(), cqe.flags());
-                count += 1;
-            }
-        }
         let mut rearm_notify = false;
         {
+            // Completions are handled in place, straight off the CQ (whose
+            // head moves when the iterator drops); nothing run here touches
+            // the ring or calls out of the driver.
+            let mut ring = self.ring.borrow_mut();
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            for &(user_data, res, flags) in &batch[..count] {
+            for cqe in ring.completion().take(limits::COMPLETIONS_PER_TICK_MAX) {
+                count += 1;
+                let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
                 match user_data {
                     NOTIFY_TAG => {
                         crate::sys::eventfd_drain(self.eventfd);
@@ -508,6 +518,19 @@ impl Uring {
         if rearm_notify {
             self.arm_notify();
         }
+        let (mut to_drop, mut to_pause) = {
+            let mut state = self.state.borrow_mut();
+            (std::mem::take(&mut state.to_drop), std::mem::take(&mut state.to_pause))
+        };
+        for index in to_pause.drain(..) {
+            self.cancel(index);
+        }
+        to_drop.clear();
+        {
+            let mut state = self.state.borrow_mut();
+            state.to_drop = to_drop;
+            state.to_pause = to_pause;
+        }
         let mut to_wake = std::mem::take(&mut self.state.borrow_mut().to_wake);
         for waker in to_wake.drain(..) {
             waker.wake();
@@ -528,7 +551,9 @@ impl Uring {
                 state.in_flight -= 1;
             }
             Slot::Ignored(_) => {
-                *slot = Slot::Free;
+                if let Slot::Ignored(data) = std::mem::replace(slot, Slot::Free) {
+                    state.to_drop.push(data);
+                }
                 state.free.push(index);
                 state.in_flight -= 1;
             }
@@ -547,10 +572,28 @@ impl Uring {
                     tracing::warn!(slot = index, "multishot completions not consumed; dropping one");
                     return;
                 }
+                if multi.paused && !more && res == -libc::ECANCELED {
+                    // The end of the driver's own pause: not the consumer's
+                    // business; it re-arms once it has taken what is queued.
+                    multi.done = true;
+                    state.in_flight -= 1;
+                    if let Some(waker) = multi.waker.take() {
+                        state.to_wake.push(waker);
+                    }
+                    return;
+                }
                 multi.queue.push_back((res, flags));
                 if !more {
                     multi.done = true;
                     state.in_flight -= 1;
+                } else if multi.kind == MultiKind::Accept
+                    && multi.queue.len() >= limits::ACCEPT_QUEUED_MAX
+                    && !multi.paused
+                {
+                    // Enough accepted connections wait for the consumer:
+                    // stop pulling more into fds (the consumer re-arms).
+                    multi.paused = true;
+                    state.to_pause.push(index);
                 }
                 if let Some(waker) = multi.waker.take() {
                     state.to_wake.push(waker);
@@ -603,6 +646,7 @@ impl Uring {
                 queue: VecDeque::with_capacity(4),
                 waker: None,
                 done: false,
+                paused: false,
             }),
             None => Slot::Waiting(None),
         };
