@@ -36,6 +36,12 @@ pub(crate) struct CoreShared {
     /// The core's id (a copy of the unparker's, read on every wake).
     id: u64,
     remote: ArrayQueue<Arc<TaskHeader>>,
+    /// Where remote wakes go when `remote` is full. Each header is queued at
+    /// most once, but headers of finished tasks count too (their wakers may
+    /// outlive them), so the bounded queue can fill; this slow path keeps
+    /// such a wake instead of losing it (or panicking).
+    overflow: std::sync::Mutex<Vec<Arc<TaskHeader>>>,
+    overflowed: AtomicBool,
     unparker: Arc<Unparker>,
 }
 
@@ -45,6 +51,8 @@ impl CoreShared {
             id: unparker.id(),
             // Each live task at most once (remote_queued), plus the main future.
             remote: ArrayQueue::new(limits::TASKS_MAX + 1),
+            overflow: std::sync::Mutex::new(Vec::new()),
+            overflowed: AtomicBool::new(false),
             unparker,
         }
     }
@@ -68,17 +76,29 @@ impl CoreShared {
         if task.remote_queued.swap(true, Ordering::AcqRel) {
             return;
         }
-        // The queue holds each live task at most once (remote_queued), and the
-        // executor has at most TASKS_MAX of them plus the main future.
-        if self.remote.push(task.clone()).is_err() {
-            unreachable!("remote wake queue larger than the task limit");
+        if let Err(task) = self.remote.push(task.clone()) {
+            self.overflow.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+            self.overflowed.store(true, Ordering::SeqCst);
         }
         self.unparker.wake_if_parked();
     }
 
     /// The next task woken from another thread (the core's own thread).
     pub(crate) fn pop_remote(&self) -> Option<Arc<TaskHeader>> {
-        let task = self.remote.pop()?;
+        let task = match self.remote.pop() {
+            Some(task) => task,
+            None => {
+                if !self.overflowed.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let mut overflow = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
+                let task = overflow.pop();
+                if overflow.is_empty() {
+                    self.overflowed.store(false, Ordering::SeqCst);
+                }
+                task?
+            }
+        };
         task.remote_queued.store(false, Ordering::Release);
         Some(task)
     }

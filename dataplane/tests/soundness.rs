@@ -390,3 +390,58 @@ fn a_dropped_operations_buffer_may_use_the_driver_when_freed() {
         });
     }
 }
+
+/// Wakers outlive their tasks, and each task's waker is queued remotely at
+/// most once, but finished tasks' wakers count too: woken from another
+/// thread while the core is busy, more of them than the bounded remote
+/// queue holds used to hit `unreachable!` in the waking thread. Now the
+/// extra wakes wait in an overflow list and a live task's wake still lands.
+#[test]
+fn more_remote_wakes_than_the_remote_queue_holds_lose_nothing() {
+    use std::task::Waker;
+    let count = sigma_dataplane::limits::TASKS_MAX + 100;
+    for backend in common::backends() {
+        within(Duration::from_secs(60), &format!("{backend}"), move || {
+            let core = Core::builder().backend(backend).build().unwrap();
+            core.block_on(async move {
+                // The wakers of `count` tasks that have finished.
+                let wakers = std::rc::Rc::new(std::cell::RefCell::new(Vec::with_capacity(count)));
+                for _ in 0..count {
+                    let wakers = wakers.clone();
+                    spawn(std::future::poll_fn(move |cx| {
+                        wakers.borrow_mut().push(cx.waker().clone());
+                        Poll::Ready(())
+                    }))
+                    .await;
+                }
+                let dead: Vec<Waker> = std::mem::take(&mut *wakers.borrow_mut());
+                // A live task, waiting for a wake from the other thread.
+                let (live_tx, live_rx) = mpsc::channel::<Waker>();
+                let woken = std::rc::Rc::new(std::cell::Cell::new(false));
+                let flag = woken.clone();
+                let live = spawn(std::future::poll_fn(move |cx| {
+                    if flag.get() {
+                        return Poll::Ready(());
+                    }
+                    flag.set(true);
+                    live_tx.send(cx.waker().clone()).unwrap();
+                    Poll::Pending
+                }));
+                sigma_dataplane::yield_now().await;
+                let live_waker = live_rx.recv().unwrap();
+                // The other thread wakes them all while this core is busy
+                // (blocked right here, not draining its remote queue).
+                let waker_thread = std::thread::spawn(move || {
+                    for w in dead {
+                        w.wake();
+                    }
+                    live_waker.wake();
+                });
+                let joined = waker_thread.join();
+                assert!(joined.is_ok(), "{backend}: the waking thread panicked");
+                live.await;
+                assert!(woken.get());
+            });
+        });
+    }
+}
