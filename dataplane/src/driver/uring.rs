@@ -505,21 +505,18 @@ impl Uring {
     }
 
     fn reap(&self) -> usize {
-        let mut batch = [(0u64, 0i32, 0u32); limits::COMPLETIONS_PER_TICK_MAX];
+        // Straight from the completion queue, without copying a batch out
+        // first: handling a completion touches the slots, never the ring.
         let mut count = 0;
-        {
-            let mut ring = self.ring.borrow_mut();
-            for cqe in ring.completion().take(limits::COMPLETIONS_PER_TICK_MAX) {
-                batch[count] = (cqe.user_data(), cqe.result(), cqe.flags());
-                count += 1;
-            }
-        }
         let mut rearm_notify = false;
         {
+            let mut ring = self.ring.borrow_mut();
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            for &(user_data, res, flags) in &batch[..count] {
-                match user_data {
+            for cqe in ring.completion().take(limits::COMPLETIONS_PER_TICK_MAX) {
+                count += 1;
+                let (res, flags) = (cqe.result(), cqe.flags());
+                match cqe.user_data() {
                     NOTIFY_TAG => {
                         crate::sys::eventfd_drain(self.eventfd);
                         if !cqueue::more(flags) {
