@@ -16,6 +16,10 @@ pub struct Socket {
     fixed: Option<u32>,
     token: Option<u32>,
     core: Rc<Local>,
+    /// Ring sends of this socket the kernel has not completed yet (io_uring;
+    /// see `op::send`): while there are any, sends go through the ring too,
+    /// so that none overtakes one the kernel still holds.
+    ring_sends: Rc<std::cell::Cell<u32>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -42,6 +46,7 @@ impl Socket {
                     token: None,
                     fd,
                     core,
+                    ring_sends: Rc::default(),
                 })
             }
             (None, Some(epoll)) => {
@@ -51,6 +56,7 @@ impl Socket {
                     fixed: None,
                     fd,
                     core,
+                    ring_sends: Rc::default(),
                 })
             }
             (None, None) => unreachable!("a driver is either io_uring or epoll"),
@@ -80,6 +86,27 @@ impl Socket {
 
     pub(crate) fn is_uring(&self) -> bool {
         self.token.is_none()
+    }
+
+    /// Whether no ring send of this socket is in the kernel's hands.
+    pub(crate) fn no_ring_sends(&self) -> bool {
+        self.ring_sends.get() == 0
+    }
+
+    /// Counts a ring send in until the guard drops (which, for an operation
+    /// whose future was dropped, is at its last completion).
+    pub(crate) fn ring_send_guard(&self) -> RingSendGuard {
+        self.ring_sends.set(self.ring_sends.get() + 1);
+        RingSendGuard(self.ring_sends.clone())
+    }
+}
+
+/// One ring send counted in on its socket (`Socket::ring_send_guard`).
+pub(crate) struct RingSendGuard(Rc<std::cell::Cell<u32>>);
+
+impl Drop for RingSendGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
