@@ -249,9 +249,6 @@ pub(crate) struct BufPool {
     scratch: RefCell<Vec<u16>>,
 }
 
-/// Bytes of a transparent huge page (x86-64, aarch64 with 4 KiB pages).
-const HUGE_PAGE: usize = 2 << 20;
-
 impl BufPool {
     fn shared(&self) -> &PoolShared {
         // SAFETY: this pool holds a count on it until its Drop.
@@ -261,27 +258,11 @@ impl BufPool {
     /// A pool of `count` buffers of `buf_bytes` each (checked by the builder).
     pub(crate) fn new(driver: &Driver, core: Arc<CoreShared>, count: u16, buf_bytes: usize) -> Result<BufPool> {
         assert!(count.is_power_of_two() && count <= limits::BUF_RING_ENTRIES_MAX);
-        // A receive takes the buffer at the head of the ring and a returned
-        // one goes to its tail, so even a ping-pong cycles through every
-        // buffer: in 4 KiB pages that is one TLB miss per receive (in the
-        // kernel's copy and again in the reader). A pool of whole huge pages
-        // is aligned to them and asks for transparent huge pages
-        // (MADV_HUGEPAGE; where THP is off it stays in 4 KiB pages).
-        let bytes = count as usize * buf_bytes;
-        let huge = bytes >= HUGE_PAGE && bytes % HUGE_PAGE == 0;
-        let layout = Layout::from_size_align(bytes, if huge { HUGE_PAGE } else { 4096 })
+        let layout = Layout::from_size_align(count as usize * buf_bytes, 4096)
             .map_err(|e| Error::Config(format!("buffer pool layout: {e}")))?;
         // SAFETY: the layout has a non-zero size.
         let base = NonNull::new(unsafe { std::alloc::alloc(layout) })
             .ok_or_else(|| Error::Config("buffer pool allocation failed".into()))?;
-        if huge {
-            // SAFETY: advice on memory this pool just allocated and owns; it
-            // changes how its pages are backed, not its contents.
-            let r = unsafe { libc::madvise(base.as_ptr().cast(), bytes, libc::MADV_HUGEPAGE) };
-            if r != 0 {
-                tracing::debug!(error = %std::io::Error::last_os_error(), "MADV_HUGEPAGE on the receive-buffer pool failed");
-            }
-        }
         POOLS_ALIVE.fetch_add(1, Ordering::SeqCst);
         let shared = Box::new(PoolShared {
             base,
