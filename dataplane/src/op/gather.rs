@@ -6,7 +6,7 @@
 use super::{epoll_retry, with_target, Op, Target, UringOp};
 use crate::buf::BufResult;
 use crate::driver::epoll::Interest;
-use crate::net::socket::Socket;
+use crate::net::socket::{RingSendGuard, Socket};
 use bytes::{Buf, Bytes};
 use io_uring::{opcode, squeue};
 use std::os::fd::AsRawFd;
@@ -112,6 +112,9 @@ impl Gather {
 struct SendGather {
     target: Target,
     gather: Gather,
+    /// Counted as a ring send of its socket until the kernel's completion
+    /// (`op::send`: no plain send overtakes it).
+    _counted: RingSendGuard,
 }
 
 impl UringOp for SendGather {
@@ -133,6 +136,7 @@ pub(crate) async fn send_gather(socket: &Socket, mut gather: Gather) -> BufResul
         return Op::new(SendGather {
             target: socket.target(),
             gather,
+            _counted: socket.ring_send_guard(),
         })
         .await;
     }

@@ -5,7 +5,7 @@ use super::{epoll_retry, with_target, Op, Target, UringOp};
 use crate::buf::{BufResult, IoBuf};
 use crate::driver::epoll::Interest;
 use crate::limits;
-use crate::net::socket::Socket;
+use crate::net::socket::{RingSendGuard, Socket};
 use io_uring::{opcode, squeue};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -77,6 +77,9 @@ struct SendMsg<B> {
     msg: Box<MsgHeader>,
     // Duplicates of the fds being passed, open until the kernel is done.
     _fds: Vec<OwnedFd>,
+    /// Counted as a ring send of its socket until the kernel's completion
+    /// (`op::send`: no plain send overtakes it).
+    _counted: RingSendGuard,
 }
 
 impl<B: IoBuf + Unpin> UringOp for SendMsg<B> {
@@ -116,6 +119,7 @@ pub(crate) async fn sendmsg<B: IoBuf + Unpin>(
             bufs,
             msg,
             _fds: fds,
+            _counted: socket.ring_send_guard(),
         })
         .await;
     }
