@@ -147,3 +147,114 @@ fn forced_epoll_reports_epoll() {
     let core = common::core(Backend::Epoll);
     assert_eq!(core.backend(), Backend::Epoll);
 }
+
+#[test]
+fn a_core_that_never_idles_still_gets_its_completions() {
+    // One task is always ready, so the core never parks: completions reach
+    // it only through the polls between ticks, which on io_uring skip the
+    // kernel unless IORING_SQ_TASKRUN says task work is pending. Data
+    // written from another thread must still arrive, every time.
+    for backend in common::backends() {
+        let core = common::core(backend);
+        let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut theirs = theirs;
+            let mut ack = [0u8; 1];
+            for i in 0..200u8 {
+                theirs.write_all(&[i]).unwrap();
+                // Wait for the core's ack, so each byte arrives while the
+                // core is busy and no receive completes during a park.
+                theirs.read_exact(&mut ack).unwrap();
+                assert_eq!(ack[0], i);
+            }
+        });
+        core.block_on(async move {
+            let stream = UnixStream::from_owned(mine.into()).unwrap();
+            let done = std::rc::Rc::new(std::cell::Cell::new(false));
+            let busy = {
+                let done = done.clone();
+                spawn(async move {
+                    let mut spins = 0u64;
+                    while !done.get() {
+                        spins += 1;
+                        sigma_dataplane::yield_now().await;
+                    }
+                    spins
+                })
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let mut chunks = stream.recv_stream();
+            let mut got = 0u8;
+            while got < 200 {
+                let chunk = chunks.next().await.unwrap().unwrap();
+                for &b in chunk.iter() {
+                    assert_eq!(b, got, "{backend}");
+                    got += 1;
+                    let (res, _) = stream.send_all(vec![b]).await;
+                    res.unwrap();
+                }
+                assert!(std::time::Instant::now() < deadline, "{backend}: too slow");
+            }
+            done.set(true);
+            assert!(busy.await > 0);
+            assert_eq!(sigma_dataplane::stats().unwrap().parks, 0, "{backend}: the core parked");
+        });
+        writer.join().unwrap();
+    }
+}
+
+/// A send tries a plain send(2) first on io_uring; it must never overtake
+/// the bytes of a ring send of the same socket whose future was dropped
+/// while it waited for room, even when the peer made room meanwhile (the
+/// dropped send's cancel reaches the kernel before it can move again). The
+/// peer must see a prefix of the first send, then the marker, and nothing
+/// after it. (Fails when a dropped send is not cancelled.)
+#[test]
+fn a_send_after_a_dropped_send_never_lets_its_bytes_overtake() {
+    use std::io::Read;
+    for backend in common::backends() {
+        for round in 0..10 {
+            let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let reader = std::thread::spawn(move || {
+                // A slow reader: the socket keeps filling up and draining.
+                let mut theirs = theirs;
+                let mut all = Vec::new();
+                let mut chunk = vec![0u8; 64 << 10];
+                loop {
+                    let n = theirs.read(&mut chunk).unwrap();
+                    if n == 0 {
+                        break all;
+                    }
+                    all.extend_from_slice(&chunk[..n]);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            });
+            let core = common::core(backend);
+            core.block_on(async move {
+                let stream = UnixStream::from_owned(mine.into()).unwrap();
+                // Far more than the socket holds: the rest waits in the ring
+                // until the timeout drops the future.
+                let big = vec![b'A'; 16 << 20];
+                let sent = sigma_dataplane::timeout(Duration::from_millis(20), stream.send_all(big)).await;
+                assert!(sent.is_err(), "{backend}: 16 MiB went out in 20 ms to a slow reader");
+                // The core does not enter the kernel for a while (its ring
+                // send stays pending) while the reader makes room.
+                std::thread::sleep(Duration::from_millis(5));
+                let (res, _) = stream.send_all(b"END".to_vec()).await;
+                res.unwrap();
+                // Closing makes the reader's read_to_end return.
+                drop(stream);
+                sigma_dataplane::sleep(Duration::from_millis(1)).await;
+            });
+            drop(core);
+            let all = reader.join().unwrap();
+            let end = all.len() - 3;
+            assert_eq!(&all[end..], b"END", "{backend} round {round}: the marker is not last");
+            assert!(
+                all[..end].iter().all(|&b| b == b'A'),
+                "{backend} round {round}: bytes of the first send came after the marker"
+            );
+        }
+    }
+}

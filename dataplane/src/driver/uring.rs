@@ -188,6 +188,9 @@ pub(crate) struct Uring {
     msg_ring: bool,
     /// IORING_FEAT_EXT_ARG (5.11): a wait can end at a deadline.
     ext_arg: bool,
+    /// The ring has IORING_SETUP_TASKRUN_FLAG: IORING_SQ_TASKRUN tells
+    /// whether deferred task work is pending.
+    taskrun_flag: bool,
 }
 
 fn explain_setup_error(e: &io::Error) -> String {
@@ -216,17 +219,33 @@ fn explain_setup_error(e: &io::Error) -> String {
 
 impl Uring {
     pub(crate) fn new(eventfd: RawFd) -> Result<(Uring, OwnedFd)> {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_r_disabled()
-            .setup_submit_all()
-            .setup_cqsize(limits::RING_CQ_ENTRIES)
-            .build(limits::RING_ENTRIES)
-            .map_err(|source| Error::RingSetup {
-                reason: explain_setup_error(&source),
-                source,
-            })?;
+        // TASKRUN_FLAG: the kernel sets IORING_SQ_TASKRUN when it queues
+        // deferred task work (a socket became ready for an armed receive),
+        // so a poll that need not wait can skip the enter when there is none
+        // (`poll`). A kernel that refuses the flag with DEFER_TASKRUN gets
+        // the ring without it, and every such poll enters.
+        let build = |taskrun_flag: bool| {
+            let mut builder = IoUring::builder();
+            builder
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_r_disabled()
+                .setup_submit_all()
+                .setup_cqsize(limits::RING_CQ_ENTRIES);
+            if taskrun_flag {
+                builder.setup_taskrun_flag();
+            }
+            builder.build(limits::RING_ENTRIES)
+        };
+        let (ring, taskrun_flag) = match build(true) {
+            Ok(ring) => (Ok(ring), true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (build(false), false),
+            Err(e) => (Err(e), false),
+        };
+        let ring = ring.map_err(|source| Error::RingSetup {
+            reason: explain_setup_error(&source),
+            source,
+        })?;
         // Multishot operations may post more completions than the CQ holds
         // (limits.rs); only a kernel that keeps the overflow instead of
         // dropping it (5.5) may run them.
@@ -281,6 +300,7 @@ impl Uring {
             ring_fd,
             registered_index,
             ext_arg,
+            taskrun_flag,
             eventfd,
             state: RefCell::new(State {
                 slots: Vec::with_capacity(limits::OPS_IN_FLIGHT_MAX),
@@ -430,7 +450,15 @@ impl Uring {
         // Completions the kernel kept aside when the CQ was full (NODROP)
         // reach the CQ only through an enter with GETEVENTS.
         let overflowed = self.cq_overflowed();
-        if unsubmitted == 0 && in_flight == 0 && wait == Wait::No && !overflowed && self.cq_is_empty() {
+        // With DEFER_TASKRUN, completions of armed operations (a receive
+        // whose socket became ready) wait as task work until an enter with
+        // GETEVENTS runs it. Without anything to submit, a poll that need
+        // not wait enters only if some may be pending: always without
+        // TASKRUN_FLAG, else only when IORING_SQ_TASKRUN says so. Work
+        // queued just after this look is run by the next poll, at the
+        // latest by the park's enter.
+        let nothing_pending = in_flight == 0 || (self.taskrun_flag && !self.taskrun_pending());
+        if unsubmitted == 0 && nothing_pending && wait == Wait::No && !overflowed && self.cq_is_empty() {
             return 0;
         }
         if overflowed {
@@ -466,6 +494,12 @@ impl Uring {
             Err(e) => panic!("io_uring_enter failed: {e}"),
         }
         self.reap()
+    }
+
+    /// Whether the kernel queued deferred task work not run yet
+    /// (IORING_SQ_TASKRUN; meaningful with TASKRUN_FLAG only).
+    fn taskrun_pending(&self) -> bool {
+        self.ring.borrow_mut().submission().taskrun()
     }
 
     /// Whether the kernel holds completions it could not post (IORING_SQ_CQ_OVERFLOW).

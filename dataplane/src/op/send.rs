@@ -31,7 +31,36 @@ impl<B: IoBuf + Unpin> UringOp for Send<B> {
 /// Sends bytes of `buf` from `offset` on; returns how many went out.
 pub(crate) async fn send<B: IoBuf + Unpin>(socket: &Socket, buf: B, offset: usize) -> BufResult<usize, B> {
     assert!(offset <= buf.bytes_init(), "send offset beyond the buffer");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
     if socket.is_uring() {
+        // A send that fits the socket's buffer completes at once, whichever
+        // way it goes; a plain non-blocking send(2) costs the same one
+        // system call as the enter that would issue it, without the ring's
+        // request set-up, its completion, and a wake-up and second poll of
+        // the task. Only one that would wait goes to the ring, which waits
+        // for room. It cannot overtake the bytes of an earlier ring send of
+        // this socket whose future was dropped: that send makes progress
+        // only in this core's next enter (DEFER_TASKRUN), which first
+        // submits its cancel (tests/net.rs). Concurrent sends of one socket
+        // from several tasks are not ordered, on either back end.
+        // SAFETY: the range [offset, bytes_init) of the buffer is readable.
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.stable_ptr().add(offset).cast(),
+                buf.bytes_init() - offset,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        match crate::sys::cvt_isize(n) {
+            Ok(n) => return (Ok(n), buf),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return (Err(e), buf),
+        }
         return Op::new(Send {
             target: socket.target(),
             buf,
@@ -39,7 +68,6 @@ pub(crate) async fn send<B: IoBuf + Unpin>(socket: &Socket, buf: B, offset: usiz
         })
         .await;
     }
-    let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
     let res = epoll_retry(socket.token(), Interest::Write, || {
         // SAFETY: the range [offset, bytes_init) of the buffer is readable.
         let n = unsafe {
