@@ -552,24 +552,30 @@ impl Uring {
         if rearm_notify {
             self.arm_notify();
         }
-        let (mut to_drop, mut to_pause) = {
+        if count == 0 && self.state.borrow().to_wake.is_empty() {
+            return 0;
+        }
+        // One borrow takes what the completions left to do outside it.
+        let (mut to_wake, mut to_drop, mut to_pause) = {
             let mut state = self.state.borrow_mut();
-            (std::mem::take(&mut state.to_drop), std::mem::take(&mut state.to_pause))
+            (
+                std::mem::take(&mut state.to_wake),
+                std::mem::take(&mut state.to_drop),
+                std::mem::take(&mut state.to_pause),
+            )
         };
         for index in to_pause.drain(..) {
             self.cancel(index);
         }
         to_drop.clear();
-        {
-            let mut state = self.state.borrow_mut();
-            state.to_drop = to_drop;
-            state.to_pause = to_pause;
-        }
-        let mut to_wake = std::mem::take(&mut self.state.borrow_mut().to_wake);
         for waker in to_wake.drain(..) {
             waker.wake();
         }
-        self.state.borrow_mut().to_wake = to_wake;
+        let mut state = self.state.borrow_mut();
+        state.to_wake = to_wake;
+        state.to_drop = to_drop;
+        state.to_pause = to_pause;
+        drop(state);
         count
     }
 
