@@ -57,15 +57,18 @@ impl CoreShared {
         }
     }
 
+    #[inline]
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
+    #[inline]
     pub(crate) fn unparker(&self) -> &Unparker {
         &self.unparker
     }
 
     /// Whether the calling thread is this core's, inside its `block_on`.
+    #[inline]
     pub(crate) fn is_current(&self) -> bool {
         self.unparker.is_current()
     }
@@ -114,6 +117,7 @@ thread_local! {
 /// # Panics
 ///
 /// When this thread is not running a σ data-plane core.
+#[inline]
 pub(crate) fn with_exec<R>(f: impl FnOnce(&Executor) -> R) -> R {
     CURRENT.with(|c| match &*c.borrow() {
         Some(exec) => f(exec),

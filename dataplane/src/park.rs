@@ -35,18 +35,21 @@ impl ParkFlag {
     /// The core, before its last look for work: from here on, wakers
     /// notify it. Follow with that look; then park if it found nothing, or
     /// [`unpark`](Self::unpark).
+    #[inline]
     pub fn prepare_park(&self) {
         self.parked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
     }
 
     /// The core, awake again (or not parking after all).
+    #[inline]
     pub fn unpark(&self) {
         self.parked.store(false, Ordering::SeqCst);
     }
 
     /// Another thread, after it put work where the core looks before it
     /// parks: calls `notify` if the core is parked (or about to be).
+    #[inline]
     pub fn wake_if_parked(&self, notify: impl FnOnce()) {
         fence(Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) {

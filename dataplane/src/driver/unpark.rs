@@ -52,21 +52,25 @@ impl Unparker {
     }
 
     /// The core's process-unique id.
+    #[inline]
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
     /// Whether the calling thread is this core's, inside its `block_on`.
+    #[inline]
     pub(crate) fn is_current(&self) -> bool {
         CURRENT_CORE_ID.with(|c| c.get() == self.id)
     }
 
     /// The core, before its last look for work (`park.rs`).
+    #[inline]
     pub(crate) fn prepare_park(&self) {
         self.parked.prepare_park();
     }
 
     /// The core, awake again (or not parking after all).
+    #[inline]
     pub(crate) fn unpark(&self) {
         self.parked.unpark();
     }
@@ -75,6 +79,7 @@ impl Unparker {
     /// before it parks: wakes the core if it is parked. Either the core sees
     /// the work or this thread sees it parked (`park.rs`, modelled in
     /// tests/loom.rs).
+    #[inline]
     pub(crate) fn wake_if_parked(&self) {
         self.parked.wake_if_parked(|| self.notify());
     }
