@@ -18,3 +18,16 @@ pub fn backends() -> Vec<Backend> {
 pub fn core(backend: Backend) -> Core {
     Core::builder().backend(backend).build().expect("core")
 }
+
+/// Runs `f` on a fresh thread and waits at most `limit` for it: a core that
+/// sleeps forever fails the test instead of hanging it (the thread leaks).
+pub fn within<T: Send + 'static>(limit: std::time::Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: not done after {limit:?}"),
+    }
+}

@@ -48,8 +48,22 @@ impl Drop for Counted {
 /// and in order; a lost wake-up leaves both threads blocked (a deadlock).
 #[test]
 fn spsc_capacity_1_waits_both_ways() {
-    model(|| {
-        let (mut tx, mut rx) = channel::<usize>(1);
+    three_values_in_order(1, true);
+}
+
+/// Capacity 2: the receiver waits, the sender fills the queue without
+/// waiting; then the sender waits for room once.
+#[test]
+fn spsc_capacity_2_in_order() {
+    three_values_in_order(2, false);
+}
+
+/// Sends 0, 1, 2 through a channel of `capacity` from another thread and
+/// receives them in order; with `then_closed`, also the end of the stream
+/// once the sender is gone.
+fn three_values_in_order(capacity: usize, then_closed: bool) {
+    model(move || {
+        let (mut tx, mut rx) = channel::<usize>(capacity);
         let producer = thread::spawn(move || {
             block_on(async move {
                 for i in 0..3 {
@@ -61,28 +75,8 @@ fn spsc_capacity_1_waits_both_ways() {
             for i in 0..3 {
                 assert_eq!(rx.recv().await, Some(i));
             }
-            assert_eq!(rx.recv().await, None, "sender gone, queue empty");
-        });
-        producer.join().unwrap();
-    });
-}
-
-/// Capacity 2: the receiver waits, the sender fills the queue without
-/// waiting; then the sender waits for room once.
-#[test]
-fn spsc_capacity_2_in_order() {
-    model(|| {
-        let (mut tx, mut rx) = channel::<usize>(2);
-        let producer = thread::spawn(move || {
-            block_on(async move {
-                for i in 0..3 {
-                    tx.send(i).await.expect("receiver alive");
-                }
-            })
-        });
-        block_on(async move {
-            for i in 0..3 {
-                assert_eq!(rx.recv().await, Some(i));
+            if then_closed {
+                assert_eq!(rx.recv().await, None, "sender gone, queue empty");
             }
         });
         producer.join().unwrap();

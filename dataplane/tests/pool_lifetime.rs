@@ -6,22 +6,13 @@
 
 mod common;
 
+use common::within;
+
 use bytes::Bytes;
 use sigma_dataplane::net::UnixStream;
 use sigma_dataplane::{receive_pools_alive, Core};
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: not done after {limit:?}"),
-    }
-}
 
 /// A chunk kept after its core stopped keeps the pool memory (and reads its
 /// bytes); dropping it frees the pool. Chunks dropped on other threads

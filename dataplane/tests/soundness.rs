@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::within;
+
 use bytes::Bytes;
 use sigma_dataplane::net::{TcpListener, UnixStream};
 use sigma_dataplane::{spawn, Backend, Core};
@@ -14,19 +16,6 @@ use std::pin::Pin;
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::Duration;
-
-/// Runs `f` on a fresh thread and waits at most `limit` for it: a core that
-/// sleeps forever fails the test instead of hanging it (the thread leaks).
-fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: not done after {limit:?}"),
-    }
-}
 
 /// Bug 3: a receive buffer dropped on another thread goes back on the pool's
 /// return queue but used to wake nobody, so a stream waiting for buffers
