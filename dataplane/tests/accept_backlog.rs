@@ -73,8 +73,10 @@ fn a_multishot_accept_queues_a_bounded_number_of_connections() {
             sigma_dataplane::sleep(Duration::from_millis(50)).await;
             let held = open_fds() - before - CLIENTS;
             assert!(
-                held <= ACCEPT_QUEUED_MAX + BURST + 32,
-                "{backend}: {held} of {CLIENTS} connections pulled into fds for a consumer that took none (bound {ACCEPT_QUEUED_MAX} and one burst of {BURST})"
+                // Two bursts of slack: a core held up for more than the
+                // 30 ms between bursts takes two in one kernel pass.
+                held <= ACCEPT_QUEUED_MAX + 2 * BURST,
+                "{backend}: {held} of {CLIENTS} connections pulled into fds for a consumer that took none (bound {ACCEPT_QUEUED_MAX} plus up to two bursts of {BURST})"
             );
             // Every connection is still accepted, in full working order.
             let mut accepted = Vec::new();
