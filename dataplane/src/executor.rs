@@ -33,8 +33,6 @@ pub enum Class {
 /// The part of a core that other threads may touch: its remote wake queue
 /// and the means to wake it when it is parked.
 pub(crate) struct CoreShared {
-    /// The core's id (a copy of the unparker's, read on every wake).
-    id: u64,
     remote: ArrayQueue<Arc<TaskHeader>>,
     /// Where remote wakes go when `remote` is full. Each header is queued at
     /// most once, but headers of finished tasks count too (their wakers may
@@ -48,7 +46,6 @@ pub(crate) struct CoreShared {
 impl CoreShared {
     pub(crate) fn new(unparker: Arc<Unparker>) -> CoreShared {
         CoreShared {
-            id: unparker.id(),
             // Each live task at most once (remote_queued), plus the main future.
             remote: ArrayQueue::new(limits::TASKS_MAX + 1),
             overflow: std::sync::Mutex::new(Vec::new()),
@@ -59,7 +56,7 @@ impl CoreShared {
 
     #[inline]
     pub(crate) fn id(&self) -> u64 {
-        self.id
+        self.unparker.id()
     }
 
     #[inline]

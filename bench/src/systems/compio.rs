@@ -22,8 +22,8 @@ use compio::runtime::Runtime;
 use compio::BufResult;
 
 use super::{
-    check_echo, payload, run_pair, spin_then_park, yield_once, Endpoint, Measured, PingPongSpec, RttRecorder, System,
-    Variant, Waits,
+    check_echo, payload, run_pair, spin_then_park, Endpoint, Measured, PingPongSpec, RttRecorder, System, Variant,
+    Waits,
 };
 use crate::affinity::pin_current_thread;
 
@@ -58,7 +58,7 @@ async fn echo<S: AsyncRead + AsyncWrite>(mut s: S, spin: Duration) -> Result<()>
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
-        let BufResult(r, b) = spin_then_park(s.read(buf), spin, yield_once).await;
+        let BufResult(r, b) = spin_then_park(s.read(buf), spin, sigma_dataplane::yield_now).await;
         buf = b;
         if r? == 0 {
             return Ok(());
@@ -82,7 +82,7 @@ async fn client<S: AsyncRead + AsyncWrite>(mut s: S, spec: &PingPongSpec, spin: 
         out = b;
         r?;
         back.clear();
-        let BufResult(r, b) = spin_then_park(s.read_exact(back), spin, yield_once).await;
+        let BufResult(r, b) = spin_then_park(s.read_exact(back), spin, sigma_dataplane::yield_now).await;
         back = b;
         r?;
         rec.record(i, t0);

@@ -176,21 +176,6 @@ async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
 }
 
-/// Yields once to whatever executor runs the task: wakes the task and returns pending, so the
-/// executor queues it again (for runtimes without a public `yield_now`).
-pub(crate) fn yield_once() -> impl Future<Output = ()> {
-    let mut yielded = false;
-    std::future::poll_fn(move |cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-}
-
 /// Every known system, in report order.
 pub fn all() -> Vec<Box<dyn System>> {
     vec![

@@ -18,8 +18,8 @@ use monoio::net::{ListenerOpts, TcpListener, TcpStream, UnixListener, UnixStream
 use monoio::{IoUringDriver, Runtime, RuntimeBuilder};
 
 use super::{
-    check_echo, payload, run_pair, spin_then_park, yield_once, Endpoint, Measured, PingPongSpec, RttRecorder, System,
-    Variant, Waits,
+    check_echo, payload, run_pair, spin_then_park, Endpoint, Measured, PingPongSpec, RttRecorder, System, Variant,
+    Waits,
 };
 use crate::affinity::pin_current_thread;
 
@@ -53,7 +53,7 @@ async fn echo<S: AsyncReadRent + AsyncWriteRent>(mut s: S, spin: Duration) -> Re
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
-        let (r, b) = spin_then_park(s.read(buf), spin, yield_once).await;
+        let (r, b) = spin_then_park(s.read(buf), spin, sigma_dataplane::yield_now).await;
         buf = b;
         if r? == 0 {
             return Ok(());
@@ -74,7 +74,7 @@ async fn client<S: AsyncReadRent + AsyncWriteRent>(mut s: S, spec: &PingPongSpec
         let (r, b) = s.write_all(out).await;
         out = b;
         r?;
-        let (r, b) = spin_then_park(s.read_exact(back), spin, yield_once).await;
+        let (r, b) = spin_then_park(s.read_exact(back), spin, sigma_dataplane::yield_now).await;
         back = b;
         let n = r?;
         rec.record(i, t0);

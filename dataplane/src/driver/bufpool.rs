@@ -136,6 +136,17 @@ unsafe impl Send for PoolShared {}
 // SAFETY: as above: no two threads ever access one buffer's bytes mutably.
 unsafe impl Sync for PoolShared {}
 
+impl PoolShared {
+    /// Empties the return queue; returns how many buffers were on it.
+    fn pop_all(&self) -> u32 {
+        let mut n = 0;
+        while self.returned.pop().is_some() {
+            n += 1;
+        }
+        n
+    }
+}
+
 impl Drop for PoolShared {
     fn drop(&mut self) {
         POOLS_ALIVE.fetch_sub(1, Ordering::SeqCst);
@@ -207,14 +218,11 @@ impl Drop for PoolBuf {
         shared.core.wake_if_parked();
         if shared.live.load(Ordering::SeqCst) & ORPHANED != 0 {
             // The pool is gone: whoever pops a returned buffer counts it off.
-            let mut popped = 0;
-            while shared.returned.pop().is_some() {
-                popped += 1;
-            }
+            let popped = shared.pop_all();
             if popped > 0 {
                 // SAFETY: each popped buffer held one count; this thread's
                 // own count keeps the pool alive past this call.
-                unsafe { release(self.shared, popped) };
+                unsafe { release(self.shared, u64::from(popped)) };
             }
         }
         // SAFETY: this thread's own count; `shared` is not used after.
@@ -433,10 +441,7 @@ impl BufPool {
     /// Counts in the buffers on the return queue without giving them to the
     /// kernel (teardown).
     fn drain_queue_only(&self) {
-        let mut n = 0;
-        while self.shared().returned.pop().is_some() {
-            n += 1;
-        }
+        let n = self.shared().pop_all();
         let out = self.out.get();
         assert!(n <= out, "{n} buffers came back with {out} out");
         self.out.set(out - n);
@@ -537,13 +542,10 @@ impl Drop for BufPool {
         let shared = self.shared();
         shared.live.fetch_add(ORPHANED | (u64::from(out) + 1), Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let mut popped = 0;
-        while shared.returned.pop().is_some() {
-            popped += 1;
-        }
+        let popped = shared.pop_all();
         // SAFETY: the popped buffers' counts and this pool's own, added
         // above; `shared` is not used after.
-        unsafe { release(self.shared, popped + 1) };
+        unsafe { release(self.shared, u64::from(popped) + 1) };
     }
 }
 
