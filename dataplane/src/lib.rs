@@ -97,7 +97,7 @@ pub fn current_backend() -> Option<Backend> {
 
 /// The current core's counters.
 pub fn stats() -> Option<CoreStats> {
-    runtime::try_local().map(|l| l.stats.snapshot(&l.driver, &l.exec))
+    runtime::try_local().map(|l| l.stats.snapshot(&l.driver, &l.exec, l.shared.unparker()))
 }
 
 /// Buffers of the current core's receive pool that are free (io_uring: in

@@ -3,18 +3,27 @@
 
 /// Submission queue entries per core ring.
 pub const RING_ENTRIES: u32 = 256;
-/// Completion queue entries per core ring (twice the submission queue, so that
-/// multishot operations have room to post several completions per entry).
-pub const RING_CQ_ENTRIES: u32 = RING_ENTRIES * 2;
-/// Operations in flight per ring (single-shot and multishot, cancels and
-/// cross-core wakes sent included) never exceed this, so their one
-/// completion each fits the completion queue with half of it to spare. The
-/// queue is not a hard bound: a multishot operation posts a completion per
-/// chunk or connection, and other cores' MSG_RING wakes land here uncounted.
-/// So the ring runs only where the kernel keeps completions that do not fit
-/// (IORING_FEAT_NODROP, checked at set-up) and the core flushes them when
-/// the overflow flag is up (`CoreStats::cq_overflows`).
-pub const OPS_IN_FLIGHT_MAX: usize = RING_CQ_ENTRIES as usize / 2;
+/// Completion queue entries per core ring: the kernel's largest
+/// (IORING_MAX_CQ_ENTRIES), 1 MiB of completions. A kernel that refuses it
+/// for lack of locked memory gets a ring with a smaller queue (down to what
+/// leaves `OPS_IN_FLIGHT_MIN` operations).
+pub const RING_CQ_ENTRIES: u32 = 65536;
+/// The completion bound (`driver/uring.rs`): nothing posts more completions
+/// than the queue holds. Every operation in flight (single-shot, multishot,
+/// cancels, MSG_RING wake-ups sent) is counted and posts at most one final
+/// completion, and may be cancelled once (one more); every other completion
+/// of a multishot receive carries one of the core's provided buffers; at
+/// most `WAKES_UNOBSERVED_MAX` wake-ups sent to the core are unobserved,
+/// each posting one completion (MSG_RING) or waking the eventfd poll. So a
+/// core may have `(RING_CQ_ENTRIES - provided buffers - 2 ×
+/// WAKES_UNOBSERVED_MAX - 2) / 2` operations in flight: 32,447 with the
+/// default 512 buffers (`CoreStats::ops_in_flight_max`); a submission past
+/// that waits for room. At least this many, or the core does not start.
+pub const OPS_IN_FLIGHT_MIN: usize = 1024;
+/// Wake-ups (MSG_RING completions, eventfd writes) sent to one core and not
+/// yet observed by it, at most: a waker that finds this many in flight
+/// sends none, as the core looks for work once it has observed them.
+pub const WAKES_UNOBSERVED_MAX: u32 = 64;
 /// Completions reaped per pass of the core loop before tasks run again.
 pub const COMPLETIONS_PER_TICK_MAX: usize = 256;
 /// Tasks polled per pass of the core loop before IO is reaped again.
@@ -37,13 +46,6 @@ pub const BUF_BYTES_MAX: usize = 1 << 20;
 /// A multishot recv holds at most one buffer per queued completion, so the ring
 /// size bounds it; the extra slot is for the terminating completion.
 pub const MULTISHOT_QUEUE_MAX: usize = BUF_RING_ENTRIES_MAX as usize + 1;
-/// Accepted connections a multishot accept queues for its consumer before
-/// the driver cancels it: further connections wait in the kernel's listen
-/// backlog rather than as fds of this process, and the consumer re-arms the
-/// accept when it catches up. (A few more may land while the cancel is in
-/// flight; `MULTISHOT_QUEUE_MAX` is the hard stop, past which connections
-/// are closed.)
-pub const ACCEPT_QUEUED_MAX: usize = 128;
 /// Default time a BE task may run before `maybe_yield` tells it to yield, µs.
 pub const BE_QUANTUM_US_DEFAULT: u64 = 500;
 /// Default spin budget of an idle core before it parks in the kernel, µs.
@@ -86,7 +88,10 @@ const _: () = assert!(BUF_RING_ENTRIES_DEFAULT.is_power_of_two());
 const _: () = assert!(BUF_RING_ENTRIES_DEFAULT <= BUF_RING_ENTRIES_MAX);
 const _: () = assert!(BUF_BYTES_MIN <= BUF_BYTES_DEFAULT && BUF_BYTES_DEFAULT <= BUF_BYTES_MAX);
 const _: () = assert!(RING_ENTRIES.is_power_of_two());
-const _: () = assert!(ACCEPT_QUEUED_MAX < MULTISHOT_QUEUE_MAX);
+const _: () = assert!(RING_CQ_ENTRIES.is_power_of_two() && RING_CQ_ENTRIES <= 65536);
+const _: () = assert!(
+    (RING_CQ_ENTRIES - BUF_RING_ENTRIES_MAX as u32 - 2 * WAKES_UNOBSERVED_MAX - 2) / 2 >= OPS_IN_FLIGHT_MIN as u32
+);
 const _: () = assert!(TASKS_MAX <= u32::MAX as usize);
 const _: () = assert!(SPIN_US_DEFAULT <= SPIN_US_MAX);
 const _: () = assert!(FILE_IO_THREADS_MAX >= 1 && FILE_IO_QUEUE_MAX >= 1);

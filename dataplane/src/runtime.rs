@@ -3,7 +3,7 @@
 //! buffer pool. Nothing is shared between cores on the hot path.
 
 use crate::driver::bufpool::BufPool;
-use crate::driver::unpark::{self, Unparker};
+use crate::driver::unpark::{self, Unparker, WakeCount};
 use crate::driver::{Backend, Driver, Wait};
 use crate::error::{Error, Result};
 use crate::executor::{self, CoreShared, Executor, TaskHeader, MAIN_SLOT};
@@ -60,6 +60,17 @@ pub struct CoreStats {
     /// reads and writes queued or running on the core's file-IO pool,
     /// including those of dropped futures that have not finished yet.
     pub ops_in_flight: u64,
+    /// Operations this core may have in flight before a submission waits
+    /// for room (io_uring: what the completion queue holds beyond the
+    /// provided buffers and wake-ups, `limits::OPS_IN_FLIGHT_MIN`; epoll:
+    /// the file-IO pool's queue and threads).
+    pub ops_in_flight_max: u64,
+    /// Wake-ups sent to this core by other threads and not yet observed by it
+    /// (at most `limits::WAKES_UNOBSERVED_MAX`).
+    pub wakes_unobserved: u64,
+    /// Wake-ups other threads did not send because
+    /// `limits::WAKES_UNOBSERVED_MAX` were already on their way.
+    pub wakes_suppressed: u64,
     /// Times a file read or write found the file-IO pool's queue full and
     /// waited for room (epoll; 0 on io_uring).
     pub file_queue_full: u64,
@@ -77,7 +88,7 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn snapshot(&self, driver: &Driver, exec: &Executor) -> CoreStats {
+    pub(crate) fn snapshot(&self, driver: &Driver, exec: &Executor, unparker: &Unparker) -> CoreStats {
         CoreStats {
             parks: self.parks.get(),
             spins_skipped: self.spins_skipped.get(),
@@ -91,6 +102,12 @@ impl Stats {
                 Driver::Uring(u) => u.in_flight() as u64,
                 Driver::Epoll(e) => e.files().in_flight() as u64,
             },
+            ops_in_flight_max: match driver {
+                Driver::Uring(u) => u.ops_max() as u64,
+                Driver::Epoll(_) => (limits::FILE_IO_QUEUE_MAX + limits::FILE_IO_THREADS_MAX) as u64,
+            },
+            wakes_unobserved: u64::from(unparker.wakes_unobserved()),
+            wakes_suppressed: unparker.wakes_suppressed(),
             file_queue_full: self.file_queue_full.get(),
         }
     }
@@ -274,8 +291,14 @@ impl CoreBuilder {
             tracing::warn!(error = %e, "could not set this core's timer slack to 1 ns: its timed waits may end up to 50 µs late");
         }
         let eventfd = crate::sys::eventfd().map_err(Error::EpollSetup)?;
-        let (driver, ring_fd, backend_reason) = Driver::new(self.backend, eventfd.as_raw_fd())?;
-        let unparker = Arc::new(Unparker::new(eventfd, ring_fd));
+        let wakes = Arc::new(WakeCount::default());
+        let (driver, ring_fd, backend_reason) = Driver::new(
+            self.backend,
+            eventfd.as_raw_fd(),
+            wakes.clone(),
+            u32::from(self.recv_buffers),
+        )?;
+        let unparker = Arc::new(Unparker::new(eventfd, ring_fd, wakes));
         let shared = Arc::new(CoreShared::new(unparker.clone()));
         let pool = BufPool::new(&driver, unparker, self.recv_buffers, self.recv_buffer_bytes)?;
         let driver_timed_waits = driver.timed_waits();

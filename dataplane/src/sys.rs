@@ -52,19 +52,25 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Adds one to an eventfd. A full counter (EAGAIN) still leaves it readable,
-/// which is all a wake-up needs.
-pub(crate) fn eventfd_signal(fd: RawFd) {
+/// Adds one to an eventfd; false if nothing was added. A full counter
+/// (EAGAIN) still leaves it readable, which is all a wake-up needs.
+pub(crate) fn eventfd_signal(fd: RawFd) -> bool {
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a valid u64.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) == 8 }
 }
 
-/// Resets an eventfd's counter.
-pub(crate) fn eventfd_drain(fd: RawFd) {
+/// Resets an eventfd's counter; returns what it held (the writes since the
+/// last drain, each `eventfd_signal` adding one).
+pub(crate) fn eventfd_drain(fd: RawFd) -> u64 {
     let mut value: u64 = 0;
     // SAFETY: reads 8 bytes into a valid u64; the fd is non-blocking.
-    unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
+    let n = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
+    if n == 8 {
+        value
+    } else {
+        0
+    }
 }
 
 /// Sets or clears O_NONBLOCK.

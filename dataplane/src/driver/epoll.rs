@@ -8,6 +8,7 @@
 //! writes go to the core's file-IO pool (`blocking.rs`).
 
 use crate::driver::blocking::FilePool;
+use crate::driver::unpark::WakeCount;
 use crate::driver::Wait;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -16,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -88,6 +90,8 @@ pub(crate) struct Epoll {
     epfd: OwnedFd,
     eventfd: RawFd,
     state: RefCell<State>,
+    /// Wake-ups sent to this core and not yet observed.
+    wakes: Arc<WakeCount>,
     /// epoll_pwait2 (5.11) is missing: timeouts are milliseconds.
     no_pwait2: std::cell::Cell<bool>,
     /// Runs file reads and writes off the core (`blocking.rs`).
@@ -95,7 +99,7 @@ pub(crate) struct Epoll {
 }
 
 impl Epoll {
-    pub(crate) fn new(eventfd: RawFd) -> Result<Epoll> {
+    pub(crate) fn new(eventfd: RawFd, wakes: Arc<WakeCount>) -> Result<Epoll> {
         // SAFETY: epoll_create1 takes no pointers.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -106,6 +110,7 @@ impl Epoll {
         let epoll = Epoll {
             epfd,
             eventfd,
+            wakes,
             no_pwait2: std::cell::Cell::new(false),
             files: FilePool::new(),
             state: RefCell::new(State {
@@ -336,7 +341,7 @@ impl Epoll {
             let event = state.events[i];
             let token = event.u64;
             if token == NOTIFY_TOKEN {
-                crate::sys::eventfd_drain(self.eventfd);
+                self.wakes.observed(crate::sys::eventfd_drain(self.eventfd));
                 handled += 1;
                 continue;
             }

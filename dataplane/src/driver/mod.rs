@@ -15,6 +15,7 @@ pub(crate) mod uring;
 use crate::error::{Error, Result};
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Which IO back end a core runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,15 @@ fn log_once(backend: Backend, why: &str) {
 impl Driver {
     /// Creates the driver. Returns it, for io_uring a duplicate of the ring
     /// fd for MSG_RING wake-ups, and why this back end was chosen.
-    pub(crate) fn new(forced: Option<Backend>, eventfd: RawFd) -> Result<(Driver, Option<OwnedFd>, String)> {
+    /// `wakes` counts wake-ups sent to the core that the driver has not
+    /// observed yet; `provided_buffers` is the size of the core's provided
+    /// buffer ring (the completion bound counts both).
+    pub(crate) fn new(
+        forced: Option<Backend>,
+        eventfd: RawFd,
+        wakes: Arc<unpark::WakeCount>,
+        provided_buffers: u32,
+    ) -> Result<(Driver, Option<OwnedFd>, String)> {
         let from_env = match std::env::var("SIGMA_IO") {
             Ok(value) => Some(value.parse::<Backend>().map_err(Error::Config)?),
             Err(_) => None,
@@ -88,10 +97,10 @@ impl Driver {
                     "forced by SIGMA_IO=epoll"
                 };
                 log_once(Backend::Epoll, why);
-                Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None, why.to_string()))
+                Ok((Driver::Epoll(epoll::Epoll::new(eventfd, wakes)?), None, why.to_string()))
             }
             (Some(Backend::Uring), _) | (None, Some(Backend::Uring)) => {
-                let (ring, dup) = uring::Uring::new(eventfd)?;
+                let (ring, dup) = uring::Uring::new(eventfd, wakes, provided_buffers)?;
                 let why = if forced.is_some() {
                     "forced by configuration"
                 } else {
@@ -100,7 +109,7 @@ impl Driver {
                 log_once(Backend::Uring, why);
                 Ok((Driver::Uring(ring), Some(dup), why.to_string()))
             }
-            (None, None) => match uring::Uring::new(eventfd) {
+            (None, None) => match uring::Uring::new(eventfd, wakes.clone(), provided_buffers) {
                 Ok((ring, dup)) => {
                     let why = "detected: ring set up with SINGLE_ISSUER|DEFER_TASKRUN and restrictions";
                     log_once(Backend::Uring, why);
@@ -114,7 +123,7 @@ impl Driver {
                     if !LOGGED_CHOICE.swap(true, Ordering::Relaxed) {
                         tracing::warn!("data plane IO back end: epoll ({why})");
                     }
-                    Ok((Driver::Epoll(epoll::Epoll::new(eventfd)?), None, why))
+                    Ok((Driver::Epoll(epoll::Epoll::new(eventfd, wakes)?), None, why))
                 }
             },
         }

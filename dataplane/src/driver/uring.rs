@@ -12,18 +12,39 @@
 //! started it takes it. A future dropped while its operation is in flight
 //! moves the operation's owned buffers into the slot ("ignored") and submits
 //! a cancel; the buffers are freed when the kernel's last completion for the
-//! slot arrives, never before.
+//! slot arrives, never before; what that completion carries (an accepted
+//! connection's fd, say) is released then ([`Orphan`]).
+//!
+//! **The completion bound.** The completion queue is as large as the
+//! kernel allows (`limits::RING_CQ_ENTRIES`) and never overflows: each
+//! operation in flight (single-shot, multishot, cancel, MSG_RING sent) is
+//! counted and may post one final completion; a multishot receive's other
+//! completions each carry a provided buffer, so the core's buffer ring
+//! bounds them; wake-ups from other cores are bounded by `WakeCount`. The
+//! operations a core may have in flight are what is left of the queue
+//! (`ops_max`, at least `limits::OPS_IN_FLIGHT_MIN`); a submission past it
+//! waits for room. Accepts are single-shot, so an accept posts one
+//! completion and pulls one connection.
 
+use crate::driver::unpark::{Unparker, WakeCount};
 use crate::driver::Wait;
 use crate::error::{Error, Result};
 use crate::limits;
 use io_uring::{cqueue, opcode, register::Restriction, squeue, types, IoUring};
-use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+
+/// The owned data of an operation whose future was dropped while the
+/// kernel still had it: kept until the completion, then released with it,
+/// so that what the completion carries (an fd, a buffer) is freed too.
+pub(crate) trait Orphan {
+    /// The operation's completion arrived: free everything.
+    fn release(self: Box<Self>, res: i32, flags: u32);
+}
 
 /// user_data of the eventfd poll that wakes a parked core.
 const NOTIFY_TAG: u64 = u64::MAX;
@@ -63,7 +84,10 @@ const ALLOWED_OPCODES: &[(u8, &str)] = &[
     (opcode::Send::CODE, "socket send"),
     (opcode::SendMsg::CODE, "vectored send and SCM_RIGHTS"),
     (opcode::RecvMsg::CODE, "SCM_RIGHTS receive"),
-    (opcode::Accept::CODE, "accept, single and multishot"),
+    (
+        opcode::Accept::CODE,
+        "accept (single-shot: one connection per completion)",
+    ),
     (opcode::Connect::CODE, "outgoing connections"),
     (opcode::Read::CODE, "file reads (binary cache)"),
     (opcode::Write::CODE, "file writes (binary cache)"),
@@ -103,12 +127,12 @@ enum Slot {
     Free,
     Waiting(Option<Waker>),
     Completed(i32, u32),
-    /// The future is gone; these are its owned buffers, freed at completion.
-    Ignored(#[allow(dead_code)] Box<dyn Any>),
+    /// The future is gone; these are its owned buffers, released with the
+    /// completion.
+    Ignored(Box<dyn Orphan>),
     Multi(MultiState),
     /// A multishot operation whose consumer is gone: what its late
-    /// completions carry is released (buffers back to the pool, accepted
-    /// connections closed).
+    /// completions carry is released (buffers back to the pool).
     MultiIgnored(MultiKind),
 }
 
@@ -118,8 +142,6 @@ enum Slot {
 pub(crate) enum MultiKind {
     /// Receives into the provided buffer ring: a completion may name a buffer.
     Recv,
-    /// Accepts: a non-negative result is a new connection's fd.
-    Accept,
 }
 
 struct MultiState {
@@ -127,27 +149,29 @@ struct MultiState {
     queue: VecDeque<(i32, u32)>,
     waker: Option<Waker>,
     done: bool,
-    /// Cancelled by the driver because its queue filled (accept only):
-    /// its terminating -ECANCELED is not an error for the consumer.
-    paused: bool,
 }
 
 /// Releases what one unconsumed multishot completion carries: its provided
-/// buffer into `buffers` (for the pool), or the connection it accepted,
-/// closed.
-fn release_unconsumed(kind: MultiKind, res: i32, flags: u32, buffers: &mut Vec<u16>) {
+/// buffer into `buffers` (for the pool).
+fn release_unconsumed(kind: MultiKind, _res: i32, flags: u32, buffers: &mut Vec<u16>) {
     match kind {
         MultiKind::Recv => {
             if let Some(bid) = cqueue::buffer_select(flags) {
                 buffers.push(bid);
             }
         }
-        MultiKind::Accept => {
-            if res >= 0 {
-                // SAFETY: a non-negative accept result is a new fd that nobody
-                // else owns; the completion that carried it is consumed here.
-                drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(res) });
-            }
+    }
+}
+
+/// A MSG_RING wake-up sent to another core, kept until its completion on
+/// this ring says whether it arrived; if not, the target gets the eventfd.
+struct MsgRingSent(Arc<Unparker>);
+
+impl Orphan for MsgRingSent {
+    fn release(self: Box<Self>, res: i32, _flags: u32) {
+        if res < 0 {
+            tracing::debug!(res, "a MSG_RING wake-up failed; waking through the eventfd");
+            self.0.notify_by_eventfd();
         }
     }
 }
@@ -164,13 +188,10 @@ struct State {
     /// buffer pool takes them back.
     orphan_buffers: Vec<u16>,
     to_wake: Vec<Waker>,
-    /// Data of dropped operations whose completion came: freed after the
-    /// driver's borrows end (its destructor may use the driver).
-    to_drop: Vec<Box<dyn Any>>,
-    /// Multishot accepts whose queue of accepted connections is full: they
-    /// are cancelled (after the borrows end), so that further connections
-    /// wait in the listen backlog, not as fds here; the consumer re-arms.
-    to_pause: Vec<u32>,
+    /// Data of dropped operations whose completion came, with that
+    /// completion: released after the driver's borrows end (its destructor
+    /// may use the driver).
+    to_release: Vec<(Box<dyn Orphan>, i32, u32)>,
     /// Polls that found the completion queue overflowed.
     cq_overflows: u64,
 }
@@ -186,11 +207,24 @@ pub(crate) struct Uring {
     /// Set when shutdown gave up waiting: operations may still be in flight.
     leaked_in_flight: std::cell::Cell<bool>,
     msg_ring: bool,
+    /// Operations this ring may have in flight: what its completion queue
+    /// holds beyond the provided buffers and wake-ups (module docs).
+    ops_max: usize,
+    /// Wake-ups sent to this core and not yet observed.
+    wakes: Arc<WakeCount>,
     /// IORING_FEAT_EXT_ARG (5.11): a wait can end at a deadline.
     ext_arg: bool,
     /// The ring has IORING_SETUP_TASKRUN_FLAG: IORING_SQ_TASKRUN tells
     /// whether deferred task work is pending.
     taskrun_flag: bool,
+}
+
+/// Operations in flight a completion queue of `cq_entries` leaves room for
+/// (module docs): each may post a final completion and be cancelled (one
+/// more), beside one completion per provided buffer and the wake-ups.
+pub(crate) fn ops_max_for(cq_entries: u32, provided_buffers: u32) -> usize {
+    let wakes = 2 * limits::WAKES_UNOBSERVED_MAX + 2;
+    (cq_entries.saturating_sub(provided_buffers).saturating_sub(wakes) / 2) as usize
 }
 
 fn explain_setup_error(e: &io::Error) -> String {
@@ -218,37 +252,71 @@ fn explain_setup_error(e: &io::Error) -> String {
 }
 
 impl Uring {
-    pub(crate) fn new(eventfd: RawFd) -> Result<(Uring, OwnedFd)> {
+    /// A ring for a core whose provided buffer ring holds `provided_buffers`.
+    pub(crate) fn new(eventfd: RawFd, wakes: Arc<WakeCount>, provided_buffers: u32) -> Result<(Uring, OwnedFd)> {
         // TASKRUN_FLAG: the kernel sets IORING_SQ_TASKRUN when it queues
         // deferred task work (a socket became ready for an armed receive),
         // so a poll that need not wait can skip the enter when there is none
         // (`poll`). A kernel that refuses the flag with DEFER_TASKRUN gets
         // the ring without it, and every such poll enters.
-        let build = |taskrun_flag: bool| {
+        let build = |taskrun_flag: bool, cq_entries: u32| {
             let mut builder = IoUring::builder();
             builder
                 .setup_single_issuer()
                 .setup_defer_taskrun()
                 .setup_r_disabled()
                 .setup_submit_all()
-                .setup_cqsize(limits::RING_CQ_ENTRIES);
+                .setup_cqsize(cq_entries);
             if taskrun_flag {
                 builder.setup_taskrun_flag();
             }
             builder.build(limits::RING_ENTRIES)
         };
-        let (ring, taskrun_flag) = match build(true) {
-            Ok(ring) => (Ok(ring), true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (build(false), false),
-            Err(e) => (Err(e), false),
+        // The largest completion queue the kernel gives: where ring memory
+        // counts against a small RLIMIT_MEMLOCK (no CAP_IPC_LOCK), a
+        // smaller one, as long as it leaves OPS_IN_FLIGHT_MIN operations.
+        let mut cq_entries = limits::RING_CQ_ENTRIES;
+        let (ring, taskrun_flag) = loop {
+            let attempt = match build(true, cq_entries) {
+                Ok(ring) => (Ok(ring), true),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (build(false, cq_entries), false),
+                Err(e) => (Err(e), false),
+            };
+            match attempt {
+                (Err(e), _)
+                    if e.raw_os_error() == Some(libc::ENOMEM)
+                        && ops_max_for(cq_entries / 2, provided_buffers) >= limits::OPS_IN_FLIGHT_MIN =>
+                {
+                    cq_entries /= 2;
+                }
+                attempt => break attempt,
+            }
         };
         let ring = ring.map_err(|source| Error::RingSetup {
             reason: explain_setup_error(&source),
             source,
         })?;
-        // Multishot operations may post more completions than the CQ holds
-        // (limits.rs); only a kernel that keeps the overflow instead of
-        // dropping it (5.5) may run them.
+        let cq_entries = ring.params().cq_entries();
+        let ops_max = ops_max_for(cq_entries, provided_buffers);
+        if ops_max < limits::OPS_IN_FLIGHT_MIN {
+            return Err(Error::RingSetup {
+                reason: format!(
+                    "a completion queue of {cq_entries} entries leaves room for {ops_max} operations beside {provided_buffers} provided buffers; at least {} are needed",
+                    limits::OPS_IN_FLIGHT_MIN
+                ),
+                source: io::Error::from(io::ErrorKind::OutOfMemory),
+            });
+        }
+        if cq_entries < limits::RING_CQ_ENTRIES {
+            tracing::info!(
+                cq_entries,
+                ops_max,
+                "the kernel refused the largest completion queue (ENOMEM: locked-memory limit?); this core may have fewer operations in flight"
+            );
+        }
+        // The completion bound (module docs) keeps the CQ from overflowing;
+        // should it fail, only a kernel that keeps the overflow instead of
+        // dropping it (5.5) loses nothing.
         if !ring.params().is_feature_nodrop() {
             return Err(Error::RingSetup {
                 reason: "this kernel drops completions when the completion queue overflows (no IORING_FEAT_NODROP, Linux 5.5)".into(),
@@ -303,8 +371,8 @@ impl Uring {
             taskrun_flag,
             eventfd,
             state: RefCell::new(State {
-                slots: Vec::with_capacity(limits::OPS_IN_FLIGHT_MAX),
-                free: Vec::with_capacity(limits::OPS_IN_FLIGHT_MAX),
+                slots: Vec::with_capacity(limits::RING_ENTRIES as usize),
+                free: Vec::with_capacity(limits::RING_ENTRIES as usize),
                 in_flight: 0,
                 unsubmitted: 0,
                 room_waiters: VecDeque::new(),
@@ -313,12 +381,13 @@ impl Uring {
                 orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES_DEFAULT as usize),
                 cq_overflows: 0,
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
-                to_drop: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
-                to_pause: Vec::new(),
+                to_release: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
             shut_down: std::cell::Cell::new(false),
             leaked_in_flight: std::cell::Cell::new(false),
             msg_ring,
+            ops_max,
+            wakes,
         };
         uring.arm_notify();
         Ok((uring, dup))
@@ -531,18 +600,18 @@ impl Uring {
                 let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
                 match user_data {
                     NOTIFY_TAG => {
-                        crate::sys::eventfd_drain(self.eventfd);
+                        self.wakes.observed(crate::sys::eventfd_drain(self.eventfd));
                         if !cqueue::more(flags) {
                             state.notify_armed = false;
                             rearm_notify = true;
                         }
                     }
-                    MSG_WAKE_TAG => {}
+                    MSG_WAKE_TAG => self.wakes.observed(1),
                     IGNORE_TAG => state.in_flight -= 1,
                     index => Self::complete_slot(state, index as u32, res, flags),
                 }
             }
-            while state.in_flight < limits::OPS_IN_FLIGHT_MAX {
+            while state.in_flight < self.ops_max {
                 match state.room_waiters.pop_front() {
                     Some(waker) => state.to_wake.push(waker),
                     None => break,
@@ -556,25 +625,22 @@ impl Uring {
             return 0;
         }
         // One borrow takes what the completions left to do outside it.
-        let (mut to_wake, mut to_drop, mut to_pause) = {
+        let (mut to_wake, mut to_release) = {
             let mut state = self.state.borrow_mut();
             (
                 std::mem::take(&mut state.to_wake),
-                std::mem::take(&mut state.to_drop),
-                std::mem::take(&mut state.to_pause),
+                std::mem::take(&mut state.to_release),
             )
         };
-        for index in to_pause.drain(..) {
-            self.cancel(index);
+        for (data, res, flags) in to_release.drain(..) {
+            data.release(res, flags);
         }
-        to_drop.clear();
         for waker in to_wake.drain(..) {
             waker.wake();
         }
         let mut state = self.state.borrow_mut();
         state.to_wake = to_wake;
-        state.to_drop = to_drop;
-        state.to_pause = to_pause;
+        state.to_release = to_release;
         drop(state);
         count
     }
@@ -592,48 +658,23 @@ impl Uring {
             }
             Slot::Ignored(_) => {
                 if let Slot::Ignored(data) = std::mem::replace(slot, Slot::Free) {
-                    state.to_drop.push(data);
+                    state.to_release.push((data, res, flags));
                 }
                 state.free.push(index);
                 state.in_flight -= 1;
             }
             Slot::Multi(multi) => {
                 // A receive holds one provided buffer per queued completion, so
-                // the buffer ring bounds its queue. An accept has no such bound:
-                // past the limit (a consumer that stopped accepting under a
-                // flood) new connections are closed rather than queued, and
-                // the final completion always gets its place.
-                if multi.queue.len() >= limits::MULTISHOT_QUEUE_MAX && more {
-                    assert!(
-                        multi.kind == MultiKind::Accept,
-                        "a receive queued more completions than the ring has buffers"
-                    );
-                    release_unconsumed(multi.kind, res, flags, &mut state.orphan_buffers);
-                    tracing::warn!(slot = index, "multishot completions not consumed; dropping one");
-                    return;
-                }
-                if multi.paused && !more && res == -libc::ECANCELED {
-                    // The end of the driver's own pause: not the consumer's
-                    // business; it re-arms once it has taken what is queued.
-                    multi.done = true;
-                    state.in_flight -= 1;
-                    if let Some(waker) = multi.waker.take() {
-                        state.to_wake.push(waker);
-                    }
-                    return;
-                }
+                // the buffer ring bounds its queue; the final completion
+                // always gets its place.
+                assert!(
+                    multi.queue.len() < limits::MULTISHOT_QUEUE_MAX || !more,
+                    "a receive queued more completions than the ring has buffers"
+                );
                 multi.queue.push_back((res, flags));
                 if !more {
                     multi.done = true;
                     state.in_flight -= 1;
-                } else if multi.kind == MultiKind::Accept
-                    && multi.queue.len() >= limits::ACCEPT_QUEUED_MAX
-                    && !multi.paused
-                {
-                    // Enough accepted connections wait for the consumer:
-                    // stop pulling more into fds (the consumer re-arms).
-                    multi.paused = true;
-                    state.to_pause.push(index);
                 }
                 if let Some(waker) = multi.waker.take() {
                     state.to_wake.push(waker);
@@ -667,7 +708,7 @@ impl Uring {
     /// woken when there is room.
     fn reserve(&self, cx: &mut Context<'_>, multi: Option<MultiKind>) -> Poll<u32> {
         let mut state = self.state.borrow_mut();
-        if state.in_flight >= limits::OPS_IN_FLIGHT_MAX {
+        if state.in_flight >= self.ops_max {
             // Once per task: a task polled again while it waits must not
             // queue itself twice, so the queue stays within the task limit.
             if !state.room_waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -686,11 +727,15 @@ impl Uring {
                 queue: VecDeque::with_capacity(4),
                 waker: None,
                 done: false,
-                paused: false,
             }),
             None => Slot::Waiting(None),
         };
-        let index = match state.free.pop() {
+        Poll::Ready(Self::occupy(&mut state, slot))
+    }
+
+    /// Puts `slot` in a free place; returns its index.
+    fn occupy(state: &mut State, slot: Slot) -> u32 {
+        match state.free.pop() {
             Some(index) => {
                 state.slots[index as usize] = slot;
                 index
@@ -699,8 +744,12 @@ impl Uring {
                 state.slots.push(slot);
                 (state.slots.len() - 1) as u32
             }
-        };
-        Poll::Ready(index)
+        }
+    }
+
+    /// Operations this ring may have in flight (module docs).
+    pub(crate) fn ops_max(&self) -> usize {
+        self.ops_max
     }
 
     /// Submits `entry` for a new single-shot operation once there is room.
@@ -774,13 +823,18 @@ impl Uring {
 
     /// Called when the future of a single-shot operation is dropped: keeps
     /// its owned data until the kernel is done, and asks the kernel to cancel.
-    pub(crate) fn drop_op(&self, index: u32, data: Box<dyn Any>) {
+    pub(crate) fn drop_op(&self, index: u32, data: Box<dyn Orphan>) {
         let mut state = self.state.borrow_mut();
         let slot = &mut state.slots[index as usize];
         match slot {
-            Slot::Completed(..) => {
+            Slot::Completed(res, flags) => {
+                // Completed, not yet taken: what the completion carries (an
+                // accepted fd) is released with the data, outside the borrow.
+                let (res, flags) = (*res, *flags);
                 *slot = Slot::Free;
                 state.free.push(index);
+                drop(state);
+                data.release(res, flags);
             }
             Slot::Waiting(_) => {
                 *slot = Slot::Ignored(data);
@@ -815,26 +869,31 @@ impl Uring {
     }
 
     fn cancel(&self, index: u32) {
-        // Cancels may exceed OPS_IN_FLIGHT_MAX by at most one per operation in
-        // flight; the completion queue is sized for that.
+        // Cancels may exceed `ops_max` by at most one per operation in
+        // flight; the completion queue is sized for that (`ops_max_for`).
         self.state.borrow_mut().in_flight += 1;
         self.push(super::entries::cancel(u64::from(index)).user_data(IGNORE_TAG));
     }
 
     /// Queues a MSG_RING wake-up to another core's ring; false if there is
-    /// no room (the caller then uses the eventfd).
-    pub(crate) fn msg_ring_wake(&self, target_ring_fd: RawFd) -> bool {
+    /// no room (the caller then uses the eventfd). Its completion here says
+    /// whether it arrived; if it did not, the target gets the eventfd.
+    pub(crate) fn msg_ring_wake(&self, target: &Arc<Unparker>) -> bool {
+        let Some(target_ring_fd) = target.ring_fd() else {
+            return false;
+        };
         if !self.msg_ring {
             return false;
         }
-        {
+        let index = {
             let mut state = self.state.borrow_mut();
-            if state.in_flight >= limits::OPS_IN_FLIGHT_MAX {
+            if state.in_flight >= self.ops_max {
                 return false;
             }
             state.in_flight += 1;
-        }
-        self.push(super::entries::msg_ring(target_ring_fd, MSG_WAKE_TAG).user_data(IGNORE_TAG));
+            Self::occupy(&mut state, Slot::Ignored(Box::new(MsgRingSent(target.clone()))))
+        };
+        self.push(super::entries::msg_ring(target_ring_fd, MSG_WAKE_TAG).user_data(u64::from(index)));
         // Sent now, not at this core's next enter: the target is parked and
         // this core may be about to run tasks for a while.
         self.issue_queued();

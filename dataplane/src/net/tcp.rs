@@ -1,12 +1,11 @@
 //! TCP listeners and streams.
 
 use super::socket::Socket;
-use crate::op::accept::AcceptMulti;
+use crate::op::accept::Incoming;
 use crate::sys::{self, RawAddr};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::task::{Context, Poll};
 
 /// A TCP listener on the current core.
 #[derive(Debug)]
@@ -43,7 +42,7 @@ impl TcpListener {
     pub fn incoming(&self) -> TcpIncoming<'_> {
         TcpIncoming {
             listener: self,
-            multi: self.socket.is_uring().then(|| AcceptMulti::new(&self.socket)),
+            accept: Incoming::new(&self.socket),
         }
     }
 }
@@ -51,7 +50,7 @@ impl TcpListener {
 /// Connections accepted by a [`TcpListener`].
 pub struct TcpIncoming<'a> {
     listener: &'a TcpListener,
-    multi: Option<AcceptMulti>,
+    accept: Incoming,
 }
 
 impl std::fmt::Debug for TcpIncoming<'_> {
@@ -63,15 +62,8 @@ impl std::fmt::Debug for TcpIncoming<'_> {
 impl TcpIncoming<'_> {
     /// The next connection.
     pub async fn next(&mut self) -> io::Result<TcpStream> {
-        match &mut self.multi {
-            Some(multi) => {
-                let fd =
-                    std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<OwnedFd>> { multi.poll_next(cx) })
-                        .await?;
-                TcpStream::from_owned(fd)
-            }
-            None => self.listener.accept().await,
-        }
+        let fd = self.accept.next().await?;
+        TcpStream::from_owned(fd)
     }
 }
 

@@ -1,12 +1,11 @@
 //! Unix-domain stream listeners and streams, with fd passing.
 
 use super::socket::Socket;
-use crate::op::accept::AcceptMulti;
+use crate::op::accept::Incoming;
 use crate::sys::{self, RawAddr};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::task::{Context, Poll};
 
 /// A Unix stream listener on the current core. Removes its socket file on drop.
 #[derive(Debug)]
@@ -39,7 +38,7 @@ impl UnixListener {
     pub fn incoming(&self) -> UnixIncoming<'_> {
         UnixIncoming {
             listener: self,
-            multi: self.socket.is_uring().then(|| AcceptMulti::new(&self.socket)),
+            accept: Incoming::new(&self.socket),
         }
     }
 }
@@ -53,7 +52,7 @@ impl Drop for UnixListener {
 /// Connections accepted by a [`UnixListener`].
 pub struct UnixIncoming<'a> {
     listener: &'a UnixListener,
-    multi: Option<AcceptMulti>,
+    accept: Incoming,
 }
 
 impl std::fmt::Debug for UnixIncoming<'_> {
@@ -65,15 +64,8 @@ impl std::fmt::Debug for UnixIncoming<'_> {
 impl UnixIncoming<'_> {
     /// The next connection.
     pub async fn next(&mut self) -> io::Result<UnixStream> {
-        match &mut self.multi {
-            Some(multi) => {
-                let fd =
-                    std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<OwnedFd>> { multi.poll_next(cx) })
-                        .await?;
-                UnixStream::from_owned(fd)
-            }
-            None => self.listener.accept().await,
-        }
+        let fd = self.accept.next().await?;
+        UnixStream::from_owned(fd)
     }
 }
 

@@ -1,16 +1,14 @@
-//! ACCEPT: single-shot, and multishot (one entry, one completion per
-//! connection).
+//! ACCEPT, single-shot: one entry, one completion, one connection (a
+//! multishot accept could post a completion per connection waiting in the
+//! backlog, which no bound of the core's completion queue covers).
 
 use super::{epoll_retry, with_target, Op, Target, UringOp};
 use crate::driver::epoll::Interest;
-use crate::driver::uring::MultiKind;
 use crate::net::socket::Socket;
-use crate::runtime::{with_local, Local};
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::{opcode, squeue};
+use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 struct Accept {
     target: Target,
@@ -62,71 +60,44 @@ pub(crate) async fn accept(listener: &Socket) -> io::Result<OwnedFd> {
     epoll_retry(listener.token(), Interest::Read, || accept_now(fd)).await
 }
 
-/// A multishot accept: one submission, one completion per connection,
-/// re-armed when the kernel ends it.
-pub(crate) struct AcceptMulti {
-    slot: Option<u32>,
+/// The accept behind a listener's `incoming()`: at most one single-shot
+/// accept in flight, kept across calls, so that a `next()` future dropped
+/// and made again (a `select` loop) neither loses a connection nor starts
+/// a second accept. One completion per connection, one connection pulled
+/// into an fd at a time: further connections wait in the listen backlog.
+/// Dropped with its accept in flight, the driver closes what it accepts.
+pub(crate) struct Incoming {
     target: Target,
-    /// The listener's core, which the multishot is released on when dropped.
-    core: Rc<Local>,
+    uring: bool,
+    token: Option<u32>,
+    fd: RawFd,
+    pending: Option<Op<Accept>>,
 }
 
-impl AcceptMulti {
-    pub(crate) fn new(listener: &Socket) -> AcceptMulti {
-        AcceptMulti {
-            slot: None,
+impl Incoming {
+    pub(crate) fn new(listener: &Socket) -> Incoming {
+        Incoming {
             target: listener.target(),
-            core: listener.core().clone(),
+            uring: listener.is_uring(),
+            token: (!listener.is_uring()).then(|| listener.token()),
+            fd: listener.as_raw_fd(),
+            pending: None,
         }
     }
 
-    /// The next accepted connection (uring back end only).
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<OwnedFd>> {
-        with_local(|local| {
-            let uring = local.driver.uring().expect("multishot accept needs io_uring");
-            loop {
-                let slot = match self.slot {
-                    Some(slot) => slot,
-                    None => {
-                        let target = self.target;
-                        let slot = std::task::ready!(uring
-                            .submit_multi(cx, MultiKind::Accept, || with_target!(target, |t| {
-                                opcode::AcceptMulti::new(t).flags(libc::SOCK_CLOEXEC).build()
-                            })));
-                        self.slot = Some(slot);
-                        slot
-                    }
-                };
-                match std::task::ready!(uring.poll_multi(slot, cx)) {
-                    Some((res, flags)) => {
-                        if !cqueue::more(flags) {
-                            // The kernel ended the multishot; the slot is freed
-                            // once poll_multi reports None. Drain it first.
-                            if let Poll::Ready(None) = uring.poll_multi(slot, cx) {
-                                self.slot = None;
-                            }
-                        }
-                        // SAFETY: a non-negative result is a new fd owned by nobody else.
-                        return Poll::Ready(
-                            crate::sys::cqe_result(res).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-                        );
-                    }
-                    None => self.slot = None,
-                }
-            }
-        })
-    }
-}
-
-impl Drop for AcceptMulti {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let uring = self.core.driver.uring().expect("a multishot accept runs on io_uring");
-            // Accepted connections still queued are closed; an accept carries
-            // no buffers.
-            let mut unused = Vec::new();
-            uring.drop_multi(slot, &mut unused);
-            debug_assert!(unused.is_empty());
+    /// The next accepted connection.
+    pub(crate) async fn next(&mut self) -> io::Result<OwnedFd> {
+        if !self.uring {
+            let fd = self.fd;
+            return epoll_retry(self.token.expect("epoll listener token"), Interest::Read, || {
+                accept_now(fd)
+            })
+            .await;
         }
+        let target = self.target;
+        let pending = self.pending.get_or_insert_with(|| Op::new(Accept { target }));
+        let res = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *pending).poll(cx)).await;
+        self.pending = None;
+        res
     }
 }

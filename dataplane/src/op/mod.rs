@@ -78,6 +78,15 @@ pub(crate) trait UringOp: Unpin + 'static {
     fn complete(self, res: i32, flags: u32) -> Self::Output;
 }
 
+/// A dropped operation's data is released with its completion: completing
+/// it and dropping the output frees the buffers it owned and whatever the
+/// completion carries (an accepted connection's fd is closed).
+impl<T: UringOp> crate::driver::uring::Orphan for T {
+    fn release(self: Box<Self>, res: i32, flags: u32) {
+        drop((*self).complete(res, flags));
+    }
+}
+
 /// A single-shot io_uring operation in flight.
 ///
 /// From its first poll it holds its core (`core`): wherever and whenever the
