@@ -520,8 +520,10 @@ async fn reader_task<T: Transport>(inner: Rc<Inner<T>>) {
                 ))
             }
         };
-        if header.kind == Kind::Error && header.request_id == 0 && header.status == Some(StatusCode::Malformed) {
-            // The server could not parse our stream and is closing.
+        if header.kind == Kind::Error && header.request_id == 0 {
+            // About the connection, not a call (no call has id 0): the
+            // server is closing it (it could not parse our stream, or it
+            // refuses the connection) and says why.
             break Some(
                 result
                     .err()

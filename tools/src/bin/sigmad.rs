@@ -11,6 +11,7 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use sigma_control::admin::AdminService;
+use sigma_control::conn_limit::{self, ConnLimit};
 use sigma_control::ns::embedded::EmbeddedStore;
 use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT};
 use sigma_control::ns::{Namespace, Store};
@@ -42,6 +43,11 @@ struct Args {
     /// The cpu the data-plane core is pinned to.
     #[arg(long)]
     cpu: Option<usize>,
+    /// Admin connections served at once; past it a new connection is told
+    /// why and closed. At most the open-file limit allows (sigmad raises
+    /// its soft limit to the hard one) and at most 15000.
+    #[arg(long, default_value_t = sigma_control::conn_limit::CONNECTIONS_DEFAULT)]
+    max_connections: usize,
 }
 
 fn hostname() -> String {
@@ -116,7 +122,26 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.max_connections == 0 || args.max_connections > conn_limit::CONNECTIONS_MAX {
+        bail!(
+            "--max-connections {}: must be 1 to {} (each connection may hold two of a data-plane core's operations in flight)",
+            args.max_connections,
+            conn_limit::CONNECTIONS_MAX
+        );
+    }
+    match conn_limit::raise_nofile() {
+        Ok(room) if (room as usize) < args.max_connections => {
+            tracing::warn!(
+                max_connections = args.max_connections,
+                room,
+                "the open-file limit (hard RLIMIT_NOFILE) leaves room for {room} connections: serving at most that many"
+            );
+            args.max_connections = (room as usize).max(1);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
     let sock = args.sock.clone().unwrap_or_else(|| args.data.join("sigmad.sock"));
     let machine = args.machine.clone().unwrap_or_else(hostname);
@@ -178,7 +203,7 @@ fn run_embedded(args: &Args, sock: &Path, machine: &str, signals: libc::sigset_t
             .context("the control thread died")?
             .with_context(|| format!("opening {}", db.display()))?;
         let where_ = db.display().to_string();
-        serve(store, machine, sock, &where_, stop_rx).await
+        serve(store, machine, sock, &where_, args.max_connections, stop_rx).await
     });
     let _ = stop_control.send(());
     let _ = control.join();
@@ -217,7 +242,8 @@ fn run_etcd(
         let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
         let service = std::rc::Rc::new(AdminService::new(ns));
         let listener = tokio::net::UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
-        tracing::info!(sock = %sock.display(), store = where_, machine, "sigmad serving the namespace");
+        tracing::info!(sock = %sock.display(), store = where_, machine, max_connections = args.max_connections, "sigmad serving the namespace");
+        let limit = ConnLimit::new(args.max_connections, format!("sigmad at {}", sock.display()));
         let mut stop_rx = stop_rx;
         loop {
             tokio::select! {
@@ -227,11 +253,22 @@ fn run_etcd(
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        let Some(slot) = limit.admit() else {
+                            if limit.start_refusing() {
+                                let limit = limit.clone();
+                                tokio::task::spawn_local(async move {
+                                    conn_limit::refuse(&TokioUnix::new(stream), &limit).await;
+                                    limit.done_refusing();
+                                });
+                            }
+                            continue;
+                        };
                         let service = service.clone();
                         tokio::task::spawn_local(async move {
                             if let Err(e) = sigma_dataplane::rpc::serve(&TokioUnix::new(stream), &*service).await {
                                 tracing::warn!(error = %e, "admin connection ended with an error");
                             }
+                            drop(slot);
                         });
                     }
                     Err(e) => tracing::warn!(error = %e, "accept failed"),
@@ -278,12 +315,14 @@ async fn serve<S: Store + 'static>(
     machine: &str,
     sock: &Path,
     store_desc: &str,
+    max_connections: usize,
     mut stop_rx: sigma_dataplane::channel::Receiver<i32>,
 ) -> anyhow::Result<()> {
     let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
     let service = std::rc::Rc::new(AdminService::new(ns));
     let listener = UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
-    tracing::info!(sock = %sock.display(), store = store_desc, machine, "sigmad serving the namespace");
+    tracing::info!(sock = %sock.display(), store = store_desc, machine, max_connections, "sigmad serving the namespace");
+    let limit = ConnLimit::new(max_connections, format!("sigmad at {}", sock.display()));
     let mut incoming = listener.incoming();
     loop {
         let next = std::future::poll_fn(|cx| {
@@ -295,11 +334,22 @@ async fn serve<S: Store + 'static>(
         .await;
         match next {
             Ok(Ok(stream)) => {
+                let Some(slot) = limit.admit() else {
+                    if limit.start_refusing() {
+                        let limit = limit.clone();
+                        sigma_dataplane::spawn(async move {
+                            conn_limit::refuse(&stream, &limit).await;
+                            limit.done_refusing();
+                        });
+                    }
+                    continue;
+                };
                 let service = service.clone();
                 sigma_dataplane::spawn(async move {
                     if let Err(e) = sigma_dataplane::rpc::serve(&stream, &*service).await {
                         tracing::warn!(error = %e, "admin connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "accept failed"),
