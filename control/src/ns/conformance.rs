@@ -9,12 +9,13 @@ use bytes::Bytes;
 use std::future::Future;
 use std::time::Duration;
 
-/// `f` with a deadline (tokio's timer), as `Unresolvable` if it passes.
+/// `f` with a deadline (tokio's timer), as `TimedOut` if it passes (what
+/// sigmad reports for a watch that waited its whole time).
 async fn within<T>(d: Duration, f: impl Future<Output = Result<T, NsError>>) -> Result<T, NsError> {
     tokio::time::timeout(d, f).await.unwrap_or_else(|_| {
-        Err(NsError::Unresolvable {
+        Err(NsError::TimedOut {
             path: String::new(),
-            why: format!("timed out after {d:?}"),
+            waited: d,
         })
     })
 }
@@ -434,7 +435,7 @@ async fn watches<S: Store>(ns: &Namespace<S>) {
     removed.unwrap();
     assert!(matches!(
         within(Duration::from_millis(100), r.open_watch("/dir/never")).await,
-        Err(NsError::Unresolvable { .. })
+        Err(NsError::TimedOut { .. })
     ));
     assert!(matches!(
         within(Duration::from_millis(100), r.watch_dir("/missing")).await,
@@ -480,7 +481,7 @@ async fn isolation<S: Store>(ns: &Namespace<S>) {
     );
     assert!(matches!(
         within(Duration::from_millis(100), a.open_watch("/secret")).await,
-        Err(NsError::Unresolvable { .. })
+        Err(NsError::TimedOut { .. })
     ));
     assert_eq!(
         a.lease_revoke(b_lease).await,

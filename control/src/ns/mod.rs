@@ -101,6 +101,14 @@ pub enum NsError {
         /// Why.
         why: String,
     },
+    /// A watch ended because nothing happened within its time.
+    #[error("{path}: nothing happened within {waited:?}")]
+    TimedOut {
+        /// The path watched.
+        path: String,
+        /// How long the watch waited.
+        waited: std::time::Duration,
+    },
     /// A concurrent change won; the caller may retry.
     #[error("{path}: changed concurrently, retry")]
     Conflict {
