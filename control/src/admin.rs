@@ -8,13 +8,19 @@
 //! order, so a watch holds its connection until it ends or times out.
 
 use crate::ns::entry::{EntryKind, Stat};
-use crate::ns::service::{Namespace, Opened, Resolved};
-use crate::ns::{NsError, NsPath, Store};
+use crate::ns::path::{check_realm, PATH_BYTES_MAX, REALM_BYTES_MAX};
+use crate::ns::service::{root_view_rest, Namespace, Opened, Resolved, ROOT_VIEW};
+use crate::ns::{NsError, NsPath, Store, FILE_BYTES_MAX};
 use bytes::{Bytes, BytesMut};
-use sigma_dataplane::net::UnixStream;
-use sigma_dataplane::rpc::{Client, ClientConfig, Reply, Service, Status};
-use sigma_ep::ns::{decode_strings, encode_strings, NsRequest, WireOpened, WireResolved, WireStat};
+use sigma_dataplane::buf::BufResult;
+use sigma_dataplane::net::{Gather, UnixStream};
+use sigma_dataplane::rpc::{Client, ClientConfig, Reply, Service, Status, Transport};
+use sigma_ep::limits::FRAME_PAYLOAD_BYTES_MAX;
+use sigma_ep::ns::{
+    decode_strings, encode_strings, NsRequest, WireOpened, WireResolved, WireStat, DATA_BYTES_MAX, STRING_BYTES_MAX,
+};
 use sigma_ep::StatusCode;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The longest a watch request may wait.
@@ -45,6 +51,7 @@ fn token(e: &NsError) -> &'static str {
         NsError::LeaseExpired(_) => "lease-expired",
         NsError::Denied(_) => "denied",
         NsError::Unresolvable { .. } => "unresolvable",
+        NsError::TimedOut { .. } => "timed-out",
         NsError::Conflict { .. } => "conflict",
         NsError::Store(_) => "store",
     }
@@ -55,12 +62,22 @@ pub fn to_status(e: &NsError) -> Status {
     Status::handler(format!("{}: {e}", token(e)))
 }
 
+/// The kind of an error after which a change may or may not have been
+/// applied: read before retrying.
+pub const OUTCOME_UNKNOWN: &str = "outcome-unknown";
+
+/// The kind of an error that says the peer at sigmad's socket does not
+/// speak sigmad's namespace protocol (it is not sigmad, or not of this version).
+pub const PROTOCOL: &str = "protocol";
+
 /// A namespace error as a client sees it: the kind, and the server's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct AdminError {
-    /// The error kind's token (`not-found`, `exists`, ...), or the RPC status
-    /// (`unavailable`, `malformed`, ...) if the call itself failed.
+    /// The error kind's token (`not-found`, `exists`, `timed-out`, ...), or
+    /// the RPC status (`unavailable`, `deadline-exceeded`, ...) if the call
+    /// itself failed; [`PROTOCOL`] if the peer is not sigmad, `too-large`
+    /// for a request beyond a limit the client checks before sending.
     pub kind: String,
     /// What happened.
     pub message: String,
@@ -146,9 +163,9 @@ impl<S: Store> AdminService<S> {
         let limit = Duration::from_millis(timeout_ms).min(WATCH_TIMEOUT_MAX);
         match crate::tokio_rpc::timeout(limit, f).await {
             Ok(r) => r,
-            Err(_) => Err(NsError::Unresolvable {
+            Err(_) => Err(NsError::TimedOut {
                 path: path.to_string(),
-                why: format!("nothing happened within {limit:?}"),
+                waited: limit,
             }),
         }
     }
@@ -330,23 +347,40 @@ impl<S: Store> Service for AdminService<S> {
 /// What a resolve call returns.
 pub type ResolvedReply = WireResolved;
 
+/// sigmad's socket as the RPC client sees it: errors name sigmad and the
+/// socket's path, not an fd number.
+#[derive(Debug)]
+struct SigmadStream {
+    stream: UnixStream,
+    peer: String,
+}
+
+impl Transport for SigmadStream {
+    async fn recv_buf(&self, buf: BytesMut) -> BufResult<usize, BytesMut> {
+        self.stream.recv_buf(buf).await
+    }
+    async fn send_all_gather(&self, gather: Gather) -> BufResult<(), Gather> {
+        self.stream.send_all_gather(gather).await
+    }
+    fn peer(&self) -> String {
+        self.peer.clone()
+    }
+    fn shutdown_both(&self) -> std::io::Result<()> {
+        self.stream.shutdown_both()
+    }
+}
+
 /// The admin client (what sigmactl uses), on the current data-plane core.
 #[derive(Debug)]
 pub struct AdminClient {
-    rpc: Client<UnixStream>,
+    rpc: Client<SigmadStream>,
+    sock: PathBuf,
     scratch: std::cell::RefCell<BytesMut>,
-}
-
-fn malformed(e: sigma_ep::DecodeError) -> AdminError {
-    AdminError {
-        kind: "malformed".into(),
-        message: format!("reply does not decode: {e}"),
-    }
 }
 
 impl AdminClient {
     /// Connects to sigmad's admin socket.
-    pub async fn connect(sock: &std::path::Path) -> Result<AdminClient, AdminError> {
+    pub async fn connect(sock: &Path) -> Result<AdminClient, AdminError> {
         let stream = UnixStream::connect(sock).await.map_err(|e| AdminError {
             kind: "unavailable".into(),
             message: format!(
@@ -354,16 +388,23 @@ impl AdminClient {
                 sock.display()
             ),
         })?;
+        let stream = SigmadStream {
+            stream,
+            peer: format!("sigmad at {}", sock.display()),
+        };
         Ok(AdminClient {
             rpc: Client::new(stream, ClientConfig::default()),
+            sock: sock.to_path_buf(),
             scratch: std::cell::RefCell::new(BytesMut::new()),
         })
     }
 
-    /// Sends one request and returns the reply payload. Without a
+    /// Sends one request and returns the reply payload. The request is
+    /// checked against every limit first ([`check_request`]). Without a
     /// `deadline`, the client waits [`REPLY_MARGIN`] longer than sigmad may
     /// take: [`CALL_TIMEOUT`], or for a watch, the watch's own timeout.
     pub async fn call(&self, req: &NsRequest, deadline: Option<Duration>) -> Result<Bytes, AdminError> {
+        check_request(req)?;
         let deadline = deadline.unwrap_or_else(|| {
             let bound = match req.watch_timeout_ms() {
                 Some(ms) => Duration::from_millis(ms).min(WATCH_TIMEOUT_MAX),
@@ -376,34 +417,170 @@ impl AdminClient {
             req.encode(&mut buf);
             buf.split().freeze()
         };
-        Ok(self.rpc.call(req.method(), payload, Some(deadline)).await?)
+        self.rpc
+            .call(req.method(), payload, Some(deadline))
+            .await
+            .map_err(|status| self.error(status))
+    }
+
+    /// A failed call's status as an error that names sigmad and its socket.
+    fn error(&self, status: Status) -> AdminError {
+        let here = format!("sigmad at {}", self.sock.display());
+        match status.code {
+            StatusCode::Handler => AdminError::from(status),
+            // The peer sent what sigmad never sends, or does not know
+            // sigmad's methods: whatever is at the socket is not sigmad.
+            StatusCode::Malformed | StatusCode::UnknownMethod => {
+                let detail = status
+                    .message
+                    .strip_prefix(&format!("{here}: "))
+                    .unwrap_or(&status.message);
+                AdminError {
+                    kind: PROTOCOL.into(),
+                    message: format!(
+                        "{here}: the peer does not speak sigmad's namespace protocol ({detail}); is --sock sigmad's socket, and sigmad of this version?"
+                    ),
+                }
+            }
+            _ => {
+                let mut e = AdminError::from(status);
+                if !e.message.starts_with(&here) {
+                    e.message = format!("{here}: {}", e.message);
+                }
+                e
+            }
+        }
+    }
+
+    fn malformed(&self, e: sigma_ep::DecodeError) -> AdminError {
+        AdminError {
+            kind: PROTOCOL.into(),
+            message: format!(
+                "sigmad at {}: the reply does not decode ({e}); is --sock sigmad's socket, and sigmad of this version?",
+                self.sock.display()
+            ),
+        }
     }
 
     /// Calls and decodes a stat reply.
     pub async fn call_stat(&self, req: &NsRequest) -> Result<WireStat, AdminError> {
-        WireStat::decode(self.call(req, None).await?).map_err(malformed)
+        WireStat::decode(self.call(req, None).await?).map_err(|e| self.malformed(e))
     }
 
     /// Calls and decodes a stat-list reply.
     pub async fn call_stats(&self, req: &NsRequest) -> Result<Vec<WireStat>, AdminError> {
-        WireStat::decode_list(self.call(req, None).await?).map_err(malformed)
+        WireStat::decode_list(self.call(req, None).await?).map_err(|e| self.malformed(e))
     }
 
     /// Calls and decodes a string-list reply.
     pub async fn call_strings(&self, req: &NsRequest) -> Result<Vec<String>, AdminError> {
-        decode_strings(self.call(req, None).await?).map_err(malformed)
+        decode_strings(self.call(req, None).await?).map_err(|e| self.malformed(e))
     }
 
     /// Calls and decodes a resolve reply.
     pub async fn call_resolve(&self, req: &NsRequest) -> Result<ResolvedReply, AdminError> {
-        WireResolved::decode(self.call(req, None).await?).map_err(malformed)
+        WireResolved::decode(self.call(req, None).await?).map_err(|e| self.malformed(e))
+    }
+
+    /// Decodes a stat reply of a call made with [`call`](Self::call).
+    pub fn decode_stat(&self, reply: Bytes) -> Result<WireStat, AdminError> {
+        WireStat::decode(reply).map_err(|e| self.malformed(e))
+    }
+}
+
+/// The longest path a request may carry: one in the root realm's view.
+const REQUEST_PATH_BYTES_MAX: usize = ROOT_VIEW.len() + PATH_BYTES_MAX;
+const _: () = assert!(REQUEST_PATH_BYTES_MAX <= STRING_BYTES_MAX);
+const _: () = assert!(REALM_BYTES_MAX <= STRING_BYTES_MAX);
+const _: () = assert!(FILE_BYTES_MAX <= DATA_BYTES_MAX);
+// The largest request `check_request` lets through (a create: realm, path,
+// perm, kind, contents, lease; a rename: two paths) fits one frame, so the
+// encoder's asserts and the RPC client's size check never fire on it.
+const _: () = assert!(
+    2 + REALM_BYTES_MAX + 2 * (2 + REQUEST_PATH_BYTES_MAX) + 4 + 1 + 4 + FILE_BYTES_MAX + 8 <= FRAME_PAYLOAD_BYTES_MAX
+);
+
+fn too_large(what: &str, len: usize, limit_on: &str) -> AdminError {
+    AdminError {
+        kind: "too-large".into(),
+        message: format!("{what} of {len} bytes exceed the {FILE_BYTES_MAX}-byte limit on {limit_on} (FILE_BYTES_MAX)"),
+    }
+}
+
+/// Checks a request against every limit and rule the client can check
+/// before sending it (realm names, paths, sizes), with the functions sigmad
+/// itself uses, so that nothing sigmad would accept is refused here. What
+/// passes fits one frame.
+pub fn check_request(req: &NsRequest) -> Result<(), AdminError> {
+    let realm = |realm: &str| {
+        check_realm(realm).map_err(|e| AdminError {
+            kind: token(&e).into(),
+            message: e.to_string(),
+        })
+    };
+    match req {
+        NsRequest::ListRealms => Ok(()),
+        NsRequest::CreateRealm { realm: r }
+        | NsRequest::RemoveRealm { realm: r }
+        | NsRequest::LeaseGrant { realm: r, .. }
+        | NsRequest::LeaseKeepAlive { realm: r, .. }
+        | NsRequest::LeaseRevoke { realm: r, .. } => realm(r),
+        NsRequest::Read { realm: r, path }
+        | NsRequest::Remove { realm: r, path }
+        | NsRequest::Stat { realm: r, path }
+        | NsRequest::Readdir { realm: r, path }
+        | NsRequest::Resolve { realm: r, path }
+        | NsRequest::Open { realm: r, path }
+        | NsRequest::OpenWatch { realm: r, path, .. }
+        | NsRequest::WatchDir { realm: r, path, .. }
+        | NsRequest::WatchRemove { realm: r, path, .. } => {
+            realm(r)?;
+            check_path(path)
+        }
+        NsRequest::Rename { realm: r, from, to } => {
+            realm(r)?;
+            check_path(from)?;
+            check_path(to)
+        }
+        NsRequest::Create {
+            realm: r, path, data, ..
+        }
+        | NsRequest::Write {
+            realm: r, path, data, ..
+        } => {
+            realm(r)?;
+            check_path(path)?;
+            if data.len() > FILE_BYTES_MAX {
+                return Err(too_large("file contents", data.len(), "a file"));
+            }
+            Ok(())
+        }
+        NsRequest::Mount {
+            realm: r,
+            path,
+            endpoint,
+            ..
+        } => {
+            realm(r)?;
+            check_path(path)?;
+            if endpoint.len() > FILE_BYTES_MAX {
+                return Err(too_large("an endpoint", endpoint.len(), "a mount's endpoint"));
+            }
+            Ok(())
+        }
     }
 }
 
 /// Checks a path on the client side too, for a clear error before any IO.
+/// It accepts every path sigmad accepts in some request: its own realm's
+/// paths and the root realm's under `/~root`, with `~any`/`~local`
+/// selectors (a request that may not use them, or may not change the root
+/// realm, is refused by sigmad, which says why).
 pub fn check_path(path: &str) -> Result<(), AdminError> {
-    NsPath::parse_with(path, true).map(drop).map_err(|e| AdminError {
-        kind: token(&e).into(),
-        message: e.to_string(),
-    })
+    NsPath::parse_with(root_view_rest(path).unwrap_or(path), true)
+        .map(drop)
+        .map_err(|e| AdminError {
+            kind: token(&e).into(),
+            message: e.to_string(),
+        })
 }

@@ -39,11 +39,12 @@
 //! [`write_read`]: NsClient::write_read
 
 use crate::admin::{AdminClient, AdminError, CALL_TIMEOUT};
-use crate::ns::path::check_realm;
+use crate::ns::path::{check_realm, PATH_BYTES_MAX, PATH_DEPTH_MAX};
 use bytes::{Bytes, BytesMut};
 use sigma_dataplane::buf::BufResult;
 use sigma_dataplane::net::{Gather, TcpStream, UnixStream};
 use sigma_dataplane::rpc::{Client, ClientConfig, Reply, Service, Status, Transport};
+use sigma_ep::limits::FRAME_PAYLOAD_BYTES_MAX;
 use sigma_ep::ns::{method, Endpoint, NsRequest, WireOpened, WireResolved, WireStat, WriteRead};
 use sigma_ep::StatusCode;
 use std::cell::RefCell;
@@ -55,6 +56,16 @@ use std::time::Duration;
 /// A namespace call's error: the kind (`not-found`, `exists`, `bad-fd`,
 /// `unavailable`, ...) and what happened.
 pub type Error = AdminError;
+
+/// The kind of an error that says the server mounted over a path cannot be
+/// reached, or its connection broke (sigmad itself answered): distinct from
+/// `unavailable`, which says sigmad cannot be reached.
+pub const MOUNT_UNAVAILABLE: &str = "mount-unavailable";
+
+/// The longest request [`NsClient::write_read`] sends, whatever the path:
+/// a frame's payload less the most the path below the mount can take (a
+/// count, and per component a length, within [`PATH_BYTES_MAX`] bytes).
+pub const WRITE_READ_BYTES_MAX: usize = FRAME_PAYLOAD_BYTES_MAX - (4 + 2 * PATH_DEPTH_MAX + PATH_BYTES_MAX);
 
 fn err(kind: &str, message: impl Into<String>) -> Error {
     AdminError {
@@ -375,7 +386,7 @@ impl NsClient {
         }
     }
 
-    /// Waits until `path` exists, then opens it (`unresolvable` if nothing
+    /// Waits until `path` exists, then opens it (`timed-out` if nothing
     /// appears within `timeout`).
     pub async fn open_watch(&self, path: &str, mode: Mode, timeout: Duration) -> Result<Fd, Error> {
         self.watch(NsRequest::OpenWatch {
@@ -551,10 +562,21 @@ impl NsClient {
         Ok(stat)
     }
 
-    /// An RPC through a file: sends `request` to the server mounted over the
-    /// fd's path and returns its reply. The server sees the path below its
-    /// mount and the request bytes.
+    /// An RPC through a file: sends `request` (at most
+    /// [`WRITE_READ_BYTES_MAX`]) to the server mounted over the fd's path
+    /// and returns its reply. The server sees the path below its mount and
+    /// the request bytes. If that server cannot be reached or its
+    /// connection breaks, the error's kind is [`MOUNT_UNAVAILABLE`].
     pub async fn write_read(&self, fd: Fd, request: &[u8]) -> Result<Bytes, Error> {
+        if request.len() > WRITE_READ_BYTES_MAX {
+            return Err(err(
+                "too-large",
+                format!(
+                    "a request of {} bytes exceeds the {WRITE_READ_BYTES_MAX}-byte limit on an RPC through a file (WRITE_READ_BYTES_MAX)",
+                    request.len()
+                ),
+            ));
+        }
         let (rpc, payload, mount, endpoint) = {
             let fds = self.fds.borrow();
             match fds.get(fd.0 as usize) {
@@ -588,8 +610,12 @@ impl NsClient {
                         cache.remove(&endpoint);
                     }
                 }
+                let unavailable = status.code == StatusCode::Unavailable;
                 let mut e = Error::from(status);
-                e.message = format!("{mount} ({endpoint}): {}", e.message);
+                if unavailable {
+                    e.kind = MOUNT_UNAVAILABLE.into();
+                }
+                e.message = format!("the server mounted at {mount} ({endpoint}): {}", e.message);
                 Err(e)
             }
         }
@@ -602,8 +628,8 @@ impl NsClient {
         }
         let unreachable = |e: std::io::Error| {
             err(
-                "unavailable",
-                format!("cannot reach {endpoint}, mounted at {mount}: {e}"),
+                MOUNT_UNAVAILABLE,
+                format!("cannot reach {endpoint}, mounted at {mount}: {e} (sigmad answered; the server behind the mount did not)"),
             )
         };
         let stream = match endpoint {

@@ -216,7 +216,7 @@ fn write_read_reaches_the_mounted_server_and_nothing_of_another_realm() {
         drop(dead);
         a.mount("/svc/dead", &dead_ep, None).await.unwrap();
         let e = a.open("/svc/dead/rpc", Mode::Read).await.unwrap_err();
-        assert_eq!(e.kind, "unavailable");
+        assert_eq!(e.kind, "mount-unavailable");
         assert!(e.message.contains("/svc/dead"), "{e}");
         a.mkdir("/odd", 0o755).await.unwrap();
         // The client mounts only well-formed endpoints; the protocol takes any bytes.
@@ -262,7 +262,7 @@ fn watches_wait_on_their_own_connection() {
         assert_eq!(c.read(fd).await.unwrap(), Bytes::from_static(b"go"));
 
         let e = c.watch_dir("/jobs", Duration::from_millis(100)).await.unwrap_err();
-        assert_eq!(e.kind, "unresolvable", "{e}");
+        assert_eq!(e.kind, "timed-out", "{e}");
         let remover = c.clone();
         sigma_dataplane::spawn(async move {
             sigma_dataplane::sleep(Duration::from_millis(50)).await;
@@ -383,7 +383,7 @@ fn a_crashed_server_fails_write_read_clearly_and_a_new_one_is_found_by_name() {
         thread.join().unwrap();
         let started = Instant::now();
         let e = c.write_read(fd, b"2").await.unwrap_err();
-        assert_eq!(e.kind, "unavailable", "{e}");
+        assert_eq!(e.kind, "mount-unavailable", "{e}");
         assert!(e.message.contains("/svc/echo"), "{e}");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -393,7 +393,7 @@ fn a_crashed_server_fails_write_read_clearly_and_a_new_one_is_found_by_name() {
         // Its name still points at the dead address until its lease goes.
         assert_eq!(
             c.open("/svc/echo/rpc", Mode::Read).await.unwrap_err().kind,
-            "unavailable"
+            "mount-unavailable"
         );
         c.lease_revoke(lease).await.unwrap();
 
@@ -404,7 +404,7 @@ fn a_crashed_server_fails_write_read_clearly_and_a_new_one_is_found_by_name() {
         let fd2 = c.open("/svc/echo/rpc", Mode::ReadWrite).await.unwrap();
         assert_eq!(c.write_read(fd2, b"3").await.unwrap(), Bytes::from_static(b"rpc:3"));
         // The old fd stays bound to the dead server.
-        assert_eq!(c.write_read(fd, b"4").await.unwrap_err().kind, "unavailable");
+        assert_eq!(c.write_read(fd, b"4").await.unwrap_err().kind, "mount-unavailable");
         stop2.send(()).unwrap();
         thread2.join().unwrap();
     });

@@ -9,12 +9,13 @@ use bytes::Bytes;
 use std::future::Future;
 use std::time::Duration;
 
-/// `f` with a deadline (tokio's timer), as `Unresolvable` if it passes.
+/// `f` with a deadline (tokio's timer), as `TimedOut` if it passes (what
+/// sigmad reports for a watch that waited its whole time).
 async fn within<T>(d: Duration, f: impl Future<Output = Result<T, NsError>>) -> Result<T, NsError> {
     tokio::time::timeout(d, f).await.unwrap_or_else(|_| {
-        Err(NsError::Unresolvable {
+        Err(NsError::TimedOut {
             path: String::new(),
-            why: format!("timed out after {d:?}"),
+            waited: d,
         })
     })
 }
@@ -238,6 +239,34 @@ async fn tree<S: Store>(ns: &Namespace<S>) {
         r.create("/d/../x", 0o644, EntryKind::File, Bytes::new(), None).await,
         Err(NsError::InvalidPath { .. })
     ));
+    // Names that could forge a tool's output or reach a terminal as an
+    // escape sequence are refused, whichever call names them.
+    for forged in [
+        "/d/x\nfile 644 0 v1 forged",
+        "/d/\u{1b}[2J",
+        "/d/\u{7f}",
+        "/d/\u{9b}31m",
+    ] {
+        let refused = |e: Result<_, NsError>| match e {
+            Err(NsError::InvalidPath { why, .. }) => why.contains("control character"),
+            _ => false,
+        };
+        assert!(
+            refused(r.create(forged, 0o644, EntryKind::File, b("x"), None).await.map(drop)),
+            "{forged:?}"
+        );
+        assert!(
+            refused(
+                r.create(forged, 0o755, EntryKind::Dir, Bytes::new(), None)
+                    .await
+                    .map(drop)
+            ),
+            "{forged:?}"
+        );
+        assert!(refused(r.rename("/d/f", forged).await), "{forged:?}");
+        assert!(refused(r.stat(forged).await.map(drop)), "{forged:?}");
+    }
+    assert_eq!(r.readdir("/d").await.unwrap().len(), 1, "nothing was made");
     r.create("/d/sub", 0o755, EntryKind::Dir, Bytes::new(), None)
         .await
         .unwrap();
@@ -406,7 +435,7 @@ async fn watches<S: Store>(ns: &Namespace<S>) {
     removed.unwrap();
     assert!(matches!(
         within(Duration::from_millis(100), r.open_watch("/dir/never")).await,
-        Err(NsError::Unresolvable { .. })
+        Err(NsError::TimedOut { .. })
     ));
     assert!(matches!(
         within(Duration::from_millis(100), r.watch_dir("/missing")).await,
@@ -452,7 +481,7 @@ async fn isolation<S: Store>(ns: &Namespace<S>) {
     );
     assert!(matches!(
         within(Duration::from_millis(100), a.open_watch("/secret")).await,
-        Err(NsError::Unresolvable { .. })
+        Err(NsError::TimedOut { .. })
     ));
     assert_eq!(
         a.lease_revoke(b_lease).await,

@@ -425,6 +425,7 @@ impl Store for EmbeddedStore {
                     what: format!("scan of {prefix:?}"),
                     len: out.len() + 1,
                     max: SCAN_KEYS_MAX,
+                    limit: "keys in one scan (SCAN_KEYS_MAX)",
                 });
             }
             out.push((key.to_string(), decode(v.value())?.0));

@@ -503,6 +503,7 @@ impl Conn {
                         what: format!("scan of {prefix:?}"),
                         len: out.len() + 1,
                         max: SCAN_KEYS_MAX,
+                        limit: "keys in one scan (SCAN_KEYS_MAX)",
                     });
                 }
                 let rec = record(found).ok_or_else(|| self.bad("scan", &prefix, "a key without a revision"))?;
@@ -731,6 +732,7 @@ impl Store for EtcdStore {
                     what: format!("etcd txn {what} (from {first_key:?})"),
                     len,
                     max: TXN_OPS_MAX,
+                    limit: "operations in one etcd txn (TXN_OPS_MAX)",
                 });
             }
         }

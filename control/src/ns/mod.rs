@@ -75,7 +75,7 @@ pub enum NsError {
         path: String,
     },
     /// A value beyond its limit.
-    #[error("{what}: {len} bytes exceeds the limit of {max}")]
+    #[error("{what}: {len} exceeds the limit of {max} {limit}")]
     TooLarge {
         /// What was too large.
         what: String,
@@ -83,6 +83,9 @@ pub enum NsError {
         len: usize,
         /// The limit.
         max: usize,
+        /// What the limit bounds, in its unit, and the constant's name
+        /// (`"bytes of a file (FILE_BYTES_MAX)"`).
+        limit: &'static str,
     },
     /// The lease expired or was revoked.
     #[error("lease {0} expired or revoked")]
@@ -97,6 +100,14 @@ pub enum NsError {
         path: String,
         /// Why.
         why: String,
+    },
+    /// A watch ended because nothing happened within its time.
+    #[error("{path}: nothing happened within {waited:?}")]
+    TimedOut {
+        /// The path watched.
+        path: String,
+        /// How long the watch waited.
+        waited: std::time::Duration,
     },
     /// A concurrent change won; the caller may retry.
     #[error("{path}: changed concurrently, retry")]

@@ -29,19 +29,28 @@ impl NsPath {
 
     /// Parses and checks a path. `~local`/`~any` are allowed only when
     /// `selectors` is true (resolve), never in names that are created.
+    /// Control characters (C0, DEL, C1) are refused everywhere: a name is
+    /// printed by tools, and must not be able to forge their output or
+    /// reach a terminal as an escape sequence.
     pub fn parse_with(s: &str, selectors: bool) -> Result<NsPath, NsError> {
-        let bad = |why: &str| NsError::InvalidPath {
-            path: s.chars().take(PATH_BYTES_MAX).collect(),
-            why: why.to_string(),
-        };
+        let bad = |why: String| NsError::InvalidPath { path: excerpt(s), why };
         if s.len() > PATH_BYTES_MAX {
-            return Err(bad("longer than PATH_BYTES_MAX"));
+            return Err(bad(format!(
+                "{} bytes exceed the {PATH_BYTES_MAX}-byte limit on a path (PATH_BYTES_MAX)",
+                s.len()
+            )));
         }
         if !s.starts_with('/') {
-            return Err(bad("not absolute"));
+            return Err(bad("not absolute".into()));
         }
         if s.contains('\0') {
-            return Err(bad("contains NUL"));
+            return Err(bad("contains NUL".into()));
+        }
+        if let Some((at, c)) = s.char_indices().find(|&(_, c)| is_control(c)) {
+            return Err(bad(format!(
+                "contains the control character U+{:04X} at byte {at} (names may not hold C0, DEL or C1 controls)",
+                c as u32
+            )));
         }
         if s == "/" {
             return Ok(NsPath::root());
@@ -51,17 +60,24 @@ impl NsPath {
         for component in trimmed[1..].split('/') {
             depth += 1;
             match component {
-                "" => return Err(bad("empty component")),
-                "." | ".." => return Err(bad("`.` and `..` are not allowed")),
-                c if c.len() > NAME_BYTES_MAX => return Err(bad("component longer than NAME_BYTES_MAX")),
+                "" => return Err(bad("empty component".into())),
+                "." | ".." => return Err(bad("`.` and `..` are not allowed".into())),
+                c if c.len() > NAME_BYTES_MAX => {
+                    return Err(bad(format!(
+                        "a component of {} bytes exceeds the {NAME_BYTES_MAX}-byte limit on a name (NAME_BYTES_MAX)",
+                        c.len()
+                    )))
+                }
                 c if c.starts_with('~') && !(selectors && (c == LOCAL || c == ANY)) => {
-                    return Err(bad("names starting with `~` are reserved"))
+                    return Err(bad("names starting with `~` are reserved".into()))
                 }
                 _ => {}
             }
         }
         if depth > PATH_DEPTH_MAX {
-            return Err(bad("deeper than PATH_DEPTH_MAX"));
+            return Err(bad(format!(
+                "{depth} components exceed the {PATH_DEPTH_MAX}-component limit on a path (PATH_DEPTH_MAX)"
+            )));
         }
         Ok(NsPath(trimmed.to_string()))
     }
@@ -124,6 +140,26 @@ impl std::fmt::Display for NsPath {
     }
 }
 
+/// Whether `c` is a control character: C0 (U+0000–U+001F), DEL (U+007F)
+/// or C1 (U+0080–U+009F).
+pub fn is_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+}
+
+/// Characters of a bad path or name quoted in an error, at most: enough to
+/// recognize it, short enough that the reason after it is never cut off
+/// (an error message travels in at most 1 KiB).
+const QUOTED_CHARS_MAX: usize = 64;
+
+/// The start of `s`, for an error message.
+pub(crate) fn excerpt(s: &str) -> String {
+    let mut out: String = s.chars().take(QUOTED_CHARS_MAX).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// Checks a realm name: 1–64 bytes of `a-z`, `0-9`, `-` and `_`.
 pub fn check_realm(name: &str) -> Result<(), NsError> {
     let ok = !name.is_empty()
@@ -134,7 +170,7 @@ pub fn check_realm(name: &str) -> Result<(), NsError> {
     if ok {
         Ok(())
     } else {
-        Err(NsError::InvalidRealm(name.chars().take(REALM_BYTES_MAX + 1).collect()))
+        Err(NsError::InvalidRealm(excerpt(name)))
     }
 }
 
@@ -156,6 +192,9 @@ mod tests {
 
     #[test]
     fn bad_paths_say_why() {
+        let long_name = format!("/{}", "x".repeat(256));
+        let deep = "/x".repeat(33);
+        let long = format!("/{}", "a/".repeat(600));
         for (p, why) in [
             ("a/b", "absolute"),
             ("/a//b", "empty"),
@@ -164,13 +203,24 @@ mod tests {
             ("/a\0b", "NUL"),
             ("/~any", "reserved"),
             ("/~x", "reserved"),
+            ("/a\nb", "control character U+000A at byte 2"),
+            ("/a/\u{1b}[2J", "control character U+001B at byte 3"),
+            ("/\u{7f}", "control character U+007F"),
+            ("/x\u{9b}", "control character U+009B"),
+            (long_name.as_str(), "256 bytes exceeds the 255-byte limit on a name"),
+            (deep.as_str(), "33 components exceed the 32-component limit"),
+            (long.as_str(), "1201 bytes exceed the 1024-byte limit on a path"),
         ] {
             let err = NsPath::parse(p).unwrap_err().to_string();
-            assert!(err.contains(why), "{p}: {err}");
+            assert!(err.contains(why), "{p:?}: {err}");
+            assert!(
+                !err.chars().any(is_control),
+                "the error quotes the path escaped: {err:?}"
+            );
+            assert!(err.len() < 512, "{err}");
         }
-        assert!(NsPath::parse(&format!("/{}", "x".repeat(256))).is_err());
-        assert!(NsPath::parse(&"/x".repeat(33)).is_err());
-        assert!(NsPath::parse(&format!("/{}", "a/".repeat(600))).is_err());
+        // Printable characters beyond ASCII are names like any other.
+        assert!(NsPath::parse("/é/日本/\u{a0}").is_ok());
     }
 
     #[test]

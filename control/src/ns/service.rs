@@ -6,7 +6,7 @@
 //! read, change, watch or even name an entry of another realm.
 
 use super::entry::{Entry, EntryKind, Stat};
-use super::path::{check_realm, NsPath, ANY, LOCAL};
+use super::path::{check_realm, excerpt, NsPath, ANY, LOCAL};
 use super::store::{Change, Compare, LeaseId, Record, Store, WatchEvent};
 use super::{NsError, FILE_BYTES_MAX, READDIR_ENTRIES_MAX};
 use bytes::Bytes;
@@ -22,6 +22,16 @@ fn realm_key(realm: &str) -> String {
 
 /// The path prefix under which every realm sees the root realm, read-only.
 pub const ROOT_VIEW: &str = "/~root";
+
+/// For a path under [`ROOT_VIEW`], the path in the root realm it names
+/// (`/~root` is `/`, `/~root/a` is `/a`); `None` for any other path.
+pub fn root_view_rest(path: &str) -> Option<&str> {
+    match path.strip_prefix(ROOT_VIEW)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
+}
 
 fn lease_key(lease: LeaseId) -> String {
     format!("!lease/{lease}")
@@ -245,23 +255,18 @@ impl<S: Store> RealmNs<'_, S> {
     /// Where a path points: this realm, or the root realm's tree for paths
     /// under `/~root` (which every realm may read and none but root may change).
     fn locate(&self, path: &str) -> Result<(&str, NsPath), NsError> {
-        if let Some(rest) = path.strip_prefix(ROOT_VIEW) {
-            if rest.is_empty() || rest.starts_with('/') {
-                let rest = if rest.is_empty() { "/" } else { rest };
-                return Ok((ROOT_REALM, NsPath::parse(rest)?));
-            }
+        match root_view_rest(path) {
+            Some(rest) => Ok((ROOT_REALM, NsPath::parse(rest)?)),
+            None => Ok((&self.realm, NsPath::parse(path)?)),
         }
-        Ok((&self.realm, NsPath::parse(path)?))
     }
 
     /// Refuses changes under `/~root`: the root realm is read-only from other realms.
     fn check_writable(&self, path: &str) -> Result<(), NsError> {
-        let under_root = path
-            .strip_prefix(ROOT_VIEW)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        if under_root {
+        if root_view_rest(path).is_some() {
             return Err(NsError::Denied(format!(
-                "{path}: the root realm is read-only from realm {}",
+                "{}: the root realm is read-only from realm {}",
+                excerpt(path),
                 self.realm
             )));
         }
@@ -340,6 +345,7 @@ impl<S: Store> RealmNs<'_, S> {
                 what: path.to_string(),
                 len: data.len(),
                 max: FILE_BYTES_MAX,
+                limit: "bytes of a file (FILE_BYTES_MAX)",
             });
         }
         let (mut parent_version, mut hinted) = self.parent_version(&parent, true).await?;
@@ -416,6 +422,7 @@ impl<S: Store> RealmNs<'_, S> {
                 what: path.to_string(),
                 len: data.len(),
                 max: FILE_BYTES_MAX,
+                limit: "bytes of a file (FILE_BYTES_MAX)",
             });
         }
         let k = key(&self.realm, &path);
@@ -490,6 +497,7 @@ impl<S: Store> RealmNs<'_, S> {
                     what: format!("{path} listing"),
                     len: out.len() + 1,
                     max: READDIR_ENTRIES_MAX,
+                    limit: "entries in a listing (READDIR_ENTRIES_MAX)",
                 });
             }
             let entry = Entry::decode(&record.value)?;
@@ -609,11 +617,9 @@ impl<S: Store> RealmNs<'_, S> {
     /// Finds the mount a path goes through. `~any` picks any mount in a
     /// directory of replicas, `~local` the one named after this machine.
     pub async fn resolve(&self, path: &str) -> Result<Resolved, NsError> {
-        let via_root = path
-            .strip_prefix(ROOT_VIEW)
-            .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+        let via_root = root_view_rest(path);
         let (realm, view) = match via_root {
-            Some(rest) => (ROOT_REALM, if rest.is_empty() { "/" } else { rest }),
+            Some(rest) => (ROOT_REALM, rest),
             None => (self.realm.as_str(), path),
         };
         let in_view = |p: &NsPath| {

@@ -146,7 +146,10 @@ impl<T: Transport + 'static> Client<T> {
         if payload.len() > FRAME_PAYLOAD_BYTES_MAX {
             return Err(Status::new(
                 StatusCode::TooLarge,
-                format!("request of {} bytes exceeds {FRAME_PAYLOAD_BYTES_MAX}", payload.len()),
+                format!(
+                    "a request of {} bytes exceeds the {FRAME_PAYLOAD_BYTES_MAX}-byte limit on a frame's payload (FRAME_PAYLOAD_BYTES_MAX)",
+                    payload.len()
+                ),
             ));
         }
         let request_id = self.acquire().await?;

@@ -215,7 +215,10 @@ pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<
                 if payload.len() > FRAME_PAYLOAD_BYTES_MAX {
                     Err(Status::new(
                         StatusCode::TooLarge,
-                        format!("reply of {} bytes exceeds {FRAME_PAYLOAD_BYTES_MAX}", payload.len()),
+                        format!(
+                            "a reply of {} bytes exceeds the {FRAME_PAYLOAD_BYTES_MAX}-byte limit on a frame's payload (FRAME_PAYLOAD_BYTES_MAX)",
+                            payload.len()
+                        ),
                     ))
                 } else {
                     Ok(payload)

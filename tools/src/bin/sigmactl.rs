@@ -1,22 +1,45 @@
 //! sigmactl: the command-line client of sigmad's admin socket.
 //!
-//! Human output by default, `--json` for scripts. Exit status: 0 on
-//! success, 1 when sigmad refused the request (the message says why),
-//! 2 on bad usage or when sigmad cannot be reached.
+//! Human output by default, `--json` for scripts. The exit status follows
+//! one table, [`EXIT_STATUS`], which `--help` prints and the README repeats.
+//! Every argument and all input is checked before anything is sent (with
+//! the client library's own checks, which are sigmad's), so bad input gets
+//! a message that says what is wrong and what the limit is, never a panic.
+//! Names print escaped: a name cannot forge a line of output or reach the
+//! terminal as an escape sequence.
 
+use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use sigma_control::admin::{check_path, AdminClient, AdminError};
-use sigma_control::client::{Mode, NsClient};
+use sigma_control::admin::{
+    check_path, check_request, AdminClient, AdminError, OUTCOME_UNKNOWN, PROTOCOL, WATCH_TIMEOUT_MAX,
+};
+use sigma_control::client::{Mode, NsClient, MOUNT_UNAVAILABLE, WRITE_READ_BYTES_MAX};
+use sigma_control::ns::FILE_BYTES_MAX;
 use sigma_ep::ns::{Endpoint, NsRequest, WireStat};
+use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The exit codes, as `--help` prints them (the README has the same table;
+/// `tools/tests/sigmactl.rs` checks both against what sigmactl does).
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  done
+  1  refused: sigmad, the store or the server mounted over the path answered with an error (also a watch that timed out, and a mounted server that cannot be reached)
+  2  usage (bad arguments, input beyond a limit, output that cannot be written), or sigmad cannot be reached (not running, wrong --sock, not sigmad at the socket)
+  3  outcome unknown: a change was sent, but whether it was applied is unknown (read before retrying)";
+
+const EXIT_REFUSED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_OUTCOME_UNKNOWN: u8 = 3;
+
 /// Command-line client of sigmad.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, after_help = EXIT_STATUS)]
 struct Cli {
     /// sigmad's admin socket (or $SIGMA_SOCK).
     #[arg(long, global = true, env = "SIGMA_SOCK", default_value = "sigma-data/sigmad.sock")]
@@ -39,7 +62,7 @@ enum Cmd {
     Ns {
         /// The realm.
         #[arg(long, short)]
-        realm: String,
+        realm: OsString,
         #[command(subcommand)]
         cmd: NsCmd,
     },
@@ -48,11 +71,11 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum RealmCmd {
     /// Create a realm.
-    Create { name: String },
+    Create { name: OsString },
     /// List realms.
     Ls,
     /// Remove a realm and everything in it.
-    Rm { name: String },
+    Rm { name: OsString },
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,42 +83,105 @@ enum NsCmd {
     /// List a directory.
     Ls {
         #[arg(default_value = "/")]
-        path: String,
+        path: OsString,
     },
     /// Print a file's contents.
-    Cat { path: String },
+    Cat { path: OsString },
     /// Write a file (created if missing) from --data or stdin.
     Put {
-        path: String,
-        /// The contents (default: read stdin).
+        path: OsString,
+        /// The contents, any bytes (default: read stdin).
         #[arg(long)]
-        data: Option<String>,
+        data: Option<OsString>,
     },
     /// Create a directory.
-    Mkdir { path: String },
+    Mkdir { path: OsString },
     /// Remove an entry (a directory only when empty).
-    Rm { path: String },
+    Rm { path: OsString },
     /// Rename an entry atomically.
-    Mv { from: String, to: String },
+    Mv { from: OsString, to: OsString },
     /// Show what is known about an entry.
-    Stat { path: String },
+    Stat { path: OsString },
     /// Mount an endpoint (`tcp:HOST:PORT` or `unix:/PATH`) at a path.
-    Mount { path: String, endpoint: String },
+    Mount { path: OsString, endpoint: OsString },
     /// RPC through a file: send --data (or stdin) to the server mounted over
     /// PATH (`write_read`) and print its reply.
     Call {
-        path: String,
-        /// The request (default: read stdin).
+        path: OsString,
+        /// The request, any bytes (default: read stdin).
         #[arg(long)]
-        data: Option<String>,
+        data: Option<OsString>,
     },
     /// Wait until a path exists.
     Watch {
-        path: String,
-        /// Give up after this many seconds.
+        path: OsString,
+        /// Give up after this many seconds (at most 3600).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+}
+
+/// Who said no: decides the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// sigmactl itself, before sending anything (or while writing output).
+    Local,
+    /// sigmad (or the store behind it), or the attempt to reach it.
+    Sigmad,
+    /// The server mounted over a path, reached directly.
+    Mount,
+}
+
+#[derive(Debug)]
+struct Failure {
+    source: Source,
+    error: AdminError,
+}
+
+impl Failure {
+    fn local(error: AdminError) -> Failure {
+        Failure {
+            source: Source::Local,
+            error,
+        }
+    }
+    fn sigmad(error: AdminError) -> Failure {
+        Failure {
+            source: Source::Sigmad,
+            error,
+        }
+    }
+    fn mount(error: AdminError) -> Failure {
+        Failure {
+            source: Source::Mount,
+            error,
+        }
+    }
+    fn usage(message: String) -> Failure {
+        Failure::local(AdminError {
+            kind: "usage".into(),
+            message,
+        })
+    }
+
+    /// The exit status, by [`EXIT_STATUS`].
+    fn exit_code(&self) -> u8 {
+        if self.error.kind == OUTCOME_UNKNOWN {
+            return EXIT_OUTCOME_UNKNOWN;
+        }
+        match self.source {
+            Source::Local => EXIT_USAGE,
+            Source::Mount => EXIT_REFUSED,
+            Source::Sigmad => match self.error.kind.as_str() {
+                // sigmad cannot be reached, or what answers is not sigmad.
+                "unavailable" => EXIT_USAGE,
+                k if k == PROTOCOL => EXIT_USAGE,
+                // sigmad found the arguments ill-formed: usage, whoever noticed.
+                "invalid-path" | "invalid-realm" => EXIT_USAGE,
+                _ => EXIT_REFUSED,
+            },
+        }
+    }
 }
 
 fn kind_name(kind: u8) -> &'static str {
@@ -107,6 +193,49 @@ fn kind_name(kind: u8) -> &'static str {
     }
 }
 
+/// A name as human output shows it: printable characters as they are,
+/// anything else (control characters, DEL, C1, invisible format
+/// characters) and the backslash escaped as in Rust source (`\n`,
+/// `\u{1b}`, `\\`), so a name is one unambiguous token on one line.
+fn shown_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '"' | '\'' => c.to_string(),
+            c => c.escape_debug().to_string(),
+        })
+        .collect()
+}
+
+/// A message as stderr shows it: like [`shown_name`], but backslashes stay
+/// (a message quotes paths with their own escapes).
+fn shown_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\'' | '\\' => c.to_string(),
+            c => c.escape_debug().to_string(),
+        })
+        .collect()
+}
+
+/// Bytes for JSON: text if they are UTF-8, else base64; `encoding` says which.
+fn json_bytes(field: &str, bytes: &[u8]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            out.insert("encoding".into(), "utf-8".into());
+            out.insert(field.into(), text.into());
+        }
+        Err(_) => {
+            out.insert("encoding".into(), "base64".into());
+            out.insert(
+                field.into(),
+                base64::engine::general_purpose::STANDARD.encode(bytes).into(),
+            );
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
 fn stat_json(s: &WireStat) -> serde_json::Value {
     serde_json::json!({
         "name": s.name, "kind": kind_name(s.kind), "perm": format!("{:o}", s.perm),
@@ -114,201 +243,319 @@ fn stat_json(s: &WireStat) -> serde_json::Value {
     })
 }
 
-fn print_stat(s: &WireStat, json: bool) {
-    if json {
-        println!("{}", stat_json(s));
+fn stat_line(s: &WireStat, out: &mut Vec<u8>) {
+    let lease = if s.lease != 0 {
+        format!(" lease {}", s.lease)
     } else {
-        let lease = if s.lease != 0 {
-            format!(" lease {}", s.lease)
-        } else {
-            String::new()
-        };
-        println!(
-            "{} {:o} {:>8} v{} {}{lease}",
-            kind_name(s.kind),
-            s.perm,
-            s.len,
-            s.version,
-            s.name
-        );
-    }
+        String::new()
+    };
+    let line = format!(
+        "{} {:o} {:>8} v{} {}{lease}\n",
+        kind_name(s.kind),
+        s.perm,
+        s.len,
+        s.version,
+        shown_name(&s.name)
+    );
+    out.extend_from_slice(line.as_bytes());
 }
 
-async fn run(cli: Cli) -> Result<(), AdminError> {
-    if let Cmd::Ns { cmd, .. } = &cli.cmd {
-        match cmd {
-            NsCmd::Ls { path }
-            | NsCmd::Cat { path }
-            | NsCmd::Put { path, .. }
-            | NsCmd::Mkdir { path }
-            | NsCmd::Rm { path }
-            | NsCmd::Stat { path }
-            | NsCmd::Call { path, .. }
-            | NsCmd::Watch { path, .. } => check_path(path)?,
-            NsCmd::Mount { path, endpoint } => {
-                check_path(path)?;
-                Endpoint::parse(endpoint.as_bytes()).map_err(|e| AdminError {
-                    kind: "usage".into(),
-                    message: format!("endpoint {endpoint:?}: {e}"),
-                })?;
+fn json_line(value: serde_json::Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+/// An argument as text: names in the namespace are UTF-8.
+fn text(arg: OsString, what: &str) -> Result<String, Failure> {
+    arg.into_string().map_err(|arg| {
+        Failure::usage(format!(
+            "{what} {arg:?} is not UTF-8 (names in the namespace are UTF-8 text)"
+        ))
+    })
+}
+
+/// `data` as given, or stdin, at most `limit` bytes (`limit_on` and
+/// `limit_name` say what the limit is for, for the error).
+fn data_or_stdin(data: Option<OsString>, limit: usize, limit_on: &str, limit_name: &str) -> Result<Bytes, Failure> {
+    let bytes = match data {
+        Some(d) => d.into_vec(),
+        None => {
+            let mut buf = Vec::new();
+            // Read one byte past the limit, never all of an endless stdin.
+            std::io::stdin()
+                .take(limit as u64 + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
+            if buf.len() > limit {
+                return Err(Failure::local(AdminError {
+                    kind: "too-large".into(),
+                    message: format!(
+                        "stdin holds more than {limit} bytes: the {limit}-byte limit on {limit_on} ({limit_name})"
+                    ),
+                }));
             }
-            NsCmd::Mv { from, to } => {
-                check_path(from)?;
-                check_path(to)?;
+            buf
+        }
+    };
+    if bytes.len() > limit {
+        return Err(Failure::local(AdminError {
+            kind: "too-large".into(),
+            message: format!(
+                "--data of {} bytes exceeds the {limit}-byte limit on {limit_on} ({limit_name})",
+                bytes.len()
+            ),
+        }));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+async fn connect(cli_sock: &std::path::Path) -> Result<AdminClient, Failure> {
+    AdminClient::connect(cli_sock).await.map_err(Failure::sigmad)
+}
+
+async fn run(cli: Cli) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::new();
+    let json = cli.json;
+    let sock = cli.sock;
+    match cli.cmd {
+        Cmd::Realm { cmd } => {
+            let req = match cmd {
+                RealmCmd::Create { name } => NsRequest::CreateRealm {
+                    realm: text(name, "the realm name")?,
+                },
+                RealmCmd::Ls => NsRequest::ListRealms,
+                RealmCmd::Rm { name } => NsRequest::RemoveRealm {
+                    realm: text(name, "the realm name")?,
+                },
+            };
+            check_request(&req).map_err(Failure::local)?;
+            let client = connect(&sock).await?;
+            match &req {
+                NsRequest::ListRealms => {
+                    let realms = client.call_strings(&req).await.map_err(Failure::sigmad)?;
+                    if json {
+                        json_line(serde_json::json!(realms), &mut out);
+                    } else {
+                        for r in &realms {
+                            out.extend_from_slice(format!("{}\n", shown_name(r)).as_bytes());
+                        }
+                    }
+                }
+                NsRequest::CreateRealm { realm } | NsRequest::RemoveRealm { realm } => {
+                    client.call(&req, None).await.map_err(Failure::sigmad)?;
+                    if json {
+                        let verb = if matches!(req, NsRequest::CreateRealm { .. }) {
+                            "created"
+                        } else {
+                            "removed"
+                        };
+                        json_line(serde_json::json!({ verb: realm }), &mut out);
+                    }
+                }
+                _ => unreachable!("a realm command builds a realm request"),
             }
         }
+        Cmd::Ns { realm, cmd } => {
+            let realm = text(realm, "the realm name")?;
+            run_ns(&sock, realm, cmd, json, &mut out).await?;
+        }
     }
-    let client = AdminClient::connect(&cli.sock).await?;
-    let json = cli.json;
-    match cli.cmd {
-        Cmd::Realm { cmd } => match cmd {
-            RealmCmd::Create { name } => {
-                client
-                    .call(&NsRequest::CreateRealm { realm: name.clone() }, None)
-                    .await?;
-                if json {
-                    println!("{}", serde_json::json!({ "created": name }));
-                }
-            }
-            RealmCmd::Ls => {
-                let realms = client.call_strings(&NsRequest::ListRealms).await?;
-                if json {
-                    println!("{}", serde_json::json!(realms));
-                } else {
-                    realms.iter().for_each(|r| println!("{r}"));
-                }
-            }
-            RealmCmd::Rm { name } => {
-                client
-                    .call(&NsRequest::RemoveRealm { realm: name.clone() }, None)
-                    .await?;
-                if json {
-                    println!("{}", serde_json::json!({ "removed": name }));
-                }
-            }
-        },
-        Cmd::Ns { realm, cmd } => match cmd {
-            NsCmd::Ls { path } => {
-                let stats = client.call_stats(&NsRequest::Readdir { realm, path }).await?;
-                if json {
-                    println!("{}", serde_json::Value::Array(stats.iter().map(stat_json).collect()));
-                } else {
-                    stats.iter().for_each(|s| print_stat(s, false));
-                }
-            }
-            NsCmd::Cat { path } => {
-                let data = client.call(&NsRequest::Read { realm, path }, None).await?;
-                if json {
-                    println!("{}", serde_json::json!({ "data": String::from_utf8_lossy(&data) }));
-                } else {
-                    let _ = std::io::stdout().write_all(&data);
-                }
-            }
-            NsCmd::Put { path, data } => {
-                let data = data_or_stdin(data)?;
-                let write = NsRequest::Write {
-                    realm: realm.clone(),
-                    path: path.clone(),
-                    data: data.clone(),
-                    if_version: 0,
-                };
-                let stat = match client.call_stat(&write).await {
-                    Err(e) if e.kind == "not-found" => {
-                        client
-                            .call_stat(&NsRequest::Create {
-                                realm,
-                                path,
-                                perm: 0o644,
-                                kind: 2,
-                                data,
-                                lease: 0,
-                            })
-                            .await?
-                    }
-                    other => other?,
-                };
-                if json {
-                    print_stat(&stat, true);
-                }
-            }
-            NsCmd::Mkdir { path } => {
-                let stat = client
-                    .call_stat(&NsRequest::Create {
-                        realm,
-                        path,
-                        perm: 0o755,
-                        kind: 1,
-                        data: Bytes::new(),
-                        lease: 0,
-                    })
-                    .await?;
-                if json {
-                    print_stat(&stat, true);
-                }
-            }
-            NsCmd::Rm { path } => {
-                client.call(&NsRequest::Remove { realm, path }, None).await?;
-            }
-            NsCmd::Mv { from, to } => {
-                client.call(&NsRequest::Rename { realm, from, to }, None).await?;
-            }
-            NsCmd::Mount { path, endpoint } => {
-                let stat = client
-                    .call_stat(&NsRequest::Mount {
-                        realm,
-                        path,
-                        endpoint: Bytes::from(endpoint),
-                        lease: 0,
-                    })
-                    .await?;
-                if json {
-                    print_stat(&stat, true);
-                }
-            }
-            NsCmd::Call { path, data } => {
-                let request = data_or_stdin(data)?;
-                let ns = NsClient::connect(&cli.sock, &realm).await?;
-                let fd = ns.open(&path, Mode::ReadWrite).await?;
-                let reply = ns.write_read(fd, &request).await?;
-                if json {
-                    println!("{}", serde_json::json!({ "reply": String::from_utf8_lossy(&reply) }));
-                } else {
-                    let _ = std::io::stdout().write_all(&reply);
-                }
-            }
-            NsCmd::Stat { path } => print_stat(&client.call_stat(&NsRequest::Stat { realm, path }).await?, json),
-            NsCmd::Watch { path, timeout } => {
-                let req = NsRequest::OpenWatch {
+    Ok(out)
+}
+
+async fn run_ns(
+    sock: &std::path::Path,
+    realm: String,
+    cmd: NsCmd,
+    json: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    let path = |p: OsString| text(p, "the path");
+    // Build the request, check it whole, and only then connect.
+    let (req, data) = match cmd {
+        NsCmd::Ls { path: p } => (NsRequest::Readdir { realm, path: path(p)? }, None),
+        NsCmd::Cat { path: p } => (NsRequest::Read { realm, path: path(p)? }, None),
+        NsCmd::Put { path: p, data } => {
+            let path = path(p)?;
+            check_path(&path).map_err(Failure::local)?;
+            let data = data_or_stdin(data, FILE_BYTES_MAX, "a file", "FILE_BYTES_MAX")?;
+            let write = NsRequest::Write {
+                realm,
+                path,
+                data,
+                if_version: 0,
+            };
+            (write, None)
+        }
+        NsCmd::Mkdir { path: p } => (
+            NsRequest::Create {
+                realm,
+                path: path(p)?,
+                perm: 0o755,
+                kind: 1,
+                data: Bytes::new(),
+                lease: 0,
+            },
+            None,
+        ),
+        NsCmd::Rm { path: p } => (NsRequest::Remove { realm, path: path(p)? }, None),
+        NsCmd::Mv { from, to } => (
+            NsRequest::Rename {
+                realm,
+                from: path(from)?,
+                to: path(to)?,
+            },
+            None,
+        ),
+        NsCmd::Stat { path: p } => (NsRequest::Stat { realm, path: path(p)? }, None),
+        NsCmd::Mount { path: p, endpoint } => {
+            let path = path(p)?;
+            let endpoint = text(endpoint, "the endpoint")?;
+            check_path(&path).map_err(Failure::local)?;
+            Endpoint::parse(endpoint.as_bytes())
+                .map_err(|e| Failure::usage(format!("endpoint {:?}: {e}", excerpt(&endpoint))))?;
+            (
+                NsRequest::Mount {
                     realm,
                     path,
-                    timeout_ms: timeout.saturating_mul(1000),
-                };
-                let stat = WireStat::decode(client.call(&req, Some(Duration::from_secs(timeout + 5))).await?).map_err(
-                    |e| AdminError {
-                        kind: "malformed".into(),
-                        message: e.to_string(),
-                    },
-                )?;
-                print_stat(&stat, json);
+                    endpoint: Bytes::from(endpoint),
+                    lease: 0,
+                },
+                None,
+            )
+        }
+        NsCmd::Call { path: p, data } => {
+            let path = path(p)?;
+            check_path(&path).map_err(Failure::local)?;
+            let request = data_or_stdin(
+                data,
+                WRITE_READ_BYTES_MAX,
+                "an RPC through a file",
+                "WRITE_READ_BYTES_MAX",
+            )?;
+            (NsRequest::Open { realm, path }, Some(request))
+        }
+        NsCmd::Watch { path: p, timeout } => {
+            if timeout > WATCH_TIMEOUT_MAX.as_secs() {
+                return Err(Failure::usage(format!(
+                    "--timeout of {timeout} s exceeds the {}-s limit on a watch (WATCH_TIMEOUT_MAX)",
+                    WATCH_TIMEOUT_MAX.as_secs()
+                )));
             }
-        },
+            (
+                NsRequest::OpenWatch {
+                    realm,
+                    path: path(p)?,
+                    timeout_ms: timeout * 1000,
+                },
+                None,
+            )
+        }
+    };
+    check_request(&req).map_err(Failure::local)?;
+
+    if let (NsRequest::Open { realm, path }, Some(request)) = (&req, data) {
+        // An RPC through a file: sigmad resolves the mount, then the
+        // server behind it answers; a failure says which of them failed.
+        let ns = NsClient::connect(sock, realm).await.map_err(Failure::sigmad)?;
+        let fd = ns.open(path, Mode::ReadWrite).await.map_err(|e| {
+            if e.kind == MOUNT_UNAVAILABLE {
+                Failure::mount(e)
+            } else {
+                Failure::sigmad(e)
+            }
+        })?;
+        let reply = ns.write_read(fd, &request).await.map_err(Failure::mount)?;
+        if json {
+            json_line(json_bytes("reply", &reply), out);
+        } else {
+            out.extend_from_slice(&reply);
+        }
+        return Ok(());
+    }
+
+    let client = connect(sock).await?;
+    let sigmad = Failure::sigmad;
+    match req {
+        NsRequest::Readdir { .. } => {
+            let stats = client.call_stats(&req).await.map_err(sigmad)?;
+            if json {
+                json_line(serde_json::Value::Array(stats.iter().map(stat_json).collect()), out);
+            } else {
+                stats.iter().for_each(|s| stat_line(s, out));
+            }
+        }
+        NsRequest::Read { .. } => {
+            let data = client.call(&req, None).await.map_err(sigmad)?;
+            if json {
+                json_line(json_bytes("data", &data), out);
+            } else {
+                out.extend_from_slice(&data);
+            }
+        }
+        NsRequest::Write {
+            ref realm,
+            ref path,
+            ref data,
+            ..
+        } => {
+            let stat = match client.call_stat(&req).await {
+                Err(e) if e.kind == "not-found" => client
+                    .call_stat(&NsRequest::Create {
+                        realm: realm.clone(),
+                        path: path.clone(),
+                        perm: 0o644,
+                        kind: 2,
+                        data: data.clone(),
+                        lease: 0,
+                    })
+                    .await
+                    .map_err(sigmad)?,
+                other => other.map_err(sigmad)?,
+            };
+            if json {
+                json_line(stat_json(&stat), out);
+            }
+        }
+        NsRequest::Create { .. } | NsRequest::Mount { .. } => {
+            let stat = client.call_stat(&req).await.map_err(sigmad)?;
+            if json {
+                json_line(stat_json(&stat), out);
+            }
+        }
+        NsRequest::Remove { .. } | NsRequest::Rename { .. } => {
+            client.call(&req, None).await.map_err(sigmad)?;
+        }
+        NsRequest::Stat { .. } => {
+            let stat = client.call_stat(&req).await.map_err(sigmad)?;
+            if json {
+                json_line(stat_json(&stat), out);
+            } else {
+                stat_line(&stat, out);
+            }
+        }
+        NsRequest::OpenWatch { .. } => {
+            // The client waits for the watch's own timeout plus a margin.
+            let reply = client.call(&req, None).await.map_err(sigmad)?;
+            let stat = client.decode_stat(reply).map_err(sigmad)?;
+            if json {
+                json_line(stat_json(&stat), out);
+            } else {
+                stat_line(&stat, out);
+            }
+        }
+        other => unreachable!("sigmactl builds no {other:?}"),
     }
     Ok(())
 }
 
-/// `data`, or all of stdin.
-fn data_or_stdin(data: Option<String>) -> Result<Bytes, AdminError> {
-    match data {
-        Some(d) => Ok(Bytes::from(d)),
-        None => {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).map_err(|e| AdminError {
-                kind: "usage".into(),
-                message: format!("reading stdin: {e}"),
-            })?;
-            Ok(Bytes::from(buf))
-        }
+/// The start of an argument, for an error message.
+fn excerpt(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
     }
+    out
 }
 
 fn main() -> ExitCode {
@@ -318,26 +565,31 @@ fn main() -> ExitCode {
     let core = match sigma_dataplane::Core::builder().spin(Duration::ZERO).build() {
         Ok(core) => core,
         Err(e) => {
-            eprintln!("sigmactl: cannot start: {e}");
-            return ExitCode::from(2);
+            eprintln!("sigmactl: cannot start: {}", shown_text(&e.to_string()));
+            return ExitCode::from(EXIT_USAGE);
         }
     };
-    match core.block_on(run(cli)) {
+    let result = core.block_on(run(cli)).and_then(|output| {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&output).and_then(|()| stdout.flush()).map_err(|e| {
+            Failure::local(AdminError {
+                kind: "output".into(),
+                message: format!("writing the output: {e}"),
+            })
+        })
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(failure) => {
+            let e = &failure.error;
             if json {
-                println!("{}", serde_json::json!({ "error": e.kind, "message": e.message }));
-            } else {
-                eprintln!("sigmactl: {e}");
+                let line = serde_json::json!({ "error": e.kind, "message": e.message });
+                let _ = writeln!(std::io::stdout(), "{line}");
             }
-            if matches!(
-                e.kind.as_str(),
-                "unavailable" | "usage" | "invalid-path" | "invalid-realm"
-            ) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            // On stderr in both modes: a script that reads only stdout still
+            // leaves the reason in its log.
+            let _ = writeln!(std::io::stderr(), "sigmactl: {}", shown_text(&e.message));
+            ExitCode::from(failure.exit_code())
         }
     }
 }
