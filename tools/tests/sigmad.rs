@@ -13,10 +13,18 @@ impl Daemon {
     /// Starts sigmad and waits for its "serving" log line (probing the
     /// socket could reach a dying predecessor's listener).
     fn start(data: &Path) -> Daemon {
-        let sock = data.join("sigmad.sock");
+        Daemon::start_with(data, &data.join("sigmad.sock"), &[])
+    }
+
+    /// Starts sigmad with `--data data --sock sock` and `extra` arguments.
+    fn start_with(data: &Path, sock: &Path, extra: &[&str]) -> Daemon {
+        let sock = sock.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
             .arg("--data")
             .arg(data)
+            .arg("--sock")
+            .arg(&sock)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -296,4 +304,138 @@ fn sigmactl_mounts_a_server_and_calls_it_through_a_file() {
     let out = d.ctl(&["ns", "-r", "other", "call", "/echo", "--data", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+/// Runs sigmad with `args` and waits for it to exit (at most `within`);
+/// `None` (after killing it) if it was still running then.
+fn sigmad_exit(args: &[&std::ffi::OsStr], within: Duration) -> Option<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn os(s: &(impl AsRef<std::ffi::OsStr> + ?Sized)) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+#[test]
+fn sock_refuses_to_replace_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let precious = dir.path().join("notes.txt");
+    std::fs::write(&precious, "a week of notes").unwrap();
+    let out = sigmad_exit(
+        &[os("--data"), os(&data), os("--sock"), os(&precious)],
+        Duration::from_secs(10),
+    )
+    .expect("sigmad kept running over a regular file at --sock");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("is not a socket") && err.contains("a regular file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "a week of notes");
+}
+
+#[test]
+fn sock_of_a_live_sigmad_is_never_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("shared.sock");
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let mut d = Daemon::start_with(&first, &sock, &[]);
+    d.ok(&["realm", "create", "mine"]);
+    // Another sigmad, its own data dir, the same socket.
+    let intruder = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--data")
+        .arg(&second)
+        .arg("--sock")
+        .arg(&sock)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut intruder = Daemon {
+        child: intruder,
+        sock: sock.clone(),
+    };
+    // It either gives up, or (the bug) serves: wait for whichever comes first.
+    let stderr = intruder.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sigmad serving the namespace") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(10));
+    assert!(
+        d.ok(&["realm", "ls"]).contains("mine"),
+        "the first sigmad answers while the intruder runs"
+    );
+    // The intruder stops (if it has not already).
+    intruder.signal(libc::SIGTERM);
+    let status = intruder.child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(!status.success(), "the intruder must refuse to start: {log}");
+    assert!(
+        log.contains("a server answers there") || log.contains("another sigmad serves"),
+        "{log}"
+    );
+    assert!(sock.exists(), "the live socket is still there");
+    assert!(
+        d.ok(&["realm", "ls"]).contains("mine"),
+        "the first sigmad answers after the intruder stopped"
+    );
+    // The first sigmad's own stop still removes its socket.
+    d.signal(libc::SIGTERM);
+    assert!(d.child.wait().unwrap().success());
+    assert!(!sock.exists());
+}
+
+#[test]
+fn sock_stale_from_this_data_dir_is_replaced_and_from_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("outside.sock");
+    let (data, other) = (dir.path().join("data"), dir.path().join("other"));
+    let mut d = Daemon::start_with(&data, &sock, &[]);
+    d.ok(&["realm", "create", "kept"]);
+    d.signal(libc::SIGKILL);
+    let _ = d.child.wait();
+    assert!(sock.exists(), "a killed sigmad leaves its socket behind");
+    // Another data dir's sigmad does not take a socket it did not make.
+    let out = sigmad_exit(
+        &[os("--data"), os(&other), os("--sock"), os(&sock)],
+        Duration::from_secs(10),
+    )
+    .expect("sigmad took another data dir's stale socket");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no sigmad of --data"), "{err}");
+    assert!(sock.exists());
+    // The sigmad of the socket's own data dir replaces it.
+    let d = Daemon::start_with(&data, &sock, &[]);
+    assert!(d.ok(&["realm", "ls"]).contains("kept"));
 }
