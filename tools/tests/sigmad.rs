@@ -439,3 +439,41 @@ fn sock_stale_from_this_data_dir_is_replaced_and_from_another_is_refused() {
     let d = Daemon::start_with(&data, &sock, &[]);
     assert!(d.ok(&["realm", "ls"]).contains("kept"));
 }
+
+/// Issue #10's report: etcd frozen during `ns put`. The put's fate is
+/// unknown, and sigmactl says so (kind `outcome-unknown`) instead of
+/// reporting a failure — the write did apply once etcd woke.
+#[test]
+fn a_put_to_a_frozen_etcd_reports_its_outcome_as_unknown() {
+    let server = etcd::EtcdServer::start_or_panic();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(
+        dir.path(),
+        &dir.path().join("sigmad.sock"),
+        &["--etcd", &server.endpoint],
+    );
+    d.ok(&["realm", "create", "f"]);
+    d.ok(&["ns", "-r", "f", "put", "/k", "--data", "v1"]);
+    let frozen = server.freeze();
+    let out = d.ctl(&["--json", "ns", "-r", "f", "put", "/k", "--data", "v2"]);
+    drop(frozen);
+    assert!(!out.status.success());
+    let err: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(err["error"], "outcome-unknown", "{err}");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("may or may not have been applied"), "{message}");
+    // Once etcd answers, the write turns out applied.
+    let started = Instant::now();
+    loop {
+        let out = d.ctl(&["ns", "-r", "f", "cat", "/k"]);
+        if out.stdout == b"v2" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the put reported as outcome-unknown never applied: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
