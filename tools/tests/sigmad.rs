@@ -477,3 +477,118 @@ fn a_put_to_a_frozen_etcd_reports_its_outcome_as_unknown() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Connects to `sock`, sends `bytes`, and waits for sigmad to close the
+/// connection (EOF or a reset); how long that took, or a panic after `limit`.
+fn closed_after(sock: &Path, bytes: &[u8], limit: Duration) -> Duration {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let started = Instant::now();
+    s.write_all(bytes).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("sigmad kept the connection open {:?} ({e})", started.elapsed()),
+        }
+    }
+}
+
+/// Idle and partial-frame timeouts, as sigmad (started with
+/// `--idle-timeout 1 --frame-timeout 0.5`) applies them, on either back end.
+fn check_connection_timeouts(d: &Daemon) {
+    // Half of a frame header, then nothing: closed after the frame timeout.
+    let half = [0u8; 16];
+    let took = closed_after(&d.sock, &half, Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "half a frame closed after {took:?}"
+    );
+    // Nothing at all: closed after the idle timeout (within two periods).
+    let took = closed_after(&d.sock, &[], Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(3500),
+        "an idle connection closed after {took:?}"
+    );
+    // A pending watch is not idle: it runs to its own timeout (2 s) and
+    // reports that, not a closed connection.
+    d.ok(&["realm", "create", "t"]);
+    let started = Instant::now();
+    let out = d.ctl(&["ns", "-r", "t", "watch", "/never", "--timeout", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing happened within"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+const TIMEOUTS: &[&str] = &["--idle-timeout", "1", "--frame-timeout", "0.5"];
+
+#[test]
+fn half_frames_and_idle_connections_are_closed_on_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), &dir.path().join("sigmad.sock"), TIMEOUTS);
+    check_connection_timeouts(&d);
+}
+
+#[test]
+fn half_frames_and_idle_connections_are_closed_on_etcd() {
+    let server = etcd::EtcdServer::start_or_panic();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--etcd", &server.endpoint];
+    args.extend_from_slice(TIMEOUTS);
+    let d = Daemon::start_with(dir.path(), &dir.path().join("sigmad.sock"), &args);
+    check_connection_timeouts(&d);
+}
+
+/// 1,000 connections that send garbage: each is closed, and sigmad's log
+/// stays short (at most ten warnings per 10 s and one line summing up the rest).
+#[test]
+fn a_thousand_bad_connections_log_a_bounded_number_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sigmad.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--data")
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut d = Daemon { child, sock };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sigmad serving the namespace") {
+                let _ = tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("sigmad did not start");
+    let garbage = [0x5au8; 64];
+    for _ in 0..1000 {
+        closed_after(&d.sock, &garbage, Duration::from_secs(5));
+    }
+    d.ok(&["realm", "ls"]);
+    d.signal(libc::SIGTERM);
+    assert!(d.child.wait().unwrap().success());
+    let lines = log.join().unwrap();
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();
+    assert!(
+        warnings.len() <= 12,
+        "{} WARN lines for 1000 bad connections, the first: {:?}",
+        warnings.len(),
+        &warnings[..warnings.len().min(3)]
+    );
+    assert!(
+        warnings.iter().any(|l| l.contains("suppressed")),
+        "the suppressed lines are counted: {warnings:?}"
+    );
+}

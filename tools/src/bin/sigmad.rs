@@ -16,8 +16,12 @@ use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT};
 use sigma_control::ns::{Namespace, Store};
 use sigma_control::tokio_rpc::TokioUnix;
 use sigma_dataplane::net::UnixListener;
+use sigma_dataplane::rpc::{ConnectionError, ServerConfig};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 /// The per-machine σ daemon: serves the realm namespace on a Unix socket.
 #[derive(Parser, Debug)]
@@ -42,6 +46,95 @@ struct Args {
     /// The cpu the data-plane core is pinned to.
     #[arg(long)]
     cpu: Option<usize>,
+    /// Close an admin connection that sends nothing for this many seconds
+    /// while none of its calls runs (a pending watch keeps it open); 0: never.
+    /// Long, since a proc holds its connection for its whole life.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = seconds)]
+    idle_timeout: Duration,
+    /// Close an admin connection that began a frame and did not finish it
+    /// within this many seconds; 0: never.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    frame_timeout: Duration,
+}
+
+impl Args {
+    fn server_config(&self) -> ServerConfig {
+        let on = |d: Duration| (!d.is_zero()).then_some(d);
+        ServerConfig {
+            idle_timeout: on(self.idle_timeout),
+            frame_timeout: on(self.frame_timeout),
+        }
+    }
+}
+
+/// Seconds (a decimal number, at least 0) as a duration.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Lines one kind of warning may log per [`LOG_WINDOW`]; past that they are
+/// counted, and the count is logged once when the next window opens (or
+/// sigmad stops).
+const LOG_LINES_PER_WINDOW_MAX: u32 = 10;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// A rate limit on one kind of warning (a hostile peer can make one per
+/// connection): at most [`LOG_LINES_PER_WINDOW_MAX`] lines per [`LOG_WINDOW`].
+#[derive(Debug, Default)]
+struct LogLimit {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// Whether a line may be logged at `now`; before it, the number of
+    /// lines suppressed since the last one logged, if any (to be reported).
+    fn admit(&mut self, now: Instant) -> (bool, u64) {
+        if self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= LOG_WINDOW)
+        {
+            self.window_start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= LOG_LINES_PER_WINDOW_MAX {
+            self.suppressed += 1;
+            return (false, 0);
+        }
+        self.logged += 1;
+        (true, std::mem::take(&mut self.suppressed))
+    }
+
+    /// Logs the count of suppressed lines, if any (at stop).
+    fn flush(&mut self, what: &str) {
+        let suppressed = std::mem::take(&mut self.suppressed);
+        if suppressed > 0 {
+            tracing::warn!(suppressed, "suppressed {suppressed} similar messages ({what})");
+        }
+    }
+}
+
+/// Logs how an admin connection ended: nothing for a clean end, a debug
+/// line for an idle one closed, one rate-limited WARN line for a bad one.
+fn connection_ended(limit: &RefCell<LogLimit>, result: Result<(), ConnectionError>) {
+    match result {
+        Ok(()) => {}
+        Err(e @ ConnectionError::Idle { .. }) => tracing::debug!(error = %e, "admin connection closed"),
+        Err(e) => {
+            let (admitted, suppressed) = limit.borrow_mut().admit(Instant::now());
+            if suppressed > 0 {
+                tracing::warn!(
+                    suppressed,
+                    "suppressed {suppressed} similar messages (admin connections ending with an error)"
+                );
+            }
+            if admitted {
+                tracing::warn!(error = %e, "admin connection ended with an error");
+            }
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -80,21 +173,21 @@ fn take_lock(path: &Path) -> anyhow::Result<Option<std::fs::File>> {
         .write(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let deadline = Instant::now() + LOCK_WAIT;
     loop {
         // SAFETY: flock on an fd we own; no pointers.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(Some(file));
         }
-        if std::time::Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             return Ok(None);
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// How long sigmad waits for a lock a dying sigmad may still hold.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// Takes the data directory's lock: one sigmad per directory. The lock file
 /// also records the socket this sigmad bound (see [`SocketClaim`]).
@@ -201,11 +294,11 @@ impl SocketClaim {
                 // down (and with it the listening socket in its fixed-file
                 // table) after the process is gone and its locks released.
                 // So wait a moment for it to refuse.
-                let deadline = std::time::Instant::now() + LOCK_WAIT;
+                let deadline = Instant::now() + LOCK_WAIT;
                 loop {
                     match std::os::unix::net::UnixStream::connect(sock) {
-                        Ok(_) if std::time::Instant::now() < deadline => {
-                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        Ok(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50));
                         }
                         Ok(_) => bail!(
                             "--sock {}: a server answers there (another sigmad?); sigmad will not replace it",
@@ -368,7 +461,7 @@ fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: li
             .context("the control thread died")?
             .with_context(|| format!("opening {}", db.display()))?;
         let where_ = db.display().to_string();
-        serve(store, machine, claim, &where_, stop_rx).await
+        serve(store, machine, claim, &where_, args.server_config(), stop_rx).await
     });
     let _ = stop_control.send(());
     let _ = control.join();
@@ -406,24 +499,26 @@ fn run_etcd(
             .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
         let where_ = format!("etcd {} under {}", endpoints.join(","), args.etcd_prefix);
         let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-        let service = std::rc::Rc::new(AdminService::new(ns));
+        let service = Rc::new(AdminService::new(ns));
         let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         claim.bound()?;
         tracing::info!(sock = %sock.display(), store = where_, machine, "sigmad serving the namespace");
+        let config = args.server_config();
+        let limit = Rc::new(RefCell::new(LogLimit::default()));
         let mut stop_rx = stop_rx;
         loop {
             tokio::select! {
                 sig = &mut stop_rx => {
                     tracing::info!(signal = sig.unwrap_or(0), "stopping: no longer accepting, removing the socket");
+                    limit.borrow_mut().flush("admin connections ending with an error");
                     return Ok(());
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let service = service.clone();
+                        let (service, limit) = (service.clone(), limit.clone());
                         tokio::task::spawn_local(async move {
-                            if let Err(e) = sigma_dataplane::rpc::serve(&TokioUnix::new(stream), &*service).await {
-                                tracing::warn!(error = %e, "admin connection ended with an error");
-                            }
+                            let result = sigma_dataplane::rpc::serve_with(&TokioUnix::new(stream), &*service, config).await;
+                            connection_ended(&limit, result);
                         });
                     }
                     Err(e) => tracing::warn!(error = %e, "accept failed"),
@@ -466,13 +561,15 @@ async fn serve<S: Store + 'static>(
     machine: &str,
     claim: &mut SocketClaim,
     store_desc: &str,
+    config: ServerConfig,
     mut stop_rx: sigma_dataplane::channel::Receiver<i32>,
 ) -> anyhow::Result<()> {
     let sock = claim.sock.clone();
     let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-    let service = std::rc::Rc::new(AdminService::new(ns));
+    let service = Rc::new(AdminService::new(ns));
     let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     claim.bound()?;
+    let limit = Rc::new(RefCell::new(LogLimit::default()));
     tracing::info!(sock = %sock.display(), store = store_desc, machine, "sigmad serving the namespace");
     let mut incoming = listener.incoming();
     loop {
@@ -485,11 +582,10 @@ async fn serve<S: Store + 'static>(
         .await;
         match next {
             Ok(Ok(stream)) => {
-                let service = service.clone();
+                let (service, limit) = (service.clone(), limit.clone());
                 sigma_dataplane::spawn(async move {
-                    if let Err(e) = sigma_dataplane::rpc::serve(&stream, &*service).await {
-                        tracing::warn!(error = %e, "admin connection ended with an error");
-                    }
+                    let result = sigma_dataplane::rpc::serve_with(&stream, &*service, config).await;
+                    connection_ended(&limit, result);
                 });
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "accept failed"),
@@ -498,6 +594,7 @@ async fn serve<S: Store + 'static>(
                     signal = sig.unwrap_or(0),
                     "stopping: no longer accepting, removing the socket"
                 );
+                limit.borrow_mut().flush("admin connections ending with an error");
                 return Ok(());
             }
         }
