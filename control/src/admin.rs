@@ -34,6 +34,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much longer than sigmad's own bound a client waits for an answer.
 pub const REPLY_MARGIN: Duration = Duration::from_secs(2);
 
+/// The kind of an error whose change may or may not have been applied: a
+/// change that timed out, in sigmad or in the client, or whose connection
+/// was lost after it was sent. Read before retrying.
+pub const OUTCOME_UNKNOWN: &str = "outcome-unknown";
+
 /// A stable token per error kind, carried at the start of error messages
 /// so that clients get the kind back.
 fn token(e: &NsError) -> &'static str {
@@ -54,6 +59,7 @@ fn token(e: &NsError) -> &'static str {
         NsError::TimedOut { .. } => "timed-out",
         NsError::Conflict { .. } => "conflict",
         NsError::Store(_) => "store",
+        NsError::OutcomeUnknown(_) => OUTCOME_UNKNOWN,
     }
 }
 
@@ -61,10 +67,6 @@ fn token(e: &NsError) -> &'static str {
 pub fn to_status(e: &NsError) -> Status {
     Status::handler(format!("{}: {e}", token(e)))
 }
-
-/// The kind of an error after which a change may or may not have been
-/// applied: read before retrying.
-pub const OUTCOME_UNKNOWN: &str = "outcome-unknown";
 
 /// The kind of an error that says the peer at sigmad's socket does not
 /// speak sigmad's namespace protocol (it is not sigmad, or not of this version).
@@ -319,18 +321,15 @@ impl<S: Store> Service for AdminService<S> {
                 Ok(r) => r,
                 Err(_) => {
                     out.clear();
-                    let outcome = if changes {
-                        "; the change may or may not have been applied: read before retrying"
-                    } else {
-                        ""
-                    };
-                    return Err(Status::new(
-                        StatusCode::DeadlineExceeded,
-                        format!(
-                            "the namespace call did not finish within {:?} (sigmad's call deadline; is the store slow or unreachable?){outcome}",
-                            self.call_timeout
-                        ),
-                    ));
+                    let what = format!(
+                        "the namespace call did not finish within {:?} (sigmad's call deadline; is the store slow or unreachable?)",
+                        self.call_timeout
+                    );
+                    if changes {
+                        // The store may have committed it just before the deadline.
+                        return Err(to_status(&NsError::OutcomeUnknown(what)));
+                    }
+                    return Err(Status::new(StatusCode::DeadlineExceeded, what));
                 }
             }
         };
@@ -417,10 +416,28 @@ impl AdminClient {
             req.encode(&mut buf);
             buf.split().freeze()
         };
-        self.rpc
-            .call(req.method(), payload, Some(deadline))
-            .await
-            .map_err(|status| self.error(status))
+        // A connection already gone never sends the request.
+        let unsent = self.rpc.is_closed();
+        match self.rpc.call(req.method(), payload, Some(deadline)).await {
+            Ok(reply) => Ok(reply),
+            Err(status) if !req.is_read_only() && fate_unknown(&status, unsent) => {
+                let e = self.error(status);
+                Err(AdminError {
+                    kind: OUTCOME_UNKNOWN.into(),
+                    message: format!(
+                        "{}; the change may or may not have been applied: read before retrying",
+                        e.message
+                    ),
+                })
+            }
+            Err(status) => Err(self.error(status)),
+        }
+    }
+
+    /// Whether the connection to sigmad is gone (a call would fail
+    /// `unavailable` without sending anything).
+    pub fn is_closed(&self) -> bool {
+        self.rpc.is_closed()
     }
 
     /// A failed call's status as an error that names sigmad and its socket.
@@ -568,6 +585,17 @@ pub fn check_request(req: &NsRequest) -> Result<(), AdminError> {
             }
             Ok(())
         }
+    }
+}
+
+/// Whether a change that failed with `status` may have been applied: its
+/// answer did not come in time (the client's deadline, or sigmad's
+/// handler finished late), or the connection was lost after it was sent.
+fn fate_unknown(status: &Status, unsent: bool) -> bool {
+    match status.code {
+        StatusCode::DeadlineExceeded => true,
+        StatusCode::Unavailable => !unsent,
+        _ => false,
     }
 }
 

@@ -25,9 +25,12 @@
 //! **Watches** (`open_watch`, `watch_dir`, `watch_remove`) each run on a
 //! connection of their own, so a long wait never holds up other calls.
 //!
-//! If sigmad goes away (a restart), the next call reconnects: a read is
-//! asked again on the new connection, a change fails with `unavailable`
-//! (its fate unknown) and later calls use the new connection.
+//! If sigmad goes away (a restart), the next call reconnects: a read, or a
+//! change the broken connection never sent, is asked again on the new
+//! connection; a change that was sent fails with `outcome-unknown` (it may
+//! or may not have been applied) and later calls use the new connection.
+//! A change whose answer does not come within its deadline is
+//! `outcome-unknown` too; a read that times out is `deadline-exceeded`.
 //!
 //! Every call has a deadline: sigmad bounds a call by
 //! [`CALL_TIMEOUT`], and the client waits
@@ -38,7 +41,7 @@
 //! [`write`]: NsClient::write
 //! [`write_read`]: NsClient::write_read
 
-use crate::admin::{AdminClient, AdminError, CALL_TIMEOUT};
+use crate::admin::{AdminClient, AdminError, CALL_TIMEOUT, OUTCOME_UNKNOWN};
 use crate::ns::path::{check_realm, PATH_BYTES_MAX, PATH_DEPTH_MAX};
 use bytes::{Bytes, BytesMut};
 use sigma_dataplane::buf::BufResult;
@@ -203,26 +206,24 @@ impl NsClient {
     async fn call(&self, req: &NsRequest) -> Result<Bytes, Error> {
         let admin = self.admin.borrow().clone();
         match admin.call(req, None).await {
+            // sigmad went away (restarted, say) and the request was not sent
+            // (a change that was sent fails `outcome-unknown` instead):
+            // reconnect, ask again, and use the new connection from now on.
             Err(e) if e.kind == "unavailable" => {
-                // sigmad went away (restarted, say): reconnect for this and
-                // later calls. A read is simply asked again; a change may or
-                // may not have been applied before the connection broke.
                 let Ok(fresh) = AdminClient::connect(&self.sock).await else {
                     return Err(e);
                 };
                 let fresh = Rc::new(fresh);
                 *self.admin.borrow_mut() = fresh.clone();
-                if req.is_read_only() {
-                    fresh.call(req, None).await
-                } else {
-                    Err(err(
-                        "unavailable",
-                        format!(
-                            "{}; reconnected to sigmad, but whether the change was applied is unknown: read before retrying",
-                            e.message
-                        ),
-                    ))
+                fresh.call(req, None).await
+            }
+            Err(e) if e.kind == OUTCOME_UNKNOWN && admin.is_closed() => {
+                // The connection broke after the change was sent: later
+                // calls use a new one, this one says what it knows.
+                if let Ok(fresh) = AdminClient::connect(&self.sock).await {
+                    *self.admin.borrow_mut() = Rc::new(fresh);
                 }
+                Err(e)
             }
             other => other,
         }

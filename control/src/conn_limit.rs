@@ -2,8 +2,10 @@
 //! once, and how it turns away the ones past that.
 //!
 //! A connection past the limit is accepted, told why in an error frame
-//! (request id 0, status `unavailable`, which every σ RPC client takes as
-//! the server closing the connection and prints), and closed once the
+//! (request id 0, status `overloaded`, which every σ RPC client takes as
+//! the server closing the connection and prints; not `unavailable`, which
+//! a client takes as a change's fate unknown: a refused request was never
+//! applied), and closed once the
 //! client has read it (it closes its end) or after [`REFUSE_LINGER`]. Only
 //! [`REFUSING_MAX`] such connections linger at a time; past that, a refused
 //! connection is closed at once. Refusals are logged at most once per
@@ -165,12 +167,12 @@ impl ConnLimit {
     }
 }
 
-/// The error frame that refuses a connection: request id 0, `unavailable`,
+/// The error frame that refuses a connection: request id 0, `overloaded`,
 /// `message` (cut to what an error frame carries).
 pub fn refusal_frame(message: &str) -> (Bytes, Bytes) {
     let payload = Bytes::copy_from_slice(sigma_ep::codec::truncate_error_message(message).as_bytes());
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    Header::error(0, 0, StatusCode::Unavailable, payload.len() as u32).encode(&mut header);
+    Header::error(0, 0, StatusCode::Overloaded, payload.len() as u32).encode(&mut header);
     (Bytes::copy_from_slice(&header), payload)
 }
 

@@ -90,6 +90,10 @@ impl Transport for TokioUnix {
         format!("unix fd {} (control thread)", self.stream.as_raw_fd())
     }
 
+    async fn sleep_until(&self, at: Instant) {
+        tokio::time::sleep_until(at.into()).await;
+    }
+
     fn shutdown_both(&self) -> io::Result<()> {
         // SAFETY: shutdown(2) on a socket fd this stream owns; it changes no memory.
         if unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR) } == 0 {

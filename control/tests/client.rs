@@ -4,14 +4,14 @@
 //! sigmad's per-call deadline.
 
 use bytes::{Bytes, BytesMut};
-use sigma_control::admin::AdminService;
+use sigma_control::admin::{AdminClient, AdminService};
 use sigma_control::client::{FileService, Mode, NsClient, RpcFile};
 use sigma_control::ns::embedded::EmbeddedStore;
 use sigma_control::ns::store::{Change, Compare, LeaseId, Record, Store, WatchReceiver};
 use sigma_control::ns::{Namespace, NsError};
 use sigma_dataplane::net::{TcpListener, UnixListener};
 use sigma_dataplane::rpc::Status;
-use sigma_ep::ns::Endpoint;
+use sigma_ep::ns::{Endpoint, NsRequest};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -273,11 +273,14 @@ fn watches_wait_on_their_own_connection() {
     });
 }
 
-/// A store whose every call first sleeps: a slow (not dead) etcd.
+/// A store whose every call first sleeps: a slow (not dead) etcd; and
+/// whose transactions, once committed, wait `after_txn` before they answer
+/// (a store that applied a change and then hung).
 #[derive(Clone)]
 struct Slow {
     inner: EmbeddedStore,
     delay: Duration,
+    after_txn: Duration,
 }
 
 impl Store for Slow {
@@ -295,7 +298,11 @@ impl Store for Slow {
     }
     async fn txn_revision(&self, compares: &[Compare], changes: &[Change]) -> Result<Option<u64>, NsError> {
         sigma_dataplane::sleep(self.delay).await;
-        self.inner.txn_revision(compares, changes).await
+        let result = self.inner.txn_revision(compares, changes).await;
+        if !self.after_txn.is_zero() {
+            sigma_dataplane::sleep(self.after_txn).await;
+        }
+        result
     }
     async fn watch(&self, prefix: &str) -> Result<WatchReceiver, NsError> {
         self.inner.watch(prefix).await
@@ -321,6 +328,7 @@ fn a_call_slower_than_sigmads_deadline_fails_with_a_clear_error() {
         let slow = Slow {
             inner,
             delay: Duration::from_millis(150),
+            after_txn: Duration::ZERO,
         };
         let ns = Namespace::new(slow, "m0").await.unwrap();
         // Each store call takes 150 ms; the deadline allows a call 400 ms.
@@ -335,7 +343,7 @@ fn a_call_slower_than_sigmads_deadline_fails_with_a_clear_error() {
         let started = Instant::now();
         let e = c.rename("/d/e", "/d/f").await.unwrap_err();
         let took = started.elapsed();
-        assert_eq!(e.kind, "deadline-exceeded", "{e}");
+        assert_eq!(e.kind, "outcome-unknown", "{e}");
         assert!(e.message.contains("may or may not have been applied"), "{e}");
         assert!(
             took >= Duration::from_millis(390) && took < Duration::from_millis(1500),
@@ -344,6 +352,75 @@ fn a_call_slower_than_sigmads_deadline_fails_with_a_clear_error() {
         // A read says nothing about changes.
         let e = c.stat("/d/e").await;
         assert!(e.is_ok() || e.unwrap_err().kind != "deadline-exceeded");
+    });
+}
+
+/// A change whose answer comes too late — sigmad's call deadline, or the
+/// client's own — is `outcome-unknown`, and truly so: the store had
+/// committed it. A read that times out is `deadline-exceeded`.
+#[test]
+fn a_change_that_times_out_after_its_commit_is_outcome_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hangs_dir, slow_dir) = (dir.path().join("hangs"), dir.path().join("slow"));
+    std::fs::create_dir_all(&hangs_dir).unwrap();
+    std::fs::create_dir_all(&slow_dir).unwrap();
+    core().block_on(async {
+        let inner = EmbeddedStore::open(&dir.path().join("ns.redb")).unwrap();
+        let fast = Namespace::new(inner.clone(), "m0").await.unwrap();
+        fast.create_realm("a").await.unwrap();
+        let truth = fast.realm("a").await.unwrap();
+        let hangs = Slow {
+            inner: inner.clone(),
+            delay: Duration::ZERO,
+            after_txn: Duration::from_secs(2),
+        };
+        let sock = serve_admin(
+            AdminService::with_call_timeout(Namespace::new(hangs, "m0").await.unwrap(), Duration::from_millis(300)),
+            &hangs_dir,
+        );
+        let c = NsClient::connect(&sock, "a").await.unwrap();
+        // sigmad's deadline passes after the commit.
+        let e = c.put("/f", 0o644, Bytes::from_static(b"v1"), None).await.unwrap_err();
+        assert_eq!(e.kind, "outcome-unknown", "{e}");
+        assert!(e.message.contains("may or may not have been applied"), "{e}");
+        assert_eq!(truth.read("/f").await.unwrap(), Bytes::from_static(b"v1"));
+        // The client's deadline passes after the commit (sigmad's is longer).
+        let admin = AdminClient::connect(&sock).await.unwrap();
+        let write = NsRequest::Write {
+            realm: "a".into(),
+            path: "/f".into(),
+            data: Bytes::from_static(b"v2"),
+            if_version: 0,
+        };
+        let e = admin.call(&write, Some(Duration::from_millis(100))).await.unwrap_err();
+        assert_eq!(e.kind, "outcome-unknown", "{e}");
+        assert!(e.message.contains("read before retrying"), "{e}");
+        // The commit may still be under way (an fsync slower than the deadline).
+        let started = Instant::now();
+        while truth.read("/f").await.unwrap() != Bytes::from_static(b"v2") {
+            assert!(started.elapsed() < Duration::from_secs(2), "the write never applied");
+            sigma_dataplane::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Reads that time out, in sigmad or in the client, are just late.
+        let slow = Slow {
+            inner,
+            delay: Duration::from_secs(1),
+            after_txn: Duration::ZERO,
+        };
+        let sock = serve_admin(
+            AdminService::with_call_timeout(Namespace::new(slow, "m0").await.unwrap(), Duration::from_millis(300)),
+            &slow_dir,
+        );
+        let admin = AdminClient::connect(&sock).await.unwrap();
+        let stat = NsRequest::Stat {
+            realm: "a".into(),
+            path: "/f".into(),
+        };
+        let e = admin.call(&stat, None).await.unwrap_err();
+        assert_eq!(e.kind, "deadline-exceeded", "{e}");
+        let e = admin.call(&stat, Some(Duration::from_millis(100))).await.unwrap_err();
+        assert_eq!(e.kind, "deadline-exceeded", "{e}");
     });
 }
 
@@ -459,7 +536,7 @@ fn a_stopped_sigmad_fails_calls_clearly_and_a_restarted_one_is_reconnected() {
         sigmad2.join().unwrap();
         let (_, stop3, sigmad3) = sigmad_thread(dir.path());
         let e = c.put("/h", 0o644, Bytes::new(), None).await.unwrap_err();
-        assert_eq!(e.kind, "unavailable", "{e}");
+        assert_eq!(e.kind, "outcome-unknown", "{e}");
         assert!(e.message.contains("read before retrying"), "{e}");
         assert_eq!(c.get("/g").await.unwrap(), Bytes::from_static(b"y"));
         stop3.send(()).unwrap();

@@ -72,6 +72,23 @@ async fn conformance() {
     sigma_control::ns::conformance::run_all(&ns).await;
 }
 
+/// etcd frozen (SIGSTOP) while a write is in flight: the write fails as
+/// outcome-unknown, and after SIGCONT it turns out applied.
+#[tokio::test]
+async fn conformance_a_frozen_etcd_gives_outcome_unknown() {
+    let etcd = EtcdServer::start_or_panic();
+    let s = EtcdStore::connect_with_timeout(&etcd.endpoints(), PREFIX, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let ns = Namespace::new(s, "m0").await.unwrap();
+    sigma_control::ns::conformance::a_change_without_an_answer_is_outcome_unknown(
+        &ns,
+        || etcd.freeze(),
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn get_and_scan_stay_under_the_prefix_in_key_order() {
     let etcd = EtcdServer::start_or_panic();

@@ -258,3 +258,26 @@ fn a_send_after_a_dropped_send_never_lets_its_bytes_overtake() {
         }
     }
 }
+
+/// A listener removes its socket file on drop, unless another socket has
+/// replaced it at that path since (another server's, which must survive).
+#[test]
+fn a_unix_listener_removes_only_its_own_socket_file() {
+    for backend in common::backends() {
+        let core = common::core(backend);
+        core.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            drop(sigma_dataplane::net::UnixListener::bind(&path).unwrap());
+            assert!(!path.exists(), "{backend:?}: its own socket is removed");
+
+            let first = sigma_dataplane::net::UnixListener::bind(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let second = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            drop(first);
+            assert!(path.exists(), "{backend:?}: another listener's socket survives");
+            std::os::unix::net::UnixStream::connect(&path).unwrap();
+            drop(second);
+        });
+    }
+}

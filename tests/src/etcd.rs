@@ -259,6 +259,17 @@ impl EtcdServer {
         self.dir.path().join("etcd.log")
     }
 
+    /// Freezes etcd (SIGSTOP): it keeps its connections but answers
+    /// nothing, as a hung member does, until the returned guard drops
+    /// (SIGCONT) — on a test's failure too.
+    pub fn freeze(&self) -> Frozen<'_> {
+        let pid = self.child.as_ref().expect("etcd was killed").id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child; it touches no memory.
+        let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert_eq!(rc, 0, "SIGSTOP etcd: {}", std::io::Error::last_os_error());
+        Frozen { pid, _server: self }
+    }
+
     /// Kills etcd now (SIGKILL) and waits for it; its data dir and log stay
     /// until drop.
     pub fn kill(&mut self) {
@@ -266,6 +277,23 @@ impl EtcdServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A frozen etcd ([`EtcdServer::freeze`]); dropping it thaws etcd.
+#[derive(Debug)]
+#[must_use = "etcd thaws when this drops"]
+pub struct Frozen<'a> {
+    pid: libc::pid_t,
+    /// Borrowed so that etcd is not killed and reaped (its pid free for
+    /// reuse) while frozen.
+    _server: &'a EtcdServer,
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped (see `_server`).
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
     }
 }
 

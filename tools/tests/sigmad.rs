@@ -13,10 +13,18 @@ impl Daemon {
     /// Starts sigmad and waits for its "serving" log line (probing the
     /// socket could reach a dying predecessor's listener).
     fn start(data: &Path) -> Daemon {
-        let sock = data.join("sigmad.sock");
+        Daemon::start_with(data, &data.join("sigmad.sock"), &[])
+    }
+
+    /// Starts sigmad with `--data data --sock sock` and `extra` arguments.
+    fn start_with(data: &Path, sock: &Path, extra: &[&str]) -> Daemon {
+        let sock = sock.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
             .arg("--data")
             .arg(data)
+            .arg("--sock")
+            .arg(&sock)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -296,4 +304,291 @@ fn sigmactl_mounts_a_server_and_calls_it_through_a_file() {
     let out = d.ctl(&["ns", "-r", "other", "call", "/echo", "--data", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+/// Runs sigmad with `args` and waits for it to exit (at most `within`);
+/// `None` (after killing it) if it was still running then.
+fn sigmad_exit(args: &[&std::ffi::OsStr], within: Duration) -> Option<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn os(s: &(impl AsRef<std::ffi::OsStr> + ?Sized)) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+#[test]
+fn sock_refuses_to_replace_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let precious = dir.path().join("notes.txt");
+    std::fs::write(&precious, "a week of notes").unwrap();
+    let out = sigmad_exit(
+        &[os("--data"), os(&data), os("--sock"), os(&precious)],
+        Duration::from_secs(10),
+    )
+    .expect("sigmad kept running over a regular file at --sock");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("is not a socket") && err.contains("a regular file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "a week of notes");
+}
+
+#[test]
+fn sock_of_a_live_sigmad_is_never_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("shared.sock");
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let mut d = Daemon::start_with(&first, &sock, &[]);
+    d.ok(&["realm", "create", "mine"]);
+    // Another sigmad, its own data dir, the same socket.
+    let intruder = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--data")
+        .arg(&second)
+        .arg("--sock")
+        .arg(&sock)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut intruder = Daemon {
+        child: intruder,
+        sock: sock.clone(),
+    };
+    // It either gives up, or (the bug) serves: wait for whichever comes first.
+    let stderr = intruder.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sigmad serving the namespace") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(10));
+    assert!(
+        d.ok(&["realm", "ls"]).contains("mine"),
+        "the first sigmad answers while the intruder runs"
+    );
+    // The intruder stops (if it has not already).
+    intruder.signal(libc::SIGTERM);
+    let status = intruder.child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(!status.success(), "the intruder must refuse to start: {log}");
+    assert!(
+        log.contains("a server answers there") || log.contains("another sigmad serves"),
+        "{log}"
+    );
+    assert!(sock.exists(), "the live socket is still there");
+    assert!(
+        d.ok(&["realm", "ls"]).contains("mine"),
+        "the first sigmad answers after the intruder stopped"
+    );
+    // The first sigmad's own stop still removes its socket.
+    d.signal(libc::SIGTERM);
+    assert!(d.child.wait().unwrap().success());
+    assert!(!sock.exists());
+}
+
+#[test]
+fn sock_stale_from_this_data_dir_is_replaced_and_from_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("outside.sock");
+    let (data, other) = (dir.path().join("data"), dir.path().join("other"));
+    let mut d = Daemon::start_with(&data, &sock, &[]);
+    d.ok(&["realm", "create", "kept"]);
+    d.signal(libc::SIGKILL);
+    let _ = d.child.wait();
+    assert!(sock.exists(), "a killed sigmad leaves its socket behind");
+    // Another data dir's sigmad does not take a socket it did not make.
+    let out = sigmad_exit(
+        &[os("--data"), os(&other), os("--sock"), os(&sock)],
+        Duration::from_secs(10),
+    )
+    .expect("sigmad took another data dir's stale socket");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no sigmad of --data"), "{err}");
+    assert!(sock.exists());
+    // The sigmad of the socket's own data dir replaces it.
+    let d = Daemon::start_with(&data, &sock, &[]);
+    assert!(d.ok(&["realm", "ls"]).contains("kept"));
+}
+
+/// Issue #10's report: etcd frozen during `ns put`. The put's fate is
+/// unknown, and sigmactl says so (kind `outcome-unknown`) instead of
+/// reporting a failure — the write did apply once etcd woke.
+#[test]
+fn a_put_to_a_frozen_etcd_reports_its_outcome_as_unknown() {
+    let server = etcd::EtcdServer::start_or_panic();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(
+        dir.path(),
+        &dir.path().join("sigmad.sock"),
+        &["--etcd", &server.endpoint],
+    );
+    d.ok(&["realm", "create", "f"]);
+    d.ok(&["ns", "-r", "f", "put", "/k", "--data", "v1"]);
+    let frozen = server.freeze();
+    let out = d.ctl(&["--json", "ns", "-r", "f", "put", "/k", "--data", "v2"]);
+    drop(frozen);
+    assert!(!out.status.success());
+    let err: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(err["error"], "outcome-unknown", "{err}");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("may or may not have been applied"), "{message}");
+    // Once etcd answers, the write turns out applied.
+    let started = Instant::now();
+    loop {
+        let out = d.ctl(&["ns", "-r", "f", "cat", "/k"]);
+        if out.stdout == b"v2" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the put reported as outcome-unknown never applied: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connects to `sock`, sends `bytes`, and waits for sigmad to close the
+/// connection (EOF or a reset); how long that took, or a panic after `limit`.
+fn closed_after(sock: &Path, bytes: &[u8], limit: Duration) -> Duration {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let started = Instant::now();
+    s.write_all(bytes).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("sigmad kept the connection open {:?} ({e})", started.elapsed()),
+        }
+    }
+}
+
+/// Idle and partial-frame timeouts, as sigmad (started with
+/// `--idle-timeout 1 --frame-timeout 0.5`) applies them, on either back end.
+fn check_connection_timeouts(d: &Daemon) {
+    // Half of a frame header, then nothing: closed after the frame timeout.
+    let half = [0u8; 16];
+    let took = closed_after(&d.sock, &half, Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "half a frame closed after {took:?}"
+    );
+    // Nothing at all: closed after the idle timeout (within two periods).
+    let took = closed_after(&d.sock, &[], Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(3500),
+        "an idle connection closed after {took:?}"
+    );
+    // A pending watch is not idle: it runs to its own timeout (2 s) and
+    // reports that, not a closed connection.
+    d.ok(&["realm", "create", "t"]);
+    let started = Instant::now();
+    let out = d.ctl(&["ns", "-r", "t", "watch", "/never", "--timeout", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing happened within"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+const TIMEOUTS: &[&str] = &["--idle-timeout", "1", "--frame-timeout", "0.5"];
+
+#[test]
+fn half_frames_and_idle_connections_are_closed_on_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), &dir.path().join("sigmad.sock"), TIMEOUTS);
+    check_connection_timeouts(&d);
+}
+
+#[test]
+fn half_frames_and_idle_connections_are_closed_on_etcd() {
+    let server = etcd::EtcdServer::start_or_panic();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--etcd", &server.endpoint];
+    args.extend_from_slice(TIMEOUTS);
+    let d = Daemon::start_with(dir.path(), &dir.path().join("sigmad.sock"), &args);
+    check_connection_timeouts(&d);
+}
+
+/// 1,000 connections that send garbage: each is closed, and sigmad's log
+/// stays short (at most ten warnings per 10 s and one line summing up the rest).
+#[test]
+fn a_thousand_bad_connections_log_a_bounded_number_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sigmad.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--data")
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut d = Daemon { child, sock };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sigmad serving the namespace") {
+                let _ = tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("sigmad did not start");
+    let garbage = [0x5au8; 64];
+    for _ in 0..1000 {
+        closed_after(&d.sock, &garbage, Duration::from_secs(5));
+    }
+    d.ok(&["realm", "ls"]);
+    d.signal(libc::SIGTERM);
+    assert!(d.child.wait().unwrap().success());
+    let lines = log.join().unwrap();
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();
+    assert!(
+        warnings.len() <= 12,
+        "{} WARN lines for 1000 bad connections, the first: {:?}",
+        warnings.len(),
+        &warnings[..warnings.len().min(3)]
+    );
+    assert!(
+        warnings.iter().any(|l| l.contains("suppressed")),
+        "the suppressed lines are counted: {warnings:?}"
+    );
 }

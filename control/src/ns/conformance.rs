@@ -39,6 +39,47 @@ pub async fn run_all<S: Store + Clone>(ns: &Namespace<S>) {
     root_view(ns).await;
 }
 
+/// A change the store sent but got no answer for, because the store hung
+/// (`freeze` makes it hang; dropping what it returns makes it answer
+/// again), fails with [`NsError::OutcomeUnknown`] — and that is the truth:
+/// once the store answers again, the change turns out applied. `ns`'s store
+/// must give up on a request well within `settle` (a short store timeout).
+pub async fn a_change_without_an_answer_is_outcome_unknown<S: Store, G>(
+    ns: &Namespace<S>,
+    freeze: impl FnOnce() -> G,
+    settle: Duration,
+) {
+    ns.create_realm("c-frozen").await.unwrap();
+    let r = ns.realm("c-frozen").await.unwrap();
+    // The namespace remembers the file's version from its creation, so the
+    // write below is one compare-and-swap, sent without reading first.
+    r.create("/f", 0o644, EntryKind::File, b("before"), None).await.unwrap();
+    let frozen = freeze();
+    let result = within(settle, r.write("/f", b("after"), None)).await;
+    drop(frozen);
+    match result {
+        Err(NsError::OutcomeUnknown(message)) => {
+            assert!(message.contains("txn"), "{message}");
+        }
+        other => panic!("a write to a hung store: {other:?}, not OutcomeUnknown"),
+    }
+    // The store answers again; the write had reached it. A read right after
+    // the thaw may come before the store gets to the write: the store owes
+    // no order between requests that were in flight together.
+    let deadline = std::time::Instant::now() + settle;
+    loop {
+        let seen = r.read("/f").await;
+        if seen.as_ref().is_ok_and(|v| v == &b("after")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write reported as outcome-unknown was not applied within {settle:?}: /f gives {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn root_view<S: Store>(ns: &Namespace<S>) {
     let root = ns.realm(ROOT_REALM).await.unwrap();
     let _ = root

@@ -107,9 +107,14 @@ impl Writer {
         if !sent {
             return Err(NsError::Store("embedded store: its writer thread is gone".into()));
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(NsError::Store("embedded store: its writer thread died".into())))
+        // Once queued, a job runs even if its caller goes away (a timed-out
+        // call's change still applies); a writer that dies may have
+        // committed it first.
+        answer.await.unwrap_or_else(|_| {
+            Err(NsError::OutcomeUnknown(
+                "embedded store: its writer thread died during the commit".into(),
+            ))
+        })
     }
 }
 

@@ -44,6 +44,11 @@
 //! Every request has a deadline ([`REQUEST_TIMEOUT`] unless
 //! [`EtcdStore::connect_with_timeout`] says otherwise), so an unreachable
 //! etcd gives an error naming the operation and the endpoints, never a hang.
+//! A change (txn, lease grant, keep-alive, revoke) that may have reached
+//! etcd when it failed — it timed out, or the connection broke after it was
+//! sent, in its last attempt or an earlier one — fails with
+//! [`NsError::OutcomeUnknown`]; one that provably never left, or that etcd
+//! refused, with [`NsError::Store`].
 
 use super::store::{
     Change, Compare, LeaseId, Record, Store, WatchEvent, WatchReceiver, SCAN_KEYS_MAX, WATCH_EVENTS_MAX,
@@ -205,6 +210,24 @@ fn not_sent(e: &etcd::Error) -> bool {
     let etcd::Error::GRpcStatus(s) = e else { return false };
     let m = s.message();
     m.contains("connect error") || m.contains("no leader")
+}
+
+/// Whether a failed request may have reached etcd (and a change in it been
+/// applied): anything but a failure that proves it was not sent and an
+/// answer in which etcd refused it.
+fn maybe_sent(e: &etcd::Error) -> bool {
+    if not_sent(e) {
+        return false;
+    }
+    match e {
+        // CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, ABORTED, INTERNAL,
+        // UNAVAILABLE: no answer from etcd itself, or one that leaves the
+        // request's fate open (etcd's own "request timed out").
+        etcd::Error::GRpcStatus(s) => matches!(s.code() as i32, 1 | 2 | 4 | 10 | 13 | 14),
+        // Failures inside the client before a request exists.
+        etcd::Error::InvalidArgs(_) | etcd::Error::InvalidUri(_) | etcd::Error::TransportError(_) => false,
+        _ => true,
+    }
 }
 
 /// What a transaction leaves at a key.
@@ -431,6 +454,36 @@ impl Conn {
         }
     }
 
+    /// As [`call_tracked`](Conn::call_tracked), for a change: each attempt
+    /// runs as a task of its own that an attempt's timeout does not cancel.
+    /// A change once sent is never withdrawn (a withdrawal could not be
+    /// relied on anyway: etcd may have applied it already), so one that
+    /// times out stays in flight and applies, or is refused, when etcd
+    /// answers — or ends with the connection (keep-alive pings bound that).
+    async fn call_change<T, F>(
+        &self,
+        retry: Retry,
+        unknown: &mut bool,
+        mut request: impl FnMut() -> F,
+    ) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd::Error>> + Send + 'static,
+    {
+        self.call_tracked(retry, unknown, || {
+            // Dropping a JoinHandle detaches its task.
+            let attempt = tokio::spawn(request());
+            async move {
+                attempt.await.unwrap_or_else(|e| {
+                    Err(etcd::Error::IoError(std::io::Error::other(format!(
+                        "the request's task failed: {e}"
+                    ))))
+                })
+            }
+        })
+        .await
+    }
+
     fn error(&self, op: &str, key: &str, f: Failure) -> NsError {
         match f {
             Failure::Etcd(e) => NsError::Store(format!("etcd {op} {key:?} at {}: {e}", self.endpoints)),
@@ -438,6 +491,22 @@ impl Conn {
                 "etcd {op} {key:?} at {}: no answer within {:?}",
                 self.endpoints, self.timeout
             )),
+        }
+    }
+
+    /// The error of a change (a txn, a lease grant, keep-alive or revoke):
+    /// `OutcomeUnknown` if it may have reached etcd, in this attempt or an
+    /// earlier one (`unknown`), a plain store error if it provably did not
+    /// or etcd refused it.
+    fn change_error(&self, op: &str, key: &str, f: Failure, unknown: bool) -> NsError {
+        let maybe_applied = unknown
+            || match &f {
+                Failure::Timeout => true,
+                Failure::Etcd(e) => maybe_sent(e),
+            };
+        match self.error(op, key, f) {
+            NsError::Store(message) if maybe_applied => NsError::OutcomeUnknown(message),
+            other => other,
         }
     }
 
@@ -545,7 +614,7 @@ impl Conn {
         let kv = self.kv.clone();
         let mut unknown = false;
         match self
-            .call_tracked(Retry::Checked, &mut unknown, || {
+            .call_change(Retry::Checked, &mut unknown, || {
                 let (mut kv, request) = (kv.clone(), request.clone());
                 async move { kv.txn(request).await }
             })
@@ -565,7 +634,7 @@ impl Conn {
             Ok(_) => Ok(None),
             // etcd does not say which lease; with one (the usual case) it is that one.
             Err(f) if lease_not_found(&f) && !leases.is_empty() => Err(NsError::LeaseExpired(leases[0])),
-            Err(f) => Err(self.error("txn", &first_key, f)),
+            Err(f) => Err(self.change_error("txn", &first_key, f, unknown)),
         }
     }
 
@@ -595,7 +664,8 @@ impl Conn {
                     async move { kv.get(key, options).await }
                 })
                 .await
-                .map_err(|f| self.error("txn check", first_key, f))?;
+                // An earlier attempt's fate is still open.
+                .map_err(|f| self.change_error("txn check", first_key, f, true))?;
             let found = resp.take_kvs().into_iter().next();
             match (&o.want, found) {
                 (Want::Absent { .. }, None) => {}
@@ -642,13 +712,14 @@ impl Conn {
     async fn lease_grant(self, secs: i64) -> Result<LeaseId, NsError> {
         let lease = self.lease.clone();
         let what = format!("ttl {secs}s");
+        let mut unknown = false;
         let resp = self
-            .call(Retry::NotSent, || {
+            .call_change(Retry::NotSent, &mut unknown, || {
                 let mut lease = lease.clone();
                 async move { lease.grant(secs, None).await }
             })
             .await
-            .map_err(|f| self.error("lease grant", &what, f))?;
+            .map_err(|f| self.change_error("lease grant", &what, f, unknown))?;
         if !resp.error().is_empty() {
             return Err(self.bad("lease grant", &what, resp.error()));
         }
@@ -662,8 +733,9 @@ impl Conn {
         let client = self.lease.clone();
         // One request on a keep-alive stream: etcd-client reads the first
         // answer and reports TTL <= 0 (the lease is gone) as "lease not found".
+        let mut unknown = false;
         let result = self
-            .call(Retry::Idempotent, || {
+            .call_change(Retry::Idempotent, &mut unknown, || {
                 let mut client = client.clone();
                 async move {
                     let (_keeper, _responses) = client.keep_alive(id).await?;
@@ -674,14 +746,15 @@ impl Conn {
         match result {
             Ok(()) => Ok(()),
             Err(f) if lease_not_found(&f) => Err(NsError::LeaseExpired(lease)),
-            Err(f) => Err(self.error("lease keep-alive", &lease.to_string(), f)),
+            Err(f) => Err(self.change_error("lease keep-alive", &lease.to_string(), f, unknown)),
         }
     }
 
     async fn lease_revoke(self, lease: LeaseId, id: i64) -> Result<(), NsError> {
         let client = self.lease.clone();
+        let mut unknown = false;
         match self
-            .call(Retry::Idempotent, || {
+            .call_change(Retry::Idempotent, &mut unknown, || {
                 let mut client = client.clone();
                 async move { client.revoke(id).await }
             })
@@ -689,7 +762,7 @@ impl Conn {
         {
             Ok(_) => Ok(()),
             Err(f) if lease_not_found(&f) => Err(NsError::LeaseExpired(lease)),
-            Err(f) => Err(self.error("lease revoke", &lease.to_string(), f)),
+            Err(f) => Err(self.change_error("lease revoke", &lease.to_string(), f, unknown)),
         }
     }
 }

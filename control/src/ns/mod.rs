@@ -115,7 +115,13 @@ pub enum NsError {
         /// The path.
         path: String,
     },
-    /// The store failed (IO, corruption, unreachable).
+    /// The store failed (IO, corruption, unreachable) before the change
+    /// could reach it, or a read failed: nothing was applied.
     #[error("store: {0}")]
     Store(String),
+    /// A change was sent, but no answer came (a timeout, a connection lost
+    /// after sending): it may or may not have been applied. The caller
+    /// should read before retrying.
+    #[error("{0}; the change may or may not have been applied: read before retrying")]
+    OutcomeUnknown(String),
 }

@@ -7,11 +7,21 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-/// A Unix stream listener on the current core. Removes its socket file on drop.
+/// A Unix stream listener on the current core. Removes its socket file on
+/// drop, if the file at its path is still the one it bound (another process
+/// may have replaced it since).
 #[derive(Debug)]
 pub struct UnixListener {
     socket: Socket,
     path: PathBuf,
+    /// Device and inode of the socket file it bound, if it could tell.
+    bound: Option<(u64, u64)>,
+}
+
+/// The device and inode of the file at `path` (not following a symlink).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl UnixListener {
@@ -22,9 +32,11 @@ impl UnixListener {
         sys::bind(fd.as_raw_fd(), &RawAddr::from_path(&path)?)
             .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))?;
         sys::listen(fd.as_raw_fd(), 1024)?;
+        let bound = file_id(&path);
         Ok(UnixListener {
             socket: Socket::adopt(fd)?,
             path,
+            bound,
         })
     }
 
@@ -45,7 +57,9 @@ impl UnixListener {
 
 impl Drop for UnixListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.bound.is_some() && file_id(&self.path) == self.bound {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -175,6 +175,12 @@ impl<T: Transport + 'static> Client<T> {
         result
     }
 
+    /// Whether the connection is gone: every call from now on fails
+    /// `Unavailable` without sending anything.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.borrow().is_some()
+    }
+
     /// Waits for a free call slot; returns the request id it gets.
     async fn acquire(&self) -> Result<u64, Status> {
         Acquire {

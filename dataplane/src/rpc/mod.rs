@@ -21,7 +21,7 @@ mod server;
 pub mod typed;
 
 pub use client::{Client, ClientConfig};
-pub use server::{serve, ConnectionError, Reply, Service};
+pub use server::{serve, serve_with, ConnectionError, Reply, ServerConfig, Service};
 
 use crate::buf::BufResult;
 use crate::net::{Gather, TcpStream, UnixStream};
@@ -69,6 +69,12 @@ pub trait Transport {
     fn peer(&self) -> String;
     /// Shuts both directions down (pending receives end with EOF).
     fn shutdown_both(&self) -> std::io::Result<()>;
+    /// Sleeps until `at` on the executor this stream runs on (a server's
+    /// idle and frame timers); the data-plane core's timer unless
+    /// overridden. Nothing is armed before the first poll.
+    async fn sleep_until(&self, at: std::time::Instant) {
+        crate::sleep(at.saturating_duration_since(std::time::Instant::now())).await;
+    }
 }
 
 impl Transport for TcpStream {
@@ -114,5 +120,8 @@ impl<T: Transport> Transport for std::rc::Rc<T> {
     }
     fn shutdown_both(&self) -> std::io::Result<()> {
         (**self).shutdown_both()
+    }
+    async fn sleep_until(&self, at: std::time::Instant) {
+        (**self).sleep_until(at).await;
     }
 }

@@ -1,12 +1,30 @@
 //! The server side: one connection's request loop.
 
-use super::reader::{FrameReader, ReadError};
+use super::reader::{FrameReader, ReadError, Watchdog};
 use super::{Status, Transport};
 use crate::net::Gather;
 use bytes::{BufMut, Bytes, BytesMut};
 use sigma_ep::limits::{FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX};
 use sigma_ep::{Header, Kind, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+/// How a server treats its connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Close a connection that sends nothing for this long while none of
+    /// its calls is being handled (`None`: never). A call in progress (a
+    /// long watch, say) keeps its connection busy, not idle. Checked
+    /// lazily, with one timer re-armed at most once per period: a
+    /// connection closes between one and two periods after its last request.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection that began a frame and did not finish it within
+    /// this (`None`: never): a peer that sends half a frame holds nothing
+    /// for long.
+    pub frame_timeout: Option<Duration>,
+}
 
 /// What a handler answers with.
 #[derive(Debug)]
@@ -46,6 +64,24 @@ pub enum ConnectionError {
         kind: Kind,
         /// The frame's request id.
         request_id: u64,
+    },
+    /// The peer sent nothing for the configured idle timeout.
+    #[error("{peer}: idle for {after:?}, closed")]
+    Idle {
+        /// The peer.
+        peer: String,
+        /// The idle timeout.
+        after: Duration,
+    },
+    /// The peer began a frame and did not finish it in time.
+    #[error("{peer}: a frame begun was not complete within {after:?} ({buffered} bytes of it came), closed")]
+    FrameTimeout {
+        /// The peer.
+        peer: String,
+        /// The frame timeout.
+        after: Duration,
+        /// The bytes of the frame that came.
+        buffered: usize,
     },
     /// Sending a reply failed.
     #[error("{peer}: send failed: {source}")]
@@ -122,10 +158,112 @@ impl Replier {
     }
 }
 
-/// Serves requests on one connection until the peer closes it. Bad input
-/// ends only this connection, with an error naming the peer and the reason
-/// (a malformed frame is answered with a Malformed error frame first).
+/// The timers of one server connection ([`ServerConfig`]): one timer,
+/// armed for the earliest deadline that matters and re-armed only when it
+/// fires or an earlier deadline appears (a partial frame), so a warm
+/// connection reads no clock and arms no timer per request.
+struct ConnTimers<F, M> {
+    config: ServerConfig,
+    timer: Pin<Box<F>>,
+    make: M,
+    /// When the armed timer fires; `None` while it is not armed.
+    armed: Option<Instant>,
+    /// Frames received so far, and how many there were when the idle
+    /// deadline was set: a change means the connection was not idle.
+    frames: u64,
+    idle_frames: u64,
+    idle_deadline: Option<Instant>,
+    /// When the unfinished frame in the buffer was first seen.
+    partial_since: Option<Instant>,
+}
+
+impl<F: Future<Output = ()>, M: FnMut(Instant) -> F> ConnTimers<F, M> {
+    fn new(config: ServerConfig, mut make: M) -> Self {
+        // Not polled, so not armed, until a deadline needs it.
+        let timer = Box::pin(make(Instant::now()));
+        ConnTimers {
+            config,
+            timer,
+            make,
+            armed: None,
+            frames: 0,
+            idle_frames: 0,
+            idle_deadline: None,
+            partial_since: None,
+        }
+    }
+
+    /// A whole frame came.
+    fn frame(&mut self) {
+        self.frames += 1;
+        self.partial_since = None;
+    }
+
+    /// The deadline of the current wait, if any.
+    fn deadline(&mut self, buffered: usize) -> Option<Instant> {
+        if buffered > 0 {
+            let after = self.config.frame_timeout?;
+            Some(*self.partial_since.get_or_insert_with(Instant::now) + after)
+        } else {
+            self.partial_since = None;
+            let idle = self.config.idle_timeout?;
+            Some(*self.idle_deadline.get_or_insert_with(|| Instant::now() + idle))
+        }
+    }
+}
+
+impl<F: Future<Output = ()>, M: FnMut(Instant) -> F> Watchdog for ConnTimers<F, M> {
+    fn poll_expired(&mut self, cx: &mut Context<'_>, buffered: usize) -> Poll<ReadError> {
+        loop {
+            let Some(want) = self.deadline(buffered) else {
+                return Poll::Pending;
+            };
+            if self.armed.is_none_or(|armed| armed > want) {
+                self.timer.set((self.make)(want));
+                self.armed = Some(want);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.armed = None;
+            let now = Instant::now();
+            if buffered > 0 {
+                if let (Some(after), Some(since)) = (self.config.frame_timeout, self.partial_since) {
+                    if now >= since + after {
+                        return Poll::Ready(ReadError::FrameTimeout { after, buffered });
+                    }
+                }
+            } else if let Some(idle) = self.config.idle_timeout {
+                if self.frames == self.idle_frames && self.idle_deadline.is_some_and(|d| now >= d) {
+                    return Poll::Ready(ReadError::Idle(idle));
+                }
+                if self.frames != self.idle_frames {
+                    // Not idle since the deadline was set: a new period.
+                    self.idle_frames = self.frames;
+                    self.idle_deadline = Some(now + idle);
+                }
+            }
+        }
+    }
+}
+
+/// Serves requests on one connection until the peer closes it, with no
+/// idle or frame timeout (see [`serve_with`]).
 pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<(), ConnectionError> {
+    serve_with(stream, service, ServerConfig::default()).await
+}
+
+/// Serves requests on one connection until the peer closes it, or a
+/// timeout of `config` closes it. Bad input ends only this connection, with
+/// an error naming the peer and the reason (a malformed frame is answered
+/// with a Malformed error frame first); logging it is the caller's choice
+/// (one line per connection, rate-limited as it sees fit).
+pub async fn serve_with<T: Transport, S: Service>(
+    stream: &T,
+    service: &S,
+    config: ServerConfig,
+) -> Result<(), ConnectionError> {
+    let mut timers = ConnTimers::new(config, |at| stream.sleep_until(at));
     let mut reader = FrameReader::new();
     let mut out = BytesMut::with_capacity(REPLY_BYTES_MIN);
     let mut replier = Replier {
@@ -144,7 +282,7 @@ pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<
             Ok(Some(frame)) => Ok(Some(frame)),
             Ok(None) => {
                 replier.flush(stream).await.map_err(send_failed)?;
-                reader.next(stream).await
+                reader.next_watched(stream, &mut timers).await
             }
             Err(e) => Err(e),
         };
@@ -159,14 +297,24 @@ pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<
                     replier.queue_error(&mut out, &Header::request(0, 0, 0, 0), &status);
                 }
                 let _ = replier.flush(stream).await;
-                let err = ConnectionError::Read {
-                    peer: stream.peer(),
-                    source: e.into(),
-                };
-                tracing::warn!(error = %err, "closing RPC connection");
-                return Err(err);
+                return Err(match e {
+                    ReadError::Idle(after) => ConnectionError::Idle {
+                        peer: stream.peer(),
+                        after,
+                    },
+                    ReadError::FrameTimeout { after, buffered } => ConnectionError::FrameTimeout {
+                        peer: stream.peer(),
+                        after,
+                        buffered,
+                    },
+                    e => ConnectionError::Read {
+                        peer: stream.peer(),
+                        source: e.into(),
+                    },
+                });
             }
         };
+        timers.frame();
         let header = frame.header;
         match header.kind {
             Kind::Request => {}
@@ -175,13 +323,11 @@ pub async fn serve<T: Transport, S: Service>(stream: &T, service: &S) -> Result<
             Kind::Cancel => continue,
             kind => {
                 let _ = replier.flush(stream).await;
-                let err = ConnectionError::UnexpectedFrame {
+                return Err(ConnectionError::UnexpectedFrame {
                     peer: stream.peer(),
                     kind,
                     request_id: header.request_id,
-                };
-                tracing::warn!(error = %err, "closing RPC connection");
-                return Err(err);
+                });
             }
         }
         let started = Instant::now();

@@ -17,8 +17,12 @@ use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT};
 use sigma_control::ns::{Namespace, Store};
 use sigma_control::tokio_rpc::TokioUnix;
 use sigma_dataplane::net::UnixListener;
+use sigma_dataplane::rpc::{ConnectionError, ServerConfig};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 /// The per-machine σ daemon: serves the realm namespace on a Unix socket.
 #[derive(Parser, Debug)]
@@ -48,6 +52,95 @@ struct Args {
     /// its soft limit to the hard one) and at most 15000.
     #[arg(long, default_value_t = sigma_control::conn_limit::CONNECTIONS_DEFAULT)]
     max_connections: usize,
+    /// Close an admin connection that sends nothing for this many seconds
+    /// while none of its calls runs (a pending watch keeps it open); 0: never.
+    /// Long, since a proc holds its connection for its whole life.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = seconds)]
+    idle_timeout: Duration,
+    /// Close an admin connection that began a frame and did not finish it
+    /// within this many seconds; 0: never.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    frame_timeout: Duration,
+}
+
+impl Args {
+    fn server_config(&self) -> ServerConfig {
+        let on = |d: Duration| (!d.is_zero()).then_some(d);
+        ServerConfig {
+            idle_timeout: on(self.idle_timeout),
+            frame_timeout: on(self.frame_timeout),
+        }
+    }
+}
+
+/// Seconds (a decimal number, at least 0) as a duration.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Lines one kind of warning may log per [`LOG_WINDOW`]; past that they are
+/// counted, and the count is logged once when the next window opens (or
+/// sigmad stops).
+const LOG_LINES_PER_WINDOW_MAX: u32 = 10;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// A rate limit on one kind of warning (a hostile peer can make one per
+/// connection): at most [`LOG_LINES_PER_WINDOW_MAX`] lines per [`LOG_WINDOW`].
+#[derive(Debug, Default)]
+struct LogLimit {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// Whether a line may be logged at `now`; before it, the number of
+    /// lines suppressed since the last one logged, if any (to be reported).
+    fn admit(&mut self, now: Instant) -> (bool, u64) {
+        if self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= LOG_WINDOW)
+        {
+            self.window_start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= LOG_LINES_PER_WINDOW_MAX {
+            self.suppressed += 1;
+            return (false, 0);
+        }
+        self.logged += 1;
+        (true, std::mem::take(&mut self.suppressed))
+    }
+
+    /// Logs the count of suppressed lines, if any (at stop).
+    fn flush(&mut self, what: &str) {
+        let suppressed = std::mem::take(&mut self.suppressed);
+        if suppressed > 0 {
+            tracing::warn!(suppressed, "suppressed {suppressed} similar messages ({what})");
+        }
+    }
+}
+
+/// Logs how an admin connection ended: nothing for a clean end, a debug
+/// line for an idle one closed, one rate-limited WARN line for a bad one.
+fn connection_ended(limit: &RefCell<LogLimit>, result: Result<(), ConnectionError>) {
+    match result {
+        Ok(()) => {}
+        Err(e @ ConnectionError::Idle { .. }) => tracing::debug!(error = %e, "admin connection closed"),
+        Err(e) => {
+            let (admitted, suppressed) = limit.borrow_mut().admit(Instant::now());
+            if suppressed > 0 {
+                tracing::warn!(
+                    suppressed,
+                    "suppressed {suppressed} similar messages (admin connections ending with an error)"
+                );
+            }
+            if admitted {
+                tracing::warn!(error = %e, "admin connection ended with an error");
+            }
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -71,45 +164,233 @@ fn block_stop_signals() -> libc::sigset_t {
     set
 }
 
-/// Takes the data directory's lock for this process's lifetime: one sigmad
-/// per directory. The kernel drops the lock when the process dies, however
-/// it dies; a dying sigmad may take a moment, so this retries briefly.
-fn lock_data_dir(data: &Path) -> anyhow::Result<std::fs::File> {
+/// Takes an exclusive `flock` on `path` (created if missing) for this
+/// process's lifetime. The kernel drops the lock when the process dies,
+/// however it dies; a dying sigmad may take a moment, so this retries
+/// briefly. `Ok(None)` if another process still holds it. The file is never
+/// removed: a process waiting on a removed file's lock would hold a lock
+/// nobody else can see.
+fn take_lock(path: &Path) -> anyhow::Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
-    let path = data.join("sigmad.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let deadline = Instant::now() + LOCK_WAIT;
     loop {
         // SAFETY: flock on an fd we own; no pointers.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(file);
+            return Ok(Some(file));
         }
-        if std::time::Instant::now() >= deadline {
-            bail!(
-                "another sigmad is running with --data {} (it holds {})",
-                data.display(),
-                path.display()
-            );
+        if Instant::now() >= deadline {
+            return Ok(None);
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Removes a socket file left by a sigmad that died. Holding the data
-/// directory's lock proves no live sigmad of this directory uses it.
-fn clear_stale_socket(sock: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(sock) {
-        Ok(()) => {
-            tracing::info!(sock = %sock.display(), "removed the socket of a previous sigmad");
-            Ok(())
+/// How long sigmad waits for a lock a dying sigmad may still hold.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the data directory's lock: one sigmad per directory. The lock file
+/// also records the socket this sigmad bound (see [`SocketClaim`]).
+fn lock_data_dir(data: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data.join("sigmad.lock");
+    match take_lock(&path)? {
+        Some(file) => Ok(file),
+        None => bail!(
+            "another sigmad is running with --data {} (it holds {})",
+            data.display(),
+            path.display()
+        ),
+    }
+}
+
+/// The device and inode of the file at `path` (not following a symlink).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// What the data directory's lock file says about the socket its last
+/// sigmad bound: `sock PATH`, `dev N`, `ino N`, one per line.
+#[derive(Debug, PartialEq, Eq)]
+struct SocketRecord {
+    sock: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketRecord {
+    fn parse(text: &str) -> Option<SocketRecord> {
+        let (mut sock, mut dev, mut ino) = (None, None, None);
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("sock", v)) => sock = Some(PathBuf::from(v)),
+                Some(("dev", v)) => dev = v.parse().ok(),
+                Some(("ino", v)) => ino = v.parse().ok(),
+                _ => {}
+            }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing the stale socket {}", sock.display())),
+        Some(SocketRecord {
+            sock: sock?,
+            dev: dev?,
+            ino: ino?,
+        })
+    }
+
+    fn render(&self) -> String {
+        format!("sock {}\ndev {}\nino {}\n", self.sock.display(), self.dev, self.ino)
+    }
+}
+
+/// This sigmad's hold on its admin socket's path: the lock `PATH.lock`
+/// beside it (so two sigmads with different `--data` cannot share a
+/// `--sock`), and, once bound, the socket's identity, recorded in the data
+/// directory's lock file. On stop the socket is removed only if the file at
+/// the path is still the one this sigmad bound.
+struct SocketClaim {
+    sock: PathBuf,
+    _lock: std::fs::File,
+    data_lock: std::fs::File,
+    bound: Option<(u64, u64)>,
+}
+
+impl SocketClaim {
+    /// Claims `sock` for the sigmad holding `data_lock` (the lock file of
+    /// `data`). Refuses a path that holds anything but a stale socket of
+    /// this data directory, and never touches a socket that answers.
+    fn take(sock: &Path, data: &Path, mut data_lock: std::fs::File) -> anyhow::Result<SocketClaim> {
+        use std::io::{Read, Seek};
+        let lock_path = {
+            let mut name = sock.as_os_str().to_owned();
+            name.push(".lock");
+            PathBuf::from(name)
+        };
+        let Some(lock) = take_lock(&lock_path)? else {
+            bail!(
+                "another sigmad serves --sock {} (it holds {})",
+                sock.display(),
+                lock_path.display()
+            );
+        };
+        let mut recorded = String::new();
+        data_lock
+            .rewind()
+            .and_then(|_| data_lock.read_to_string(&mut recorded))
+            .with_context(|| format!("reading {}", data.join("sigmad.lock").display()))?;
+        let record = SocketRecord::parse(&recorded);
+        match std::fs::symlink_metadata(sock) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("looking at --sock {}", sock.display())),
+            Ok(meta) => {
+                use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                if !meta.file_type().is_socket() {
+                    bail!(
+                        "--sock {} exists and is not a socket ({}); sigmad will not replace it",
+                        sock.display(),
+                        describe(&meta.file_type())
+                    );
+                }
+                // A socket that accepts is in use, or belongs to a sigmad
+                // still dying: the kernel tears a dead process's io_uring
+                // down (and with it the listening socket in its fixed-file
+                // table) after the process is gone and its locks released.
+                // So wait a moment for it to refuse.
+                let deadline = Instant::now() + LOCK_WAIT;
+                loop {
+                    match std::os::unix::net::UnixStream::connect(sock) {
+                        Ok(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Ok(_) => bail!(
+                            "--sock {}: a server answers there (another sigmad?); sigmad will not replace it",
+                            sock.display()
+                        ),
+                        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => break,
+                        Err(e) => bail!(
+                            "--sock {}: cannot tell whether the socket there is in use ({e}); \
+                             sigmad will not replace it",
+                            sock.display()
+                        ),
+                    }
+                }
+                // Nobody listens. Remove it only if a sigmad of this data
+                // directory made it: the recorded socket, or the default one.
+                let ours = record
+                    .as_ref()
+                    .is_some_and(|r| r.sock == absolute(sock) && (r.dev, r.ino) == (meta.dev(), meta.ino()))
+                    || sock == data.join("sigmad.sock");
+                if !ours {
+                    bail!(
+                        "--sock {} holds a socket nobody listens on that no sigmad of --data {} made; \
+                         sigmad will not replace it (remove it yourself if it is not in use)",
+                        sock.display(),
+                        data.display()
+                    );
+                }
+                std::fs::remove_file(sock).with_context(|| format!("removing the stale socket {}", sock.display()))?;
+                tracing::info!(sock = %sock.display(), "removed the socket of a previous sigmad");
+            }
+        }
+        Ok(SocketClaim {
+            sock: sock.to_path_buf(),
+            _lock: lock,
+            data_lock,
+            bound: None,
+        })
+    }
+
+    /// Records the socket just bound at the path, in the data directory's lock file.
+    fn bound(&mut self) -> anyhow::Result<()> {
+        use std::io::{Seek, Write};
+        let (dev, ino) =
+            file_id(&self.sock).with_context(|| format!("the socket {} vanished after bind", self.sock.display()))?;
+        self.bound = Some((dev, ino));
+        let record = SocketRecord {
+            sock: absolute(&self.sock),
+            dev,
+            ino,
+        };
+        self.data_lock.set_len(0)?;
+        self.data_lock.rewind()?;
+        self.data_lock.write_all(record.render().as_bytes())?;
+        Ok(())
+    }
+
+    /// Removes the socket if it is still the one this sigmad bound.
+    fn remove(&self) {
+        if self.bound.is_some() && file_id(&self.sock) == self.bound {
+            if let Err(e) = std::fs::remove_file(&self.sock) {
+                tracing::warn!(sock = %self.sock.display(), error = %e, "removing the socket");
+            }
+        }
+    }
+}
+
+/// `path` made absolute against the working directory (which sigmad never
+/// changes), so the record names the same file however `--sock` was spelt.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn describe(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a socket"
     }
 }
 
@@ -146,12 +427,14 @@ fn main() -> anyhow::Result<()> {
     let sock = args.sock.clone().unwrap_or_else(|| args.data.join("sigmad.sock"));
     let machine = args.machine.clone().unwrap_or_else(hostname);
     let signals = block_stop_signals();
-    let _lock = lock_data_dir(&args.data)?;
-    clear_stale_socket(&sock)?;
-    match args.etcd.clone() {
-        None => run_embedded(&args, &sock, &machine, signals),
-        Some(endpoints) => run_etcd(&args, &endpoints, &sock, &machine, signals),
-    }
+    let data_lock = lock_data_dir(&args.data)?;
+    let mut claim = SocketClaim::take(&sock, &args.data, data_lock)?;
+    let result = match args.etcd.clone() {
+        None => run_embedded(&args, &mut claim, &machine, signals),
+        Some(endpoints) => run_etcd(&args, &endpoints, &mut claim, &machine, signals),
+    };
+    claim.remove();
+    result
 }
 
 /// Starts the thread that waits for SIGTERM/SIGINT and hands the signal to `deliver`.
@@ -170,7 +453,7 @@ fn spawn_signal_thread(signals: libc::sigset_t, deliver: impl FnOnce(i32) + Send
 /// Embedded defaults: the data-plane core answers requests on the durable
 /// local store; the control thread (a tokio current-thread runtime) opens
 /// the store and sweeps ended leases.
-fn run_embedded(args: &Args, sock: &Path, machine: &str, signals: libc::sigset_t) -> anyhow::Result<()> {
+fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: libc::sigset_t) -> anyhow::Result<()> {
     let db = args.data.join("ns.redb");
     let (store_tx, store_rx) = std::sync::mpsc::channel();
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -203,7 +486,7 @@ fn run_embedded(args: &Args, sock: &Path, machine: &str, signals: libc::sigset_t
             .context("the control thread died")?
             .with_context(|| format!("opening {}", db.display()))?;
         let where_ = db.display().to_string();
-        serve(store, machine, sock, &where_, args.max_connections, stop_rx).await
+        serve(store, machine, claim, &where_, args.server_config(), args.max_connections, stop_rx).await
     });
     let _ = stop_control.send(());
     let _ = control.join();
@@ -218,10 +501,11 @@ fn run_embedded(args: &Args, sock: &Path, machine: &str, signals: libc::sigset_t
 fn run_etcd(
     args: &Args,
     endpoints: &[String],
-    sock: &Path,
+    claim: &mut SocketClaim,
     machine: &str,
     signals: libc::sigset_t,
 ) -> anyhow::Result<()> {
+    let sock = claim.sock.clone();
     if let Some(cpu) = args.cpu {
         pin_this_thread(cpu)?;
     }
@@ -240,34 +524,37 @@ fn run_etcd(
             .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
         let where_ = format!("etcd {} under {}", endpoints.join(","), args.etcd_prefix);
         let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-        let service = std::rc::Rc::new(AdminService::new(ns));
-        let listener = tokio::net::UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
+        let service = Rc::new(AdminService::new(ns));
+        let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+        claim.bound()?;
         tracing::info!(sock = %sock.display(), store = where_, machine, max_connections = args.max_connections, "sigmad serving the namespace");
-        let limit = ConnLimit::new(args.max_connections, format!("sigmad at {}", sock.display()));
+        let config = args.server_config();
+        let limit = Rc::new(RefCell::new(LogLimit::default()));
+        let conns = ConnLimit::new(args.max_connections, format!("sigmad at {}", sock.display()));
         let mut stop_rx = stop_rx;
         loop {
             tokio::select! {
                 sig = &mut stop_rx => {
                     tracing::info!(signal = sig.unwrap_or(0), "stopping: no longer accepting, removing the socket");
+                    limit.borrow_mut().flush("admin connections ending with an error");
                     return Ok(());
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let Some(slot) = limit.admit() else {
-                            if limit.start_refusing() {
-                                let limit = limit.clone();
+                        let Some(slot) = conns.admit() else {
+                            if conns.start_refusing() {
+                                let conns = conns.clone();
                                 tokio::task::spawn_local(async move {
-                                    conn_limit::refuse(&TokioUnix::new(stream), &limit).await;
-                                    limit.done_refusing();
+                                    conn_limit::refuse(&TokioUnix::new(stream), &conns).await;
+                                    conns.done_refusing();
                                 });
                             }
                             continue;
                         };
-                        let service = service.clone();
+                        let (service, limit) = (service.clone(), limit.clone());
                         tokio::task::spawn_local(async move {
-                            if let Err(e) = sigma_dataplane::rpc::serve(&TokioUnix::new(stream), &*service).await {
-                                tracing::warn!(error = %e, "admin connection ended with an error");
-                            }
+                            let result = sigma_dataplane::rpc::serve_with(&TokioUnix::new(stream), &*service, config).await;
+                            connection_ended(&limit, result);
                             drop(slot);
                         });
                     }
@@ -276,12 +563,8 @@ fn run_etcd(
             }
         }
     });
-    // tokio's listener leaves its socket file behind.
-    if result.is_ok() {
-        if let Err(e) = std::fs::remove_file(sock) {
-            tracing::warn!(sock = %sock.display(), error = %e, "removing the socket");
-        }
-    }
+    // tokio's listener leaves its socket file behind; main removes it if
+    // it is still the one bound here.
     result
 }
 
@@ -313,16 +596,20 @@ use std::future::Future;
 async fn serve<S: Store + 'static>(
     store: S,
     machine: &str,
-    sock: &Path,
+    claim: &mut SocketClaim,
     store_desc: &str,
+    config: ServerConfig,
     max_connections: usize,
     mut stop_rx: sigma_dataplane::channel::Receiver<i32>,
 ) -> anyhow::Result<()> {
+    let sock = claim.sock.clone();
     let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-    let service = std::rc::Rc::new(AdminService::new(ns));
-    let listener = UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
+    let service = Rc::new(AdminService::new(ns));
+    let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+    claim.bound()?;
+    let limit = Rc::new(RefCell::new(LogLimit::default()));
+    let conns = ConnLimit::new(max_connections, format!("sigmad at {}", sock.display()));
     tracing::info!(sock = %sock.display(), store = store_desc, machine, max_connections, "sigmad serving the namespace");
-    let limit = ConnLimit::new(max_connections, format!("sigmad at {}", sock.display()));
     let mut incoming = listener.incoming();
     loop {
         let next = std::future::poll_fn(|cx| {
@@ -334,21 +621,20 @@ async fn serve<S: Store + 'static>(
         .await;
         match next {
             Ok(Ok(stream)) => {
-                let Some(slot) = limit.admit() else {
-                    if limit.start_refusing() {
-                        let limit = limit.clone();
+                let Some(slot) = conns.admit() else {
+                    if conns.start_refusing() {
+                        let conns = conns.clone();
                         sigma_dataplane::spawn(async move {
-                            conn_limit::refuse(&stream, &limit).await;
-                            limit.done_refusing();
+                            conn_limit::refuse(&stream, &conns).await;
+                            conns.done_refusing();
                         });
                     }
                     continue;
                 };
-                let service = service.clone();
+                let (service, limit) = (service.clone(), limit.clone());
                 sigma_dataplane::spawn(async move {
-                    if let Err(e) = sigma_dataplane::rpc::serve(&stream, &*service).await {
-                        tracing::warn!(error = %e, "admin connection ended with an error");
-                    }
+                    let result = sigma_dataplane::rpc::serve_with(&stream, &*service, config).await;
+                    connection_ended(&limit, result);
                     drop(slot);
                 });
             }
@@ -358,6 +644,7 @@ async fn serve<S: Store + 'static>(
                     signal = sig.unwrap_or(0),
                     "stopping: no longer accepting, removing the socket"
                 );
+                limit.borrow_mut().flush("admin connections ending with an error");
                 return Ok(());
             }
         }
