@@ -457,7 +457,8 @@ fn a_put_to_a_frozen_etcd_reports_its_outcome_as_unknown() {
     let frozen = server.freeze();
     let out = d.ctl(&["--json", "ns", "-r", "f", "put", "/k", "--data", "v2"]);
     drop(frozen);
-    assert!(!out.status.success());
+    // The exit status of the table in sigmactl --help: 3, outcome unknown.
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
     let err: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(err["error"], "outcome-unknown", "{err}");

@@ -486,7 +486,16 @@ fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: li
             .context("the control thread died")?
             .with_context(|| format!("opening {}", db.display()))?;
         let where_ = db.display().to_string();
-        serve(store, machine, claim, &where_, args.server_config(), args.max_connections, stop_rx).await
+        serve(
+            store,
+            machine,
+            claim,
+            &where_,
+            args.server_config(),
+            args.max_connections,
+            stop_rx,
+        )
+        .await
     });
     let _ = stop_control.send(());
     let _ = control.join();
