@@ -17,13 +17,14 @@
 //! (`CoreStats::ops_in_flight_max`, 32,447 by default): new work is never
 //! starved by idle connections.
 
+use crate::log_limit::LogLimit;
 use bytes::{Bytes, BytesMut};
 use sigma_dataplane::net::Gather;
 use sigma_dataplane::rpc::Transport;
 use sigma_ep::frame::Header;
 use sigma_ep::limits::FRAME_HEADER_BYTES;
 use sigma_ep::StatusCode;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -75,8 +76,8 @@ pub struct ConnLimit {
     max: usize,
     open: Cell<usize>,
     refusing: Cell<usize>,
-    refused_since_log: Cell<u64>,
-    last_log: Cell<Option<Instant>>,
+    /// One line per [`LOG_EVERY`] about refusals.
+    log: RefCell<LogLimit>,
     what: String,
 }
 
@@ -98,8 +99,7 @@ impl ConnLimit {
             max,
             open: Cell::new(0),
             refusing: Cell::new(0),
-            refused_since_log: Cell::new(0),
-            last_log: Cell::new(None),
+            log: RefCell::new(LogLimit::new(1, LOG_EVERY)),
             what: what.into(),
         })
     }
@@ -126,11 +126,10 @@ impl ConnLimit {
     }
 
     fn note_refused(&self) {
-        self.refused_since_log.set(self.refused_since_log.get() + 1);
-        let now = Instant::now();
-        if self.last_log.get().is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+        let (admitted, suppressed) = self.log.borrow_mut().admit(Instant::now());
+        if admitted {
             tracing::warn!(
-                refused = self.refused_since_log.get(),
+                refused = suppressed + 1,
                 open = self.open.get(),
                 max = self.max,
                 "refusing admin connections: {} serves at most {} at once (--max-connections); this line repeats at most every {:?}",
@@ -138,8 +137,6 @@ impl ConnLimit {
                 self.max,
                 LOG_EVERY
             );
-            self.refused_since_log.set(0);
-            self.last_log.set(Some(now));
         }
     }
 

@@ -9,5 +9,6 @@
 pub mod admin;
 pub mod client;
 pub mod conn_limit;
+pub mod log_limit;
 pub mod ns;
 pub mod tokio_rpc;

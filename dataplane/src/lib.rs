@@ -75,7 +75,7 @@ pub use park::ParkFlag;
 pub use buf::{BufResult, IoBuf, IoBufMut};
 pub use driver::Backend;
 pub use error::{Error, Result};
-pub use executor::{maybe_yield, spawn, spawn_be, spawn_with_class, yield_now, Class, JoinHandle};
+pub use executor::{maybe_yield, panic_message, spawn, spawn_be, spawn_with_class, yield_now, Class, JoinHandle};
 pub use op::nop::nop;
 pub use op::read::read_at;
 pub use op::timeout::{sleep, timeout, Elapsed, Sleep};

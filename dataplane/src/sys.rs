@@ -304,6 +304,22 @@ pub(crate) fn cvt_isize(ret: isize) -> io::Result<usize> {
     }
 }
 
+/// Runs a positioned file call — `call(true)` the pread/pwrite,
+/// `call(false)` the plain read/write — retrying on EINTR, and falling back
+/// to the plain call on a file that cannot seek (ESPIPE; io_uring ignores
+/// the offset there too).
+pub(crate) fn positioned_io(mut call: impl FnMut(bool) -> isize) -> io::Result<usize> {
+    let mut seekable = true;
+    loop {
+        match cvt_isize(call(seekable)) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if seekable && e.raw_os_error() == Some(libc::ESPIPE) => seekable = false,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Converts a ring completion result (negative errno) into a result.
 pub(crate) fn cqe_result(res: i32) -> io::Result<u32> {
     if res < 0 {

@@ -32,21 +32,8 @@ fn incoming_pulls_one_connection_ahead_of_its_consumer_and_leaks_none() {
     const BURST: usize = 150;
     const CLIENTS: usize = 6 * BURST;
     // Client and server ends of every connection live in this process.
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max.min(8192);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
-    assert!(
-        limit.rlim_cur >= 2 * CLIENTS as u64 + 100,
-        "RLIMIT_NOFILE {} too low",
-        limit.rlim_cur
-    );
+    let nofile = common::raise_nofile(8192);
+    assert!(nofile >= 2 * CLIENTS as u64 + 100, "RLIMIT_NOFILE {nofile} too low");
     for backend in common::backends() {
         let core = common::core(backend);
         core.block_on(async move {

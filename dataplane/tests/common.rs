@@ -31,3 +31,19 @@ pub fn within<T: Send + 'static>(limit: std::time::Duration, what: &str, f: impl
         Err(_) => panic!("{what}: not done after {limit:?}"),
     }
 }
+
+/// Raises this process's soft open-file limit to `want` (at most the hard
+/// limit); returns the soft limit now.
+pub fn raise_nofile(want: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max.min(want);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    limit.rlim_cur
+}

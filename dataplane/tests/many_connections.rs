@@ -15,23 +15,9 @@ use std::time::{Duration, Instant};
 /// Idle connections held open on the core, each with a receive pending.
 const IDLE: usize = 5_000;
 
-fn raise_nofile(want: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max.min(want);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
-    limit.rlim_cur
-}
-
 #[test]
 fn thousands_of_idle_receives_leave_room_for_new_work() {
-    let have = raise_nofile(4 * IDLE as u64);
+    let have = common::raise_nofile(4 * IDLE as u64);
     if have < 2 * IDLE as u64 + 200 {
         eprintln!(
             "skipping: RLIMIT_NOFILE hard limit {have} is below the {} fds this test needs",
@@ -97,6 +83,7 @@ fn thousands_of_idle_receives_leave_room_for_new_work() {
                     }
                     let stats = sigma_dataplane::stats().expect("on a core");
                     assert_eq!(stats.cq_overflows, 0, "the completion queue overflowed: {stats:?}");
+                    eprintln!("{backend}: operations in flight at most {}", stats.ops_in_flight_max);
                 });
             },
         );

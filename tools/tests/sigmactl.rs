@@ -7,92 +7,13 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-}
+mod common;
 
-impl Daemon {
-    /// Starts sigmad on `data` and waits for its "serving" log line.
-    fn start(data: &Path) -> Daemon {
-        let sock = data.join("sigmad.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
-            .arg("--data")
-            .arg(data)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let daemon = Daemon { child, sock };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("sigmad serving the namespace") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("sigmad did not start within 10s");
-        daemon
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        run_ctl(&self.sock, &to_os(args), None)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "sigmactl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn to_os(args: &[&str]) -> Vec<OsString> {
-    args.iter().map(OsString::from).collect()
-}
-
-/// Runs sigmactl on `sock` with `args`, feeding `stdin` (or nothing).
-fn run_ctl(sock: &Path, args: &[OsString], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sigmactl"))
-        .arg("--sock")
-        .arg(sock)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.unwrap_or_default().to_vec();
-    // sigmactl may exit without reading its input: a failed write is fine.
-    let feeder = std::thread::spawn(move || {
-        let _ = pipe.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
-}
+use common::{run_ctl, to_os, Daemon};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

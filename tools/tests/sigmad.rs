@@ -1,86 +1,12 @@
 //! sigmad and sigmactl as a user runs them: real processes, a real socket.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-}
+mod common;
 
-impl Daemon {
-    /// Starts sigmad and waits for its "serving" log line (probing the
-    /// socket could reach a dying predecessor's listener).
-    fn start(data: &Path) -> Daemon {
-        Daemon::start_with(data, &data.join("sigmad.sock"), &[])
-    }
-
-    /// Starts sigmad with `--data data --sock sock` and `extra` arguments.
-    fn start_with(data: &Path, sock: &Path, extra: &[&str]) -> Daemon {
-        let sock = sock.to_path_buf();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
-            .arg("--data")
-            .arg(data)
-            .arg("--sock")
-            .arg(&sock)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        // Built before waiting, so that a failed start still kills the child.
-        let daemon = Daemon { child, sock };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("sigmad serving the namespace") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        let started = Instant::now();
-        rx.recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("sigmad did not start within {:?}", started.elapsed()));
-        daemon
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sigmactl"))
-            .arg("--sock")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "sigmactl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn signal(&mut self, sig: libc::c_int) {
-        // SAFETY: sends a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Daemon;
 
 #[test]
 fn sigmactl_drives_the_namespace() {
@@ -201,7 +127,7 @@ fn sigmad_on_etcd_serves_the_same_namespace_and_fails_clearly_without_it() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let d = Daemon { child, sock };
+    let d = Daemon::adopt(child, sock);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -371,10 +297,7 @@ fn sock_of_a_live_sigmad_is_never_taken_over() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut intruder = Daemon {
-        child: intruder,
-        sock: sock.clone(),
-    };
+    let mut intruder = Daemon::adopt(intruder, sock.clone());
     // It either gives up, or (the bug) serves: wait for whichever comes first.
     let stderr = intruder.child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -559,7 +482,7 @@ fn a_thousand_bad_connections_log_a_bounded_number_of_lines() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut d = Daemon { child, sock };
+    let mut d = Daemon::adopt(child, sock);
     let (tx, rx) = std::sync::mpsc::channel();
     let log = std::thread::spawn(move || {
         use std::io::BufRead;

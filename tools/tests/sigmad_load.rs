@@ -9,11 +9,8 @@ use sigma_ep::frame::Header;
 use sigma_ep::limits::FRAME_HEADER_BYTES;
 use sigma_ep::ns::NsRequest;
 use sigma_ep::Kind;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CONNECTIONS: usize = 10_000;
@@ -21,86 +18,15 @@ const CONNECTIONS: usize = 10_000;
 /// deadline plus the client's margin).
 const CALL_DEADLINE: Duration = Duration::from_secs(12);
 
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-}
+mod common;
 
-impl Daemon {
-    fn start(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let sock = data.join("sigmad.sock");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigmad"));
-        cmd.arg("--data").arg(data).args(args).env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let daemon = Daemon {
-            child,
-            sock,
-            log: log.clone(),
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("sigmad serving the namespace") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                log.lock().unwrap().push(line);
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("sigmad did not start: {:?}", daemon.log.lock().unwrap()));
-        daemon
-    }
+use common::Daemon;
 
-    fn ctl(&self, args: &[&str]) -> (Output, Duration) {
-        let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_sigmactl"))
-            .arg("--sock")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .unwrap();
-        (out, start.elapsed())
-    }
-
-    fn ok(&self, args: &[&str]) -> Duration {
-        let (out, took) = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "sigmactl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        took
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn raise_nofile(want: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max.min(want);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
-    limit.rlim_cur
+/// Runs sigmactl, asserting success; how long it took.
+fn timed_ok(d: &Daemon, args: &[&str]) -> Duration {
+    let start = Instant::now();
+    d.ok(args);
+    start.elapsed()
 }
 
 fn watch_frame(realm: &str, path: &str) -> Vec<u8> {
@@ -124,7 +50,7 @@ fn watch_frame(realm: &str, path: &str) -> Vec<u8> {
 fn ten_thousand_connections(d: &Daemon, what: &str) {
     d.ok(&["realm", "create", "load"]);
     d.ok(&["ns", "-r", "load", "mkdir", "/load"]);
-    let quiet = d.ok(&["ns", "-r", "load", "put", "/load/x", "--data", "1"]);
+    let quiet = timed_ok(d, &["ns", "-r", "load", "put", "/load/x", "--data", "1"]);
     let frame = watch_frame("load", "/load/ready");
     let mut idle = Vec::with_capacity(CONNECTIONS / 2);
     let mut watching = Vec::with_capacity(CONNECTIONS / 2);
@@ -139,13 +65,13 @@ fn ten_thousand_connections(d: &Daemon, what: &str) {
     }
     // Every connection is accepted and every watch is armed before the call.
     std::thread::sleep(Duration::from_secs(1));
-    let loaded = d.ok(&["ns", "-r", "load", "put", "/load/y", "--data", "2"]);
+    let loaded = timed_ok(d, &["ns", "-r", "load", "put", "/load/y", "--data", "2"]);
     assert!(
         loaded < CALL_DEADLINE,
         "{what}: a call with {CONNECTIONS} connections open took {loaded:?}"
     );
-    let ls = d.ok(&["realm", "ls"]);
-    let again = d.ok(&["ns", "-r", "load", "put", "/load/y", "--data", "3"]);
+    let ls = timed_ok(d, &["realm", "ls"]);
+    let again = timed_ok(d, &["ns", "-r", "load", "put", "/load/y", "--data", "3"]);
     eprintln!("{what}: with {CONNECTIONS} connections open (half watching): put {loaded:?}, realm ls {ls:?}, put again {again:?}; before: put {quiet:?}");
     // The watches: all answered once the file appears.
     let started = Instant::now();
@@ -169,7 +95,7 @@ fn ten_thousand_connections(d: &Daemon, what: &str) {
 }
 
 fn need_fds() -> bool {
-    let have = raise_nofile(2 * CONNECTIONS as u64 + 1000);
+    let have = sigma_control::conn_limit::raise_nofile().unwrap();
     if have < CONNECTIONS as u64 + 500 {
         eprintln!(
             "skipping: the hard RLIMIT_NOFILE ({have}) is below the {} fds this test needs",
@@ -187,7 +113,7 @@ fn ten_thousand_connections_on_the_embedded_store() {
     }
     for io in ["uring", "epoll"] {
         let dir = tempfile::tempdir().unwrap();
-        let d = Daemon::start(dir.path(), &[], &[("SIGMA_IO", io)]);
+        let d = Daemon::launch(dir.path(), &dir.path().join("sigmad.sock"), &[], &[("SIGMA_IO", io)]);
         ten_thousand_connections(&d, &format!("embedded, SIGMA_IO={io}"));
     }
 }
@@ -200,7 +126,11 @@ fn ten_thousand_connections_on_etcd() {
     let server = sigma_tests::etcd::EtcdServer::start_or_panic();
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("/load-{}/", std::process::id());
-    let d = Daemon::start(dir.path(), &["--etcd", &server.endpoint, "--etcd-prefix", &prefix], &[]);
+    let d = Daemon::start_with(
+        dir.path(),
+        &dir.path().join("sigmad.sock"),
+        &["--etcd", &server.endpoint, "--etcd-prefix", &prefix],
+    );
     ten_thousand_connections(&d, "etcd");
 }
 
@@ -208,11 +138,18 @@ fn ten_thousand_connections_on_etcd() {
 fn past_the_connection_limit_a_client_is_told_why_and_sigmad_logs_once() {
     for io in ["uring", "epoll"] {
         let dir = tempfile::tempdir().unwrap();
-        let d = Daemon::start(dir.path(), &["--max-connections", "20"], &[("SIGMA_IO", io)]);
+        let d = Daemon::launch(
+            dir.path(),
+            &dir.path().join("sigmad.sock"),
+            &["--max-connections", "20"],
+            &[("SIGMA_IO", io)],
+        );
         let held: Vec<UnixStream> = (0..20).map(|_| UnixStream::connect(&d.sock).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(200));
         for _ in 0..3 {
-            let (out, took) = d.ctl(&["realm", "ls"]);
+            let start = Instant::now();
+            let out = d.ctl(&["realm", "ls"]);
+            let took = start.elapsed();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{io}: a call past the limit succeeded");
             assert!(
@@ -226,13 +163,7 @@ fn past_the_connection_limit_a_client_is_told_why_and_sigmad_logs_once() {
             drop(UnixStream::connect(&d.sock).unwrap());
         }
         std::thread::sleep(Duration::from_millis(300));
-        let lines = d
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("refusing admin connections"))
-            .count();
+        let lines = d.log_lines("refusing admin connections");
         assert_eq!(lines, 1, "{io}: {lines} log lines about refused connections");
         // A freed slot serves again.
         drop(held);

@@ -131,6 +131,10 @@ enum Slot {
     /// completion.
     Ignored(Box<dyn Orphan>),
     Multi(MultiState),
+    /// A MSG_RING wake-up this core sent to the core of this unparker, kept
+    /// until its completion here says whether it arrived; if not, the
+    /// target gets the eventfd.
+    WakeSent(Arc<Unparker>),
     /// A multishot operation whose consumer is gone: what its late
     /// completions carry is released (buffers back to the pool).
     MultiIgnored(MultiKind),
@@ -159,19 +163,6 @@ fn release_unconsumed(kind: MultiKind, _res: i32, flags: u32, buffers: &mut Vec<
             if let Some(bid) = cqueue::buffer_select(flags) {
                 buffers.push(bid);
             }
-        }
-    }
-}
-
-/// A MSG_RING wake-up sent to another core, kept until its completion on
-/// this ring says whether it arrived; if not, the target gets the eventfd.
-struct MsgRingSent(Arc<Unparker>);
-
-impl Orphan for MsgRingSent {
-    fn release(self: Box<Self>, res: i32, _flags: u32) {
-        if res < 0 {
-            tracing::debug!(res, "a MSG_RING wake-up failed; waking through the eventfd");
-            self.0.notify_by_eventfd();
         }
     }
 }
@@ -688,6 +679,17 @@ impl Uring {
                     state.in_flight -= 1;
                 }
             }
+            Slot::WakeSent(_) => {
+                if let Slot::WakeSent(target) = std::mem::replace(slot, Slot::Free) {
+                    if res < 0 {
+                        tracing::debug!(res, "a MSG_RING wake-up failed; waking through the eventfd");
+                        // An eventfd write: touches nothing of this driver.
+                        target.notify_by_eventfd();
+                    }
+                }
+                state.free.push(index);
+                state.in_flight -= 1;
+            }
             Slot::Free | Slot::Completed(..) => {
                 unreachable!("completion for slot {index} that is not in flight")
             }
@@ -891,7 +893,7 @@ impl Uring {
                 return false;
             }
             state.in_flight += 1;
-            Self::occupy(&mut state, Slot::Ignored(Box::new(MsgRingSent(target.clone()))))
+            Self::occupy(&mut state, Slot::WakeSent(target.clone()))
         };
         self.push(super::entries::msg_ring(target_ring_fd, MSG_WAKE_TAG).user_data(u64::from(index)));
         // Sent now, not at this core's next enter: the target is parked and

@@ -42,7 +42,7 @@ impl TcpListener {
     pub fn incoming(&self) -> TcpIncoming<'_> {
         TcpIncoming {
             listener: self,
-            accept: Incoming::new(&self.socket),
+            accept: Incoming::new(),
         }
     }
 }
@@ -62,7 +62,7 @@ impl std::fmt::Debug for TcpIncoming<'_> {
 impl TcpIncoming<'_> {
     /// The next connection.
     pub async fn next(&mut self) -> io::Result<TcpStream> {
-        let fd = self.accept.next().await?;
+        let fd = self.accept.next(&self.listener.socket).await?;
         TcpStream::from_owned(fd)
     }
 }

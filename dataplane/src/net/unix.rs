@@ -50,7 +50,7 @@ impl UnixListener {
     pub fn incoming(&self) -> UnixIncoming<'_> {
         UnixIncoming {
             listener: self,
-            accept: Incoming::new(&self.socket),
+            accept: Incoming::new(),
         }
     }
 }
@@ -78,7 +78,7 @@ impl std::fmt::Debug for UnixIncoming<'_> {
 impl UnixIncoming<'_> {
     /// The next connection.
     pub async fn next(&mut self) -> io::Result<UnixStream> {
-        let fd = self.accept.next().await?;
+        let fd = self.accept.next(&self.listener.socket).await?;
         UnixStream::from_owned(fd)
     }
 }

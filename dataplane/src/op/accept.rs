@@ -8,7 +8,7 @@ use crate::net::socket::Socket;
 use io_uring::{opcode, squeue};
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 struct Accept {
     target: Target,
@@ -67,34 +67,21 @@ pub(crate) async fn accept(listener: &Socket) -> io::Result<OwnedFd> {
 /// into an fd at a time: further connections wait in the listen backlog.
 /// Dropped with its accept in flight, the driver closes what it accepts.
 pub(crate) struct Incoming {
-    target: Target,
-    uring: bool,
-    token: Option<u32>,
-    fd: RawFd,
     pending: Option<Op<Accept>>,
 }
 
 impl Incoming {
-    pub(crate) fn new(listener: &Socket) -> Incoming {
-        Incoming {
-            target: listener.target(),
-            uring: listener.is_uring(),
-            token: (!listener.is_uring()).then(|| listener.token()),
-            fd: listener.as_raw_fd(),
-            pending: None,
-        }
+    pub(crate) fn new() -> Incoming {
+        Incoming { pending: None }
     }
 
-    /// The next accepted connection.
-    pub(crate) async fn next(&mut self) -> io::Result<OwnedFd> {
-        if !self.uring {
-            let fd = self.fd;
-            return epoll_retry(self.token.expect("epoll listener token"), Interest::Read, || {
-                accept_now(fd)
-            })
-            .await;
+    /// The next connection accepted on `listener`, the socket this was
+    /// made for.
+    pub(crate) async fn next(&mut self, listener: &Socket) -> io::Result<OwnedFd> {
+        if !listener.is_uring() {
+            return accept(listener).await;
         }
-        let target = self.target;
+        let target = listener.target();
         let pending = self.pending.get_or_insert_with(|| Op::new(Accept { target }));
         let res = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *pending).poll(cx)).await;
         self.pending = None;

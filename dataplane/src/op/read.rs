@@ -54,27 +54,19 @@ pub async fn read_at<B: IoBufMut + Unpin + Send>(fd: RawFd, buf: B, offset: u64)
 /// pread into `buf` on a pool thread (epoll back end); read on a file that
 /// cannot seek (ESPIPE).
 fn pread<B: IoBufMut>(fd: RawFd, buf: &mut B, offset: u64) -> io::Result<usize> {
-    let mut seekable = true;
-    loop {
-        let (ptr, len) = (buf.stable_mut_ptr().cast(), buf.bytes_total());
-        let n = if seekable {
-            // SAFETY: the buffer has `bytes_total` writable bytes, owned by
-            // the job for as long as the call runs.
-            unsafe { libc::pread(fd, ptr, len, offset as libc::off_t) }
-        } else {
-            // SAFETY: as above.
-            unsafe { libc::read(fd, ptr, len) }
-        };
-        match crate::sys::cvt_isize(n) {
-            Ok(n) => {
-                // SAFETY: the call wrote `n <= bytes_total` bytes at the
-                // start of the buffer.
-                unsafe { buf.set_init(n) };
-                return Ok(n);
+    let (ptr, len) = (buf.stable_mut_ptr().cast(), buf.bytes_total());
+    let n = crate::sys::positioned_io(|seekable| {
+        // SAFETY: the buffer has `bytes_total` writable bytes, owned by the
+        // job for as long as the call runs.
+        unsafe {
+            if seekable {
+                libc::pread(fd, ptr, len, offset as libc::off_t)
+            } else {
+                libc::read(fd, ptr, len)
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if seekable && e.raw_os_error() == Some(libc::ESPIPE) => seekable = false,
-            Err(e) => return Err(e),
         }
-    }
+    })?;
+    // SAFETY: the call wrote `n <= bytes_total` bytes at the start of the buffer.
+    unsafe { buf.set_init(n) };
+    Ok(n)
 }

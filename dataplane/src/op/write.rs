@@ -49,22 +49,16 @@ pub async fn write_at<B: IoBuf + Unpin + Send>(fd: RawFd, buf: B, offset: u64) -
 /// pwrite from `buf` on a pool thread (epoll back end); write on a file that
 /// cannot seek (ESPIPE).
 fn pwrite<B: IoBuf>(fd: RawFd, buf: &mut B, offset: u64) -> io::Result<usize> {
-    let mut seekable = true;
-    loop {
-        let (ptr, len) = (buf.stable_ptr().cast(), buf.bytes_init());
-        let n = if seekable {
-            // SAFETY: the buffer has `bytes_init` readable bytes, owned by
-            // the job for as long as the call runs.
-            unsafe { libc::pwrite(fd, ptr, len, offset as libc::off_t) }
-        } else {
-            // SAFETY: as above.
-            unsafe { libc::write(fd, ptr, len) }
-        };
-        match crate::sys::cvt_isize(n) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if seekable && e.raw_os_error() == Some(libc::ESPIPE) => seekable = false,
-            Err(e) => return Err(e),
+    let (ptr, len) = (buf.stable_ptr().cast(), buf.bytes_init());
+    crate::sys::positioned_io(|seekable| {
+        // SAFETY: the buffer has `bytes_init` readable bytes, owned by the
+        // job for as long as the call runs.
+        unsafe {
+            if seekable {
+                libc::pwrite(fd, ptr, len, offset as libc::off_t)
+            } else {
+                libc::write(fd, ptr, len)
+            }
         }
-    }
+    })
 }

@@ -12,12 +12,13 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use sigma_control::admin::AdminService;
 use sigma_control::conn_limit::{self, ConnLimit};
+use sigma_control::log_limit::LogLimit;
 use sigma_control::ns::embedded::EmbeddedStore;
 use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT};
 use sigma_control::ns::{Namespace, Store};
 use sigma_control::tokio_rpc::TokioUnix;
 use sigma_dataplane::net::UnixListener;
-use sigma_dataplane::rpc::{ConnectionError, ServerConfig};
+use sigma_dataplane::rpc::{ConnectionError, ServerConfig, Transport};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -79,46 +80,48 @@ fn seconds(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
-/// Lines one kind of warning may log per [`LOG_WINDOW`]; past that they are
-/// counted, and the count is logged once when the next window opens (or
-/// sigmad stops).
+/// Lines about admin connections ending badly, at most, per [`LOG_WINDOW`].
 const LOG_LINES_PER_WINDOW_MAX: u32 = 10;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 
-/// A rate limit on one kind of warning (a hostile peer can make one per
-/// connection): at most [`LOG_LINES_PER_WINDOW_MAX`] lines per [`LOG_WINDOW`].
-#[derive(Debug, Default)]
-struct LogLimit {
-    window_start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
+/// What serving admin connections needs: the service, the connection
+/// limit, the log limit on bad connections, and the timeouts.
+struct Admin<S: Store> {
+    service: AdminService<S>,
+    conns: Rc<ConnLimit>,
+    logs: RefCell<LogLimit>,
+    config: ServerConfig,
 }
 
-impl LogLimit {
-    /// Whether a line may be logged at `now`; before it, the number of
-    /// lines suppressed since the last one logged, if any (to be reported).
-    fn admit(&mut self, now: Instant) -> (bool, u64) {
-        if self
-            .window_start
-            .is_none_or(|start| now.duration_since(start) >= LOG_WINDOW)
-        {
-            self.window_start = Some(now);
-            self.logged = 0;
-        }
-        if self.logged >= LOG_LINES_PER_WINDOW_MAX {
-            self.suppressed += 1;
-            return (false, 0);
-        }
-        self.logged += 1;
-        (true, std::mem::take(&mut self.suppressed))
+impl<S: Store> Admin<S> {
+    fn new(service: AdminService<S>, sock: &Path, max_connections: usize, config: ServerConfig) -> Rc<Admin<S>> {
+        Rc::new(Admin {
+            service,
+            conns: ConnLimit::new(max_connections, format!("sigmad at {}", sock.display())),
+            logs: RefCell::new(LogLimit::new(LOG_LINES_PER_WINDOW_MAX, LOG_WINDOW)),
+            config,
+        })
     }
 
-    /// Logs the count of suppressed lines, if any (at stop).
-    fn flush(&mut self, what: &str) {
-        let suppressed = std::mem::take(&mut self.suppressed);
-        if suppressed > 0 {
-            tracing::warn!(suppressed, "suppressed {suppressed} similar messages ({what})");
-        }
+    /// One admin connection, `slot` its place under the limit (taken when
+    /// it was accepted): served and its end logged; or, without a place,
+    /// told why it is refused (while few refusals linger), else closed.
+    async fn connection<T: Transport>(self: Rc<Self>, stream: T, slot: Option<conn_limit::Slot>) {
+        let Some(slot) = slot else {
+            if self.conns.start_refusing() {
+                conn_limit::refuse(&stream, &self.conns).await;
+                self.conns.done_refusing();
+            }
+            return;
+        };
+        let result = sigma_dataplane::rpc::serve_with(&stream, &self.service, self.config).await;
+        connection_ended(&self.logs, result);
+        drop(slot);
+    }
+
+    /// At stop: the count of bad-connection lines suppressed, if any.
+    fn flush_logs(&self) {
+        self.logs.borrow_mut().flush("admin connections ending with an error");
     }
 }
 
@@ -533,39 +536,22 @@ fn run_etcd(
             .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
         let where_ = format!("etcd {} under {}", endpoints.join(","), args.etcd_prefix);
         let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-        let service = Rc::new(AdminService::new(ns));
+        let admin = Admin::new(AdminService::new(ns), &sock, args.max_connections, args.server_config());
         let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         claim.bound()?;
         tracing::info!(sock = %sock.display(), store = where_, machine, max_connections = args.max_connections, "sigmad serving the namespace");
-        let config = args.server_config();
-        let limit = Rc::new(RefCell::new(LogLimit::default()));
-        let conns = ConnLimit::new(args.max_connections, format!("sigmad at {}", sock.display()));
         let mut stop_rx = stop_rx;
         loop {
             tokio::select! {
                 sig = &mut stop_rx => {
                     tracing::info!(signal = sig.unwrap_or(0), "stopping: no longer accepting, removing the socket");
-                    limit.borrow_mut().flush("admin connections ending with an error");
+                    admin.flush_logs();
                     return Ok(());
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let Some(slot) = conns.admit() else {
-                            if conns.start_refusing() {
-                                let conns = conns.clone();
-                                tokio::task::spawn_local(async move {
-                                    conn_limit::refuse(&TokioUnix::new(stream), &conns).await;
-                                    conns.done_refusing();
-                                });
-                            }
-                            continue;
-                        };
-                        let (service, limit) = (service.clone(), limit.clone());
-                        tokio::task::spawn_local(async move {
-                            let result = sigma_dataplane::rpc::serve_with(&TokioUnix::new(stream), &*service, config).await;
-                            connection_ended(&limit, result);
-                            drop(slot);
-                        });
+                        let slot = admin.conns.admit();
+                        tokio::task::spawn_local(admin.clone().connection(TokioUnix::new(stream), slot));
                     }
                     Err(e) => tracing::warn!(error = %e, "accept failed"),
                 },
@@ -613,11 +599,9 @@ async fn serve<S: Store + 'static>(
 ) -> anyhow::Result<()> {
     let sock = claim.sock.clone();
     let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-    let service = Rc::new(AdminService::new(ns));
+    let admin = Admin::new(AdminService::new(ns), &sock, max_connections, config);
     let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     claim.bound()?;
-    let limit = Rc::new(RefCell::new(LogLimit::default()));
-    let conns = ConnLimit::new(max_connections, format!("sigmad at {}", sock.display()));
     tracing::info!(sock = %sock.display(), store = store_desc, machine, max_connections, "sigmad serving the namespace");
     let mut incoming = listener.incoming();
     loop {
@@ -630,22 +614,8 @@ async fn serve<S: Store + 'static>(
         .await;
         match next {
             Ok(Ok(stream)) => {
-                let Some(slot) = conns.admit() else {
-                    if conns.start_refusing() {
-                        let conns = conns.clone();
-                        sigma_dataplane::spawn(async move {
-                            conn_limit::refuse(&stream, &conns).await;
-                            conns.done_refusing();
-                        });
-                    }
-                    continue;
-                };
-                let (service, limit) = (service.clone(), limit.clone());
-                sigma_dataplane::spawn(async move {
-                    let result = sigma_dataplane::rpc::serve_with(&stream, &*service, config).await;
-                    connection_ended(&limit, result);
-                    drop(slot);
-                });
+                let slot = admin.conns.admit();
+                sigma_dataplane::spawn(admin.clone().connection(stream, slot));
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "accept failed"),
             Err(sig) => {
@@ -653,7 +623,7 @@ async fn serve<S: Store + 'static>(
                     signal = sig.unwrap_or(0),
                     "stopping: no longer accepting, removing the socket"
                 );
-                limit.borrow_mut().flush("admin connections ending with an error");
+                admin.flush_logs();
                 return Ok(());
             }
         }
