@@ -3,9 +3,67 @@
 
 use crate::op::Target;
 use crate::runtime::{with_local, Local};
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+/// The ring sends of one socket in flight, their futures dropped or not
+/// (io_uring). A send goes out — as a plain send(2) or on the ring — only
+/// when there are none: the cancel of a dropped send may come too late
+/// (the socket became writable and the kernel already queued the send's
+/// retry), and a send issued meanwhile would put its bytes before the
+/// dropped one's (tests/net.rs). A send that finishes normally has ended
+/// before its caller can start the next, so this waits only behind a
+/// dropped send, or another task's.
+#[derive(Debug, Default)]
+pub(crate) struct SendsInFlight {
+    count: Cell<u32>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+/// One ring send in flight, counted until its data is dropped (at its
+/// completion, also when its future was dropped first).
+pub(crate) struct SendTicket(Rc<SendsInFlight>);
+
+impl Drop for SendTicket {
+    fn drop(&mut self) {
+        let left = self.0.count.get() - 1;
+        self.0.count.set(left);
+        if left == 0 {
+            for waker in self.0.waiters.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl SendsInFlight {
+    /// Waits until this socket has no ring send in flight.
+    pub(crate) async fn idle(&self) {
+        if self.count.get() == 0 {
+            return;
+        }
+        std::future::poll_fn(|cx| {
+            if self.count.get() == 0 {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Counts a ring send in flight until the ticket drops.
+    pub(crate) fn ticket(self: &Rc<Self>) -> SendTicket {
+        self.count.set(self.count.get() + 1);
+        SendTicket(self.clone())
+    }
+}
 
 /// A socket registered with the current core. It is `!Send`: it belongs to
 /// the core that created it, and holds that core, so that dropping it
@@ -16,6 +74,8 @@ pub struct Socket {
     fixed: Option<u32>,
     token: Option<u32>,
     core: Rc<Local>,
+    /// Ring sends in flight (io_uring only).
+    sends: Rc<SendsInFlight>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -42,6 +102,7 @@ impl Socket {
                     token: None,
                     fd,
                     core,
+                    sends: Rc::default(),
                 })
             }
             (None, Some(epoll)) => {
@@ -51,6 +112,7 @@ impl Socket {
                     fixed: None,
                     fd,
                     core,
+                    sends: Rc::default(),
                 })
             }
             (None, None) => unreachable!("a driver is either io_uring or epoll"),
@@ -60,6 +122,12 @@ impl Socket {
     /// The core this socket belongs to.
     pub(crate) fn core(&self) -> &Rc<Local> {
         &self.core
+    }
+
+    /// The ring sends of this socket in flight (io_uring): a send waits
+    /// for `idle()` and holds a `ticket()` while on the ring.
+    pub(crate) fn sends(&self) -> &Rc<SendsInFlight> {
+        &self.sends
     }
 
     /// Whether new sockets should be created non-blocking (epoll back end).

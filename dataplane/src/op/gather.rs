@@ -6,7 +6,7 @@
 use super::{epoll_retry, with_target, Op, Target, UringOp};
 use crate::buf::BufResult;
 use crate::driver::epoll::Interest;
-use crate::net::socket::Socket;
+use crate::net::socket::{SendTicket, Socket};
 use bytes::{Buf, Bytes};
 use io_uring::{opcode, squeue};
 use std::os::fd::AsRawFd;
@@ -112,6 +112,7 @@ impl Gather {
 struct SendGather {
     target: Target,
     gather: Gather,
+    _ticket: SendTicket,
 }
 
 impl UringOp for SendGather {
@@ -130,9 +131,12 @@ impl UringOp for SendGather {
 /// Sends as much of `gather` as the socket takes in one message.
 pub(crate) async fn send_gather(socket: &Socket, mut gather: Gather) -> BufResult<usize, Gather> {
     if socket.is_uring() {
+        // Never ahead of a dropped ring send of this socket (`SendsInFlight`).
+        socket.sends().idle().await;
         return Op::new(SendGather {
             target: socket.target(),
             gather,
+            _ticket: socket.sends().ticket(),
         })
         .await;
     }

@@ -3,13 +3,14 @@
 use super::{epoll_retry, with_target, Op, Target, UringOp};
 use crate::buf::{BufResult, IoBuf};
 use crate::driver::epoll::Interest;
-use crate::net::socket::Socket;
+use crate::net::socket::{SendTicket, Socket};
 use io_uring::{opcode, squeue};
 
 struct Send<B> {
     target: Target,
     buf: B,
     offset: usize,
+    _ticket: SendTicket,
 }
 
 impl<B: IoBuf + Unpin> UringOp for Send<B> {
@@ -38,11 +39,12 @@ pub(crate) async fn send<B: IoBuf + Unpin>(socket: &Socket, buf: B, offset: usiz
         // system call as the enter that would issue it, without the ring's
         // request set-up, its completion, and a wake-up and second poll of
         // the task. Only one that would wait goes to the ring, which waits
-        // for room. It cannot overtake the bytes of an earlier ring send of
-        // this socket whose future was dropped: that send makes progress
-        // only in this core's next enter (DEFER_TASKRUN), which first
-        // submits its cancel (tests/net.rs). Concurrent sends of one socket
-        // from several tasks are not ordered, on either back end.
+        // for room. Neither may overtake the bytes of an earlier ring send
+        // of this socket whose future was dropped: its cancel may come too
+        // late, so it waits until that send completed (`SendsInFlight`).
+        // Concurrent sends of one socket from several tasks are not
+        // ordered, on either back end.
+        socket.sends().idle().await;
         // SAFETY: the range [offset, bytes_init) of the buffer is readable.
         let n = unsafe {
             libc::send(
@@ -65,6 +67,7 @@ pub(crate) async fn send<B: IoBuf + Unpin>(socket: &Socket, buf: B, offset: usiz
             target: socket.target(),
             buf,
             offset,
+            _ticket: socket.sends().ticket(),
         })
         .await;
     }

@@ -5,7 +5,7 @@ use super::{epoll_retry, with_target, Op, Target, UringOp};
 use crate::buf::{BufResult, IoBuf};
 use crate::driver::epoll::Interest;
 use crate::limits;
-use crate::net::socket::Socket;
+use crate::net::socket::{SendTicket, Socket};
 use io_uring::{opcode, squeue};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -77,6 +77,7 @@ struct SendMsg<B> {
     msg: Box<MsgHeader>,
     // Duplicates of the fds being passed, open until the kernel is done.
     _fds: Vec<OwnedFd>,
+    _ticket: SendTicket,
 }
 
 impl<B: IoBuf + Unpin> UringOp for SendMsg<B> {
@@ -111,11 +112,14 @@ pub(crate) async fn sendmsg<B: IoBuf + Unpin>(
     };
     let msg = build_header(&bufs, &fds);
     if socket.is_uring() {
+        // Never ahead of a dropped ring send of this socket (`SendsInFlight`).
+        socket.sends().idle().await;
         return Op::new(SendMsg {
             target: socket.target(),
             bufs,
             msg,
             _fds: fds,
+            _ticket: socket.sends().ticket(),
         })
         .await;
     }
