@@ -420,3 +420,72 @@ fn a_short_deadline_behind_a_long_one_expires_on_time() {
         });
     }
 }
+
+#[test]
+fn serve_with_closes_half_frames_and_idle_connections_but_not_busy_ones() {
+    use rpc::{ConnectionError, ServerConfig};
+    use std::time::Instant;
+    const IDLE: Duration = Duration::from_millis(100);
+    const FRAME: Duration = Duration::from_millis(100);
+    let config = ServerConfig {
+        idle_timeout: Some(IDLE),
+        frame_timeout: Some(FRAME),
+    };
+    for backend in common::backends() {
+        common::within(
+            Duration::from_secs(20),
+            &format!("{backend}: serve_with timeouts"),
+            move || {
+                let core = common::core(backend);
+                core.block_on(async move {
+                    // Half a frame header, then nothing: closed by the frame timeout.
+                    let (a, b) = UnixStream::pair().unwrap();
+                    let started = Instant::now();
+                    let server = sigma_dataplane::spawn(async move { rpc::serve_with(&b, &TestService, config).await });
+                    let (res, _) = a.send(vec![0u8; 16]).await;
+                    res.unwrap();
+                    match server.await {
+                        Err(ConnectionError::FrameTimeout {
+                            buffered: 16, after, ..
+                        }) => assert_eq!(after, FRAME),
+                        other => panic!("{backend}: a half frame ended with {other:?}"),
+                    }
+                    let took = started.elapsed();
+                    assert!(
+                        took >= FRAME,
+                        "{backend}: closed after {took:?}, before the frame timeout"
+                    );
+                    let (res, _) = a.recv(vec![0u8; 8]).await;
+                    assert_eq!(
+                        res.unwrap(),
+                        0,
+                        "{backend}: the peer of a timed-out connection sees EOF"
+                    );
+
+                    // A connection that sends nothing: closed by the idle timeout,
+                    // between one and two periods.
+                    let (a, b) = UnixStream::pair().unwrap();
+                    let started = Instant::now();
+                    let server = sigma_dataplane::spawn(async move { rpc::serve_with(&b, &TestService, config).await });
+                    match server.await {
+                        Err(ConnectionError::Idle { after, .. }) => assert_eq!(after, IDLE),
+                        other => panic!("{backend}: an idle connection ended with {other:?}"),
+                    }
+                    let took = started.elapsed();
+                    assert!(took >= IDLE, "{backend}: idle connection closed after {took:?}");
+                    drop(a);
+
+                    // A call that runs for two and a half idle periods keeps its
+                    // connection busy, not idle: it is answered.
+                    let (a, b) = UnixStream::pair().unwrap();
+                    let server = sigma_dataplane::spawn(async move { rpc::serve_with(&b, &TestService, config).await });
+                    let client = Client::new(a, ClientConfig::default());
+                    let reply = client.call(SLOW_ECHO, Bytes::from_static(&[250]), None).await.unwrap();
+                    assert_eq!(&reply[..], &[250], "{backend}");
+                    drop(client);
+                    assert!(server.await.is_ok(), "{backend}: a clean close is not an error");
+                });
+            },
+        );
+    }
+}
