@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model checks of the data plane's cross-thread code:
-#  - loom models (dataplane/tests/loom.rs) of the SPSC channel and the park
-#    handshake, built with RUSTFLAGS="--cfg loom" in a target directory of
+#  - loom models (dataplane/tests/loom.rs) of the SPSC channel, the park
+#    handshake and its bound on wake-ups, built with RUSTFLAGS="--cfg loom" in a target directory of
 #    their own (so they do not invalidate the normal build);
 #  - miri runs of the data plane's unit tests (the channel with plain
 #    threads, idle policy, provided-ring count), where miri is available:

@@ -70,7 +70,7 @@ mod sys;
 /// The park handshake, public only for the loom models (tests/loom.rs).
 #[cfg(loom)]
 #[doc(hidden)]
-pub use park::ParkFlag;
+pub use park::{ParkFlag, WakeCount};
 
 pub use buf::{BufResult, IoBuf, IoBufMut};
 pub use driver::Backend;

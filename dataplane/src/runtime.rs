@@ -106,7 +106,7 @@ impl Stats {
                 Driver::Uring(u) => u.ops_max() as u64,
                 Driver::Epoll(_) => (limits::FILE_IO_QUEUE_MAX + limits::FILE_IO_THREADS_MAX) as u64,
             },
-            wakes_unobserved: u64::from(unparker.wakes_unobserved()),
+            wakes_unobserved: unparker.wakes_unobserved() as u64,
             wakes_suppressed: unparker.wakes_suppressed(),
             file_queue_full: self.file_queue_full.get(),
         }

@@ -1,5 +1,6 @@
 //! loom models of the cross-core synchronization: the SPSC channel
-//! (`channel.rs`) and the park handshake (`park.rs`). Built and run only
+//! (`channel.rs`), the park handshake and the bound on wake-ups
+//! (`park.rs`). Built and run only
 //! with `RUSTFLAGS="--cfg loom"`, where the crate's sync facade
 //! (`sync.rs`) takes its atomics, fences, Mutex, Arc and UnsafeCell from
 //! loom, so the code checked is the code that runs:
@@ -21,7 +22,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use sigma_dataplane::channel::{channel, TrySendError};
-use sigma_dataplane::ParkFlag;
+use sigma_dataplane::{ParkFlag, WakeCount};
 
 /// Runs `f` under loom with the preemption bound from
 /// `LOOM_MAX_PREEMPTIONS`, or 3.
@@ -209,4 +210,76 @@ fn park_one_waker_two_items() {
 #[test]
 fn park_two_wakers() {
     park_model(2, 1);
+}
+
+/// The park handshake with its notifications bounded by a `WakeCount`
+/// (here at most one unobserved, as `limits::WAKES_UNOBSERVED_MAX` bounds a
+/// core's): a waker that finds the bound reached sends nothing, and the
+/// core, once it has observed the notification in flight, must see that
+/// waker's item. If it did not, it would park with work queued and nothing
+/// to wake it: a deadlock.
+fn bounded_park_model(wakers: usize, items_each: usize) {
+    model(move || {
+        let shared = Arc::new(Shared {
+            flag: ParkFlag::new(),
+            queue: Queue {
+                pushed: AtomicUsize::new(0),
+            },
+            eventfd: EventFd {
+                signalled: Mutex::new(false),
+                cv: Condvar::new(),
+            },
+        });
+        let count = Arc::new(WakeCount::new(1));
+        let threads: Vec<_> = (0..wakers)
+            .map(|_| {
+                let (shared, count) = (shared.clone(), count.clone());
+                thread::spawn(move || {
+                    for _ in 0..items_each {
+                        shared.queue.pushed.fetch_add(1, Ordering::Release);
+                        shared.flag.wake_if_parked(|| {
+                            if count.try_send() {
+                                shared.eventfd.notify();
+                            }
+                        });
+                    }
+                })
+            })
+            .collect();
+        let total = wakers * items_each;
+        let mut taken = 0;
+        let drain = |taken: &mut usize| {
+            let pushed = shared.queue.pushed.load(Ordering::Acquire);
+            let n = pushed - *taken;
+            *taken = pushed;
+            n
+        };
+        while taken < total {
+            if drain(&mut taken) > 0 {
+                continue;
+            }
+            shared.flag.prepare_park();
+            if drain(&mut taken) > 0 {
+                shared.flag.unpark();
+                continue;
+            }
+            shared.eventfd.park();
+            // The notification is observed (reaped, or the eventfd drained).
+            count.observed(1);
+            shared.flag.unpark();
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn bounded_wakes_two_wakers() {
+    bounded_park_model(2, 1);
+}
+
+#[test]
+fn bounded_wakes_one_waker_two_items() {
+    bounded_park_model(1, 2);
 }

@@ -7,8 +7,8 @@
 //! sent from the waking thread's own ring when it runs an io_uring core, or
 //! an eventfd write otherwise (both end the core's park).
 //!
-//! Notifications are bounded: at most [`WAKES_UNOBSERVED_MAX`] sent to a
-//! core and not yet observed by it ([`WakeCount`]), so that MSG_RING
+//! Notifications are bounded: at most `limits::WAKES_UNOBSERVED_MAX` sent
+//! to a core and not yet observed by it ([`WakeCount`], `park.rs`), so that MSG_RING
 //! completions count against the completion queue's bound (`limits.rs`).
 //!
 //! This sits in the driver layer because the receive-buffer pool, which is
@@ -20,10 +20,10 @@ use crate::park::ParkFlag;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub(crate) use crate::limits::WAKES_UNOBSERVED_MAX;
+pub(crate) use crate::park::WakeCount;
 
 static NEXT_CORE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -33,72 +33,6 @@ thread_local! {
     static CURRENT_CORE_ID: Cell<u64> = const { Cell::new(0) };
     /// The driver of that core: MSG_RING wake-ups go out through its ring.
     static CURRENT_DRIVER: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
-}
-
-/// Notifications sent to one core (MSG_RING completions, eventfd writes)
-/// that the core has not observed yet. A waker counts one in before it
-/// sends; the core counts them out as it reaps them. When
-/// [`WAKES_UNOBSERVED_MAX`] are unobserved, a waker sends nothing: the core
-/// has that many still to observe, and after observing them it looks for
-/// work, which the waker put there first. So a core's completion queue
-/// never holds more than that many wake-ups.
-#[derive(Debug, Default)]
-pub(crate) struct WakeCount {
-    unobserved: AtomicU32,
-    /// Wake-ups not sent because the bound was reached.
-    suppressed: AtomicU64,
-}
-
-impl WakeCount {
-    /// A waker: whether it may send one more notification (counted in if
-    /// so). Always a read-modify-write, also when it says no: the core's
-    /// later count-out then reads after it, so whatever the waker did
-    /// before is visible to the core once it has observed the
-    /// notifications already in flight.
-    #[inline]
-    pub(crate) fn try_send(&self) -> bool {
-        let before = self
-            .unobserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(if n >= WAKES_UNOBSERVED_MAX { n } else { n + 1 })
-            })
-            .unwrap_or_else(|n| n);
-        if before >= WAKES_UNOBSERVED_MAX {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// Wake-ups not sent because `WAKES_UNOBSERVED_MAX` were in flight.
-    pub(crate) fn suppressed(&self) -> u64 {
-        self.suppressed.load(Ordering::Relaxed)
-    }
-
-    /// A sender that counted one in and could not send it after all.
-    pub(crate) fn unsend(&self) {
-        self.unobserved.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// The core: it observed `n` notifications (reaped a MSG_RING wake-up,
-    /// or drained that many eventfd writes).
-    #[inline]
-    pub(crate) fn observed(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        // Saturating: eventfd writes from outside σ (none are expected)
-        // must not wrap the count.
-        let _ = self
-            .unobserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n)));
-    }
-
-    /// Notifications sent and not yet observed (for tests and stats).
-    pub(crate) fn unobserved(&self) -> u32 {
-        self.unobserved.load(Ordering::Relaxed)
-    }
 }
 
 /// The part of a core that any thread may use to wake it.
@@ -174,7 +108,7 @@ impl Unparker {
     }
 
     /// Wake-ups sent to this core and not yet observed by it.
-    pub(crate) fn wakes_unobserved(&self) -> u32 {
+    pub(crate) fn wakes_unobserved(&self) -> usize {
         self.wakes.unobserved()
     }
 
@@ -221,32 +155,5 @@ impl Drop for Entered {
     fn drop(&mut self) {
         CURRENT_DRIVER.with(|d| d.borrow_mut().take());
         CURRENT_CORE_ID.with(|c| c.set(0));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wake_count_lets_at_most_the_bound_through_until_observed() {
-        let count = Arc::new(WakeCount::default());
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let count = count.clone();
-                std::thread::spawn(move || (0..100).filter(|_| count.try_send()).count())
-            })
-            .collect();
-        let sent: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        assert_eq!(sent, WAKES_UNOBSERVED_MAX as usize);
-        assert_eq!(count.unobserved(), WAKES_UNOBSERVED_MAX);
-        assert_eq!(count.suppressed(), 400 - u64::from(WAKES_UNOBSERVED_MAX));
-        count.observed(3);
-        assert!(count.try_send() && count.try_send() && count.try_send() && !count.try_send());
-        count.unsend();
-        assert_eq!(count.unobserved(), WAKES_UNOBSERVED_MAX - 1);
-        // More observed than sent (an eventfd written from outside) saturates.
-        count.observed(1 << 40);
-        assert_eq!(count.unobserved(), 0);
     }
 }
