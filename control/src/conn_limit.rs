@@ -12,7 +12,8 @@
 //! [`LOG_EVERY`], with how many there were since the last line.
 //!
 //! Each connection sigmad serves holds at most two data-plane operations
-//! while it waits (its receive, and a watch's timer), so the default limit
+//! while it waits (its idle timer, and its receive or, while a watch is
+//! pending, the watch's timer), so the default limit
 //! keeps idle connections well inside a core's operations in flight
 //! (`CoreStats::ops_in_flight_max`, 32,447 by default): new work is never
 //! starved by idle connections.
