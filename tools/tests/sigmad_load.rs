@@ -82,9 +82,14 @@ fn ten_thousand_connections(d: &Daemon, what: &str) {
         s.read_exact(&mut header)
             .unwrap_or_else(|e| panic!("{what}: watch {i} never answered: {e}"));
         let h = Header::decode(&header).unwrap();
-        assert_eq!(h.kind, Kind::Response, "{what}: watch {i} answered {h:?}");
         let mut rest = vec![0u8; h.len as usize];
         s.read_exact(&mut rest).unwrap();
+        assert_eq!(
+            h.kind,
+            Kind::Response,
+            "{what}: watch {i} answered {h:?}: {}",
+            String::from_utf8_lossy(&rest)
+        );
     }
     eprintln!(
         "{what}: {} watches answered within {:?} of the put",
@@ -93,6 +98,10 @@ fn ten_thousand_connections(d: &Daemon, what: &str) {
     );
     drop(idle);
 }
+
+/// The 10,000-connection tests run one at a time: together they would need
+/// more fds than the hard limit gives this process (and both cores).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn need_fds() -> bool {
     let have = sigma_control::conn_limit::raise_nofile().unwrap();
@@ -108,6 +117,7 @@ fn need_fds() -> bool {
 
 #[test]
 fn ten_thousand_connections_on_the_embedded_store() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !need_fds() {
         return;
     }
@@ -120,6 +130,7 @@ fn ten_thousand_connections_on_the_embedded_store() {
 
 #[test]
 fn ten_thousand_connections_on_etcd() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !need_fds() {
         return;
     }
@@ -131,7 +142,16 @@ fn ten_thousand_connections_on_etcd() {
         &dir.path().join("sigmad.sock"),
         &["--etcd", &server.endpoint, "--etcd-prefix", &prefix],
     );
-    ten_thousand_connections(&d, "etcd");
+    // On failure, what etcd and sigmad said.
+    let logs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ten_thousand_connections(&d, "etcd")));
+    if let Err(panic) = logs {
+        let etcd_log = server.log();
+        let tail: Vec<&str> = etcd_log.lines().rev().take(30).collect();
+        eprintln!("etcd's log, last lines first:\n{}", tail.join("\n"));
+        let sigmad_log = d.log.lock().unwrap().join("\n");
+        eprintln!("sigmad's log:\n{sigmad_log}");
+        std::panic::resume_unwind(panic);
+    }
 }
 
 #[test]
