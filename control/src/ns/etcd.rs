@@ -24,10 +24,13 @@
 //!   bounds a Txn to [`TXN_OPS_MAX`] compares and as many changes
 //!   (`--max-txn-ops`; beyond it `txn` fails with `TooLarge`) and a request
 //!   to 1.5 MiB (`--max-request-bytes`).
-//! - `watch` is an etcd watch on the prefix, created before `watch` returns;
-//!   a task forwards its events into a bounded channel of
-//!   [`WATCH_EVENTS_MAX`] and closes it (so the watcher re-reads) when the
-//!   watcher lags, etcd cancels the watch or the connection fails.
+//! - `watch` is an etcd watch on the prefix, created (etcd confirms it)
+//!   before `watch` returns. Every watch of a store shares one etcd watch
+//!   stream, multiplexed by watch id as etcd's own client does
+//!   ([`WatchHub`]); a task reads it and hands each watch's events to a
+//!   bounded channel of [`WATCH_EVENTS_MAX`], which it closes (so the
+//!   watcher re-reads) when the watcher lags, etcd cancels the watch or the
+//!   stream fails.
 //! - Leases are etcd leases; TTLs are rounded up to whole seconds (at least
 //!   1), and etcd raises a TTL below its minimum (1.5 × election timeout,
 //!   2 s with default settings). etcd deletes the keys of an ended lease,
@@ -157,6 +160,8 @@ struct Conn {
     prefix: Arc<str>,
     endpoints: Arc<str>,
     timeout: Duration,
+    /// Every watch of this store, on one etcd watch stream.
+    hub: Arc<WatchHub>,
 }
 
 /// Which failures a request may retry.
@@ -381,6 +386,7 @@ impl Conn {
             prefix: prefix.as_str().into(),
             endpoints: shown.into(),
             timeout,
+            hub: Arc::default(),
         };
         // The client connects lazily; one read proves the cluster is there
         // and has a leader.
@@ -680,33 +686,51 @@ impl Conn {
     }
 
     async fn watch(self, prefix: String) -> Result<WatchReceiver, NsError> {
-        let client = self.watch.clone();
-        let options = etcd::WatchOptions::new().with_prefix().with_fragment();
         let key = self.full_key(&prefix);
-        // Wait for etcd to confirm the watch, so every change after `watch`
-        // returns is reported.
-        let stream = self
-            .call(Retry::Idempotent, || {
-                let (mut client, key, options) = (client.clone(), key.clone(), options.clone());
-                async move {
-                    let mut stream = client.watch(key, Some(options)).await?;
-                    match stream.message().await? {
-                        Some(r) if r.created() && !r.canceled() => Ok(stream),
-                        Some(r) => Err(etcd::Error::WatchError(format!(
-                            "watch not created: {}",
-                            r.cancel_reason()
-                        ))),
-                        None => Err(etcd::Error::WatchError(
-                            "watch stream ended before the watch was created".into(),
+        // Within the store's deadline, retried like a read: etcd confirms
+        // the watch before `watch` returns, so every change after it is
+        // reported. A stream that ended before confirming (a member lost)
+        // or could not be made (no leader, connection refused) is tried again.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let (tx, rx) = mpsc::channel(WATCH_EVENTS_MAX);
+            let (created_tx, created) = oneshot::channel();
+            let id = self.hub.add(tx, created_tx);
+            let attempt = tokio::time::timeout_at(deadline, async {
+                if let Err(f) = self.hub.send_create(&self, key.clone(), id).await {
+                    let retry = matches!(&f, Failure::Etcd(e) if Retry::Idempotent.allows(e));
+                    return Err((f, retry));
+                }
+                match created.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(reason)) => Err((
+                        Failure::Etcd(etcd::Error::WatchError(format!("watch not created: {reason}"))),
+                        false,
+                    )),
+                    Err(_) => Err((
+                        Failure::Etcd(etcd::Error::WatchError(
+                            "the watch stream ended before the watch was created".into(),
                         )),
-                    }
+                        true,
+                    )),
                 }
             })
             .await
-            .map_err(|f| self.error("watch", &prefix, f))?;
-        let (tx, rx) = mpsc::channel(WATCH_EVENTS_MAX);
-        tokio::spawn(forward(stream, tx, self.prefix.clone(), self.endpoints.clone()));
-        Ok(rx)
+            .unwrap_or(Err((Failure::Timeout, false)));
+            let (failure, retry) = match attempt {
+                Ok(()) => return Ok(rx),
+                Err(e) => e,
+            };
+            self.hub.remove(id).await;
+            if retry && tokio::time::Instant::now() + backoff < deadline {
+                tracing::debug!(endpoints = %self.endpoints, "etcd: watch not created yet, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+                continue;
+            }
+            return Err(self.error("watch", &prefix, failure));
+        }
     }
 
     async fn lease_grant(self, secs: i64) -> Result<LeaseId, NsError> {
@@ -892,67 +916,259 @@ impl Store for EtcdStore {
     }
 }
 
-/// Forwards one etcd watch into a watcher's channel until the watcher goes,
-/// lags, or the watch ends; dropping `tx` then tells the watcher.
-async fn forward(mut stream: etcd::WatchStream, tx: mpsc::Sender<WatchEvent>, prefix: Arc<str>, endpoints: Arc<str>) {
-    loop {
-        let message = tokio::select! {
-            () = tx.closed() => return,
-            m = stream.message() => m,
-        };
-        let resp = match message {
-            Ok(Some(resp)) => resp,
-            Ok(None) => {
-                tracing::warn!(%endpoints, "etcd watch stream ended; closing the watch");
-                return;
+/// How often the watch stream looks for watchers that went away, to
+/// cancel their etcd watches.
+const WATCH_PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// Every watch of a store on one etcd watch stream, as etcd's own client
+/// does: etcd multiplexes watches on a stream by watch id, so a watch costs
+/// one create request on it rather than a gRPC stream of its own (5,000
+/// streams made at once held other requests up for seconds). The stream is
+/// made by the first watch and again after it ends; a task reads it and
+/// hands each watch's events to its watcher's bounded channel. A watcher
+/// that lags, a watch etcd cancels, and a stream that ends or fails all
+/// close the watcher's channel, so that it re-reads and watches again.
+#[derive(Default)]
+struct WatchHub {
+    /// The stream's request side and its generation; `None` before the
+    /// first watch and after the stream ended.
+    sender: tokio::sync::Mutex<Option<(u64, etcd::WatchRequestSender)>>,
+    /// The watches on the stream, for the task that reads it.
+    watches: std::sync::Mutex<HubWatches>,
+}
+
+#[derive(Default)]
+struct HubWatches {
+    by_id: HashMap<i64, HubWatch>,
+    next_id: i64,
+    generation: u64,
+}
+
+struct HubWatch {
+    tx: mpsc::Sender<WatchEvent>,
+    /// The stream its create request went on (0: not sent yet).
+    generation: u64,
+    /// Told when etcd confirms (or refuses) the watch.
+    created: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+impl WatchHub {
+    fn watches(&self) -> std::sync::MutexGuard<'_, HubWatches> {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a watch; returns its id.
+    fn add(&self, tx: mpsc::Sender<WatchEvent>, created: oneshot::Sender<Result<(), String>>) -> i64 {
+        let mut w = self.watches();
+        w.next_id += 1;
+        let id = w.next_id;
+        w.by_id.insert(
+            id,
+            HubWatch {
+                tx,
+                generation: 0,
+                created: Some(created),
+            },
+        );
+        id
+    }
+
+    /// Sends the create request of watch `id` on `key`'s prefix, making the
+    /// stream first if there is none.
+    async fn send_create(self: &Arc<Self>, conn: &Conn, key: Vec<u8>, id: i64) -> Result<(), Failure> {
+        let options = etcd::WatchOptions::new()
+            .with_prefix()
+            .with_fragment()
+            .with_watch_id(id);
+        // Held while the request goes out: the task of a stream that ends
+        // takes it before it closes that stream's watches, so a watch is
+        // either sent on a live stream or closed with it.
+        let mut sender = self.sender.lock().await;
+        if let Some((generation, s)) = sender.as_mut() {
+            self.sent_on(id, *generation);
+            if s.watch(key.clone(), Some(options.clone())).await.is_ok() {
+                return Ok(());
             }
-            Err(e) => {
-                tracing::warn!(%endpoints, error = %e, "etcd watch failed; closing the watch");
-                return;
-            }
+            // The stream is gone (its task ended): make a new one.
+            *sender = None;
+        }
+        let generation = {
+            let mut w = self.watches();
+            w.generation += 1;
+            w.generation
         };
-        if resp.canceled() {
-            let (reason, compacted) = (resp.cancel_reason(), resp.compact_revision());
-            tracing::warn!(%endpoints, reason, compacted, "etcd cancelled the watch; closing it");
+        self.sent_on(id, generation);
+        let mut client = conn.watch.clone();
+        let stream = client.watch(key, Some(options)).await.map_err(Failure::Etcd)?;
+        let (requests, responses) = stream.split();
+        *sender = Some((generation, requests));
+        tokio::spawn(
+            self.clone()
+                .read(responses, generation, conn.prefix.clone(), conn.endpoints.clone()),
+        );
+        Ok(())
+    }
+
+    fn sent_on(&self, id: i64, generation: u64) {
+        if let Some(watch) = self.watches().by_id.get_mut(&id) {
+            watch.generation = generation;
+        }
+    }
+
+    /// Forgets watch `id` and cancels it in etcd.
+    async fn remove(&self, id: i64) {
+        self.watches().by_id.remove(&id);
+        self.cancel(&[id], None).await;
+    }
+
+    /// Cancels `ids` on the stream (of `generation`, if given).
+    async fn cancel(&self, ids: &[i64], generation: Option<u64>) {
+        if ids.is_empty() {
             return;
         }
-        for event in resp.events() {
-            let Some(kv) = event.kv() else { continue };
-            let Some(key) = kv
-                .key()
-                .strip_prefix(prefix.as_bytes())
-                .and_then(|k| std::str::from_utf8(k).ok())
-            else {
-                let key = String::from_utf8_lossy(kv.key());
-                tracing::warn!(%endpoints, %key, "etcd watch: a key outside the prefix or not UTF-8; skipped");
-                continue;
-            };
-            let event = match event.event_type() {
-                etcd::EventType::Put => match u64::try_from(kv.mod_revision()) {
-                    Ok(version) if version > 0 => WatchEvent::Put(
-                        key.to_string(),
-                        Record {
-                            value: Bytes::copy_from_slice(kv.value()),
-                            version,
-                        },
-                    ),
-                    _ => {
-                        tracing::warn!(%endpoints, %key, "etcd watch: a put without a revision; closing the watch");
-                        return;
-                    }
-                },
-                etcd::EventType::Delete => WatchEvent::Delete(key.to_string()),
-            };
-            match tx.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::debug!(%endpoints, "watcher lags; closing its watch");
-                    return;
+        let mut sender = self.sender.lock().await;
+        if let Some((g, s)) = sender.as_mut() {
+            if generation.is_none_or(|want| want == *g) {
+                for &id in ids {
+                    let _ = s.cancel(id).await;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         }
     }
+
+    /// Hands one response to watch `id`: confirms its creation, or closes
+    /// it when etcd cancelled it, its watcher lags or went away, or an event
+    /// cannot be trusted. Returns whether the watch is to be cancelled in
+    /// etcd (also a watch its caller gave up on, created after all).
+    fn dispatch(&self, id: i64, resp: &etcd::WatchResponse, prefix: &str, endpoints: &str) -> bool {
+        let mut w = self.watches();
+        let Some(watch) = w.by_id.get_mut(&id) else {
+            return resp.created() && !resp.canceled();
+        };
+        if resp.created() {
+            if let Some(created) = watch.created.take() {
+                let answer = if resp.canceled() {
+                    Err(resp.cancel_reason().to_string())
+                } else {
+                    Ok(())
+                };
+                let _ = created.send(answer);
+            }
+        }
+        if resp.canceled() {
+            let (reason, compacted) = (resp.cancel_reason(), resp.compact_revision());
+            tracing::warn!(%endpoints, reason, compacted, "etcd cancelled a watch; closing it");
+            w.by_id.remove(&id);
+            return false;
+        }
+        let close = match events_of(resp, prefix, endpoints) {
+            Some(events) => events.into_iter().any(|event| match watch.tx.try_send(event) {
+                Ok(()) => false,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(%endpoints, "watcher lags; closing its watch");
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => true,
+            }),
+            None => true,
+        };
+        if close {
+            w.by_id.remove(&id);
+        }
+        close
+    }
+
+    /// Reads the stream of `generation` until it ends, handing out events.
+    async fn read(
+        self: Arc<Self>,
+        mut responses: etcd::WatchResponseStream,
+        generation: u64,
+        prefix: Arc<str>,
+        endpoints: Arc<str>,
+    ) {
+        let mut prune = tokio::time::interval(WATCH_PRUNE_EVERY);
+        loop {
+            let message = tokio::select! {
+                m = responses.message() => m,
+                _ = prune.tick() => {
+                    let gone: Vec<i64> = {
+                        let mut w = self.watches();
+                        // Watchers gone; also those whose `watch` call was
+                        // dropped before etcd confirmed (`created` closed).
+                        let gone: Vec<i64> = w
+                            .by_id
+                            .iter()
+                            .filter(|(_, h)| h.tx.is_closed() && h.created.as_ref().is_none_or(|c| c.is_closed()))
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in &gone {
+                            w.by_id.remove(id);
+                        }
+                        gone
+                    };
+                    self.cancel(&gone, Some(generation)).await;
+                    continue;
+                }
+            };
+            let resp = match message {
+                Ok(Some(resp)) => resp,
+                Ok(None) => {
+                    tracing::warn!(%endpoints, "etcd watch stream ended; closing its watches");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(%endpoints, error = %e, "etcd watch stream failed; closing its watches");
+                    break;
+                }
+            };
+            let id = resp.watch_id();
+            if self.dispatch(id, &resp, &prefix, &endpoints) {
+                self.cancel(&[id], Some(generation)).await;
+            }
+        }
+        // The stream is over: every watch on it closes (its watcher
+        // re-reads and watches again, on a new stream).
+        let mut sender = self.sender.lock().await;
+        self.watches().by_id.retain(|_, h| h.generation != generation);
+        if sender.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *sender = None;
+        }
+    }
+}
+
+/// The events of one watch response, keys relative to `prefix`; `None` if
+/// one cannot be trusted (the watch is then closed, so its watcher re-reads).
+fn events_of(resp: &etcd::WatchResponse, prefix: &str, endpoints: &str) -> Option<Vec<WatchEvent>> {
+    let mut out = Vec::with_capacity(resp.events().len());
+    for event in resp.events() {
+        let Some(kv) = event.kv() else { continue };
+        let Some(key) = kv
+            .key()
+            .strip_prefix(prefix.as_bytes())
+            .and_then(|k| std::str::from_utf8(k).ok())
+        else {
+            let key = String::from_utf8_lossy(kv.key());
+            tracing::warn!(%endpoints, %key, "etcd watch: a key outside the prefix or not UTF-8; skipped");
+            continue;
+        };
+        out.push(match event.event_type() {
+            etcd::EventType::Put => match u64::try_from(kv.mod_revision()) {
+                Ok(version) if version > 0 => WatchEvent::Put(
+                    key.to_string(),
+                    Record {
+                        value: Bytes::copy_from_slice(kv.value()),
+                        version,
+                    },
+                ),
+                _ => {
+                    tracing::warn!(%endpoints, %key, "etcd watch: a put without a revision; closing the watch");
+                    return None;
+                }
+            },
+            etcd::EventType::Delete => WatchEvent::Delete(key.to_string()),
+        });
+    }
+    Some(out)
 }
 
 #[cfg(test)]
