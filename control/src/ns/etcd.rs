@@ -27,7 +27,7 @@
 //! - `watch` is an etcd watch on the prefix, created (etcd confirms it)
 //!   before `watch` returns. Every watch of a store shares one etcd watch
 //!   stream, multiplexed by watch id as etcd's own client does
-//!   ([`WatchHub`]); a task reads it and hands each watch's events to a
+//!   (`WatchHub`); a task reads it and hands each watch's events to a
 //!   bounded channel of [`WATCH_EVENTS_MAX`], which it closes (so the
 //!   watcher re-reads) when the watcher lags, etcd cancels the watch or the
 //!   stream fails.
