@@ -17,8 +17,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -138,20 +137,26 @@ fn server(backend: Backend, seed: u64, ready: mpsc::Sender<SocketAddr>) -> (u64,
     })
 }
 
-/// Echoes one connection until EOF or a random drop; sets `stop` if the
-/// peer asked the server to stop.
+/// What the server answers a stop request with before it closes the connection.
+const STOP_ACK: &[u8] = b"stopping";
+
+/// Echoes one connection until EOF or a random drop; sets `stop` (and
+/// acknowledges) if the peer asked the server to stop. The first chunk is
+/// always read: a random drop before it could swallow a stop request, and the
+/// client could not tell that from an acknowledged one.
 async fn echo(stream: &TcpStream, rng: &Rng, to_holder: &mpsc::Sender<Bytes>, stop: &Cell<bool>) {
     let mut chunks = stream.recv_stream();
     let mut first = true;
     loop {
         // Now and then drop the receive mid-flight and the connection with it.
-        if rng.below(200) == 0 {
+        if !first && rng.below(200) == 0 {
             poll_once_and_drop(chunks.next()).await;
             return;
         }
         let Some(Ok(chunk)) = chunks.next().await else { return };
         if first && chunk.len() >= 8 && chunk[..8] == STOP.to_le_bytes() {
             stop.set(true);
+            let _ = stream.send_all(STOP_ACK.to_vec()).await;
             return;
         }
         first = false;
@@ -165,9 +170,46 @@ async fn echo(stream: &TcpStream, rng: &Rng, to_holder: &mpsc::Sender<Bytes>, st
     }
 }
 
+thread_local! {
+    /// What each client task of this (client) core is doing, since when, on
+    /// which connection: a task stuck for over a second is reported, so that
+    /// a lost wake-up names its operation before the watchdog fails the test.
+    static PHASES: std::cell::RefCell<Vec<(&'static str, Instant, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records that client task `task` entered `what` on connection `conn`
+/// ("" once it is done).
+fn phase(task: usize, what: &'static str, conn: u64) {
+    PHASES.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() <= task {
+            p.resize(task + 1, ("", Instant::now(), 0));
+        }
+        p[task] = (what, Instant::now(), conn);
+    });
+}
+
+/// Reports client tasks stuck in one phase for over a second, until `until`.
+async fn report_stalls(until: Instant) {
+    while Instant::now() < until {
+        sigma_dataplane::sleep(Duration::from_millis(250)).await;
+        PHASES.with(|p| {
+            for (task, (what, at, conn)) in p.borrow().iter().enumerate() {
+                if !what.is_empty() && at.elapsed() > Duration::from_secs(1) {
+                    eprintln!(
+                        "stalled: client task {task} in {what} on connection {conn} for {:?}",
+                        at.elapsed()
+                    );
+                }
+            }
+        });
+    }
+}
+
 /// One client connection's life: messages echoed and checked, or dropped
 /// mid-operation at random. Returns messages checked.
-async fn client_conn(addr: SocketAddr, conn: u64, rng: &Rng) -> Result<u64, String> {
+async fn client_conn(addr: SocketAddr, conn: u64, rng: &Rng, task: usize) -> Result<u64, String> {
+    phase(task, "a connect", conn);
     let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let mut checked = 0;
     for seq in 0..(1 + rng.below(20)) {
@@ -175,15 +217,18 @@ async fn client_conn(addr: SocketAddr, conn: u64, rng: &Rng) -> Result<u64, Stri
         match rng.below(12) {
             // A send dropped after one poll: the connection is abandoned.
             0 => {
+                phase(task, "a send dropped after one poll", conn);
                 poll_once_and_drop(stream.send_all(msg)).await;
                 return Ok(checked);
             }
             // A receive cut short by a tiny deadline: abandoned too.
             1 => {
+                phase(task, "a send before a cut-short receive", conn);
                 // A failed send: the server dropped this connection at random.
                 if stream.send_all(msg.clone()).await.0.is_err() {
                     return Ok(checked);
                 }
+                phase(task, "a receive with a tiny deadline", conn);
                 let deadline = Duration::from_micros(rng.below(100));
                 if sigma_dataplane::timeout(deadline, stream.recv_exact(Vec::with_capacity(msg.len()), msg.len()))
                     .await
@@ -193,9 +238,11 @@ async fn client_conn(addr: SocketAddr, conn: u64, rng: &Rng) -> Result<u64, Stri
                 }
             }
             _ => {
+                phase(task, "a send", conn);
                 if stream.send_all(msg.clone()).await.0.is_err() {
                     return Ok(checked);
                 }
+                phase(task, "a receive", conn);
                 let (res, back) = stream.recv_exact(Vec::with_capacity(msg.len()), msg.len()).await;
                 match res {
                     Ok(()) if back == msg => checked += 1,
@@ -235,19 +282,27 @@ fn clients(backend: Backend, seed: u64, addr: SocketAddr, duration: Duration) ->
                 while Instant::now() < end {
                     let conn = next_conn.get();
                     next_conn.set(conn + 1);
-                    checked.set(checked.get() + client_conn(addr, conn, &rng).await?);
+                    checked.set(checked.get() + client_conn(addr, conn, &rng, t).await?);
                 }
+                phase(t, "", 0);
                 Ok::<(), String>(())
             }));
         }
+        spawn(report_stalls(end + Duration::from_secs(60)));
         for t in tasks {
             t.await?;
         }
-        // Ask the server to stop; it closes this connection once it has
-        // noted the request, and the next connection wakes its accept.
+        // Ask the server to stop: it acknowledges and closes the connection,
+        // and the next connection wakes its accept.
         let stop = TcpStream::connect(addr).await.map_err(|e| format!("stop: {e}"))?;
         let (res, _) = stop.send_all(message(STOP, 0, 0)).await;
         res.map_err(|e| format!("stop: {e}"))?;
+        let (res, ack) = stop
+            .recv_exact(Vec::with_capacity(STOP_ACK.len()), STOP_ACK.len())
+            .await;
+        if res.is_err() || ack != STOP_ACK {
+            return Err(format!("the stop request was not acknowledged: {res:?}, {ack:?}"));
+        }
         let (res, _) = stop.recv(Vec::with_capacity(8)).await;
         if !matches!(res, Ok(0)) {
             return Err(format!("the stop connection was not closed: {res:?}"));
@@ -263,34 +318,48 @@ fn connections_dropped_mid_operation_leak_nothing_and_cross_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    static SEED: AtomicU64 = AtomicU64::new(0);
     for backend in common::backends() {
+        if let Ok(only) = std::env::var("SIGMA_STRESS_BACKEND") {
+            if only != backend.to_string() {
+                continue;
+            }
+        }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64;
-        SEED.store(seed, Ordering::Relaxed);
         let fds_before = open_fds();
         let (addr_tx, addr_rx) = mpsc::channel();
-        let server = std::thread::spawn(move || server(backend, seed, addr_tx));
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server listening");
-        let result = Arc::new(std::sync::Mutex::new(None));
-        let slot = result.clone();
-        let client = std::thread::spawn(move || {
-            *slot.lock().unwrap() = Some(clients(backend, seed, addr, Duration::from_secs(secs)));
+        let (done_tx, done_rx) = mpsc::channel();
+        let server = std::thread::spawn(move || {
+            let _ = done_tx.send(server(backend, seed, addr_tx));
         });
-        client.join().expect("client core panicked");
-        let (conns, checked) = result
-            .lock()
-            .unwrap()
-            .take()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{backend}, seed {seed}: {e}"));
-        let (served, free) = server.join().expect("server core panicked");
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server listening");
+        // A core that never wakes again fails the test with its seed instead
+        // of hanging the suite.
+        let (conns, checked) = common::within(
+            Duration::from_secs(secs + 60),
+            &format!("{backend}, seed {seed}: the client core"),
+            move || clients(backend, seed, addr, Duration::from_secs(secs)),
+        )
+        .unwrap_or_else(|e| panic!("{backend}, seed {seed}: {e}"));
+        let (served, free) = match done_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(done) => done,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let panic = server.join().expect_err("the server core ended without a result");
+                panic!(
+                    "{backend}, seed {seed}: the server core panicked: {}",
+                    sigma_dataplane::panic_message(&*panic)
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{backend}, seed {seed}: the server core is not done 60 s after its clients")
+            }
+        };
         eprintln!("{backend}: {conns} connections, {checked} echoes checked, {served} accepted, seed {seed}");
         assert!(
             checked > 100,
-            "{backend}: too little traffic to mean anything ({checked} echoes)"
+            "{backend}, seed {seed}: too little traffic to mean anything ({checked} echoes)"
         );
         assert_eq!(
             free,
