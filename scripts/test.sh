@@ -14,7 +14,13 @@ echo "== cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --locked -- --test-threads=2
+cargo test --workspace --locked --no-run
+# The suite takes about 3 minutes here; a test that hangs fails the run
+# after 20 (tests guard their own waits too, this is the last resort).
+if ! timeout --kill-after=30 1200 cargo test --workspace --locked -- --test-threads=2; then
+  echo "cargo test failed or did not finish within 20 minutes" >&2
+  exit 1
+fi
 
 echo "== loom models and miri"
 scripts/models.sh
