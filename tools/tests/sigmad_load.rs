@@ -63,7 +63,13 @@ fn ten_thousand_connections(d: &Daemon, what: &str) {
             watching.push(s);
         }
     }
-    // Every connection is accepted and every watch is armed before the call.
+    // A call right behind the burst (accepts and watch setups still queued), and one after.
+    let during = timed_ok(d, &["ns", "-r", "load", "put", "/load/w", "--data", "1"]);
+    assert!(
+        during < CALL_DEADLINE,
+        "{what}: a call right after {CONNECTIONS} connections and {} watches opened took {during:?}",
+        CONNECTIONS / 2
+    );
     std::thread::sleep(Duration::from_secs(1));
     let loaded = timed_ok(d, &["ns", "-r", "load", "put", "/load/y", "--data", "2"]);
     assert!(
@@ -72,7 +78,7 @@ fn ten_thousand_connections(d: &Daemon, what: &str) {
     );
     let ls = timed_ok(d, &["realm", "ls"]);
     let again = timed_ok(d, &["ns", "-r", "load", "put", "/load/y", "--data", "3"]);
-    eprintln!("{what}: with {CONNECTIONS} connections open (half watching): put {loaded:?}, realm ls {ls:?}, put again {again:?}; before: put {quiet:?}");
+    eprintln!("{what}: with {CONNECTIONS} connections open (half watching): put {loaded:?} (right after they opened, with accepts and watch setups still queued: {during:?}), realm ls {ls:?}, put again {again:?}; before: put {quiet:?}");
     // The watches: all answered once the file appears.
     let started = Instant::now();
     d.ok(&["ns", "-r", "load", "put", "/load/ready", "--data", "go"]);

@@ -70,6 +70,8 @@ pub struct Namespace<S: Store> {
     /// entry first (one store round trip instead of two). A stale hint only
     /// makes the swap fail, and the call then takes the reading path.
     hints: std::sync::Mutex<HashMap<String, Hint>>,
+    /// Bounds watches being set up at once (`WATCH_SETUPS_MAX`).
+    watch_setups: tokio::sync::Semaphore,
 }
 
 /// An entry's header at a version.
@@ -103,6 +105,7 @@ impl<S: Store> Namespace<S> {
             store,
             machine: machine.to_string(),
             hints: std::sync::Mutex::new(HashMap::new()),
+            watch_setups: tokio::sync::Semaphore::new(super::WATCH_SETUPS_MAX),
         };
         match ns.create_realm(ROOT_REALM).await {
             Ok(()) | Err(NsError::RealmExists(_)) => Ok(ns),
@@ -113,6 +116,14 @@ impl<S: Store> Namespace<S> {
     /// The store underneath.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// A turn to set up a watch (`WATCH_SETUPS_MAX` at once).
+    async fn watch_setup(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.watch_setups
+            .acquire()
+            .await
+            .expect("the watch-setup semaphore is never closed")
     }
 
     fn hints(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hint>> {
@@ -705,37 +716,40 @@ impl<S: Store> RealmNs<'_, S> {
     pub async fn open_watch(&self, path: &str) -> Result<Stat, NsError> {
         let (realm, parsed) = self.locate(path)?;
         let k = key(realm, &parsed);
+        // The setup (the store watch and the first check) takes a turn; the
+        // wait for the event does not.
+        let mut setup = Some(self.ns.watch_setup().await);
         let mut events = self.store().watch(&k).await?;
-        let wait = async {
+        loop {
+            match self.stat(path).await {
+                Ok(stat) => return Ok(stat),
+                Err(NsError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            drop(setup.take());
             loop {
-                match self.stat(path).await {
-                    Ok(stat) => return Ok(stat),
-                    Err(NsError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-                loop {
-                    match events.recv().await {
-                        // The event carries the entry: no read back.
-                        Some(WatchEvent::Put(key, record)) if key == k => {
-                            let entry = Entry::decode(&record.value)?;
-                            return Ok(stat_of(&parsed, &entry, record.version));
-                        }
-                        Some(_) => {}
-                        // The watcher lagged: re-watch and re-check.
-                        None => {
-                            events = self.store().watch(&k).await?;
-                            break;
-                        }
+                match events.recv().await {
+                    // The event carries the entry: no read back.
+                    Some(WatchEvent::Put(key, record)) if key == k => {
+                        let entry = Entry::decode(&record.value)?;
+                        return Ok(stat_of(&parsed, &entry, record.version));
+                    }
+                    Some(_) => {}
+                    // The watcher lagged: re-watch and re-check.
+                    None => {
+                        setup = Some(self.ns.watch_setup().await);
+                        events = self.store().watch(&k).await?;
+                        break;
                     }
                 }
             }
-        };
-        wait.await
+        }
     }
 
     /// Waits for the next change among a directory's entries.
     pub async fn watch_dir(&self, path: &str) -> Result<(), NsError> {
         let (realm, parsed) = self.locate(path)?;
+        let setup = self.ns.watch_setup().await;
         let (entry, _) = self.load_in(realm, &parsed).await?;
         if entry.kind != EntryKind::Dir {
             return Err(NsError::NotDir {
@@ -744,6 +758,7 @@ impl<S: Store> RealmNs<'_, S> {
         }
         let prefix = children_prefix(realm, &parsed);
         let mut events = self.store().watch(&prefix).await?;
+        drop(setup);
         loop {
             match events.recv().await {
                 Some(WatchEvent::Put(k, _) | WatchEvent::Delete(k)) => {
@@ -761,25 +776,25 @@ impl<S: Store> RealmNs<'_, S> {
     pub async fn watch_remove(&self, path: &str) -> Result<(), NsError> {
         let (realm, parsed) = self.locate(path)?;
         let k = key(realm, &parsed);
+        let mut setup = Some(self.ns.watch_setup().await);
         let mut events = self.store().watch(&k).await?;
-        let wait = async {
+        loop {
+            if self.store().get(&k).await?.is_none() {
+                return Ok(());
+            }
+            drop(setup.take());
             loop {
-                if self.store().get(&k).await?.is_none() {
-                    return Ok(());
-                }
-                loop {
-                    match events.recv().await {
-                        Some(WatchEvent::Delete(key)) if key == k => return Ok(()),
-                        Some(_) => {}
-                        None => {
-                            events = self.store().watch(&k).await?;
-                            break;
-                        }
+                match events.recv().await {
+                    Some(WatchEvent::Delete(key)) if key == k => return Ok(()),
+                    Some(_) => {}
+                    None => {
+                        setup = Some(self.ns.watch_setup().await);
+                        events = self.store().watch(&k).await?;
+                        break;
                     }
                 }
             }
-        };
-        wait.await
+        }
     }
 
     /// A lease for ephemeral entries, owned by this realm.
