@@ -1,6 +1,14 @@
-//! σcontainer: the sandbox a proc runs in (namespaces, a pivot_root jail
-//! holding only its binary, a seccomp allow-list, cgroup limits, rlimits).
+//! σcontainer: the sandbox a proc runs in.
 //!
-//! It depends on nothing of ours. Nothing is built here yet: the sandbox
-//! arrives with the proc-spawn issue, and until then this crate exports no
-//! API, so nothing can mistake it for a working sandbox.
+//! (Documentation of the spawn sequence: see below; filled in once it runs.)
+
+pub mod cgroup;
+mod child;
+mod error;
+pub mod limits;
+pub mod policy;
+mod sandbox;
+
+pub use child::{Stamps, Step};
+pub use error::{Error, ProcRef, Result};
+pub use sandbox::{Child, Class, Config, ExitStatus, RealmHandle, Sandbox, SpawnSpec, SpawnTimes};
