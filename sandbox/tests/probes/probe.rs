@@ -9,8 +9,9 @@
 //! - `workload`: does what a well-behaved proc does (threads, locks,
 //!   allocation, messages on its control fd, an fd received by SCM_RIGHTS,
 //!   sleeping, reading /proc); exits 0 when everything worked.
-//! - `forkbomb N`: forks up to N children that sleep, prints how many forks
-//!   succeeded and the errno of the first failure.
+//! - `forkbomb N [MS]`: forks up to N children that sleep MS ms (default
+//!   30 s), prints how many forks succeeded and the errno of the first
+//!   failure.
 //! - `membomb MIB`: allocates and touches MIB MiB, one MiB at a time.
 
 use std::ffi::{c_char, c_int, c_long, c_void};
@@ -311,7 +312,7 @@ fn workload() -> Result<(), String> {
     Ok(())
 }
 
-fn forkbomb(n: u32) {
+fn forkbomb(n: u32, sleep_ms: u64) {
     let mut forks = 0;
     let mut err = 0;
     for _ in 0..n {
@@ -319,7 +320,7 @@ fn forkbomb(n: u32) {
         // and exits.
         let pid = unsafe { fork() };
         if pid == 0 {
-            std::thread::sleep(std::time::Duration::from_secs(30));
+            std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
             // SAFETY: leave without running the parent's exit handlers.
             unsafe { syscall(SYS_EXIT_GROUP, 0 as c_long) };
         }
@@ -357,7 +358,7 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        "forkbomb" => forkbomb(n as u32),
+        "forkbomb" => forkbomb(n as u32, args.get(3).and_then(|a| a.parse().ok()).unwrap_or(30_000)),
         "membomb" => membomb(n as usize),
         _ => {
             eprintln!("unknown mode {mode:?}");
