@@ -83,7 +83,10 @@ fn read_small(path: &Path) -> Result<String> {
     let mut s = String::new();
     fs::File::open(path)
         .and_then(|f| f.take(limits::METADATA_FILE_BYTES_MAX).read_to_string(&mut s))
-        .map_err(|source| Error::ReadMetadata { path: path.to_path_buf(), source })?;
+        .map_err(|source| Error::ReadMetadata {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(s)
 }
 
@@ -145,7 +148,9 @@ pub fn detect() -> Result<Vec<Hierarchy>> {
     let mut v2: Option<Hierarchy> = None;
     for line in mountinfo.lines() {
         // "id parent maj:min root mountpoint opts [optional...] - fstype source superopts"
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
@@ -156,30 +161,52 @@ pub fn detect() -> Result<Vec<Hierarchy>> {
         match post[0] {
             "cgroup" => {
                 let opts: Vec<&str> = post[2].split(',').collect();
-                let ctrls: Vec<Controller> =
-                    Controller::ALL.into_iter().filter(|c| opts.contains(&c.name())).collect();
+                let ctrls: Vec<Controller> = Controller::ALL
+                    .into_iter()
+                    .filter(|c| opts.contains(&c.name()))
+                    .collect();
                 if ctrls.is_empty() || v1.iter().any(|h| ctrls.iter().any(|c| h.has(*c))) {
                     continue;
                 }
-                let Some((_, own)) = own_v1.iter().find(|(names, _)| names.iter().any(|n| n == ctrls[0].name()))
+                let Some((_, own)) = own_v1
+                    .iter()
+                    .find(|(names, _)| names.iter().any(|n| n == ctrls[0].name()))
                 else {
                     continue;
                 };
-                let Some(dir) = own_dir(&point, &root, own) else { continue };
+                let Some(dir) = own_dir(&point, &root, own) else {
+                    continue;
+                };
                 let cpu_idle = ctrls.contains(&Controller::Cpu) && dir.join("cpu.idle").exists();
-                v1.push(Hierarchy { version: Version::V1, own_dir: dir, controllers: ctrls, cpu_idle });
+                v1.push(Hierarchy {
+                    version: Version::V1,
+                    own_dir: dir,
+                    controllers: ctrls,
+                    cpu_idle,
+                });
             }
             "cgroup2" if v2.is_none() => {
                 let Some(own) = &own_v2 else { continue };
-                let Some(dir) = own_dir(&point, &root, own) else { continue };
+                let Some(dir) = own_dir(&point, &root, own) else {
+                    continue;
+                };
                 // The controllers the own cgroup's parent lets it use are
                 // the ones its children can get.
-                let Ok(available) = read_small(&dir.join("cgroup.controllers")) else { continue };
+                let Ok(available) = read_small(&dir.join("cgroup.controllers")) else {
+                    continue;
+                };
                 let names: Vec<&str> = available.split_whitespace().collect();
-                let ctrls: Vec<Controller> =
-                    Controller::ALL.into_iter().filter(|c| names.contains(&c.name())).collect();
+                let ctrls: Vec<Controller> = Controller::ALL
+                    .into_iter()
+                    .filter(|c| names.contains(&c.name()))
+                    .collect();
                 let cpu_idle = dir.join("cpu.idle").exists() || ctrls.contains(&Controller::Cpu);
-                v2 = Some(Hierarchy { version: Version::V2, own_dir: dir, controllers: ctrls, cpu_idle });
+                v2 = Some(Hierarchy {
+                    version: Version::V2,
+                    own_dir: dir,
+                    controllers: ctrls,
+                    cpu_idle,
+                });
             }
             _ => {}
         }
@@ -223,7 +250,11 @@ impl CgroupDir {
     /// Writes `value` to the control file `file` in this directory.
     pub fn write(&self, file: &str, value: &str) -> Result<()> {
         let path = self.path.join(file);
-        fs::write(&path, value).map_err(|source| Error::CgroupWrite { path, value: value.to_string(), source })
+        fs::write(&path, value).map_err(|source| Error::CgroupWrite {
+            path,
+            value: value.to_string(),
+            source,
+        })
     }
 
     /// Removes the directory, retrying while the kernel still counts a
@@ -241,7 +272,12 @@ impl CgroupDir {
                     tries += 1;
                     std::thread::yield_now();
                 }
-                Err(source) => return Err(Error::CgroupRemove { path: self.path.clone(), source }),
+                Err(source) => {
+                    return Err(Error::CgroupRemove {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
             }
         }
         self.removed = true;
@@ -272,8 +308,14 @@ mod tests {
 
     #[test]
     fn own_dir_joins_mount_and_own_path() {
-        assert_eq!(own_dir("/sys/fs/cgroup/memory", "/", "/a/b"), Some(PathBuf::from("/sys/fs/cgroup/memory/a/b")));
-        assert_eq!(own_dir("/sys/fs/cgroup/pids", "/", "/"), Some(PathBuf::from("/sys/fs/cgroup/pids")));
+        assert_eq!(
+            own_dir("/sys/fs/cgroup/memory", "/", "/a/b"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/a/b"))
+        );
+        assert_eq!(
+            own_dir("/sys/fs/cgroup/pids", "/", "/"),
+            Some(PathBuf::from("/sys/fs/cgroup/pids"))
+        );
         assert_eq!(own_dir("/c", "/a", "/a/b"), Some(PathBuf::from("/c/b")));
         assert_eq!(own_dir("/c", "/x", "/a/b"), None);
     }

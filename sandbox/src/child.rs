@@ -179,7 +179,11 @@ fn stamp(report: &mut Report) {
 fn send(fd: c_int, report: &Report) {
     // SAFETY: writes the bytes of a live, plain-data local.
     unsafe {
-        libc::write(fd, (report as *const Report).cast::<c_void>(), std::mem::size_of::<Report>());
+        libc::write(
+            fd,
+            (report as *const Report).cast::<c_void>(),
+            std::mem::size_of::<Report>(),
+        );
     }
 }
 
@@ -247,7 +251,12 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
 
     // Step 3. The realm's network namespace.
     // SAFETY: setns on an fd of a network namespace the realm keeps open.
-    let r = unsafe { sys(libc::SYS_setns, [a.netns_fd as usize, libc::CLONE_NEWNET as usize, 0, 0, 0, 0]) };
+    let r = unsafe {
+        sys(
+            libc::SYS_setns,
+            [a.netns_fd as usize, libc::CLONE_NEWNET as usize, 0, 0, 0, 0],
+        )
+    };
     check!(Step::Netns, r);
 
     // Step 4. Hostname of the new UTS namespace.
@@ -281,11 +290,21 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     };
     check!(Step::JailRoot, r);
     // SAFETY: mkdirat with the parent's NUL-terminated absolute path.
-    let r = unsafe { sys(libc::SYS_mkdirat, [libc::AT_FDCWD as usize, a.jail_proc as usize, 0o555, 0, 0, 0]) };
+    let r = unsafe {
+        sys(
+            libc::SYS_mkdirat,
+            [libc::AT_FDCWD as usize, a.jail_proc as usize, 0o555, 0, 0, 0],
+        )
+    };
     check!(Step::JailRoot, r);
     let create = (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC) as usize;
     // SAFETY: openat with the parent's NUL-terminated absolute path.
-    let fd = unsafe { sys(libc::SYS_openat, [libc::AT_FDCWD as usize, a.jail_init as usize, create, 0o555, 0, 0]) };
+    let fd = unsafe {
+        sys(
+            libc::SYS_openat,
+            [libc::AT_FDCWD as usize, a.jail_init as usize, create, 0o555, 0, 0],
+        )
+    };
     check!(Step::JailRoot, fd);
     // SAFETY: closes the fd just opened.
     unsafe { libc::close(fd as c_int) };
@@ -295,7 +314,10 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // ours.
     // SAFETY: mount with the parent's NUL-terminated paths.
     let r = unsafe {
-        sys(libc::SYS_mount, [a.binary as usize, a.jail_init as usize, 0, libc::MS_BIND as usize, 0, 0])
+        sys(
+            libc::SYS_mount,
+            [a.binary as usize, a.jail_init as usize, 0, libc::MS_BIND as usize, 0, 0],
+        )
     };
     check!(Step::JailBinary, r);
     let ro_bind = (libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY) as usize | nosuid_nodev;
@@ -327,10 +349,20 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     let r = unsafe { sys(libc::SYS_chdir, [a.jail_dir as usize, 0, 0, 0, 0, 0]) };
     check!(Step::PivotRoot, r);
     // SAFETY: as above.
-    let r = unsafe { sys(libc::SYS_pivot_root, [c".".as_ptr() as usize, c".".as_ptr() as usize, 0, 0, 0, 0]) };
+    let r = unsafe {
+        sys(
+            libc::SYS_pivot_root,
+            [c".".as_ptr() as usize, c".".as_ptr() as usize, 0, 0, 0, 0],
+        )
+    };
     check!(Step::PivotRoot, r);
     // SAFETY: as above.
-    let r = unsafe { sys(libc::SYS_umount2, [c".".as_ptr() as usize, libc::MNT_DETACH as usize, 0, 0, 0, 0]) };
+    let r = unsafe {
+        sys(
+            libc::SYS_umount2,
+            [c".".as_ptr() as usize, libc::MNT_DETACH as usize, 0, 0, 0, 0],
+        )
+    };
     check!(Step::PivotRoot, r);
     // SAFETY: as above.
     let r = unsafe { sys(libc::SYS_chdir, [c"/".as_ptr() as usize, 0, 0, 0, 0, 0]) };
@@ -364,15 +396,31 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         check!(Step::Fds, r as c_long);
     }
     // SAFETY: close_range marking fds close-on-exec; closes nothing now.
-    let r = unsafe { sys(libc::SYS_close_range, [4, u32::MAX as usize, libc::CLOSE_RANGE_CLOEXEC as usize, 0, 0, 0]) };
+    let r = unsafe {
+        sys(
+            libc::SYS_close_range,
+            [4, u32::MAX as usize, libc::CLOSE_RANGE_CLOEXEC as usize, 0, 0, 0],
+        )
+    };
     check!(Step::Fds, r);
 
     // Step 11. rlimits: no core dumps, a bounded fd table.
-    let core = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
-    let nofile = libc::rlimit64 { rlim_cur: a.nofile, rlim_max: a.nofile };
+    let core = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let nofile = libc::rlimit64 {
+        rlim_cur: a.nofile,
+        rlim_max: a.nofile,
+    };
     for (resource, limit) in [(libc::RLIMIT_CORE, &core), (libc::RLIMIT_NOFILE, &nofile)] {
         // SAFETY: prlimit64 on ourselves with a live rlimit64.
-        let r = unsafe { sys(libc::SYS_prlimit64, [0, resource as usize, limit as *const _ as usize, 0, 0, 0]) };
+        let r = unsafe {
+            sys(
+                libc::SYS_prlimit64,
+                [0, resource as usize, limit as *const _ as usize, 0, 0, 0],
+            )
+        };
         check!(Step::Rlimits, r);
     }
 
@@ -399,10 +447,22 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // Step 14. Inheritable and ambient sets.
     let header = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this task
     let data = [0u32; 6]; // two __user_cap_data_struct, all zero
-    // SAFETY: capset with a live header and two zeroed data structs.
-    let r = unsafe { sys(libc::SYS_capset, [header.as_ptr() as usize, data.as_ptr() as usize, 0, 0, 0, 0]) };
+                          // SAFETY: capset with a live header and two zeroed data structs.
+    let r = unsafe {
+        sys(
+            libc::SYS_capset,
+            [header.as_ptr() as usize, data.as_ptr() as usize, 0, 0, 0, 0],
+        )
+    };
     check!(Step::Capabilities, r);
-    let clear_ambient = [libc::PR_CAP_AMBIENT as usize, libc::PR_CAP_AMBIENT_CLEAR_ALL as usize, 0, 0, 0, 0];
+    let clear_ambient = [
+        libc::PR_CAP_AMBIENT as usize,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
+        0,
+        0,
+        0,
+        0,
+    ];
     // SAFETY: prctl with integer arguments.
     let r = unsafe { sys(libc::SYS_prctl, clear_ambient) };
     check!(Step::Capabilities, r);
@@ -417,7 +477,10 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     let empty: u64 = 0;
     // SAFETY: rt_sigprocmask with a live 8-byte set.
     let r = unsafe {
-        sys(libc::SYS_rt_sigprocmask, [libc::SIG_SETMASK as usize, &empty as *const u64 as usize, 0, 8, 0, 0])
+        sys(
+            libc::SYS_rt_sigprocmask,
+            [libc::SIG_SETMASK as usize, &empty as *const u64 as usize, 0, 8, 0, 0],
+        )
     };
     check!(Step::SignalMask, r);
     stamp(&mut report);
@@ -426,7 +489,10 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: seccomp with a sock_fprog pointing into the Sandbox's
     // program, alive while the parent waits.
     let r = unsafe {
-        sys(libc::SYS_seccomp, [libc::SECCOMP_SET_MODE_FILTER as usize, 0, a.seccomp as usize, 0, 0, 0])
+        sys(
+            libc::SYS_seccomp,
+            [libc::SECCOMP_SET_MODE_FILTER as usize, 0, a.seccomp as usize, 0, 0, 0],
+        )
     };
     check!(Step::Seccomp, r);
     stamp(&mut report);

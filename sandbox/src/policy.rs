@@ -17,8 +17,7 @@
 //! ENOSYS: glibc then falls back to `clone`, whose flags are checked.
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
 };
 use std::collections::BTreeMap;
 
@@ -74,40 +73,108 @@ macro_rules! entry {
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! paste_sys {
-    (read) => { libc::SYS_read };
-    (write) => { libc::SYS_write };
-    (close) => { libc::SYS_close };
-    (openat) => { libc::SYS_openat };
-    (newfstatat) => { libc::SYS_newfstatat };
-    (statx) => { libc::SYS_statx };
-    (getdents64) => { libc::SYS_getdents64 };
-    (readlink) => { libc::SYS_readlink };
-    (getcwd) => { libc::SYS_getcwd };
-    (poll) => { libc::SYS_poll };
-    (recvmsg) => { libc::SYS_recvmsg };
-    (brk) => { libc::SYS_brk };
-    (mmap) => { libc::SYS_mmap };
-    (munmap) => { libc::SYS_munmap };
-    (mprotect) => { libc::SYS_mprotect };
-    (madvise) => { libc::SYS_madvise };
-    (clone) => { libc::SYS_clone };
-    (clone3) => { libc::SYS_clone3 };
-    (futex) => { libc::SYS_futex };
-    (set_robust_list) => { libc::SYS_set_robust_list };
-    (rseq) => { libc::SYS_rseq };
-    (set_tid_address) => { libc::SYS_set_tid_address };
-    (gettid) => { libc::SYS_gettid };
-    (sched_getaffinity) => { libc::SYS_sched_getaffinity };
-    (exit) => { libc::SYS_exit };
-    (exit_group) => { libc::SYS_exit_group };
-    (execve) => { libc::SYS_execve };
-    (arch_prctl) => { libc::SYS_arch_prctl };
-    (prlimit64) => { libc::SYS_prlimit64 };
-    (rt_sigaction) => { libc::SYS_rt_sigaction };
-    (rt_sigprocmask) => { libc::SYS_rt_sigprocmask };
-    (sigaltstack) => { libc::SYS_sigaltstack };
-    (getrandom) => { libc::SYS_getrandom };
-    (clock_nanosleep) => { libc::SYS_clock_nanosleep };
+    (read) => {
+        libc::SYS_read
+    };
+    (write) => {
+        libc::SYS_write
+    };
+    (close) => {
+        libc::SYS_close
+    };
+    (openat) => {
+        libc::SYS_openat
+    };
+    (newfstatat) => {
+        libc::SYS_newfstatat
+    };
+    (statx) => {
+        libc::SYS_statx
+    };
+    (getdents64) => {
+        libc::SYS_getdents64
+    };
+    (readlink) => {
+        libc::SYS_readlink
+    };
+    (getcwd) => {
+        libc::SYS_getcwd
+    };
+    (poll) => {
+        libc::SYS_poll
+    };
+    (recvmsg) => {
+        libc::SYS_recvmsg
+    };
+    (brk) => {
+        libc::SYS_brk
+    };
+    (mmap) => {
+        libc::SYS_mmap
+    };
+    (munmap) => {
+        libc::SYS_munmap
+    };
+    (mprotect) => {
+        libc::SYS_mprotect
+    };
+    (madvise) => {
+        libc::SYS_madvise
+    };
+    (clone) => {
+        libc::SYS_clone
+    };
+    (clone3) => {
+        libc::SYS_clone3
+    };
+    (futex) => {
+        libc::SYS_futex
+    };
+    (set_robust_list) => {
+        libc::SYS_set_robust_list
+    };
+    (rseq) => {
+        libc::SYS_rseq
+    };
+    (set_tid_address) => {
+        libc::SYS_set_tid_address
+    };
+    (gettid) => {
+        libc::SYS_gettid
+    };
+    (sched_getaffinity) => {
+        libc::SYS_sched_getaffinity
+    };
+    (exit) => {
+        libc::SYS_exit
+    };
+    (exit_group) => {
+        libc::SYS_exit_group
+    };
+    (execve) => {
+        libc::SYS_execve
+    };
+    (arch_prctl) => {
+        libc::SYS_arch_prctl
+    };
+    (prlimit64) => {
+        libc::SYS_prlimit64
+    };
+    (rt_sigaction) => {
+        libc::SYS_rt_sigaction
+    };
+    (rt_sigprocmask) => {
+        libc::SYS_rt_sigprocmask
+    };
+    (sigaltstack) => {
+        libc::SYS_sigaltstack
+    };
+    (getrandom) => {
+        libc::SYS_getrandom
+    };
+    (clock_nanosleep) => {
+        libc::SYS_clock_nanosleep
+    };
 }
 
 /// The policy of every proc on x86_64.
@@ -125,7 +192,11 @@ pub const PROC_POLICY: &[Entry] = &[
     entry!(readlink, Allow, "static glibc start-up reads /proc/self/exe"),
     entry!(getcwd, Allow, "std::env::current_dir"),
     entry!(poll, Allow, "Rust std start-up checks that fds 0-2 are open"),
-    entry!(recvmsg, Allow, "receiving fds from sigmad by SCM_RIGHTS on fd 3 (dial, rings)"),
+    entry!(
+        recvmsg,
+        Allow,
+        "receiving fds from sigmad by SCM_RIGHTS on fd 3 (dial, rings)"
+    ),
     // Memory.
     entry!(brk, Allow, "malloc's heap"),
     entry!(mmap, Allow, "malloc's large blocks, thread stacks"),
@@ -133,7 +204,11 @@ pub const PROC_POLICY: &[Entry] = &[
     entry!(mprotect, Allow, "guard pages of thread stacks, glibc start-up"),
     entry!(madvise, Allow, "malloc and thread exit give memory back"),
     // Threads.
-    entry!(clone, AllowCloneWithoutNamespaces, "threads (glibc falls back from clone3) and fork"),
+    entry!(
+        clone,
+        AllowCloneWithoutNamespaces,
+        "threads (glibc falls back from clone3) and fork"
+    ),
     entry!(clone3, Enosys, "tried first by glibc's pthread_create: answered ENOSYS"),
     entry!(futex, Allow, "locks, condition variables, thread join"),
     entry!(set_robust_list, Allow, "glibc at start-up and per thread"),
@@ -146,9 +221,17 @@ pub const PROC_POLICY: &[Entry] = &[
     // Process start.
     entry!(execve, Allow, "the sandbox's own exec of /init, made under the filter"),
     entry!(arch_prctl, Allow, "static glibc sets up thread-local storage"),
-    entry!(prlimit64, AllowPrlimitRead, "Rust std reads the stack limit; raising is refused"),
+    entry!(
+        prlimit64,
+        AllowPrlimitRead,
+        "Rust std reads the stack limit; raising is refused"
+    ),
     // Signals.
-    entry!(rt_sigaction, Allow, "Rust std ignores SIGPIPE and installs its overflow handlers"),
+    entry!(
+        rt_sigaction,
+        Allow,
+        "Rust std ignores SIGPIPE and installs its overflow handlers"
+    ),
     entry!(rt_sigprocmask, Allow, "glibc blocks signals around thread creation"),
     entry!(sigaltstack, Allow, "Rust std's stack-overflow handler, per thread"),
     // Time and randomness.
@@ -166,26 +249,26 @@ pub const PROC_POLICY: &[Entry] = &[];
 /// everything else. Compiled once per [`crate::Sandbox`] and installed by
 /// every child with one seccomp(2) call.
 pub fn compile() -> Result<BpfProgram> {
-    let arch: seccompiler::TargetArch = std::env::consts::ARCH
-        .try_into()
-        .map_err(|_| Error::SeccompArch { arch: std::env::consts::ARCH })?;
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(|_| Error::SeccompArch {
+        arch: std::env::consts::ARCH,
+    })?;
     if PROC_POLICY.is_empty() {
-        return Err(Error::SeccompArch { arch: std::env::consts::ARCH });
+        return Err(Error::SeccompArch {
+            arch: std::env::consts::ARCH,
+        });
     }
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let mut enosys = Vec::new();
     for entry in PROC_POLICY {
         let chain = match entry.verdict {
             Verdict::Allow => Vec::new(),
-            Verdict::AllowCloneWithoutNamespaces => vec![SeccompRule::new(vec![
-                SeccompCondition::new(
-                    0,
-                    SeccompCmpArgLen::Qword,
-                    SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS),
-                    0,
-                )
-                .map_err(compile_err)?,
-            ])
+            Verdict::AllowCloneWithoutNamespaces => vec![SeccompRule::new(vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS),
+                0,
+            )
+            .map_err(compile_err)?])
             .map_err(compile_err)?],
             Verdict::AllowPrlimitRead => vec![SeccompRule::new(vec![SeccompCondition::new(
                 2,
@@ -213,7 +296,10 @@ pub fn compile() -> Result<BpfProgram> {
     let allow_list: BpfProgram = filter.try_into().map_err(compile_err)?;
     let mut program = enosys_prefix(arch, &enosys);
     program.extend(allow_list);
-    assert!(program.len() <= usize::from(u16::MAX), "BPF program longer than the kernel accepts");
+    assert!(
+        program.len() <= usize::from(u16::MAX),
+        "BPF program longer than the kernel accepts"
+    );
     Ok(program)
 }
 
@@ -238,7 +324,12 @@ fn enosys_prefix(arch: seccompiler::TargetArch, nrs: &[i64]) -> BpfProgram {
         seccompiler::TargetArch::riscv64 => 0xC000_00F3,
     };
     let stmt = |code, k| sock_filter { code, jt: 0, jf: 0, k };
-    let jeq = |k, jt, jf| sock_filter { code: BPF_JEQ_K, jt, jf, k };
+    let jeq = |k, jt, jf| sock_filter {
+        code: BPF_JEQ_K,
+        jt,
+        jf,
+        k,
+    };
     // Layout: [ld arch] [jeq arch ? next : end] [ld nr] ([jeq nr ? ret : next])* [ret ENOSYS]
     // with "end" the first instruction after the prefix.
     let n = nrs.len();

@@ -139,7 +139,10 @@ impl ChildStack {
     fn new() -> Result<ChildStack> {
         const GUARD: usize = 4096;
         let len = limits::CHILD_STACK_BYTES + GUARD;
-        let err = |source| Error::ChildStack { bytes: limits::CHILD_STACK_BYTES, source };
+        let err = |source| Error::ChildStack {
+            bytes: limits::CHILD_STACK_BYTES,
+            source,
+        };
         // SAFETY: an anonymous private mapping; no existing memory is
         // affected.
         let base = unsafe {
@@ -255,10 +258,18 @@ impl Sandbox {
         let invalid = |reason: String| Error::InvalidConfig { reason };
         valid_name(&config.cgroup_parent).map_err(|r| invalid(format!("cgroup_parent: {r}")))?;
         if config.uid_count == 0 || config.uid_count > limits::REALMS_MAX {
-            return Err(invalid(format!("uid_count {} not in 1..={}", config.uid_count, limits::REALMS_MAX)));
+            return Err(invalid(format!(
+                "uid_count {} not in 1..={}",
+                config.uid_count,
+                limits::REALMS_MAX
+            )));
         }
         if config.uid_base < limits::REALM_UID_MIN || config.uid_base.checked_add(config.uid_count).is_none() {
-            return Err(invalid(format!("uid_base {} below {} or range overflows", config.uid_base, limits::REALM_UID_MIN)));
+            return Err(invalid(format!(
+                "uid_base {} below {} or range overflows",
+                config.uid_base,
+                limits::REALM_UID_MIN
+            )));
         }
         if !config.jail_dir.is_absolute() {
             return Err(invalid("jail_dir must be absolute".into()));
@@ -266,14 +277,20 @@ impl Sandbox {
         let seccomp = policy::compile()?;
 
         // The caller's hard limit bounds what a child can set.
-        let mut own = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        let mut own = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: getrlimit64 into a live local.
         unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut own) };
         let nofile = config.nofile.clamp(16, limits::PROC_NOFILE_MAX).min(own.rlim_max);
 
         let cap_last_path = Path::new("/proc/sys/kernel/cap_last_cap");
         let cap_last: u32 = fs::read_to_string(cap_last_path)
-            .map_err(|source| Error::ReadMetadata { path: cap_last_path.into(), source })?
+            .map_err(|source| Error::ReadMetadata {
+                path: cap_last_path.into(),
+                source,
+            })?
             .trim()
             .parse()
             .map_err(|_| Error::ReadMetadata {
@@ -312,20 +329,30 @@ impl Sandbox {
                     }
                 }
             }
-            hierarchies.push(HierarchyDirs { hierarchy: h, lc, be, parent });
+            hierarchies.push(HierarchyDirs {
+                hierarchy: h,
+                lc,
+                be,
+                parent,
+            });
         }
 
-        fs::create_dir(&config.jail_dir).map_err(|source| Error::JailDir { path: config.jail_dir.clone(), source })?;
-        let path_c = |p: &Path| {
-            cstring(p.as_os_str().as_bytes()).map_err(|r| invalid(format!("jail_dir: {r}")))
-        };
+        fs::create_dir(&config.jail_dir).map_err(|source| Error::JailDir {
+            path: config.jail_dir.clone(),
+            source,
+        })?;
+        let path_c = |p: &Path| cstring(p.as_os_str().as_bytes()).map_err(|r| invalid(format!("jail_dir: {r}")));
         let jail = Jail {
             dir_c: path_c(&config.jail_dir)?,
             init_c: path_c(&config.jail_dir.join("init"))?,
             proc_c: path_c(&config.jail_dir.join("proc"))?,
             tmpfs_options_c: cstring(
-                format!("size={},nr_inodes={},mode=755", limits::JAIL_TMPFS_BYTES, limits::JAIL_TMPFS_INODES)
-                    .as_bytes(),
+                format!(
+                    "size={},nr_inodes={},mode=755",
+                    limits::JAIL_TMPFS_BYTES,
+                    limits::JAIL_TMPFS_INODES
+                )
+                .as_bytes(),
             )
             .map_err(invalid)?,
             dir: config.jail_dir.clone(),
@@ -353,7 +380,11 @@ impl Sandbox {
     /// The cgroup directories this sandbox made, one parent per hierarchy
     /// (for tests and diagnostics).
     pub fn cgroup_parents(&self) -> Vec<PathBuf> {
-        self.inner.hierarchies.iter().map(|h| h.parent.path().to_path_buf()).collect()
+        self.inner
+            .hierarchies
+            .iter()
+            .map(|h| h.parent.path().to_path_buf())
+            .collect()
     }
 
     /// The cgroup hierarchies in use.
@@ -370,15 +401,24 @@ impl Sandbox {
     /// cgroups, a uid), shared while any handle or proc of it lives, and
     /// undone when the last goes.
     pub fn realm(&self, name: &str) -> Result<RealmHandle> {
-        valid_name(name).map_err(|reason| Error::InvalidRealm { realm: name.to_string(), reason })?;
+        valid_name(name).map_err(|reason| Error::InvalidRealm {
+            realm: name.to_string(),
+            reason,
+        })?;
         let mut table = self.inner.realms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = table.by_name.get(name).and_then(Weak::upgrade) {
             return Ok(RealmHandle { inner: existing });
         }
         let Some(slot) = table.uid_used.iter().position(|used| !used) else {
-            return Err(Error::UidsExhausted { realm: name.to_string(), count: self.inner.uid_count });
+            return Err(Error::UidsExhausted {
+                realm: name.to_string(),
+                count: self.inner.uid_count,
+            });
         };
-        let netns = create_netns().map_err(|source| Error::NetnsCreate { realm: name.to_string(), source })?;
+        let netns = create_netns().map_err(|source| Error::NetnsCreate {
+            realm: name.to_string(),
+            source,
+        })?;
         let mut dirs = Vec::new();
         for h in &self.inner.hierarchies {
             let lc = CgroupDir::create(h.lc.path().join(name))?;
@@ -393,7 +433,10 @@ impl Sandbox {
         let inner = Arc::new(RealmInner {
             sandbox: Arc::clone(&self.inner),
             name: name.to_string(),
-            name_c: cstring(name.as_bytes()).map_err(|reason| Error::InvalidRealm { realm: name.into(), reason })?,
+            name_c: cstring(name.as_bytes()).map_err(|reason| Error::InvalidRealm {
+                realm: name.into(),
+                reason,
+            })?,
             uid,
             gid: uid,
             slot,
@@ -417,7 +460,10 @@ impl Sandbox {
             pid: 0,
             binary: spec.binary.to_path_buf(),
         };
-        let invalid = |reason: String| Error::InvalidSpec { proc_id: spec.proc_id.to_string(), reason };
+        let invalid = |reason: String| Error::InvalidSpec {
+            proc_id: spec.proc_id.to_string(),
+            reason,
+        };
         if !Arc::ptr_eq(&realm.sandbox, sb) {
             return Err(invalid("the realm belongs to another sandbox".into()));
         }
@@ -431,7 +477,11 @@ impl Sandbox {
             )));
         }
         if !(1..=limits::PROC_PIDS_MAX).contains(&spec.pids_max) {
-            return Err(invalid(format!("pids_max {} not in 1..={}", spec.pids_max, limits::PROC_PIDS_MAX)));
+            return Err(invalid(format!(
+                "pids_max {} not in 1..={}",
+                spec.pids_max,
+                limits::PROC_PIDS_MAX
+            )));
         }
         if let Class::Lc { mcpu } = spec.class {
             if mcpu == 0 || mcpu > limits::PROC_MCPU_MAX {
@@ -454,7 +504,10 @@ impl Sandbox {
             let fd = fs::OpenOptions::new()
                 .write(true)
                 .open(&procs)
-                .map_err(|source| Error::CgroupOpen { path: procs.clone(), source })?;
+                .map_err(|source| Error::CgroupOpen {
+                    path: procs.clone(),
+                    source,
+                })?;
             procs_fds.push(fd.into());
             cgroups.push(dir);
         }
@@ -464,7 +517,10 @@ impl Sandbox {
         let mut pipe = [0 as c_int; 2];
         // SAFETY: pipe2 writes two fds into a live array.
         if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(Error::ReportPipe { proc, source: io::Error::last_os_error() });
+            return Err(Error::ReportPipe {
+                proc,
+                source: io::Error::last_os_error(),
+            });
         }
         // SAFETY: both fds were just created and are owned by nobody else.
         let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
@@ -489,7 +545,12 @@ impl Sandbox {
             jail_proc: sb.jail.proc_c.as_ptr(),
             tmpfs_options: sb.jail.tmpfs_options_c.as_ptr(),
             binary: image.binary.as_ptr(),
-            fd_sources: [sb.dev_null.as_raw_fd(), spec.stdout.as_raw_fd(), spec.stderr.as_raw_fd(), spec.ctl_fd.as_raw_fd()],
+            fd_sources: [
+                sb.dev_null.as_raw_fd(),
+                spec.stdout.as_raw_fd(),
+                spec.stderr.as_raw_fd(),
+                spec.ctl_fd.as_raw_fd(),
+            ],
             nofile: sb.nofile,
             cap_last: sb.cap_last,
             uid: realm.uid,
@@ -517,7 +578,12 @@ impl Sandbox {
 
         // The child has exec'd or exited (CLONE_VFORK): read what it said.
         let reports = read_reports(&read_end);
-        let mut times = SpawnTimes { start_ns, clone_ns, child: [0; limits::CHILD_STAMPS_COUNT], exec_seen_ns: now_ns() };
+        let mut times = SpawnTimes {
+            start_ns,
+            clone_ns,
+            child: [0; limits::CHILD_STAMPS_COUNT],
+            exec_seen_ns: now_ns(),
+        };
         let failure = match reports {
             Err(e) => Some(Err(e)),
             Ok(reports) => {
@@ -577,7 +643,13 @@ fn clone_child(stack: &ChildStack, args: &ChildArgs) -> (io::Result<i32>, c_int)
     let mut old: u64 = 0;
     // SAFETY: rt_sigprocmask with live 8-byte sets.
     unsafe {
-        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &all as *const u64, &mut old as *mut u64, 8usize)
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            &mut old as *mut u64,
+            8usize,
+        )
     };
     let flags = libc::CLONE_VM
         | libc::CLONE_VFORK
@@ -603,10 +675,20 @@ fn clone_child(stack: &ChildStack, args: &ChildArgs) -> (io::Result<i32>, c_int)
             &mut pidfd as *mut c_int,
         )
     };
-    let result = if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) };
+    let result = if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    };
     // SAFETY: restores the mask saved above.
     unsafe {
-        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &old as *const u64, std::ptr::null_mut::<u64>(), 8usize)
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
     };
     (result, pidfd)
 }
@@ -643,7 +725,10 @@ fn read_reports(fd: &OwnedFd) -> std::result::Result<Vec<Report>, String> {
 fn step_error(proc: ProcRef, step: u32, errno: i32, realm: &RealmInner) -> Error {
     let source = io::Error::from_raw_os_error(errno);
     let Some(step) = Step::from_u32(step) else {
-        return Error::ChildReport { proc, reason: format!("unknown step {step} (errno {errno})") };
+        return Error::ChildReport {
+            proc,
+            reason: format!("unknown step {step} (errno {errno})"),
+        };
     };
     match step {
         Step::Signals => Error::ChildSignals { proc, source },
@@ -651,14 +736,23 @@ fn step_error(proc: ProcRef, step: u32, errno: i32, realm: &RealmInner) -> Error
         Step::Netns => Error::ChildNetns { proc, source },
         Step::Hostname => Error::ChildHostname { proc, source },
         Step::MountsPrivate => Error::ChildMountsPrivate { proc, source },
-        Step::JailRoot => Error::ChildJailRoot { proc, path: realm.sandbox.jail.dir.clone(), source },
+        Step::JailRoot => Error::ChildJailRoot {
+            proc,
+            path: realm.sandbox.jail.dir.clone(),
+            source,
+        },
         Step::JailBinary => Error::ChildJailBinary { proc, source },
         Step::JailProc => Error::ChildJailProc { proc, source },
         Step::PivotRoot => Error::ChildPivotRoot { proc, source },
         Step::Fds => Error::ChildFds { proc, source },
         Step::Rlimits => Error::ChildRlimits { proc, source },
         Step::BoundingSet => Error::ChildBoundingSet { proc, source },
-        Step::Credentials => Error::ChildCredentials { proc, uid: realm.uid, gid: realm.gid, source },
+        Step::Credentials => Error::ChildCredentials {
+            proc,
+            uid: realm.uid,
+            gid: realm.gid,
+            source,
+        },
         Step::Capabilities => Error::ChildCapabilities { proc, source },
         Step::NoNewPrivs => Error::ChildNoNewPrivs { proc, source },
         Step::SignalMask => Error::ChildSignalMask { proc, source },
@@ -723,16 +817,28 @@ struct ExecImage {
 impl ExecImage {
     fn new(spec: &SpawnSpec<'_>, realm: &str) -> std::result::Result<ExecImage, String> {
         if spec.args.len() > limits::ARGS_COUNT_MAX {
-            return Err(format!("{} args, more than {}", spec.args.len(), limits::ARGS_COUNT_MAX));
+            return Err(format!(
+                "{} args, more than {}",
+                spec.args.len(),
+                limits::ARGS_COUNT_MAX
+            ));
         }
         if spec.env.len() > limits::ENV_COUNT_MAX {
-            return Err(format!("{} env vars, more than {}", spec.env.len(), limits::ENV_COUNT_MAX));
+            return Err(format!(
+                "{} env vars, more than {}",
+                spec.env.len(),
+                limits::ENV_COUNT_MAX
+            ));
         }
         if !spec.binary.is_absolute() {
             return Err(format!("binary {} is not an absolute path", spec.binary.display()));
         }
         let binary = cstring(spec.binary.as_os_str().as_bytes()).map_err(|r| format!("binary: {r}"))?;
-        let argv0 = spec.binary.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"init".to_vec());
+        let argv0 = spec
+            .binary
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_else(|| b"init".to_vec());
         let mut argv_strings = vec![cstring(&argv0).map_err(|r| format!("argv0: {r}"))?];
         for a in spec.args {
             argv_strings.push(cstring(a.as_bytes()).map_err(|r| format!("arg {a:?}: {r}"))?);
@@ -751,9 +857,16 @@ impl ExecImage {
             }
             env_strings.push(cstring(format!("{k}={v}").as_bytes()).map_err(|r| format!("env {k:?}: {r}"))?);
         }
-        let bytes: usize = argv_strings.iter().chain(&env_strings).map(|s| s.as_bytes_with_nul().len()).sum();
+        let bytes: usize = argv_strings
+            .iter()
+            .chain(&env_strings)
+            .map(|s| s.as_bytes_with_nul().len())
+            .sum();
         if bytes > limits::ARGV_ENVP_BYTES_MAX {
-            return Err(format!("args and env take {bytes} bytes, more than {}", limits::ARGV_ENVP_BYTES_MAX));
+            return Err(format!(
+                "args and env take {bytes} bytes, more than {}",
+                limits::ARGV_ENVP_BYTES_MAX
+            ));
         }
         let mut argv: Vec<*const c_char> = argv_strings.iter().map(|s| s.as_ptr()).collect();
         argv.push(std::ptr::null());
@@ -762,7 +875,12 @@ impl ExecImage {
         argv_strings.extend(env_strings);
         // Moving the CStrings into one Vec moves their heap buffers' owners,
         // not the buffers: the pointers above stay valid.
-        Ok(ExecImage { binary, _strings: argv_strings, argv, envp })
+        Ok(ExecImage {
+            binary,
+            _strings: argv_strings,
+            argv,
+            envp,
+        })
     }
 }
 
@@ -882,7 +1000,10 @@ impl Child {
                 )
             };
             if r != 0 {
-                return Err(Error::Wait { proc: self.proc.clone(), source: io::Error::last_os_error() });
+                return Err(Error::Wait {
+                    proc: self.proc.clone(),
+                    source: io::Error::last_os_error(),
+                });
             }
             // SAFETY: waitid filled `info` (or left it zeroed: no child
             // ready), so si_pid and si_status are initialized.
@@ -904,14 +1025,21 @@ impl Child {
     /// loops poll the pidfd and call [`Child::try_wait`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            let mut pfd = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: self.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
             // SAFETY: poll on one live pollfd.
             let r = unsafe { libc::poll(&mut pfd, 1, ms) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(Error::Wait { proc: self.proc.clone(), source: e });
+                    return Err(Error::Wait {
+                        proc: self.proc.clone(),
+                        source: e,
+                    });
                 }
             }
         }
@@ -923,10 +1051,20 @@ impl Child {
     pub fn signal(&self, signal: i32) -> Result<()> {
         // SAFETY: pidfd_send_signal on our own pidfd, no siginfo.
         let r = unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), signal, std::ptr::null::<c_void>(), 0)
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<c_void>(),
+                0,
+            )
         };
         if r != 0 {
-            return Err(Error::Signal { proc: self.proc.clone(), signal, source: io::Error::last_os_error() });
+            return Err(Error::Signal {
+                proc: self.proc.clone(),
+                signal,
+                source: io::Error::last_os_error(),
+            });
         }
         Ok(())
     }

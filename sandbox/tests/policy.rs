@@ -28,7 +28,11 @@ const EXAMPLES: &[(&str, &[&str])] = &[
 ];
 
 fn strace_available() -> bool {
-    Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Plays sigmad's side of the workload's control-socket exchange.
@@ -36,9 +40,12 @@ fn serve_workload(ctl: &OwnedFd) {
     let mut hello = [0u8; 16];
     // SAFETY: recv into a live buffer.
     unsafe { libc::recv(ctl.as_raw_fd(), hello.as_mut_ptr().cast(), hello.len(), 0) };
-    let (mut r, w) = std::io::pipe().expect("pipe");
+    let (mut r, w) = common::pipe();
     let data = b"through";
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
     let mut control = [0u64; 4];
     // SAFETY: the cmsg macros walk a live, large-enough control buffer.
     unsafe {
@@ -65,7 +72,11 @@ fn traced_syscalls(bin: &std::path::Path, args: &[&str], out: &std::path::Path) 
     let (ours, theirs) = common::seqpacket_pair();
     let theirs_raw = theirs.as_raw_fd();
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "--inject=clone3:error=ENOSYS", "-o"]).arg(out).arg("--").arg(bin).args(args);
+    cmd.args(["-f", "-qq", "--inject=clone3:error=ENOSYS", "-o"])
+        .arg(out)
+        .arg("--")
+        .arg(bin)
+        .args(args);
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     // SAFETY: dup2 only, between fork and exec.
     unsafe {
@@ -83,16 +94,29 @@ fn traced_syscalls(bin: &std::path::Path, args: &[&str], out: &std::path::Path) 
     }
     let output = child.wait_with_output().expect("strace");
     let want = if args == ["3"] { 3 } else { 0 };
-    assert_eq!(output.status.code(), Some(want), "{} {args:?} under strace failed: {}", bin.display(), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(want),
+        "{} {args:?} under strace failed: {}",
+        bin.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let trace = std::fs::read_to_string(out).expect("trace");
     let mut names = BTreeSet::new();
     for line in trace.lines() {
         // "PID name(args..." or "PID <... name resumed>..."
         let rest = line.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or("");
         let rest = rest.strip_prefix("<... ").unwrap_or(rest);
-        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
         let next = rest[name.len()..].chars().next();
-        if !name.is_empty() && matches!(next, Some('(') | Some(' ')) && !rest.starts_with("+++") && !rest.starts_with("---") {
+        if !name.is_empty()
+            && matches!(next, Some('(') | Some(' '))
+            && !rest.starts_with("+++")
+            && !rest.starts_with("---")
+        {
             names.insert(name);
         }
     }
@@ -117,9 +141,17 @@ fn policy_allows_exactly_what_the_example_procs_use() {
     let allowed: BTreeSet<String> = PROC_POLICY.iter().map(|e| e.name.to_string()).collect();
     let denied_but_used: Vec<_> = used.difference(&allowed).collect();
     let allowed_but_unused: Vec<_> = allowed.difference(&used).collect();
-    assert!(denied_but_used.is_empty(), "the example procs make syscalls the policy refuses: {denied_but_used:?}");
-    assert!(allowed_but_unused.is_empty(), "the policy allows syscalls no example proc makes: {allowed_but_unused:?}");
-    assert!(PROC_POLICY.iter().any(|e| e.name == "clone3" && e.verdict == Verdict::Enosys));
+    assert!(
+        denied_but_used.is_empty(),
+        "the example procs make syscalls the policy refuses: {denied_but_used:?}"
+    );
+    assert!(
+        allowed_but_unused.is_empty(),
+        "the policy allows syscalls no example proc makes: {allowed_but_unused:?}"
+    );
+    assert!(PROC_POLICY
+        .iter()
+        .any(|e| e.name == "clone3" && e.verdict == Verdict::Enosys));
 
     // And under the real filter, each example succeeds.
     let t = TestSandbox::new();
@@ -130,7 +162,12 @@ fn policy_allows_exactly_what_the_example_procs_use() {
         }
         let o = run(t.sb(), &realm, &probe(name), args, &RunOpts::default());
         let want = if *name == "trivial" { 3 } else { 0 };
-        assert_eq!(o.status, ExitStatus::Exited(want), "{name} {args:?} in the sandbox: {}", o.stderr);
+        assert_eq!(
+            o.status,
+            ExitStatus::Exited(want),
+            "{name} {args:?} in the sandbox: {}",
+            o.stderr
+        );
     }
     drop(realm);
     t.finish();

@@ -33,7 +33,13 @@ fn forbidden_syscalls_and_escapes_are_refused() {
     let t = TestSandbox::new();
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     let host_pid = std::process::id().to_string();
-    let o = run(t.sb(), &realm, &probe("probe"), &["escape", &host_pid], &RunOpts::default());
+    let o = run(
+        t.sb(),
+        &realm,
+        &probe("probe"),
+        &["escape", &host_pid],
+        &RunOpts::default(),
+    );
     assert_eq!(o.status, ExitStatus::Exited(0), "stderr: {}", o.stderr);
     println!("{}", o.stdout);
     // Refused by the seccomp policy: EPERM.
@@ -76,9 +82,15 @@ fn forbidden_syscalls_and_escapes_are_refused() {
     // The jail is read-only (the binary is root's, mode 0755: EACCES
     // comes first for it; the root is a read-only mount).
     let (ret, errno) = check(&o.stdout, "write_binary");
-    assert!(ret == -1 && (errno == libc::EACCES || errno == libc::EROFS), "write_binary errno {errno}");
+    assert!(
+        ret == -1 && (errno == libc::EACCES || errno == libc::EROFS),
+        "write_binary errno {errno}"
+    );
     let (ret, errno) = check(&o.stdout, "create_in_root");
-    assert!(ret == -1 && (errno == libc::EACCES || errno == libc::EROFS), "create_in_root errno {errno}");
+    assert!(
+        ret == -1 && (errno == libc::EACCES || errno == libc::EROFS),
+        "create_in_root errno {errno}"
+    );
     let (ret, _) = check(&o.stdout, "create_in_proc");
     assert_eq!(ret, -1);
     drop(realm);
@@ -89,11 +101,18 @@ fn forbidden_syscalls_and_escapes_are_refused() {
 fn fork_bomb_stops_at_pids_max() {
     let t = TestSandbox::new();
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
-    let opts = RunOpts { pids_max: 16, ..RunOpts::default() };
+    let opts = RunOpts {
+        pids_max: 16,
+        ..RunOpts::default()
+    };
     let o = run(t.sb(), &realm, &probe("probe"), &["forkbomb", "1000"], &opts);
     assert_eq!(o.status, ExitStatus::Exited(0), "stderr: {}", o.stderr);
     let line = o.stdout.lines().find(|l| l.starts_with("forks ")).expect("forks line");
-    let forks: u32 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("count");
+    let forks: u32 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("count");
     assert!(forks < 16, "{line}");
     assert!(line.ends_with(&format!("errno={}", libc::EAGAIN)), "{line}");
     drop(realm);
@@ -104,7 +123,10 @@ fn fork_bomb_stops_at_pids_max() {
 fn allocation_past_the_memory_limit_is_killed() {
     let t = TestSandbox::new();
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
-    let opts = RunOpts { mem_mib: 32, ..RunOpts::default() };
+    let opts = RunOpts {
+        mem_mib: 32,
+        ..RunOpts::default()
+    };
     let o = run(t.sb(), &realm, &probe("probe"), &["membomb", "256"], &opts);
     assert_eq!(o.status, ExitStatus::Signaled(libc::SIGKILL), "stdout: {}", o.stdout);
     // Under the limit it completes.
@@ -121,8 +143,14 @@ fn running_proc_is_in_its_cgroups_and_the_realm_netns() {
     let t = TestSandbox::new();
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     for class in [Class::Lc { mcpu: 250 }, Class::Be] {
-        let opts = RunOpts { class, mem_mib: 48, pids_max: 20, ..RunOpts::default() };
-        let (mut child, mut out_r, mut err_r, ctl) = start(t.sb(), &realm, &probe("probe"), &["workload"], &opts).expect("spawn");
+        let opts = RunOpts {
+            class,
+            mem_mib: 48,
+            pids_max: 20,
+            ..RunOpts::default()
+        };
+        let (mut child, mut out_r, mut err_r, ctl) =
+            start(t.sb(), &realm, &probe("probe"), &["workload"], &opts).expect("spawn");
         let mut hello = [0u8; 16];
         // SAFETY: recv into a live buffer on our end of the socket.
         let n = unsafe { libc::recv(ctl.as_raw_fd(), hello.as_mut_ptr().cast(), hello.len(), 0) };
@@ -138,7 +166,12 @@ fn running_proc_is_in_its_cgroups_and_the_realm_netns() {
             };
             assert!(s.contains(class_dir), "{s}");
             if dir.join("memory.limit_in_bytes").exists() {
-                assert_eq!(std::fs::read_to_string(dir.join("memory.limit_in_bytes")).unwrap().trim(), (48u64 << 20).to_string());
+                assert_eq!(
+                    std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                        .unwrap()
+                        .trim(),
+                    (48u64 << 20).to_string()
+                );
             }
             if dir.join("pids.max").exists() {
                 assert_eq!(std::fs::read_to_string(dir.join("pids.max")).unwrap().trim(), "20");
@@ -157,13 +190,15 @@ fn running_proc_is_in_its_cgroups_and_the_realm_netns() {
         // Namespaces: the realm's netns; its own pid, mnt, uts, ipc.
         use std::os::unix::fs::MetadataExt;
         let ns = |pid: &str, kind: &str| std::fs::metadata(format!("/proc/{pid}/ns/{kind}")).expect("ns").ino();
-        let realm_net = std::fs::metadata(format!("/proc/self/fd/{}", realm.netns().as_raw_fd())).unwrap().ino();
+        let realm_net = std::fs::metadata(format!("/proc/self/fd/{}", realm.netns().as_raw_fd()))
+            .unwrap()
+            .ino();
         assert_eq!(ns(&pid, "net"), realm_net);
         for kind in ["pid", "mnt", "uts", "ipc"] {
             assert_ne!(ns(&pid, kind), ns("self", kind), "{kind}");
         }
         // Hand it an fd; it writes the message through it; say bye.
-        let (mut pipe_r, pipe_w) = std::io::pipe().expect("pipe");
+        let (mut pipe_r, pipe_w) = common::pipe();
         send_fd(&ctl, b"through", pipe_w.as_raw_fd());
         drop(pipe_w);
         let mut got = String::new();
@@ -171,7 +206,10 @@ fn running_proc_is_in_its_cgroups_and_the_realm_netns() {
         assert_eq!(got, "through");
         // SAFETY: send from a live buffer on our socket.
         unsafe { libc::send(ctl.as_raw_fd(), b"bye".as_ptr().cast(), 3, 0) };
-        let status = child.wait_timeout(Duration::from_secs(30)).expect("wait").expect("exited");
+        let status = child
+            .wait_timeout(Duration::from_secs(30))
+            .expect("wait")
+            .expect("exited");
         let mut err = String::new();
         let _ = err_r.read_to_string(&mut err);
         let mut out = String::new();
@@ -190,11 +228,17 @@ fn a_killed_proc_takes_its_pid_namespace_with_it() {
     let t = TestSandbox::new();
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     // The workload proc blocks on its control fd until killed.
-    let opts = RunOpts { pids_max: 8, ..RunOpts::default() };
+    let opts = RunOpts {
+        pids_max: 8,
+        ..RunOpts::default()
+    };
     let (mut child, _out, _err, _ctl) = start(t.sb(), &realm, &probe("probe"), &["workload"], &opts).expect("spawn");
     assert_eq!(child.try_wait().expect("try_wait"), None, "still running");
     child.kill().expect("kill");
-    let status = child.wait_timeout(Duration::from_secs(10)).expect("wait").expect("exited");
+    let status = child
+        .wait_timeout(Duration::from_secs(10))
+        .expect("wait")
+        .expect("exited");
     assert_eq!(status, ExitStatus::Signaled(libc::SIGKILL));
     let pid = child.pid();
     drop(child);
@@ -211,7 +255,10 @@ fn a_killed_proc_takes_its_pid_namespace_with_it() {
 }
 
 fn send_fd(sock: &std::os::fd::OwnedFd, data: &[u8], fd: i32) {
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
     let mut control = [0u64; 4];
     // SAFETY: the cmsg macros walk a live, large-enough control buffer.
     unsafe {

@@ -42,7 +42,10 @@ fn proc_sees_only_its_jail_and_runs_unprivileged() {
     let t = TestSandbox::new();
     let realm_name = common::unique("r");
     let realm = t.sb().realm(&realm_name).expect("realm");
-    let opts = RunOpts { env: vec![("GIVEN".into(), "yes".into())], ..RunOpts::default() };
+    let opts = RunOpts {
+        env: vec![("GIVEN".into(), "yes".into())],
+        ..RunOpts::default()
+    };
     let o = run(t.sb(), &realm, &probe("probe"), &["info", "a b"], &opts);
     assert_eq!(o.status, ExitStatus::Exited(0), "stderr: {}", o.stderr);
     let out = &o.stdout;
@@ -57,7 +60,11 @@ fn proc_sees_only_its_jail_and_runs_unprivileged() {
     }
     assert_eq!(field(out, "status NoNewPrivs:"), "1");
     assert_eq!(field(out, "status Seccomp:"), "2");
-    assert_eq!(field(out, "status SigBlk:"), "0000000000000000", "the parent's blocked SIGUSR1 leaked");
+    assert_eq!(
+        field(out, "status SigBlk:"),
+        "0000000000000000",
+        "the parent's blocked SIGUSR1 leaked"
+    );
     // Rust's runtime ignores SIGPIPE (bit 12) itself; SIGUSR2 (bit 11)
     // must not be ignored.
     assert_eq!(field(out, "status SigIgn:"), "0000000000001000");
@@ -72,7 +79,10 @@ fn proc_sees_only_its_jail_and_runs_unprivileged() {
     assert_eq!(&fds[..4], ["0", "1", "2", "3"]);
     let pid = sigma_pid(out);
     assert!(pid.starts_with("p-"), "SIGMA_PID {pid:?}");
-    assert_eq!(field(out, "env"), format!("GIVEN=yes;SIGMA_CTL_FD=3;SIGMA_PID={pid};SIGMA_REALM={realm_name}"));
+    assert_eq!(
+        field(out, "env"),
+        format!("GIVEN=yes;SIGMA_CTL_FD=3;SIGMA_PID={pid};SIGMA_REALM={realm_name}")
+    );
     assert_eq!(field(out, "args"), "probe;info;a b");
     assert_eq!(field(out, "cwd"), "/");
     drop(realm);
@@ -80,7 +90,11 @@ fn proc_sees_only_its_jail_and_runs_unprivileged() {
 }
 
 fn sigma_pid(out: &str) -> String {
-    field(out, "env").split(';').find_map(|kv| kv.strip_prefix("SIGMA_PID=")).unwrap_or("").to_string()
+    field(out, "env")
+        .split(';')
+        .find_map(|kv| kv.strip_prefix("SIGMA_PID="))
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -108,13 +122,22 @@ fn failures_before_exec_name_their_step() {
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
     // Checked before anything is made.
-    let reserved = RunOpts { env: vec![("SIGMA_PID".into(), "x".into())], ..RunOpts::default() };
+    let reserved = RunOpts {
+        env: vec![("SIGMA_PID".into(), "x".into())],
+        ..RunOpts::default()
+    };
     assert!(matches!(
         common::start(t.sb(), &realm, &probe("trivial"), &[], &reserved),
         Err(Error::InvalidSpec { .. })
     ));
-    let tiny = RunOpts { mem_mib: 1, ..RunOpts::default() };
-    assert!(matches!(common::start(t.sb(), &realm, &probe("trivial"), &[], &tiny), Err(Error::InvalidSpec { .. })));
+    let tiny = RunOpts {
+        mem_mib: 1,
+        ..RunOpts::default()
+    };
+    assert!(matches!(
+        common::start(t.sb(), &realm, &probe("trivial"), &[], &tiny),
+        Err(Error::InvalidSpec { .. })
+    ));
     drop(realm);
     t.finish();
 }
@@ -130,7 +153,9 @@ fn realm_is_shared_by_name_and_undone_when_unused() {
     assert_ne!(a.uid(), other.uid());
     let ino = |fd: std::os::fd::BorrowedFd<'_>| {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))).expect("stat").ino()
+        std::fs::metadata(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+            .expect("stat")
+            .ino()
     };
     assert_eq!(ino(a.netns()), ino(b.netns()), "one netns per realm");
     assert_ne!(ino(a.netns()), ino(other.netns()));

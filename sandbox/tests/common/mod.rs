@@ -17,18 +17,26 @@ use sigma_sandbox::{Child, Class, Config, ExitStatus, RealmHandle, Sandbox, Spaw
 /// it is newer than its source. Concurrent builders each write a private
 /// file and rename it into place.
 pub fn probe(name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probes").join(format!("{name}.rs"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/probes")
+        .join(format!("{name}.rs"));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-probes");
     std::fs::create_dir_all(&dir).expect("probe dir");
     let out = dir.join(name);
     let fresh = |out: &Path| -> bool {
-        let (Ok(o), Ok(s)) = (std::fs::metadata(out), std::fs::metadata(&src)) else { return false };
+        let (Ok(o), Ok(s)) = (std::fs::metadata(out), std::fs::metadata(&src)) else {
+            return false;
+        };
         o.modified().ok() >= s.modified().ok()
     };
     if fresh(&out) {
         return out;
     }
-    let tmp = dir.join(format!("{name}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()));
+    let tmp = dir.join(format!(
+        "{name}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let status = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
         .args(["-O", "-C", "target-feature=+crt-static", "--edition", "2021"])
         .arg(&src)
@@ -45,7 +53,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this test process and call: `<prefix>-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A sandbox with unique cgroup and jail names; [`TestSandbox::finish`]
@@ -64,7 +76,11 @@ impl TestSandbox {
         let jail = config.jail_dir.clone();
         let sb = Sandbox::new(config).expect("sandbox");
         let parents = sb.cgroup_parents();
-        TestSandbox { sb: Some(sb), parents, jail }
+        TestSandbox {
+            sb: Some(sb),
+            parents,
+            jail,
+        }
     }
 
     pub fn sb(&self) -> &Sandbox {
@@ -78,15 +94,35 @@ impl TestSandbox {
         }
         assert!(!self.jail.exists(), "jail dir {} left behind", self.jail.display());
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        assert!(!mountinfo.contains(self.jail.to_str().unwrap_or("?")), "a mount on the jail dir is visible on the host");
+        assert!(
+            !mountinfo.contains(self.jail.to_str().unwrap_or("?")),
+            "a mount on the jail dir is visible on the host"
+        );
     }
+}
+
+/// A close-on-exec pipe: (read end, write end). (std::io::pipe needs Rust
+/// 1.87; the workspace's MSRV is 1.85.)
+pub fn pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: pipe2 writes two fds into a live array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
+    // SAFETY: two fresh fds owned by nobody else.
+    unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) }
 }
 
 /// A Unix SEQPACKET pair, close-on-exec: (ours, the proc's fd 3).
 pub fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
     let mut fds = [0 as c_int; 2];
     // SAFETY: socketpair writes two fds into a live array.
-    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
     assert_eq!(r, 0, "socketpair");
     // SAFETY: two fresh fds owned by nobody else.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
@@ -110,7 +146,12 @@ pub struct RunOpts {
 
 impl Default for RunOpts {
     fn default() -> Self {
-        RunOpts { class: Class::Lc { mcpu: 500 }, mem_mib: 64, pids_max: 32, env: Vec::new() }
+        RunOpts {
+            class: Class::Lc { mcpu: 500 },
+            mem_mib: 64,
+            pids_max: 32,
+            env: Vec::new(),
+        }
     }
 }
 
@@ -122,9 +163,9 @@ pub fn start(
     binary: &Path,
     args: &[&str],
     opts: &RunOpts,
-) -> sigma_sandbox::Result<(Child, std::io::PipeReader, std::io::PipeReader, OwnedFd)> {
-    let (out_r, out_w) = std::io::pipe().expect("pipe");
-    let (err_r, err_w) = std::io::pipe().expect("pipe");
+) -> sigma_sandbox::Result<(Child, std::fs::File, std::fs::File, OwnedFd)> {
+    let (out_r, out_w) = pipe();
+    let (err_r, err_w) = pipe();
     let (ctl_ours, ctl_theirs) = seqpacket_pair();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let proc_id = unique("p");
@@ -156,7 +197,10 @@ pub fn run(sb: &Sandbox, realm: &RealmHandle, binary: &Path, args: &[&str], opts
     let mut stdout = String::new();
     let _ = out_r.read_to_string(&mut stdout);
     let stderr = err_thread.join().unwrap_or_default();
-    let status = child.wait_timeout(Duration::from_secs(30)).expect("wait").expect("proc exited within 30 s");
+    let status = child
+        .wait_timeout(Duration::from_secs(30))
+        .expect("wait")
+        .expect("proc exited within 30 s");
     let pid = child.pid();
     let dirs = child.cgroup_dirs();
     drop(child);
