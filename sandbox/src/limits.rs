@@ -6,7 +6,7 @@
 /// (`[A-Za-z0-9_.-]`, not starting with `.`).
 pub const NAME_BYTES_MAX: usize = 64;
 
-/// Most arguments a proc may be given (argv[0] excluded).
+/// Most arguments a proc may be given (`argv[0]` excluded).
 pub const ARGS_COUNT_MAX: usize = 256;
 
 /// Most caller-given environment variables (the three `SIGMA_*` ones are
@@ -64,7 +64,7 @@ pub const CHILD_STACK_BYTES: usize = 64 * 1024;
 pub const CHILD_STACKS_POOLED_MAX: usize = 8;
 
 /// Timestamps the child takes between clone and exec (see
-/// [`crate::Stamp`]).
+/// [`crate::Stamps`]).
 pub const CHILD_STAMPS_COUNT: usize = 6;
 
 /// How long dropping a [`crate::Child`] that is still running waits for it

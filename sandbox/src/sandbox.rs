@@ -76,7 +76,7 @@ pub struct SpawnSpec<'a> {
     /// Host path of the static binary. It is bound read-only into the jail
     /// as `/init`, never copied; it must be executable by the realm's uid.
     pub binary: &'a Path,
-    /// Arguments after argv[0] (which is the binary's file name).
+    /// Arguments after `argv[0]` (which is the binary's file name).
     pub args: &'a [String],
     /// Environment beyond `SIGMA_PID`, `SIGMA_REALM`, `SIGMA_CTL_FD`.
     pub env: &'a [(String, String)],
