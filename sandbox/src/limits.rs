@@ -41,6 +41,10 @@ pub const CPU_SHARES_MAX: u64 = 262_144;
 /// own hard limit is lower (raising it needs CAP_SYS_RESOURCE).
 pub const PROC_NOFILE_MAX: u64 = 1024;
 
+/// Most warm cgroup sets a realm keeps per class (see
+/// `Config::warm_cgroups`).
+pub const WARM_CGROUPS_PER_CLASS_MAX: usize = 256;
+
 /// Most realms one sandbox serves at once, and so the largest uid range it
 /// asks for: one uid (and the same gid) per realm.
 pub const REALMS_MAX: u32 = 4096;

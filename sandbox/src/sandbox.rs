@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -35,6 +36,14 @@ pub struct Config {
     /// RLIMIT_NOFILE of procs (soft and hard); lowered to the caller's own
     /// hard limit if that is smaller.
     pub nofile: u64,
+    /// Warm cgroups kept per realm and class (at most
+    /// [`limits::WARM_CGROUPS_PER_CLASS_MAX`]). With 0, each proc gets
+    /// cgroups named after its id, removed once it is reaped. Otherwise a
+    /// reaped proc's cgroups (named `w+<n>`, which no proc id can be) go
+    /// back to its realm's pool, up to this many, and the next proc of that
+    /// class only rewrites the limits: no mkdir on spawn, no rmdir at exit.
+    /// Pooled cgroups are removed with their realm.
+    pub warm_cgroups: usize,
 }
 
 impl Config {
@@ -48,6 +57,7 @@ impl Config {
             uid_count: limits::REALMS_MAX,
             jail_dir: std::env::temp_dir().join(format!("{name}.jail")),
             nofile: limits::PROC_NOFILE_MAX,
+            warm_cgroups: 0,
         }
     }
 }
@@ -70,8 +80,8 @@ pub enum Class {
 pub struct SpawnSpec<'a> {
     /// The realm, from [`Sandbox::realm`] of the same sandbox.
     pub realm: &'a RealmHandle,
-    /// The σ proc id: `SIGMA_PID`, and the name of its cgroups. Unique in
-    /// its realm and class among live procs.
+    /// The σ proc id: `SIGMA_PID`, and (without warm cgroups) the name of
+    /// its cgroups, so unique in its realm and class among live procs.
     pub proc_id: &'a str,
     /// Host path of the static binary. It is bound read-only into the jail
     /// as `/init`, never copied; it must be executable by the realm's uid.
@@ -222,6 +232,7 @@ struct SandboxInner {
     nofile: u64,
     uid_base: u32,
     uid_count: u32,
+    warm_cgroups: usize,
     realms: Mutex<RealmTable>,
     stacks: Mutex<Vec<ChildStack>>,
 }
@@ -269,6 +280,13 @@ impl Sandbox {
                 "uid_base {} below {} or range overflows",
                 config.uid_base,
                 limits::REALM_UID_MIN
+            )));
+        }
+        if config.warm_cgroups > limits::WARM_CGROUPS_PER_CLASS_MAX {
+            return Err(invalid(format!(
+                "warm_cgroups {} above {}",
+                config.warm_cgroups,
+                limits::WARM_CGROUPS_PER_CLASS_MAX
             )));
         }
         if !config.jail_dir.is_absolute() {
@@ -368,6 +386,7 @@ impl Sandbox {
                 nofile,
                 uid_base: config.uid_base,
                 uid_count: config.uid_count,
+                warm_cgroups: config.warm_cgroups,
                 realms: Mutex::new(RealmTable {
                     by_name: HashMap::new(),
                     uid_used: vec![false; config.uid_count as usize],
@@ -441,6 +460,8 @@ impl Sandbox {
             gid: uid,
             slot,
             netns,
+            pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
+            next_warm: AtomicU64::new(0),
             dirs,
         });
         table.uid_used[slot] = true;
@@ -491,27 +512,7 @@ impl Sandbox {
         let image = ExecImage::new(spec, &realm.name).map_err(invalid)?;
 
         // The proc's cgroups, limits written before anything joins.
-        let mut cgroups = Vec::with_capacity(sb.hierarchies.len());
-        let mut procs_fds: Vec<OwnedFd> = Vec::with_capacity(sb.hierarchies.len());
-        for (h, rd) in sb.hierarchies.iter().zip(&realm.dirs) {
-            let class_dir = match spec.class {
-                Class::Lc { .. } => &rd.lc,
-                Class::Be => &rd.be,
-            };
-            let dir = CgroupDir::create(class_dir.path().join(spec.proc_id))?;
-            write_proc_limits(&dir, &h.hierarchy, spec)?;
-            let procs = dir.path().join("cgroup.procs");
-            let fd = fs::OpenOptions::new()
-                .write(true)
-                .open(&procs)
-                .map_err(|source| Error::CgroupOpen {
-                    path: procs.clone(),
-                    source,
-                })?;
-            procs_fds.push(fd.into());
-            cgroups.push(dir);
-        }
-        assert!(procs_fds.len() <= 3, "at most one hierarchy per controller");
+        let cgroups = realm.take_cgroups(spec)?;
 
         // The report pipe: close-on-exec, so exec closes the child's end.
         let mut pipe = [0 as c_int; 2];
@@ -530,13 +531,13 @@ impl Sandbox {
             filter: sb.seccomp.as_ptr() as *mut libc::sock_filter,
         };
         let mut cgroup_fds = [-1; 3];
-        for (slot, fd) in cgroup_fds.iter_mut().zip(&procs_fds) {
+        for (slot, fd) in cgroup_fds.iter_mut().zip(&cgroups.procs) {
             *slot = fd.as_raw_fd();
         }
         let args = ChildArgs {
             report_fd: write_end.as_raw_fd(),
             cgroup_fds,
-            cgroup_fds_count: procs_fds.len(),
+            cgroup_fds_count: cgroups.procs.len(),
             netns_fd: realm.netns.as_raw_fd(),
             hostname: realm.name_c.as_ptr(),
             hostname_len: realm.name.len(),
@@ -608,7 +609,7 @@ impl Sandbox {
             proc: proc.clone(),
             pidfd,
             status: None,
-            cgroups,
+            cgroups: Some(cgroups),
             times,
             _realm: Arc::clone(realm),
         };
@@ -899,7 +900,69 @@ struct RealmInner {
     gid: u32,
     slot: usize,
     netns: OwnedFd,
+    /// Warm cgroups of LC and BE procs. Declared before `dirs`, so dropped
+    /// (removed) before the realm's own cgroups.
+    pools: [Mutex<Vec<ProcCgroups>>; 2],
+    next_warm: AtomicU64,
     dirs: Vec<RealmDirs>,
+}
+
+/// The cgroups of one proc: a directory per hierarchy and each one's open
+/// `cgroup.procs`, which the child writes to join.
+#[derive(Debug)]
+struct ProcCgroups {
+    procs: Vec<OwnedFd>,
+    dirs: Vec<CgroupDir>,
+    /// Named `w+<n>` and returned to the realm's pool once reaped.
+    warm: bool,
+    lc: bool,
+}
+
+impl RealmInner {
+    fn pool(&self, lc: bool) -> std::sync::MutexGuard<'_, Vec<ProcCgroups>> {
+        self.pools[usize::from(!lc)].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A warm cgroup set from the pool with this spawn's limits written,
+    /// or new directories.
+    fn take_cgroups(&self, spec: &SpawnSpec<'_>) -> Result<ProcCgroups> {
+        let sb = &self.sandbox;
+        let lc = matches!(spec.class, Class::Lc { .. });
+        let warm = sb.warm_cgroups > 0;
+        if warm {
+            let pooled = self.pool(lc).pop();
+            if let Some(cgroups) = pooled {
+                for (dir, h) in cgroups.dirs.iter().zip(&sb.hierarchies) {
+                    write_proc_limits(dir, &h.hierarchy, spec)?;
+                }
+                return Ok(cgroups);
+            }
+        }
+        let name = if warm {
+            format!("w+{}", self.next_warm.fetch_add(1, Ordering::Relaxed))
+        } else {
+            spec.proc_id.to_string()
+        };
+        let mut dirs = Vec::with_capacity(sb.hierarchies.len());
+        let mut procs = Vec::with_capacity(sb.hierarchies.len());
+        for (h, rd) in sb.hierarchies.iter().zip(&self.dirs) {
+            let class_dir = if lc { &rd.lc } else { &rd.be };
+            let dir = CgroupDir::create(class_dir.path().join(&name))?;
+            write_proc_limits(&dir, &h.hierarchy, spec)?;
+            let path = dir.path().join("cgroup.procs");
+            let fd = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| Error::CgroupOpen {
+                    path: path.clone(),
+                    source,
+                })?;
+            procs.push(fd.into());
+            dirs.push(dir);
+        }
+        assert!(procs.len() <= 3, "at most one hierarchy per controller");
+        Ok(ProcCgroups { procs, dirs, warm, lc })
+    }
 }
 
 impl Drop for RealmInner {
@@ -952,7 +1015,7 @@ pub struct Child {
     proc: ProcRef,
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
-    cgroups: Vec<CgroupDir>,
+    cgroups: Option<ProcCgroups>,
     times: SpawnTimes,
     _realm: Arc<RealmInner>,
 }
@@ -981,7 +1044,11 @@ impl Child {
 
     /// The proc's cgroup directories (removed once it is reaped).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        self.cgroups.iter().map(|d| d.path().to_path_buf()).collect()
+        self.cgroups
+            .iter()
+            .flat_map(|c| &c.dirs)
+            .map(|d| d.path().to_path_buf())
+            .collect()
     }
 
     /// Reaps the proc if it has exited (waitid(P_PIDFD, WNOHANG): never
@@ -1074,11 +1141,24 @@ impl Child {
         self.signal(libc::SIGKILL)
     }
 
+    /// Once reaped: warm cgroups go back to the realm's pool (if it has
+    /// room), others are removed.
     fn cleanup(&mut self) -> Result<()> {
-        for dir in &mut self.cgroups {
-            dir.remove()?;
+        let Some(mut cgroups) = self.cgroups.take() else {
+            return Ok(());
+        };
+        if cgroups.warm && self.status.is_some() {
+            let mut pool = self._realm.pool(cgroups.lc);
+            if pool.len() < self._realm.sandbox.warm_cgroups {
+                pool.push(cgroups);
+                return Ok(());
+            }
         }
-        Ok(())
+        let removed = cgroups.dirs.iter_mut().try_for_each(CgroupDir::remove);
+        if removed.is_err() {
+            self.cgroups = Some(cgroups);
+        }
+        removed
     }
 }
 

@@ -162,3 +162,55 @@ fn realm_is_shared_by_name_and_undone_when_unused() {
     drop((a, b, other));
     t.finish();
 }
+
+#[test]
+fn warm_cgroups_are_reused_and_removed_with_the_realm() {
+    let t = TestSandbox::with(|c| c.warm_cgroups = 1);
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let bin = probe("trivial");
+    let opts = RunOpts {
+        mem_mib: 48,
+        ..RunOpts::default()
+    };
+    let (mut a, _o, _e, _c) = common::start(t.sb(), &realm, &bin, &["0"], &opts).expect("spawn");
+    let first = a.cgroup_dirs();
+    assert!(first
+        .iter()
+        .all(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("w+"))));
+    a.wait_timeout(std::time::Duration::from_secs(10))
+        .expect("wait")
+        .expect("exited");
+    drop(a);
+    assert!(first.iter().all(|d| d.exists()), "warm cgroups kept for reuse");
+    let opts = RunOpts {
+        mem_mib: 64,
+        ..RunOpts::default()
+    };
+    let (mut b, _o, _e, _c) = common::start(t.sb(), &realm, &bin, &["0"], &opts).expect("spawn");
+    assert_eq!(b.cgroup_dirs(), first, "the pooled set is reused");
+    for d in &first {
+        if d.join("memory.limit_in_bytes").exists() {
+            let limit = std::fs::read_to_string(d.join("memory.limit_in_bytes")).expect("limit");
+            assert_eq!(limit.trim(), (64u64 << 20).to_string(), "limits rewritten");
+        }
+    }
+    // A second live proc of the class gets a set of its own.
+    let (mut c, _o, _e, _c) = common::start(t.sb(), &realm, &bin, &["0"], &opts).expect("spawn");
+    assert_ne!(c.cgroup_dirs(), first);
+    let second = c.cgroup_dirs();
+    for child in [&mut b, &mut c] {
+        assert_eq!(
+            child.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
+            Some(ExitStatus::Exited(0))
+        );
+    }
+    drop((b, c));
+    // The pool holds one: the other set is removed.
+    assert_eq!(first.iter().chain(&second).filter(|d| d.exists()).count(), first.len());
+    drop(realm);
+    assert!(
+        first.iter().chain(&second).all(|d| !d.exists()),
+        "pooled cgroups removed with the realm"
+    );
+    t.finish();
+}

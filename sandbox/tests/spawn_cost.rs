@@ -38,6 +38,9 @@ fn spawn_to_exit_against_bare_vfork_exec() {
     let bin = probe("trivial");
     let t = TestSandbox::new();
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let tw = TestSandbox::with(|c| c.warm_cgroups = 4);
+    let realm_w = tw.sb().realm(&common::unique("r")).expect("realm");
+    let mut warm = Vec::with_capacity(ITERATIONS);
     let devnull = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")
@@ -84,11 +87,26 @@ fn spawn_to_exit_against_bare_vfork_exec() {
         assert_eq!(status, ExitStatus::Exited(0));
         let times = child.spawn_times();
         drop(child);
+
+        let spec = SpawnSpec {
+            realm: &realm_w,
+            ..spec
+        };
+        let t0 = Instant::now();
+        let mut child = tw.sb().spawn(&spec).expect("spawn");
+        let status = child
+            .wait_timeout(Duration::from_secs(10))
+            .expect("wait")
+            .expect("exited");
+        let warm_ns = t0.elapsed().as_nanos() as u64;
+        assert_eq!(status, ExitStatus::Exited(0));
+        drop(child);
         if i < 10 {
             continue; // warm-up
         }
         bare.push(bare_ns);
         sandboxed.push(sandboxed_ns);
+        warm.push(warm_ns);
         let c = times.child;
         let d = |a: u64, b: u64| b.saturating_sub(a);
         steps[0].push(d(times.start_ns, times.clone_ns));
@@ -105,6 +123,7 @@ fn spawn_to_exit_against_bare_vfork_exec() {
         format!("spawn-to-exit of the trivial static proc, {ITERATIONS} iterations, interleaved"),
         line("bare Command::status (vfork+exec)", bare.clone()),
         line("sandbox spawn + wait + cleanup", sandboxed.clone()),
+        line("same, warm cgroups (pooled)", warm.clone()),
     ];
     let (mut b, mut s) = (bare, sandboxed);
     b.sort_unstable();
@@ -114,7 +133,14 @@ fn spawn_to_exit_against_bare_vfork_exec() {
         pct(&s, 0.5) as f64 / pct(&b, 0.5) as f64,
         pct(&s, 0.99) as f64 / pct(&b, 0.99) as f64
     ));
-    report.push("sandbox steps:".into());
+    let mut w = warm;
+    w.sort_unstable();
+    report.push(format!(
+        "ratio warm-cgroup sandbox/bare: p50 {:.2}x, p99 {:.2}x",
+        pct(&w, 0.5) as f64 / pct(&b, 0.5) as f64,
+        pct(&w, 0.99) as f64 / pct(&b, 0.99) as f64
+    ));
+    report.push("sandbox steps (cold cgroups):".into());
     let names = [
         "parent: cgroups + argv/env + pipe",
         "clone (until the child runs)",
@@ -134,8 +160,9 @@ fn spawn_to_exit_against_bare_vfork_exec() {
     println!("{text}");
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-spawn-cost.txt");
     let _ = std::fs::write(&out, format!("{text}\n"));
-    drop(realm);
+    drop((realm, realm_w));
     t.finish();
+    tw.finish();
 }
 
 fn sigma_sandbox_now_ns() -> u64 {

@@ -71,8 +71,14 @@ pub struct TestSandbox {
 
 impl TestSandbox {
     pub fn new() -> TestSandbox {
+        TestSandbox::with(|_| {})
+    }
+
+    /// A sandbox whose config `tweak` adjusts first.
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> TestSandbox {
         let name = unique("sigma-test");
-        let config = Config::new(&name);
+        let mut config = Config::new(&name);
+        tweak(&mut config);
         let jail = config.jail_dir.clone();
         let sb = Sandbox::new(config).expect("sandbox");
         let parents = sb.cgroup_parents();
