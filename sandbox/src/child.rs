@@ -29,20 +29,16 @@ pub enum Step {
     Netns,
     /// Name the new UTS namespace after the realm.
     Hostname,
-    /// Make every mount private to the new mount namespace, so that nothing
-    /// below propagates to the host.
-    MountsPrivate,
-    /// Mount a tiny tmpfs on the jail directory; make `proc/` and `init`
-    /// in it.
-    JailRoot,
-    /// Bind the binary onto `init`, read-only, nosuid, nodev.
+    /// Enter the sandbox's jail template (a mount namespace whose root is a
+    /// read-only one-page tmpfs holding the empty mount points `init` and
+    /// `proc`), then unshare a private copy of it: a few mounts to copy,
+    /// none of the host's.
+    MountNamespace,
+    /// Attach the binary (a detached bind mount the parent cloned with
+    /// open_tree) at `/init`, then make it read-only, nosuid, nodev.
     JailBinary,
-    /// Mount a fresh /proc of the new pid namespace (pid subset only),
-    /// before pivoting: proc cannot be mounted once the old root is gone.
+    /// Mount a fresh /proc of the new pid namespace (pid subset only).
     JailProc,
-    /// pivot_root into the jail, detach the host's tree, make the root
-    /// read-only.
-    PivotRoot,
     /// stdin (/dev/null), stdout, stderr, control fd at 0..=3; every other
     /// fd close-on-exec.
     Fds,
@@ -67,16 +63,14 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 18] = [
+    pub const ALL: [Step; 16] = [
         Step::Signals,
         Step::Cgroups,
         Step::Netns,
         Step::Hostname,
-        Step::MountsPrivate,
-        Step::JailRoot,
+        Step::MountNamespace,
         Step::JailBinary,
         Step::JailProc,
-        Step::PivotRoot,
         Step::Fds,
         Step::Rlimits,
         Step::BoundingSet,
@@ -96,7 +90,7 @@ impl Step {
 
 /// The child's timestamps (CLOCK_MONOTONIC, ns), one per phase, sent to
 /// the parent before exec. Phases: 0 child running; 1 signals reset and
-/// cgroups joined; 2 netns and hostname; 3 jail ready (after pivot_root);
+/// cgroups joined; 2 netns and hostname; 3 jail ready;
 /// 4 fds, rlimits, credentials, capabilities, no_new_privs, signal mask;
 /// 5 seccomp installed (the next thing is execve).
 pub type Stamps = [u64; limits::CHILD_STAMPS_COUNT];
@@ -135,11 +129,10 @@ pub struct ChildArgs {
     pub netns_fd: c_int,
     pub hostname: *const c_char,
     pub hostname_len: usize,
-    pub jail_dir: *const c_char,
-    pub jail_init: *const c_char,
-    pub jail_proc: *const c_char,
-    pub tmpfs_options: *const c_char,
-    pub binary: *const c_char,
+    /// The sandbox's jail template mount namespace.
+    pub jail_template_fd: c_int,
+    /// The binary as a detached mount (open_tree OPEN_TREE_CLONE).
+    pub binary_tree_fd: c_int,
     /// Sources of fds 0, 1, 2, 3.
     pub fd_sources: [c_int; 4],
     pub nofile: u64,
@@ -196,6 +189,11 @@ fn fail(fd: c_int, report: &mut Report, step: Step) -> c_int {
     send(fd, report);
     127
 }
+
+/// move_mount(2): the same number on every architecture.
+const SYS_MOVE_MOUNT: c_long = 429;
+/// move_mount's flag: the source is the fd itself.
+const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
 
 /// Raw syscall with six arguments.
 ///
@@ -265,75 +263,56 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     check!(Step::Hostname, r);
     stamp(&mut report);
 
-    // Step 5. Nothing mounted from here on may reach the host.
-    let rec_private = (libc::MS_REC | libc::MS_PRIVATE) as usize;
-    // SAFETY: mount with static NUL-terminated strings and null data.
-    let r = unsafe { sys(libc::SYS_mount, [0, c"/".as_ptr() as usize, 0, rec_private, 0, 0]) };
-    check!(Step::MountsPrivate, r);
-
-    // Step 6. The jail root: a one-page tmpfs, visible only in this mount
-    // namespace, on the sandbox's (always empty) jail directory.
-    let nosuid_nodev = (libc::MS_NOSUID | libc::MS_NODEV) as usize;
-    // SAFETY: mount with NUL-terminated strings from the parent.
+    // Step 5. The jail: enter the template mount namespace (root and cwd
+    // become its read-only tmpfs root), then take a private copy of it.
+    // No host mount is copied, so neither this nor the namespace's
+    // teardown at exit walks the host's mount table.
+    // SAFETY: setns on the sandbox's mount namespace fd.
     let r = unsafe {
         sys(
-            libc::SYS_mount,
+            libc::SYS_setns,
+            [a.jail_template_fd as usize, libc::CLONE_NEWNS as usize, 0, 0, 0, 0],
+        )
+    };
+    check!(Step::MountNamespace, r);
+    // SAFETY: unshare with a flag.
+    let r = unsafe { sys(libc::SYS_unshare, [libc::CLONE_NEWNS as usize, 0, 0, 0, 0, 0]) };
+    check!(Step::MountNamespace, r);
+
+    // Step 6. The binary, bound read-only at /init (no copy: a warm start
+    // copies nothing). The bind carries the source's flags; the remount
+    // applies ours.
+    // SAFETY: move_mount of the parent's detached tree fd onto a static
+    // NUL-terminated path.
+    let r = unsafe {
+        sys(
+            SYS_MOVE_MOUNT,
             [
-                c"sigma-jail".as_ptr() as usize,
-                a.jail_dir as usize,
-                c"tmpfs".as_ptr() as usize,
-                nosuid_nodev | libc::MS_NOEXEC as usize,
-                a.tmpfs_options as usize,
+                a.binary_tree_fd as usize,
+                c"".as_ptr() as usize,
+                libc::AT_FDCWD as usize,
+                c"/init".as_ptr() as usize,
+                MOVE_MOUNT_F_EMPTY_PATH,
                 0,
             ],
         )
     };
-    check!(Step::JailRoot, r);
-    // SAFETY: mkdirat with the parent's NUL-terminated absolute path.
-    let r = unsafe {
-        sys(
-            libc::SYS_mkdirat,
-            [libc::AT_FDCWD as usize, a.jail_proc as usize, 0o555, 0, 0, 0],
-        )
-    };
-    check!(Step::JailRoot, r);
-    let create = (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC) as usize;
-    // SAFETY: openat with the parent's NUL-terminated absolute path.
-    let fd = unsafe {
-        sys(
-            libc::SYS_openat,
-            [libc::AT_FDCWD as usize, a.jail_init as usize, create, 0o555, 0, 0],
-        )
-    };
-    check!(Step::JailRoot, fd);
-    // SAFETY: closes the fd just opened.
-    unsafe { libc::close(fd as c_int) };
-
-    // Step 7. The binary, bound read-only (no copy: a warm start copies
-    // nothing). A bind mount takes the source's flags; the remount applies
-    // ours.
-    // SAFETY: mount with the parent's NUL-terminated paths.
-    let r = unsafe {
-        sys(
-            libc::SYS_mount,
-            [a.binary as usize, a.jail_init as usize, 0, libc::MS_BIND as usize, 0, 0],
-        )
-    };
     check!(Step::JailBinary, r);
+    let nosuid_nodev = (libc::MS_NOSUID | libc::MS_NODEV) as usize;
     let ro_bind = (libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY) as usize | nosuid_nodev;
-    // SAFETY: as above.
-    let r = unsafe { sys(libc::SYS_mount, [0, a.jail_init as usize, 0, ro_bind, 0, 0]) };
+    // SAFETY: mount with static NUL-terminated strings.
+    let r = unsafe { sys(libc::SYS_mount, [0, c"/init".as_ptr() as usize, 0, ro_bind, 0, 0]) };
     check!(Step::JailBinary, r);
 
-    // Step 8. /proc of the new pid namespace, pids only: no host-wide
+    // Step 7. /proc of the new pid namespace, pids only: no host-wide
     // files (meminfo, sys, sysrq-trigger) in the jail.
-    // SAFETY: mount with NUL-terminated strings.
+    // SAFETY: mount with static NUL-terminated strings.
     let r = unsafe {
         sys(
             libc::SYS_mount,
             [
                 c"proc".as_ptr() as usize,
-                a.jail_proc as usize,
+                c"/proc".as_ptr() as usize,
                 c"proc".as_ptr() as usize,
                 nosuid_nodev | libc::MS_NOEXEC as usize,
                 c"subset=pid".as_ptr() as usize,
@@ -342,38 +321,9 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         )
     };
     check!(Step::JailProc, r);
-
-    // Step 9. pivot_root(".", ".") stacks the old root on the new one;
-    // detaching "." then drops the whole host tree from this namespace.
-    // SAFETY: chdir/pivot_root/umount2/mount with NUL-terminated strings.
-    let r = unsafe { sys(libc::SYS_chdir, [a.jail_dir as usize, 0, 0, 0, 0, 0]) };
-    check!(Step::PivotRoot, r);
-    // SAFETY: as above.
-    let r = unsafe {
-        sys(
-            libc::SYS_pivot_root,
-            [c".".as_ptr() as usize, c".".as_ptr() as usize, 0, 0, 0, 0],
-        )
-    };
-    check!(Step::PivotRoot, r);
-    // SAFETY: as above.
-    let r = unsafe {
-        sys(
-            libc::SYS_umount2,
-            [c".".as_ptr() as usize, libc::MNT_DETACH as usize, 0, 0, 0, 0],
-        )
-    };
-    check!(Step::PivotRoot, r);
-    // SAFETY: as above.
-    let r = unsafe { sys(libc::SYS_chdir, [c"/".as_ptr() as usize, 0, 0, 0, 0, 0]) };
-    check!(Step::PivotRoot, r);
-    let ro_root = (libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOEXEC) as usize | nosuid_nodev;
-    // SAFETY: as above.
-    let r = unsafe { sys(libc::SYS_mount, [0, c"/".as_ptr() as usize, 0, ro_root, 0, 0]) };
-    check!(Step::PivotRoot, r);
     stamp(&mut report);
 
-    // Step 10. fds 0..=3. Each source first goes to a fresh fd >= 4 so that
+    // Step 8. fds 0..=3. Each source first goes to a fresh fd >= 4 so that
     // no dup2 clobbers a source still needed (the caller's fds may be
     // anywhere, even at 0..=3); the report pipe moves up for the same
     // reason. Then everything from 4 up is close-on-exec.
@@ -404,7 +354,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     };
     check!(Step::Fds, r);
 
-    // Step 11. rlimits: no core dumps, a bounded fd table.
+    // Step 9. rlimits: no core dumps, a bounded fd table.
     let core = libc::rlimit64 {
         rlim_cur: 0,
         rlim_max: 0,
@@ -424,14 +374,14 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         check!(Step::Rlimits, r);
     }
 
-    // Step 12. Empty the bounding set while we still hold CAP_SETPCAP.
+    // Step 10. Empty the bounding set while we still hold CAP_SETPCAP.
     for cap in 0..=a.cap_last as usize {
         // SAFETY: prctl with integer arguments.
         let r = unsafe { sys(libc::SYS_prctl, [libc::PR_CAPBSET_DROP as usize, cap, 0, 0, 0, 0]) };
         check!(Step::BoundingSet, r);
     }
 
-    // Step 13. Credentials, gid before uid (after setresuid we could not).
+    // Step 11. Credentials, gid before uid (after setresuid we could not).
     // SAFETY: setgroups with an empty list; setresgid/setresuid with
     // integers. Raw, so that only this task changes.
     let r = unsafe { sys(libc::SYS_setgroups, [0, 0, 0, 0, 0, 0]) };
@@ -444,7 +394,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     let r = unsafe { sys(libc::SYS_setresuid, [u, u, u, 0, 0, 0]) };
     check!(Step::Credentials, r);
 
-    // Step 14. Inheritable and ambient sets.
+    // Step 12. Inheritable and ambient sets.
     let header = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this task
     let data = [0u32; 6]; // two __user_cap_data_struct, all zero
                           // SAFETY: capset with a live header and two zeroed data structs.
@@ -467,12 +417,12 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     let r = unsafe { sys(libc::SYS_prctl, clear_ambient) };
     check!(Step::Capabilities, r);
 
-    // Step 15. no_new_privs.
+    // Step 13. no_new_privs.
     // SAFETY: prctl with integer arguments.
     let r = unsafe { sys(libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0, 0]) };
     check!(Step::NoNewPrivs, r);
 
-    // Step 16. Unblock everything: the parent's mask (all blocked around
+    // Step 14. Unblock everything: the parent's mask (all blocked around
     // clone, and whatever it blocked before) must not reach the proc.
     let empty: u64 = 0;
     // SAFETY: rt_sigprocmask with a live 8-byte set.
@@ -485,7 +435,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     check!(Step::SignalMask, r);
     stamp(&mut report);
 
-    // Step 17. The seccomp program compiled once by the Sandbox.
+    // Step 15. The seccomp program compiled once by the Sandbox.
     // SAFETY: seccomp with a sock_fprog pointing into the Sandbox's
     // program, alive while the parent waits.
     let r = unsafe {
@@ -499,7 +449,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     report.kind = REPORT_STAMPS;
     send(rfd, &report);
 
-    // Step 18. Exec. On success the report pipe closes (close-on-exec) and
+    // Step 16. Exec. On success the report pipe closes (close-on-exec) and
     // the parent reads EOF.
     // SAFETY: execve with NUL-terminated path and NULL-terminated arrays
     // of NUL-terminated strings, all the parent's.

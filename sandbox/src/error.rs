@@ -145,12 +145,34 @@ pub enum Error {
         /// Size of the range.
         count: u32,
     },
-    /// Creating or removing the (always empty) host directory that each
-    /// proc's jail is mounted on inside its own mount namespace.
+    /// Creating or removing the (always empty) host directory the jail
+    /// template's tmpfs is mounted on, inside the template's own mount
+    /// namespace.
     #[error("jail directory {path}")]
     JailDir {
         /// The directory.
         path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Making the jail template: a mount namespace whose root is a
+    /// read-only tmpfs with the mount points `init` and `proc`.
+    #[error("make the jail template on {path}: {step}")]
+    JailTemplate {
+        /// The host directory its tmpfs was mounted on.
+        path: PathBuf,
+        /// Which operation failed.
+        step: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Cloning the binary as a detached bind mount (open_tree).
+    #[error("{proc}: open the binary as a mount")]
+    OpenBinary {
+        /// Which proc.
+        proc: ProcRef,
         /// The cause.
         #[source]
         source: io::Error,
@@ -233,27 +255,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 5: make every mount private to the new mount namespace.
-    #[error("{proc}: make mounts private")]
-    ChildMountsPrivate {
+    /// Step 5: enter the jail template and unshare a copy of it.
+    #[error("{proc}: enter a copy of the jail's mount namespace")]
+    ChildMountNamespace {
         /// Which proc.
         proc: ProcRef,
         /// The cause.
         #[source]
         source: io::Error,
     },
-    /// Step 6: mount the jail's tmpfs root and its two mount points.
-    #[error("{proc}: mount the jail root on {path}")]
-    ChildJailRoot {
-        /// Which proc.
-        proc: ProcRef,
-        /// The host directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// Step 7: bind the binary read-only at `/init`.
+    /// Step 6: attach the binary read-only at `/init`.
     #[error("{proc}: bind the binary read-only into the jail")]
     ChildJailBinary {
         /// Which proc.
@@ -262,7 +273,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 8: mount a fresh /proc of the new pid namespace.
+    /// Step 7: mount a fresh /proc of the new pid namespace.
     #[error("{proc}: mount /proc in the jail")]
     ChildJailProc {
         /// Which proc.
@@ -271,17 +282,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 9: pivot_root into the jail, detach the host's tree, and make
-    /// the jail root read-only.
-    #[error("{proc}: pivot_root into the jail")]
-    ChildPivotRoot {
-        /// Which proc.
-        proc: ProcRef,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// Step 10: put stdin, stdout, stderr and the control fd at 0..=3 and
+    /// Step 8: put stdin, stdout, stderr and the control fd at 0..=3 and
     /// mark every other fd close-on-exec.
     #[error("{proc}: set up fds 0-3")]
     ChildFds {
@@ -291,7 +292,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 11: lower the rlimits.
+    /// Step 9: lower the rlimits.
     #[error("{proc}: set rlimits")]
     ChildRlimits {
         /// Which proc.
@@ -300,7 +301,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 12: empty the capability bounding set.
+    /// Step 10: empty the capability bounding set.
     #[error("{proc}: drop the capability bounding set")]
     ChildBoundingSet {
         /// Which proc.
@@ -309,7 +310,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 13: become the realm's uid and gid, with no supplementary
+    /// Step 11: become the realm's uid and gid, with no supplementary
     /// groups.
     #[error("{proc}: become uid {uid} gid {gid}")]
     ChildCredentials {
@@ -323,7 +324,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 14: clear the remaining capability sets.
+    /// Step 12: clear the remaining capability sets.
     #[error("{proc}: clear capabilities")]
     ChildCapabilities {
         /// Which proc.
@@ -332,7 +333,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 15: set no_new_privs.
+    /// Step 13: set no_new_privs.
     #[error("{proc}: set no_new_privs")]
     ChildNoNewPrivs {
         /// Which proc.
@@ -341,7 +342,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 16: unblock every signal.
+    /// Step 14: unblock every signal.
     #[error("{proc}: clear the signal mask")]
     ChildSignalMask {
         /// Which proc.
@@ -350,7 +351,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 17: install the seccomp filter.
+    /// Step 15: install the seccomp filter.
     #[error("{proc}: install the seccomp filter")]
     ChildSeccomp {
         /// Which proc.
@@ -359,7 +360,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 18: execve the binary.
+    /// Step 16: execve the binary.
     #[error("{proc}: exec")]
     ChildExec {
         /// Which proc.

@@ -207,13 +207,14 @@ struct RealmTable {
     uid_used: Vec<bool>,
 }
 
+/// The jail template: a mount namespace whose root is a read-only tmpfs
+/// holding only the empty mount points `init` and `proc`. Each child
+/// enters it and unshares a copy. Its tmpfs is mounted on `dir` only
+/// inside the template's namespace: on the host `dir` stays empty.
 #[derive(Debug)]
 struct Jail {
+    template: OwnedFd,
     dir: PathBuf,
-    dir_c: CString,
-    init_c: CString,
-    proc_c: CString,
-    tmpfs_options_c: CString,
 }
 
 impl Drop for Jail {
@@ -359,21 +360,20 @@ impl Sandbox {
             path: config.jail_dir.clone(),
             source,
         })?;
-        let path_c = |p: &Path| cstring(p.as_os_str().as_bytes()).map_err(|r| invalid(format!("jail_dir: {r}")));
-        let jail = Jail {
-            dir_c: path_c(&config.jail_dir)?,
-            init_c: path_c(&config.jail_dir.join("init"))?,
-            proc_c: path_c(&config.jail_dir.join("proc"))?,
-            tmpfs_options_c: cstring(
-                format!(
-                    "size={},nr_inodes={},mode=755",
-                    limits::JAIL_TMPFS_BYTES,
-                    limits::JAIL_TMPFS_INODES
-                )
-                .as_bytes(),
-            )
-            .map_err(invalid)?,
-            dir: config.jail_dir.clone(),
+        let dir_c = cstring(config.jail_dir.as_os_str().as_bytes()).map_err(|r| invalid(format!("jail_dir: {r}")))?;
+        let jail = match create_jail_template(dir_c) {
+            Ok(template) => Jail {
+                template,
+                dir: config.jail_dir.clone(),
+            },
+            Err((step, source)) => {
+                let _ = fs::remove_dir(&config.jail_dir);
+                return Err(Error::JailTemplate {
+                    path: config.jail_dir.clone(),
+                    step,
+                    source,
+                });
+            }
         };
 
         Ok(Sandbox {
@@ -514,6 +514,28 @@ impl Sandbox {
         // The proc's cgroups, limits written before anything joins.
         let cgroups = realm.take_cgroups(spec)?;
 
+        // The binary as a detached bind mount for the child to attach: no
+        // host path needs to be visible in the child's mount namespace.
+        // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
+        let tree = unsafe {
+            libc::syscall(
+                SYS_OPEN_TREE,
+                libc::AT_FDCWD,
+                image.binary.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        if tree < 0 {
+            return Err(Error::OpenBinary {
+                proc,
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a fresh fd owned by nobody else. Closing it after the
+        // child attached it leaves the mount in place; closing it unused
+        // (a failed spawn) dissolves it.
+        let binary_tree = unsafe { OwnedFd::from_raw_fd(tree as c_int) };
+
         // The report pipe: close-on-exec, so exec closes the child's end.
         let mut pipe = [0 as c_int; 2];
         // SAFETY: pipe2 writes two fds into a live array.
@@ -541,11 +563,8 @@ impl Sandbox {
             netns_fd: realm.netns.as_raw_fd(),
             hostname: realm.name_c.as_ptr(),
             hostname_len: realm.name.len(),
-            jail_dir: sb.jail.dir_c.as_ptr(),
-            jail_init: sb.jail.init_c.as_ptr(),
-            jail_proc: sb.jail.proc_c.as_ptr(),
-            tmpfs_options: sb.jail.tmpfs_options_c.as_ptr(),
-            binary: image.binary.as_ptr(),
+            jail_template_fd: sb.jail.template.as_raw_fd(),
+            binary_tree_fd: binary_tree.as_raw_fd(),
             fd_sources: [
                 sb.dev_null.as_raw_fd(),
                 spec.stdout.as_raw_fd(),
@@ -656,10 +675,10 @@ fn clone_child(stack: &ChildStack, args: &ChildArgs) -> (io::Result<i32>, c_int)
         | libc::CLONE_VFORK
         | libc::CLONE_PIDFD
         | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC;
-    // No exit signal: the child is reaped through its pidfd (waitid with
+    // No CLONE_NEWNS: the child makes its mount namespace by copying the
+    // jail template, not the host's mount table. No exit signal: the child is reaped through its pidfd (waitid with
     // __WALL), and the caller's SIGCHLD disposition plays no part.
     let mut pidfd: c_int = -1;
     // SAFETY: `child_main` runs on `stack`, a mapping of CHILD_STACK_BYTES
@@ -736,15 +755,9 @@ fn step_error(proc: ProcRef, step: u32, errno: i32, realm: &RealmInner) -> Error
         Step::Cgroups => Error::ChildCgroups { proc, source },
         Step::Netns => Error::ChildNetns { proc, source },
         Step::Hostname => Error::ChildHostname { proc, source },
-        Step::MountsPrivate => Error::ChildMountsPrivate { proc, source },
-        Step::JailRoot => Error::ChildJailRoot {
-            proc,
-            path: realm.sandbox.jail.dir.clone(),
-            source,
-        },
+        Step::MountNamespace => Error::ChildMountNamespace { proc, source },
         Step::JailBinary => Error::ChildJailBinary { proc, source },
         Step::JailProc => Error::ChildJailProc { proc, source },
-        Step::PivotRoot => Error::ChildPivotRoot { proc, source },
         Step::Fds => Error::ChildFds { proc, source },
         Step::Rlimits => Error::ChildRlimits { proc, source },
         Step::BoundingSet => Error::ChildBoundingSet { proc, source },
@@ -790,6 +803,100 @@ fn write_proc_limits(dir: &CgroupDir, h: &Hierarchy, spec: &SpawnSpec<'_>) -> Re
         }
     }
     Ok(())
+}
+
+/// open_tree(2): the same number on every architecture.
+const SYS_OPEN_TREE: libc::c_long = 428;
+/// open_tree's flag: a detached copy of the mount (a bind mount).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+
+/// Makes the jail template on a short-lived thread: unshare a mount
+/// namespace (the thread's alone), make every mount private, mount a
+/// one-page tmpfs on `dir` with the mount points `proc/` and `init`,
+/// pivot_root into it, detach the host's tree, remount the root read-only.
+/// The namespace lives on through the returned fd after the thread ends.
+/// Fails with the name of the step and its error.
+fn create_jail_template(dir: CString) -> std::result::Result<OwnedFd, (&'static str, io::Error)> {
+    std::thread::spawn(move || {
+        let last = |step| (step, io::Error::last_os_error());
+        let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+        let null = std::ptr::null::<c_char>();
+        // SAFETY: unshare of this thread's fs and mount namespace only.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(last("unshare"));
+        }
+        // SAFETY: mount with a static path and null strings; the change is
+        // inside this thread's new mount namespace.
+        if unsafe {
+            libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            return Err(last("make mounts private"));
+        }
+        let options = CString::new(format!(
+            "size={},nr_inodes={},mode=755",
+            limits::JAIL_TMPFS_BYTES,
+            limits::JAIL_TMPFS_INODES
+        ))
+        .map_err(|_| ("tmpfs options", io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let flags = nosuid_nodev | libc::MS_NOEXEC;
+        // SAFETY: mount with NUL-terminated strings, in this namespace.
+        let r = unsafe {
+            libc::mount(
+                c"sigma-jail".as_ptr(),
+                dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                options.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            return Err(last("mount tmpfs"));
+        }
+        // SAFETY: chdir to a NUL-terminated path (this thread's own fs).
+        if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+            return Err(last("chdir"));
+        }
+        // SAFETY: mkdir of a static relative path in the new tmpfs.
+        if unsafe { libc::mkdir(c"proc".as_ptr(), 0o555) } != 0 {
+            return Err(last("mkdir proc"));
+        }
+        let create = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
+        // SAFETY: open of a static relative path in the new tmpfs.
+        let fd = unsafe { libc::open(c"init".as_ptr(), create, 0o555) };
+        if fd < 0 {
+            return Err(last("create init"));
+        }
+        // SAFETY: closes the fd just opened.
+        unsafe { libc::close(fd) };
+        let ns = fs::File::open("/proc/thread-self/ns/mnt").map_err(|e| ("open ns", e))?;
+        // SAFETY: pivot_root(".", ".") stacks the old root on the tmpfs.
+        if unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } != 0 {
+            return Err(last("pivot_root"));
+        }
+        // SAFETY: detaching "." drops the host tree from this namespace.
+        if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(last("detach the host tree"));
+        }
+        // SAFETY: chdir to a static path.
+        if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+            return Err(last("chdir /"));
+        }
+        let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOEXEC | nosuid_nodev;
+        // SAFETY: remount of this namespace's root, static path.
+        if unsafe { libc::mount(null, c"/".as_ptr(), null, ro, std::ptr::null()) } != 0 {
+            return Err(last("remount the root read-only"));
+        }
+        Ok(OwnedFd::from(ns))
+    })
+    .join()
+    .unwrap_or_else(|_| Err(("thread", io::Error::other("jail template thread panicked"))))
 }
 
 /// Makes a network namespace on a short-lived thread (unshare changes only

@@ -103,11 +103,11 @@ fn failures_before_exec_name_their_step() {
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     let missing = std::path::Path::new("/nonexistent/sigma-probe");
     match common::start(t.sb(), &realm, missing, &[], &RunOpts::default()) {
-        Err(Error::ChildJailBinary { proc, source }) => {
+        Err(Error::OpenBinary { proc, source }) => {
             assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{source}");
-            assert!(proc.pid > 0);
+            assert_eq!(proc.pid, 0, "nothing was cloned");
         }
-        other => panic!("expected ChildJailBinary, got {other:?}"),
+        other => panic!("expected OpenBinary, got {other:?}"),
     }
     // A file without exec permission for the realm's uid.
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("noexec"));

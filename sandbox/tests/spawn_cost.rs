@@ -142,11 +142,11 @@ fn spawn_to_exit_against_bare_vfork_exec() {
     ));
     report.push("sandbox steps (cold cgroups):".into());
     let names = [
-        "parent: cgroups + argv/env + pipe",
+        "parent: cgroups, argv, open_tree, pipe",
         "clone (until the child runs)",
         "signals reset + join cgroups",
         "join netns + hostname",
-        "jail (tmpfs, bind, proc, pivot)",
+        "jail (template copy, binary, proc)",
         "fds, rlimits, caps, uid, nnp, mask",
         "seccomp install",
         "execve (until the parent resumes)",
