@@ -41,6 +41,9 @@ fn spawn_to_exit_against_bare_vfork_exec() {
     let tw = TestSandbox::with(|c| c.warm_cgroups = 4);
     let realm_w = tw.sb().realm(&common::unique("r")).expect("realm");
     let mut warm = Vec::with_capacity(ITERATIONS);
+    let mut warm_parent = Vec::with_capacity(ITERATIONS);
+    let mut warm_to_exec = Vec::with_capacity(ITERATIONS);
+    let mut cold_to_exec = Vec::with_capacity(ITERATIONS);
     let devnull = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")
@@ -100,6 +103,7 @@ fn spawn_to_exit_against_bare_vfork_exec() {
             .expect("exited");
         let warm_ns = t0.elapsed().as_nanos() as u64;
         assert_eq!(status, ExitStatus::Exited(0));
+        let warm_times = child.spawn_times();
         drop(child);
         if i < 10 {
             continue; // warm-up
@@ -107,6 +111,9 @@ fn spawn_to_exit_against_bare_vfork_exec() {
         bare.push(bare_ns);
         sandboxed.push(sandboxed_ns);
         warm.push(warm_ns);
+        warm_parent.push(warm_times.clone_ns.saturating_sub(warm_times.start_ns));
+        warm_to_exec.push(warm_times.exec_seen_ns.saturating_sub(warm_times.start_ns));
+        cold_to_exec.push(times.exec_seen_ns.saturating_sub(times.start_ns));
         let c = times.child;
         let d = |a: u64, b: u64| b.saturating_sub(a);
         steps[0].push(d(times.start_ns, times.clone_ns));
@@ -140,6 +147,9 @@ fn spawn_to_exit_against_bare_vfork_exec() {
         pct(&w, 0.5) as f64 / pct(&b, 0.5) as f64,
         pct(&w, 0.99) as f64 / pct(&b, 0.99) as f64
     ));
+    report.push(line("spawn call (until exec), cold cgroups", cold_to_exec));
+    report.push(line("spawn call (until exec), warm cgroups", warm_to_exec));
+    report.push(line("parent step, warm cgroups", warm_parent));
     report.push("sandbox steps (cold cgroups):".into());
     let names = [
         "parent: cgroups, argv, open_tree, pipe",
