@@ -79,10 +79,10 @@
 //! 7. `JailProc`: mount a fresh proc (`subset=pid`: no host-wide files)
 //!    on `/proc`.
 //! 8. `Fds`: move the report pipe above 3, dup /dev/null, stdout, stderr
-//!     and the control fd to 0, 1, 2, 3 (through fresh fds above 3, so that
-//!     no dup2 clobbers a source), mark every fd from 4 up close-on-exec.
+//!    and the control fd to 0, 1, 2, 3 (through fresh fds above 3, so that
+//!    no dup2 clobbers a source), mark every fd from 4 up close-on-exec.
 //! 9. `Rlimits`: RLIMIT_CORE 0; RLIMIT_NOFILE soft = hard = the configured
-//!     bound.
+//!    bound.
 //! 10. `BoundingSet`: drop every capability from the bounding set (needs
 //!     CAP_SETPCAP, so before the uid change).
 //! 11. `Credentials`: setgroups(0), setresgid, setresuid to the realm's
@@ -129,3 +129,14 @@
 //! already in the realm's netns, forking children that inherit an
 //! installed filter, would remove the seccomp install and the netns join;
 //! not built.
+
+pub mod cgroup;
+mod child;
+mod error;
+pub mod limits;
+pub mod policy;
+mod sandbox;
+
+pub use child::{Stamps, Step};
+pub use error::{Error, ProcRef, Result};
+pub use sandbox::{Child, Class, Config, ExitStatus, RealmHandle, Sandbox, SpawnSpec, SpawnTimes};
