@@ -1,0 +1,1280 @@
+//! The sandbox, its realms, and spawning: everything the parent does.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::cgroup::{self, CgroupDir, Hierarchy, Version};
+use crate::child::{self, ChildArgs, Report, Stamps, Step};
+use crate::error::{Error, ProcRef, Result};
+use crate::limits;
+use crate::policy;
+
+/// How a [`Sandbox`] is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Name of the cgroup the sandbox makes, in each hierarchy, inside the
+    /// calling process's own cgroup. It must not exist yet: the sandbox
+    /// only ever touches cgroups it made. Pick it unique (`sigma-<...>`).
+    pub cgroup_parent: String,
+    /// First uid (and gid) given to realms; realm `i` of the live ones gets
+    /// `uid_base + i`.
+    pub uid_base: u32,
+    /// How many uids the range holds (at most [`limits::REALMS_MAX`]).
+    pub uid_count: u32,
+    /// A host directory, made by the sandbox (it must not exist) and left
+    /// empty on the host: each child mounts its jail's tmpfs on it inside
+    /// its own mount namespace. Removed when the sandbox is dropped.
+    pub jail_dir: PathBuf,
+    /// RLIMIT_NOFILE of procs (soft and hard); lowered to the caller's own
+    /// hard limit if that is smaller.
+    pub nofile: u64,
+    /// Warm cgroups kept per realm and class (at most
+    /// [`limits::WARM_CGROUPS_PER_CLASS_MAX`]). With 0, each proc gets
+    /// cgroups named after its id, removed once it is reaped. Otherwise a
+    /// reaped proc's cgroups (named `w+<n>`, which no proc id can be) go
+    /// back to its realm's pool, up to this many, and the next proc of that
+    /// class only rewrites the limits: no mkdir on spawn, no rmdir at exit.
+    /// Pooled cgroups are removed with their realm.
+    pub warm_cgroups: usize,
+}
+
+impl Config {
+    /// A config named `name` (a cgroup directory name, and the jail
+    /// directory's under the temporary directory), with the uids
+    /// 200000..200000+[`limits::REALMS_MAX`].
+    pub fn new(name: &str) -> Config {
+        Config {
+            cgroup_parent: name.to_string(),
+            uid_base: 200_000,
+            uid_count: limits::REALMS_MAX,
+            jail_dir: std::env::temp_dir().join(format!("{name}.jail")),
+            nofile: limits::PROC_NOFILE_MAX,
+            warm_cgroups: 0,
+        }
+    }
+}
+
+/// Scheduling class of a proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Latency-critical, with the milli-cores it needs at peak: its cgroup
+    /// gets `cpu.shares` in proportion.
+    Lc {
+        /// Milli-cores.
+        mcpu: u64,
+    },
+    /// Best-effort: runs in the idle `be` cgroup.
+    Be,
+}
+
+/// What to start, where, with what.
+#[derive(Debug)]
+pub struct SpawnSpec<'a> {
+    /// The realm, from [`Sandbox::realm`] of the same sandbox.
+    pub realm: &'a RealmHandle,
+    /// The σ proc id: `SIGMA_PID`, and (without warm cgroups) the name of
+    /// its cgroups, so unique in its realm and class among live procs.
+    pub proc_id: &'a str,
+    /// Host path of the static binary. It is bound read-only into the jail
+    /// as `/init`, never copied; it must be executable by the realm's uid.
+    pub binary: &'a Path,
+    /// Arguments after `argv[0]` (which is the binary's file name).
+    pub args: &'a [String],
+    /// Environment beyond `SIGMA_PID`, `SIGMA_REALM`, `SIGMA_CTL_FD`.
+    pub env: &'a [(String, String)],
+    /// LC or BE.
+    pub class: Class,
+    /// Memory limit, MiB.
+    pub mem_mib: u64,
+    /// Most tasks (threads and processes) at once.
+    pub pids_max: u64,
+    /// Becomes fd 3 (`SIGMA_CTL_FD`): the proc's control socket.
+    pub ctl_fd: BorrowedFd<'a>,
+    /// Becomes fd 1.
+    pub stdout: BorrowedFd<'a>,
+    /// Becomes fd 2.
+    pub stderr: BorrowedFd<'a>,
+}
+
+/// How a proc ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal killed it (a crash, an OOM kill, an eviction).
+    Signaled(i32),
+}
+
+/// Where the time of one spawn went, from the parent's clock and the
+/// child's stamps (all CLOCK_MONOTONIC, ns).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpawnTimes {
+    /// Parent, before it made the proc's cgroups.
+    pub start_ns: u64,
+    /// Parent, just before clone.
+    pub clone_ns: u64,
+    /// The child's stamps (see [`Stamps`]); 0 where not reached.
+    pub child: Stamps,
+    /// Parent, once the report pipe closed (the exec happened).
+    pub exec_seen_ns: u64,
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A mapped stack with a guard page below it, for the cloned child.
+#[derive(Debug)]
+struct ChildStack {
+    base: *mut c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; it is used by
+// one spawn at a time (taken out of the pool while in use).
+unsafe impl Send for ChildStack {}
+
+impl ChildStack {
+    fn new() -> Result<ChildStack> {
+        const GUARD: usize = 4096;
+        let len = limits::CHILD_STACK_BYTES + GUARD;
+        let err = |source| Error::ChildStack {
+            bytes: limits::CHILD_STACK_BYTES,
+            source,
+        };
+        // SAFETY: an anonymous private mapping; no existing memory is
+        // affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(err(io::Error::last_os_error()));
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest page of the mapping just made becomes the
+        // guard: an overflow faults instead of writing below.
+        if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } != 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
+        Ok(stack)
+    }
+
+    fn top(&self) -> *mut c_void {
+        // SAFETY: one past the end of the mapping, which is where a
+        // downward-growing stack starts; len keeps 16-byte alignment.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this value owns.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// A hierarchy with the three directories the sandbox makes in it. Field
+/// order is drop order: children before the parent.
+#[derive(Debug)]
+struct HierarchyDirs {
+    hierarchy: Hierarchy,
+    lc: CgroupDir,
+    be: CgroupDir,
+    parent: CgroupDir,
+}
+
+#[derive(Debug, Default)]
+struct RealmTable {
+    by_name: HashMap<String, Weak<RealmInner>>,
+    uid_used: Vec<bool>,
+}
+
+/// The jail template: a mount namespace whose root is a read-only tmpfs
+/// holding only the empty mount points `init` and `proc`. Each child
+/// enters it and unshares a copy. Its tmpfs is mounted on `dir` only
+/// inside the template's namespace: on the host `dir` stays empty.
+#[derive(Debug)]
+struct Jail {
+    template: OwnedFd,
+    dir: PathBuf,
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+#[derive(Debug)]
+struct SandboxInner {
+    hierarchies: Vec<HierarchyDirs>,
+    seccomp: seccompiler::BpfProgram,
+    jail: Jail,
+    dev_null: OwnedFd,
+    cap_last: u32,
+    nofile: u64,
+    uid_base: u32,
+    uid_count: u32,
+    warm_cgroups: usize,
+    realms: Mutex<RealmTable>,
+    stacks: Mutex<Vec<ChildStack>>,
+}
+
+/// The σcontainer factory of one machine: detected cgroups, the compiled
+/// seccomp program, the uid range, and the realms it serves.
+#[derive(Debug)]
+pub struct Sandbox {
+    inner: Arc<SandboxInner>,
+}
+
+fn valid_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > limits::NAME_BYTES_MAX {
+        return Err(format!("length {} not in 1..={}", name.len(), limits::NAME_BYTES_MAX));
+    }
+    if name.starts_with('.') {
+        return Err("starts with '.'".into());
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        return Err("only [A-Za-z0-9_.-] allowed".into());
+    }
+    Ok(())
+}
+
+fn cstring(bytes: &[u8]) -> std::result::Result<CString, String> {
+    CString::new(bytes).map_err(|_| "contains a NUL byte".to_string())
+}
+
+impl Sandbox {
+    /// Detects the cgroup hierarchies, makes the sandbox's cgroups (the
+    /// parent, `lc`, and `be` with `cpu.idle = 1`), compiles the seccomp
+    /// program, and makes the jail directory.
+    pub fn new(config: Config) -> Result<Sandbox> {
+        let invalid = |reason: String| Error::InvalidConfig { reason };
+        valid_name(&config.cgroup_parent).map_err(|r| invalid(format!("cgroup_parent: {r}")))?;
+        if config.uid_count == 0 || config.uid_count > limits::REALMS_MAX {
+            return Err(invalid(format!(
+                "uid_count {} not in 1..={}",
+                config.uid_count,
+                limits::REALMS_MAX
+            )));
+        }
+        if config.uid_base < limits::REALM_UID_MIN || config.uid_base.checked_add(config.uid_count).is_none() {
+            return Err(invalid(format!(
+                "uid_base {} below {} or range overflows",
+                config.uid_base,
+                limits::REALM_UID_MIN
+            )));
+        }
+        if config.warm_cgroups > limits::WARM_CGROUPS_PER_CLASS_MAX {
+            return Err(invalid(format!(
+                "warm_cgroups {} above {}",
+                config.warm_cgroups,
+                limits::WARM_CGROUPS_PER_CLASS_MAX
+            )));
+        }
+        if !config.jail_dir.is_absolute() {
+            return Err(invalid("jail_dir must be absolute".into()));
+        }
+        let seccomp = policy::compile()?;
+
+        // The caller's hard limit bounds what a child can set.
+        let mut own = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit64 into a live local.
+        unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut own) };
+        let nofile = config.nofile.clamp(16, limits::PROC_NOFILE_MAX).min(own.rlim_max);
+
+        let cap_last_path = Path::new("/proc/sys/kernel/cap_last_cap");
+        let cap_last: u32 = fs::read_to_string(cap_last_path)
+            .map_err(|source| Error::ReadMetadata {
+                path: cap_last_path.into(),
+                source,
+            })?
+            .trim()
+            .parse()
+            .map_err(|_| Error::ReadMetadata {
+                path: cap_last_path.into(),
+                source: io::Error::new(io::ErrorKind::InvalidData, "not a number"),
+            })?;
+        assert!(cap_last < 64, "capability numbers fit in 64 bits");
+
+        let dev_null: OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|source| Error::DevNull { source })?
+            .into();
+
+        let mut hierarchies = Vec::new();
+        for h in cgroup::detect()? {
+            let parent = CgroupDir::create(h.own_dir.join(&config.cgroup_parent))?;
+            if h.version == Version::V2 {
+                parent.write("cgroup.subtree_control", "+memory +pids +cpu")?;
+            }
+            let lc = CgroupDir::create(parent.path().join("lc"))?;
+            let be = CgroupDir::create(parent.path().join("be"))?;
+            if h.version == Version::V2 {
+                lc.write("cgroup.subtree_control", "+memory +pids +cpu")?;
+                be.write("cgroup.subtree_control", "+memory +pids +cpu")?;
+            }
+            if h.controllers.contains(&cgroup::Controller::Cpu) {
+                if h.cpu_idle {
+                    be.write("cpu.idle", "1")?;
+                } else {
+                    // Kernels before 5.15: the lowest weight is the closest.
+                    match h.version {
+                        Version::V1 => be.write("cpu.shares", &limits::CPU_SHARES_MIN.to_string())?,
+                        Version::V2 => be.write("cpu.weight", "1")?,
+                    }
+                }
+            }
+            hierarchies.push(HierarchyDirs {
+                hierarchy: h,
+                lc,
+                be,
+                parent,
+            });
+        }
+
+        fs::create_dir(&config.jail_dir).map_err(|source| Error::JailDir {
+            path: config.jail_dir.clone(),
+            source,
+        })?;
+        let dir_c = cstring(config.jail_dir.as_os_str().as_bytes()).map_err(|r| invalid(format!("jail_dir: {r}")))?;
+        let jail = match create_jail_template(dir_c) {
+            Ok(template) => Jail {
+                template,
+                dir: config.jail_dir.clone(),
+            },
+            Err((step, source)) => {
+                let _ = fs::remove_dir(&config.jail_dir);
+                return Err(Error::JailTemplate {
+                    path: config.jail_dir.clone(),
+                    step,
+                    source,
+                });
+            }
+        };
+
+        Ok(Sandbox {
+            inner: Arc::new(SandboxInner {
+                hierarchies,
+                seccomp,
+                jail,
+                dev_null,
+                cap_last,
+                nofile,
+                uid_base: config.uid_base,
+                uid_count: config.uid_count,
+                warm_cgroups: config.warm_cgroups,
+                realms: Mutex::new(RealmTable {
+                    by_name: HashMap::new(),
+                    uid_used: vec![false; config.uid_count as usize],
+                }),
+                stacks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The cgroup directories this sandbox made, one parent per hierarchy
+    /// (for tests and diagnostics).
+    pub fn cgroup_parents(&self) -> Vec<PathBuf> {
+        self.inner
+            .hierarchies
+            .iter()
+            .map(|h| h.parent.path().to_path_buf())
+            .collect()
+    }
+
+    /// The cgroup hierarchies in use.
+    pub fn hierarchies(&self) -> Vec<Hierarchy> {
+        self.inner.hierarchies.iter().map(|h| h.hierarchy.clone()).collect()
+    }
+
+    /// The number of BPF instructions of the seccomp program.
+    pub fn seccomp_len(&self) -> usize {
+        self.inner.seccomp.len()
+    }
+
+    /// The realm `name`: made on first use (a network namespace, its
+    /// cgroups, a uid), shared while any handle or proc of it lives, and
+    /// undone when the last goes.
+    pub fn realm(&self, name: &str) -> Result<RealmHandle> {
+        valid_name(name).map_err(|reason| Error::InvalidRealm {
+            realm: name.to_string(),
+            reason,
+        })?;
+        let mut table = self.inner.realms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = table.by_name.get(name).and_then(Weak::upgrade) {
+            return Ok(RealmHandle { inner: existing });
+        }
+        let Some(slot) = table.uid_used.iter().position(|used| !used) else {
+            return Err(Error::UidsExhausted {
+                realm: name.to_string(),
+                count: self.inner.uid_count,
+            });
+        };
+        let netns = create_netns().map_err(|source| Error::NetnsCreate {
+            realm: name.to_string(),
+            source,
+        })?;
+        let mut dirs = Vec::new();
+        for h in &self.inner.hierarchies {
+            let lc = CgroupDir::create(h.lc.path().join(name))?;
+            let be = CgroupDir::create(h.be.path().join(name))?;
+            if h.hierarchy.version == Version::V2 {
+                lc.write("cgroup.subtree_control", "+memory +pids +cpu")?;
+                be.write("cgroup.subtree_control", "+memory +pids +cpu")?;
+            }
+            dirs.push(RealmDirs { lc, be });
+        }
+        let uid = self.inner.uid_base + slot as u32;
+        let inner = Arc::new(RealmInner {
+            sandbox: Arc::clone(&self.inner),
+            name: name.to_string(),
+            name_c: cstring(name.as_bytes()).map_err(|reason| Error::InvalidRealm {
+                realm: name.into(),
+                reason,
+            })?,
+            uid,
+            gid: uid,
+            slot,
+            netns,
+            pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
+            next_warm: AtomicU64::new(0),
+            dirs,
+        });
+        table.uid_used[slot] = true;
+        table.by_name.insert(name.to_string(), Arc::downgrade(&inner));
+        Ok(RealmHandle { inner })
+    }
+
+    /// Starts a proc: the spawn sequence of the crate documentation. On
+    /// success the proc has exec'd; wait for it through [`Child::pidfd`].
+    pub fn spawn(&self, spec: &SpawnSpec<'_>) -> Result<Child> {
+        let start_ns = now_ns();
+        let sb = &self.inner;
+        let realm = &spec.realm.inner;
+        let mut proc = ProcRef {
+            proc_id: spec.proc_id.to_string(),
+            realm: realm.name.clone(),
+            pid: 0,
+            binary: spec.binary.to_path_buf(),
+        };
+        let invalid = |reason: String| Error::InvalidSpec {
+            proc_id: spec.proc_id.to_string(),
+            reason,
+        };
+        if !Arc::ptr_eq(&realm.sandbox, sb) {
+            return Err(invalid("the realm belongs to another sandbox".into()));
+        }
+        valid_name(spec.proc_id).map_err(|r| invalid(format!("proc id: {r}")))?;
+        if !(limits::PROC_MEM_MIB_MIN..=limits::PROC_MEM_MIB_MAX).contains(&spec.mem_mib) {
+            return Err(invalid(format!(
+                "mem_mib {} not in {}..={}",
+                spec.mem_mib,
+                limits::PROC_MEM_MIB_MIN,
+                limits::PROC_MEM_MIB_MAX
+            )));
+        }
+        if !(1..=limits::PROC_PIDS_MAX).contains(&spec.pids_max) {
+            return Err(invalid(format!(
+                "pids_max {} not in 1..={}",
+                spec.pids_max,
+                limits::PROC_PIDS_MAX
+            )));
+        }
+        if let Class::Lc { mcpu } = spec.class {
+            if mcpu == 0 || mcpu > limits::PROC_MCPU_MAX {
+                return Err(invalid(format!("mcpu {mcpu} not in 1..={}", limits::PROC_MCPU_MAX)));
+            }
+        }
+        let image = ExecImage::new(spec, &realm.name).map_err(invalid)?;
+
+        // The proc's cgroups, limits written before anything joins.
+        let cgroups = realm.take_cgroups(spec)?;
+
+        // The binary as a detached bind mount for the child to attach: no
+        // host path needs to be visible in the child's mount namespace.
+        // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
+        let tree = unsafe {
+            libc::syscall(
+                SYS_OPEN_TREE,
+                libc::AT_FDCWD,
+                image.binary.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        if tree < 0 {
+            return Err(Error::OpenBinary {
+                proc,
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a fresh fd owned by nobody else. Closing it after the
+        // child attached it leaves the mount in place; closing it unused
+        // (a failed spawn) dissolves it.
+        let binary_tree = unsafe { OwnedFd::from_raw_fd(tree as c_int) };
+
+        // The report pipe: close-on-exec, so exec closes the child's end.
+        let mut pipe = [0 as c_int; 2];
+        // SAFETY: pipe2 writes two fds into a live array.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(Error::ReportPipe {
+                proc,
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: both fds were just created and are owned by nobody else.
+        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+
+        let fprog = libc::sock_fprog {
+            len: sb.seccomp.len() as u16,
+            filter: sb.seccomp.as_ptr() as *mut libc::sock_filter,
+        };
+        let mut cgroup_fds = [-1; 3];
+        for (slot, fd) in cgroup_fds.iter_mut().zip(&cgroups.procs) {
+            *slot = fd.as_raw_fd();
+        }
+        let args = ChildArgs {
+            report_fd: write_end.as_raw_fd(),
+            cgroup_fds,
+            cgroup_fds_count: cgroups.procs.len(),
+            netns_fd: realm.netns.as_raw_fd(),
+            hostname: realm.name_c.as_ptr(),
+            hostname_len: realm.name.len(),
+            jail_template_fd: sb.jail.template.as_raw_fd(),
+            binary_tree_fd: binary_tree.as_raw_fd(),
+            fd_sources: [
+                sb.dev_null.as_raw_fd(),
+                spec.stdout.as_raw_fd(),
+                spec.stderr.as_raw_fd(),
+                spec.ctl_fd.as_raw_fd(),
+            ],
+            nofile: sb.nofile,
+            cap_last: sb.cap_last,
+            uid: realm.uid,
+            gid: realm.gid,
+            seccomp: &fprog,
+            argv: image.argv.as_ptr(),
+            envp: image.envp.as_ptr(),
+        };
+
+        let stack = match sb.stacks.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(s) => s,
+            None => ChildStack::new()?,
+        };
+        let clone_ns = now_ns();
+        let (pid, pidfd) = clone_child(&stack, &args);
+        self.return_stack(stack);
+        drop(write_end);
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(source) => return Err(Error::Clone { proc, source }),
+        };
+        proc.pid = pid;
+        // SAFETY: CLONE_PIDFD stored a fresh pidfd that nobody else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+
+        // The child has exec'd or exited (CLONE_VFORK): read what it said.
+        let reports = read_reports(&read_end);
+        let mut times = SpawnTimes {
+            start_ns,
+            clone_ns,
+            child: [0; limits::CHILD_STAMPS_COUNT],
+            exec_seen_ns: now_ns(),
+        };
+        let failure = match reports {
+            Err(e) => Some(Err(e)),
+            Ok(reports) => {
+                let mut failure = None;
+                for r in &reports {
+                    let n = (r.stamps_count as usize).min(times.child.len());
+                    times.child[..n].copy_from_slice(&r.stamps[..n]);
+                    if r.kind == child::REPORT_FAILED {
+                        failure = Some(Ok((r.step, r.errno)));
+                    }
+                }
+                if reports.is_empty() {
+                    // EOF without a word: the child died before it could
+                    // report (a signal before exec). Its status says how.
+                    None
+                } else {
+                    failure
+                }
+            }
+        };
+        let mut child = Child {
+            proc: proc.clone(),
+            pidfd,
+            status: None,
+            cgroups: Some(cgroups),
+            times,
+            _realm: Arc::clone(realm),
+        };
+        match failure {
+            None => Ok(child),
+            Some(failure) => {
+                // The child exited (127) right after reporting; reap it so
+                // that neither a zombie nor its cgroups stay behind.
+                let _ = child.wait_timeout(Duration::from_millis(limits::CHILD_DROP_WAIT_MS_MAX));
+                let _ = child.cleanup();
+                Err(match failure {
+                    Err(reason) => Error::ChildReport { proc, reason },
+                    Ok((step, errno)) => step_error(proc, step, errno, realm),
+                })
+            }
+        }
+    }
+
+    fn return_stack(&self, stack: ChildStack) {
+        let mut pool = self.inner.stacks.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < limits::CHILD_STACKS_POOLED_MAX {
+            pool.push(stack);
+        }
+    }
+}
+
+/// Blocks every signal on this thread (raw, so glibc's internal ones too)
+/// around clone: the child inherits a fully blocked mask and runs no
+/// handler of the parent's before it has reset them all.
+fn clone_child(stack: &ChildStack, args: &ChildArgs) -> (io::Result<i32>, c_int) {
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask with live 8-byte sets.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            &mut old as *mut u64,
+            8usize,
+        )
+    };
+    let flags = libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::CLONE_PIDFD
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC;
+    // No CLONE_NEWNS: the child makes its mount namespace by copying the
+    // jail template, not the host's mount table. No exit signal: the child is reaped through its pidfd (waitid with
+    // __WALL), and the caller's SIGCHLD disposition plays no part.
+    let mut pidfd: c_int = -1;
+    // SAFETY: `child_main` runs on `stack`, a mapping of CHILD_STACK_BYTES
+    // above a guard page, unused by anyone else during this call; `args`
+    // and everything it points to live until clone returns, which with
+    // CLONE_VFORK is after the child exec'd or exited. CLONE_PIDFD writes
+    // the pidfd to the live local `pidfd`.
+    let ret = unsafe {
+        libc::clone(
+            child::child_main,
+            stack.top(),
+            flags,
+            args as *const ChildArgs as *mut c_void,
+            &mut pidfd as *mut c_int,
+        )
+    };
+    let result = if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    };
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+    (result, pidfd)
+}
+
+/// Reads whole reports until EOF. At most two arrive (stamps, then an exec
+/// failure), so this is bounded.
+fn read_reports(fd: &OwnedFd) -> std::result::Result<Vec<Report>, String> {
+    const SIZE: usize = std::mem::size_of::<Report>();
+    let mut reports = Vec::new();
+    loop {
+        let mut r = Report::default();
+        // SAFETY: reads at most SIZE bytes into a live plain-data local.
+        let n = unsafe { libc::read(fd.as_raw_fd(), (&mut r as *mut Report).cast(), SIZE) };
+        match n {
+            0 => return Ok(reports),
+            n if n == SIZE as isize => {
+                if reports.len() >= 2 {
+                    return Err("more than two reports".into());
+                }
+                reports.push(r);
+            }
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("read: {e}"));
+            }
+            n => return Err(format!("short report of {n} bytes")),
+        }
+    }
+}
+
+fn step_error(proc: ProcRef, step: u32, errno: i32, realm: &RealmInner) -> Error {
+    let source = io::Error::from_raw_os_error(errno);
+    let Some(step) = Step::from_u32(step) else {
+        return Error::ChildReport {
+            proc,
+            reason: format!("unknown step {step} (errno {errno})"),
+        };
+    };
+    match step {
+        Step::Signals => Error::ChildSignals { proc, source },
+        Step::Cgroups => Error::ChildCgroups { proc, source },
+        Step::Netns => Error::ChildNetns { proc, source },
+        Step::Hostname => Error::ChildHostname { proc, source },
+        Step::MountNamespace => Error::ChildMountNamespace { proc, source },
+        Step::JailBinary => Error::ChildJailBinary { proc, source },
+        Step::JailProc => Error::ChildJailProc { proc, source },
+        Step::Fds => Error::ChildFds { proc, source },
+        Step::Rlimits => Error::ChildRlimits { proc, source },
+        Step::BoundingSet => Error::ChildBoundingSet { proc, source },
+        Step::Credentials => Error::ChildCredentials {
+            proc,
+            uid: realm.uid,
+            gid: realm.gid,
+            source,
+        },
+        Step::Capabilities => Error::ChildCapabilities { proc, source },
+        Step::NoNewPrivs => Error::ChildNoNewPrivs { proc, source },
+        Step::SignalMask => Error::ChildSignalMask { proc, source },
+        Step::Seccomp => Error::ChildSeccomp { proc, source },
+        Step::Exec => Error::ChildExec { proc, source },
+    }
+}
+
+fn write_proc_limits(dir: &CgroupDir, h: &Hierarchy, spec: &SpawnSpec<'_>) -> Result<()> {
+    use cgroup::Controller;
+    let mem_bytes = (spec.mem_mib << 20).to_string();
+    let pids = spec.pids_max.to_string();
+    for c in &h.controllers {
+        match (c, h.version) {
+            (Controller::Memory, Version::V1) => dir.write("memory.limit_in_bytes", &mem_bytes)?,
+            (Controller::Memory, Version::V2) => {
+                dir.write("memory.max", &mem_bytes)?;
+                dir.write("memory.swap.max", "0").or_else(|e| match &e {
+                    // Without swap accounting the file is absent.
+                    Error::CgroupWrite { source, .. } if source.kind() == io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(e),
+                })?;
+            }
+            (Controller::Pids, _) => dir.write("pids.max", &pids)?,
+            (Controller::Cpu, version) => {
+                if let Class::Lc { mcpu } = spec.class {
+                    let shares = cgroup::lc_cpu_shares(mcpu);
+                    match version {
+                        Version::V1 => dir.write("cpu.shares", &shares.to_string())?,
+                        Version::V2 => dir.write("cpu.weight", &cgroup::shares_to_weight(shares).to_string())?,
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// open_tree(2): the same number on every architecture.
+const SYS_OPEN_TREE: libc::c_long = 428;
+/// open_tree's flag: a detached copy of the mount (a bind mount).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+
+/// Makes the jail template on a short-lived thread: unshare a mount
+/// namespace (the thread's alone), make every mount private, mount a
+/// one-page tmpfs on `dir` with the mount points `proc/` and `init`,
+/// pivot_root into it, detach the host's tree, remount the root read-only.
+/// The namespace lives on through the returned fd after the thread ends.
+/// Fails with the name of the step and its error.
+fn create_jail_template(dir: CString) -> std::result::Result<OwnedFd, (&'static str, io::Error)> {
+    std::thread::spawn(move || {
+        let last = |step| (step, io::Error::last_os_error());
+        let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+        let null = std::ptr::null::<c_char>();
+        // SAFETY: unshare of this thread's fs and mount namespace only.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(last("unshare"));
+        }
+        // SAFETY: mount with a static path and null strings; the change is
+        // inside this thread's new mount namespace.
+        if unsafe {
+            libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            return Err(last("make mounts private"));
+        }
+        let options = CString::new(format!(
+            "size={},nr_inodes={},mode=755",
+            limits::JAIL_TMPFS_BYTES,
+            limits::JAIL_TMPFS_INODES
+        ))
+        .map_err(|_| ("tmpfs options", io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let flags = nosuid_nodev | libc::MS_NOEXEC;
+        // SAFETY: mount with NUL-terminated strings, in this namespace.
+        let r = unsafe {
+            libc::mount(
+                c"sigma-jail".as_ptr(),
+                dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                options.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            return Err(last("mount tmpfs"));
+        }
+        // SAFETY: chdir to a NUL-terminated path (this thread's own fs).
+        if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+            return Err(last("chdir"));
+        }
+        // SAFETY: mkdir of a static relative path in the new tmpfs.
+        if unsafe { libc::mkdir(c"proc".as_ptr(), 0o555) } != 0 {
+            return Err(last("mkdir proc"));
+        }
+        let create = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
+        // SAFETY: open of a static relative path in the new tmpfs.
+        let fd = unsafe { libc::open(c"init".as_ptr(), create, 0o555) };
+        if fd < 0 {
+            return Err(last("create init"));
+        }
+        // SAFETY: closes the fd just opened.
+        unsafe { libc::close(fd) };
+        let ns = fs::File::open("/proc/thread-self/ns/mnt").map_err(|e| ("open ns", e))?;
+        // SAFETY: pivot_root(".", ".") stacks the old root on the tmpfs.
+        if unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } != 0 {
+            return Err(last("pivot_root"));
+        }
+        // SAFETY: detaching "." drops the host tree from this namespace.
+        if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(last("detach the host tree"));
+        }
+        // SAFETY: chdir to a static path.
+        if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+            return Err(last("chdir /"));
+        }
+        let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOEXEC | nosuid_nodev;
+        // SAFETY: remount of this namespace's root, static path.
+        if unsafe { libc::mount(null, c"/".as_ptr(), null, ro, std::ptr::null()) } != 0 {
+            return Err(last("remount the root read-only"));
+        }
+        Ok(OwnedFd::from(ns))
+    })
+    .join()
+    .unwrap_or_else(|_| Err(("thread", io::Error::other("jail template thread panicked"))))
+}
+
+/// Makes a network namespace on a short-lived thread (unshare changes only
+/// that thread) and keeps an fd to it; the thread exits, the namespace
+/// lives on through the fd.
+fn create_netns() -> io::Result<OwnedFd> {
+    std::thread::spawn(|| {
+        // SAFETY: unshare of the network namespace of this thread only.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
+}
+
+/// argv and envp as the child's execve wants them, built before clone.
+struct ExecImage {
+    binary: CString,
+    _strings: Vec<CString>,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+}
+
+impl ExecImage {
+    fn new(spec: &SpawnSpec<'_>, realm: &str) -> std::result::Result<ExecImage, String> {
+        if spec.args.len() > limits::ARGS_COUNT_MAX {
+            return Err(format!(
+                "{} args, more than {}",
+                spec.args.len(),
+                limits::ARGS_COUNT_MAX
+            ));
+        }
+        if spec.env.len() > limits::ENV_COUNT_MAX {
+            return Err(format!(
+                "{} env vars, more than {}",
+                spec.env.len(),
+                limits::ENV_COUNT_MAX
+            ));
+        }
+        if !spec.binary.is_absolute() {
+            return Err(format!("binary {} is not an absolute path", spec.binary.display()));
+        }
+        let binary = cstring(spec.binary.as_os_str().as_bytes()).map_err(|r| format!("binary: {r}"))?;
+        let argv0 = spec
+            .binary
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_else(|| b"init".to_vec());
+        let mut argv_strings = vec![cstring(&argv0).map_err(|r| format!("argv0: {r}"))?];
+        for a in spec.args {
+            argv_strings.push(cstring(a.as_bytes()).map_err(|r| format!("arg {a:?}: {r}"))?);
+        }
+        let mut env_strings = vec![
+            cstring(format!("SIGMA_PID={}", spec.proc_id).as_bytes()).map_err(|r| format!("proc id: {r}"))?,
+            cstring(format!("SIGMA_REALM={realm}").as_bytes()).map_err(|r| format!("realm: {r}"))?,
+            cstring(b"SIGMA_CTL_FD=3").map_err(|r| format!("ctl fd: {r}"))?,
+        ];
+        for (k, v) in spec.env {
+            if k.is_empty() || k.contains('=') {
+                return Err(format!("env key {k:?} is empty or contains '='"));
+            }
+            if matches!(k.as_str(), "SIGMA_PID" | "SIGMA_REALM" | "SIGMA_CTL_FD") {
+                return Err(format!("env key {k:?} is set by the sandbox"));
+            }
+            env_strings.push(cstring(format!("{k}={v}").as_bytes()).map_err(|r| format!("env {k:?}: {r}"))?);
+        }
+        let bytes: usize = argv_strings
+            .iter()
+            .chain(&env_strings)
+            .map(|s| s.as_bytes_with_nul().len())
+            .sum();
+        if bytes > limits::ARGV_ENVP_BYTES_MAX {
+            return Err(format!(
+                "args and env take {bytes} bytes, more than {}",
+                limits::ARGV_ENVP_BYTES_MAX
+            ));
+        }
+        let mut argv: Vec<*const c_char> = argv_strings.iter().map(|s| s.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const c_char> = env_strings.iter().map(|s| s.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        argv_strings.extend(env_strings);
+        // Moving the CStrings into one Vec moves their heap buffers' owners,
+        // not the buffers: the pointers above stay valid.
+        Ok(ExecImage {
+            binary,
+            _strings: argv_strings,
+            argv,
+            envp,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct RealmDirs {
+    lc: CgroupDir,
+    be: CgroupDir,
+}
+
+#[derive(Debug)]
+struct RealmInner {
+    sandbox: Arc<SandboxInner>,
+    name: String,
+    name_c: CString,
+    uid: u32,
+    gid: u32,
+    slot: usize,
+    netns: OwnedFd,
+    /// Warm cgroups of LC and BE procs. Declared before `dirs`, so dropped
+    /// (removed) before the realm's own cgroups.
+    pools: [Mutex<Vec<ProcCgroups>>; 2],
+    next_warm: AtomicU64,
+    dirs: Vec<RealmDirs>,
+}
+
+/// The cgroups of one proc: a directory per hierarchy and each one's open
+/// `cgroup.procs`, which the child writes to join.
+#[derive(Debug)]
+struct ProcCgroups {
+    procs: Vec<OwnedFd>,
+    dirs: Vec<CgroupDir>,
+    /// Named `w+<n>` and returned to the realm's pool once reaped.
+    warm: bool,
+    lc: bool,
+}
+
+impl RealmInner {
+    fn pool(&self, lc: bool) -> std::sync::MutexGuard<'_, Vec<ProcCgroups>> {
+        self.pools[usize::from(!lc)].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A warm cgroup set from the pool with this spawn's limits written,
+    /// or new directories.
+    fn take_cgroups(&self, spec: &SpawnSpec<'_>) -> Result<ProcCgroups> {
+        let sb = &self.sandbox;
+        let lc = matches!(spec.class, Class::Lc { .. });
+        let warm = sb.warm_cgroups > 0;
+        if warm {
+            let pooled = self.pool(lc).pop();
+            if let Some(cgroups) = pooled {
+                for (dir, h) in cgroups.dirs.iter().zip(&sb.hierarchies) {
+                    write_proc_limits(dir, &h.hierarchy, spec)?;
+                }
+                return Ok(cgroups);
+            }
+        }
+        let name = if warm {
+            format!("w+{}", self.next_warm.fetch_add(1, Ordering::Relaxed))
+        } else {
+            spec.proc_id.to_string()
+        };
+        let mut dirs = Vec::with_capacity(sb.hierarchies.len());
+        let mut procs = Vec::with_capacity(sb.hierarchies.len());
+        for (h, rd) in sb.hierarchies.iter().zip(&self.dirs) {
+            let class_dir = if lc { &rd.lc } else { &rd.be };
+            let dir = CgroupDir::create(class_dir.path().join(&name))?;
+            write_proc_limits(&dir, &h.hierarchy, spec)?;
+            let path = dir.path().join("cgroup.procs");
+            let fd = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| Error::CgroupOpen {
+                    path: path.clone(),
+                    source,
+                })?;
+            procs.push(fd.into());
+            dirs.push(dir);
+        }
+        assert!(procs.len() <= 3, "at most one hierarchy per controller");
+        Ok(ProcCgroups { procs, dirs, warm, lc })
+    }
+}
+
+impl Drop for RealmInner {
+    fn drop(&mut self) {
+        // The cgroup directories go with `dirs`; the netns with its fd.
+        let mut table = self.sandbox.realms.lock().unwrap_or_else(|p| p.into_inner());
+        if table.by_name.get(&self.name).is_some_and(|w| w.strong_count() == 0) {
+            table.by_name.remove(&self.name);
+        }
+        if let Some(used) = table.uid_used.get_mut(self.slot) {
+            *used = false;
+        }
+    }
+}
+
+/// A realm on this machine: its network namespace (made once, joined by
+/// every proc), its cgroups, its uid and gid. Cheap to clone; the realm is
+/// undone when the last handle and the last proc of it are gone.
+#[derive(Debug, Clone)]
+pub struct RealmHandle {
+    inner: Arc<RealmInner>,
+}
+
+impl RealmHandle {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    /// The uid its procs run as.
+    pub fn uid(&self) -> u32 {
+        self.inner.uid
+    }
+    /// The gid its procs run as.
+    pub fn gid(&self) -> u32 {
+        self.inner.gid
+    }
+    /// Its network namespace.
+    pub fn netns(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.inner.netns.as_fd()
+    }
+}
+
+/// A started proc. Its pidfd becomes readable when it exits; then
+/// [`Child::try_wait`] reaps it and removes its cgroups. Dropping a child
+/// that still runs kills it (SIGKILL, which takes its whole pid namespace)
+/// and waits for it, at most [`limits::CHILD_DROP_WAIT_MS_MAX`].
+#[derive(Debug)]
+pub struct Child {
+    proc: ProcRef,
+    pidfd: OwnedFd,
+    status: Option<ExitStatus>,
+    cgroups: Option<ProcCgroups>,
+    times: SpawnTimes,
+    _realm: Arc<RealmInner>,
+}
+
+impl Child {
+    /// Host pid.
+    pub fn pid(&self) -> i32 {
+        self.proc.pid
+    }
+
+    /// The pidfd, to poll for readability (exit) from an event loop.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.pidfd.as_fd()
+    }
+
+    /// What the proc is.
+    pub fn proc(&self) -> &ProcRef {
+        &self.proc
+    }
+
+    /// Where the time of the spawn went.
+    pub fn spawn_times(&self) -> SpawnTimes {
+        self.times
+    }
+
+    /// The proc's cgroup directories (removed once it is reaped).
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        self.cgroups
+            .iter()
+            .flat_map(|c| &c.dirs)
+            .map(|d| d.path().to_path_buf())
+            .collect()
+    }
+
+    /// Reaps the proc if it has exited (waitid(P_PIDFD, WNOHANG): never
+    /// blocks), then removes its cgroups. `Ok(None)` while it runs.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid on our own pidfd into a live siginfo_t.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PIDFD,
+                    self.pidfd.as_raw_fd() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::__WALL,
+                )
+            };
+            if r != 0 {
+                return Err(Error::Wait {
+                    proc: self.proc.clone(),
+                    source: io::Error::last_os_error(),
+                });
+            }
+            // SAFETY: waitid filled `info` (or left it zeroed: no child
+            // ready), so si_pid and si_status are initialized.
+            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+            if pid == 0 {
+                return Ok(None);
+            }
+            self.status = Some(match info.si_code {
+                libc::CLD_EXITED => ExitStatus::Exited(status),
+                _ => ExitStatus::Signaled(status),
+            });
+        }
+        self.cleanup()?;
+        Ok(self.status)
+    }
+
+    /// Waits up to `timeout` for the proc to exit (poll on the pidfd), then
+    /// reaps it. Blocks the calling thread: for tests and shutdown; event
+    /// loops poll the pidfd and call [`Child::try_wait`].
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            let mut pfd = libc::pollfd {
+                fd: self.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
+            // SAFETY: poll on one live pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(Error::Wait {
+                        proc: self.proc.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        self.try_wait()
+    }
+
+    /// Sends `signal` through the pidfd (to pid 1 of the proc's pid
+    /// namespace: SIGKILL takes the whole namespace with it).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        // SAFETY: pidfd_send_signal on our own pidfd, no siginfo.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<c_void>(),
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(Error::Signal {
+                proc: self.proc.clone(),
+                signal,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// SIGKILL.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    /// Once reaped: warm cgroups go back to the realm's pool (if it has
+    /// room), others are removed.
+    fn cleanup(&mut self) -> Result<()> {
+        let Some(mut cgroups) = self.cgroups.take() else {
+            return Ok(());
+        };
+        if cgroups.warm && self.status.is_some() {
+            let mut pool = self._realm.pool(cgroups.lc);
+            if pool.len() < self._realm.sandbox.warm_cgroups {
+                pool.push(cgroups);
+                return Ok(());
+            }
+        }
+        let removed = cgroups.dirs.iter_mut().try_for_each(CgroupDir::remove);
+        if removed.is_err() {
+            self.cgroups = Some(cgroups);
+        }
+        removed
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.kill();
+            let _ = self.wait_timeout(Duration::from_millis(limits::CHILD_DROP_WAIT_MS_MAX));
+        }
+        let _ = self.cleanup();
+    }
+}

@@ -1,0 +1,216 @@
+//! A proc starts, sees only its jail, and its exit status comes back.
+
+mod common;
+
+use common::{probe, run, RunOpts, TestSandbox};
+use sigma_sandbox::{Error, ExitStatus};
+
+#[test]
+fn trivial_proc_exit_codes_and_crash() {
+    let t = TestSandbox::new();
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let bin = probe("trivial");
+    for code in [0, 3, 42] {
+        let o = run(t.sb(), &realm, &bin, &[&code.to_string()], &RunOpts::default());
+        assert_eq!(o.status, ExitStatus::Exited(code), "stderr: {}", o.stderr);
+    }
+    let o = run(t.sb(), &realm, &bin, &["crash"], &RunOpts::default());
+    assert_eq!(o.status, ExitStatus::Signaled(libc::SIGSEGV));
+    drop(realm);
+    t.finish();
+}
+
+fn field<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{out}"))
+        .trim()
+}
+
+#[test]
+fn proc_sees_only_its_jail_and_runs_unprivileged() {
+    // The parent blocks a signal and ignores another: neither may reach
+    // the proc.
+    // SAFETY: plain signal-mask and disposition calls on live locals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+    }
+    let t = TestSandbox::new();
+    let realm_name = common::unique("r");
+    let realm = t.sb().realm(&realm_name).expect("realm");
+    let opts = RunOpts {
+        env: vec![("GIVEN".into(), "yes".into())],
+        ..RunOpts::default()
+    };
+    let o = run(t.sb(), &realm, &probe("probe"), &["info", "a b"], &opts);
+    assert_eq!(o.status, ExitStatus::Exited(0), "stderr: {}", o.stderr);
+    let out = &o.stdout;
+    println!("{out}");
+    let uid = realm.uid().to_string();
+    let gid = realm.gid().to_string();
+    assert_eq!(field(out, "status Uid:"), format!("{uid} {uid} {uid} {uid}"));
+    assert_eq!(field(out, "status Gid:"), format!("{gid} {gid} {gid} {gid}"));
+    assert_eq!(field(out, "status Groups:"), "");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(out, &format!("status {caps}")), "0000000000000000", "{caps}");
+    }
+    assert_eq!(field(out, "status NoNewPrivs:"), "1");
+    assert_eq!(field(out, "status Seccomp:"), "2");
+    assert_eq!(
+        field(out, "status SigBlk:"),
+        "0000000000000000",
+        "the parent's blocked SIGUSR1 leaked"
+    );
+    // Rust's runtime ignores SIGPIPE (bit 12) itself; SIGUSR2 (bit 11)
+    // must not be ignored.
+    assert_eq!(field(out, "status SigIgn:"), "0000000000001000");
+    assert_eq!(field(out, "status NSpid:"), "1", "not pid 1 of its own pid namespace");
+    assert_eq!(field(out, "limit Max core file size"), "0 0 bytes");
+    assert_eq!(field(out, "limit Max open files"), "1024 1024 files");
+    assert_eq!(field(out, "root"), "init,proc");
+    assert_eq!(field(out, "pids"), "1");
+    let fds: Vec<&str> = field(out, "fds").split(',').collect();
+    // 0-3, plus the directory fd read_dir holds while listing.
+    assert_eq!(fds.len(), 5, "fds: {fds:?}");
+    assert_eq!(&fds[..4], ["0", "1", "2", "3"]);
+    let pid = sigma_pid(out);
+    assert!(pid.starts_with("p-"), "SIGMA_PID {pid:?}");
+    assert_eq!(
+        field(out, "env"),
+        format!("GIVEN=yes;SIGMA_CTL_FD=3;SIGMA_PID={pid};SIGMA_REALM={realm_name}")
+    );
+    assert_eq!(field(out, "args"), "probe;info;a b");
+    assert_eq!(field(out, "cwd"), "/");
+    drop(realm);
+    t.finish();
+}
+
+fn sigma_pid(out: &str) -> String {
+    field(out, "env")
+        .split(';')
+        .find_map(|kv| kv.strip_prefix("SIGMA_PID="))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn failures_before_exec_name_their_step() {
+    let t = TestSandbox::new();
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let missing = std::path::Path::new("/nonexistent/sigma-probe");
+    match common::start(t.sb(), &realm, missing, &[], &RunOpts::default()) {
+        Err(Error::OpenBinary { proc, source }) => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{source}");
+            assert_eq!(proc.pid, 0, "nothing was cloned");
+        }
+        other => panic!("expected OpenBinary, got {other:?}"),
+    }
+    // A file without exec permission for the realm's uid.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("noexec"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let noexec = dir.join("noexec");
+    std::fs::copy(probe("trivial"), &noexec).expect("copy");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&noexec, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    match common::start(t.sb(), &realm, &noexec, &[], &RunOpts::default()) {
+        Err(Error::ChildExec { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::EACCES), "{source}"),
+        other => panic!("expected ChildExec, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    // Checked before anything is made.
+    let reserved = RunOpts {
+        env: vec![("SIGMA_PID".into(), "x".into())],
+        ..RunOpts::default()
+    };
+    assert!(matches!(
+        common::start(t.sb(), &realm, &probe("trivial"), &[], &reserved),
+        Err(Error::InvalidSpec { .. })
+    ));
+    let tiny = RunOpts {
+        mem_mib: 1,
+        ..RunOpts::default()
+    };
+    assert!(matches!(
+        common::start(t.sb(), &realm, &probe("trivial"), &[], &tiny),
+        Err(Error::InvalidSpec { .. })
+    ));
+    drop(realm);
+    t.finish();
+}
+
+#[test]
+fn realm_is_shared_by_name_and_undone_when_unused() {
+    let t = TestSandbox::new();
+    let name = common::unique("r");
+    let a = t.sb().realm(&name).expect("realm");
+    let b = t.sb().realm(&name).expect("same realm");
+    assert_eq!(a.uid(), b.uid());
+    let other = t.sb().realm(&common::unique("r")).expect("other realm");
+    assert_ne!(a.uid(), other.uid());
+    let ino = |fd: std::os::fd::BorrowedFd<'_>| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
+            .expect("stat")
+            .ino()
+    };
+    assert_eq!(ino(a.netns()), ino(b.netns()), "one netns per realm");
+    assert_ne!(ino(a.netns()), ino(other.netns()));
+    drop((a, b, other));
+    t.finish();
+}
+
+#[test]
+fn warm_cgroups_are_reused_and_removed_with_the_realm() {
+    let t = TestSandbox::with(|c| c.warm_cgroups = 1);
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let bin = probe("trivial");
+    let opts = RunOpts {
+        mem_mib: 48,
+        ..RunOpts::default()
+    };
+    let (mut a, _o, _e, _c) = common::start(t.sb(), &realm, &bin, &["0"], &opts).expect("spawn");
+    let first = a.cgroup_dirs();
+    assert!(first
+        .iter()
+        .all(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("w+"))));
+    a.wait_timeout(std::time::Duration::from_secs(10))
+        .expect("wait")
+        .expect("exited");
+    drop(a);
+    assert!(first.iter().all(|d| d.exists()), "warm cgroups kept for reuse");
+    let opts = RunOpts {
+        mem_mib: 64,
+        ..RunOpts::default()
+    };
+    let (mut b, _o, _e, _c) = common::start(t.sb(), &realm, &bin, &["0"], &opts).expect("spawn");
+    assert_eq!(b.cgroup_dirs(), first, "the pooled set is reused");
+    for d in &first {
+        if d.join("memory.limit_in_bytes").exists() {
+            let limit = std::fs::read_to_string(d.join("memory.limit_in_bytes")).expect("limit");
+            assert_eq!(limit.trim(), (64u64 << 20).to_string(), "limits rewritten");
+        }
+    }
+    // A second live proc of the class gets a set of its own.
+    let (mut c, _o, _e, _c) = common::start(t.sb(), &realm, &bin, &["0"], &opts).expect("spawn");
+    assert_ne!(c.cgroup_dirs(), first);
+    let second = c.cgroup_dirs();
+    for child in [&mut b, &mut c] {
+        assert_eq!(
+            child.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
+            Some(ExitStatus::Exited(0))
+        );
+    }
+    drop((b, c));
+    // The pool holds one: the other set is removed.
+    assert_eq!(first.iter().chain(&second).filter(|d| d.exists()).count(), first.len());
+    drop(realm);
+    assert!(
+        first.iter().chain(&second).all(|d| !d.exists()),
+        "pooled cgroups removed with the realm"
+    );
+    t.finish();
+}
