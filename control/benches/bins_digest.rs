@@ -40,9 +40,14 @@ fn mb_per_s(d: Duration) -> f64 {
 
 fn main() {
     // Not all zeroes, so that nothing can take a short cut.
-    let data: Vec<u8> = (0..BUFFER_BYTES as u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8).collect();
+    let data: Vec<u8> = (0..BUFFER_BYTES as u64)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .collect();
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = ["sha_ni", "avx2", "avx512f"].into_iter().filter(|f| cpu.contains(f)).collect();
+    let flags: Vec<&str> = ["sha_ni", "avx2", "avx512f"]
+        .into_iter()
+        .filter(|f| cpu.contains(f))
+        .collect();
     // Warm-up: page in the buffer and the code.
     let (mut sink_b, mut sink_s) = (blake3_once(&data), sha256_once(&data));
     let (mut b, mut s) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
@@ -57,8 +62,19 @@ fn main() {
     let (b_min, s_min) = (*b.iter().min().unwrap(), *s.iter().min().unwrap());
     let (b, s) = (median(b), median(s));
     println!("digest of a 10 MiB buffer, 1 MiB updates, one thread, {ROUNDS} interleaved rounds; cpu flags {flags:?}");
-    println!("  BLAKE3 1.8:  median {b:>10.3?}  {:>8.0} MB/s  (best {:.0} MB/s)", mb_per_s(b), mb_per_s(b_min));
-    println!("  SHA-256 0.10: median {s:>10.3?}  {:>8.0} MB/s  (best {:.0} MB/s)", mb_per_s(s), mb_per_s(s_min));
-    println!("  BLAKE3 / SHA-256 throughput: {:.2}x", s.as_secs_f64() / b.as_secs_f64());
+    println!(
+        "  BLAKE3 1.8:  median {b:>10.3?}  {:>8.0} MB/s  (best {:.0} MB/s)",
+        mb_per_s(b),
+        mb_per_s(b_min)
+    );
+    println!(
+        "  SHA-256 0.10: median {s:>10.3?}  {:>8.0} MB/s  (best {:.0} MB/s)",
+        mb_per_s(s),
+        mb_per_s(s_min)
+    );
+    println!(
+        "  BLAKE3 / SHA-256 throughput: {:.2}x",
+        s.as_secs_f64() / b.as_secs_f64()
+    );
     std::hint::black_box((sink_b, sink_s));
 }

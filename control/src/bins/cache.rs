@@ -366,7 +366,10 @@ impl Inner {
             ObjectBody::Stream(mut stream) => loop {
                 let next = tokio::time::timeout(self.registry.deadline(), stream.next())
                     .await
-                    .map_err(|_| self.registry.unreachable("fetch", &record.name))?;
+                    .map_err(|_| {
+                        self.registry
+                            .unreachable("fetch", &record.name.to_string(), "no answer".into())
+                    })?;
                 match next {
                     None => break,
                     Some(Ok(chunk)) => fill.take(chunk, false).await?,

@@ -79,8 +79,9 @@ pub enum BinError {
         /// The size of the object (or the bytes received).
         got: u64,
     },
-    /// The store did not answer within the deadline.
-    #[error("{op} {name}: binary store {store} did not answer within {deadline:?}")]
+    /// The store could not be reached, or did not answer, within the
+    /// deadline.
+    #[error("{op} {name}: binary store {store} unreachable within {deadline:?}: {why}")]
     StoreUnreachable {
         /// The operation (`put`, `fetch`, `list`, `remove`, `stat`).
         op: &'static str,
@@ -88,8 +89,10 @@ pub enum BinError {
         name: String,
         /// The store.
         store: String,
-        /// The deadline that passed.
+        /// The deadline.
         deadline: Duration,
+        /// `no answer`, or the connection error of the last attempt.
+        why: String,
     },
     /// A put failed in the store.
     #[error("put {name} into {store}: {source}")]

@@ -287,21 +287,32 @@ impl BinRegistry {
             .join(RECORD_FILE)
     }
 
-    /// Runs a store call within the deadline.
+    /// Runs a store call within the deadline. A call that gets no answer
+    /// in time, or fails to connect (after the client's retries, which the
+    /// deadline bounds too), is [`BinError::StoreUnreachable`]; any other
+    /// outcome is the caller's to map.
     async fn within<T>(
         &self,
         op: &'static str,
         name: &str,
         call: impl Future<Output = object_store::Result<T>>,
     ) -> Result<object_store::Result<T>, BinError> {
-        tokio::time::timeout(self.deadline, call)
-            .await
-            .map_err(|_| BinError::StoreUnreachable {
-                op,
-                name: name.to_owned(),
-                store: self.describe.to_string(),
-                deadline: self.deadline,
-            })
+        match tokio::time::timeout(self.deadline, call).await {
+            Err(_) => Err(self.unreachable(op, name, "no answer".into())),
+            Ok(Err(e)) if is_connect_failure(&e) => Err(self.unreachable(op, name, e.to_string())),
+            Ok(result) => Ok(result),
+        }
+    }
+
+    /// The store unreachable for `op` on `name`.
+    pub(crate) fn unreachable(&self, op: &'static str, name: &str, why: String) -> BinError {
+        BinError::StoreUnreachable {
+            op,
+            name: name.to_owned(),
+            store: self.describe.to_string(),
+            deadline: self.deadline,
+            why,
+        }
     }
 
     /// Puts `bytes` as `name`, replacing what was there, after checking it
@@ -420,17 +431,14 @@ impl BinRegistry {
         let mut listing = self.store.list(prefix);
         let mut names = Vec::new();
         loop {
-            let next =
-                tokio::time::timeout(self.deadline, listing.next())
-                    .await
-                    .map_err(|_| BinError::StoreUnreachable {
-                        op: "list",
-                        name: "*".into(),
-                        store: self.describe.to_string(),
-                        deadline: self.deadline,
-                    })?;
+            let next = tokio::time::timeout(self.deadline, listing.next())
+                .await
+                .map_err(|_| self.unreachable("list", "*", "no answer".into()))?;
             let Some(meta) = next else { break };
-            let meta = meta.map_err(|e| list_err(Arc::new(e)))?;
+            let meta = meta.map_err(|e| match is_connect_failure(&e) {
+                true => self.unreachable("list", "*", e.to_string()),
+                false => list_err(Arc::new(e)),
+            })?;
             // PREFIX/NAME/VERSION/record.json; anything else is not ours.
             let Some(parts) = meta.location.prefix_match(&self.prefix) else {
                 continue;
@@ -533,16 +541,20 @@ impl BinRegistry {
             source,
         }
     }
+}
 
-    /// A fetch's missed deadline.
-    pub(crate) fn unreachable(&self, op: &'static str, name: &BinName) -> BinError {
-        BinError::StoreUnreachable {
-            op,
-            name: name.to_string(),
-            store: self.describe.to_string(),
-            deadline: self.deadline,
+/// Whether a store error is a failure to connect or a transport timeout
+/// (the store unreachable), rather than an answer.
+fn is_connect_failure(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(http) = c.downcast_ref::<HttpError>() {
+            return matches!(http.kind(), HttpErrorKind::Connect | HttpErrorKind::Timeout);
         }
+        cause = c.source();
     }
+    false
 }
 
 /// An S3 store: path-style requests, retries bounded by the deadline.
