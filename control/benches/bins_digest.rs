@@ -92,7 +92,9 @@ fn digests() {
 /// A synthetic static executable of `bytes` bytes: an ELF64 x86_64
 /// `ET_EXEC` header with one `PT_LOAD`, then pseudo-random bytes.
 fn synthetic_static_elf(bytes: usize) -> Vec<u8> {
-    let mut b: Vec<u8> = (0..bytes as u64).map(|i| (i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8).collect();
+    let mut b: Vec<u8> = (0..bytes as u64)
+        .map(|i| (i.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8)
+        .collect();
     b[..64].fill(0);
     b[..4].copy_from_slice(b"\x7fELF");
     b[4] = 2;
@@ -127,7 +129,10 @@ fn fetches() {
         core.block_on(server.run());
     });
     let ios: Vec<(&str, Arc<dyn CacheIo>)> = vec![("data-plane", Arc::new(dp)), ("blocking", Arc::new(BlockingIo))];
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("sigma-bins-bench-{}", std::process::id()));
     let elf = synthetic_static_elf(BUFFER_BYTES);
     rt.block_on(async {

@@ -46,6 +46,11 @@ pub const CACHE_WRITE_QUEUE_MAX: usize = 64;
 /// fetch) before the store counts as unreachable, by default.
 pub const STORE_REPLY_DEFAULT: Duration = Duration::from_secs(5);
 
+/// The slowest rate at which a store is expected to take an upload: a
+/// put's deadline is the reply deadline plus its size at this rate (a
+/// 256 MiB binary: 27 s more).
+pub const STORE_UPLOAD_BYTES_PER_S_MIN: u64 = 10_000_000;
+
 /// The longest reply deadline a configuration may ask for.
 pub const STORE_REPLY_MAX: Duration = Duration::from_secs(120);
 
@@ -65,6 +70,7 @@ pub const RECORD_MEMOS_MAX: usize = 4096;
 
 const _: () = assert!(CACHE_WRITE_BYTES as u64 <= BIN_BYTES_MAX);
 const _: () = assert!(CACHE_WRITES_IN_FLIGHT_MAX >= 1);
+const _: () = assert!(STORE_UPLOAD_BYTES_PER_S_MIN > 0);
 const _: () = assert!(ELF_HEADERS_BYTES_MAX >= 64 + ELF_PROGRAM_HEADERS_MAX * 56);
 const _: () = assert!(STORE_REPLY_DEFAULT.as_millis() <= STORE_REPLY_MAX.as_millis());
 const _: () = assert!(VERSION_DEFAULT.len() <= VERSION_BYTES_MAX);

@@ -25,6 +25,7 @@ use super::elf;
 use super::error::{because, BinError, Cause};
 use super::limits::{
     BIN_BYTES_MAX, LIST_ENTRIES_MAX, LIST_READS_IN_FLIGHT_MAX, RECORD_BYTES_MAX, STORE_REPLY_DEFAULT, STORE_REPLY_MAX,
+    STORE_UPLOAD_BYTES_PER_S_MIN,
 };
 use super::name::BinName;
 use bytes::Bytes;
@@ -297,9 +298,27 @@ impl BinRegistry {
         name: &str,
         call: impl Future<Output = object_store::Result<T>>,
     ) -> Result<object_store::Result<T>, BinError> {
-        match tokio::time::timeout(self.deadline, call).await {
-            Err(_) => Err(self.unreachable(op, name, "no answer".into())),
-            Ok(Err(e)) if is_connect_failure(&e) => Err(self.unreachable(op, name, e.to_string())),
+        self.within_for(self.deadline, op, name, call).await
+    }
+
+    /// [`Self::within`] with a longer deadline: an upload's.
+    async fn within_for<T>(
+        &self,
+        deadline: Duration,
+        op: &'static str,
+        name: &str,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<object_store::Result<T>, BinError> {
+        let unreachable = |why: String| BinError::StoreUnreachable {
+            op,
+            name: name.to_owned(),
+            store: self.describe.to_string(),
+            deadline,
+            why,
+        };
+        match tokio::time::timeout(deadline, call).await {
+            Err(_) => Err(unreachable("no answer".into())),
+            Ok(Err(e)) if is_connect_failure(&e) => Err(unreachable(e.to_string())),
             Ok(result) => Ok(result),
         }
     }
@@ -341,9 +360,18 @@ impl BinRegistry {
             source: Arc::new(e),
         };
         let object = self.object_path(name);
-        self.within("put", &shown, self.store.put(&object, PutPayload::from_bytes(bytes)))
-            .await?
-            .map_err(put_err)?;
+        // An upload is one call: its deadline grows with its size, at the
+        // slowest rate a store is expected to take bytes.
+        let upload_ms = bytes.len() as u64 * 1000 / STORE_UPLOAD_BYTES_PER_S_MIN;
+        let upload_deadline = self.deadline + Duration::from_millis(upload_ms);
+        self.within_for(
+            upload_deadline,
+            "put",
+            &shown,
+            self.store.put(&object, PutPayload::from_bytes(bytes)),
+        )
+        .await?
+        .map_err(put_err)?;
         let json = Bytes::from(record.to_json());
         self.within(
             "put",
