@@ -7,6 +7,7 @@
 //! come later.
 
 pub mod admin;
+pub mod bins;
 pub mod client;
 pub mod conn_limit;
 pub mod log_limit;
