@@ -12,4 +12,5 @@ pub mod client;
 pub mod conn_limit;
 pub mod log_limit;
 pub mod ns;
+pub mod procs;
 pub mod tokio_rpc;

@@ -33,7 +33,16 @@ pub mod method {
     pub const PS: u32 = 304;
     /// Read a proc's log from an offset.
     pub const LOGS: u32 = 305;
+    /// Upload a piece of a binary; the last piece puts it in the store.
+    pub const BIN_PUT: u32 = 320;
+    /// List the binaries in the store.
+    pub const BIN_LIST: u32 = 321;
+    /// Remove a binary from the store.
+    pub const BIN_REMOVE: u32 = 322;
 }
+
+/// Bytes of one `BinPut` piece, at most.
+pub const BIN_PIECE_BYTES_MAX: usize = 512 * 1024;
 
 /// A proc's scheduling class on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +90,20 @@ pub enum ProcRequest {
         offset: u64,
         max_bytes: u32,
     },
+    /// A piece of binary `name` of `total` bytes at `offset`, in the upload
+    /// `upload` (a number the client picks); the piece that ends at `total`
+    /// puts the binary in the store.
+    BinPut {
+        name: String,
+        upload: u64,
+        offset: u64,
+        total: u64,
+        data: Bytes,
+    },
+    BinList,
+    BinRemove {
+        name: String,
+    },
 }
 
 fn count(r: &mut Reader, max: usize) -> Result<usize, DecodeError> {
@@ -102,18 +125,22 @@ impl ProcRequest {
             ProcRequest::Evict { .. } => EVICT,
             ProcRequest::Ps { .. } => PS,
             ProcRequest::Logs { .. } => LOGS,
+            ProcRequest::BinPut { .. } => BIN_PUT,
+            ProcRequest::BinList => BIN_LIST,
+            ProcRequest::BinRemove { .. } => BIN_REMOVE,
         }
     }
 
-    /// The realm the request acts in.
-    pub fn realm(&self) -> &str {
+    /// The realm the request acts in (none for the binary store's requests).
+    pub fn realm(&self) -> Option<&str> {
         match self {
             ProcRequest::Spawn { realm, .. }
             | ProcRequest::WaitExit { realm, .. }
             | ProcRequest::Kill { realm, .. }
             | ProcRequest::Evict { realm, .. }
             | ProcRequest::Ps { realm }
-            | ProcRequest::Logs { realm, .. } => realm,
+            | ProcRequest::Logs { realm, .. } => Some(realm),
+            ProcRequest::BinPut { .. } | ProcRequest::BinList | ProcRequest::BinRemove { .. } => None,
         }
     }
 
@@ -135,7 +162,19 @@ impl ProcRequest {
                 Ok(())
             }
         };
-        str_ok("the realm name", self.realm())?;
+        str_ok("the realm name", self.realm().unwrap_or(""))?;
+        if let ProcRequest::BinPut { name, data, .. } = self {
+            str_ok("the binary's name", name)?;
+            if data.len() > BIN_PIECE_BYTES_MAX {
+                return Err(format!(
+                    "a piece of {} bytes exceeds {BIN_PIECE_BYTES_MAX} (BIN_PIECE_BYTES_MAX)",
+                    data.len()
+                ));
+            }
+        }
+        if let ProcRequest::BinRemove { name } = self {
+            str_ok("the binary's name", name)?;
+        }
         if let ProcRequest::Spawn { program, args, env, .. } = self {
             if program.len() > PROGRAM_BYTES_MAX {
                 return Err(format!(
@@ -208,6 +247,20 @@ impl ProcRequest {
             } => {
                 w.str(realm).u64(*pid).u64(*offset).u32(*max_bytes);
             }
+            ProcRequest::BinPut {
+                name,
+                upload,
+                offset,
+                total,
+                data,
+            } => {
+                assert!(data.len() <= BIN_PIECE_BYTES_MAX);
+                w.str(name).u64(*upload).u64(*offset).u64(*total).bytes(data);
+            }
+            ProcRequest::BinList => {}
+            ProcRequest::BinRemove { name } => {
+                w.str(name);
+            }
         }
     }
 
@@ -271,6 +324,24 @@ impl ProcRequest {
                 offset: r.u64()?,
                 max_bytes: r.u32()?,
             },
+            BIN_PUT => {
+                let (name, upload, offset, total, data) = (r.str()?, r.u64()?, r.u64()?, r.u64()?, r.bytes()?);
+                if data.len() > BIN_PIECE_BYTES_MAX {
+                    return Err(DecodeError::TooLarge {
+                        len: data.len(),
+                        max: BIN_PIECE_BYTES_MAX,
+                    });
+                }
+                ProcRequest::BinPut {
+                    name,
+                    upload,
+                    offset,
+                    total,
+                    data,
+                }
+            }
+            BIN_LIST => ProcRequest::BinList,
+            BIN_REMOVE => ProcRequest::BinRemove { name: r.str()? },
             other => return Err(DecodeError::MethodOutOfRange(other)),
         };
         r.finish()?;
@@ -441,6 +512,44 @@ impl WireProc {
     }
 }
 
+/// A binary in the store, as `bin ls` and `bin put` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireBin {
+    /// `NAME@VERSION`.
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its digest, as text (`blake3:` and hex digits).
+    pub digest: String,
+}
+
+impl WireBin {
+    /// Appends a list of binaries.
+    pub fn encode_list(bins: &[WireBin], out: &mut BytesMut) {
+        assert!(bins.len() <= PS_ENTRIES_MAX);
+        Writer(out).u32(bins.len() as u32);
+        for b in bins {
+            Writer(out).str(cut(&b.name)).u64(b.bytes).str(cut(&b.digest));
+        }
+    }
+
+    /// Parses a list of binaries.
+    pub fn decode_list(payload: Bytes) -> Result<Vec<WireBin>, DecodeError> {
+        let mut r = Reader::new(payload);
+        let n = count(&mut r, PS_ENTRIES_MAX)?;
+        let mut out = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            out.push(WireBin {
+                name: r.str()?,
+                bytes: r.u64()?,
+                digest: r.str()?,
+            });
+        }
+        r.finish()?;
+        Ok(out)
+    }
+}
+
 /// A piece of a proc's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireLogChunk {
@@ -535,6 +644,15 @@ mod tests {
             offset: 2,
             max_bytes: 3,
         });
+        round_trip(ProcRequest::BinPut {
+            name: "x@1".into(),
+            upload: 9,
+            offset: 0,
+            total: 3,
+            data: Bytes::from_static(b"abc"),
+        });
+        round_trip(ProcRequest::BinList);
+        round_trip(ProcRequest::BinRemove { name: "x".into() });
     }
 
     #[test]

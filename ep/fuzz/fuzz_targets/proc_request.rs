@@ -4,11 +4,11 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use sigma_ep::proc::{ProcRequest, WireLogChunk, WireProc, WireStatus};
+use sigma_ep::proc::{ProcRequest, WireBin, WireLogChunk, WireProc, WireStatus};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&m, payload)) = data.split_first() else { return };
-    let method = 300 + u32::from(m % 10);
+    let method = 300 + u32::from(m % 25);
     let payload = Bytes::copy_from_slice(payload);
     if let Ok(req) = ProcRequest::decode(method, payload.clone()) {
         assert!(req.check().is_ok());
@@ -25,6 +25,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(list) = WireProc::decode_list(payload.clone()) {
         let mut out = BytesMut::new();
         WireProc::encode_list(&list, &mut out);
+        assert_eq!(&out[..], &payload[..]);
+    }
+    if let Ok(list) = WireBin::decode_list(payload.clone()) {
+        let mut out = BytesMut::new();
+        WireBin::encode_list(&list, &mut out);
         assert_eq!(&out[..], &payload[..]);
     }
     if let Ok(chunk) = WireLogChunk::decode(payload.clone()) {
