@@ -144,6 +144,11 @@ pub struct AdminService<S: Store> {
 }
 
 impl<S: Store> AdminService<S> {
+    /// The procs served, if any.
+    pub fn procs(&self) -> Option<&crate::procs::Procs> {
+        self.procs.as_ref()
+    }
+
     /// Also serves the proc protocol (`sigma_ep::proc`) with `procs`.
     pub fn with_procs(mut self, procs: crate::procs::Procs) -> AdminService<S> {
         self.procs = Some(procs);
@@ -162,7 +167,7 @@ impl<S: Store> AdminService<S> {
             return Err(Status::handler("unavailable: this sigmad does not serve procs"));
         };
         if let Some(realm) = req.realm() {
-            if let Err(e) = self.ns.realm(realm).await {
+            if let Err(e) = self.ns.check_realm_exists(realm).await {
                 return Err(to_status(&e));
             }
         }

@@ -173,13 +173,21 @@ impl Procs {
     /// sandbox cannot start (no privilege, no cgroups), procs are disabled
     /// and every proc call says why.
     /// Uploads of binaries are staged under `staging` (emptied first).
-    pub fn start(sandbox: sigma_sandbox::Config, logs: PathBuf, staging: PathBuf, bins: BinClient) -> Procs {
+    /// With `reclaim`, what a dead process left under the sandbox's cgroup
+    /// name is killed and removed first (only for a name this process owns).
+    pub fn start(
+        sandbox: sigma_sandbox::Config,
+        logs: PathBuf,
+        staging: PathBuf,
+        bins: BinClient,
+        reclaim: bool,
+    ) -> Procs {
         let _ = std::fs::remove_dir_all(&logs);
         let _ = std::fs::remove_dir_all(&staging);
         if let Err(e) = std::fs::create_dir_all(&staging) {
             tracing::warn!(dir = %staging.display(), error = %e, "making the upload staging directory");
         }
-        let spawner = spawner::Spawner::start(sandbox, logs.clone());
+        let spawner = spawner::Spawner::start(sandbox, logs.clone(), reclaim);
         if let Err(why) = &spawner {
             tracing::warn!(why, "procs are disabled on this sigmad");
         }
@@ -193,6 +201,14 @@ impl Procs {
                 staging,
                 uploads: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// Kills every proc and removes the sandbox (cgroups, jail); procs
+    /// cannot start after it. sigmad calls it when it stops.
+    pub fn shutdown(&self) {
+        if let Ok(s) = &self.inner.spawner {
+            s.shutdown();
         }
     }
 

@@ -50,13 +50,16 @@ pub(crate) enum Job {
 pub(crate) struct Spawner {
     jobs: SyncSender<Job>,
     wake: Arc<EventFd>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Spawner {
     /// Starts the spawner thread with a sandbox made from `config` (on that
     /// thread); an error says why procs cannot run on this machine.
-    pub(crate) fn start(config: sigma_sandbox::Config, logs: PathBuf) -> Result<Spawner, String> {
+    /// With `reclaim`, what a dead sigmad left under the same cgroup name
+    /// (procs and cgroups) and its jail directory are cleared first: only
+    /// for a name this process owns.
+    pub(crate) fn start(config: sigma_sandbox::Config, logs: PathBuf, reclaim: bool) -> Result<Spawner, String> {
         std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
         let wake = Arc::new(
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
@@ -68,6 +71,14 @@ impl Spawner {
         let thread = std::thread::Builder::new()
             .name("sigma-spawner".into())
             .spawn(move || {
+                if reclaim {
+                    match sigma_sandbox::cgroup::reclaim(&config.cgroup_parent) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(killed = n, "killed procs a previous sigmad left running"),
+                        Err(e) => tracing::warn!(error = %e, "reclaiming what a previous sigmad left"),
+                    }
+                    let _ = std::fs::remove_dir(&config.jail_dir);
+                }
                 let sandbox = match Sandbox::new(config) {
                     Ok(s) => s,
                     Err(e) => {
@@ -90,7 +101,7 @@ impl Spawner {
             Ok(Ok(())) => Ok(Spawner {
                 jobs,
                 wake,
-                thread: Some(thread),
+                thread: std::sync::Mutex::new(Some(thread)),
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -119,15 +130,24 @@ impl Spawner {
     }
 }
 
-impl Drop for Spawner {
-    fn drop(&mut self) {
+impl Spawner {
+    /// Kills every proc, removes the sandbox's cgroups and jail, and ends
+    /// the thread. Idempotent.
+    pub(crate) fn shutdown(&self) {
+        let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
         // A full queue still takes the stop once the thread drains it.
         if self.jobs.send(Job::Stop).is_ok() {
             let _ = self.wake.write(1);
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = t.join();
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 
@@ -147,10 +167,12 @@ struct Running {
 }
 
 /// The spawner thread's state.
+/// Fields drop in order: the children and realm handles before the
+/// sandbox, whose cgroups can only go once theirs have.
 struct Run {
-    sandbox: Sandbox,
-    realms: HashMap<String, RealmHandle>,
     running: HashMap<u64, Running>,
+    realms: HashMap<String, RealmHandle>,
+    sandbox: Sandbox,
     epoll: Epoll,
     wake: Arc<EventFd>,
     jobs: Receiver<Job>,

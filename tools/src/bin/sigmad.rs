@@ -140,6 +140,13 @@ impl<S: Store> Admin<S> {
         drop(slot);
     }
 
+    /// At stop: kills every proc and removes the sandbox.
+    fn stop_procs(&self) {
+        if let Some(procs) = self.service.procs() {
+            procs.shutdown();
+        }
+    }
+
     /// At stop: the count of bad-connection lines suppressed, if any.
     fn flush_logs(&self) {
         self.logs.borrow_mut().flush("admin connections ending with an error");
@@ -207,18 +214,33 @@ fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsS
     let cache = BinCache::open(&cache_dir, registry, io, RECORD_TTL_DEFAULT)
         .with_context(|| format!("opening the binary cache {}", cache_dir.display()))?;
     let (client, server) = bin_channel();
-    let mut sandbox = sigma_control::procs::SandboxConfig::new(&format!("sigmad-{}", std::process::id()));
+    // Named after the data directory, whose lock this sigmad holds: what
+    // a sigmad of the same directory left behind (killed with -9) is its
+    // own to reclaim.
+    let mut sandbox = sigma_control::procs::SandboxConfig::new(&format!(
+        "sigmad-{:016x}",
+        fnv1a(data.as_os_str().as_encoded_bytes())
+    ));
+    sandbox.jail_dir = data.join("jail");
     sandbox.warm_cgroups = 8;
     let procs = Procs::start(
         sandbox,
         data.join("procs").join("logs"),
         data.join("bins").join("staging"),
         client,
+        true,
     );
     Ok(ProcsSetup {
         procs: Some(procs),
         bins: Some((server, cache)),
         io_server,
+    })
+}
+
+/// FNV-1a, 64 bits: a short stable name for a path.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
@@ -641,6 +663,8 @@ fn run_etcd(
                 sig = &mut stop_rx => {
                     tracing::info!(signal = sig.unwrap_or(0), "stopping: no longer accepting, removing the socket");
                     admin.flush_logs();
+                admin.stop_procs();
+                    admin.stop_procs();
                     return Ok(());
                 }
                 accepted = listener.accept() => match accepted {
@@ -725,6 +749,7 @@ async fn serve<S: Store + 'static>(
                     "stopping: no longer accepting, removing the socket"
                 );
                 admin.flush_logs();
+                admin.stop_procs();
                 return Ok(());
             }
         }
