@@ -387,6 +387,47 @@ impl<S: Store> Service for AdminService<S> {
     }
 }
 
+/// The admin service as one proc sees it on its control connection (its
+/// fd 3): bound to the proc's realm. A request that names another realm,
+/// or acts on realms themselves or on the binary store, is refused; the
+/// proc cannot choose whom it speaks for.
+#[derive(Debug)]
+pub struct BoundService<'a, S: Store> {
+    inner: &'a AdminService<S>,
+    realm: &'a str,
+    pid: u64,
+}
+
+impl<'a, S: Store> BoundService<'a, S> {
+    /// `inner` as proc `pid` of `realm` may use it.
+    pub fn new(inner: &'a AdminService<S>, realm: &'a str, pid: u64) -> BoundService<'a, S> {
+        BoundService { inner, realm, pid }
+    }
+}
+
+impl<S: Store> Service for BoundService<'_, S> {
+    async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
+        let named = if ProcRequest::is_proc_method(method) {
+            ProcRequest::decode(method, request.clone()).map(|r| r.realm().map(str::to_string))
+        } else {
+            NsRequest::decode(method, request.clone()).map(|r| r.realm().map(str::to_string))
+        };
+        match named {
+            Ok(Some(realm)) if realm == self.realm => self.inner.call(method, request, out).await,
+            Ok(Some(realm)) => Err(Status::handler(format!(
+                "denied: proc {} of realm {:?} asked to act in realm {realm:?}; a proc acts only in its own realm",
+                self.pid, self.realm
+            ))),
+            Ok(None) => Err(Status::handler(format!(
+                "denied: proc {} of realm {:?}: realms and the binary store are not open to procs",
+                self.pid, self.realm
+            ))),
+            // Undecodable: the service answers with the decode error.
+            Err(_) => self.inner.call(method, request, out).await,
+        }
+    }
+}
+
 /// What a resolve call returns.
 pub type ResolvedReply = WireResolved;
 

@@ -292,6 +292,30 @@ impl NsRequest {
         }
     }
 
+    /// The realm a request acts in; `None` for the realm-level requests
+    /// (create, remove, list realms).
+    pub fn realm(&self) -> Option<&str> {
+        match self {
+            NsRequest::CreateRealm { .. } | NsRequest::RemoveRealm { .. } | NsRequest::ListRealms => None,
+            NsRequest::Create { realm, .. }
+            | NsRequest::Read { realm, .. }
+            | NsRequest::Write { realm, .. }
+            | NsRequest::Remove { realm, .. }
+            | NsRequest::Rename { realm, .. }
+            | NsRequest::Stat { realm, .. }
+            | NsRequest::Readdir { realm, .. }
+            | NsRequest::Mount { realm, .. }
+            | NsRequest::Resolve { realm, .. }
+            | NsRequest::Open { realm, .. }
+            | NsRequest::OpenWatch { realm, .. }
+            | NsRequest::WatchDir { realm, .. }
+            | NsRequest::WatchRemove { realm, .. }
+            | NsRequest::LeaseGrant { realm, .. }
+            | NsRequest::LeaseKeepAlive { realm, .. }
+            | NsRequest::LeaseRevoke { realm, .. } => Some(realm),
+        }
+    }
+
     /// For a watch (`OpenWatch`, `WatchDir`, `WatchRemove`), how long it may wait.
     pub fn watch_timeout_ms(&self) -> Option<u64> {
         match self {

@@ -37,6 +37,28 @@ const PROCS: &[(&str, &str)] = &[
         }"#,
     ),
     (
+        "ctl",
+        r#"use std::io::{Read, Write};
+        use std::os::unix::io::FromRawFd;
+        // Sends each argument (a frame, in hex) on fd 3 and prints each reply frame in hex.
+        fn main() {
+            let mut s = unsafe { std::fs::File::from_raw_fd(3) };
+            for hex in std::env::args().skip(1) {
+                let bytes: Vec<u8> = (0..hex.len()).step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+                s.write_all(&bytes).unwrap();
+                let mut frame = vec![0u8; 32];
+                s.read_exact(&mut frame).unwrap();
+                let len = u32::from_le_bytes([frame[8], frame[9], frame[10], frame[11]]) as usize;
+                let mut payload = vec![0u8; len];
+                s.read_exact(&mut payload).unwrap();
+                frame.extend_from_slice(&payload);
+                let line: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+                println!("{line}");
+            }
+        }"#,
+    ),
+    (
         "flood",
         r#"use std::io::Write;
         fn main() {
@@ -238,4 +260,81 @@ fn bad_binaries_programs_and_realms_are_refused_with_clear_errors() {
     // sigmad lived through all of it.
     let pid = pid_of(&d.ok(&["spawn", "exit"]));
     assert_eq!(d.ctl(&["wait", &pid]).status.code(), Some(0));
+}
+
+/// A frame of `method` with `payload`, in hex (what the `ctl` proc sends).
+fn frame_hex(method: u32, payload: &[u8]) -> String {
+    use sigma_ep::limits::FRAME_HEADER_BYTES;
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    sigma_ep::Header::request(1, method, payload.len() as u32, 0).encode(&mut header);
+    header.iter().chain(payload).map(|b| format!("{b:02x}")).collect()
+}
+
+fn ns_hex(req: sigma_ep::ns::NsRequest) -> String {
+    let mut payload = bytes::BytesMut::new();
+    req.encode(&mut payload);
+    frame_hex(req.method(), &payload)
+}
+
+/// A reply line of the `ctl` proc: its header and payload.
+fn reply(line: &str) -> (sigma_ep::Header, Vec<u8>) {
+    let bytes: Vec<u8> = (0..line.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
+        .collect();
+    let header = sigma_ep::Header::decode(&bytes[..32]).unwrap();
+    (header, bytes[32..].to_vec())
+}
+
+#[test]
+fn a_procs_control_connection_acts_only_in_its_own_realm() {
+    use sigma_ep::ns::NsRequest;
+    use sigma_ep::proc::ProcRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad(dir.path()) else { return };
+    d.ok(&["realm", "create", "blue"]);
+    d.ok(&["ns", "-r", "blue", "put", "/hello", "--data", "from blue"]);
+    d.ok(&["ns", "-r", "root", "put", "/secret", "--data", "root's"]);
+    let own = ns_hex(NsRequest::Read {
+        realm: "blue".into(),
+        path: "/hello".into(),
+    });
+    let other = ns_hex(NsRequest::Read {
+        realm: "root".into(),
+        path: "/secret".into(),
+    });
+    let realms = ns_hex(NsRequest::ListRealms);
+    let ps = {
+        let req = ProcRequest::Ps { realm: "blue".into() };
+        let mut payload = bytes::BytesMut::new();
+        req.encode(&mut payload);
+        frame_hex(req.method(), &payload)
+    };
+    let pid = pid_of(&d.ok(&["spawn", "-r", "blue", "ctl", "--", &own, &other, &realms, &ps]));
+    let wait = d.ctl(&["wait", "-r", "blue", &pid]);
+    assert_eq!(
+        String::from_utf8_lossy(&wait.stdout).trim(),
+        "ok",
+        "{}",
+        d.ok(&["logs", "-r", "blue", &pid])
+    );
+    let logs = d.ok(&["logs", "-r", "blue", &pid]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 4, "{logs}");
+    let (h, body) = reply(lines[0]);
+    assert_eq!((h.kind, &body[..]), (sigma_ep::Kind::Response, &b"from blue"[..]));
+    for (i, why) in [(1, "acts only in its own realm"), (2, "not open to procs")] {
+        let (h, body) = reply(lines[i]);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(h.kind, sigma_ep::Kind::Error, "request {i}: {text}");
+        assert!(text.contains("denied") && text.contains(why), "request {i}: {text}");
+        assert!(!text.contains("root's"));
+    }
+    let (h, body) = reply(lines[3]);
+    assert_eq!(h.kind, sigma_ep::Kind::Response);
+    let procs = sigma_ep::proc::WireProc::decode_list(bytes::Bytes::from(body)).unwrap();
+    assert!(
+        procs.iter().any(|p| p.pid.to_string() == pid),
+        "its own realm's ps lists it: {procs:?}"
+    );
 }

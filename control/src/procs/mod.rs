@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use spawner::Job;
 
@@ -129,6 +129,18 @@ impl ProcEntry {
     }
 }
 
+/// A proc's control connection (its fd 3), handed from the spawner to
+/// whatever serves the admin API, bound to the proc's realm and pid.
+#[derive(Debug)]
+pub struct ProcConn {
+    /// sigmad's end of the socket pair.
+    pub fd: std::os::fd::OwnedFd,
+    /// The proc's realm: every request on the connection must name it.
+    pub realm: String,
+    /// The proc's σ pid.
+    pub pid: u64,
+}
+
 /// Uploads being staged at once, at most.
 pub const BIN_UPLOADS_MAX: usize = 16;
 /// An upload that got no piece for this long is abandoned (its client
@@ -152,6 +164,8 @@ struct Inner {
     spawner: Result<spawner::Spawner, String>,
     bins: BinClient,
     logs: PathBuf,
+    /// Proc connections waiting to be served (taken by sigmad's serve loop).
+    conns: Mutex<Option<mpsc::Receiver<ProcConn>>>,
     /// Where uploads are staged until their last piece.
     staging: PathBuf,
     /// Uploads being staged: (name, upload id) → bytes received so far.
@@ -187,7 +201,8 @@ impl Procs {
         if let Err(e) = std::fs::create_dir_all(&staging) {
             tracing::warn!(dir = %staging.display(), error = %e, "making the upload staging directory");
         }
-        let spawner = spawner::Spawner::start(sandbox, logs.clone(), reclaim);
+        let (conns_tx, conns_rx) = mpsc::channel(PROCS_LIVE_MAX);
+        let spawner = spawner::Spawner::start(sandbox, logs.clone(), reclaim, conns_tx);
         if let Err(why) = &spawner {
             tracing::warn!(why, "procs are disabled on this sigmad");
         }
@@ -200,8 +215,15 @@ impl Procs {
                 logs,
                 staging,
                 uploads: Mutex::new(HashMap::new()),
+                conns: Mutex::new(Some(conns_rx)),
             }),
         }
+    }
+
+    /// The proc connections to serve (sigmad's serve loop takes them once):
+    /// each is a proc's fd 3, to be served bound to its realm.
+    pub fn take_conns(&self) -> Option<mpsc::Receiver<ProcConn>> {
+        self.inner.conns.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Kills every proc and removes the sandbox (cgroups, jail); procs

@@ -11,7 +11,7 @@
 //! `LOG_BYTES_MAX`; what comes after is counted and dropped, so a proc
 //! that floods its output is slowed by nothing and fills no disk.
 
-use super::{ProcEntry, LOG_BYTES_MAX, PROC_PIDS_MAX, SPAWN_QUEUE_MAX};
+use super::{ProcConn, ProcEntry, LOG_BYTES_MAX, PROC_PIDS_MAX, SPAWN_QUEUE_MAX};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use sigma_ep::proc::{WireClass, WireStatus};
@@ -59,7 +59,13 @@ impl Spawner {
     /// With `reclaim`, what a dead sigmad left under the same cgroup name
     /// (procs and cgroups) and its jail directory are cleared first: only
     /// for a name this process owns.
-    pub(crate) fn start(config: sigma_sandbox::Config, logs: PathBuf, reclaim: bool) -> Result<Spawner, String> {
+    /// Each started proc's control connection goes to `conns`.
+    pub(crate) fn start(
+        config: sigma_sandbox::Config,
+        logs: PathBuf,
+        reclaim: bool,
+        conns: tokio::sync::mpsc::Sender<ProcConn>,
+    ) -> Result<Spawner, String> {
         std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
         let wake = Arc::new(
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
@@ -86,7 +92,7 @@ impl Spawner {
                         return;
                     }
                 };
-                let mut run = match Run::new(sandbox, thread_wake, rx, logs) {
+                let mut run = match Run::new(sandbox, thread_wake, rx, logs, conns) {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -160,8 +166,6 @@ struct Running {
     log: Option<std::fs::File>,
     logged: u64,
     dropped: u64,
-    /// sigmad's end of the proc's fd 3, held while it runs.
-    _ctl: OwnedFd,
     exited: bool,
     evicting: bool,
 }
@@ -178,10 +182,17 @@ struct Run {
     jobs: Receiver<Job>,
     logs: PathBuf,
     buf: Vec<u8>,
+    conns: tokio::sync::mpsc::Sender<ProcConn>,
 }
 
 impl Run {
-    fn new(sandbox: Sandbox, wake: Arc<EventFd>, jobs: Receiver<Job>, logs: PathBuf) -> Result<Run, String> {
+    fn new(
+        sandbox: Sandbox,
+        wake: Arc<EventFd>,
+        jobs: Receiver<Job>,
+        logs: PathBuf,
+        conns: tokio::sync::mpsc::Sender<ProcConn>,
+    ) -> Result<Run, String> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
         epoll
             .add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))
@@ -195,6 +206,7 @@ impl Run {
             jobs,
             logs,
             buf: vec![0; LOG_READ_BYTES],
+            conns,
         })
     }
 
@@ -317,6 +329,16 @@ impl Run {
             .add(log_r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid + 1))
             .map_err(|e| format!("watching the proc's log pipe: {e}"))?;
         entry.set_host_pid(child.pid());
+        // sigmad's end goes to the admin server, bound to the proc's realm
+        // and pid. If it cannot take it (never: the queue holds one per
+        // live proc), the proc's fd 3 reads EOF.
+        if let Err(e) = self.conns.try_send(ProcConn {
+            fd: ctl_ours,
+            realm: entry.realm.clone(),
+            pid,
+        }) {
+            tracing::warn!(pid, error = %e, "the proc's control connection cannot be served");
+        }
         self.running.insert(
             pid,
             Running {
@@ -326,7 +348,6 @@ impl Run {
                 log: Some(log),
                 logged: 0,
                 dropped: 0,
-                _ctl: ctl_ours,
                 exited: false,
                 evicting: false,
             },

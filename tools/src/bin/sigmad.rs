@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use sigma_control::admin::AdminService;
+use sigma_control::admin::{AdminService, BoundService};
 use sigma_control::bins::limits::RECORD_TTL_DEFAULT;
 use sigma_control::bins::{BinCache, BinRegistry, BlockingIo, CacheIo, DataPlaneIo, DataPlaneIoServer, StoreConfig};
 use sigma_control::conn_limit::{self, ConnLimit};
@@ -138,6 +138,18 @@ impl<S: Store> Admin<S> {
         let result = sigma_dataplane::rpc::serve_with(&stream, &self.service, self.config).await;
         connection_ended(&self.logs, result);
         drop(slot);
+    }
+
+    /// A proc's control connection (its fd 3), served bound to its realm
+    /// and pid, for the proc's whole life (no idle timeout).
+    async fn proc_connection<T: Transport>(self: Rc<Self>, stream: T, realm: String, pid: u64) {
+        let service = BoundService::new(&self.service, &realm, pid);
+        let config = ServerConfig {
+            idle_timeout: None,
+            ..self.config
+        };
+        let result = sigma_dataplane::rpc::serve_with(&stream, &service, config).await;
+        connection_ended(&self.logs, result);
     }
 
     /// At stop: kills every proc and removes the sandbox.
@@ -654,6 +666,25 @@ fn run_etcd(
             service = service.with_procs(procs);
         }
         let admin = Admin::new(service, &sock, args.max_connections, args.server_config());
+        if let Some(mut conns) = admin.service.procs().and_then(|p| p.take_conns()) {
+            let admin = admin.clone();
+            tokio::task::spawn_local(async move {
+                while let Some(conn) = conns.recv().await {
+                    let std = std::os::unix::net::UnixStream::from(conn.fd);
+                    let stream = std.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(std));
+                    match stream {
+                        Ok(stream) => {
+                            tokio::task::spawn_local(admin.clone().proc_connection(
+                                TokioUnix::new(stream),
+                                conn.realm,
+                                conn.pid,
+                            ));
+                        }
+                        Err(e) => tracing::warn!(pid = conn.pid, error = %e, "serving a proc's control connection"),
+                    }
+                }
+            });
+        }
         let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         claim.bound()?;
         tracing::info!(sock = %sock.display(), store = where_, machine, max_connections = args.max_connections, "sigmad serving the namespace");
@@ -725,6 +756,19 @@ async fn serve<S: Store + 'static>(
         service = service.with_procs(procs);
     }
     let admin = Admin::new(service, &sock, max_connections, config);
+    if let Some(mut conns) = admin.service.procs().and_then(|p| p.take_conns()) {
+        let admin = admin.clone();
+        sigma_dataplane::spawn(async move {
+            while let Some(conn) = conns.recv().await {
+                match sigma_dataplane::net::UnixStream::from_owned(conn.fd) {
+                    Ok(stream) => {
+                        sigma_dataplane::spawn(admin.clone().proc_connection(stream, conn.realm, conn.pid));
+                    }
+                    Err(e) => tracing::warn!(pid = conn.pid, error = %e, "serving a proc's control connection"),
+                }
+            }
+        });
+    }
     let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     claim.bound()?;
     tracing::info!(sock = %sock.display(), store = store_desc, machine, max_connections, "sigmad serving the namespace");
