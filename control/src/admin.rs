@@ -157,7 +157,7 @@ impl<S: Store> AdminService<S> {
 
     /// A proc request: the realm must exist; the call is bounded by the
     /// proc layer's own deadlines (a spawn's, a wait's).
-    async fn proc_call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
+    async fn proc_call(&self, method: u32, request: Bytes, out: &mut BytesMut, bound: bool) -> Result<Reply, Status> {
         let req = match ProcRequest::decode(method, request) {
             Ok(req) => req,
             Err(sigma_ep::DecodeError::MethodOutOfRange(m)) => return Err(Status::unknown_method(m)),
@@ -166,6 +166,11 @@ impl<S: Store> AdminService<S> {
         let Some(procs) = &self.procs else {
             return Err(Status::handler("unavailable: this sigmad does not serve procs"));
         };
+        if req.self_pid().is_some() && !bound {
+            return Err(Status::handler(
+                "denied: started and exited come only from a proc, on its own connection (its fd 3)",
+            ));
+        }
         if let Some(realm) = req.realm() {
             if let Err(e) = self.ns.check_realm_exists(realm).await {
                 return Err(to_status(&e));
@@ -350,7 +355,7 @@ impl<S: Store> AdminService<S> {
 impl<S: Store> Service for AdminService<S> {
     async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
         if ProcRequest::is_proc_method(method) {
-            return self.proc_call(method, request, out).await;
+            return self.proc_call(method, request, out, false).await;
         }
         let req = match NsRequest::decode(method, request) {
             Ok(req) => req,
@@ -407,12 +412,29 @@ impl<'a, S: Store> BoundService<'a, S> {
 
 impl<S: Store> Service for BoundService<'_, S> {
     async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
-        let named = if ProcRequest::is_proc_method(method) {
-            ProcRequest::decode(method, request.clone()).map(|r| r.realm().map(str::to_string))
+        let (named, self_pid) = if ProcRequest::is_proc_method(method) {
+            match ProcRequest::decode(method, request.clone()) {
+                Ok(r) => (Ok(r.realm().map(str::to_string)), r.self_pid()),
+                Err(e) => (Err(e), None),
+            }
         } else {
-            NsRequest::decode(method, request.clone()).map(|r| r.realm().map(str::to_string))
+            (
+                NsRequest::decode(method, request.clone()).map(|r| r.realm().map(str::to_string)),
+                None,
+            )
         };
+        if let Some(pid) = self_pid {
+            if pid != self.pid {
+                return Err(Status::handler(format!(
+                    "denied: proc {} spoke for proc {pid}; a proc speaks only for itself",
+                    self.pid
+                )));
+            }
+        }
         match named {
+            Ok(Some(realm)) if realm == self.realm && self_pid.is_some() => {
+                self.inner.proc_call(method, request, out, true).await
+            }
             Ok(Some(realm)) if realm == self.realm => self.inner.call(method, request, out).await,
             Ok(Some(realm)) => Err(Status::handler(format!(
                 "denied: proc {} of realm {:?} asked to act in realm {realm:?}; a proc acts only in its own realm",

@@ -33,6 +33,12 @@ pub mod method {
     pub const PS: u32 = 304;
     /// Read a proc's log from an offset.
     pub const LOGS: u32 = 305;
+    /// Wait until a proc has said it started (or has ended).
+    pub const WAIT_START: u32 = 306;
+    /// From a proc, on its own connection: it has started.
+    pub const STARTED: u32 = 310;
+    /// From a proc, on its own connection: the status it ends with.
+    pub const EXITED: u32 = 311;
     /// Upload a piece of a binary; the last piece puts it in the store.
     pub const BIN_PUT: u32 = 320;
     /// List the binaries in the store.
@@ -72,6 +78,23 @@ pub enum ProcRequest {
         realm: String,
         pid: u64,
         timeout_ms: u64,
+    },
+    WaitStart {
+        realm: String,
+        pid: u64,
+        timeout_ms: u64,
+    },
+    /// Only on a proc's own connection, naming itself.
+    Started {
+        realm: String,
+        pid: u64,
+    },
+    /// Only on a proc's own connection, naming itself: the status to report
+    /// when it exits normally (`Ok` or `Error(code)`).
+    Exited {
+        realm: String,
+        pid: u64,
+        status: WireStatus,
     },
     Kill {
         realm: String,
@@ -121,6 +144,9 @@ impl ProcRequest {
         match self {
             ProcRequest::Spawn { .. } => SPAWN,
             ProcRequest::WaitExit { .. } => WAIT_EXIT,
+            ProcRequest::WaitStart { .. } => WAIT_START,
+            ProcRequest::Started { .. } => STARTED,
+            ProcRequest::Exited { .. } => EXITED,
             ProcRequest::Kill { .. } => KILL,
             ProcRequest::Evict { .. } => EVICT,
             ProcRequest::Ps { .. } => PS,
@@ -136,11 +162,23 @@ impl ProcRequest {
         match self {
             ProcRequest::Spawn { realm, .. }
             | ProcRequest::WaitExit { realm, .. }
+            | ProcRequest::WaitStart { realm, .. }
+            | ProcRequest::Started { realm, .. }
+            | ProcRequest::Exited { realm, .. }
             | ProcRequest::Kill { realm, .. }
             | ProcRequest::Evict { realm, .. }
             | ProcRequest::Ps { realm }
             | ProcRequest::Logs { realm, .. } => Some(realm),
             ProcRequest::BinPut { .. } | ProcRequest::BinList | ProcRequest::BinRemove { .. } => None,
+        }
+    }
+
+    /// For the requests only a proc may make about itself (`Started`,
+    /// `Exited`), the pid it names.
+    pub fn self_pid(&self) -> Option<u64> {
+        match self {
+            ProcRequest::Started { pid, .. } | ProcRequest::Exited { pid, .. } => Some(*pid),
+            _ => None,
         }
     }
 
@@ -230,8 +268,15 @@ impl ProcRequest {
                     w.str(k).str(v);
                 }
             }
-            ProcRequest::WaitExit { realm, pid, timeout_ms } => {
+            ProcRequest::WaitExit { realm, pid, timeout_ms } | ProcRequest::WaitStart { realm, pid, timeout_ms } => {
                 w.str(realm).u64(*pid).u64(*timeout_ms);
+            }
+            ProcRequest::Started { realm, pid } => {
+                w.str(realm).u64(*pid);
+            }
+            ProcRequest::Exited { realm, pid, status } => {
+                w.str(realm).u64(*pid);
+                status.encode(w.0);
             }
             ProcRequest::Kill { realm, pid } | ProcRequest::Evict { realm, pid } => {
                 w.str(realm).u64(*pid);
@@ -308,6 +353,20 @@ impl ProcRequest {
                 realm: r.str()?,
                 pid: r.u64()?,
                 timeout_ms: r.u64()?,
+            },
+            WAIT_START => ProcRequest::WaitStart {
+                realm: r.str()?,
+                pid: r.u64()?,
+                timeout_ms: r.u64()?,
+            },
+            STARTED => ProcRequest::Started {
+                realm: r.str()?,
+                pid: r.u64()?,
+            },
+            EXITED => ProcRequest::Exited {
+                realm: r.str()?,
+                pid: r.u64()?,
+                status: WireStatus::read(&mut r)?,
             },
             KILL => ProcRequest::Kill {
                 realm: r.str()?,
@@ -652,6 +711,20 @@ mod tests {
             data: Bytes::from_static(b"abc"),
         });
         round_trip(ProcRequest::BinList);
+        round_trip(ProcRequest::WaitStart {
+            realm: "r".into(),
+            pid: 4,
+            timeout_ms: 5,
+        });
+        round_trip(ProcRequest::Started {
+            realm: "r".into(),
+            pid: 4,
+        });
+        round_trip(ProcRequest::Exited {
+            realm: "r".into(),
+            pid: 4,
+            status: WireStatus::Error(2),
+        });
         round_trip(ProcRequest::BinRemove { name: "x".into() });
     }
 

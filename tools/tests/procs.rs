@@ -338,3 +338,112 @@ fn a_procs_control_connection_acts_only_in_its_own_realm() {
         "its own realm's ps lists it: {procs:?}"
     );
 }
+
+/// One call on sigmad's admin socket with a raw frame; the reply frame.
+fn admin_call(sock: &Path, req: &sigma_ep::proc::ProcRequest) -> (sigma_ep::Header, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut payload = bytes::BytesMut::new();
+    req.encode(&mut payload);
+    let mut header = [0u8; 32];
+    sigma_ep::Header::request(7, req.method(), payload.len() as u32, 0).encode(&mut header);
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    s.write_all(&header).unwrap();
+    s.write_all(&payload).unwrap();
+    let mut h = [0u8; 32];
+    s.read_exact(&mut h).unwrap();
+    let h = sigma_ep::Header::decode(&h).unwrap();
+    let mut body = vec![0u8; h.len as usize];
+    s.read_exact(&mut body).unwrap();
+    (h, body)
+}
+
+fn proc_hex(req: sigma_ep::proc::ProcRequest) -> String {
+    let mut payload = bytes::BytesMut::new();
+    req.encode(&mut payload);
+    frame_hex(req.method(), &payload)
+}
+
+#[test]
+fn a_proc_says_it_started_and_declares_its_status_only_for_itself() {
+    use sigma_ep::proc::{ProcRequest, WireStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad(dir.path()) else { return };
+    d.ok(&["realm", "create", "blue"]);
+    // A proc that never says it started: wait_start ends at its deadline.
+    let sleeper: u64 = pid_of(&d.ok(&["spawn", "-r", "blue", "sleep", "--", "5000"]))
+        .parse()
+        .unwrap();
+    let (h, body) = admin_call(
+        &d.sock,
+        &ProcRequest::WaitStart {
+            realm: "blue".into(),
+            pid: sleeper,
+            timeout_ms: 300,
+        },
+    );
+    assert_eq!(h.kind, sigma_ep::Kind::Error);
+    assert!(String::from_utf8_lossy(&body).contains("did not say it started"));
+    // Nobody but the proc itself may say it started.
+    let (h, body) = admin_call(
+        &d.sock,
+        &ProcRequest::Started {
+            realm: "blue".into(),
+            pid: sleeper,
+        },
+    );
+    assert_eq!(h.kind, sigma_ep::Kind::Error);
+    assert!(String::from_utf8_lossy(&body).contains("only from a proc"));
+    d.ok(&["kill", "-r", "blue", &sleeper.to_string()]);
+    // σ pids are handed out in order: the next spawn is sleeper + 1.
+    let me = sleeper + 1;
+    let frames = [
+        proc_hex(ProcRequest::Started {
+            realm: "blue".into(),
+            pid: me,
+        }),
+        proc_hex(ProcRequest::Exited {
+            realm: "blue".into(),
+            pid: me,
+            status: WireStatus::Error(5),
+        }),
+        proc_hex(ProcRequest::Started {
+            realm: "blue".into(),
+            pid: sleeper,
+        }),
+    ];
+    let args: Vec<&str> = ["spawn", "-r", "blue", "ctl", "--"]
+        .into_iter()
+        .chain(frames.iter().map(String::as_str))
+        .collect();
+    assert_eq!(pid_of(&d.ok(&args)), me.to_string());
+    let wait = d.ctl(&["wait", "-r", "blue", &me.to_string()]);
+    assert_eq!(
+        String::from_utf8_lossy(&wait.stdout).trim(),
+        "error(5)",
+        "the declared status is reported"
+    );
+    assert_eq!(wait.status.code(), Some(5));
+    let logs = d.ok(&["logs", "-r", "blue", &me.to_string()]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 3, "{logs}");
+    assert_eq!(reply(lines[0]).0.kind, sigma_ep::Kind::Response);
+    assert_eq!(reply(lines[1]).0.kind, sigma_ep::Kind::Response);
+    let (h, body) = reply(lines[2]);
+    assert_eq!(h.kind, sigma_ep::Kind::Error);
+    assert!(String::from_utf8_lossy(&body).contains("speaks only for itself"));
+    // It said it started: wait_start answers at once with its status now.
+    let (h, body) = admin_call(
+        &d.sock,
+        &ProcRequest::WaitStart {
+            realm: "blue".into(),
+            pid: me,
+            timeout_ms: 300,
+        },
+    );
+    assert_eq!(h.kind, sigma_ep::Kind::Response);
+    assert_eq!(
+        WireStatus::decode(bytes::Bytes::from(body)).unwrap(),
+        WireStatus::Error(5)
+    );
+}

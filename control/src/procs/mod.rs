@@ -97,6 +97,10 @@ pub struct ProcEntry {
     log_len: watch::Sender<(u64, bool)>,
     log_path: PathBuf,
     ended: AtomicBool,
+    /// Whether it said it started (`Started` on its own connection).
+    started: watch::Sender<bool>,
+    /// The status it declared (`Exited`), reported if it then exits normally.
+    declared: Mutex<Option<WireStatus>>,
 }
 
 impl ProcEntry {
@@ -112,6 +116,17 @@ impl ProcEntry {
     /// Its status now.
     pub fn status(&self) -> WireStatus {
         self.status.borrow().clone()
+    }
+
+    /// The status of a normal exit with `code`: what the proc declared, if
+    /// it did, else `Ok` or `Error(code)`.
+    fn exit_status(&self, code: i32) -> WireStatus {
+        let declared = self.declared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match (declared, code) {
+            (Some(s), _) => s,
+            (None, 0) => WireStatus::Ok,
+            (None, code) => WireStatus::Error(code),
+        }
     }
 
     fn finish(&self, status: WireStatus) {
@@ -335,6 +350,8 @@ impl Procs {
                 log_len: watch::channel((0, false)).0,
                 log_path: self.inner.logs.join(format!("{pid}.log")),
                 ended: AtomicBool::new(false),
+                started: watch::channel(false).0,
+                declared: Mutex::new(None),
             });
             t.procs.insert(pid, entry.clone());
             entry
@@ -407,6 +424,48 @@ impl Procs {
                 format!("proc {pid} is still running after {limit:?}"),
             )),
         }
+    }
+
+    /// Waits until proc `pid` of `realm` says it started, or ends (at most
+    /// `limit`): its status then (`Running` if it started and runs).
+    pub async fn wait_start(&self, realm: &str, pid: u64, limit: Duration) -> Result<WireStatus, ProcError> {
+        let entry = self.get(realm, pid)?;
+        let (mut started, mut status) = (entry.started.subscribe(), entry.status.subscribe());
+        let limit = limit.min(WAIT_TIMEOUT_MAX);
+        let waited = crate::tokio_rpc::timeout(limit, async {
+            tokio::select! {
+                _ = started.wait_for(|s| *s) => {}
+                _ = status.wait_for(|s| *s != WireStatus::Running) => {}
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => Ok(entry.status()),
+            Err(_) => Err(ProcError::new(
+                "timed-out",
+                format!("proc {pid} did not say it started within {limit:?}"),
+            )),
+        }
+    }
+
+    /// From proc `pid` itself: it has started.
+    pub fn started(&self, realm: &str, pid: u64) -> Result<(), ProcError> {
+        self.get(realm, pid)?.started.send_replace(true);
+        Ok(())
+    }
+
+    /// From proc `pid` itself: the status to report when it exits normally
+    /// (`Ok` or `Error(code)`).
+    pub fn declare_exit(&self, realm: &str, pid: u64, status: WireStatus) -> Result<(), ProcError> {
+        if !matches!(status, WireStatus::Ok | WireStatus::Error(_)) {
+            return Err(ProcError::new(
+                "invalid",
+                format!("a proc declares ok or error(code), not {status}"),
+            ));
+        }
+        let entry = self.get(realm, pid)?;
+        *entry.declared.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+        Ok(())
     }
 
     /// Sends SIGKILL to proc `pid` of `realm` (evict: marks it evicted).
@@ -596,6 +655,12 @@ impl Procs {
                 let s = self.wait_exit(&realm, pid, Duration::from_millis(timeout_ms)).await?;
                 s.encode(out);
             }
+            ProcRequest::WaitStart { realm, pid, timeout_ms } => {
+                let s = self.wait_start(&realm, pid, Duration::from_millis(timeout_ms)).await?;
+                s.encode(out);
+            }
+            ProcRequest::Started { realm, pid } => self.started(&realm, pid)?,
+            ProcRequest::Exited { realm, pid, status } => self.declare_exit(&realm, pid, status)?,
             ProcRequest::Kill { realm, pid } => self.kill(&realm, pid, false)?,
             ProcRequest::Evict { realm, pid } => self.kill(&realm, pid, true)?,
             ProcRequest::Ps { realm } => WireProc::encode_list(&self.ps(&realm), out),

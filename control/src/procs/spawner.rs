@@ -360,8 +360,7 @@ impl Run {
         let Some(r) = self.running.get_mut(&pid) else { return };
         let status = match r.child.try_wait() {
             Ok(None) => return,
-            Ok(Some(ExitStatus::Exited(0))) => WireStatus::Ok,
-            Ok(Some(ExitStatus::Exited(code))) => WireStatus::Error(code),
+            Ok(Some(ExitStatus::Exited(code))) => r.entry.exit_status(code),
             Ok(Some(ExitStatus::Signaled(_))) if r.evicting => WireStatus::Evicted,
             Ok(Some(ExitStatus::Signaled(sig))) => WireStatus::Crashed(sig),
             Err(e) => {

@@ -643,7 +643,10 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
                 }
             }
         }
-        ProcRequest::BinPut { .. } => unreachable!("bin put is sent in pieces by bin_put"),
+        ProcRequest::BinPut { .. }
+        | ProcRequest::WaitStart { .. }
+        | ProcRequest::Started { .. }
+        | ProcRequest::Exited { .. } => unreachable!("sigmactl builds no {req:?} here"),
     }
     Ok(())
 }
