@@ -5,7 +5,7 @@
 //! `/work/shared/bench-schema.md` (plus a Markdown table, also printed to stdout at the end).
 //!
 //! ```text
-//! sigmabench run peers|rpc|ns [--quick] [--json FILE] [--md FILE] [--plot DIR] [--systems a,b,c] [--cases x,y] [--rounds N] [--rate N]
+//! sigmabench run peers|rpc|ns|spawn|spawn-rate [--quick] [--json FILE] [--md FILE] [--plot DIR] [--systems a,b,c] [--cases x,y] [--rounds N] [--rate N]
 //! sigmabench report [--results DIR] [--readme FILE] [--check]
 //! sigmabench compare OLD.json NEW.json [--threshold 0.10]
 //! sigmabench serve echo --system NAME --addr HOST:PORT [--core N]
@@ -56,7 +56,9 @@ mod paced;
 mod plot;
 mod report;
 mod rpc_systems;
+mod procs;
 mod sigmad;
+mod spawn_systems;
 mod suites;
 mod systems;
 mod tables;
@@ -94,7 +96,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a benchmark suite (known: peers, rpc, ns).
+    /// Run a benchmark suite (known: peers, rpc, ns, spawn, spawn-rate).
     Run(RunArgs),
     /// Rebuild results/SUITE.md, results/plots/SUITE.svg and the README's tables from results/SUITE.json.
     Report {
@@ -127,7 +129,7 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Suite to run (known: peers, rpc, ns).
+    /// Suite to run (known: peers, rpc, ns, spawn, spawn-rate).
     suite: String,
     /// Fewer samples and one round: the whole suite in about 30 s on 2 cores.
     #[arg(long)]
@@ -231,6 +233,8 @@ enum Suite {
     Peers(Vec<Arc<dyn systems::System>>),
     Rpc(Vec<Arc<dyn rpc_systems::RpcSystem>>),
     Ns(Vec<Arc<dyn ns_systems::NsSystem>>),
+    Spawn(Vec<Arc<spawn_systems::System>>),
+    SpawnRate(Vec<Arc<spawn_systems::System>>),
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
@@ -252,6 +256,20 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         "ns" => Suite::Ns(select_systems(
             ns_systems::all().into_iter().map(Arc::from).collect(),
             |s: &(dyn ns_systems::NsSystem + 'static)| s.name(),
+            wanted,
+        )?),
+        "spawn" => Suite::Spawn(select_systems(
+            spawn_systems::all().into_iter().map(Arc::new).collect(),
+            |s: &spawn_systems::System| s.name,
+            wanted,
+        )?),
+        "spawn-rate" => Suite::SpawnRate(select_systems(
+            spawn_systems::all()
+                .into_iter()
+                .filter(|s| s.in_rate)
+                .map(Arc::new)
+                .collect(),
+            |s: &spawn_systems::System| s.name,
             wanted,
         )?),
         _ => Suite::Peers(select_systems(
@@ -285,6 +303,18 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             rate: args.rate,
         })?,
         Suite::Ns(systems) => suites::ns::run(&suites::ns::Options {
+            quick: args.quick,
+            rounds: args.rounds,
+            systems,
+            cases: args.cases.clone(),
+        })?,
+        Suite::Spawn(systems) => suites::spawn::run(&suites::spawn::Options {
+            quick: args.quick,
+            rounds: args.rounds,
+            systems,
+            cases: args.cases.clone(),
+        })?,
+        Suite::SpawnRate(systems) => suites::spawn_rate::run(&suites::spawn_rate::Options {
             quick: args.quick,
             rounds: args.rounds,
             systems,
