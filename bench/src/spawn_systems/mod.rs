@@ -25,6 +25,14 @@ mod sandbox;
 mod sigma;
 mod vfork_exec;
 
+/// Retries of an exec that fails with ETXTBSY. A freshly copied binary is briefly "busy" when
+/// another thread of this process forks while the copy's fd is open for writing (the forked
+/// child holds it until it execs): unit tests running in parallel do that. The suites start
+/// cold procs from one thread at a time, so their measured starts never retry.
+pub const TEXT_BUSY_RETRIES: u32 = 100;
+/// The pause before such a retry.
+pub const TEXT_BUSY_PAUSE: Duration = Duration::from_millis(1);
+
 /// How a proc is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -77,8 +85,7 @@ impl Steps {
 
     /// A breakdown from one value (µs) per step, in [`Breakdown`]'s field order.
     pub fn breakdown(us: [Option<f64>; STEPS_COUNT]) -> Breakdown {
-        let [schedule_us, fetch_us, verify_us, namespaces_us, cgroups_us, jail_us, seccomp_us, exec_to_started_us] =
-            us;
+        let [schedule_us, fetch_us, verify_us, namespaces_us, cgroups_us, jail_us, seccomp_us, exec_to_started_us] = us;
         Breakdown {
             schedule_us,
             fetch_us,
@@ -340,7 +347,11 @@ mod tests {
 
     #[test]
     fn run_cmd_returns_stdout_and_fails_with_stderr_or_on_timeout() {
-        let out = run_cmd(std::process::Command::new("sh").args(["-c", "echo hi"]), Duration::from_secs(5)).unwrap();
+        let out = run_cmd(
+            std::process::Command::new("sh").args(["-c", "echo hi"]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!(out.trim(), "hi");
         let e = run_cmd(
             std::process::Command::new("sh").args(["-c", "echo bad >&2; exit 3"]),

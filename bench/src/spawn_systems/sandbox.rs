@@ -65,10 +65,8 @@ pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
     );
     let mut config = Config::new(&name);
     config.warm_cgroups = WARM_CGROUPS;
-    let sb = Sandbox::new(config).map_err(|e| anyhow::anyhow!("setting up the sandbox ({name}): {e}"))?;
-    let warm = sb
-        .realm("bench-warm")
-        .map_err(|e| anyhow::anyhow!("making the warm realm: {e}"))?;
+    let sb = Sandbox::new(config).with_context(|| format!("setting up the sandbox ({name})"))?;
+    let warm = sb.realm("bench-warm").context("making the warm realm")?;
     let dev_null = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")
@@ -173,13 +171,21 @@ impl SandboxStarter {
             stdout: self.dev_null.as_fd(),
             stderr: self.dev_null.as_fd(),
         };
-        let t0 = now_ns();
-        let mut child = self
-            .sb
-            .spawn(&spec)
-            .map_err(|e| anyhow::anyhow!("spawn in realm {}: {e}", realm.name()))?;
+        let mut busy = 0;
+        let (t0, mut child) = loop {
+            let t0 = now_ns();
+            match self.sb.spawn(&spec) {
+                Err(sigma_sandbox::Error::ChildExec { source, .. })
+                    if source.raw_os_error() == Some(libc::ETXTBSY) && busy < super::TEXT_BUSY_RETRIES =>
+                {
+                    busy += 1;
+                    std::thread::sleep(super::TEXT_BUSY_PAUSE);
+                }
+                r => break (t0, r.with_context(|| format!("spawn in realm {}", realm.name()))?),
+            }
+        };
         let exit_ns = exit_seen(&child)?;
-        let status = child.try_wait().map_err(|e| anyhow::anyhow!("reaping: {e}"))?;
+        let status = child.try_wait().context("reaping")?;
         let end = now_ns();
         match status {
             Some(ExitStatus::Exited(0)) => {}
@@ -216,7 +222,7 @@ impl Starter for SandboxStarter {
                     let realm = self
                         .sb
                         .realm(&format!("cold-{seq}"))
-                        .map_err(|e| anyhow::anyhow!("making realm cold-{seq}: {e}"))?;
+                        .with_context(|| format!("making realm cold-{seq}"))?;
                     let t3 = now_ns();
                     let (_, mut steps, end) = self.spawn_and_wait(&realm, &path, seq)?;
                     steps.fetch = Some(t1 - t0);

@@ -29,12 +29,21 @@ pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
 }
 
 fn run(bin: &Path) -> Result<()> {
-    let status = Command::new(bin)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .with_context(|| format!("spawning {}", bin.display()))?;
+    let mut busy = 0;
+    let status = loop {
+        let r = Command::new(bin)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && busy < super::TEXT_BUSY_RETRIES => {
+                busy += 1;
+                std::thread::sleep(super::TEXT_BUSY_PAUSE);
+            }
+            r => break r.with_context(|| format!("spawning {}", bin.display()))?,
+        }
+    };
     if !status.success() {
         bail!("{} exited with {status}", bin.display());
     }

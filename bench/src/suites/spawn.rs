@@ -253,7 +253,10 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let env = Env::new()?;
     eprintln!("ok ({:.1} s)", t0.elapsed().as_secs_f64());
     let starters = open_systems(&opts.systems, &env);
-    let mut accs: Vec<Vec<Batch>> = cases.iter().map(|_| (0..nsys).map(|_| Batch::new()).collect()).collect();
+    let mut accs: Vec<Vec<Batch>> = cases
+        .iter()
+        .map(|_| (0..nsys).map(|_| Batch::new()).collect())
+        .collect();
     let case_names: Vec<&str> = cases.iter().map(|c| c.name).collect();
     let system_names: Vec<String> = opts.systems.iter().map(|s| s.name.to_string()).collect();
     let tallies = super::interleave(
@@ -418,7 +421,11 @@ pub fn markdown(doc: &Doc) -> String {
                 fmt_ratio(cold_docker_warm),
                 verdict(cold_docker_warm, |r| r <= 0.01),
             ),
-            ("cold-start-s3 ≤ 2 × cold-start".to_string(), fmt_ratio(s3), verdict(s3, |r| r <= 2.0)),
+            (
+                "cold-start-s3 ≤ 2 × cold-start".to_string(),
+                fmt_ratio(s3),
+                verdict(s3, |r| r <= 2.0),
+            ),
         ];
         for (target, measured, v) in lines {
             let _ = writeln!(out, "| {target} | {sys} | {measured} | {v} |");

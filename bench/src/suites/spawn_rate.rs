@@ -111,7 +111,8 @@ fn run_one(starter: Arc<dyn Starter>, concurrency: usize, window: Duration) -> R
         let th = std::thread::Builder::new()
             .name(format!("spawn-rate-{t}"))
             .spawn(move || -> Result<Batch> {
-                let warm = (0..WARMUP_PER_THREAD).try_for_each(|_| starter.start(Start::Warm, Proc::Trivial, next_seq()).map(|_| ()));
+                let warm = (0..WARMUP_PER_THREAD)
+                    .try_for_each(|_| starter.start(Start::Warm, Proc::Trivial, next_seq()).map(|_| ()));
                 barrier.wait();
                 warm?;
                 let mut b = Batch::new();
@@ -170,7 +171,10 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     let env = Env::new()?;
     eprintln!("ok ({:.1} s)", t0.elapsed().as_secs_f64());
     let starters = open_systems(&opts.systems, &env);
-    let mut accs: Vec<Vec<Batch>> = cases.iter().map(|_| (0..nsys).map(|_| Batch::new()).collect()).collect();
+    let mut accs: Vec<Vec<Batch>> = cases
+        .iter()
+        .map(|_| (0..nsys).map(|_| Batch::new()).collect())
+        .collect();
     let case_names: Vec<&str> = cases.iter().map(|c| c.name).collect();
     let system_names: Vec<String> = opts.systems.iter().map(|s| s.name.to_string()).collect();
     let tallies = super::interleave(
@@ -254,7 +258,10 @@ fn rate(doc: &Doc, case: &str, system: &str) -> Option<f64> {
 pub fn markdown(doc: &Doc) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nProcs per second over the floor ({FLOOR}) at the same concurrency, and the targets (issue #11: ≥ 0.5 × {FLOOR} and ≥ {TARGET_RATE:.0} procs/s):\n");
-    let _ = writeln!(out, "| case | system | procs/s | × {FLOOR} | ≥ 0.5 × floor | ≥ {TARGET_RATE:.0}/s |");
+    let _ = writeln!(
+        out,
+        "| case | system | procs/s | × {FLOOR} | ≥ 0.5 × floor | ≥ {TARGET_RATE:.0}/s |"
+    );
     let _ = writeln!(out, "|---|---|---:|---:|---|---|");
     for r in doc.rows.iter().filter(|r| r.error.is_none()) {
         let x = ratio(r.ops_per_s, rate(doc, &r.case, FLOOR));
