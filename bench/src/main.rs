@@ -35,6 +35,20 @@
 //!   operations straight through etcd-client). sigmad is the one built beside sigmabench (or
 //!   `SIGMA_SIGMAD`); one throwaway etcd (Debian's `etcd`) serves the whole run.
 //!   `ns_systems/` holds one file per system behind the `NsSystem` trait.
+//! * `run spawn` measures one proc start, start to exit seen and reaped, of the example proc
+//!   `big` (a static binary of 11 MiB): `warm-start` (binary in place, realm on the machine),
+//!   `cold-start` (binary copied from a local store into the cache and its BLAKE3 checked, in a
+//!   realm made for the start) and `cold-start-s3` (from S3: not measured yet, error rows), with a
+//!   breakdown (`schedule_us`, `fetch_us`, `verify_us`, `namespaces_us`, `cgroups_us`, `jail_us`,
+//!   `seccomp_us`, `exec_to_started_us`: each step's p50). Systems: `sigma` (through sigmad's
+//!   proc lifecycle: an error row until it exists), `sigma-sandbox` (σ's sandbox alone in this
+//!   process: needs root and cgroups), `vfork-exec` (`std::process::Command`: the floor) and
+//!   `docker` (`docker run --rm --network none` of a FROM-scratch image the suite builds).
+//! * `run spawn-rate` measures procs started and waited for per second by 1, 8 and 32 threads
+//!   starting the example proc `trivial` back to back (`trivial-c1`, `-c8`, `-c32`), with CPU
+//!   per start, for `sigma`, `sigma-sandbox` and `vfork-exec`. Both spawn suites build the example
+//!   procs of `tests/procs/` with rustc into `<target dir>/sigma-procs/` (`procs.rs`);
+//!   `spawn_systems/` holds one file per system behind the `Starter` trait.
 //! * `report` rebuilds `results/SUITE.md`, the plots `results/plots/SUITE.svg` and the README's
 //!   generated tables (between `<!-- sigmabench:begin NAME -->` markers) from `results/SUITE.json`;
 //!   `--check` writes nothing and fails if any of them is out of date (`tables.rs`).
@@ -389,7 +403,7 @@ fn report(results: &Path, readme: &Path, check: bool) -> Result<ExitCode> {
     }
     if docs.is_empty() {
         bail!(
-            "no result documents (peers.json, rpc.json, ns.json) in {}",
+            "no result documents (peers.json, rpc.json, ns.json, spawn.json, spawn-rate.json) in {}",
             results.display()
         );
     }

@@ -21,6 +21,10 @@ use anyhow::{bail, Context, Result};
 
 use super::{now_ns, run_cmd, Env, Proc, Sample, Start, Starter, Steps};
 
+/// The long-lived daemons whose CPU a start is charged (the per-container shim and runc come and
+/// go with the container, so their CPU is not counted).
+const DAEMONS: &[&str] = &["dockerd", "containerd"];
+
 /// How long `docker version` may take to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a build, save, load or removal may take.
@@ -169,13 +173,17 @@ impl Starter for Docker {
         false
     }
 
+    fn daemon_cpu_ns(&self) -> Option<u64> {
+        super::processes_cpu_ns(DAEMONS)
+    }
+
     fn note(&self, how: Start) -> String {
         let what = match how {
             Start::Warm => "`docker run --rm --network none` of a FROM-scratch image holding the binary (image already present), wall time of the docker command",
             Start::Cold => "`docker load` of a FROM-scratch image's tar from the local store (fetch_us; its layer not on the machine), then `docker run --rm --network none` of it, wall time of both docker commands; the image removal afterwards is not timed",
         };
         format!(
-            "{what}; Docker engine {}; CPU not counted (most of it is in dockerd, containerd and the per-container shim, outside this process tree)",
+            "{what}; Docker engine {}; cpu_us_per_op not given: most of the CPU is in dockerd, containerd, the per-container shim and runc, outside this process tree; the daemons counted below are dockerd and containerd (the shim and runc come and go with each container)",
             self.server
         )
     }

@@ -121,6 +121,48 @@ pub trait Starter: Send + Sync {
     fn cpu_counted(&self) -> bool {
         true
     }
+
+    /// CPU used so far by the daemons that start procs for this system (outside this process
+    /// tree), ns, if it has any and they can be read; what they count is in [`Starter::note`].
+    fn daemon_cpu_ns(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// User + system CPU so far of every process whose command name is one of `names`, ns, from
+/// `/proc/PID/stat` (clock ticks: 10 ms resolution at 100 Hz).
+pub fn processes_cpu_ns(names: &[&str]) -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    let mut ticks = 0u64;
+    let mut found = false;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ... utime (14th) stime (15th); comm may hold spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !names.contains(&&stat[open + 1..close]) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) else {
+            continue;
+        };
+        if let (Ok(u), Ok(s)) = (u.parse::<u64>(), s.parse::<u64>()) {
+            ticks += u + s;
+            found = true;
+        }
+    }
+    found.then(|| ticks * 1_000_000_000 / hz as u64)
 }
 
 /// A system of the registry.
@@ -343,6 +385,17 @@ mod tests {
         std::fs::write(&p, bytes).unwrap();
         let e = format!("{:#}", env.store.verify(&p).unwrap_err());
         assert!(e.contains("differs from the store's"), "{e}");
+    }
+
+    #[test]
+    fn a_process_cpu_is_read_by_name() {
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let busy = std::time::Instant::now();
+        while busy.elapsed() < Duration::from_millis(30) {
+            std::hint::spin_loop();
+        }
+        assert!(processes_cpu_ns(&[me.trim()]).unwrap() > 0);
+        assert!(processes_cpu_ns(&["no-such-process-name"]).is_none());
     }
 
     #[test]

@@ -148,6 +148,11 @@ pub struct Batch {
     pub cpu_ns: u64,
     /// Wall time of the recorded starts, ns.
     pub wall_ns: u64,
+    /// CPU of the system's daemons over the recorded starts, ns, where the system has some and
+    /// every run could read it.
+    pub daemon_cpu_ns: Option<u64>,
+    /// Runs folded in.
+    pub runs: u32,
 }
 
 impl Batch {
@@ -158,6 +163,8 @@ impl Batch {
             steps: (0..STEPS_COUNT).map(|_| new_histogram()).collect(),
             cpu_ns: 0,
             wall_ns: 0,
+            daemon_cpu_ns: None,
+            runs: 0,
         }
     }
 
@@ -180,6 +187,13 @@ impl Batch {
         }
         self.cpu_ns += other.cpu_ns;
         self.wall_ns += other.wall_ns;
+        // A daemon figure only when every run had one.
+        self.daemon_cpu_ns = match (self.runs, self.daemon_cpu_ns, other.daemon_cpu_ns) {
+            (0, _, d) => d,
+            (_, Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.runs += 1;
         Ok(())
     }
 
@@ -226,6 +240,7 @@ fn run_one(starter: &dyn Starter, how: Start, starts: u64, warmup: u64, budget: 
         starter.start(how, Proc::Big, next_seq())?;
     }
     let mut b = Batch::new();
+    let daemon0 = starter.daemon_cpu_ns();
     let cpu0 = spawn_systems::own_and_children_cpu_ns();
     let t0 = Instant::now();
     let mut n = 0;
@@ -236,6 +251,10 @@ fn run_one(starter: &dyn Starter, how: Start, starts: u64, warmup: u64, budget: 
     }
     b.wall_ns = t0.elapsed().as_nanos() as u64;
     b.cpu_ns = spawn_systems::own_and_children_cpu_ns().saturating_sub(cpu0);
+    b.daemon_cpu_ns = match (daemon0, starter.daemon_cpu_ns()) {
+        (Some(a), Some(z)) => Some(z.saturating_sub(a)),
+        _ => None,
+    };
     Ok(b)
 }
 
@@ -315,6 +334,14 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             );
             if starter.cpu_counted() {
                 note.push_str("; CPU: sigmabench's process + its reaped children (getrusage), per start");
+            }
+            if let (Some(d), false) = (acc.daemon_cpu_ns, acc.hist.is_empty()) {
+                let n = acc.hist.len() as f64;
+                note.push_str(&format!(
+                    "; CPU per start, a lower bound: sigmabench's process tree {:.0} µs + the daemons {:.0} µs (from /proc/PID/stat, 10 ms ticks)",
+                    acc.cpu_ns as f64 / n / 1000.0,
+                    d as f64 / n / 1000.0
+                ));
             }
             if let Some(row) = tallies[ci][si].failed_row(case.name, sys.name, p.rounds, &note) {
                 rows.push(row);
