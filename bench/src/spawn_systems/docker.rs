@@ -173,6 +173,14 @@ impl Starter for Docker {
         false
     }
 
+    fn close(&self) {
+        let tags = std::mem::take(&mut *self.tags.lock().unwrap_or_else(|e| e.into_inner()));
+        for tag in tags {
+            // The cold image is usually gone already; a missing image is fine.
+            let _ = run_cmd(docker().args(["rmi", "-f", &tag]), CMD_TIMEOUT);
+        }
+    }
+
     fn daemon_cpu_ns(&self) -> Option<u64> {
         super::processes_cpu_ns(DAEMONS)
     }
@@ -191,10 +199,6 @@ impl Starter for Docker {
 
 impl Drop for Docker {
     fn drop(&mut self) {
-        let tags = std::mem::take(&mut *self.tags.lock().unwrap_or_else(|e| e.into_inner()));
-        for tag in tags {
-            // The cold image is usually gone already; a missing image is fine.
-            let _ = run_cmd(docker().args(["rmi", "-f", &tag]), CMD_TIMEOUT);
-        }
+        self.close();
     }
 }

@@ -122,6 +122,10 @@ pub trait Starter: Send + Sync {
         true
     }
 
+    /// Removes what the system made outside this process (Docker images) now, even if a hung run
+    /// still holds the starter; called once the suite is done, and idempotent.
+    fn close(&self) {}
+
     /// CPU used so far by the daemons that start procs for this system (outside this process
     /// tree), ns, if it has any and they can be read; what they count is in [`Starter::note`].
     fn daemon_cpu_ns(&self) -> Option<u64> {

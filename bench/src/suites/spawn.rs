@@ -362,6 +362,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
         }
     }
     // Systems go (Docker images removed, realms and cgroups undone) before the store.
+    for s in starters.iter().flatten() {
+        s.close();
+    }
     drop(starters);
     drop(env);
     Ok(rows)

@@ -241,6 +241,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             rows.push(row);
         }
     }
+    for s in starters.iter().flatten() {
+        s.close();
+    }
     drop(starters);
     drop(env);
     Ok(rows)
