@@ -89,10 +89,13 @@ pub struct Breakdown {
     /// Installing the seccomp filter.
     #[serde(default)]
     pub seccomp_us: Option<f64>,
-    /// From the execve call to the proc having started (for a proc that exits at once: its exit
-    /// seen by the parent).
+    /// From the execve call to the proc having started (its `main` running).
     #[serde(default)]
     pub exec_to_started_us: Option<f64>,
+    /// From the proc having started to its exit seen and reaped by the parent (for a proc that
+    /// exits at once: the exit's teardown; extra to the list of the issue).
+    #[serde(default)]
+    pub started_to_reaped_us: Option<f64>,
 }
 
 /// Nanoseconds to microseconds, kept to nanosecond resolution.

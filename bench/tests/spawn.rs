@@ -10,7 +10,7 @@ const SPAWN_CASES: [&str; 3] = ["warm-start", "cold-start", "cold-start-s3"];
 const SPAWN_SYSTEMS: [&str; 4] = ["sigma", "sigma-sandbox", "vfork-exec", "docker"];
 const RATE_CASES: [&str; 3] = ["trivial-c1", "trivial-c8", "trivial-c32"];
 const RATE_SYSTEMS: [&str; 3] = ["sigma", "sigma-sandbox", "vfork-exec"];
-const BREAKDOWN: [&str; 8] = [
+const BREAKDOWN: [&str; 9] = [
     "schedule_us",
     "fetch_us",
     "verify_us",
@@ -19,6 +19,7 @@ const BREAKDOWN: [&str; 8] = [
     "jail_us",
     "seccomp_us",
     "exec_to_started_us",
+    "started_to_reaped_us",
 ];
 
 /// Runs `sigmabench run SUITE --quick` with its temporary files in `tmp`; its pid and rows.

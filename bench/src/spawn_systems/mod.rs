@@ -33,6 +33,16 @@ pub const TEXT_BUSY_RETRIES: u32 = 100;
 /// The pause before such a retry.
 pub const TEXT_BUSY_PAUSE: Duration = Duration::from_millis(1);
 
+/// Set in a proc's environment, the example procs write `started <CLOCK_MONOTONIC ns>` to stdout
+/// as the first thing their `main` does.
+pub const STAMP_ENV: &str = "SIGMA_BENCH_STAMP";
+
+/// The start stamp in a proc's output, ns.
+pub fn parse_stamp(out: &str) -> Option<u64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("started ")?.trim().parse().ok())
+}
+
 /// How a proc is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -46,7 +56,8 @@ pub enum Start {
 /// Which example proc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proc {
-    /// `tests/procs/trivial.rs`: exits 0 at once.
+    /// `tests/procs/trivial.rs`: exits 0 at once (with [`STAMP_ENV`] set, after writing when its
+    /// `main` started to stdout).
     Trivial,
     /// `tests/procs/big.rs`: the same with a 10 MiB table in its read-only data.
     Big,
@@ -63,10 +74,11 @@ pub struct Steps {
     pub jail: Option<u64>,
     pub seccomp: Option<u64>,
     pub exec_to_started: Option<u64>,
+    pub started_to_reaped: Option<u64>,
 }
 
 /// How many fields [`Steps`] has.
-pub const STEPS_COUNT: usize = 8;
+pub const STEPS_COUNT: usize = 9;
 
 impl Steps {
     /// The steps in [`Breakdown`]'s field order.
@@ -80,12 +92,14 @@ impl Steps {
             self.jail,
             self.seccomp,
             self.exec_to_started,
+            self.started_to_reaped,
         ]
     }
 
     /// A breakdown from one value (µs) per step, in [`Breakdown`]'s field order.
     pub fn breakdown(us: [Option<f64>; STEPS_COUNT]) -> Breakdown {
-        let [schedule_us, fetch_us, verify_us, namespaces_us, cgroups_us, jail_us, seccomp_us, exec_to_started_us] = us;
+        let [schedule_us, fetch_us, verify_us, namespaces_us, cgroups_us, jail_us, seccomp_us, exec_to_started_us, started_to_reaped_us] =
+            us;
         Breakdown {
             schedule_us,
             fetch_us,
@@ -95,6 +109,7 @@ impl Steps {
             jail_us,
             seccomp_us,
             exec_to_started_us,
+            started_to_reaped_us,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! realm made for the start (netns, cgroups) and undone after it (not timed).
 
 use std::fs::File;
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use sigma_sandbox::{Child, Class, Config, ExitStatus, RealmHandle, Sandbox, SpawnSpec, SpawnTimes};
 
-use super::{now_ns, Env, Proc, Sample, Start, Starter, Steps, Store};
+use super::{now_ns, parse_stamp, Env, Proc, Sample, Start, Starter, Steps, Store, STAMP_ENV};
 
 /// Warm cgroups per realm and class: enough for `spawn-rate`'s most concurrent case.
 const WARM_CGROUPS: usize = 64;
@@ -100,8 +101,8 @@ fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Waits until the proc's pidfd is readable (it exited); returns when, ns.
-fn exit_seen(child: &Child) -> Result<u64> {
+/// Waits until the proc's pidfd is readable (it exited).
+fn exit_seen(child: &Child) -> Result<()> {
     let until = now_ns() + EXIT_TIMEOUT.as_nanos() as u64;
     loop {
         let mut pfd = libc::pollfd {
@@ -113,7 +114,7 @@ fn exit_seen(child: &Child) -> Result<u64> {
         // SAFETY: poll on one live pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, left_ms) };
         if r > 0 {
-            return Ok(now_ns());
+            return Ok(());
         }
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -132,8 +133,9 @@ fn exit_seen(child: &Child) -> Result<u64> {
     }
 }
 
-/// The sandbox's steps of one spawn, from its stamps and the moment its exit was seen.
-fn steps(t: &SpawnTimes, exit_ns: u64) -> Steps {
+/// The sandbox's steps of one spawn, from its stamps, the proc's own start stamp and the moment
+/// it was reaped.
+fn steps(t: &SpawnTimes, started_ns: u64, reaped_ns: u64) -> Steps {
     let c = t.child;
     let d = |a: u64, b: u64| Some(b.saturating_sub(a));
     let sum = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
@@ -148,9 +150,21 @@ fn steps(t: &SpawnTimes, exit_ns: u64) -> Steps {
         // capabilities, uid, no_new_privs, signal mask.
         jail: sum(d(c[2], c[3]), d(c[3], c[4])),
         seccomp: d(c[4], c[5]),
-        exec_to_started: d(c[5], exit_ns),
+        exec_to_started: d(c[5], started_ns),
+        started_to_reaped: d(started_ns, reaped_ns),
         ..Steps::default()
     }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(File, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into a live array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe for the proc's stdout");
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 impl SandboxStarter {
@@ -158,17 +172,20 @@ impl SandboxStarter {
     /// and the end time.
     fn spawn_and_wait(&self, realm: &RealmHandle, binary: &Path, seq: u64) -> Result<(u64, Steps, u64)> {
         let proc_id = format!("p{seq}");
+        // The proc writes when its main started to stdout, a pipe read once it is reaped.
+        let (mut out_read, out_write) = pipe()?;
+        let env = [(STAMP_ENV.to_string(), "1".to_string())];
         let spec = SpawnSpec {
             realm,
             proc_id: &proc_id,
             binary,
             args: &[],
-            env: &[],
+            env: &env,
             class: Class::Lc { mcpu: PROC_MCPU },
             mem_mib: PROC_MEM_MIB,
             pids_max: PROC_PIDS_MAX,
             ctl_fd: self.ctl.1.as_fd(),
-            stdout: self.dev_null.as_fd(),
+            stdout: out_write.as_fd(),
             stderr: self.dev_null.as_fd(),
         };
         let mut busy = 0;
@@ -184,14 +201,20 @@ impl SandboxStarter {
                 r => break (t0, r.with_context(|| format!("spawn in realm {}", realm.name()))?),
             }
         };
-        let exit_ns = exit_seen(&child)?;
+        drop(out_write);
+        exit_seen(&child)?;
         let status = child.try_wait().context("reaping")?;
         let end = now_ns();
         match status {
             Some(ExitStatus::Exited(0)) => {}
             other => bail!("proc {proc_id} in realm {} ended {other:?}", realm.name()),
         }
-        Ok((t0, steps(&child.spawn_times(), exit_ns), end))
+        let mut out = String::new();
+        out_read.read_to_string(&mut out).context("reading the proc's stdout")?;
+        let Some(started_ns) = parse_stamp(&out) else {
+            bail!("proc {proc_id} wrote no start stamp (its stdout: {out:?})");
+        };
+        Ok((t0, steps(&child.spawn_times(), started_ns, end), end))
     }
 }
 
@@ -240,7 +263,7 @@ impl Starter for SandboxStarter {
     }
 
     fn note(&self, how: Start) -> String {
-        let steps = "breakdown: namespaces = clone with new pid/UTS/IPC namespaces until the child runs + joining the realm's netns and hostname; cgroups = the parent's step (the proc's cgroups, argv, open_tree of the binary, report pipe) + joining them; jail = the jail's mount namespace, binary and /proc + fds, rlimits, capabilities, uid, no_new_privs; seccomp = installing the filter; exec_to_started = execve until the exit seen on the pidfd (the proc exits at once)";
+        let steps = "breakdown: namespaces = clone with new pid/UTS/IPC namespaces until the child runs + joining the realm's netns and hostname; cgroups = the parent's step (the proc's cgroups, argv, open_tree of the binary, report pipe) + joining them; jail = the jail's mount namespace, binary and /proc + fds, rlimits, capabilities, uid, no_new_privs; seccomp = installing the filter; exec_to_started = execve until the proc's main runs (it writes a CLOCK_MONOTONIC stamp to its stdout, a pipe); started_to_reaped = from there to its exit seen on the pidfd and reaped (the proc exits at once: the exit's teardown of its namespaces, the reap, the cgroups back to the pool)";
         match how {
             Start::Warm => format!(
                 "sandbox only, no sigmad, no scheduling: sigma_sandbox::Sandbox::spawn in sigmabench's process into a realm made beforehand, binary already in place (bound read-only, not copied), warm cgroups (pool of {WARM_CGROUPS}), then poll the pidfd and reap; {steps}"

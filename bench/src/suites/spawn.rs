@@ -396,14 +396,14 @@ pub fn markdown(doc: &Doc) -> String {
     );
     let _ = writeln!(
         out,
-        "| case | system | p50 µs | × {FLOOR} | schedule | fetch | verify | namespaces | cgroups | jail | seccomp | exec→started |"
+        "| case | system | p50 µs | × {FLOOR} | schedule | fetch | verify | namespaces | cgroups | jail | seccomp | exec→started | started→reaped |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in doc.rows.iter().filter(|r| r.error.is_none()) {
         let b = r.breakdown.clone().unwrap_or_default();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.case,
             r.system,
             fmt_us(r.p50_us),
@@ -416,6 +416,7 @@ pub fn markdown(doc: &Doc) -> String {
             fmt_us(b.jail_us),
             fmt_us(b.seccomp_us),
             fmt_us(b.exec_to_started_us),
+            fmt_us(b.started_to_reaped_us),
         );
     }
     let _ = writeln!(out, "\nTargets (issue #11), p50:\n");
