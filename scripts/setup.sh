@@ -6,6 +6,7 @@ set -euo pipefail
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 # protoc: sigmabench's build script (the tonic peer) and the etcd-client crate.
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler libprotobuf-dev)
 # etcd: the etcd namespace store's tests start a throwaway etcd (control/tests/support/etcd.rs).

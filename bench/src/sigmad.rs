@@ -153,8 +153,21 @@ impl Sigmad {
     }
 
     /// Kills sigmad now (SIGKILL) and waits for it.
+    /// Stops it: SIGTERM first, so that it kills its procs and removes its
+    /// cgroups, then SIGKILL if it is still there after 10 s.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                // SAFETY: kill takes no pointers; the pid is our own child's, not yet reaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while std::time::Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -19,6 +19,7 @@ use sigma_ep::limits::FRAME_PAYLOAD_BYTES_MAX;
 use sigma_ep::ns::{
     decode_strings, encode_strings, NsRequest, WireOpened, WireResolved, WireStat, DATA_BYTES_MAX, STRING_BYTES_MAX,
 };
+use sigma_ep::proc::ProcRequest;
 use sigma_ep::StatusCode;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -139,9 +140,45 @@ fn lease_of(l: u64) -> Option<u64> {
 pub struct AdminService<S: Store> {
     ns: Namespace<S>,
     call_timeout: Duration,
+    procs: Option<crate::procs::Procs>,
 }
 
 impl<S: Store> AdminService<S> {
+    /// The procs served, if any.
+    pub fn procs(&self) -> Option<&crate::procs::Procs> {
+        self.procs.as_ref()
+    }
+
+    /// Also serves the proc protocol (`sigma_ep::proc`) with `procs`.
+    pub fn with_procs(mut self, procs: crate::procs::Procs) -> AdminService<S> {
+        self.procs = Some(procs);
+        self
+    }
+
+    /// A proc request: the realm must exist; the call is bounded by the
+    /// proc layer's own deadlines (a spawn's, a wait's).
+    async fn proc_call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
+        let req = match ProcRequest::decode(method, request) {
+            Ok(req) => req,
+            Err(sigma_ep::DecodeError::MethodOutOfRange(m)) => return Err(Status::unknown_method(m)),
+            Err(e) => return Err(Status::new(StatusCode::Malformed, format!("proc request: {e}"))),
+        };
+        let Some(procs) = &self.procs else {
+            return Err(Status::handler("unavailable: this sigmad does not serve procs"));
+        };
+        if let Some(realm) = req.realm() {
+            if let Err(e) = self.ns.check_realm_exists(realm).await {
+                return Err(to_status(&e));
+            }
+        }
+        match procs.handle(req, out).await {
+            Ok(()) => Ok(Reply::Written),
+            Err(e) => {
+                out.clear();
+                Err(Status::handler(e.to_string()))
+            }
+        }
+    }
     /// Serves `ns`, bounding each call that is not a watch by [`CALL_TIMEOUT`].
     pub fn new(ns: Namespace<S>) -> AdminService<S> {
         AdminService::with_call_timeout(ns, CALL_TIMEOUT)
@@ -149,7 +186,11 @@ impl<S: Store> AdminService<S> {
 
     /// Serves `ns`, bounding each call that is not a watch by `call_timeout`.
     pub fn with_call_timeout(ns: Namespace<S>, call_timeout: Duration) -> AdminService<S> {
-        AdminService { ns, call_timeout }
+        AdminService {
+            ns,
+            call_timeout,
+            procs: None,
+        }
     }
 
     /// The namespace served.
@@ -308,6 +349,9 @@ impl<S: Store> AdminService<S> {
 
 impl<S: Store> Service for AdminService<S> {
     async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
+        if ProcRequest::is_proc_method(method) {
+            return self.proc_call(method, request, out).await;
+        }
         let req = match NsRequest::decode(method, request) {
             Ok(req) => req,
             Err(sigma_ep::DecodeError::MethodOutOfRange(m)) => return Err(Status::unknown_method(m)),
@@ -432,6 +476,60 @@ impl AdminClient {
             }
             Err(status) => Err(self.error(status)),
         }
+    }
+
+    /// Sends one proc request; the reply payload. Checked against the
+    /// protocol's limits first. Without a `deadline`, the client waits for
+    /// a spawn's deadline, or a wait's own timeout, plus [`REPLY_MARGIN`].
+    /// A spawn whose answer never came may have started its proc.
+    pub async fn call_proc(&self, req: &ProcRequest, deadline: Option<Duration>) -> Result<Bytes, AdminError> {
+        req.check().map_err(|message| AdminError {
+            kind: "too-large".into(),
+            message,
+        })?;
+        let deadline = deadline.unwrap_or_else(|| {
+            let bound = match req {
+                ProcRequest::WaitExit { timeout_ms, .. } => {
+                    Duration::from_millis(*timeout_ms).min(crate::procs::WAIT_TIMEOUT_MAX)
+                }
+                ProcRequest::Logs { .. } | ProcRequest::Spawn { .. } => crate::procs::SPAWN_TIMEOUT,
+                _ => CALL_TIMEOUT,
+            };
+            bound + REPLY_MARGIN
+        });
+        let payload = {
+            let mut buf = self.scratch.borrow_mut();
+            req.encode(&mut buf);
+            buf.split().freeze()
+        };
+        let unsent = self.rpc.is_closed();
+        let changes = matches!(
+            req,
+            ProcRequest::Spawn { .. } | ProcRequest::BinPut { .. } | ProcRequest::BinRemove { .. }
+        );
+        match self.rpc.call(req.method(), payload, Some(deadline)).await {
+            Ok(reply) => Ok(reply),
+            Err(status) if changes && fate_unknown(&status, unsent) => {
+                let e = self.error(status);
+                Err(AdminError {
+                    kind: OUTCOME_UNKNOWN.into(),
+                    message: format!(
+                        "{}; it may or may not have happened: look (`ps`, `bin ls`) before retrying",
+                        e.message
+                    ),
+                })
+            }
+            Err(status) => Err(self.error(status)),
+        }
+    }
+
+    /// Decodes a proc reply with `decode`, naming sigmad if it does not decode.
+    pub fn decode_proc<T>(
+        &self,
+        reply: Bytes,
+        decode: impl FnOnce(Bytes) -> Result<T, sigma_ep::DecodeError>,
+    ) -> Result<T, AdminError> {
+        decode(reply).map_err(|e| self.malformed(e))
     }
 
     /// Whether the connection to sigmad is gone (a call would fail

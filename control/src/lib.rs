@@ -7,8 +7,10 @@
 //! come later.
 
 pub mod admin;
+pub mod bins;
 pub mod client;
 pub mod conn_limit;
 pub mod log_limit;
 pub mod ns;
+pub mod procs;
 pub mod tokio_rpc;

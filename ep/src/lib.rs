@@ -12,6 +12,7 @@ pub mod frame;
 pub mod limits;
 pub mod message;
 pub mod ns;
+pub mod proc;
 
 pub use codec::{decode_frame, Frame};
 pub use error::DecodeError;

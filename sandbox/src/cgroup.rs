@@ -302,6 +302,70 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + (shares.saturating_sub(2)) * 9999 / 262_142
 }
 
+/// Reclaims what a sandbox named `cgroup_parent` left behind when its
+/// process died without cleaning up (`kill -9`): every process still in
+/// its cgroups is killed, then the cgroups are removed, deepest first. Only
+/// for a name the caller owns (e.g. one derived from a data directory whose
+/// lock it holds): this kills whatever runs under that name. Returns the
+/// number of processes killed.
+pub fn reclaim(cgroup_parent: &str) -> Result<usize> {
+    let mut killed = 0;
+    for h in detect()? {
+        let root = h.own_dir.join(cgroup_parent);
+        if !root.is_dir() {
+            continue;
+        }
+        // Kill until the tree is empty: a dying fork bomb may add tasks.
+        for _ in 0..limits::RECLAIM_KILL_ROUNDS_MAX {
+            let pids = tree_pids(&root);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: kill takes no pointers.
+                if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                    killed += 1;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        remove_tree(&root)?;
+    }
+    Ok(killed)
+}
+
+/// Every pid in the cgroup tree under `dir`.
+fn tree_pids(dir: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(tree_pids(&e.path()));
+            }
+        }
+    }
+    out
+}
+
+/// Removes the cgroup tree under `dir`, deepest first.
+fn remove_tree(dir: &Path) -> Result<()> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path())?;
+            }
+        }
+    }
+    let mut d = CgroupDir {
+        path: dir.to_path_buf(),
+        removed: false,
+    };
+    d.remove()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

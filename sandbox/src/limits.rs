@@ -79,6 +79,8 @@ pub const CHILD_DROP_WAIT_MS_MAX: u64 = 2000;
 /// Tries at removing a proc's cgroup right after it was reaped (the kernel
 /// may still be detaching its last task), each after a yield.
 pub const CGROUP_RMDIR_TRIES_MAX: u32 = 1000;
+/// Rounds of killing what a dead sandbox left in its cgroups ([`crate::cgroup::reclaim`]).
+pub const RECLAIM_KILL_ROUNDS_MAX: u32 = 100;
 
 /// Largest file of cgroup or proc metadata the sandbox reads whole
 /// (mountinfo, `/proc/self/cgroup`, `cgroup.controllers`).

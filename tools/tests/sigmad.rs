@@ -88,6 +88,7 @@ fn sigterm_stops_cleanly_and_kill_9_loses_nothing_acknowledged() {
     let mut d = Daemon::start(dir.path());
     // A second sigmad on the same directory is refused.
     let out = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--no-procs")
         .arg("--data")
         .arg(dir.path())
         .output()
@@ -119,6 +120,7 @@ fn sigmad_on_etcd_serves_the_same_namespace_and_fails_clearly_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("sigmad.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--no-procs")
         .arg("--data")
         .arg(dir.path())
         .args(["--etcd", &server.endpoint])
@@ -161,6 +163,7 @@ fn sigmad_on_etcd_serves_the_same_namespace_and_fails_clearly_without_it() {
 fn sigmad_refuses_an_unreachable_etcd_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--no-procs")
         .arg("--data")
         .arg(dir.path())
         .args(["--etcd", "127.0.0.1:1"])
@@ -236,6 +239,7 @@ fn sigmactl_mounts_a_server_and_calls_it_through_a_file() {
 /// `None` (after killing it) if it was still running then.
 fn sigmad_exit(args: &[&std::ffi::OsStr], within: Duration) -> Option<Output> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--no-procs")
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -288,6 +292,7 @@ fn sock_of_a_live_sigmad_is_never_taken_over() {
     d.ok(&["realm", "create", "mine"]);
     // Another sigmad, its own data dir, the same socket.
     let intruder = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--no-procs")
         .arg("--data")
         .arg(&second)
         .arg("--sock")
@@ -474,6 +479,7 @@ fn a_thousand_bad_connections_log_a_bounded_number_of_lines() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("sigmad.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigmad"))
+        .arg("--no-procs")
         .arg("--data")
         .arg(dir.path())
         .env("RUST_LOG", "info")

@@ -201,6 +201,15 @@ impl<S: Store> Namespace<S> {
             .collect())
     }
 
+    /// `UnknownRealm` unless `realm` exists (one store read).
+    pub async fn check_realm_exists(&self, realm: &str) -> Result<(), NsError> {
+        check_realm(realm)?;
+        match self.store.get(&realm_key(realm)).await? {
+            Some(_) => Ok(()),
+            None => Err(NsError::UnknownRealm(realm.to_string())),
+        }
+    }
+
     /// Removes a realm and everything in it. The root realm stays.
     pub async fn remove_realm(&self, realm: &str) -> Result<(), NsError> {
         check_realm(realm)?;

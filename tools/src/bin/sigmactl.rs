@@ -17,6 +17,7 @@ use sigma_control::admin::{
 use sigma_control::client::{Mode, NsClient, MOUNT_UNAVAILABLE, WRITE_READ_BYTES_MAX};
 use sigma_control::ns::FILE_BYTES_MAX;
 use sigma_ep::ns::{Endpoint, NsRequest, WireStat};
+use sigma_ep::proc::{ProcRequest, WireBin, WireClass, WireLogChunk, WireProc, WireStatus};
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
@@ -31,7 +32,8 @@ Exit status:
   0  done
   1  refused: sigmad, the store or the server mounted over the path answered with an error (also a watch that timed out, and a mounted server that cannot be reached)
   2  usage (bad arguments, input beyond a limit, output that cannot be written), or sigmad cannot be reached (not running, wrong --sock, not sigmad at the socket)
-  3  outcome unknown: a change was sent, but whether it was applied is unknown (read before retrying)";
+  3  outcome unknown: a change was sent, but whether it was applied is unknown (read before retrying)
+`wait` exits with the proc's own exit code instead (128 + N if signal N ended it, 1 if it never ran).";
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -66,6 +68,80 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NsCmd,
     },
+    /// Start a proc: NAME[@VERSION] from the binary store, in a σcontainer;
+    /// prints its pid once it runs.
+    Spawn {
+        /// The realm it runs in.
+        #[arg(long, short, default_value = "root")]
+        realm: OsString,
+        /// Latency-critical, reserving this many milli-cores.
+        #[arg(long, value_name = "MCPU", conflicts_with = "be")]
+        lc: Option<u32>,
+        /// Best-effort (the default): runs on what LC procs leave idle.
+        #[arg(long)]
+        be: bool,
+        /// Memory limit, MiB (default 256).
+        #[arg(long, value_name = "MIB", default_value_t = 0)]
+        mem: u32,
+        /// An environment variable for the proc (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<OsString>,
+        /// The program.
+        program: OsString,
+        /// Its arguments (after `--`).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// List a realm's procs.
+    Ps {
+        #[arg(long, short, default_value = "root")]
+        realm: OsString,
+    },
+    /// Wait until a proc ends; print its status and exit with its code.
+    Wait {
+        #[arg(long, short, default_value = "root")]
+        realm: OsString,
+        pid: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Kill a proc (SIGKILL to its whole pid namespace).
+    Kill {
+        #[arg(long, short, default_value = "root")]
+        realm: OsString,
+        pid: u64,
+    },
+    /// Evict a proc: it ends with status `evicted`.
+    Evict {
+        #[arg(long, short, default_value = "root")]
+        realm: OsString,
+        pid: u64,
+    },
+    /// Print a proc's output (stdout and stderr, bounded).
+    Logs {
+        #[arg(long, short, default_value = "root")]
+        realm: OsString,
+        pid: u64,
+        /// Keep printing until the proc ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// The binary store: put, list, remove.
+    Bin {
+        #[command(subcommand)]
+        cmd: BinCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BinCmd {
+    /// Put a static executable in the store as NAME[@VERSION].
+    Put { name: OsString, file: PathBuf },
+    /// List the binaries in the store.
+    Ls,
+    /// Remove a binary from the store.
+    Rm { name: OsString },
 }
 
 #[derive(Subcommand, Debug)]
@@ -359,8 +435,281 @@ async fn run(cli: Cli) -> Result<Vec<u8>, Failure> {
             let realm = text(realm, "the realm name")?;
             run_ns(&sock, realm, cmd, json, &mut out).await?;
         }
+        cmd => run_proc(&sock, cmd, json, &mut out).await?,
     }
     Ok(out)
+}
+
+/// The exit status `wait` asks for (the proc's own), if any.
+static EXIT_WITH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn status_json(s: &WireStatus) -> serde_json::Value {
+    let (kind, detail) = match s {
+        WireStatus::Running => ("running", serde_json::Value::Null),
+        WireStatus::Ok => ("ok", serde_json::Value::Null),
+        WireStatus::Evicted => ("evicted", serde_json::Value::Null),
+        WireStatus::Error(code) => ("error", (*code).into()),
+        WireStatus::Crashed(sig) => ("crashed", (*sig).into()),
+        WireStatus::FetchFailed(why) => ("fetch-failed", why.as_str().into()),
+        WireStatus::Denied(why) => ("denied", why.as_str().into()),
+    };
+    serde_json::json!({ "status": kind, "detail": detail })
+}
+
+fn class_text(c: &WireClass) -> String {
+    match c {
+        WireClass::Lc { mcpu } => format!("lc:{mcpu}"),
+        WireClass::Be => "be".into(),
+    }
+}
+
+/// Bytes of one `bin put` piece.
+const PIECE_BYTES: usize = sigma_ep::proc::BIN_PIECE_BYTES_MAX;
+
+async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8>) -> Result<(), Failure> {
+    let realm = |r: OsString| text(r, "the realm name");
+    let sigmad = Failure::sigmad;
+    let req = match cmd {
+        Cmd::Spawn {
+            realm: r,
+            lc,
+            be: _,
+            mem,
+            env,
+            program,
+            args,
+        } => {
+            let mut vars = Vec::with_capacity(env.len());
+            for e in env {
+                let e = text(e, "an --env")?;
+                let Some((k, v)) = e.split_once('=') else {
+                    return Err(Failure::usage(format!("--env {:?}: expected KEY=VALUE", excerpt(&e))));
+                };
+                vars.push((k.to_string(), v.to_string()));
+            }
+            let args = args
+                .into_iter()
+                .map(|a| text(a, "an argument"))
+                .collect::<Result<Vec<_>, _>>()?;
+            ProcRequest::Spawn {
+                realm: realm(r)?,
+                program: text(program, "the program name")?,
+                args,
+                env: vars,
+                class: lc.map_or(WireClass::Be, |mcpu| WireClass::Lc { mcpu }),
+                mem_mib: mem,
+            }
+        }
+        Cmd::Ps { realm: r } => ProcRequest::Ps { realm: realm(r)? },
+        Cmd::Wait { realm: r, pid, timeout } => ProcRequest::WaitExit {
+            realm: realm(r)?,
+            pid,
+            timeout_ms: timeout.saturating_mul(1000),
+        },
+        Cmd::Kill { realm: r, pid } => ProcRequest::Kill { realm: realm(r)?, pid },
+        Cmd::Evict { realm: r, pid } => ProcRequest::Evict { realm: realm(r)?, pid },
+        Cmd::Logs { realm: r, pid, follow } => ProcRequest::Logs {
+            realm: realm(r)?,
+            pid,
+            offset: 0,
+            max_bytes: if follow { 0 } else { sigma_ep::proc::LOG_CHUNK_BYTES_MAX },
+        },
+        Cmd::Bin { cmd: BinCmd::Ls } => ProcRequest::BinList,
+        Cmd::Bin {
+            cmd: BinCmd::Rm { name },
+        } => ProcRequest::BinRemove {
+            name: text(name, "the binary's name")?,
+        },
+        Cmd::Bin {
+            cmd: BinCmd::Put { name, file },
+        } => {
+            let name = text(name, "the binary's name")?;
+            return bin_put(sock, name, &file, json, out).await;
+        }
+        Cmd::Realm { .. } | Cmd::Ns { .. } => unreachable!("handled by run"),
+    };
+    req.check().map_err(|message| {
+        Failure::local(AdminError {
+            kind: "too-large".into(),
+            message,
+        })
+    })?;
+    let client = connect(sock).await?;
+    match req {
+        ProcRequest::Spawn { .. } => {
+            let reply = client.call_proc(&req, None).await.map_err(sigmad)?;
+            let pid = client
+                .decode_proc(reply, |b| {
+                    <[u8; 8]>::try_from(&b[..])
+                        .map(u64::from_le_bytes)
+                        .map_err(|_| sigma_ep::DecodeError::BadField("a pid is 8 bytes"))
+                })
+                .map_err(sigmad)?;
+            if json {
+                json_line(serde_json::json!({ "pid": pid }), out);
+            } else {
+                out.extend_from_slice(format!("{pid}\n").as_bytes());
+            }
+        }
+        ProcRequest::Ps { .. } => {
+            let reply = client.call_proc(&req, None).await.map_err(sigmad)?;
+            let procs = client.decode_proc(reply, WireProc::decode_list).map_err(sigmad)?;
+            if json {
+                let rows: Vec<_> = procs
+                    .iter()
+                    .map(|p| {
+                        let mut v = status_json(&p.status);
+                        v["pid"] = p.pid.into();
+                        v["program"] = p.program.as_str().into();
+                        v["class"] = class_text(&p.class).into();
+                        v["mem_mib"] = p.mem_mib.into();
+                        v
+                    })
+                    .collect();
+                json_line(serde_json::Value::Array(rows), out);
+            } else {
+                for p in &procs {
+                    let line = format!(
+                        "{:>6} {:<10} {:>6}MiB {:<24} {}\n",
+                        p.pid,
+                        class_text(&p.class),
+                        p.mem_mib,
+                        shown_name(&p.program),
+                        shown_name(&p.status.to_string())
+                    );
+                    out.extend_from_slice(line.as_bytes());
+                }
+            }
+        }
+        ProcRequest::WaitExit { .. } => {
+            let reply = client.call_proc(&req, None).await.map_err(sigmad)?;
+            let status = client.decode_proc(reply, WireStatus::decode).map_err(sigmad)?;
+            if json {
+                json_line(status_json(&status), out);
+            } else {
+                out.extend_from_slice(format!("{}\n", shown_name(&status.to_string())).as_bytes());
+            }
+            EXIT_WITH.store(
+                status.exit_code().clamp(0, 255) as u8,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        ProcRequest::Kill { .. } | ProcRequest::Evict { .. } | ProcRequest::BinRemove { .. } => {
+            client.call_proc(&req, None).await.map_err(sigmad)?;
+        }
+        ProcRequest::Logs {
+            realm, pid, max_bytes, ..
+        } => {
+            let follow = max_bytes == 0;
+            let mut offset = 0;
+            loop {
+                let req = ProcRequest::Logs {
+                    realm: realm.clone(),
+                    pid,
+                    offset,
+                    max_bytes,
+                };
+                let reply = client.call_proc(&req, None).await.map_err(sigmad)?;
+                let chunk = client.decode_proc(reply, WireLogChunk::decode).map_err(sigmad)?;
+                offset = chunk.next_offset;
+                if follow {
+                    // Streamed as it comes.
+                    let mut stdout = std::io::stdout().lock();
+                    stdout
+                        .write_all(&chunk.data)
+                        .and_then(|()| stdout.flush())
+                        .map_err(|e| Failure::usage(format!("writing the output: {e}")))?;
+                } else {
+                    out.extend_from_slice(&chunk.data);
+                }
+                if chunk.done || (!follow && chunk.data.is_empty()) {
+                    break;
+                }
+            }
+        }
+        ProcRequest::BinList => {
+            let reply = client.call_proc(&req, None).await.map_err(sigmad)?;
+            let bins = client.decode_proc(reply, WireBin::decode_list).map_err(sigmad)?;
+            if json {
+                let rows: Vec<_> = bins
+                    .iter()
+                    .map(|b| serde_json::json!({ "name": b.name, "bytes": b.bytes, "digest": b.digest }))
+                    .collect();
+                json_line(serde_json::Value::Array(rows), out);
+            } else {
+                for b in &bins {
+                    let line = format!("{:<40} {:>10} {}\n", shown_name(&b.name), b.bytes, b.digest);
+                    out.extend_from_slice(line.as_bytes());
+                }
+            }
+        }
+        ProcRequest::BinPut { .. } => unreachable!("bin put is sent in pieces by bin_put"),
+    }
+    Ok(())
+}
+
+/// `bin put`: the file in pieces of at most `BIN_PIECE_BYTES_MAX`; the
+/// last piece puts it in the store, which checks it is a static executable.
+async fn bin_put(
+    sock: &std::path::Path,
+    name: String,
+    file: &std::path::Path,
+    json: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    let mut f = std::fs::File::open(file).map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+    let total = f
+        .metadata()
+        .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?
+        .len();
+    let limit = sigma_control::bins::limits::BIN_BYTES_MAX;
+    if total > limit {
+        return Err(Failure::local(AdminError {
+            kind: "too-large".into(),
+            message: format!(
+                "{} holds {total} bytes: a binary is at most {limit} bytes (BIN_BYTES_MAX)",
+                file.display()
+            ),
+        }));
+    }
+    let client = connect(sock).await?;
+    let upload = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into());
+    let mut offset = 0u64;
+    let mut buf = vec![0u8; PIECE_BYTES];
+    loop {
+        let want = ((total - offset) as usize).min(PIECE_BYTES);
+        f.read_exact(&mut buf[..want])
+            .map_err(|e| Failure::usage(format!("reading {}: {e}", file.display())))?;
+        let req = ProcRequest::BinPut {
+            name: name.clone(),
+            upload,
+            offset,
+            total,
+            data: Bytes::copy_from_slice(&buf[..want]),
+        };
+        req.check().map_err(Failure::usage)?;
+        let reply = client.call_proc(&req, None).await.map_err(Failure::sigmad)?;
+        offset += want as u64;
+        if offset >= total {
+            let bins = client
+                .decode_proc(reply, WireBin::decode_list)
+                .map_err(Failure::sigmad)?;
+            for b in &bins {
+                if json {
+                    json_line(
+                        serde_json::json!({ "name": b.name, "bytes": b.bytes, "digest": b.digest }),
+                        out,
+                    );
+                } else {
+                    out.extend_from_slice(format!("{} {} {}\n", shown_name(&b.name), b.bytes, b.digest).as_bytes());
+                }
+            }
+            return Ok(());
+        }
+    }
 }
 
 async fn run_ns(
@@ -579,7 +928,7 @@ fn main() -> ExitCode {
         })
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(EXIT_WITH.load(std::sync::atomic::Ordering::Relaxed)),
         Err(failure) => {
             let e = &failure.error;
             if json {

@@ -11,17 +11,21 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use sigma_control::admin::AdminService;
+use sigma_control::bins::limits::RECORD_TTL_DEFAULT;
+use sigma_control::bins::{BinCache, BinRegistry, BlockingIo, CacheIo, DataPlaneIo, DataPlaneIoServer, StoreConfig};
 use sigma_control::conn_limit::{self, ConnLimit};
 use sigma_control::log_limit::LogLimit;
 use sigma_control::ns::embedded::EmbeddedStore;
 use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT};
 use sigma_control::ns::{Namespace, Store};
+use sigma_control::procs::{bin_channel, BinServer, Procs};
 use sigma_control::tokio_rpc::TokioUnix;
 use sigma_dataplane::net::UnixListener;
 use sigma_dataplane::rpc::{ConnectionError, ServerConfig, Transport};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -62,6 +66,23 @@ struct Args {
     /// within this many seconds; 0: never.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     frame_timeout: Duration,
+    /// Where procs' binaries live: `s3://BUCKET[/PREFIX]`, or a local
+    /// directory (default: DATA/bins/store).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// S3 endpoint of `--store` (e.g. http://127.0.0.1:9000); AWS's when
+    /// unset. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region of `--store` (default: AWS_REGION, else us-east-1).
+    #[arg(long)]
+    s3_region: Option<String>,
+    /// Allow an http:// S3 endpoint (a test server or a private network).
+    #[arg(long)]
+    s3_allow_http: bool,
+    /// Do not start procs (no sandbox, no spawner): serve the namespace only.
+    #[arg(long)]
+    no_procs: bool,
 }
 
 impl Args {
@@ -119,6 +140,13 @@ impl<S: Store> Admin<S> {
         drop(slot);
     }
 
+    /// At stop: kills every proc and removes the sandbox.
+    fn stop_procs(&self) {
+        if let Some(procs) = self.service.procs() {
+            procs.shutdown();
+        }
+    }
+
     /// At stop: the count of bad-connection lines suppressed, if any.
     fn flush_logs(&self) {
         self.logs.borrow_mut().flush("admin connections ending with an error");
@@ -144,6 +172,76 @@ fn connection_ended(limit: &RefCell<LogLimit>, result: Result<(), ConnectionErro
             }
         }
     }
+}
+
+/// What serving procs needs, made before the threads start: the proc
+/// table and spawner, the binary cache, and the cache's IO server when it
+/// runs on a data-plane core.
+struct ProcsSetup {
+    procs: Option<Procs>,
+    bins: Option<(BinServer, BinCache)>,
+    io_server: Option<DataPlaneIoServer>,
+}
+
+/// Sets up procs (unless `--no-procs`): the binary store (`--store`, or a
+/// directory under the data directory) and its cache under DATA/bins/cache,
+/// the cache's file IO on a data-plane core when `on_core`, and the
+/// spawner with its sandbox (procs are disabled, with a warning saying why,
+/// where the sandbox cannot start, e.g. without root or cgroups).
+fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsSetup> {
+    if args.no_procs {
+        return Ok(ProcsSetup {
+            procs: None,
+            bins: None,
+            io_server: None,
+        });
+    }
+    let mut store = match &args.store {
+        Some(url) => StoreConfig::url(url.clone()),
+        None => StoreConfig::local_default(data),
+    };
+    store.endpoint = args.s3_endpoint.clone();
+    store.region = args.s3_region.clone();
+    store.allow_http = args.s3_allow_http;
+    let registry = BinRegistry::open(&store).with_context(|| format!("opening the binary store {}", store.url))?;
+    let (io, io_server): (Arc<dyn CacheIo>, _) = if on_core {
+        let (io, server) = DataPlaneIo::new();
+        (Arc::new(io), Some(server))
+    } else {
+        (Arc::new(BlockingIo), None)
+    };
+    let cache_dir = data.join("bins").join("cache");
+    let cache = BinCache::open(&cache_dir, registry, io, RECORD_TTL_DEFAULT)
+        .with_context(|| format!("opening the binary cache {}", cache_dir.display()))?;
+    let (client, server) = bin_channel();
+    // Named after the data directory, whose lock this sigmad holds: what
+    // a sigmad of the same directory left behind (killed with -9) is its
+    // own to reclaim.
+    let mut sandbox = sigma_control::procs::SandboxConfig::new(&format!(
+        "sigmad-{:016x}",
+        fnv1a(data.as_os_str().as_encoded_bytes())
+    ));
+    sandbox.jail_dir = data.join("jail");
+    sandbox.warm_cgroups = 8;
+    let procs = Procs::start(
+        sandbox,
+        data.join("procs").join("logs"),
+        data.join("bins").join("staging"),
+        client,
+        true,
+    );
+    Ok(ProcsSetup {
+        procs: Some(procs),
+        bins: Some((server, cache)),
+        io_server,
+    })
+}
+
+/// FNV-1a, 64 bits: a short stable name for a path.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn hostname() -> String {
@@ -427,6 +525,7 @@ fn main() -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    args.data = absolute(&args.data);
     let sock = args.sock.clone().unwrap_or_else(|| args.data.join("sigmad.sock"));
     let machine = args.machine.clone().unwrap_or_else(hostname);
     let signals = block_stop_signals();
@@ -461,16 +560,22 @@ fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: li
     let (store_tx, store_rx) = std::sync::mpsc::channel();
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let db_path = db.clone();
+    let setup = setup_procs(args, &args.data, true)?;
+    let bins = setup.bins;
     let control = std::thread::Builder::new()
         .name("sigma-control".into())
         .spawn(move || -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
                 let _ = store_tx.send(EmbeddedStore::open(&db_path));
+                if let Some((server, cache)) = bins {
+                    tokio::spawn(server.run(cache));
+                }
                 let _ = control_stopped.await;
             });
             Ok(())
         })?;
+    let (procs, io_server) = (setup.procs, setup.io_server);
 
     let (mut stop_tx, stop_rx) = sigma_dataplane::channel::channel::<i32>(1);
     spawn_signal_thread(signals, move |sig| {
@@ -489,6 +594,9 @@ fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: li
             .context("the control thread died")?
             .with_context(|| format!("opening {}", db.display()))?;
         let where_ = db.display().to_string();
+        if let Some(io) = io_server {
+            sigma_dataplane::spawn(io.run());
+        }
         serve(
             store,
             machine,
@@ -497,6 +605,7 @@ fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: li
             args.server_config(),
             args.max_connections,
             stop_rx,
+            procs,
         )
         .await
     });
@@ -529,14 +638,22 @@ fn run_etcd(
         .enable_all()
         .build()
         .context("starting the control runtime")?;
+    let setup = setup_procs(args, &args.data, false)?;
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, async {
+        if let Some((server, cache)) = setup.bins {
+            tokio::spawn(server.run(cache));
+        }
         let store = EtcdStore::connect_here(endpoints, &args.etcd_prefix, REQUEST_TIMEOUT)
             .await
             .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
         let where_ = format!("etcd {} under {}", endpoints.join(","), args.etcd_prefix);
         let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-        let admin = Admin::new(AdminService::new(ns), &sock, args.max_connections, args.server_config());
+        let mut service = AdminService::new(ns);
+        if let Some(procs) = setup.procs {
+            service = service.with_procs(procs);
+        }
+        let admin = Admin::new(service, &sock, args.max_connections, args.server_config());
         let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         claim.bound()?;
         tracing::info!(sock = %sock.display(), store = where_, machine, max_connections = args.max_connections, "sigmad serving the namespace");
@@ -546,6 +663,8 @@ fn run_etcd(
                 sig = &mut stop_rx => {
                     tracing::info!(signal = sig.unwrap_or(0), "stopping: no longer accepting, removing the socket");
                     admin.flush_logs();
+                admin.stop_procs();
+                    admin.stop_procs();
                     return Ok(());
                 }
                 accepted = listener.accept() => match accepted {
@@ -587,7 +706,8 @@ fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
 
 use std::future::Future;
 
-/// Serves the namespace on `store` at `sock` until a stop signal arrives.
+/// Serves the namespace on `store` (and procs) at `sock` until a stop signal arrives.
+#[allow(clippy::too_many_arguments)]
 async fn serve<S: Store + 'static>(
     store: S,
     machine: &str,
@@ -596,10 +716,15 @@ async fn serve<S: Store + 'static>(
     config: ServerConfig,
     max_connections: usize,
     mut stop_rx: sigma_dataplane::channel::Receiver<i32>,
+    procs: Option<Procs>,
 ) -> anyhow::Result<()> {
     let sock = claim.sock.clone();
     let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-    let admin = Admin::new(AdminService::new(ns), &sock, max_connections, config);
+    let mut service = AdminService::new(ns);
+    if let Some(procs) = procs {
+        service = service.with_procs(procs);
+    }
+    let admin = Admin::new(service, &sock, max_connections, config);
     let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     claim.bound()?;
     tracing::info!(sock = %sock.display(), store = store_desc, machine, max_connections, "sigmad serving the namespace");
@@ -624,6 +749,7 @@ async fn serve<S: Store + 'static>(
                     "stopping: no longer accepting, removing the socket"
                 );
                 admin.flush_logs();
+                admin.stop_procs();
                 return Ok(());
             }
         }

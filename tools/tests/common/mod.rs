@@ -9,7 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A sigmad child process, killed when dropped.
+/// A sigmad child process, stopped when dropped (SIGTERM, so that it
+/// kills its procs and removes its cgroups; SIGKILL after 10 s).
 pub struct Daemon {
     pub child: Child,
     pub sock: PathBuf,
@@ -18,9 +19,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts sigmad on `data` (socket `DATA/sigmad.sock`).
+    /// Starts sigmad on `data` (socket `DATA/sigmad.sock`), without procs.
     pub fn start(data: &Path) -> Daemon {
         Daemon::launch(data, &data.join("sigmad.sock"), &[], &[])
+    }
+
+    /// Starts sigmad on `data` with procs (a sandbox, cgroups, a spawner).
+    pub fn start_procs(data: &Path) -> Daemon {
+        Daemon::launch(data, &data.join("sigmad.sock"), &["--procs"], &[])
     }
 
     /// Starts sigmad with `--data data --sock sock` and `extra` arguments.
@@ -30,11 +36,18 @@ impl Daemon {
 
     /// Starts sigmad with `--data data --sock sock`, `extra` arguments and
     /// `env`, and waits for its "serving" log line (probing the socket could
-    /// reach a dying predecessor's listener).
+    /// reach a dying predecessor's listener). Without procs (`--no-procs`:
+    /// no sandbox, no cgroups left behind by tests that kill it) unless
+    /// `extra` holds `--procs`.
     pub fn launch(data: &Path, sock: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let sock = sock.to_path_buf();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigmad"));
-        cmd.arg("--data").arg(data).arg("--sock").arg(&sock).args(extra);
+        cmd.arg("--data").arg(data).arg("--sock").arg(&sock);
+        if extra.contains(&"--procs") {
+            cmd.args(extra.iter().filter(|a| **a != "--procs"));
+        } else {
+            cmd.arg("--no-procs").args(extra);
+        }
         cmd.env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
@@ -110,6 +123,16 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

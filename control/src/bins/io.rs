@@ -1,0 +1,258 @@
+//! The cache's file IO: positional reads (a local store's objects, and the
+//! re-check of a cached file) and writes (into the cache), behind
+//! [`CacheIo`] — the issue's `CacheWriter`, with reads beside the writes.
+//!
+//! Two implementations:
+//!
+//! - [`DataPlaneIo`]: each read and write is a job sent to a data-plane
+//!   core, which runs it as `sigma_dataplane::read_at` / `write_at` (an
+//!   io_uring READ/WRITE, or the core's file pool on epoll) in a BE task,
+//!   so a cache fill never delays LC work on that core. The control thread
+//!   (tokio, current-thread) only hashes and hands buffers over. The queue
+//!   is a bounded tokio mpsc channel rather than the data plane's SPSC
+//!   channel because several fetches send on it at once; both ends only
+//!   need wakers, and a waker from another thread reaches the core through
+//!   its remote queue.
+//! - [`BlockingIo`]: pread/pwrite on tokio's blocking pool; for tools and
+//!   tests without a data-plane core.
+//!
+//! fsync runs on tokio's blocking pool in both: the data plane has no
+//! fsync operation (its ring's allow-list holds no FSYNC opcode), and one
+//! fsync per fetched binary is not worth one.
+//!
+//! A job owns its file (`Arc<File>`) and buffer, so a fetch that gives up
+//! while a job runs leaves nothing dangling: the job finishes on its own
+//! fd and buffer, then drops them.
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+use super::limits::CACHE_WRITE_QUEUE_MAX;
+
+/// The cache's file operations.
+pub trait CacheIo: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads up to `len` bytes of `file` at `offset`; fewer only at the end
+    /// of the file.
+    fn read_at(&self, file: Arc<File>, offset: u64, len: usize) -> BoxFuture<'static, io::Result<Bytes>>;
+
+    /// Writes all of `bytes` to `file` at `offset`.
+    fn write_all_at(&self, file: Arc<File>, offset: u64, bytes: Bytes) -> BoxFuture<'static, io::Result<()>>;
+
+    /// Makes `file`'s contents durable.
+    fn sync_all(&self, file: Arc<File>) -> BoxFuture<'static, io::Result<()>> {
+        Box::pin(blocking(move || file.sync_all()))
+    }
+
+    /// What this is, for logs: `data-plane` or `blocking`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("blocking file job: {e}"))))
+}
+
+/// Reads up to `len` bytes at `offset` with pread, retrying short reads
+/// until `len` bytes or the end of the file.
+fn pread_full(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(done);
+    Ok(Bytes::from(buf))
+}
+
+/// pread/pwrite on tokio's blocking pool.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BlockingIo;
+
+impl CacheIo for BlockingIo {
+    fn read_at(&self, file: Arc<File>, offset: u64, len: usize) -> BoxFuture<'static, io::Result<Bytes>> {
+        Box::pin(blocking(move || pread_full(&file, offset, len)))
+    }
+
+    fn write_all_at(&self, file: Arc<File>, offset: u64, bytes: Bytes) -> BoxFuture<'static, io::Result<()>> {
+        Box::pin(blocking(move || file.write_all_at(&bytes, offset)))
+    }
+
+    fn kind(&self) -> &'static str {
+        "blocking"
+    }
+}
+
+/// A job for the data-plane core.
+enum Job {
+    Read {
+        file: Arc<File>,
+        offset: u64,
+        len: usize,
+        reply: oneshot::Sender<io::Result<Bytes>>,
+    },
+    Write {
+        file: Arc<File>,
+        offset: u64,
+        bytes: Bytes,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+}
+
+/// Cache IO on a data-plane core; see the module doc. Made with
+/// [`DataPlaneIo::new`], whose other half runs on the core.
+#[derive(Debug, Clone)]
+pub struct DataPlaneIo {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The core's half of [`DataPlaneIo`]: run [`DataPlaneIoServer::run`] on a
+/// data-plane core (inside `Core::block_on`, or spawned there).
+#[derive(Debug)]
+pub struct DataPlaneIoServer {
+    jobs: mpsc::Receiver<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Read { offset, len, .. } => write!(f, "Read {{ offset: {offset}, len: {len} }}"),
+            Job::Write { offset, bytes, .. } => write!(f, "Write {{ offset: {offset}, len: {} }}", bytes.len()),
+        }
+    }
+}
+
+fn core_gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the data-plane core serving cache IO has stopped",
+    )
+}
+
+impl DataPlaneIo {
+    /// A client and the server to run on a core.
+    pub fn new() -> (DataPlaneIo, DataPlaneIoServer) {
+        let (tx, rx) = mpsc::channel(CACHE_WRITE_QUEUE_MAX);
+        (DataPlaneIo { jobs: tx }, DataPlaneIoServer { jobs: rx })
+    }
+}
+
+impl CacheIo for DataPlaneIo {
+    fn read_at(&self, file: Arc<File>, offset: u64, len: usize) -> BoxFuture<'static, io::Result<Bytes>> {
+        let jobs = self.jobs.clone();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            jobs.send(Job::Read {
+                file,
+                offset,
+                len,
+                reply,
+            })
+            .await
+            .map_err(|_| core_gone())?;
+            answer.await.map_err(|_| core_gone())?
+        })
+    }
+
+    fn write_all_at(&self, file: Arc<File>, offset: u64, bytes: Bytes) -> BoxFuture<'static, io::Result<()>> {
+        let jobs = self.jobs.clone();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            jobs.send(Job::Write {
+                file,
+                offset,
+                bytes,
+                reply,
+            })
+            .await
+            .map_err(|_| core_gone())?;
+            answer.await.map_err(|_| core_gone())?
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "data-plane"
+    }
+}
+
+impl DataPlaneIoServer {
+    /// Serves jobs until every [`DataPlaneIo`] is dropped. Must run on a
+    /// data-plane core.
+    pub async fn run(mut self) {
+        while let Some(job) = self.jobs.recv().await {
+            sigma_dataplane::spawn_be(run_job(job));
+        }
+    }
+}
+
+async fn run_job(job: Job) {
+    use std::os::fd::AsRawFd;
+    match job {
+        Job::Read {
+            file,
+            offset,
+            len,
+            reply,
+        } => {
+            let mut out: Vec<u8> = Vec::new();
+            let mut result = Ok(());
+            while out.len() < len {
+                let want = len - out.len();
+                let at = offset + out.len() as u64;
+                let (res, buf) = sigma_dataplane::read_at(file.as_raw_fd(), Vec::with_capacity(want), at).await;
+                match res {
+                    Ok(0) => break,
+                    // Most reads are whole: keep the buffer, copy nothing.
+                    Ok(_) if out.is_empty() => out = buf,
+                    Ok(_) => out.extend_from_slice(&buf),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            let _ = reply.send(result.map(|()| Bytes::from(out)));
+        }
+        Job::Write {
+            file,
+            offset,
+            mut bytes,
+            reply,
+        } => {
+            let mut at = offset;
+            let mut result = Ok(());
+            while !bytes.is_empty() {
+                let (res, sent) = sigma_dataplane::write_at(file.as_raw_fd(), bytes, at).await;
+                bytes = sent;
+                match res {
+                    Ok(0) => {
+                        result = Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0 bytes"));
+                        break;
+                    }
+                    Ok(n) => {
+                        at += n as u64;
+                        let _ = bytes.split_to(n.min(bytes.len()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            let _ = reply.send(result);
+        }
+    }
+}

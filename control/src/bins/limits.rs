@@ -1,0 +1,76 @@
+//! Limits of the binary store and cache: every size, count and wait is
+//! bounded here, units last in each name.
+
+use std::time::Duration;
+
+/// Bytes of one binary, at most: a put or a fetch of more is refused.
+pub const BIN_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// Bytes of a binary's name (the part before `@`), at most.
+pub const NAME_BYTES_MAX: usize = 64;
+
+/// Bytes of a binary's version (the part after `@`), at most.
+pub const VERSION_BYTES_MAX: usize = 64;
+
+/// The version a name without `@VERSION` means.
+pub const VERSION_DEFAULT: &str = "latest";
+
+/// Bytes of a binary's record (its JSON: name, version, size, digest) in
+/// the store, at most. A record is tens of bytes; more is not one of ours.
+pub const RECORD_BYTES_MAX: usize = 4096;
+
+/// Bytes at the start of a file within which the ELF header and all
+/// program headers must lie (they are at byte 64 in any linker's output).
+/// A fetch checks the file as it streams, from this prefix.
+pub const ELF_HEADERS_BYTES_MAX: usize = 64 * 1024;
+
+/// Program headers of an ELF file, at most (a static executable has about
+/// ten).
+pub const ELF_PROGRAM_HEADERS_MAX: usize = 256;
+
+/// Entries of the dynamic section the put-time check reads, at most.
+pub const ELF_DYNAMIC_ENTRIES_MAX: usize = 4096;
+
+/// Bytes the cache hands to one write, at most: the store's chunks (8 KiB
+/// from a local store, socket reads from S3) are coalesced up to this.
+pub const CACHE_WRITE_BYTES: usize = 1024 * 1024;
+
+/// Cache writes of one fetch in flight at once, at most: the next chunk is
+/// received and hashed while earlier ones are being written.
+pub const CACHE_WRITES_IN_FLIGHT_MAX: usize = 4;
+
+/// Write jobs queued towards the data-plane cache writer, at most.
+pub const CACHE_WRITE_QUEUE_MAX: usize = 64;
+
+/// How long one store call may wait for an answer (or one more chunk of a
+/// fetch) before the store counts as unreachable, by default.
+pub const STORE_REPLY_DEFAULT: Duration = Duration::from_secs(5);
+
+/// The slowest rate at which a store is expected to take an upload: a
+/// put's deadline is the reply deadline plus its size at this rate (a
+/// 256 MiB binary: 27 s more).
+pub const STORE_UPLOAD_BYTES_PER_S_MIN: u64 = 10_000_000;
+
+/// The longest reply deadline a configuration may ask for.
+pub const STORE_REPLY_MAX: Duration = Duration::from_secs(120);
+
+/// How long a fetched record (name → digest) is reused before the store is
+/// asked again, by default: spawns within this of each other skip the store.
+pub const RECORD_TTL_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Records one list returns, at most.
+pub const LIST_ENTRIES_MAX: usize = 10_000;
+
+/// Records a list reads from the store at once, at most.
+pub const LIST_READS_IN_FLIGHT_MAX: usize = 8;
+
+/// Names the cache remembers a record for, at most (beyond it the oldest
+/// memo is dropped; the cached files themselves stay).
+pub const RECORD_MEMOS_MAX: usize = 4096;
+
+const _: () = assert!(CACHE_WRITE_BYTES as u64 <= BIN_BYTES_MAX);
+const _: () = assert!(CACHE_WRITES_IN_FLIGHT_MAX >= 1);
+const _: () = assert!(STORE_UPLOAD_BYTES_PER_S_MIN > 0);
+const _: () = assert!(ELF_HEADERS_BYTES_MAX >= 64 + ELF_PROGRAM_HEADERS_MAX * 56);
+const _: () = assert!(STORE_REPLY_DEFAULT.as_millis() <= STORE_REPLY_MAX.as_millis());
+const _: () = assert!(VERSION_DEFAULT.len() <= VERSION_BYTES_MAX);

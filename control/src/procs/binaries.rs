@@ -1,0 +1,156 @@
+//! The binary store's calls, made on the control thread. The store
+//! (`object_store`, and its S3 client) and the cache's fetch tasks run on
+//! the control thread's tokio runtime; the admin service may run on a
+//! data-plane core, so it asks through a bounded queue ([`BinClient`]) and
+//! waits on a oneshot answer, which works on any executor.
+
+use super::ProcError;
+use crate::bins::{BinCache, BinError, BinName, Record};
+use sigma_ep::proc::WireBin;
+use std::path::PathBuf;
+use tokio::sync::{mpsc, oneshot};
+
+/// Binary-store calls queued for the control thread, at most.
+pub const BIN_JOBS_QUEUE_MAX: usize = 256;
+
+/// A call for the control thread.
+#[derive(Debug)]
+enum BinJob {
+    Fetch {
+        program: String,
+        reply: oneshot::Sender<Result<PathBuf, ProcError>>,
+    },
+    PutFile {
+        program: String,
+        path: PathBuf,
+        reply: oneshot::Sender<Result<WireBin, ProcError>>,
+    },
+    List {
+        reply: oneshot::Sender<Result<Vec<WireBin>, ProcError>>,
+    },
+    Remove {
+        program: String,
+        reply: oneshot::Sender<Result<(), ProcError>>,
+    },
+}
+
+/// The admin side's handle on the control thread's binary store.
+#[derive(Debug, Clone)]
+pub struct BinClient {
+    jobs: mpsc::Sender<BinJob>,
+}
+
+/// The control thread's side: run [`BinServer::run`] on its runtime.
+#[derive(Debug)]
+pub struct BinServer {
+    jobs: mpsc::Receiver<BinJob>,
+}
+
+/// A client and the server it talks to.
+pub fn bin_channel() -> (BinClient, BinServer) {
+    let (tx, rx) = mpsc::channel(BIN_JOBS_QUEUE_MAX);
+    (BinClient { jobs: tx }, BinServer { jobs: rx })
+}
+
+fn gone() -> ProcError {
+    ProcError::new("unavailable", "the control thread serving the binary store has stopped")
+}
+
+fn wire(r: &Record) -> WireBin {
+    WireBin {
+        name: r.name.to_string(),
+        bytes: r.bytes,
+        digest: format!("blake3:{}", r.digest),
+    }
+}
+
+/// The error kind a binary-store error travels as.
+fn store_error(e: BinError, fetching: bool) -> ProcError {
+    let kind = match &e {
+        BinError::InvalidName { .. } => "invalid",
+        BinError::NotStaticElf { .. } | BinError::TooLarge { .. } if !fetching => "invalid",
+        BinError::NotFound { .. } if !fetching => "not-found",
+        BinError::StoreUnreachable { .. } if !fetching => "unavailable",
+        _ if fetching => "fetch-failed",
+        _ => "store",
+    };
+    ProcError::new(kind, e.to_string())
+}
+
+impl BinClient {
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, ProcError>>) -> BinJob) -> Result<T, ProcError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(job(reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// The cache file of `program`, fetched and verified if need be.
+    pub async fn fetch(&self, program: String) -> Result<PathBuf, ProcError> {
+        self.ask(|reply| BinJob::Fetch { program, reply }).await
+    }
+
+    /// Puts the file at `path` in the store as `program`.
+    pub async fn put_file(&self, program: String, path: PathBuf) -> Result<WireBin, ProcError> {
+        self.ask(|reply| BinJob::PutFile { program, path, reply }).await
+    }
+
+    /// The binaries in the store.
+    pub async fn list(&self) -> Result<Vec<WireBin>, ProcError> {
+        self.ask(|reply| BinJob::List { reply }).await
+    }
+
+    /// Removes `program` from the store.
+    pub async fn remove(&self, program: String) -> Result<(), ProcError> {
+        self.ask(|reply| BinJob::Remove { program, reply }).await
+    }
+}
+
+impl BinServer {
+    /// Serves calls with `cache` (and its registry) until every client is
+    /// dropped; each call is a task of its own. Must run on a tokio runtime.
+    pub async fn run(mut self, cache: BinCache) {
+        while let Some(job) = self.jobs.recv().await {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                match job {
+                    BinJob::Fetch { program, reply } => {
+                        let r = match BinName::parse(&program) {
+                            Ok(name) => cache.get(&name).await.map(|c| c.path).map_err(|e| store_error(e, true)),
+                            Err(e) => Err(store_error(e, false)),
+                        };
+                        let _ = reply.send(r);
+                    }
+                    BinJob::PutFile { program, path, reply } => {
+                        let r = match BinName::parse(&program) {
+                            Ok(name) => cache
+                                .registry()
+                                .put_file(&name, &path)
+                                .await
+                                .map(|r| wire(&r))
+                                .map_err(|e| store_error(e, false)),
+                            Err(e) => Err(store_error(e, false)),
+                        };
+                        let _ = std::fs::remove_file(&path);
+                        let _ = reply.send(r);
+                    }
+                    BinJob::List { reply } => {
+                        let r = cache
+                            .registry()
+                            .list()
+                            .await
+                            .map(|l| l.iter().map(wire).collect())
+                            .map_err(|e| store_error(e, false));
+                        let _ = reply.send(r);
+                    }
+                    BinJob::Remove { program, reply } => {
+                        let r = match BinName::parse(&program) {
+                            Ok(name) => cache.registry().remove(&name).await.map_err(|e| store_error(e, false)),
+                            Err(e) => Err(store_error(e, false)),
+                        };
+                        let _ = reply.send(r);
+                    }
+                }
+            });
+        }
+    }
+}

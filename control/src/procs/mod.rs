@@ -1,0 +1,607 @@
+//! Procs on this machine: the proc table, the spawn path, and the proc
+//! protocol's handlers (`sigma_ep::proc`).
+//!
+//! A spawn goes: the admin service checks the request and the realm, takes
+//! a σ pid, asks the control thread for the binary (the content-addressed
+//! cache of [`crate::bins`], fetched once per machine however many spawns
+//! ask), then hands the path to the spawner thread ([`spawner`]), which
+//! starts the σcontainer ([`sigma_sandbox`]) and answers once the proc has
+//! exec'd. The proc's end is seen by the spawner on its pidfd; its status
+//! is published through the table, where `wait` finds it.
+//!
+//! Each proc's status lives in a `tokio::sync::watch` channel: waiters on
+//! any executor (a data-plane core on embedded defaults, the control
+//! runtime on etcd) wait on it without a thread of their own.
+
+mod binaries;
+mod spawner;
+
+pub use binaries::{bin_channel, BinClient, BinServer, BIN_JOBS_QUEUE_MAX};
+pub use sigma_sandbox::Config as SandboxConfig;
+
+use bytes::{Bytes, BytesMut};
+use sigma_ep::proc::WireBin;
+use sigma_ep::proc::{ProcRequest, WireClass, WireLogChunk, WireProc, WireStatus, LOG_CHUNK_BYTES_MAX};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+pub(crate) use spawner::Job;
+
+/// Spawn jobs queued for the spawner thread, at most.
+pub const SPAWN_QUEUE_MAX: usize = 256;
+/// Procs alive on this machine at once, at most.
+pub const PROCS_LIVE_MAX: usize = 4096;
+/// Ended procs whose status and log sigmad keeps (the oldest go first).
+pub const PROCS_ENDED_KEPT_MAX: usize = 1024;
+/// Bytes of a proc's log (stdout and stderr together) kept, at most.
+pub const LOG_BYTES_MAX: u64 = 1 << 20;
+/// Tasks (threads and processes) of one proc, at most (its pids cgroup).
+pub const PROC_PIDS_MAX: u64 = 256;
+/// Memory limit of a proc that asks for none, MiB.
+pub const PROC_MEM_MIB_DEFAULT: u32 = 256;
+/// Memory limit of one proc, MiB, at most.
+pub const PROC_MEM_MIB_MAX: u32 = 64 * 1024;
+/// Milli-cores one LC proc may reserve, at most.
+pub const PROC_MCPU_MAX: u32 = 256_000;
+/// How long a spawn may take from the request to the proc's exec, at most
+/// (fetching its binary included).
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a `wait` may wait.
+pub const WAIT_TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a proc call failed: a kind (the token clients see) and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcError {
+    /// `invalid`, `unknown-realm`, `not-found`, `fetch-failed`, `denied`,
+    /// `busy`, `unavailable`, `timed-out`.
+    pub kind: &'static str,
+    /// What happened, naming the proc, program or realm.
+    pub message: String,
+}
+
+impl ProcError {
+    fn new(kind: &'static str, message: impl Into<String>) -> ProcError {
+        ProcError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ProcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// One proc of the table.
+#[derive(Debug)]
+pub struct ProcEntry {
+    /// σ pid, unique on this machine for sigmad's life.
+    pub pid: u64,
+    /// Its realm.
+    pub realm: String,
+    /// The program it runs (`NAME[@VERSION]`).
+    pub program: String,
+    /// LC or BE.
+    pub class: WireClass,
+    /// Memory limit, MiB.
+    pub mem_mib: u32,
+    host_pid: AtomicI32,
+    status: watch::Sender<WireStatus>,
+    /// Bytes in its log file so far, and whether the log is complete.
+    log_len: watch::Sender<(u64, bool)>,
+    log_path: PathBuf,
+    ended: AtomicBool,
+}
+
+impl ProcEntry {
+    fn set_host_pid(&self, pid: i32) {
+        self.host_pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// The host pid (0 before it started).
+    pub fn host_pid(&self) -> i32 {
+        self.host_pid.load(Ordering::Relaxed)
+    }
+
+    /// Its status now.
+    pub fn status(&self) -> WireStatus {
+        self.status.borrow().clone()
+    }
+
+    fn finish(&self, status: WireStatus) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            self.status.send_replace(status);
+        }
+    }
+
+    fn log_grew(&self, len: u64) {
+        self.log_len.send_replace((len, false));
+    }
+
+    fn log_done(&self, len: u64) {
+        self.log_len.send_replace((len, true));
+    }
+}
+
+/// Uploads being staged at once, at most.
+pub const BIN_UPLOADS_MAX: usize = 16;
+/// An upload that got no piece for this long is abandoned (its client
+/// died): it no longer counts against `BIN_UPLOADS_MAX`.
+pub const BIN_UPLOAD_IDLE: Duration = Duration::from_secs(60);
+
+#[derive(Default, Debug)]
+struct Table {
+    procs: BTreeMap<u64, Arc<ProcEntry>>,
+}
+
+/// The procs of this machine: the table, the spawner, the binary fetch.
+#[derive(Clone)]
+pub struct Procs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: Mutex<Table>,
+    next_pid: AtomicU64,
+    spawner: Result<spawner::Spawner, String>,
+    bins: BinClient,
+    logs: PathBuf,
+    /// Where uploads are staged until their last piece.
+    staging: PathBuf,
+    /// Uploads being staged: (name, upload id) → bytes received so far.
+    uploads: Mutex<HashMap<(String, u64), (u64, std::time::Instant)>>,
+}
+
+impl std::fmt::Debug for Procs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Procs")
+            .field("logs", &self.inner.logs)
+            .field("enabled", &self.inner.spawner.is_ok())
+            .finish()
+    }
+}
+
+impl Procs {
+    /// Starts the spawner with a sandbox made from `sandbox`; logs go under
+    /// `logs` (emptied first: σ pids start again at each start). If the
+    /// sandbox cannot start (no privilege, no cgroups), procs are disabled
+    /// and every proc call says why.
+    /// Uploads of binaries are staged under `staging` (emptied first).
+    /// With `reclaim`, what a dead process left under the sandbox's cgroup
+    /// name is killed and removed first (only for a name this process owns).
+    pub fn start(
+        sandbox: sigma_sandbox::Config,
+        logs: PathBuf,
+        staging: PathBuf,
+        bins: BinClient,
+        reclaim: bool,
+    ) -> Procs {
+        let _ = std::fs::remove_dir_all(&logs);
+        let _ = std::fs::remove_dir_all(&staging);
+        if let Err(e) = std::fs::create_dir_all(&staging) {
+            tracing::warn!(dir = %staging.display(), error = %e, "making the upload staging directory");
+        }
+        let spawner = spawner::Spawner::start(sandbox, logs.clone(), reclaim);
+        if let Err(why) = &spawner {
+            tracing::warn!(why, "procs are disabled on this sigmad");
+        }
+        Procs {
+            inner: Arc::new(Inner {
+                table: Mutex::new(Table::default()),
+                next_pid: AtomicU64::new(1),
+                spawner,
+                bins,
+                logs,
+                staging,
+                uploads: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Kills every proc and removes the sandbox (cgroups, jail); procs
+    /// cannot start after it. sigmad calls it when it stops.
+    pub fn shutdown(&self) {
+        if let Ok(s) = &self.inner.spawner {
+            s.shutdown();
+        }
+    }
+
+    /// Why procs cannot run here, if they cannot.
+    pub fn disabled(&self) -> Option<&str> {
+        self.inner.spawner.as_ref().err().map(String::as_str)
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spawner(&self) -> Result<&spawner::Spawner, ProcError> {
+        self.inner
+            .spawner
+            .as_ref()
+            .map_err(|why| ProcError::new("unavailable", format!("this sigmad cannot start procs: {why}")))
+    }
+
+    /// The proc `pid` of `realm`; procs of other realms are not found.
+    pub fn get(&self, realm: &str, pid: u64) -> Result<Arc<ProcEntry>, ProcError> {
+        match self.table().procs.get(&pid) {
+            Some(e) if e.realm == realm => Ok(e.clone()),
+            _ => Err(ProcError::new("not-found", format!("no proc {pid} in realm {realm:?}"))),
+        }
+    }
+
+    /// Forgets the oldest ended procs (and their logs) beyond
+    /// `PROCS_ENDED_KEPT_MAX`; the number still running.
+    fn prune(t: &mut Table) -> usize {
+        let running = t.procs.values().filter(|e| !e.ended.load(Ordering::Acquire)).count();
+        let excess = (t.procs.len() - running).saturating_sub(PROCS_ENDED_KEPT_MAX);
+        if excess > 0 {
+            let old: Vec<u64> = t
+                .procs
+                .values()
+                .filter(|e| e.ended.load(Ordering::Acquire))
+                .map(|e| e.pid)
+                .take(excess)
+                .collect();
+            for pid in old {
+                if let Some(e) = t.procs.remove(&pid) {
+                    let _ = std::fs::remove_file(&e.log_path);
+                }
+            }
+        }
+        running
+    }
+
+    /// Starts a proc; its σ pid once it has exec'd.
+    pub async fn spawn(
+        &self,
+        realm: &str,
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        class: WireClass,
+        mem_mib: u32,
+    ) -> Result<u64, ProcError> {
+        let spawner = self.spawner()?;
+        if let WireClass::Lc { mcpu } = class {
+            if mcpu == 0 || mcpu > PROC_MCPU_MAX {
+                return Err(ProcError::new(
+                    "invalid",
+                    format!("an LC proc reserves 1 to {PROC_MCPU_MAX} milli-cores (PROC_MCPU_MAX), not {mcpu}"),
+                ));
+            }
+        }
+        let mem_mib = if mem_mib == 0 { PROC_MEM_MIB_DEFAULT } else { mem_mib };
+        if !(8..=PROC_MEM_MIB_MAX).contains(&mem_mib) {
+            return Err(ProcError::new(
+                "invalid",
+                format!("a proc's memory limit is 8 to {PROC_MEM_MIB_MAX} MiB (PROC_MEM_MIB_MAX), not {mem_mib}"),
+            ));
+        }
+        if let Some((k, _)) = env
+            .iter()
+            .find(|(k, _)| k.starts_with("SIGMA_") || k.is_empty() || k.contains('='))
+        {
+            return Err(ProcError::new(
+                "invalid",
+                format!("environment variable {k:?}: names are non-empty, without '=', and SIGMA_* is σ's own"),
+            ));
+        }
+        let entry = {
+            let mut t = self.table();
+            if Self::prune(&mut t) >= PROCS_LIVE_MAX {
+                return Err(ProcError::new(
+                    "busy",
+                    format!("{PROCS_LIVE_MAX} procs already run on this machine (PROCS_LIVE_MAX)"),
+                ));
+            }
+            let pid = self.inner.next_pid.fetch_add(1, Ordering::Relaxed);
+            let entry = Arc::new(ProcEntry {
+                pid,
+                realm: realm.to_string(),
+                program: program.clone(),
+                class,
+                mem_mib,
+                host_pid: AtomicI32::new(0),
+                status: watch::channel(WireStatus::Running).0,
+                log_len: watch::channel((0, false)).0,
+                log_path: self.inner.logs.join(format!("{pid}.log")),
+                ended: AtomicBool::new(false),
+            });
+            t.procs.insert(pid, entry.clone());
+            entry
+        };
+        let result = crate::tokio_rpc::timeout(SPAWN_TIMEOUT, async {
+            let binary = match self.inner.bins.fetch(program.clone()).await {
+                Ok(path) => path,
+                Err(e) => {
+                    let status = if e.kind == "fetch-failed" {
+                        WireStatus::FetchFailed(e.message.clone())
+                    } else {
+                        WireStatus::Denied(e.message.clone())
+                    };
+                    return Err((e, status));
+                }
+            };
+            let (reply, answer) = oneshot::channel();
+            spawner
+                .send(Job::Spawn {
+                    entry: entry.clone(),
+                    binary,
+                    args,
+                    env,
+                    reply,
+                })
+                .map_err(|why| (ProcError::new("busy", why.clone()), WireStatus::Denied(why)))?;
+            match answer.await {
+                Ok(Ok(_host_pid)) => Ok(()),
+                Ok(Err(why)) => Err((
+                    ProcError::new("denied", format!("proc {} ({program}): {why}", entry.pid)),
+                    WireStatus::Denied(why),
+                )),
+                Err(_) => {
+                    let why = "the spawner stopped".to_string();
+                    Err((ProcError::new("unavailable", why.clone()), WireStatus::Denied(why)))
+                }
+            }
+        })
+        .await;
+        let outcome = match result {
+            Ok(r) => r,
+            Err(_) => {
+                let why = format!("the spawn did not finish within {SPAWN_TIMEOUT:?}");
+                Err((ProcError::new("timed-out", why.clone()), WireStatus::Denied(why)))
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(entry.pid),
+            Err((e, status)) => {
+                entry.finish(status);
+                entry.log_done(0);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until proc `pid` of `realm` ends (at most `limit`); its status.
+    pub async fn wait_exit(&self, realm: &str, pid: u64, limit: Duration) -> Result<WireStatus, ProcError> {
+        let entry = self.get(realm, pid)?;
+        let mut rx = entry.status.subscribe();
+        let limit = limit.min(WAIT_TIMEOUT_MAX);
+        let ended = crate::tokio_rpc::timeout(limit, async {
+            let _ = rx.wait_for(|s| *s != WireStatus::Running).await;
+        })
+        .await;
+        match ended {
+            Ok(()) => Ok(entry.status()),
+            Err(_) => Err(ProcError::new(
+                "timed-out",
+                format!("proc {pid} is still running after {limit:?}"),
+            )),
+        }
+    }
+
+    /// Sends SIGKILL to proc `pid` of `realm` (evict: marks it evicted).
+    pub fn kill(&self, realm: &str, pid: u64, evict: bool) -> Result<(), ProcError> {
+        let entry = self.get(realm, pid)?;
+        if entry.status() != WireStatus::Running {
+            return Ok(());
+        }
+        self.spawner()?
+            .send(Job::Signal {
+                pid,
+                signal: libc::SIGKILL,
+                evict,
+            })
+            .map_err(|why| ProcError::new("busy", why))
+    }
+
+    /// The procs of `realm`, by pid.
+    pub fn ps(&self, realm: &str) -> Vec<WireProc> {
+        self.table()
+            .procs
+            .values()
+            .filter(|e| e.realm == realm)
+            .map(|e| WireProc {
+                pid: e.pid,
+                program: e.program.clone(),
+                class: e.class,
+                mem_mib: e.mem_mib,
+                status: e.status(),
+            })
+            .collect()
+    }
+
+    /// Up to `max` bytes of proc `pid`'s log from `offset`. With `follow`,
+    /// waits (at most `limit`) until there is something past `offset` or
+    /// the log is complete.
+    pub async fn logs(
+        &self,
+        realm: &str,
+        pid: u64,
+        offset: u64,
+        max: u32,
+        follow: Option<Duration>,
+    ) -> Result<WireLogChunk, ProcError> {
+        let entry = self.get(realm, pid)?;
+        let mut rx = entry.log_len.subscribe();
+        if let Some(limit) = follow {
+            let _ = crate::tokio_rpc::timeout(limit, async {
+                let _ = rx.wait_for(|(len, done)| *len > offset || *done).await;
+            })
+            .await;
+        }
+        let (len, done) = *rx.borrow();
+        let max = u64::from(max.min(LOG_CHUNK_BYTES_MAX));
+        let want = len.saturating_sub(offset).min(max);
+        let data = if want == 0 {
+            Bytes::new()
+        } else {
+            // A small read of a page-cached file: it moves to the data plane
+            // with the rest of sigmad's file IO.
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(&entry.log_path)
+                .map_err(|e| ProcError::new("unavailable", format!("opening proc {pid}'s log: {e}")))?;
+            let mut buf = vec![0u8; want as usize];
+            let n = file
+                .read_at(&mut buf, offset)
+                .map_err(|e| ProcError::new("unavailable", format!("reading proc {pid}'s log: {e}")))?;
+            buf.truncate(n);
+            Bytes::from(buf)
+        };
+        let next_offset = offset + data.len() as u64;
+        Ok(WireLogChunk {
+            next_offset,
+            done: done && next_offset >= len,
+            data,
+        })
+    }
+
+    /// Takes one piece of an upload; the piece that completes it puts the
+    /// binary in the store (the store checks it is a static executable).
+    pub async fn bin_put(
+        &self,
+        name: String,
+        upload: u64,
+        offset: u64,
+        total: u64,
+        data: Bytes,
+    ) -> Result<Option<WireBin>, ProcError> {
+        use std::io::{Seek, Write};
+        let limit = crate::bins::limits::BIN_BYTES_MAX;
+        if total > limit {
+            return Err(ProcError::new(
+                "invalid",
+                format!("binary {name:?} of {total} bytes exceeds {limit} (BIN_BYTES_MAX)"),
+            ));
+        }
+        if offset.checked_add(data.len() as u64).is_none_or(|end| end > total) {
+            return Err(ProcError::new(
+                "invalid",
+                format!(
+                    "a piece at {offset} of {} bytes runs past the binary's {total} bytes",
+                    data.len()
+                ),
+            ));
+        }
+        // The name becomes part of a file name only after the store's own
+        // check; here it is hashed into one.
+        crate::bins::BinName::parse(&name).map_err(|e| ProcError::new("invalid", e.to_string()))?;
+        let key = (name.clone(), upload);
+        let path = self.inner.staging.join(format!("{name}.{upload:016x}"));
+        {
+            let mut uploads = self.inner.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            let have = match uploads.get(&key) {
+                Some(&(have, _)) => have,
+                None if offset == 0 => {
+                    let staging = &self.inner.staging;
+                    uploads.retain(|(n, u), (_, at)| {
+                        let live = at.elapsed() < BIN_UPLOAD_IDLE;
+                        if !live {
+                            let _ = std::fs::remove_file(staging.join(format!("{n}.{u:016x}")));
+                        }
+                        live
+                    });
+                    if uploads.len() >= BIN_UPLOADS_MAX {
+                        return Err(ProcError::new(
+                            "busy",
+                            format!("{BIN_UPLOADS_MAX} uploads are under way (BIN_UPLOADS_MAX); try again"),
+                        ));
+                    }
+                    0
+                }
+                None => {
+                    return Err(ProcError::new(
+                        "invalid",
+                        format!("upload {upload:x} of {name:?} is unknown (it starts at offset 0)"),
+                    ))
+                }
+            };
+            if have != offset {
+                uploads.remove(&key);
+                let _ = std::fs::remove_file(&path);
+                return Err(ProcError::new(
+                    "invalid",
+                    format!("upload {upload:x} of {name:?}: a piece at {offset}, expected {have}; start again"),
+                ));
+            }
+            // A small write of a local file; see `logs`.
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)?;
+                f.seek(std::io::SeekFrom::Start(offset))?;
+                f.write_all(&data)
+            };
+            if let Err(e) = write() {
+                uploads.remove(&key);
+                let _ = std::fs::remove_file(&path);
+                return Err(ProcError::new("unavailable", format!("staging {name:?}: {e}")));
+            }
+            let end = offset + data.len() as u64;
+            if end < total {
+                uploads.insert(key, (end, std::time::Instant::now()));
+                return Ok(None);
+            }
+            uploads.remove(&key);
+        }
+        self.inner.bins.put_file(name, path).await.map(Some)
+    }
+
+    /// Serves one proc request in `realm`'s name; the reply goes to `out`.
+    pub async fn handle(&self, req: ProcRequest, out: &mut BytesMut) -> Result<(), ProcError> {
+        match req {
+            ProcRequest::Spawn {
+                realm,
+                program,
+                args,
+                env,
+                class,
+                mem_mib,
+            } => {
+                let pid = self.spawn(&realm, program, args, env, class, mem_mib).await?;
+                out.extend_from_slice(&pid.to_le_bytes());
+            }
+            ProcRequest::WaitExit { realm, pid, timeout_ms } => {
+                let s = self.wait_exit(&realm, pid, Duration::from_millis(timeout_ms)).await?;
+                s.encode(out);
+            }
+            ProcRequest::Kill { realm, pid } => self.kill(&realm, pid, false)?,
+            ProcRequest::Evict { realm, pid } => self.kill(&realm, pid, true)?,
+            ProcRequest::Ps { realm } => WireProc::encode_list(&self.ps(&realm), out),
+            ProcRequest::Logs {
+                realm,
+                pid,
+                offset,
+                max_bytes,
+            } => {
+                // A request for 0 bytes is a follow: wait for more (bounded).
+                let follow = (max_bytes == 0).then_some(Duration::from_secs(5));
+                let max = if max_bytes == 0 { LOG_CHUNK_BYTES_MAX } else { max_bytes };
+                self.logs(&realm, pid, offset, max, follow).await?.encode(out);
+            }
+            ProcRequest::BinPut {
+                name,
+                upload,
+                offset,
+                total,
+                data,
+            } => {
+                if let Some(bin) = self.bin_put(name, upload, offset, total, data).await? {
+                    WireBin::encode_list(&[bin], out);
+                }
+            }
+            ProcRequest::BinList => WireBin::encode_list(&self.inner.bins.list().await?, out),
+            ProcRequest::BinRemove { name } => self.inner.bins.remove(name).await?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,423 @@
+//! The spawner: the one thread of sigmad that starts procs and watches
+//! them end. It owns the [`Sandbox`] and every running [`Child`]; it never
+//! runs on a data-plane core, and it never blocks in a wait for a child:
+//! it sleeps in epoll on each child's pidfd, each child's log pipe and an
+//! eventfd that says a job is queued.
+//!
+//! Jobs come from whatever thread serves the admin API, over a bounded
+//! queue (`SPAWN_QUEUE_MAX`): a full queue refuses the spawn with an error
+//! instead of queueing without bound. Each proc's stdout and stderr go to
+//! one pipe whose read end the spawner drains into `LOGS/<pid>.log`, up to
+//! `LOG_BYTES_MAX`; what comes after is counted and dropped, so a proc
+//! that floods its output is slowed by nothing and fills no disk.
+
+use super::{ProcEntry, LOG_BYTES_MAX, PROC_PIDS_MAX, SPAWN_QUEUE_MAX};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use sigma_ep::proc::{WireClass, WireStatus};
+use sigma_sandbox::{Child, Class, ExitStatus, RealmHandle, Sandbox, SpawnSpec};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// The eventfd's epoll token; a proc's pidfd is `2 × pid`, its log pipe
+/// `2 × pid + 1` (σ pids start at 1).
+const WAKE_TOKEN: u64 = u64::MAX;
+/// Bytes read from a log pipe per read.
+const LOG_READ_BYTES: usize = 64 * 1024;
+
+/// What the spawner is asked to do.
+pub(crate) enum Job {
+    Spawn {
+        entry: Arc<ProcEntry>,
+        binary: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<i32, String>>,
+    },
+    /// Send `signal` to the proc; `evict` marks the end as an eviction.
+    Signal { pid: u64, signal: i32, evict: bool },
+    /// Kill every proc and stop.
+    Stop,
+}
+
+/// The admin side's handle on the spawner thread.
+#[derive(Debug)]
+pub(crate) struct Spawner {
+    jobs: SyncSender<Job>,
+    wake: Arc<EventFd>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Spawner {
+    /// Starts the spawner thread with a sandbox made from `config` (on that
+    /// thread); an error says why procs cannot run on this machine.
+    /// With `reclaim`, what a dead sigmad left under the same cgroup name
+    /// (procs and cgroups) and its jail directory are cleared first: only
+    /// for a name this process owns.
+    pub(crate) fn start(config: sigma_sandbox::Config, logs: PathBuf, reclaim: bool) -> Result<Spawner, String> {
+        std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
+        let wake = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| format!("eventfd: {e}"))?,
+        );
+        let (jobs, rx) = sync_channel(SPAWN_QUEUE_MAX);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_wake = wake.clone();
+        let thread = std::thread::Builder::new()
+            .name("sigma-spawner".into())
+            .spawn(move || {
+                if reclaim {
+                    match sigma_sandbox::cgroup::reclaim(&config.cgroup_parent) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(killed = n, "killed procs a previous sigmad left running"),
+                        Err(e) => tracing::warn!(error = %e, "reclaiming what a previous sigmad left"),
+                    }
+                    let _ = std::fs::remove_dir(&config.jail_dir);
+                }
+                let sandbox = match Sandbox::new(config) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("the sandbox cannot start: {e}")));
+                        return;
+                    }
+                };
+                let mut run = match Run::new(sandbox, thread_wake, rx, logs) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                run.serve();
+            })
+            .map_err(|e| format!("starting the spawner thread: {e}"))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Spawner {
+                jobs,
+                wake,
+                thread: std::sync::Mutex::new(Some(thread)),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err("the spawner thread died while starting".into())
+            }
+        }
+    }
+
+    /// Queues `job`; an error if the queue is full or the thread is gone.
+    pub(crate) fn send(&self, job: Job) -> Result<(), String> {
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(format!(
+                    "the spawn queue is full ({SPAWN_QUEUE_MAX} jobs, SPAWN_QUEUE_MAX); try again"
+                ))
+            }
+            Err(TrySendError::Disconnected(_)) => return Err("the spawner thread has stopped".into()),
+        }
+        let _ = self.wake.write(1);
+        Ok(())
+    }
+}
+
+impl Spawner {
+    /// Kills every proc, removes the sandbox's cgroups and jail, and ends
+    /// the thread. Idempotent.
+    pub(crate) fn shutdown(&self) {
+        let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        // A full queue still takes the stop once the thread drains it.
+        if self.jobs.send(Job::Stop).is_ok() {
+            let _ = self.wake.write(1);
+        }
+        let _ = t.join();
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One running proc, as the spawner holds it.
+struct Running {
+    entry: Arc<ProcEntry>,
+    child: Child,
+    /// The read end of its stdout/stderr pipe, until EOF.
+    log_pipe: Option<OwnedFd>,
+    log: Option<std::fs::File>,
+    logged: u64,
+    dropped: u64,
+    /// sigmad's end of the proc's fd 3, held while it runs.
+    _ctl: OwnedFd,
+    exited: bool,
+    evicting: bool,
+}
+
+/// The spawner thread's state.
+/// Fields drop in order: the children and realm handles before the
+/// sandbox, whose cgroups can only go once theirs have.
+struct Run {
+    running: HashMap<u64, Running>,
+    realms: HashMap<String, RealmHandle>,
+    sandbox: Sandbox,
+    epoll: Epoll,
+    wake: Arc<EventFd>,
+    jobs: Receiver<Job>,
+    logs: PathBuf,
+    buf: Vec<u8>,
+}
+
+impl Run {
+    fn new(sandbox: Sandbox, wake: Arc<EventFd>, jobs: Receiver<Job>, logs: PathBuf) -> Result<Run, String> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
+        epoll
+            .add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))
+            .map_err(|e| format!("epoll add: {e}"))?;
+        Ok(Run {
+            sandbox,
+            realms: HashMap::new(),
+            running: HashMap::new(),
+            epoll,
+            wake,
+            jobs,
+            logs,
+            buf: vec![0; LOG_READ_BYTES],
+        })
+    }
+
+    fn serve(&mut self) {
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "the spawner's epoll failed; stopping every proc");
+                    self.stop_all();
+                    return;
+                }
+            };
+            for ev in &events[..n] {
+                let token = ev.data();
+                if token == WAKE_TOKEN {
+                    let _ = self.wake.read();
+                    while let Ok(job) = self.jobs.try_recv() {
+                        if !self.job(job) {
+                            self.stop_all();
+                            return;
+                        }
+                    }
+                } else if token % 2 == 0 {
+                    self.reap(token / 2);
+                } else {
+                    self.drain_log(token / 2);
+                }
+            }
+        }
+    }
+
+    /// Runs one job; false for Stop.
+    fn job(&mut self, job: Job) -> bool {
+        match job {
+            Job::Spawn {
+                entry,
+                binary,
+                args,
+                env,
+                reply,
+            } => {
+                let pid = entry.pid;
+                let result = self.spawn(entry, binary, &args, &env);
+                let _ = reply.send(result.map(|_| self.running.get(&pid).map_or(0, |r| r.child.pid())));
+            }
+            Job::Signal { pid, signal, evict } => {
+                if let Some(r) = self.running.get_mut(&pid) {
+                    if !r.exited {
+                        r.evicting |= evict;
+                        if let Err(e) = r.child.signal(signal) {
+                            tracing::warn!(pid, error = %e, "signalling a proc");
+                        }
+                    }
+                }
+            }
+            Job::Stop => return false,
+        }
+        true
+    }
+
+    fn spawn(
+        &mut self,
+        entry: Arc<ProcEntry>,
+        binary: PathBuf,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<(), String> {
+        let pid = entry.pid;
+        if !self.realms.contains_key(&entry.realm) {
+            let handle = self
+                .sandbox
+                .realm(&entry.realm)
+                .map_err(|e| format!("setting up realm {:?} on this machine: {e}", entry.realm))?;
+            self.realms.insert(entry.realm.clone(), handle);
+        }
+        let realm = &self.realms[&entry.realm];
+        let (log_r, log_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| format!("making the log pipe: {e}"))?;
+        // The proc's end blocks: a proc that writes faster than the spawner
+        // drains waits, as it would on a terminal.
+        nix::fcntl::fcntl(&log_w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
+            .map_err(|e| format!("making the log pipe blocking: {e}"))?;
+        let (ctl_ours, ctl_theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("making the control socket: {e}"))?;
+        let log_path = self.logs.join(format!("{pid}.log"));
+        let log = std::fs::File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+        let class = match entry.class {
+            WireClass::Lc { mcpu } => Class::Lc { mcpu: u64::from(mcpu) },
+            WireClass::Be => Class::Be,
+        };
+        let proc_id = pid.to_string();
+        let spec = SpawnSpec {
+            realm,
+            proc_id: &proc_id,
+            binary: &binary,
+            args,
+            env,
+            class,
+            mem_mib: u64::from(entry.mem_mib),
+            pids_max: PROC_PIDS_MAX,
+            ctl_fd: ctl_theirs.as_fd(),
+            stdout: log_w.as_fd(),
+            stderr: log_w.as_fd(),
+        };
+        let child = self.sandbox.spawn(&spec).map_err(|e| e.to_string())?;
+        drop(log_w);
+        drop(ctl_theirs);
+        self.epoll
+            .add(child.pidfd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid))
+            .map_err(|e| format!("watching the proc's pidfd: {e}"))?;
+        self.epoll
+            .add(log_r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid + 1))
+            .map_err(|e| format!("watching the proc's log pipe: {e}"))?;
+        entry.set_host_pid(child.pid());
+        self.running.insert(
+            pid,
+            Running {
+                entry,
+                child,
+                log_pipe: Some(log_r),
+                log: Some(log),
+                logged: 0,
+                dropped: 0,
+                _ctl: ctl_ours,
+                exited: false,
+                evicting: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// The proc's pidfd is readable: it exited. Reaps it and publishes its status.
+    fn reap(&mut self, pid: u64) {
+        let Some(r) = self.running.get_mut(&pid) else { return };
+        let status = match r.child.try_wait() {
+            Ok(None) => return,
+            Ok(Some(ExitStatus::Exited(0))) => WireStatus::Ok,
+            Ok(Some(ExitStatus::Exited(code))) => WireStatus::Error(code),
+            Ok(Some(ExitStatus::Signaled(_))) if r.evicting => WireStatus::Evicted,
+            Ok(Some(ExitStatus::Signaled(sig))) => WireStatus::Crashed(sig),
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "reaping a proc");
+                WireStatus::Crashed(0)
+            }
+        };
+        let _ = self.epoll.delete(r.child.pidfd());
+        r.exited = true;
+        r.entry.finish(status);
+        if r.log_pipe.is_none() {
+            self.running.remove(&pid);
+        }
+    }
+
+    /// Moves what the proc wrote into its log file, up to the bound.
+    fn drain_log(&mut self, pid: u64) {
+        let Some(r) = self.running.get_mut(&pid) else { return };
+        let Some(pipe) = r.log_pipe.as_ref() else { return };
+        let eof = loop {
+            match nix::unistd::read(pipe, &mut self.buf) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    let room = LOG_BYTES_MAX.saturating_sub(r.logged) as usize;
+                    let keep = n.min(room);
+                    if keep > 0 {
+                        if let Some(log) = r.log.as_mut() {
+                            if let Err(e) = log.write_all(&self.buf[..keep]) {
+                                tracing::warn!(pid, error = %e, "writing a proc's log");
+                                r.log = None;
+                            }
+                        }
+                        r.logged += keep as u64;
+                    }
+                    r.dropped += (n - keep) as u64;
+                    r.entry.log_grew(r.logged);
+                }
+                Err(nix::errno::Errno::EAGAIN) => break false,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "reading a proc's log pipe");
+                    break true;
+                }
+            }
+        };
+        if !eof {
+            return;
+        }
+        if let Some(pipe) = r.log_pipe.take() {
+            let _ = self.epoll.delete(&pipe);
+        }
+        if r.dropped > 0 {
+            if let Some(log) = r.log.as_mut() {
+                let note = format!(
+                    "\n[σ: the log stops at {LOG_BYTES_MAX} bytes (LOG_BYTES_MAX); {} more bytes were dropped]\n",
+                    r.dropped
+                );
+                if log.write_all(note.as_bytes()).is_ok() {
+                    r.logged += note.len() as u64;
+                }
+            }
+        }
+        r.log = None;
+        r.entry.log_done(r.logged);
+        if r.exited {
+            self.running.remove(&pid);
+        }
+    }
+
+    /// Kills every running proc and reaps it (the sandbox's drop of a
+    /// child kills and reaps it, bounded).
+    fn stop_all(&mut self) {
+        for (_, r) in self.running.drain() {
+            if !r.exited {
+                r.entry.finish(WireStatus::Evicted);
+            }
+            r.entry.log_done(r.logged);
+        }
+    }
+}
