@@ -22,13 +22,37 @@ const BREAKDOWN: [&str; 9] = [
     "started_to_reaped_us",
 ];
 
+/// The sigmad the `sigma` system runs, built beside this sigmabench (same target dir and
+/// profile): a no-op when fresh, and a stale sigmad would test old code.
+fn sigmad() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_sigmabench")).parent().unwrap();
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet", "-p", "sigma-tools", "--bin", "sigmad"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some("debug") => {}
+        other => panic!("sigmabench is not in a debug or release dir: {other:?}"),
+    }
+    build.arg("--target-dir").arg(dir.parent().unwrap());
+    let status = build.status().unwrap();
+    assert!(status.success(), "cargo build -p sigma-tools: {status}");
+    let sigmad = dir.join("sigmad");
+    assert!(sigmad.is_file(), "{} missing after the build", sigmad.display());
+    sigmad
+}
+
 /// Runs `sigmabench run SUITE --quick` with its temporary files in `tmp`; its pid and rows.
-fn quick(suite: &str, tmp: &Path) -> (u32, Vec<serde_json::Value>) {
+fn quick(suite: &str, tmp: &Path, sigmad: &Path) -> (u32, Vec<serde_json::Value>) {
     let json = tmp.join(format!("{suite}.json"));
     let child = Command::new(env!("CARGO_BIN_EXE_sigmabench"))
         .args(["run", suite, "--quick", "--json"])
         .arg(&json)
         .env("TMPDIR", tmp.join("scratch"))
+        .env("SIGMA_SIGMAD", sigmad)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -133,7 +157,8 @@ fn quick_spawn_suites_have_every_row_and_leave_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir(tmp.path().join("scratch")).unwrap();
 
-    let (spawn_pid, rows) = quick("spawn", tmp.path());
+    let sigmad = sigmad();
+    let (spawn_pid, rows) = quick("spawn", tmp.path(), &sigmad);
     check_rows(&rows, &SPAWN_CASES, &SPAWN_SYSTEMS);
     // The floor always runs, with a breakdown whose fields are present (null where they do not
     // apply): the copy is its only step, and only when cold.
@@ -145,7 +170,7 @@ fn quick_spawn_suites_have_every_row_and_leave_nothing_behind() {
         }
         assert_eq!(r["fetch_us"].is_null(), case == "warm-start", "{r}");
     }
-    // σ through sigmad: measured once its proc lifecycle exists, else saying so.
+    // σ through sigmad: measured where sigmad can run procs, else saying why.
     for case in ["warm-start", "cold-start"] {
         let r = row(&rows, case, "sigma");
         if let Some(e) = r.get("error") {
@@ -182,7 +207,7 @@ fn quick_spawn_suites_have_every_row_and_leave_nothing_behind() {
         assert!(r.get("error").is_some(), "S3 is not wired yet, so not measured: {r}");
     }
 
-    let (rate_pid, rows) = quick("spawn-rate", tmp.path());
+    let (rate_pid, rows) = quick("spawn-rate", tmp.path(), &sigmad);
     check_rows(&rows, &RATE_CASES, &RATE_SYSTEMS);
     for case in RATE_CASES {
         let r = row(&rows, case, "vfork-exec");

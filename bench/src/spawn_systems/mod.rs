@@ -9,8 +9,7 @@
 //! `spawn-rate` calls one from many threads at once.
 //!
 //! To add a system: write `src/spawn_systems/NAME.rs` with an `open(&Env)` returning a
-//! [`Starter`], and list it in [`all`]. (σ through sigmad is `sigma.rs`: one function to fill in
-//! once sigmad's proc lifecycle exists.)
+//! [`Starter`], and list it in [`all`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,8 +130,9 @@ pub trait Starter: Send + Sync {
     /// fields hold.
     fn note(&self, how: Start) -> String;
 
-    /// Whether this process's and its reaped children's CPU ([`own_and_children_cpu_ns`]) is
-    /// all the CPU a start costs (not so when a daemon does the work).
+    /// Whether this process's and its reaped children's CPU ([`own_and_children_cpu_ns`]), plus
+    /// [`Starter::daemon_cpu_ns`] where there is one, is all the CPU a start costs (not so for
+    /// Docker, whose per-container shim and runc come and go uncounted).
     fn cpu_counted(&self) -> bool {
         true
     }
@@ -146,6 +146,28 @@ pub trait Starter: Send + Sync {
     fn daemon_cpu_ns(&self) -> Option<u64> {
         None
     }
+}
+
+/// User + system CPU so far of process `pid` (with `children`, also of the children it has
+/// reaped), ns, from `/proc/PID/stat` (clock ticks).
+pub fn process_cpu_ns(pid: u32, children: bool) -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<u64> = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [utime, stime, cutime, cstime] = fields[..] else {
+        return None;
+    };
+    let ticks = utime + stime + if children { cutime + cstime } else { 0 };
+    Some(ticks * 1_000_000_000 / hz as u64)
 }
 
 /// User + system CPU so far of every process whose command name is one of `names`, ns, from
@@ -204,13 +226,13 @@ pub fn all() -> Vec<System> {
             name: "sigma",
             open: sigma::open,
             in_rate: true,
-            s3_missing: "starting from S3 needs σ's binary store (S3 into the machine's cache), built on another branch, and sigmad's proc lifecycle",
+            s3_missing: "sigmad's binary store can live in S3 (`--store s3://... --s3-endpoint`), but sigmabench does not start an S3 server for it yet",
         },
         System {
             name: "sigma-sandbox",
             open: sandbox::open,
             in_rate: true,
-            s3_missing: "starting from S3 needs σ's binary store (S3 into the machine's cache), built on another branch; not wired into sigmabench yet",
+            s3_missing: "the sandbox alone has no binary store; the start from S3 is the `sigma` row's (through sigmad's store)",
         },
         System {
             name: "vfork-exec",

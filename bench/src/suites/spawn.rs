@@ -197,6 +197,16 @@ impl Batch {
         Ok(())
     }
 
+    /// All the CPU of the recorded starts, ns: this process tree's and the system's daemons'
+    /// (`None` when the system has daemons and a run could not read them).
+    pub fn total_cpu_ns(&self, starter: &dyn Starter) -> Option<u64> {
+        match (starter.daemon_cpu_ns().is_some(), self.daemon_cpu_ns) {
+            (false, _) => Some(self.cpu_ns),
+            (true, Some(d)) => Some(self.cpu_ns + d),
+            (true, None) => None,
+        }
+    }
+
     /// The breakdown: each step's p50, µs, or `None` where no start reported it.
     pub fn breakdown(&self) -> crate::report::Breakdown {
         let mut us = [None; STEPS_COUNT];
@@ -332,10 +342,10 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 env.big_bytes as f64 / (1 << 20) as f64,
                 starter.note(how),
             );
-            if starter.cpu_counted() {
+            if starter.cpu_counted() && starter.daemon_cpu_ns().is_none() {
                 note.push_str("; CPU: sigmabench's process + its reaped children (getrusage), per start");
             }
-            if let (Some(d), false) = (acc.daemon_cpu_ns, acc.hist.is_empty()) {
+            if let (Some(d), false, false) = (acc.daemon_cpu_ns, acc.hist.is_empty(), starter.cpu_counted()) {
                 let n = acc.hist.len() as f64;
                 note.push_str(&format!(
                     "; CPU per start, a lower bound: sigmabench's process tree {:.0} µs + the daemons {:.0} µs (from /proc/PID/stat, 10 ms ticks)",
@@ -353,10 +363,10 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             }
             let mut row = Row::measured(case.name, sys.name, &acc.hist, None, note);
             row.breakdown = Some(acc.breakdown());
-            if starter.cpu_counted() && acc.wall_ns > 0 {
+            if let (true, Some(cpu)) = (starter.cpu_counted() && acc.wall_ns > 0, acc.total_cpu_ns(&**starter)) {
                 let n = acc.hist.len().max(1) as f64;
-                row.cpu_us_per_op = Some((acc.cpu_ns as f64 / n).round() / 1000.0);
-                row.cores_busy = Some((acc.cpu_ns as f64 / acc.wall_ns as f64 * 1000.0).round() / 1000.0);
+                row.cpu_us_per_op = Some((cpu as f64 / n).round() / 1000.0);
+                row.cores_busy = Some((cpu as f64 / acc.wall_ns as f64 * 1000.0).round() / 1000.0);
             }
             rows.push(row);
         }

@@ -131,6 +131,7 @@ fn run_one(starter: Arc<dyn Starter>, concurrency: usize, window: Duration) -> R
         threads.push(th);
     }
     barrier.wait();
+    let daemon0 = starter.daemon_cpu_ns();
     let cpu0 = spawn_systems::own_and_children_cpu_ns();
     let t0 = Instant::now();
     stop_at.store(spawn_systems::now_ns() + window.as_nanos() as u64, Ordering::Relaxed);
@@ -149,6 +150,11 @@ fn run_one(starter: Arc<dyn Starter>, concurrency: usize, window: Duration) -> R
     }
     total.wall_ns = t0.elapsed().as_nanos() as u64;
     total.cpu_ns = spawn_systems::own_and_children_cpu_ns().saturating_sub(cpu0);
+    total.daemon_cpu_ns = match (daemon0, starter.daemon_cpu_ns()) {
+        (Some(a), Some(z)) => Some(z.saturating_sub(a)),
+        _ => None,
+    };
+    total.runs = 1;
     if let Some(e) = first_err {
         return Err(e);
     }
@@ -217,7 +223,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             };
             let acc = &accs[ci][si];
             let note = format!(
-                "{mode}: {} round(s) x {:.1} s, {} threads each starting the trivial proc and waiting for its exit back to back (+{WARMUP_PER_THREAD} warm-up starts each); ops/s = starts completed over the time to the last thread's last exit; latency = each start, start to exit seen and reaped; CPU: sigmabench's process + its reaped children (getrusage), per start; {}",
+                "{mode}: {} round(s) x {:.1} s, {} threads each starting the trivial proc and waiting for its exit back to back (+{WARMUP_PER_THREAD} warm-up starts each); ops/s = starts completed over the time to the last thread's last exit; latency = each start, start to exit seen and reaped; CPU per start: sigmabench's process + its reaped children (getrusage), and the system's daemon where it has one; {}",
                 p.rounds,
                 p.window.as_secs_f64(),
                 case.concurrency,
@@ -234,9 +240,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             let n = acc.hist.len() as f64;
             let rate = n / (acc.wall_ns as f64 / 1e9);
             let mut row = Row::measured(case.name, sys.name, &acc.hist, Some(rate), note);
-            if starter.cpu_counted() {
-                row.cpu_us_per_op = Some((acc.cpu_ns as f64 / n).round() / 1000.0);
-                row.cores_busy = Some((acc.cpu_ns as f64 / acc.wall_ns as f64 * 1000.0).round() / 1000.0);
+            if let (true, Some(cpu)) = (starter.cpu_counted(), acc.total_cpu_ns(&**starter)) {
+                row.cpu_us_per_op = Some((cpu as f64 / n).round() / 1000.0);
+                row.cores_busy = Some((cpu as f64 / acc.wall_ns as f64 * 1000.0).round() / 1000.0);
             }
             rows.push(row);
         }
