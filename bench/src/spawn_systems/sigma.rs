@@ -8,9 +8,8 @@
 //! `SIGMA_SIGMAD`) on a temporary data dir with its default local binary store, its
 //! data-plane core on core 1, stopped (SIGTERM: it stops its procs and removes its cgroups) when
 //! the system is dropped; the example procs put into its store (`bin put`); a warm realm.
-//! The client is `sigma_control::admin::AdminClient` on a σ core of the calling thread's own
-//! (epoll back end, no spin: a client waiting for a proc should not burn a CPU), made once per
-//! thread.
+//! The client is `sigma_control::admin::AdminClient` on a σ core of the calling thread's own,
+//! made once per thread, with a connection per start made before the start's clock starts.
 //!
 //! Warm: the binary already in sigmad's cache (started before), the realm already on the
 //! machine. Cold: a binary whose bytes sigmad's cache has never held (the big proc with 8 bytes
@@ -21,14 +20,13 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use sigma_control::admin::AdminClient;
-use sigma_dataplane::{Backend, Core};
+use sigma_dataplane::Core;
 use sigma_ep::ns::NsRequest;
 use sigma_ep::proc::{ProcRequest, WireClass, WireStatus, BIN_PIECE_BYTES_MAX};
 
@@ -56,33 +54,24 @@ struct SigmaStarter {
 }
 
 thread_local! {
-    /// The calling thread's σ core and admin client, for the socket they serve.
-    static CLIENT: RefCell<Option<(PathBuf, Core, Rc<AdminClient>)>> = const { RefCell::new(None) };
+    /// The calling thread's σ core.
+    static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with the calling thread's admin client for `sock` on its σ core.
+/// Runs `f` on the calling thread's σ core with a fresh admin connection to `sock` (made before
+/// `f` runs, so `f` can time without it). A connection lives within one `block_on`: what the
+/// RPC client runs beside the caller does not outlive it.
 fn with_client<T>(sock: &Path, f: impl AsyncFnOnce(&AdminClient) -> Result<T>) -> Result<T> {
-    CLIENT.with(|c| {
+    CORE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(s, _, _)| s != sock) {
-            let core = Core::builder()
-                .backend(Backend::Epoll)
-                .spin(Duration::ZERO)
-                .build()
-                .context("starting the client's σ core")?;
-            let client = core
-                .block_on(AdminClient::connect(sock))
-                .map_err(|e| anyhow!("{}", e.message))?;
-            *c = Some((sock.to_path_buf(), core, Rc::new(client)));
+        if c.is_none() {
+            *c = Some(Core::builder().build().context("starting the client's σ core")?);
         }
-        let (_, core, client) = c.as_ref().expect("set above");
-        let client = Rc::clone(client);
-        let r = core.block_on(async move { f(&client).await });
-        if r.is_err() {
-            // A broken connection is not reused.
-            *c = None;
-        }
-        r
+        let core = c.as_ref().expect("set above");
+        core.block_on(async move {
+            let client = AdminClient::connect(sock).await.map_err(|e| anyhow!("{}", e.message))?;
+            f(&client).await
+        })
     })
 }
 
@@ -243,7 +232,7 @@ impl Starter for SigmaStarter {
 
     fn note(&self, how: Start) -> String {
         let what = match how {
-            Start::Warm => "through sigmad: a Spawn call on its admin socket (AdminClient on a σ core of the calling thread, epoll, no spin), then WaitExit until the proc exited 0; binary already in sigmad's cache, realm already on the machine",
+            Start::Warm => "through sigmad: a Spawn call on its admin socket (AdminClient on a σ core of the calling thread, a connection per start made before its clock starts), then WaitExit until the proc exited 0; binary already in sigmad's cache, realm already on the machine",
             Start::Cold => "through sigmad: Spawn + WaitExit of a binary sigmad's cache has never held (the big proc with 8 bytes of its own appended: a new BLAKE3, the cache's key), put into sigmad's local binary store just before, in a realm made in the namespace just before and never used on this machine (the put and the realm are not timed); sigmad fetches it from its store into its cache, verifies it, then starts it",
         };
         format!("{what}; sigmad does not report where a start's time went yet (breakdown null); CPU: sigmabench's process (the client) + sigmad and the procs it reaped (/proc/PID/stat with cutime and cstime, 10 ms ticks)")
