@@ -40,8 +40,8 @@
 //!   `cold-start` (binary copied from a local store into the cache and its BLAKE3 checked, in a
 //!   realm made for the start) and `cold-start-s3` (from S3: not measured yet, error rows), with a
 //!   breakdown (`schedule_us`, `fetch_us`, `verify_us`, `namespaces_us`, `cgroups_us`, `jail_us`,
-//!   `seccomp_us`, `exec_to_started_us`: each step's p50). Systems: `sigma` (through sigmad's
-//!   proc lifecycle: an error row until it exists), `sigma-sandbox` (σ's sandbox alone in this
+//!   `seccomp_us`, `exec_to_started_us`: each step's p50). Systems: `sigma` (a real sigmad:
+//!   Spawn + WaitExit on its admin socket, binaries in its store), `sigma-sandbox` (σ's sandbox alone in this
 //!   process: needs root and cgroups), `vfork-exec` (`std::process::Command`: the floor) and
 //!   `docker` (`docker run --rm --network none` of a FROM-scratch image the suite builds).
 //! * `run spawn-rate` measures procs started and waited for per second by 1, 8 and 32 threads
