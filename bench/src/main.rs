@@ -5,7 +5,7 @@
 //! `/work/shared/bench-schema.md` (plus a Markdown table, also printed to stdout at the end).
 //!
 //! ```text
-//! sigmabench run peers|rpc|ns [--quick] [--json FILE] [--md FILE] [--plot DIR] [--systems a,b,c] [--cases x,y] [--rounds N] [--rate N]
+//! sigmabench run peers|rpc|ns|spawn|spawn-rate [--quick] [--json FILE] [--md FILE] [--plot DIR] [--systems a,b,c] [--cases x,y] [--rounds N] [--rate N]
 //! sigmabench report [--results DIR] [--readme FILE] [--check]
 //! sigmabench compare OLD.json NEW.json [--threshold 0.10]
 //! sigmabench serve echo --system NAME --addr HOST:PORT [--core N]
@@ -35,6 +35,20 @@
 //!   operations straight through etcd-client). sigmad is the one built beside sigmabench (or
 //!   `SIGMA_SIGMAD`); one throwaway etcd (Debian's `etcd`) serves the whole run.
 //!   `ns_systems/` holds one file per system behind the `NsSystem` trait.
+//! * `run spawn` measures one proc start, start to exit seen and reaped, of the example proc
+//!   `big` (a static binary of 11 MiB): `warm-start` (binary in place, realm on the machine),
+//!   `cold-start` (binary copied from a local store into the cache and its BLAKE3 checked, in a
+//!   realm made for the start) and `cold-start-s3` (from S3: not measured yet, error rows), with a
+//!   breakdown (`schedule_us`, `fetch_us`, `verify_us`, `namespaces_us`, `cgroups_us`, `jail_us`,
+//!   `seccomp_us`, `exec_to_started_us`: each step's p50). Systems: `sigma` (a real sigmad:
+//!   Spawn + WaitExit on its admin socket, binaries in its store), `sigma-sandbox` (σ's sandbox alone in this
+//!   process: needs root and cgroups), `vfork-exec` (`std::process::Command`: the floor) and
+//!   `docker` (`docker run --rm --network none` of a FROM-scratch image the suite builds).
+//! * `run spawn-rate` measures procs started and waited for per second by 1, 8 and 32 threads
+//!   starting the example proc `trivial` back to back (`trivial-c1`, `-c8`, `-c32`), with CPU
+//!   per start, for `sigma`, `sigma-sandbox` and `vfork-exec`. Both spawn suites build the example
+//!   procs of `tests/procs/` with rustc into `<target dir>/sigma-procs/` (`procs.rs`);
+//!   `spawn_systems/` holds one file per system behind the `Starter` trait.
 //! * `report` rebuilds `results/SUITE.md`, the plots `results/plots/SUITE.svg` and the README's
 //!   generated tables (between `<!-- sigmabench:begin NAME -->` markers) from `results/SUITE.json`;
 //!   `--check` writes nothing and fails if any of them is out of date (`tables.rs`).
@@ -54,9 +68,11 @@ mod loadgen;
 mod ns_systems;
 mod paced;
 mod plot;
+mod procs;
 mod report;
 mod rpc_systems;
 mod sigmad;
+mod spawn_systems;
 mod suites;
 mod systems;
 mod tables;
@@ -94,7 +110,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a benchmark suite (known: peers, rpc, ns).
+    /// Run a benchmark suite (known: peers, rpc, ns, spawn, spawn-rate).
     Run(RunArgs),
     /// Rebuild results/SUITE.md, results/plots/SUITE.svg and the README's tables from results/SUITE.json.
     Report {
@@ -127,7 +143,7 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Suite to run (known: peers, rpc, ns).
+    /// Suite to run (known: peers, rpc, ns, spawn, spawn-rate).
     suite: String,
     /// Fewer samples and one round: the whole suite in about 30 s on 2 cores.
     #[arg(long)]
@@ -231,6 +247,8 @@ enum Suite {
     Peers(Vec<Arc<dyn systems::System>>),
     Rpc(Vec<Arc<dyn rpc_systems::RpcSystem>>),
     Ns(Vec<Arc<dyn ns_systems::NsSystem>>),
+    Spawn(Vec<Arc<spawn_systems::System>>),
+    SpawnRate(Vec<Arc<spawn_systems::System>>),
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
@@ -252,6 +270,20 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         "ns" => Suite::Ns(select_systems(
             ns_systems::all().into_iter().map(Arc::from).collect(),
             |s: &(dyn ns_systems::NsSystem + 'static)| s.name(),
+            wanted,
+        )?),
+        "spawn" => Suite::Spawn(select_systems(
+            spawn_systems::all().into_iter().map(Arc::new).collect(),
+            |s: &spawn_systems::System| s.name,
+            wanted,
+        )?),
+        "spawn-rate" => Suite::SpawnRate(select_systems(
+            spawn_systems::all()
+                .into_iter()
+                .filter(|s| s.in_rate)
+                .map(Arc::new)
+                .collect(),
+            |s: &spawn_systems::System| s.name,
             wanted,
         )?),
         _ => Suite::Peers(select_systems(
@@ -285,6 +317,18 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             rate: args.rate,
         })?,
         Suite::Ns(systems) => suites::ns::run(&suites::ns::Options {
+            quick: args.quick,
+            rounds: args.rounds,
+            systems,
+            cases: args.cases.clone(),
+        })?,
+        Suite::Spawn(systems) => suites::spawn::run(&suites::spawn::Options {
+            quick: args.quick,
+            rounds: args.rounds,
+            systems,
+            cases: args.cases.clone(),
+        })?,
+        Suite::SpawnRate(systems) => suites::spawn_rate::run(&suites::spawn_rate::Options {
             quick: args.quick,
             rounds: args.rounds,
             systems,
@@ -359,7 +403,7 @@ fn report(results: &Path, readme: &Path, check: bool) -> Result<ExitCode> {
     }
     if docs.is_empty() {
         bail!(
-            "no result documents (peers.json, rpc.json, ns.json) in {}",
+            "no result documents (peers.json, rpc.json, ns.json, spawn.json, spawn-rate.json) in {}",
             results.display()
         );
     }

@@ -145,11 +145,18 @@ fn cases(rows: &[Row]) -> Vec<(&str, Vec<&Row>)> {
     out
 }
 
-/// The system whose p50 is the floor line: the one that waits `floor`, else `sigma-pingpong`
-/// in the `rpc` suite.
+/// The system whose p50 is the floor line: the one that waits `floor`, else `vfork-exec` in the
+/// `spawn` suites, else `sigma-pingpong` in the `rpc` suite.
 fn floor_system(doc: &Doc) -> Option<&str> {
     if let Some(r) = doc.rows.iter().find(|r| r.waits.as_deref() == Some("floor")) {
         return Some(&r.system);
+    }
+    if doc.suite == "spawn" || doc.suite == "spawn-rate" {
+        return doc
+            .rows
+            .iter()
+            .find(|r| r.system == crate::suites::spawn::FLOOR)
+            .map(|r| r.system.as_str());
     }
     if doc.suite == "rpc" {
         return doc
@@ -659,6 +666,7 @@ mod tests {
             client_cpu_us_per_op: None,
             server_cpu_us_per_op: None,
             waits: None,
+            breakdown: None,
             note: "test".into(),
             error: None,
         }

@@ -50,11 +50,52 @@ pub struct Row {
     /// parks); absent where a suite does not say (extra field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits: Option<String>,
+    /// Where the time of a start went (the `spawn` suite's extra fields, flattened into the
+    /// row); absent in other suites.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Breakdown>,
     /// Mode and sample details.
     pub note: String,
     /// Why the system could not be measured; omitted when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Where the time of a proc start went, one field per step, each the median (p50) of that step
+/// over the row's samples, µs: the steps' medians need not add up to the row's `p50_us`. `None`
+/// (JSON `null`) where a step does not apply to the case or the system, never 0. The `spawn`
+/// suite's note says what each step holds for each system.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Breakdown {
+    /// Placing the proc on a machine (σ's scheduler).
+    #[serde(default)]
+    pub schedule_us: Option<f64>,
+    /// Bringing the binary into the machine's cache.
+    #[serde(default)]
+    pub fetch_us: Option<f64>,
+    /// Checking the cached binary's digest.
+    #[serde(default)]
+    pub verify_us: Option<f64>,
+    /// Making the realm (when cold) and the proc's namespaces, and joining the realm's.
+    #[serde(default)]
+    pub namespaces_us: Option<f64>,
+    /// The proc's cgroups: made (or taken warm) and joined (extra to the list of the issue).
+    #[serde(default)]
+    pub cgroups_us: Option<f64>,
+    /// The jail (mount namespace, binary, /proc) and the privilege drop (fds, rlimits,
+    /// capabilities, uid, no_new_privs).
+    #[serde(default)]
+    pub jail_us: Option<f64>,
+    /// Installing the seccomp filter.
+    #[serde(default)]
+    pub seccomp_us: Option<f64>,
+    /// From the execve call to the proc having started (its `main` running).
+    #[serde(default)]
+    pub exec_to_started_us: Option<f64>,
+    /// From the proc having started to its exit seen and reaped by the parent (for a proc that
+    /// exits at once: the exit's teardown; extra to the list of the issue).
+    #[serde(default)]
+    pub started_to_reaped_us: Option<f64>,
 }
 
 /// Nanoseconds to microseconds, kept to nanosecond resolution.
@@ -85,6 +126,7 @@ impl Row {
             client_cpu_us_per_op: None,
             server_cpu_us_per_op: None,
             waits: None,
+            breakdown: None,
             note,
             error: None,
         }
@@ -131,6 +173,7 @@ impl Row {
             client_cpu_us_per_op: None,
             server_cpu_us_per_op: None,
             waits: None,
+            breakdown: None,
             note,
             error: Some(error),
         }
@@ -352,6 +395,7 @@ impl Doc {
                 note
             );
         }
+        out.push_str(&crate::suites::extra_markdown(self));
         out
     }
 

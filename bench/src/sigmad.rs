@@ -144,6 +144,11 @@ impl Sigmad {
     }
 
     /// If sigmad has exited (it should not, before it is killed): its status and last log lines.
+    /// Its pid, while it runs (not yet reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn exited(&mut self) -> Option<String> {
         let status = self.child.as_mut()?.try_wait().ok().flatten()?;
         Some(format!(

@@ -425,6 +425,18 @@ pub fn blocks(docs: &BTreeMap<String, Doc>) -> BTreeMap<&'static str, String> {
         b.insert("ns-source", source(d, "results/ns.json"));
         b.insert("ns", ns_table(d));
     }
+    // The spawn suites' blocks are the breakdown, ratio and target tables of their Markdown.
+    if let Some(d) = docs.get("spawn") {
+        b.insert("spawn-source", source(d, "results/spawn.json"));
+        b.insert("spawn", crate::suites::spawn::markdown(d).trim_start().to_string());
+    }
+    if let Some(d) = docs.get("spawn-rate") {
+        b.insert("spawn-rate-source", source(d, "results/spawn-rate.json"));
+        b.insert(
+            "spawn-rate",
+            crate::suites::spawn_rate::markdown(d).trim_start().to_string(),
+        );
+    }
     b
 }
 

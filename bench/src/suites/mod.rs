@@ -12,9 +12,20 @@ use crate::systems::panic_message;
 pub mod ns;
 pub mod peers;
 pub mod rpc;
+pub mod spawn;
+pub mod spawn_rate;
 
 /// Names of the suites `sigmabench run` knows.
-pub const KNOWN: &[&str] = &["peers", "rpc", "ns"];
+pub const KNOWN: &[&str] = &["peers", "rpc", "ns", "spawn", "spawn-rate"];
+
+/// What a suite adds to the Markdown after its table (ratios to a floor, targets), if anything.
+pub fn extra_markdown(doc: &crate::report::Doc) -> String {
+    match doc.suite.as_str() {
+        "spawn" => spawn::markdown(doc),
+        "spawn-rate" => spawn_rate::markdown(doc),
+        _ => String::new(),
+    }
+}
 
 /// Runs `f` on its own thread and waits at most `deadline` for it.
 ///

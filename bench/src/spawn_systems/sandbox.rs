@@ -1,0 +1,276 @@
+//! `sigma-sandbox`: σ's sandbox alone, in sigmabench's own process: no sigmad, no scheduling, no
+//! binary store. `sigma_sandbox::Sandbox::spawn` of the binary, then a poll on the proc's pidfd
+//! until it exits, then `Child::try_wait` (reap; cgroups pooled or removed).
+//!
+//! Opened once per suite run: one [`Sandbox`] (cgroups `sigma-bench-<pid>-<n>` under this
+//! process's own cgroup in each hierarchy, a pool of [`WARM_CGROUPS`] warm cgroups per realm and
+//! class) and one warm realm. Needs root (cgroups, namespaces); where it cannot be set up, its
+//! rows are error rows with the sandbox's reason.
+//!
+//! Warm: into the warm realm, the binary already in place (bound read-only into the jail, never
+//! copied). Cold: the binary copied from the store into the cache and its BLAKE3 checked, in a
+//! realm made for the start (netns, cgroups) and undone after it (not timed).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use sigma_sandbox::{Child, Class, Config, ExitStatus, RealmHandle, Sandbox, SpawnSpec, SpawnTimes};
+
+use super::{now_ns, parse_stamp, Env, Proc, Sample, Start, Starter, Steps, Store, STAMP_ENV};
+
+/// Warm cgroups per realm and class: enough for `spawn-rate`'s most concurrent case.
+const WARM_CGROUPS: usize = 64;
+/// Memory limit of a proc, MiB (the big proc maps 11 MiB of binary).
+const PROC_MEM_MIB: u64 = 64;
+/// Tasks a proc may have.
+const PROC_PIDS_MAX: u64 = 8;
+/// Milli-cores of a proc's LC class.
+const PROC_MCPU: u64 = 1000;
+/// How long a proc that should exit at once may take.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sandboxes opened by this process (each needs its own cgroup names).
+static OPENED: AtomicU32 = AtomicU32::new(0);
+
+/// The prefix of every cgroup (and jail directory) sigmabench's sandboxes make.
+pub const CGROUP_PREFIX: &str = "sigma-bench-";
+
+struct SandboxStarter {
+    // Realms before the sandbox: a realm is undone when its last handle goes.
+    warm: RealmHandle,
+    sb: Sandbox,
+    trivial: PathBuf,
+    big: PathBuf,
+    store: Store,
+    /// fd 3 of every proc (the procs do not use it yet); our end is kept open.
+    ctl: (OwnedFd, OwnedFd),
+    dev_null: File,
+}
+
+pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        bail!("the sandbox needs root to make cgroups and namespaces (running as uid {euid})");
+    }
+    let name = format!(
+        "{CGROUP_PREFIX}{}-{}",
+        std::process::id(),
+        OPENED.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut config = Config::new(&name);
+    config.warm_cgroups = WARM_CGROUPS;
+    let sb = Sandbox::new(config).with_context(|| format!("setting up the sandbox ({name})"))?;
+    let warm = sb.realm("bench-warm").context("making the warm realm")?;
+    let dev_null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    Ok(Arc::new(SandboxStarter {
+        warm,
+        sb,
+        trivial: env.trivial.clone(),
+        big: env.big.clone(),
+        store: env.store.clone(),
+        ctl: seqpacket_pair()?,
+        dev_null,
+    }))
+}
+
+fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two fds into a live array.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("socketpair for the procs' control fd");
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits until the proc's pidfd is readable (it exited).
+fn exit_seen(child: &Child) -> Result<()> {
+    let until = now_ns() + EXIT_TIMEOUT.as_nanos() as u64;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: child.pidfd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left_ms = (until.saturating_sub(now_ns()) / 1_000_000) as libc::c_int;
+        // SAFETY: poll on one live pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, left_ms) };
+        if r > 0 {
+            return Ok(());
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).context("polling the proc's pidfd");
+            }
+        }
+        if now_ns() >= until {
+            bail!(
+                "proc {} (pid {}) did not exit within {} s",
+                child.proc().proc_id,
+                child.pid(),
+                EXIT_TIMEOUT.as_secs()
+            );
+        }
+    }
+}
+
+/// The sandbox's steps of one spawn, from its stamps, the proc's own start stamp and the moment
+/// it was reaped.
+fn steps(t: &SpawnTimes, started_ns: u64, reaped_ns: u64) -> Steps {
+    let c = t.child;
+    let d = |a: u64, b: u64| Some(b.saturating_sub(a));
+    let sum = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
+    Steps {
+        // Clone with new pid, UTS and IPC namespaces until the child runs, then joining the
+        // realm's netns and naming the UTS namespace.
+        namespaces: sum(d(t.clone_ns, c[0]), d(c[1], c[2])),
+        // The parent's step (the proc's cgroups, argv, open_tree of the binary, report pipe),
+        // then the child joining the cgroups (after resetting its signal dispositions).
+        cgroups: sum(d(t.start_ns, t.clone_ns), d(c[0], c[1])),
+        // The jail (template mount namespace copy, binary, /proc), then fds, rlimits,
+        // capabilities, uid, no_new_privs, signal mask.
+        jail: sum(d(c[2], c[3]), d(c[3], c[4])),
+        seccomp: d(c[4], c[5]),
+        exec_to_started: d(c[5], started_ns),
+        started_to_reaped: d(started_ns, reaped_ns),
+        ..Steps::default()
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(File, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into a live array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe for the proc's stdout");
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl SandboxStarter {
+    /// Spawns `binary` in `realm`, waits for its exit and reaps it; the start time, the steps
+    /// and the end time.
+    fn spawn_and_wait(&self, realm: &RealmHandle, binary: &Path, seq: u64) -> Result<(u64, Steps, u64)> {
+        let proc_id = format!("p{seq}");
+        // The proc writes when its main started to stdout, a pipe read once it is reaped.
+        let (mut out_read, out_write) = pipe()?;
+        let env = [(STAMP_ENV.to_string(), "1".to_string())];
+        let spec = SpawnSpec {
+            realm,
+            proc_id: &proc_id,
+            binary,
+            args: &[],
+            env: &env,
+            class: Class::Lc { mcpu: PROC_MCPU },
+            mem_mib: PROC_MEM_MIB,
+            pids_max: PROC_PIDS_MAX,
+            ctl_fd: self.ctl.1.as_fd(),
+            stdout: out_write.as_fd(),
+            stderr: self.dev_null.as_fd(),
+        };
+        let mut busy = 0;
+        let (t0, mut child) = loop {
+            let t0 = now_ns();
+            match self.sb.spawn(&spec) {
+                Err(sigma_sandbox::Error::ChildExec { source, .. })
+                    if source.raw_os_error() == Some(libc::ETXTBSY) && busy < super::TEXT_BUSY_RETRIES =>
+                {
+                    busy += 1;
+                    std::thread::sleep(super::TEXT_BUSY_PAUSE);
+                }
+                r => break (t0, r.with_context(|| format!("spawn in realm {}", realm.name()))?),
+            }
+        };
+        drop(out_write);
+        exit_seen(&child)?;
+        let status = child.try_wait().context("reaping")?;
+        let end = now_ns();
+        match status {
+            Some(ExitStatus::Exited(0)) => {}
+            other => bail!("proc {proc_id} in realm {} ended {other:?}", realm.name()),
+        }
+        let mut out = String::new();
+        out_read.read_to_string(&mut out).context("reading the proc's stdout")?;
+        let Some(started_ns) = parse_stamp(&out) else {
+            bail!("proc {proc_id} wrote no start stamp (its stdout: {out:?})");
+        };
+        Ok((t0, steps(&child.spawn_times(), started_ns, end), end))
+    }
+}
+
+impl Starter for SandboxStarter {
+    fn start(&self, how: Start, proc: Proc, seq: u64) -> Result<Sample> {
+        match how {
+            Start::Warm => {
+                let bin = match proc {
+                    Proc::Trivial => &self.trivial,
+                    Proc::Big => &self.big,
+                };
+                let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq)?;
+                Ok(Sample {
+                    total_ns: end - t0,
+                    steps,
+                })
+            }
+            Start::Cold => {
+                if proc != Proc::Big {
+                    bail!("cold starts are of the big proc only");
+                }
+                let t0 = now_ns();
+                let path = self.store.fetch("sandbox", seq)?;
+                let t1 = now_ns();
+                let result = (|| {
+                    self.store.verify(&path)?;
+                    let t2 = now_ns();
+                    let realm = self
+                        .sb
+                        .realm(&format!("cold-{seq}"))
+                        .with_context(|| format!("making realm cold-{seq}"))?;
+                    let t3 = now_ns();
+                    let (_, mut steps, end) = self.spawn_and_wait(&realm, &path, seq)?;
+                    steps.fetch = Some(t1 - t0);
+                    steps.verify = Some(t2 - t1);
+                    steps.namespaces = Some(steps.namespaces.unwrap_or(0) + (t3 - t2));
+                    Ok(Sample {
+                        total_ns: end - t0,
+                        steps,
+                    })
+                })();
+                let _ = std::fs::remove_file(&path);
+                result
+            }
+        }
+    }
+
+    fn note(&self, how: Start) -> String {
+        let steps = "breakdown: namespaces = clone with new pid/UTS/IPC namespaces until the child runs + joining the realm's netns and hostname; cgroups = the parent's step (the proc's cgroups, argv, open_tree of the binary, report pipe) + joining them; jail = the jail's mount namespace, binary and /proc + fds, rlimits, capabilities, uid, no_new_privs; seccomp = installing the filter; exec_to_started = execve until the proc's main runs (it writes a CLOCK_MONOTONIC stamp to its stdout, a pipe); started_to_reaped = from there to its exit seen on the pidfd and reaped (the proc exits at once: the exit's teardown of its namespaces, the reap, the cgroups back to the pool)";
+        match how {
+            Start::Warm => format!(
+                "sandbox only, no sigmad, no scheduling: sigma_sandbox::Sandbox::spawn in sigmabench's process into a realm made beforehand, binary already in place (bound read-only, not copied), warm cgroups (pool of {WARM_CGROUPS}), then poll the pidfd and reap; {steps}"
+            ),
+            Start::Cold => format!(
+                "sandbox only, no sigmad, no scheduling: the binary copied from the local store into the cache (fetch_us; the store's file in the page cache) and its BLAKE3 checked (verify_us, blake3 crate), a realm made for this start (its netns and cgroups: in namespaces_us; cold cgroups), then Sandbox::spawn, poll the pidfd and reap (the realm's teardown afterwards is not timed); {steps}"
+            ),
+        }
+    }
+}
