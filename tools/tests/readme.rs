@@ -76,3 +76,41 @@ fn the_namespace_blocks_run_as_written() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("beta"), "the etcd block's realm ls: {stdout}");
 }
+
+#[test]
+fn the_procs_block_runs_as_written() {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("skipping: procs need root and the cgroup v1 memory controller here");
+        return;
+    }
+    let blocks = blocks("## Running procs");
+    assert_eq!(blocks.len(), 1);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sigmad")).parent().unwrap();
+    let repo = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let dir = tempfile::tempdir().unwrap();
+    let block: String = blocks[0]
+        .lines()
+        .filter(|l| !l.starts_with("cargo build"))
+        .map(|l| {
+            l.replace("target/release/", &format!("{}/", bin.display()))
+                .replace("tests/procs/", &format!("{}/tests/procs/", repo.display()))
+                .replace("/tmp/trivial", &format!("{}/trivial", dir.path().display()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let script = format!("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{block}\n");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the README's procs block failed:\n{script}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("error(3)") && stdout.contains("exit 3"), "{stdout}");
+}
