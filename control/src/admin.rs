@@ -518,23 +518,41 @@ impl AdminClient {
             };
             bound + REPLY_MARGIN
         });
+        self.send(
+            req.method(),
+            |buf| req.encode(buf),
+            deadline,
+            !req.is_read_only(),
+            "the change may or may not have been applied: read before retrying",
+        )
+        .await
+    }
+
+    /// Sends one encoded request with `deadline`. For a request that
+    /// `changes` something, a failure after it may have been sent is
+    /// `outcome-unknown`, with `advice` on what to do.
+    async fn send(
+        &self,
+        method: u32,
+        encode: impl FnOnce(&mut BytesMut),
+        deadline: Duration,
+        changes: bool,
+        advice: &str,
+    ) -> Result<Bytes, AdminError> {
         let payload = {
             let mut buf = self.scratch.borrow_mut();
-            req.encode(&mut buf);
+            encode(&mut buf);
             buf.split().freeze()
         };
         // A connection already gone never sends the request.
         let unsent = self.rpc.is_closed();
-        match self.rpc.call(req.method(), payload, Some(deadline)).await {
+        match self.rpc.call(method, payload, Some(deadline)).await {
             Ok(reply) => Ok(reply),
-            Err(status) if !req.is_read_only() && fate_unknown(&status, unsent) => {
+            Err(status) if changes && fate_unknown(&status, unsent) => {
                 let e = self.error(status);
                 Err(AdminError {
                     kind: OUTCOME_UNKNOWN.into(),
-                    message: format!(
-                        "{}; the change may or may not have been applied: read before retrying",
-                        e.message
-                    ),
+                    message: format!("{}; {advice}", e.message),
                 })
             }
             Err(status) => Err(self.error(status)),
@@ -552,7 +570,7 @@ impl AdminClient {
         })?;
         let deadline = deadline.unwrap_or_else(|| {
             let bound = match req {
-                ProcRequest::WaitExit { timeout_ms, .. } => {
+                ProcRequest::WaitExit { timeout_ms, .. } | ProcRequest::WaitStart { timeout_ms, .. } => {
                     Duration::from_millis(*timeout_ms).min(crate::procs::WAIT_TIMEOUT_MAX)
                 }
                 ProcRequest::Logs { .. } | ProcRequest::Spawn { .. } => crate::procs::SPAWN_TIMEOUT,
@@ -560,30 +578,18 @@ impl AdminClient {
             };
             bound + REPLY_MARGIN
         });
-        let payload = {
-            let mut buf = self.scratch.borrow_mut();
-            req.encode(&mut buf);
-            buf.split().freeze()
-        };
-        let unsent = self.rpc.is_closed();
         let changes = matches!(
             req,
             ProcRequest::Spawn { .. } | ProcRequest::BinPut { .. } | ProcRequest::BinRemove { .. }
         );
-        match self.rpc.call(req.method(), payload, Some(deadline)).await {
-            Ok(reply) => Ok(reply),
-            Err(status) if changes && fate_unknown(&status, unsent) => {
-                let e = self.error(status);
-                Err(AdminError {
-                    kind: OUTCOME_UNKNOWN.into(),
-                    message: format!(
-                        "{}; it may or may not have happened: look (`ps`, `bin ls`) before retrying",
-                        e.message
-                    ),
-                })
-            }
-            Err(status) => Err(self.error(status)),
-        }
+        self.send(
+            req.method(),
+            |buf| req.encode(buf),
+            deadline,
+            changes,
+            "it may or may not have happened: look (`ps`, `bin ls`) before retrying",
+        )
+        .await
     }
 
     /// Decodes a proc reply with `decode`, naming sigmad if it does not decode.
