@@ -379,19 +379,16 @@ impl Inner {
         }
         fill.finish().await?;
         drop(fill);
-        self.io
-            .sync_all(file.clone())
-            .await
-            .map_err(|e| BinError::io("fsync", &temp, e))?;
         drop(file);
-        let dir = self.dir.clone();
+        // No fsync: the cache needs no durability, only integrity, and it
+        // has that without one. A file this process did not write is
+        // re-hashed on its first use (a torn file after a crash fails the
+        // check and is fetched again), and the rename makes a file appear
+        // only whole. An fsync of 10 MiB and of the directory cost tens of
+        // ms on a cold start here.
         let (from, to) = (temp.clone(), path.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<(), BinError> {
-            std::fs::rename(&from, &to).map_err(|e| BinError::io("rename into place", &to, e))?;
-            // The rename is durable once the directory is.
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| BinError::io("fsync", &dir, e))
+            std::fs::rename(&from, &to).map_err(|e| BinError::io("rename into place", &to, e))
         })
         .await
         .map_err(|e| BinError::io("rename into place", path, std::io::Error::other(e.to_string())))??;

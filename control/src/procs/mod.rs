@@ -31,6 +31,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use spawner::Job;
 
+/// Realms kept set up on this machine (netns, cgroups) while none of their
+/// procs runs; past it the least recently used idle one is undone.
+pub const REALMS_KEPT_MAX: usize = 64;
 /// Spawn jobs queued for the spawner thread, at most.
 pub const SPAWN_QUEUE_MAX: usize = 256;
 /// Procs alive on this machine at once, at most.

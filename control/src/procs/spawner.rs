@@ -175,7 +175,8 @@ struct Running {
 /// sandbox, whose cgroups can only go once theirs have.
 struct Run {
     running: HashMap<u64, Running>,
-    realms: HashMap<String, RealmHandle>,
+    /// Realms set up on this machine, with when a proc of each last started.
+    realms: HashMap<String, (RealmHandle, std::time::Instant)>,
     sandbox: Sandbox,
     epoll: Epoll,
     wake: Arc<EventFd>,
@@ -279,13 +280,17 @@ impl Run {
     ) -> Result<(), String> {
         let pid = entry.pid;
         if !self.realms.contains_key(&entry.realm) {
+            self.forget_idle_realms();
             let handle = self
                 .sandbox
                 .realm(&entry.realm)
                 .map_err(|e| format!("setting up realm {:?} on this machine: {e}", entry.realm))?;
-            self.realms.insert(entry.realm.clone(), handle);
+            self.realms
+                .insert(entry.realm.clone(), (handle, std::time::Instant::now()));
         }
-        let realm = &self.realms[&entry.realm];
+        let (realm, used) = self.realms.get_mut(&entry.realm).expect("set up above");
+        *used = std::time::Instant::now();
+        let realm = &*realm;
         let (log_r, log_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| format!("making the log pipe: {e}"))?;
         // The proc's end blocks: a proc that writes faster than the spawner
@@ -353,6 +358,27 @@ impl Run {
             },
         );
         Ok(())
+    }
+
+    /// Keeps at most `REALMS_KEPT_MAX` realms set up: past it, realms
+    /// without a running proc are undone (their netns and cgroups), least
+    /// recently used first. A realm kept makes its next start warm.
+    fn forget_idle_realms(&mut self) {
+        while self.realms.len() >= super::REALMS_KEPT_MAX {
+            let busy: std::collections::HashSet<&str> = self.running.values().map(|r| r.entry.realm.as_str()).collect();
+            let idle = self
+                .realms
+                .iter()
+                .filter(|(name, _)| !busy.contains(name.as_str()))
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(name, _)| name.clone());
+            match idle {
+                Some(name) => {
+                    self.realms.remove(&name);
+                }
+                None => return,
+            }
+        }
     }
 
     /// The proc's pidfd is readable: it exited. Reaps it and publishes its status.
