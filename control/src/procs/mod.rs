@@ -359,6 +359,7 @@ impl Procs {
             t.procs.insert(pid, entry.clone());
             entry
         };
+        let began = std::time::Instant::now();
         let result = crate::tokio_rpc::timeout(SPAWN_TIMEOUT, async {
             let binary = match self.inner.bins.fetch(program.clone()).await {
                 Ok(path) => path,
@@ -371,6 +372,7 @@ impl Procs {
                     return Err((e, status));
                 }
             };
+            let fetched = began.elapsed();
             let (reply, answer) = oneshot::channel();
             spawner
                 .send(Job::Spawn {
@@ -382,7 +384,16 @@ impl Procs {
                 })
                 .map_err(|why| (ProcError::new("busy", why.clone()), WireStatus::Denied(why)))?;
             match answer.await {
-                Ok(Ok(_host_pid)) => Ok(()),
+                Ok(Ok(_host_pid)) => {
+                    tracing::debug!(
+                        pid = entry.pid,
+                        program,
+                        fetch_us = fetched.as_micros() as u64,
+                        start_us = (began.elapsed() - fetched).as_micros() as u64,
+                        "proc started"
+                    );
+                    Ok(())
+                }
                 Ok(Err(why)) => Err((
                     ProcError::new("denied", format!("proc {} ({program}): {why}", entry.pid)),
                     WireStatus::Denied(why),
