@@ -239,8 +239,10 @@ struct SandboxInner {
 }
 
 /// The σcontainer factory of one machine: detected cgroups, the compiled
-/// seccomp program, the uid range, and the realms it serves.
-#[derive(Debug)]
+/// seccomp program, the uid range, and the realms it serves. Clones share
+/// all of it (its tables are locked), so several threads may spawn at once;
+/// what it made goes when the last clone (and the last realm and child) does.
+#[derive(Debug, Clone)]
 pub struct Sandbox {
     inner: Arc<SandboxInner>,
 }

@@ -34,7 +34,9 @@ pub(crate) use spawner::Job;
 /// Realms kept set up on this machine (netns, cgroups) while none of their
 /// procs runs; past it the least recently used idle one is undone.
 pub const REALMS_KEPT_MAX: usize = 64;
-/// Spawn jobs queued for the spawner thread, at most.
+/// Spawner threads, at most (one per CPU up to this).
+pub const SPAWNERS_MAX: usize = 8;
+/// Spawn jobs queued for each spawner thread, at most.
 pub const SPAWN_QUEUE_MAX: usize = 256;
 /// Procs alive on this machine at once, at most.
 pub const PROCS_LIVE_MAX: usize = 4096;
@@ -179,7 +181,9 @@ pub struct Procs {
 struct Inner {
     table: Mutex<Table>,
     next_pid: AtomicU64,
-    spawner: Result<spawner::Spawner, String>,
+    /// The spawner threads (a proc belongs to thread `pid % len`), or why
+    /// procs cannot run here.
+    spawners: Result<Vec<spawner::Spawner>, String>,
     bins: BinClient,
     logs: PathBuf,
     /// Proc connections waiting to be served (taken by sigmad's serve loop).
@@ -194,7 +198,7 @@ impl std::fmt::Debug for Procs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Procs")
             .field("logs", &self.inner.logs)
-            .field("enabled", &self.inner.spawner.is_ok())
+            .field("enabled", &self.inner.spawners.is_ok())
             .finish()
     }
 }
@@ -220,15 +224,15 @@ impl Procs {
             tracing::warn!(dir = %staging.display(), error = %e, "making the upload staging directory");
         }
         let (conns_tx, conns_rx) = mpsc::channel(PROCS_LIVE_MAX);
-        let spawner = spawner::Spawner::start(sandbox, logs.clone(), reclaim, conns_tx);
-        if let Err(why) = &spawner {
+        let spawners = Self::start_spawners(sandbox, &logs, reclaim, conns_tx);
+        if let Err(why) = &spawners {
             tracing::warn!(why, "procs are disabled on this sigmad");
         }
         Procs {
             inner: Arc::new(Inner {
                 table: Mutex::new(Table::default()),
                 next_pid: AtomicU64::new(1),
-                spawner,
+                spawners,
                 bins,
                 logs,
                 staging,
@@ -236,6 +240,39 @@ impl Procs {
                 conns: Mutex::new(Some(conns_rx)),
             }),
         }
+    }
+
+    /// The sandbox (after reclaiming, with `reclaim`, what a dead owner of
+    /// its cgroup name left) and one spawner thread per CPU, at most
+    /// `SPAWNERS_MAX`: a spawn holds its thread until the proc execs.
+    fn start_spawners(
+        config: sigma_sandbox::Config,
+        logs: &std::path::Path,
+        reclaim: bool,
+        conns: mpsc::Sender<ProcConn>,
+    ) -> Result<Vec<spawner::Spawner>, String> {
+        std::fs::create_dir_all(logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
+        if reclaim {
+            match sigma_sandbox::cgroup::reclaim(&config.cgroup_parent) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(killed = n, "killed procs a previous sigmad left running"),
+                Err(e) => tracing::warn!(error = %e, "reclaiming what a previous sigmad left"),
+            }
+            let _ = std::fs::remove_dir(&config.jail_dir);
+        }
+        let sandbox = sigma_sandbox::Sandbox::new(config).map_err(|e| format!("the sandbox cannot start: {e}"))?;
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, SPAWNERS_MAX);
+        (0..n)
+            .map(|i| spawner::Spawner::start(i, sandbox.clone(), logs.to_path_buf(), conns.clone()))
+            .collect()
+    }
+
+    /// The spawner thread of proc `pid`.
+    fn spawner_of(&self, pid: u64) -> Result<&spawner::Spawner, ProcError> {
+        let spawners = self.spawners()?;
+        Ok(&spawners[(pid % spawners.len() as u64) as usize])
     }
 
     /// The proc connections to serve (sigmad's serve loop takes them once):
@@ -247,24 +284,24 @@ impl Procs {
     /// Kills every proc and removes the sandbox (cgroups, jail); procs
     /// cannot start after it. sigmad calls it when it stops.
     pub fn shutdown(&self) {
-        if let Ok(s) = &self.inner.spawner {
-            s.shutdown();
+        if let Ok(spawners) = &self.inner.spawners {
+            spawners.iter().for_each(spawner::Spawner::shutdown);
         }
     }
 
     /// Why procs cannot run here, if they cannot.
     pub fn disabled(&self) -> Option<&str> {
-        self.inner.spawner.as_ref().err().map(String::as_str)
+        self.inner.spawners.as_ref().err().map(String::as_str)
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.inner.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn spawner(&self) -> Result<&spawner::Spawner, ProcError> {
+    fn spawners(&self) -> Result<&[spawner::Spawner], ProcError> {
         self.inner
-            .spawner
-            .as_ref()
+            .spawners
+            .as_deref()
             .map_err(|why| ProcError::new("unavailable", format!("this sigmad cannot start procs: {why}")))
     }
 
@@ -308,7 +345,7 @@ impl Procs {
         class: WireClass,
         mem_mib: u32,
     ) -> Result<u64, ProcError> {
-        let spawner = self.spawner()?;
+        self.spawners()?;
         if let WireClass::Lc { mcpu } = class {
             if mcpu == 0 || mcpu > PROC_MCPU_MAX {
                 return Err(ProcError::new(
@@ -374,7 +411,8 @@ impl Procs {
             };
             let fetched = began.elapsed();
             let (reply, answer) = oneshot::channel();
-            spawner
+            self.spawner_of(entry.pid)
+                .map_err(|e| (e.clone(), WireStatus::Denied(e.message)))?
                 .send(Job::Spawn {
                     entry: entry.clone(),
                     binary,
@@ -488,7 +526,7 @@ impl Procs {
         if entry.status() != WireStatus::Running {
             return Ok(());
         }
-        self.spawner()?
+        self.spawner_of(pid)?
             .send(Job::Signal {
                 pid,
                 signal: libc::SIGKILL,

@@ -1,8 +1,11 @@
-//! The spawner: the one thread of sigmad that starts procs and watches
-//! them end. It owns the [`Sandbox`] and every running [`Child`]; it never
-//! runs on a data-plane core, and it never blocks in a wait for a child:
-//! it sleeps in epoll on each child's pidfd, each child's log pipe and an
-//! eventfd that says a job is queued.
+//! A spawner: one of sigmad's threads (one per CPU) that start procs and
+//! watch them end. Each shares the [`Sandbox`] and owns the [`Child`]ren
+//! it started (a proc belongs to spawner `pid % spawners`); it never runs
+//! on a data-plane core, and it never blocks in a wait for a child: it
+//! sleeps in epoll on each child's pidfd, each child's log pipe and an
+//! eventfd that says a job is queued. A spawn holds its thread until the
+//! proc execs (the sandbox's clone is a vfork), so spawns run in parallel
+//! only across spawners.
 //!
 //! Jobs come from whatever thread serves the admin API, over a bounded
 //! queue (`SPAWN_QUEUE_MAX`): a full queue refuses the spawn with an error
@@ -54,70 +57,30 @@ pub(crate) struct Spawner {
 }
 
 impl Spawner {
-    /// Starts the spawner thread with a sandbox made from `config` (on that
-    /// thread); an error says why procs cannot run on this machine.
-    /// With `reclaim`, what a dead sigmad left under the same cgroup name
-    /// (procs and cgroups) and its jail directory are cleared first: only
-    /// for a name this process owns.
-    /// Each started proc's control connection goes to `conns`.
+    /// Starts spawner thread `index` on `sandbox` (shared with the other
+    /// spawner threads); each started proc's control connection goes to
+    /// `conns`.
     pub(crate) fn start(
-        config: sigma_sandbox::Config,
+        index: usize,
+        sandbox: Sandbox,
         logs: PathBuf,
-        reclaim: bool,
         conns: tokio::sync::mpsc::Sender<ProcConn>,
     ) -> Result<Spawner, String> {
-        std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
         let wake = Arc::new(
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(|e| format!("eventfd: {e}"))?,
         );
         let (jobs, rx) = sync_channel(SPAWN_QUEUE_MAX);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread_wake = wake.clone();
+        let mut run = Run::new(sandbox, wake.clone(), rx, logs, conns)?;
         let thread = std::thread::Builder::new()
-            .name("sigma-spawner".into())
-            .spawn(move || {
-                if reclaim {
-                    match sigma_sandbox::cgroup::reclaim(&config.cgroup_parent) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::warn!(killed = n, "killed procs a previous sigmad left running"),
-                        Err(e) => tracing::warn!(error = %e, "reclaiming what a previous sigmad left"),
-                    }
-                    let _ = std::fs::remove_dir(&config.jail_dir);
-                }
-                let sandbox = match Sandbox::new(config) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("the sandbox cannot start: {e}")));
-                        return;
-                    }
-                };
-                let mut run = match Run::new(sandbox, thread_wake, rx, logs, conns) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                run.serve();
-            })
+            .name(format!("sigma-spawner-{index}"))
+            .spawn(move || run.serve())
             .map_err(|e| format!("starting the spawner thread: {e}"))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Spawner {
-                jobs,
-                wake,
-                thread: std::sync::Mutex::new(Some(thread)),
-            }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err("the spawner thread died while starting".into())
-            }
-        }
+        Ok(Spawner {
+            jobs,
+            wake,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
     }
 
     /// Queues `job`; an error if the queue is full or the thread is gone.
