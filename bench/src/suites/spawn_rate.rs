@@ -19,30 +19,11 @@ use anyhow::{anyhow, bail, Result};
 use super::spawn::{next_seq, open_systems, verdict, Batch, FLOOR};
 use super::with_deadline;
 use crate::report::{fmt_ratio, ratio, Doc, Row};
-use crate::spawn_systems::{self, Env, Proc, Start, Starter, System};
+use crate::spawn_systems::{self, Env, Proc, Start, Starter};
 
-/// What the suite runs.
-pub struct Options {
-    /// `--quick`: shorter runs, one round.
-    pub quick: bool,
-    /// Rounds (`None`: 1 quick, 3 full).
-    pub rounds: Option<u32>,
-    /// Systems to run, in report order.
-    pub systems: Vec<Arc<System>>,
-    /// Only these cases (`None`: all), by name.
-    pub cases: Option<Vec<String>>,
-}
-
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
-            .field("quick", &self.quick)
-            .field("rounds", &self.rounds)
-            .field("systems", &self.systems.iter().map(|s| s.name).collect::<Vec<_>>())
-            .field("cases", &self.cases)
-            .finish()
-    }
-}
+/// What the suite runs: the same options as `spawn` (`--quick`: shorter
+/// runs, one round).
+pub use super::spawn::Options;
 
 #[derive(Debug, Clone, Copy)]
 struct Case {
