@@ -86,7 +86,9 @@ pub struct SpawnSpec<'a> {
     /// Host path of the static binary. It is bound read-only into the jail
     /// as `/init`, never copied; it must be executable by the realm's uid.
     pub binary: &'a Path,
-    /// Arguments after `argv[0]` (which is the binary's file name).
+    /// `argv[0]`: the program's name (`None`: the binary's file name).
+    pub argv0: Option<&'a str>,
+    /// Arguments after `argv[0]`.
     pub args: &'a [String],
     /// Environment beyond `SIGMA_PID`, `SIGMA_REALM`, `SIGMA_CTL_FD`.
     pub env: &'a [(String, String)],
@@ -944,11 +946,14 @@ impl ExecImage {
             return Err(format!("binary {} is not an absolute path", spec.binary.display()));
         }
         let binary = cstring(spec.binary.as_os_str().as_bytes()).map_err(|r| format!("binary: {r}"))?;
-        let argv0 = spec
-            .binary
-            .file_name()
-            .map(|n| n.as_bytes().to_vec())
-            .unwrap_or_else(|| b"init".to_vec());
+        let argv0 = match spec.argv0 {
+            Some(name) => name.as_bytes().to_vec(),
+            None => spec
+                .binary
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_else(|| b"init".to_vec()),
+        };
         let mut argv_strings = vec![cstring(&argv0).map_err(|r| format!("argv0: {r}"))?];
         for a in spec.args {
             argv_strings.push(cstring(a.as_bytes()).map_err(|r| format!("arg {a:?}: {r}"))?);

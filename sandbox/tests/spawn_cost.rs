@@ -67,6 +67,7 @@ fn spawn_to_exit_against_bare_vfork_exec() {
 
         let proc_id = format!("bench-{i}");
         let spec = SpawnSpec {
+            argv0: None,
             realm: &realm,
             proc_id: &proc_id,
             binary: &bin,
@@ -92,6 +93,7 @@ fn spawn_to_exit_against_bare_vfork_exec() {
         drop(child);
 
         let spec = SpawnSpec {
+            argv0: None,
             realm: &realm_w,
             ..spec
         };

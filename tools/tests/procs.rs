@@ -17,8 +17,9 @@ const PROCS: &[(&str, &str)] = &[
         "exit",
         r#"fn main() {
             let code: i32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
-            println!("pid {} realm {}", std::env::var("SIGMA_PID").unwrap_or_default(),
-                     std::env::var("SIGMA_REALM").unwrap_or_default());
+            println!("pid {} realm {} argv0 {}", std::env::var("SIGMA_PID").unwrap_or_default(),
+                     std::env::var("SIGMA_REALM").unwrap_or_default(),
+                     std::env::args().next().unwrap_or_default());
             std::process::exit(code);
         }"#,
     ),
@@ -138,7 +139,7 @@ fn a_proc_runs_in_its_realm_and_its_status_and_output_come_back() {
     assert_eq!(wait.status.code(), Some(7), "wait exits with the proc's code");
     assert_eq!(String::from_utf8_lossy(&wait.stdout).trim(), "error(7)");
     let logs = d.ok(&["logs", "-r", "blue", &pid]);
-    assert_eq!(logs.trim(), format!("pid {pid} realm blue"));
+    assert_eq!(logs.trim(), format!("pid {pid} realm blue argv0 exit"));
     let ps = d.ok(&["ps", "-r", "blue"]);
     assert!(ps.contains(&format!("{pid} ")) && ps.contains("error(7)"), "ps: {ps}");
     // Another realm sees none of it.

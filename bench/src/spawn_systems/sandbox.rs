@@ -176,6 +176,7 @@ impl SandboxStarter {
         let (mut out_read, out_write) = pipe()?;
         let env = [(STAMP_ENV.to_string(), "1".to_string())];
         let spec = SpawnSpec {
+            argv0: None,
             realm,
             proc_id: &proc_id,
             binary,

@@ -275,6 +275,7 @@ impl Run {
         };
         let proc_id = pid.to_string();
         let spec = SpawnSpec {
+            argv0: Some(&entry.program),
             realm,
             proc_id: &proc_id,
             binary: &binary,

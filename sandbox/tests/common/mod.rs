@@ -176,6 +176,7 @@ pub fn start(
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let proc_id = unique("p");
     let spec = SpawnSpec {
+        argv0: None,
         realm,
         proc_id: &proc_id,
         binary,
