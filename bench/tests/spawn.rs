@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::sigmad;
+
 const SPAWN_CASES: [&str; 3] = ["warm-start", "cold-start", "cold-start-s3"];
 const SPAWN_SYSTEMS: [&str; 4] = ["sigma", "sigma-sandbox", "vfork-exec", "docker"];
 const RATE_CASES: [&str; 3] = ["trivial-c1", "trivial-c8", "trivial-c32"];
@@ -21,29 +24,6 @@ const BREAKDOWN: [&str; 9] = [
     "exec_to_started_us",
     "started_to_reaped_us",
 ];
-
-/// The sigmad the `sigma` system runs, built beside this sigmabench (same target dir and
-/// profile): a no-op when fresh, and a stale sigmad would test old code.
-fn sigmad() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_sigmabench")).parent().unwrap();
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--quiet", "-p", "sigma-tools", "--bin", "sigmad"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    match dir.file_name().and_then(|n| n.to_str()) {
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some("debug") => {}
-        other => panic!("sigmabench is not in a debug or release dir: {other:?}"),
-    }
-    build.arg("--target-dir").arg(dir.parent().unwrap());
-    let status = build.status().unwrap();
-    assert!(status.success(), "cargo build -p sigma-tools: {status}");
-    let sigmad = dir.join("sigmad");
-    assert!(sigmad.is_file(), "{} missing after the build", sigmad.display());
-    sigmad
-}
 
 /// Runs `sigmabench run SUITE --quick` with its temporary files in `tmp`; its pid and rows.
 fn quick(suite: &str, tmp: &Path, sigmad: &Path) -> (u32, Vec<serde_json::Value>) {

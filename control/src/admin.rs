@@ -157,12 +157,7 @@ impl<S: Store> AdminService<S> {
 
     /// A proc request: the realm must exist; the call is bounded by the
     /// proc layer's own deadlines (a spawn's, a wait's).
-    async fn proc_call(&self, method: u32, request: Bytes, out: &mut BytesMut, bound: bool) -> Result<Reply, Status> {
-        let req = match ProcRequest::decode(method, request) {
-            Ok(req) => req,
-            Err(sigma_ep::DecodeError::MethodOutOfRange(m)) => return Err(Status::unknown_method(m)),
-            Err(e) => return Err(Status::new(StatusCode::Malformed, format!("proc request: {e}"))),
-        };
+    async fn proc_call(&self, req: ProcRequest, out: &mut BytesMut, bound: bool) -> Result<Reply, Status> {
         let Some(procs) = &self.procs else {
             return Err(Status::handler("unavailable: this sigmad does not serve procs"));
         };
@@ -171,19 +166,56 @@ impl<S: Store> AdminService<S> {
                 "denied: started and exited come only from a proc, on its own connection (its fd 3)",
             ));
         }
-        if let Some(realm) = req.realm() {
-            if let Err(e) = self.ns.check_realm_exists(realm).await {
-                return Err(to_status(&e));
-            }
+        // A spawn and a ps name a realm that must exist. Every other call
+        // names a pid, which the proc table finds only in its own realm: the
+        // realm is looked up only when the pid is not found, to say which.
+        if let ProcRequest::Spawn { realm, .. } | ProcRequest::Ps { realm } = &req {
+            self.ns.check_realm_exists(realm).await.map_err(|e| to_status(&e))?;
         }
+        let realm = req.realm().map(str::to_string);
         match procs.handle(req, out).await {
             Ok(()) => Ok(Reply::Written),
             Err(e) => {
                 out.clear();
+                if let (Some(realm), "not-found") = (&realm, e.kind) {
+                    self.ns.check_realm_exists(realm).await.map_err(|e| to_status(&e))?;
+                }
                 Err(Status::handler(e.to_string()))
             }
         }
     }
+
+    /// A namespace request, bounded by the call deadline unless it is a watch.
+    async fn ns_call(&self, req: NsRequest, out: &mut BytesMut) -> Result<Reply, Status> {
+        let changes = !req.is_read_only();
+        let result = if req.watch_timeout_ms().is_some() {
+            self.handle(req, out).await
+        } else {
+            match crate::tokio_rpc::timeout(self.call_timeout, self.handle(req, out)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    out.clear();
+                    let what = format!(
+                        "the namespace call did not finish within {:?} (sigmad's call deadline; is the store slow or unreachable?)",
+                        self.call_timeout
+                    );
+                    if changes {
+                        // The store may have committed it just before the deadline.
+                        return Err(to_status(&NsError::OutcomeUnknown(what)));
+                    }
+                    return Err(Status::new(StatusCode::DeadlineExceeded, what));
+                }
+            }
+        };
+        match result {
+            Ok(()) => Ok(Reply::Written),
+            Err(e) => {
+                out.clear();
+                Err(to_status(&e))
+            }
+        }
+    }
+
     /// Serves `ns`, bounding each call that is not a watch by [`CALL_TIMEOUT`].
     pub fn new(ns: Namespace<S>) -> AdminService<S> {
         AdminService::with_call_timeout(ns, CALL_TIMEOUT)
@@ -352,42 +384,39 @@ impl<S: Store> AdminService<S> {
     }
 }
 
+/// A request on sigmad's admin socket, decoded once.
+enum AdminRequest {
+    Ns(NsRequest),
+    Proc(ProcRequest),
+}
+
+impl AdminRequest {
+    fn decode(method: u32, request: Bytes) -> Result<AdminRequest, Status> {
+        let (decoded, what) = if ProcRequest::is_proc_method(method) {
+            (ProcRequest::decode(method, request).map(AdminRequest::Proc), "proc")
+        } else {
+            (NsRequest::decode(method, request).map(AdminRequest::Ns), "namespace")
+        };
+        decoded.map_err(|e| match e {
+            sigma_ep::DecodeError::MethodOutOfRange(m) => Status::unknown_method(m),
+            e => Status::new(StatusCode::Malformed, format!("{what} request: {e}")),
+        })
+    }
+
+    /// The realm it acts in; `None` for realm-level and binary-store requests.
+    fn realm(&self) -> Option<&str> {
+        match self {
+            AdminRequest::Ns(r) => r.realm(),
+            AdminRequest::Proc(r) => r.realm(),
+        }
+    }
+}
+
 impl<S: Store> Service for AdminService<S> {
     async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
-        if ProcRequest::is_proc_method(method) {
-            return self.proc_call(method, request, out, false).await;
-        }
-        let req = match NsRequest::decode(method, request) {
-            Ok(req) => req,
-            Err(sigma_ep::DecodeError::MethodOutOfRange(m)) => return Err(Status::unknown_method(m)),
-            Err(e) => return Err(Status::new(StatusCode::Malformed, format!("namespace request: {e}"))),
-        };
-        let changes = !req.is_read_only();
-        let result = if req.watch_timeout_ms().is_some() {
-            self.handle(req, out).await
-        } else {
-            match crate::tokio_rpc::timeout(self.call_timeout, self.handle(req, out)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    out.clear();
-                    let what = format!(
-                        "the namespace call did not finish within {:?} (sigmad's call deadline; is the store slow or unreachable?)",
-                        self.call_timeout
-                    );
-                    if changes {
-                        // The store may have committed it just before the deadline.
-                        return Err(to_status(&NsError::OutcomeUnknown(what)));
-                    }
-                    return Err(Status::new(StatusCode::DeadlineExceeded, what));
-                }
-            }
-        };
-        match result {
-            Ok(()) => Ok(Reply::Written),
-            Err(e) => {
-                out.clear();
-                Err(to_status(&e))
-            }
+        match AdminRequest::decode(method, request)? {
+            AdminRequest::Ns(req) => self.ns_call(req, out).await,
+            AdminRequest::Proc(req) => self.proc_call(req, out, false).await,
         }
     }
 }
@@ -412,40 +441,33 @@ impl<'a, S: Store> BoundService<'a, S> {
 
 impl<S: Store> Service for BoundService<'_, S> {
     async fn call(&self, method: u32, request: Bytes, out: &mut BytesMut) -> Result<Reply, Status> {
-        let (named, self_pid) = if ProcRequest::is_proc_method(method) {
-            match ProcRequest::decode(method, request.clone()) {
-                Ok(r) => (Ok(r.realm().map(str::to_string)), r.self_pid()),
-                Err(e) => (Err(e), None),
-            }
-        } else {
-            (
-                NsRequest::decode(method, request.clone()).map(|r| r.realm().map(str::to_string)),
-                None,
-            )
-        };
-        if let Some(pid) = self_pid {
-            if pid != self.pid {
+        let req = AdminRequest::decode(method, request)?;
+        if let AdminRequest::Proc(r) = &req {
+            if let Some(pid) = r.self_pid().filter(|&pid| pid != self.pid) {
                 return Err(Status::handler(format!(
                     "denied: proc {} spoke for proc {pid}; a proc speaks only for itself",
                     self.pid
                 )));
             }
         }
-        match named {
-            Ok(Some(realm)) if realm == self.realm && self_pid.is_some() => {
-                self.inner.proc_call(method, request, out, true).await
+        match req.realm() {
+            Some(realm) if realm == self.realm => {}
+            Some(realm) => {
+                return Err(Status::handler(format!(
+                    "denied: proc {} of realm {:?} asked to act in realm {realm:?}; a proc acts only in its own realm",
+                    self.pid, self.realm
+                )))
             }
-            Ok(Some(realm)) if realm == self.realm => self.inner.call(method, request, out).await,
-            Ok(Some(realm)) => Err(Status::handler(format!(
-                "denied: proc {} of realm {:?} asked to act in realm {realm:?}; a proc acts only in its own realm",
-                self.pid, self.realm
-            ))),
-            Ok(None) => Err(Status::handler(format!(
-                "denied: proc {} of realm {:?}: realms and the binary store are not open to procs",
-                self.pid, self.realm
-            ))),
-            // Undecodable: the service answers with the decode error.
-            Err(_) => self.inner.call(method, request, out).await,
+            None => {
+                return Err(Status::handler(format!(
+                    "denied: proc {} of realm {:?}: realms and the binary store are not open to procs",
+                    self.pid, self.realm
+                )))
+            }
+        }
+        match req {
+            AdminRequest::Ns(req) => self.inner.ns_call(req, out).await,
+            AdminRequest::Proc(req) => self.inner.proc_call(req, out, true).await,
         }
     }
 }

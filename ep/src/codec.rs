@@ -56,12 +56,17 @@ pub fn decode_error_message(payload: &[u8]) -> Result<&str, DecodeError> {
 
 /// Cuts an error message to the limit, at a character boundary.
 pub fn truncate_error_message(message: &str) -> &str {
-    if message.len() <= ERROR_MESSAGE_BYTES_MAX {
-        return message;
+    truncate_at(message, ERROR_MESSAGE_BYTES_MAX)
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn truncate_at(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
     }
-    let mut end = ERROR_MESSAGE_BYTES_MAX;
-    while !message.is_char_boundary(end) {
+    let mut end = max;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &message[..end]
+    &text[..end]
 }

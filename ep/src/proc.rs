@@ -62,6 +62,24 @@ pub enum WireClass {
     Be,
 }
 
+impl WireClass {
+    fn write(self, w: &mut Writer<'_>) {
+        match self {
+            WireClass::Lc { mcpu } => w.u8(1).u32(mcpu),
+            WireClass::Be => w.u8(2).u32(0),
+        };
+    }
+
+    fn read(r: &mut Reader) -> Result<WireClass, DecodeError> {
+        match (r.u8()?, r.u32()?) {
+            (1, mcpu) => Ok(WireClass::Lc { mcpu }),
+            (2, 0) => Ok(WireClass::Be),
+            (2, _) => Err(DecodeError::BadField("milli-cores given for a BE proc")),
+            _ => Err(DecodeError::BadField("unknown proc class")),
+        }
+    }
+}
+
 /// A request of the proc protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -255,10 +273,7 @@ impl ProcRequest {
             } => {
                 assert!(program.len() <= PROGRAM_BYTES_MAX && args.len() <= ARGS_MAX && env.len() <= ENV_MAX);
                 w.str(realm).str(program);
-                match class {
-                    WireClass::Lc { mcpu } => w.u8(1).u32(*mcpu),
-                    WireClass::Be => w.u8(2).u32(0),
-                };
+                class.write(&mut w);
                 w.u32(*mem_mib).u32(args.len() as u32);
                 for a in args {
                     w.str(a);
@@ -323,12 +338,7 @@ impl ProcRequest {
                         max: PROGRAM_BYTES_MAX,
                     });
                 }
-                let class = match (r.u8()?, r.u32()?) {
-                    (1, mcpu) => WireClass::Lc { mcpu },
-                    (2, 0) => WireClass::Be,
-                    (2, _) => return Err(DecodeError::BadField("milli-cores given for a BE proc")),
-                    _ => return Err(DecodeError::BadField("unknown proc class")),
-                };
+                let class = WireClass::read(&mut r)?;
                 let mem_mib = r.u32()?;
                 let n = count(&mut r, ARGS_MAX)?;
                 let mut args = Vec::with_capacity(n);
@@ -501,14 +511,7 @@ impl std::fmt::Display for WireStatus {
 
 /// A message cut to [`STRING_BYTES_MAX`] at a character boundary.
 fn cut(s: &str) -> &str {
-    if s.len() <= STRING_BYTES_MAX {
-        return s;
-    }
-    let mut end = STRING_BYTES_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    crate::codec::truncate_at(s, STRING_BYTES_MAX)
 }
 
 /// One line of `ps`.
@@ -534,10 +537,7 @@ impl WireProc {
         for p in procs {
             let mut w = Writer(out);
             w.u64(p.pid).str(cut(&p.program));
-            match p.class {
-                WireClass::Lc { mcpu } => w.u8(1).u32(mcpu),
-                WireClass::Be => w.u8(2).u32(0),
-            };
+            p.class.write(&mut w);
             w.u32(p.mem_mib);
             p.status.encode(out);
         }
@@ -551,11 +551,7 @@ impl WireProc {
         for _ in 0..n {
             let pid = r.u64()?;
             let program = r.str()?;
-            let class = match (r.u8()?, r.u32()?) {
-                (1, mcpu) => WireClass::Lc { mcpu },
-                (2, 0) => WireClass::Be,
-                _ => return Err(DecodeError::BadField("unknown proc class")),
-            };
+            let class = WireClass::read(&mut r)?;
             let mem_mib = r.u32()?;
             let status = WireStatus::read(&mut r)?;
             out.push(WireProc {

@@ -364,9 +364,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             let mut row = Row::measured(case.name, sys.name, &acc.hist, None, note);
             row.breakdown = Some(acc.breakdown());
             if let (true, Some(cpu)) = (starter.cpu_counted() && acc.wall_ns > 0, acc.total_cpu_ns(&**starter)) {
-                let n = acc.hist.len().max(1) as f64;
-                row.cpu_us_per_op = Some((cpu as f64 / n).round() / 1000.0);
-                row.cores_busy = Some((cpu as f64 / acc.wall_ns as f64 * 1000.0).round() / 1000.0);
+                set_cpu(&mut row, cpu, acc.hist.len().max(1) as f64, acc.wall_ns);
             }
             rows.push(row);
         }
@@ -380,12 +378,22 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// A row's p50 in a case, if measured.
-fn p50(doc: &Doc, case: &str, system: &str) -> Option<f64> {
+/// The CPU a row's `ops` cost over `wall_ns`: per op, and cores busy.
+pub(crate) fn set_cpu(row: &mut Row, cpu_ns: u64, ops: f64, wall_ns: u64) {
+    row.cpu_us_per_op = Some((cpu_ns as f64 / ops).round() / 1000.0);
+    row.cores_busy = Some((cpu_ns as f64 / wall_ns as f64 * 1000.0).round() / 1000.0);
+}
+
+/// A system's measured row in a case, if any.
+pub(crate) fn measured<'a>(doc: &'a Doc, case: &str, system: &str) -> Option<&'a Row> {
     doc.rows
         .iter()
         .find(|r| r.case == case && r.system == system && r.error.is_none())
-        .and_then(|r| r.p50_us)
+}
+
+/// A row's p50 in a case, if measured.
+fn p50(doc: &Doc, case: &str, system: &str) -> Option<f64> {
+    measured(doc, case, system).and_then(|r| r.p50_us)
 }
 
 /// `met`, `missed` or `not measured`.

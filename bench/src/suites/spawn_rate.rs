@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::spawn::{next_seq, open_systems, verdict, Batch, FLOOR};
+use super::spawn::{measured, next_seq, open_systems, set_cpu, verdict, Batch, FLOOR};
 use super::with_deadline;
 use crate::report::{fmt_ratio, ratio, Doc, Row};
 use crate::spawn_systems::{self, Env, Proc, Start, Starter};
@@ -222,8 +222,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
             let rate = n / (acc.wall_ns as f64 / 1e9);
             let mut row = Row::measured(case.name, sys.name, &acc.hist, Some(rate), note);
             if let (true, Some(cpu)) = (starter.cpu_counted(), acc.total_cpu_ns(&**starter)) {
-                row.cpu_us_per_op = Some((cpu as f64 / n).round() / 1000.0);
-                row.cores_busy = Some((cpu as f64 / acc.wall_ns as f64 * 1000.0).round() / 1000.0);
+                set_cpu(&mut row, cpu, n, acc.wall_ns);
             }
             rows.push(row);
         }
@@ -238,10 +237,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
 
 /// A row's throughput in a case, if measured.
 fn rate(doc: &Doc, case: &str, system: &str) -> Option<f64> {
-    doc.rows
-        .iter()
-        .find(|r| r.case == case && r.system == system && r.error.is_none())
-        .and_then(|r| r.ops_per_s)
+    measured(doc, case, system).and_then(|r| r.ops_per_s)
 }
 
 /// The Markdown after the suite's table: each rate over the floor's, and the targets.

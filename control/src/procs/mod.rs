@@ -24,7 +24,7 @@ use sigma_ep::proc::WireBin;
 use sigma_ep::proc::{ProcRequest, WireClass, WireLogChunk, WireProc, WireStatus, LOG_CHUNK_BYTES_MAX};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -96,12 +96,10 @@ pub struct ProcEntry {
     pub class: WireClass,
     /// Memory limit, MiB.
     pub mem_mib: u32,
-    host_pid: AtomicI32,
     status: watch::Sender<WireStatus>,
     /// Bytes in its log file so far, and whether the log is complete.
     log_len: watch::Sender<(u64, bool)>,
     log_path: PathBuf,
-    ended: AtomicBool,
     /// Whether it said it started (`Started` on its own connection).
     started: watch::Sender<bool>,
     /// The status it declared (`Exited`), reported if it then exits normally.
@@ -109,15 +107,6 @@ pub struct ProcEntry {
 }
 
 impl ProcEntry {
-    fn set_host_pid(&self, pid: i32) {
-        self.host_pid.store(pid, Ordering::Relaxed);
-    }
-
-    /// The host pid (0 before it started).
-    pub fn host_pid(&self) -> i32 {
-        self.host_pid.load(Ordering::Relaxed)
-    }
-
     /// Its status now.
     pub fn status(&self) -> WireStatus {
         self.status.borrow().clone()
@@ -134,10 +123,21 @@ impl ProcEntry {
         }
     }
 
+    /// Publishes how it ended; only the first end counts (a spawn that
+    /// timed out, then an exit seen later, report the first).
     fn finish(&self, status: WireStatus) {
-        if !self.ended.swap(true, Ordering::AcqRel) {
-            self.status.send_replace(status);
-        }
+        self.status.send_if_modified(|s| {
+            let first = *s == WireStatus::Running;
+            if first {
+                *s = status;
+            }
+            first
+        });
+    }
+
+    /// Whether it has ended.
+    fn ended(&self) -> bool {
+        *self.status.borrow() != WireStatus::Running
     }
 
     fn log_grew(&self, len: u64) {
@@ -316,13 +316,13 @@ impl Procs {
     /// Forgets the oldest ended procs (and their logs) beyond
     /// `PROCS_ENDED_KEPT_MAX`; the number still running.
     fn prune(t: &mut Table) -> usize {
-        let running = t.procs.values().filter(|e| !e.ended.load(Ordering::Acquire)).count();
+        let running = t.procs.values().filter(|e| !e.ended()).count();
         let excess = (t.procs.len() - running).saturating_sub(PROCS_ENDED_KEPT_MAX);
         if excess > 0 {
             let old: Vec<u64> = t
                 .procs
                 .values()
-                .filter(|e| e.ended.load(Ordering::Acquire))
+                .filter(|e| e.ended())
                 .map(|e| e.pid)
                 .take(excess)
                 .collect();
@@ -385,11 +385,9 @@ impl Procs {
                 program: program.clone(),
                 class,
                 mem_mib,
-                host_pid: AtomicI32::new(0),
                 status: watch::channel(WireStatus::Running).0,
                 log_len: watch::channel((0, false)).0,
                 log_path: self.inner.logs.join(format!("{pid}.log")),
-                ended: AtomicBool::new(false),
                 started: watch::channel(false).0,
                 declared: Mutex::new(None),
             });
@@ -422,7 +420,7 @@ impl Procs {
                 })
                 .map_err(|why| (ProcError::new("busy", why.clone()), WireStatus::Denied(why)))?;
             match answer.await {
-                Ok(Ok(_host_pid)) => {
+                Ok(Ok(())) => {
                     tracing::debug!(
                         pid = entry.pid,
                         program,

@@ -40,7 +40,7 @@ pub(crate) enum Job {
         binary: PathBuf,
         args: Vec<String>,
         env: Vec<(String, String)>,
-        reply: oneshot::Sender<Result<i32, String>>,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     /// Send `signal` to the proc; `evict` marks the end as an eviction.
     Signal { pid: u64, signal: i32, evict: bool },
@@ -215,9 +215,7 @@ impl Run {
                 env,
                 reply,
             } => {
-                let pid = entry.pid;
-                let result = self.spawn(entry, binary, &args, &env);
-                let _ = reply.send(result.map(|_| self.running.get(&pid).map_or(0, |r| r.child.pid())));
+                let _ = reply.send(self.spawn(entry, binary, &args, &env));
             }
             Job::Signal { pid, signal, evict } => {
                 if let Some(r) = self.running.get_mut(&pid) {
@@ -297,7 +295,6 @@ impl Run {
         self.epoll
             .add(log_r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid + 1))
             .map_err(|e| format!("watching the proc's log pipe: {e}"))?;
-        entry.set_host_pid(child.pid());
         // sigmad's end goes to the admin server, bound to the proc's realm
         // and pid. If it cannot take it (never: the queue holds one per
         // live proc), the proc's fd 3 reads EOF.

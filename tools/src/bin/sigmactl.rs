@@ -463,6 +463,15 @@ fn class_text(c: &WireClass) -> String {
     }
 }
 
+fn bin_json(b: &WireBin) -> serde_json::Value {
+    serde_json::json!({ "name": b.name, "bytes": b.bytes, "digest": b.digest })
+}
+
+/// A binary as `bin ls` and `bin put` print it.
+fn bin_line(b: &WireBin, out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("{:<40} {:>10} {}\n", shown_name(&b.name), b.bytes, b.digest).as_bytes());
+}
+
 /// Bytes of one `bin put` piece.
 const PIECE_BYTES: usize = sigma_ep::proc::BIN_PIECE_BYTES_MAX;
 
@@ -631,16 +640,9 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
             let reply = client.call_proc(&req, None).await.map_err(sigmad)?;
             let bins = client.decode_proc(reply, WireBin::decode_list).map_err(sigmad)?;
             if json {
-                let rows: Vec<_> = bins
-                    .iter()
-                    .map(|b| serde_json::json!({ "name": b.name, "bytes": b.bytes, "digest": b.digest }))
-                    .collect();
-                json_line(serde_json::Value::Array(rows), out);
+                json_line(serde_json::Value::Array(bins.iter().map(bin_json).collect()), out);
             } else {
-                for b in &bins {
-                    let line = format!("{:<40} {:>10} {}\n", shown_name(&b.name), b.bytes, b.digest);
-                    out.extend_from_slice(line.as_bytes());
-                }
+                bins.iter().for_each(|b| bin_line(b, out));
             }
         }
         ProcRequest::BinPut { .. }
@@ -702,12 +704,9 @@ async fn bin_put(
                 .map_err(Failure::sigmad)?;
             for b in &bins {
                 if json {
-                    json_line(
-                        serde_json::json!({ "name": b.name, "bytes": b.bytes, "digest": b.digest }),
-                        out,
-                    );
+                    json_line(bin_json(b), out);
                 } else {
-                    out.extend_from_slice(format!("{} {} {}\n", shown_name(&b.name), b.bytes, b.digest).as_bytes());
+                    bin_line(b, out);
                 }
             }
             return Ok(());
