@@ -55,6 +55,9 @@ pub struct CoreStats {
     /// Polls that found the completion queue overflowed (io_uring; the
     /// kernel kept the overflow and the core flushed it).
     pub cq_overflows: u64,
+    /// io_uring_enter calls (0 on epoll). A core that submits and then
+    /// parks does both in one: its submissions ride on the park's enter.
+    pub ring_enters: u64,
     /// Operations in flight now: on io_uring, ring operations, including
     /// cancelled ones whose completion has not arrived yet; on epoll, file
     /// reads and writes queued or running on the core's file-IO pool,
@@ -98,6 +101,7 @@ impl Stats {
             remote_wakes: self.remote_wakes.get(),
             tasks_panicked: exec.tasks_panicked(),
             cq_overflows: driver.uring().map_or(0, |u| u.cq_overflows()),
+            ring_enters: driver.uring().map_or(0, |u| u.enters()),
             ops_in_flight: match driver {
                 Driver::Uring(u) => u.in_flight() as u64,
                 Driver::Epoll(e) => e.files().in_flight() as u64,
@@ -397,7 +401,10 @@ impl Core {
             local.exec.run_tick(main_yielded);
             self.drain_remote();
             local.pool.drain_returns(&local.driver);
-            let completions = local.driver.poll(Wait::No);
+            // A core with ready tasks submits now; one about to go idle
+            // leaves its submissions to the idle wait's enter.
+            let wait = if local.exec.has_ready() { Wait::No } else { Wait::Reap };
+            let completions = local.driver.poll(wait);
             if completions > 0 || local.exec.has_ready() {
                 continue;
             }

@@ -401,3 +401,33 @@ fn a_cancelled_timer_never_cuts_a_park_short() {
     });
     assert_eq!(parks, 1, "the core parked {parks} times for one wait");
 }
+
+/// A core that submits and then finds nothing to do parks with one enter
+/// that carries the submissions (before, it entered once to submit and
+/// again to wait: two system calls per timer wait, per parked send).
+#[test]
+fn a_park_carries_the_submissions_made_before_it() {
+    if !common::backends().contains(&Backend::Uring) {
+        return;
+    }
+    const SLEEPS: u64 = 200;
+    let core = Core::builder()
+        .backend(Backend::Uring)
+        .spin(Duration::ZERO)
+        .early_wake(false)
+        .build()
+        .unwrap();
+    let (before, after) = core.block_on(async {
+        let before = sigma_dataplane::stats().unwrap().ring_enters;
+        for _ in 0..SLEEPS {
+            sigma_dataplane::sleep(Duration::from_micros(200)).await;
+        }
+        (before, sigma_dataplane::stats().unwrap().ring_enters)
+    });
+    let enters = after - before;
+    // One park per sleep; a few more for interrupted waits.
+    assert!(
+        enters <= SLEEPS + SLEEPS / 10,
+        "{enters} io_uring_enter calls for {SLEEPS} sleeps: the submissions did not ride on the parks"
+    );
+}

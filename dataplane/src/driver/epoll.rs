@@ -265,7 +265,7 @@ impl Epoll {
     pub(crate) fn poll(&self, wait: Wait) -> usize {
         let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         let until = match wait {
-            Wait::No => None,
+            Wait::No | Wait::Reap => None,
             Wait::Forever => self.state.borrow_mut().next_deadline(),
             Wait::Until(deadline) => Some(
                 self.state
@@ -277,7 +277,7 @@ impl Epoll {
         // epoll_pwait2 takes nanoseconds: neither a timer nor a deadline is
         // rounded up to the next millisecond.
         let ts = match (wait, until) {
-            (Wait::No, _) => Some(zero),
+            (Wait::No | Wait::Reap, _) => Some(zero),
             (_, Some(until)) => {
                 let wait = until.saturating_duration_since(Instant::now());
                 Some(libc::timespec {

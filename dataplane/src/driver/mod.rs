@@ -51,6 +51,11 @@ impl std::str::FromStr for Backend {
 pub(crate) enum Wait {
     /// Not at all: submit, reap what is there, return.
     No,
+    /// Not at all, and submit only if the kernel may hold completions to
+    /// reap anyway: for a caller that goes idle next if this finds nothing,
+    /// so that the idle wait's enter carries the submissions (one system
+    /// call instead of two per park on io_uring). Epoll: as `No`.
+    Reap,
     /// Until at least one completion or wake-up.
     Forever,
     /// Until at least one completion or wake-up, or until this instant.

@@ -185,6 +185,8 @@ struct State {
     to_release: Vec<(Box<dyn Orphan>, i32, u32)>,
     /// Polls that found the completion queue overflowed.
     cq_overflows: u64,
+    /// io_uring_enter calls made.
+    enters: u64,
 }
 
 /// The io_uring driver.
@@ -371,6 +373,7 @@ impl Uring {
                 fixed_free: (0..limits::FIXED_FILES_MAX).rev().collect(),
                 orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES_DEFAULT as usize),
                 cq_overflows: 0,
+                enters: 0,
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
                 to_release: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
@@ -464,6 +467,7 @@ impl Uring {
             None => (std::ptr::null::<libc::c_void>(), 0usize),
         };
         loop {
+            self.state.borrow_mut().enters += 1;
             // SAFETY: io_uring_enter with either no argument (NULL, size 0)
             // or, with IORING_ENTER_EXT_ARG, a pointer to a getevents
             // argument of its exact size whose `ts` points to a timespec;
@@ -518,7 +522,9 @@ impl Uring {
         // queued just after this look is run by the next poll, at the
         // latest by the park's enter.
         let nothing_pending = in_flight == 0 || (self.taskrun_flag && !self.taskrun_pending());
-        if unsubmitted == 0 && nothing_pending && wait == Wait::No && !overflowed && self.cq_is_empty() {
+        let submit_now = unsubmitted > 0 && wait != Wait::Reap;
+        if !submit_now && nothing_pending && matches!(wait, Wait::No | Wait::Reap) && !overflowed && self.cq_is_empty()
+        {
             return 0;
         }
         if overflowed {
@@ -532,7 +538,7 @@ impl Uring {
         }
         let (min_complete, timeout) = match wait {
             _ if overflowed || !self.cq_is_empty() => (0, None),
-            Wait::No => (0, None),
+            Wait::No | Wait::Reap => (0, None),
             Wait::Forever => (1, None),
             Wait::Until(deadline) if self.ext_arg => {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -570,6 +576,11 @@ impl Uring {
     /// Times a poll found the completion queue overflowed.
     pub(crate) fn cq_overflows(&self) -> u64 {
         self.state.borrow().cq_overflows
+    }
+
+    /// io_uring_enter calls made.
+    pub(crate) fn enters(&self) -> u64 {
+        self.state.borrow().enters
     }
 
     fn cq_is_empty(&self) -> bool {
