@@ -163,7 +163,7 @@ impl<S: Store> AdminService<S> {
         };
         if req.self_pid().is_some() && !bound {
             return Err(Status::handler(
-                "denied: started and exited come only from a proc, on its own connection (its fd 3)",
+                "denied: started, exited and wait-evict come only from a proc, on its own connection (its fd 3)",
             ));
         }
         // A spawn and a ps name a realm that must exist. Every other call
@@ -430,12 +430,46 @@ pub struct BoundService<'a, S: Store> {
     inner: &'a AdminService<S>,
     realm: &'a str,
     pid: u64,
+    /// The leases this proc was granted and has not revoked: revoked when
+    /// its connection ends ([`end`](Self::end)), with the ephemeral
+    /// entries attached to them.
+    leases: std::sync::Mutex<Vec<u64>>,
 }
+
+/// Leases one proc may hold at once, at most.
+pub const PROC_LEASES_MAX: usize = 1024;
 
 impl<'a, S: Store> BoundService<'a, S> {
     /// `inner` as proc `pid` of `realm` may use it.
     pub fn new(inner: &'a AdminService<S>, realm: &'a str, pid: u64) -> BoundService<'a, S> {
-        BoundService { inner, realm, pid }
+        BoundService {
+            inner,
+            realm,
+            pid,
+            leases: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The proc's connection ended (the proc exited, or closed its fd 3):
+    /// revokes the leases it still holds, so that its ephemeral entries go.
+    pub async fn end(&self) {
+        let leases = std::mem::take(&mut *self.leases());
+        for lease in leases {
+            let req = NsRequest::LeaseRevoke {
+                realm: self.realm.to_string(),
+                lease,
+            };
+            let mut out = BytesMut::new();
+            match self.inner.ns_call(req, &mut out).await {
+                Ok(_) => tracing::debug!(pid = self.pid, lease, "revoked an ended proc's lease"),
+                // Expired or revoked meanwhile by another proc of the realm.
+                Err(e) => tracing::debug!(pid = self.pid, lease, error = %e, "revoking an ended proc's lease"),
+            }
+        }
     }
 }
 
@@ -466,6 +500,24 @@ impl<S: Store> Service for BoundService<'_, S> {
             }
         }
         match req {
+            AdminRequest::Ns(NsRequest::LeaseGrant { realm, ttl_ms }) => {
+                if self.leases().len() >= PROC_LEASES_MAX {
+                    return Err(Status::handler(format!(
+                        "busy: proc {} holds {PROC_LEASES_MAX} leases (PROC_LEASES_MAX); revoke one first",
+                        self.pid
+                    )));
+                }
+                let reply = self.inner.ns_call(NsRequest::LeaseGrant { realm, ttl_ms }, out).await?;
+                if let Ok(id) = <[u8; 8]>::try_from(&out[..]) {
+                    self.leases().push(u64::from_le_bytes(id));
+                }
+                Ok(reply)
+            }
+            AdminRequest::Ns(NsRequest::LeaseRevoke { realm, lease }) => {
+                let reply = self.inner.ns_call(NsRequest::LeaseRevoke { realm, lease }, out).await?;
+                self.leases().retain(|&l| l != lease);
+                Ok(reply)
+            }
             AdminRequest::Ns(req) => self.inner.ns_call(req, out).await,
             AdminRequest::Proc(req) => self.inner.proc_call(req, out, true).await,
         }

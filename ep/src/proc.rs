@@ -39,6 +39,9 @@ pub mod method {
     pub const STARTED: u32 = 310;
     /// From a proc, on its own connection: the status it ends with.
     pub const EXITED: u32 = 311;
+    /// From a proc, on its own connection: wait until it is asked to leave
+    /// (evicted). A proc that waits is given a grace period to exit.
+    pub const WAIT_EVICT: u32 = 312;
     /// Upload a piece of a binary; the last piece puts it in the store.
     pub const BIN_PUT: u32 = 320;
     /// List the binaries in the store.
@@ -114,6 +117,14 @@ pub enum ProcRequest {
         pid: u64,
         status: WireStatus,
     },
+    /// Only on a proc's own connection, naming itself: answers once the
+    /// proc is evicted (an error at `timeout_ms`). A proc that has waited
+    /// is killed only after a grace period, to exit on its own.
+    WaitEvict {
+        realm: String,
+        pid: u64,
+        timeout_ms: u64,
+    },
     Kill {
         realm: String,
         pid: u64,
@@ -165,6 +176,7 @@ impl ProcRequest {
             ProcRequest::WaitStart { .. } => WAIT_START,
             ProcRequest::Started { .. } => STARTED,
             ProcRequest::Exited { .. } => EXITED,
+            ProcRequest::WaitEvict { .. } => WAIT_EVICT,
             ProcRequest::Kill { .. } => KILL,
             ProcRequest::Evict { .. } => EVICT,
             ProcRequest::Ps { .. } => PS,
@@ -183,6 +195,7 @@ impl ProcRequest {
             | ProcRequest::WaitStart { realm, .. }
             | ProcRequest::Started { realm, .. }
             | ProcRequest::Exited { realm, .. }
+            | ProcRequest::WaitEvict { realm, .. }
             | ProcRequest::Kill { realm, .. }
             | ProcRequest::Evict { realm, .. }
             | ProcRequest::Ps { realm }
@@ -192,10 +205,12 @@ impl ProcRequest {
     }
 
     /// For the requests only a proc may make about itself (`Started`,
-    /// `Exited`), the pid it names.
+    /// `Exited`, `WaitEvict`), the pid it names.
     pub fn self_pid(&self) -> Option<u64> {
         match self {
-            ProcRequest::Started { pid, .. } | ProcRequest::Exited { pid, .. } => Some(*pid),
+            ProcRequest::Started { pid, .. } | ProcRequest::Exited { pid, .. } | ProcRequest::WaitEvict { pid, .. } => {
+                Some(*pid)
+            }
             _ => None,
         }
     }
@@ -283,7 +298,9 @@ impl ProcRequest {
                     w.str(k).str(v);
                 }
             }
-            ProcRequest::WaitExit { realm, pid, timeout_ms } | ProcRequest::WaitStart { realm, pid, timeout_ms } => {
+            ProcRequest::WaitExit { realm, pid, timeout_ms }
+            | ProcRequest::WaitStart { realm, pid, timeout_ms }
+            | ProcRequest::WaitEvict { realm, pid, timeout_ms } => {
                 w.str(realm).u64(*pid).u64(*timeout_ms);
             }
             ProcRequest::Started { realm, pid } => {
@@ -377,6 +394,11 @@ impl ProcRequest {
                 realm: r.str()?,
                 pid: r.u64()?,
                 status: WireStatus::read(&mut r)?,
+            },
+            WAIT_EVICT => ProcRequest::WaitEvict {
+                realm: r.str()?,
+                pid: r.u64()?,
+                timeout_ms: r.u64()?,
             },
             KILL => ProcRequest::Kill {
                 realm: r.str()?,
@@ -720,6 +742,11 @@ mod tests {
             realm: "r".into(),
             pid: 4,
             status: WireStatus::Error(2),
+        });
+        round_trip(ProcRequest::WaitEvict {
+            realm: "r".into(),
+            pid: 4,
+            timeout_ms: 6,
         });
         round_trip(ProcRequest::BinRemove { name: "x".into() });
     }

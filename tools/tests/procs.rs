@@ -546,3 +546,148 @@ fn a_thousand_spawns_at_once_start_or_are_refused_and_none_is_lost() {
     let pid = pid_of(&d.ok(&["spawn", "exit"]));
     assert_eq!(d.ctl(&["wait", &pid]).status.code(), Some(0));
 }
+
+/// A sigmad with the test procs and the proc client library's example
+/// procs (`spawner`, `evictee`) in its store.
+fn sigmad_with_client_examples(dir: &Path) -> Option<Daemon> {
+    let d = sigmad(dir)?;
+    let examples = sigma_tests::procs::client_examples().unwrap_or_else(|e| panic!("{e}"));
+    for name in ["spawner", "evictee"] {
+        d.ok(&["bin", "put", name, examples.join(name).to_str().unwrap()]);
+    }
+    Some(d)
+}
+
+#[test]
+fn a_proc_spawns_and_waits_for_children_in_its_realm_through_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad_with_client_examples(dir.path()) else {
+        return;
+    };
+    d.ok(&["realm", "create", "blue"]);
+    let pid = pid_of(&d.ok(&["spawn", "-r", "blue", "spawner", "--", "3", "exit", "0"]));
+    let wait = d.ctl(&["wait", "-r", "blue", "--timeout", "60", &pid]);
+    let logs = d.ok(&["logs", "-r", "blue", &pid]);
+    assert_eq!(
+        String::from_utf8_lossy(&wait.stdout).trim(),
+        "ok",
+        "the spawner's log: {logs}"
+    );
+    let children: Vec<&str> = logs.lines().filter(|l| l.starts_with("child ")).collect();
+    assert_eq!(children.len(), 3, "{logs}");
+    assert!(children.iter().all(|l| l.contains("of realm blue: ok")), "{logs}");
+    // The children ran in blue: blue's ps lists them, root's does not.
+    let ps = d.ok(&["ps", "-r", "blue"]);
+    assert_eq!(ps.lines().filter(|l| l.contains(" exit ")).count(), 3, "{ps}");
+    let root_ps = d.ok(&["ps"]);
+    for child in &children {
+        let pid = child.split_whitespace().nth(1).unwrap();
+        assert!(
+            !root_ps.lines().any(|l| l.split_whitespace().next() == Some(pid)),
+            "root's ps lists blue's child {pid}: {root_ps}"
+        );
+    }
+    // A child's failure is the spawner's to report: it exits 1.
+    let pid = pid_of(&d.ok(&["spawn", "-r", "blue", "spawner", "--", "2", "exit", "5"]));
+    let wait = d.ctl(&["wait", "-r", "blue", "--timeout", "60", &pid]);
+    assert_eq!(String::from_utf8_lossy(&wait.stdout).trim(), "error(1)");
+    assert_eq!(d.ok(&["logs", "-r", "blue", &pid]).matches(": error(5)").count(), 2);
+    // A program that is not in the store: the spawner's spawn fails with
+    // sigmad's reason.
+    let pid = pid_of(&d.ok(&["spawn", "-r", "blue", "spawner", "--", "1", "nosuch"]));
+    d.ctl(&["wait", "-r", "blue", "--timeout", "60", &pid]);
+    let logs = d.ok(&["logs", "-r", "blue", &pid]);
+    assert!(logs.contains("spawn failed") && logs.contains("nosuch"), "{logs}");
+}
+
+#[test]
+fn an_evicted_proc_that_waits_leaves_on_its_own_and_one_that_does_not_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad_with_client_examples(dir.path()) else {
+        return;
+    };
+    d.ok(&["realm", "create", "green"]);
+    let evictee = |args: &[&str]| {
+        let mut cmd = vec!["spawn", "-r", "green", "evictee"];
+        if !args.is_empty() {
+            cmd.push("--");
+            cmd.extend_from_slice(args);
+        }
+        let pid = pid_of(&d.ok(&cmd));
+        // Started: its ephemeral entry is published.
+        let wait = d.ctl(&["wait", "-r", "green", "--start", "--timeout", "30", &pid]);
+        assert!(
+            wait.status.success(),
+            "{} {}; log: {}",
+            String::from_utf8_lossy(&wait.stdout),
+            String::from_utf8_lossy(&wait.stderr),
+            d.ok(&["logs", "-r", "green", &pid])
+        );
+        let entry = format!("/evictee-{pid}");
+        assert_eq!(d.ok(&["ns", "-r", "green", "cat", &entry]), "here");
+        (pid, entry)
+    };
+
+    // One that waits for eviction: told, it leaves on its own (its output
+    // says so), well within the grace period, and ends evicted.
+    let (pid, entry) = evictee(&[]);
+    let began = std::time::Instant::now();
+    d.ok(&["evict", "-r", "green", &pid]);
+    let wait = d.ctl(&["wait", "-r", "green", "--timeout", "30", &pid]);
+    assert_eq!(String::from_utf8_lossy(&wait.stdout).trim(), "evicted");
+    assert!(
+        began.elapsed() < sigma_control::procs::EVICT_GRACE,
+        "it left on its own within the grace period, not at the kill ({:?})",
+        began.elapsed()
+    );
+    let logs = d.ok(&["logs", "-r", "green", &pid]);
+    assert!(logs.contains("evicted: leaving"), "{logs}");
+    // Its lease went with it, and the entry with the lease.
+    gone(&d, &entry);
+
+    // One that never waits for eviction is killed at once, and ends evicted.
+    let (pid, entry) = evictee(&["ignore"]);
+    d.ok(&["evict", "-r", "green", &pid]);
+    let wait = d.ctl(&["wait", "-r", "green", "--timeout", "30", &pid]);
+    assert_eq!(String::from_utf8_lossy(&wait.stdout).trim(), "evicted");
+    assert!(!d.ok(&["logs", "-r", "green", &pid]).contains("leaving"));
+    gone(&d, &entry);
+
+    // A proc cannot wait for another's eviction, from outside or inside.
+    let (pid, _) = evictee(&["ignore"]);
+    let req = sigma_ep::proc::ProcRequest::WaitEvict {
+        realm: "green".into(),
+        pid: pid.parse().unwrap(),
+        timeout_ms: 0,
+    };
+    let (header, payload) = admin_call(&d.sock, &req);
+    assert_eq!(header.kind, sigma_ep::Kind::Error);
+    assert!(
+        String::from_utf8_lossy(&payload).contains("come only from a proc"),
+        "{}",
+        String::from_utf8_lossy(&payload)
+    );
+    d.ok(&["kill", "-r", "green", &pid]);
+}
+
+/// Waits (a few seconds at most) until `entry` of realm green is gone: a
+/// proc's leases are revoked when its connection ends, just after it exits.
+fn gone(d: &Daemon, entry: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let get = d.ctl(&["ns", "-r", "green", "cat", entry]);
+        if !get.status.success() {
+            assert!(
+                String::from_utf8_lossy(&get.stderr).contains("not found"),
+                "{}",
+                String::from_utf8_lossy(&get.stderr)
+            );
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{entry} outlived its proc's lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

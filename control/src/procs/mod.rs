@@ -57,6 +57,10 @@ pub const PROC_MCPU_MAX: u32 = 256_000;
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a `wait` may wait.
 pub const WAIT_TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// How long an evicted proc that waits for eviction (`wait_evict`) has to
+/// exit on its own before it is killed. A proc that never waited is killed
+/// at once.
+pub const EVICT_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a proc call failed: a kind (the token clients see) and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +108,11 @@ pub struct ProcEntry {
     started: watch::Sender<bool>,
     /// The status it declared (`Exited`), reported if it then exits normally.
     declared: Mutex<Option<WireStatus>>,
+    /// Whether it was asked to leave (`evict`).
+    evicted: watch::Sender<bool>,
+    /// Whether it waits for eviction (`wait_evict`): then an eviction gives
+    /// it `EVICT_GRACE` to exit before the kill.
+    evict_aware: std::sync::atomic::AtomicBool,
 }
 
 impl ProcEntry {
@@ -390,6 +399,8 @@ impl Procs {
                 log_path: self.inner.logs.join(format!("{pid}.log")),
                 started: watch::channel(false).0,
                 declared: Mutex::new(None),
+                evicted: watch::channel(false).0,
+                evict_aware: std::sync::atomic::AtomicBool::new(false),
             });
             t.procs.insert(pid, entry.clone());
             entry
@@ -518,8 +529,8 @@ impl Procs {
         Ok(())
     }
 
-    /// Sends SIGKILL to proc `pid` of `realm` (evict: marks it evicted).
-    pub fn kill(&self, realm: &str, pid: u64, evict: bool) -> Result<(), ProcError> {
+    /// Sends SIGKILL to proc `pid` of `realm`.
+    pub fn kill(&self, realm: &str, pid: u64) -> Result<(), ProcError> {
         let entry = self.get(realm, pid)?;
         if entry.status() != WireStatus::Running {
             return Ok(());
@@ -528,9 +539,56 @@ impl Procs {
             .send(Job::Signal {
                 pid,
                 signal: libc::SIGKILL,
-                evict,
+                evict: false,
             })
             .map_err(|why| ProcError::new("busy", why))
+    }
+
+    /// Evicts proc `pid` of `realm`: it ends with status `Evicted`. A proc
+    /// waiting for eviction (`wait_evict`) is told and has `EVICT_GRACE`
+    /// to exit on its own before it is killed; any other is killed at once.
+    pub fn evict(&self, realm: &str, pid: u64) -> Result<(), ProcError> {
+        let entry = self.get(realm, pid)?;
+        if entry.status() != WireStatus::Running {
+            return Ok(());
+        }
+        let aware = entry.evict_aware.load(Ordering::SeqCst);
+        entry.evicted.send_replace(true);
+        let job = if aware {
+            Job::Evict {
+                pid,
+                grace: EVICT_GRACE,
+            }
+        } else {
+            Job::Signal {
+                pid,
+                signal: libc::SIGKILL,
+                evict: true,
+            }
+        };
+        self.spawner_of(pid)?
+            .send(job)
+            .map_err(|why| ProcError::new("busy", why))
+    }
+
+    /// From proc `pid` itself: waits until it is evicted (at most `limit`).
+    /// From the first call on, an eviction gives it `EVICT_GRACE` to exit.
+    pub async fn wait_evict(&self, realm: &str, pid: u64, limit: Duration) -> Result<(), ProcError> {
+        let entry = self.get(realm, pid)?;
+        entry.evict_aware.store(true, Ordering::SeqCst);
+        let mut rx = entry.evicted.subscribe();
+        let limit = limit.min(WAIT_TIMEOUT_MAX);
+        match crate::tokio_rpc::timeout(limit, async {
+            let _ = rx.wait_for(|e| *e).await;
+        })
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(ProcError::new(
+                "timed-out",
+                format!("proc {pid} was not evicted within {limit:?}"),
+            )),
+        }
     }
 
     /// The procs of `realm`, by pid.
@@ -711,8 +769,11 @@ impl Procs {
             }
             ProcRequest::Started { realm, pid } => self.started(&realm, pid)?,
             ProcRequest::Exited { realm, pid, status } => self.declare_exit(&realm, pid, status)?,
-            ProcRequest::Kill { realm, pid } => self.kill(&realm, pid, false)?,
-            ProcRequest::Evict { realm, pid } => self.kill(&realm, pid, true)?,
+            ProcRequest::WaitEvict { realm, pid, timeout_ms } => {
+                self.wait_evict(&realm, pid, Duration::from_millis(timeout_ms)).await?
+            }
+            ProcRequest::Kill { realm, pid } => self.kill(&realm, pid)?,
+            ProcRequest::Evict { realm, pid } => self.evict(&realm, pid)?,
             ProcRequest::Ps { realm } => WireProc::encode_list(&self.ps(&realm), out),
             ProcRequest::Logs {
                 realm,

@@ -44,6 +44,9 @@ pub(crate) enum Job {
     },
     /// Send `signal` to the proc; `evict` marks the end as an eviction.
     Signal { pid: u64, signal: i32, evict: bool },
+    /// The proc was told it is evicted: its end is an eviction, and it is
+    /// killed if it still runs after `grace`.
+    Evict { pid: u64, grace: std::time::Duration },
     /// Kill every proc and stop.
     Stop,
 }
@@ -131,6 +134,8 @@ struct Running {
     dropped: u64,
     exited: bool,
     evicting: bool,
+    /// When an evicted proc that has not exited is killed.
+    kill_at: Option<std::time::Instant>,
 }
 
 /// The spawner thread's state.
@@ -177,7 +182,8 @@ impl Run {
     fn serve(&mut self) {
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
-            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+            let timeout = self.kill_due();
+            let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
@@ -227,9 +233,46 @@ impl Run {
                     }
                 }
             }
+            Job::Evict { pid, grace } => {
+                if let Some(r) = self.running.get_mut(&pid) {
+                    if !r.exited {
+                        r.evicting = true;
+                        r.kill_at.get_or_insert(std::time::Instant::now() + grace);
+                    }
+                }
+            }
             Job::Stop => return false,
         }
         true
+    }
+
+    /// Kills the evicted procs whose grace has run out; how long until the
+    /// next one's does (the epoll wait's timeout).
+    fn kill_due(&mut self) -> EpollTimeout {
+        let now = std::time::Instant::now();
+        let mut next: Option<std::time::Duration> = None;
+        for (pid, r) in self.running.iter_mut() {
+            let Some(at) = r.kill_at else { continue };
+            if r.exited {
+                r.kill_at = None;
+            } else if at <= now {
+                r.kill_at = None;
+                tracing::info!(pid, "an evicted proc did not exit within its grace period; killing it");
+                if let Err(e) = r.child.signal(libc::SIGKILL) {
+                    tracing::warn!(pid, error = %e, "killing an evicted proc");
+                }
+            } else {
+                let left = at - now;
+                next = Some(next.map_or(left, |n| n.min(left)));
+            }
+        }
+        match next {
+            // Rounded up to a whole millisecond: never a busy wait.
+            Some(left) => {
+                EpollTimeout::try_from(left + std::time::Duration::from_micros(999)).unwrap_or(EpollTimeout::MAX)
+            }
+            None => EpollTimeout::NONE,
+        }
     }
 
     fn spawn(
@@ -316,6 +359,7 @@ impl Run {
                 dropped: 0,
                 exited: false,
                 evicting: false,
+                kill_at: None,
             },
         );
         Ok(())
@@ -347,8 +391,9 @@ impl Run {
         let Some(r) = self.running.get_mut(&pid) else { return };
         let status = match r.child.try_wait() {
             Ok(None) => return,
+            // An evicted proc ends evicted, however it ends.
+            Ok(Some(_)) if r.evicting => WireStatus::Evicted,
             Ok(Some(ExitStatus::Exited(code))) => r.entry.exit_status(code),
-            Ok(Some(ExitStatus::Signaled(_))) if r.evicting => WireStatus::Evicted,
             Ok(Some(ExitStatus::Signaled(sig))) => WireStatus::Crashed(sig),
             Err(e) => {
                 tracing::warn!(pid, error = %e, "reaping a proc");

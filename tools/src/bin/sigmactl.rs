@@ -105,6 +105,10 @@ enum Cmd {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
+        /// Wait only until the proc says it started (or ends): prints
+        /// `running` if it started and still runs.
+        #[arg(long)]
+        start: bool,
     },
     /// Kill a proc (SIGKILL to its whole pid namespace).
     Kill {
@@ -510,7 +514,22 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
             }
         }
         Cmd::Ps { realm: r } => ProcRequest::Ps { realm: realm(r)? },
-        Cmd::Wait { realm: r, pid, timeout } => ProcRequest::WaitExit {
+        Cmd::Wait {
+            realm: r,
+            pid,
+            timeout,
+            start: false,
+        } => ProcRequest::WaitExit {
+            realm: realm(r)?,
+            pid,
+            timeout_ms: timeout.saturating_mul(1000),
+        },
+        Cmd::Wait {
+            realm: r,
+            pid,
+            timeout,
+            start: true,
+        } => ProcRequest::WaitStart {
             realm: realm(r)?,
             pid,
             timeout_ms: timeout.saturating_mul(1000),
@@ -590,7 +609,7 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
                 }
             }
         }
-        ProcRequest::WaitExit { .. } => {
+        ProcRequest::WaitExit { .. } | ProcRequest::WaitStart { .. } => {
             let reply = client.call_proc(&req, None).await.map_err(sigmad)?;
             let status = client.decode_proc(reply, WireStatus::decode).map_err(sigmad)?;
             if json {
@@ -646,9 +665,9 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
             }
         }
         ProcRequest::BinPut { .. }
-        | ProcRequest::WaitStart { .. }
         | ProcRequest::Started { .. }
-        | ProcRequest::Exited { .. } => unreachable!("sigmactl builds no {req:?} here"),
+        | ProcRequest::Exited { .. }
+        | ProcRequest::WaitEvict { .. } => unreachable!("sigmactl builds no {req:?} here"),
     }
     Ok(())
 }

@@ -141,7 +141,8 @@ impl<S: Store> Admin<S> {
     }
 
     /// A proc's control connection (its fd 3), served bound to its realm
-    /// and pid, for the proc's whole life (no idle timeout).
+    /// and pid, for the proc's whole life (no idle timeout); when it ends,
+    /// the leases the proc still holds are revoked.
     async fn proc_connection<T: Transport>(self: Rc<Self>, stream: T, realm: String, pid: u64) {
         let service = BoundService::new(&self.service, &realm, pid);
         let config = ServerConfig {
@@ -150,6 +151,9 @@ impl<S: Store> Admin<S> {
         };
         let result = sigma_dataplane::rpc::serve_with(&stream, &service, config).await;
         connection_ended(&self.logs, result);
+        // The proc is gone (or closed its fd 3): its leases, and the
+        // ephemeral entries attached to them, go.
+        service.end().await;
     }
 
     /// At stop: kills every proc and removes the sandbox.
