@@ -457,6 +457,9 @@ pub enum WireStatus {
     FetchFailed(String),
     /// It was refused (a bad program, a sandbox step that failed); why.
     Denied(String),
+    /// Its sigmad died (killed with -9, crashed) while it ran; the next
+    /// sigmad on the same data directory killed it. Why.
+    Lost(String),
 }
 
 impl WireStatus {
@@ -471,6 +474,7 @@ impl WireStatus {
             WireStatus::Crashed(sig) => w.u8(4).u32(*sig as u32).str(""),
             WireStatus::FetchFailed(why) => w.u8(5).u32(0).str(cut(why)),
             WireStatus::Denied(why) => w.u8(6).u32(0).str(cut(why)),
+            WireStatus::Lost(why) => w.u8(7).u32(0).str(cut(why)),
         };
     }
 
@@ -490,9 +494,10 @@ impl WireStatus {
             3 | 4 if !why.is_empty() => Err(DecodeError::BadField("a message in an exit status")),
             3 => Ok(WireStatus::Error(n as i32)),
             4 => Ok(WireStatus::Crashed(n as i32)),
-            5 | 6 if n != 0 => Err(DecodeError::BadField("a code in a refusal status")),
+            5..=7 if n != 0 => Err(DecodeError::BadField("a code in a refusal status")),
             5 => Ok(WireStatus::FetchFailed(why)),
             6 => Ok(WireStatus::Denied(why)),
+            7 => Ok(WireStatus::Lost(why)),
             _ => Err(DecodeError::BadField("unknown proc status")),
         }
     }
@@ -512,7 +517,7 @@ impl WireStatus {
             WireStatus::Running | WireStatus::Ok => 0,
             WireStatus::Error(code) => *code,
             WireStatus::Crashed(sig) => 128 + sig,
-            WireStatus::Evicted | WireStatus::FetchFailed(_) | WireStatus::Denied(_) => 1,
+            WireStatus::Evicted | WireStatus::FetchFailed(_) | WireStatus::Denied(_) | WireStatus::Lost(_) => 1,
         }
     }
 }
@@ -527,6 +532,7 @@ impl std::fmt::Display for WireStatus {
             WireStatus::Crashed(sig) => write!(f, "crashed(signal {sig})"),
             WireStatus::FetchFailed(why) => write!(f, "fetch-failed: {why}"),
             WireStatus::Denied(why) => write!(f, "denied: {why}"),
+            WireStatus::Lost(why) => write!(f, "lost: {why}"),
         }
     }
 }
@@ -761,6 +767,7 @@ mod tests {
             WireStatus::Crashed(9),
             WireStatus::FetchFailed("gone".into()),
             WireStatus::Denied("no".into()),
+            WireStatus::Lost("sigmad was killed".into()),
         ] {
             let mut out = BytesMut::new();
             s.encode(&mut out);

@@ -691,3 +691,78 @@ fn gone(d: &Daemon, entry: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The processes on this machine whose environment names σ pid `pid` of
+/// `realm` (procs get `SIGMA_PID` and `SIGMA_REALM` from sigmad).
+fn host_processes_of(pid: &str, realm: &str) -> Vec<u32> {
+    let (want_pid, want_realm) = (format!("SIGMA_PID={pid}"), format!("SIGMA_REALM={realm}"));
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(host_pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        if vars.contains(&want_pid.as_bytes()) && vars.contains(&want_realm.as_bytes()) {
+            found.push(host_pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn procs_of_a_sigmad_killed_with_kill_9_are_reported_lost_and_killed_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut d) = sigmad(dir.path()) else { return };
+    d.ok(&["realm", "create", "blue"]);
+    let pid = pid_of(&d.ok(&["spawn", "-r", "blue", "sleep", "--", "600000"]));
+    assert_eq!(host_processes_of(&pid, "blue").len(), 1, "the proc runs");
+    // A caller waiting on it when sigmad dies is told, not left hanging.
+    let waiter = Command::new(env!("CARGO_BIN_EXE_sigmactl"))
+        .args(["--sock", d.sock.to_str().unwrap(), "wait", "-r", "blue", &pid])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.signal(libc::SIGKILL);
+    let _ = d.child.wait();
+    let began = std::time::Instant::now();
+    let waited = waiter.wait_with_output().unwrap();
+    assert!(began.elapsed() < std::time::Duration::from_secs(10), "the waiter hung");
+    assert!(!waited.status.success());
+    assert!(
+        !String::from_utf8_lossy(&waited.stderr).is_empty(),
+        "the waiter says why it stopped waiting"
+    );
+    // The proc outlives the killed sigmad until the next one starts.
+    assert_eq!(host_processes_of(&pid, "blue").len(), 1);
+
+    let d = Daemon::start_procs(dir.path());
+    assert!(
+        host_processes_of(&pid, "blue").is_empty(),
+        "the next sigmad killed the proc the dead one left"
+    );
+    let wait = d.ctl(&["wait", "-r", "blue", "--timeout", "5", &pid]);
+    let said = String::from_utf8_lossy(&wait.stdout).to_string();
+    assert!(said.starts_with("lost: "), "{said}");
+    assert_eq!(wait.status.code(), Some(1));
+    let ps = d.ok(&["ps", "-r", "blue"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().next() == Some(pid.as_str()) && l.contains("lost")),
+        "{ps}"
+    );
+    // Another realm does not see it; new procs get new pids.
+    assert!(!d.ctl(&["wait", "--timeout", "1", &pid]).status.success());
+    let next = pid_of(&d.ok(&["spawn", "-r", "blue", "exit"]));
+    assert!(next.parse::<u64>().unwrap() > pid.parse::<u64>().unwrap());
+    assert_eq!(d.ok(&["wait", "-r", "blue", &next]).trim(), "ok");
+    // A clean stop leaves no record behind: the next start reports nothing lost.
+    drop(d);
+    let d = Daemon::start_procs(dir.path());
+    let ps = d.ok(&["ps", "-r", "blue"]);
+    assert!(!ps.contains("lost"), "{ps}");
+}

@@ -113,6 +113,10 @@ pub struct ProcEntry {
     /// Whether it waits for eviction (`wait_evict`): then an eviction gives
     /// it `EVICT_GRACE` to exit before the kill.
     evict_aware: std::sync::atomic::AtomicBool,
+    /// Its record under `DATA/procs/live` (written by the spawner before
+    /// the start, removed when it ends): what the next sigmad reports lost
+    /// if this one dies first.
+    record: PathBuf,
 }
 
 impl ProcEntry {
@@ -133,15 +137,38 @@ impl ProcEntry {
     }
 
     /// Publishes how it ended; only the first end counts (a spawn that
-    /// timed out, then an exit seen later, report the first).
+    /// timed out, then an exit seen later, report the first). Its live
+    /// record goes.
     fn finish(&self, status: WireStatus) {
-        self.status.send_if_modified(|s| {
+        let first = self.status.send_if_modified(|s| {
             let first = *s == WireStatus::Running;
             if first {
                 *s = status;
             }
             first
         });
+        if first {
+            match std::fs::remove_file(&self.record) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(pid = self.pid, error = %e, "removing a proc's live record"),
+            }
+        }
+    }
+
+    /// The line of its live record: realm and program hex-encoded (any
+    /// bytes survive), class, memory.
+    fn record_line(&self) -> String {
+        let class = match self.class {
+            WireClass::Lc { mcpu } => format!("lc:{mcpu}"),
+            WireClass::Be => "be".into(),
+        };
+        format!(
+            "v1 {} {} {class} {}\n",
+            hex(self.realm.as_bytes()),
+            hex(self.program.as_bytes()),
+            self.mem_mib
+        )
     }
 
     /// Whether it has ended.
@@ -170,6 +197,77 @@ pub struct ProcConn {
     pub pid: u64,
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<String> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// A proc a previous sigmad of this data directory started and did not see
+/// end: read from its live record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LostRecord {
+    pid: u64,
+    realm: String,
+    program: String,
+    class: WireClass,
+    mem_mib: u32,
+}
+
+impl LostRecord {
+    /// Parses record file `pid` holding `line`; None if it is not one.
+    fn parse(pid: &str, line: &str) -> Option<LostRecord> {
+        let mut f = line.split_whitespace();
+        if f.next()? != "v1" {
+            return None;
+        }
+        let (realm, program) = (unhex(f.next()?)?, unhex(f.next()?)?);
+        let class = match f.next()? {
+            "be" => WireClass::Be,
+            lc => WireClass::Lc {
+                mcpu: lc.strip_prefix("lc:")?.parse().ok()?,
+            },
+        };
+        let mem_mib = f.next()?.parse().ok()?;
+        Some(LostRecord {
+            pid: pid.parse().ok()?,
+            realm,
+            program,
+            class,
+            mem_mib,
+        })
+    }
+
+    /// The records under `live` (unreadable ones are skipped with a warning).
+    fn read_all(live: &std::path::Path) -> Vec<LostRecord> {
+        let Ok(dir) = std::fs::read_dir(live) else {
+            return Vec::new();
+        };
+        let mut lost = Vec::new();
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            match std::fs::read_to_string(e.path())
+                .ok()
+                .and_then(|l| LostRecord::parse(&name, &l))
+            {
+                Some(r) => lost.push(r),
+                None => tracing::warn!(file = %e.path().display(), "skipping an unreadable live record"),
+            }
+        }
+        lost.sort_by_key(|r| r.pid);
+        lost
+    }
+}
+
 /// Uploads being staged at once, at most.
 pub const BIN_UPLOADS_MAX: usize = 16;
 /// An upload that got no piece for this long is abandoned (its client
@@ -195,6 +293,8 @@ struct Inner {
     spawners: Result<Vec<spawner::Spawner>, String>,
     bins: BinClient,
     logs: PathBuf,
+    /// One record per proc started and not ended (`ProcEntry::record`).
+    live: PathBuf,
     /// Proc connections waiting to be served (taken by sigmad's serve loop).
     conns: Mutex<Option<mpsc::Receiver<ProcConn>>>,
     /// Where uploads are staged until their last piece.
@@ -214,20 +314,41 @@ impl std::fmt::Debug for Procs {
 
 impl Procs {
     /// Starts the spawner with a sandbox made from `sandbox`; logs go under
-    /// `logs` (emptied first: σ pids start again at each start). If the
-    /// sandbox cannot start (no privilege, no cgroups), procs are disabled
-    /// and every proc call says why.
-    /// Uploads of binaries are staged under `staging` (emptied first).
-    /// With `reclaim`, what a dead process left under the sandbox's cgroup
-    /// name is killed and removed first (only for a name this process owns).
+    /// `logs`, one record per live proc under `live`. If the sandbox cannot
+    /// start (no privilege, no cgroups), procs are disabled and every proc
+    /// call says why. Uploads of binaries are staged under `staging`
+    /// (emptied first).
+    ///
+    /// With `reclaim` (this process owns the data directory), what a dead
+    /// sigmad left is dealt with first: its procs still running are killed
+    /// (through the sandbox's cgroup name) and every proc it had a live
+    /// record for is reported `Lost`, with its log kept; σ pids go on after
+    /// theirs. Without, `logs` and `live` start empty.
     pub fn start(
         sandbox: sigma_sandbox::Config,
         logs: PathBuf,
+        live: PathBuf,
         staging: PathBuf,
         bins: BinClient,
         reclaim: bool,
     ) -> Procs {
-        let _ = std::fs::remove_dir_all(&logs);
+        let lost = if reclaim {
+            LostRecord::read_all(&live)
+        } else {
+            Vec::new()
+        };
+        let kept: std::collections::HashSet<String> = lost.iter().map(|r| format!("{}.log", r.pid)).collect();
+        if let Ok(dir) = std::fs::read_dir(&logs) {
+            for e in dir.flatten() {
+                if !kept.contains(&*e.file_name().to_string_lossy()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&live);
+        if let Err(e) = std::fs::create_dir_all(&live) {
+            tracing::warn!(dir = %live.display(), error = %e, "making the live-record directory");
+        }
         let _ = std::fs::remove_dir_all(&staging);
         if let Err(e) = std::fs::create_dir_all(&staging) {
             tracing::warn!(dir = %staging.display(), error = %e, "making the upload staging directory");
@@ -237,13 +358,45 @@ impl Procs {
         if let Err(why) = &spawners {
             tracing::warn!(why, "procs are disabled on this sigmad");
         }
+        let mut table = Table::default();
+        if !lost.is_empty() {
+            tracing::warn!(
+                procs = lost.len(),
+                "a previous sigmad of this data directory died while procs ran; they were killed and are reported lost"
+            );
+        }
+        for r in &lost {
+            let log_path = logs.join(format!("{}.log", r.pid));
+            let log_len = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+            let entry = ProcEntry {
+                pid: r.pid,
+                realm: r.realm.clone(),
+                program: r.program.clone(),
+                class: r.class,
+                mem_mib: r.mem_mib,
+                status: watch::channel(WireStatus::Lost(
+                    "the sigmad that started it died (killed with -9, or crashed) while it ran; the next sigmad killed it".into(),
+                ))
+                .0,
+                log_len: watch::channel((log_len, true)).0,
+                log_path,
+                started: watch::channel(false).0,
+                declared: Mutex::new(None),
+                evicted: watch::channel(false).0,
+                evict_aware: std::sync::atomic::AtomicBool::new(false),
+                record: live.join(r.pid.to_string()),
+            };
+            table.procs.insert(r.pid, Arc::new(entry));
+        }
+        let next_pid = lost.last().map_or(1, |r| r.pid + 1);
         Procs {
             inner: Arc::new(Inner {
-                table: Mutex::new(Table::default()),
-                next_pid: AtomicU64::new(1),
+                table: Mutex::new(table),
+                next_pid: AtomicU64::new(next_pid),
                 spawners,
                 bins,
                 logs,
+                live,
                 staging,
                 uploads: Mutex::new(HashMap::new()),
                 conns: Mutex::new(Some(conns_rx)),
@@ -401,6 +554,7 @@ impl Procs {
                 declared: Mutex::new(None),
                 evicted: watch::channel(false).0,
                 evict_aware: std::sync::atomic::AtomicBool::new(false),
+                record: self.inner.live.join(pid.to_string()),
             });
             t.procs.insert(pid, entry.clone());
             entry
@@ -801,5 +955,56 @@ impl Procs {
             ProcRequest::BinRemove { name } => self.inner.bins.remove(name).await?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_record_reads_back_as_what_was_written() {
+        let entry = ProcEntry {
+            pid: 42,
+            realm: "blue realm\n\t\u{3c3}".into(),
+            program: "trivial@1.2".into(),
+            class: WireClass::Lc { mcpu: 1500 },
+            mem_mib: 64,
+            status: watch::channel(WireStatus::Running).0,
+            log_len: watch::channel((0, false)).0,
+            log_path: PathBuf::from("/nonexistent"),
+            started: watch::channel(false).0,
+            declared: Mutex::new(None),
+            evicted: watch::channel(false).0,
+            evict_aware: std::sync::atomic::AtomicBool::new(false),
+            record: PathBuf::from("/nonexistent"),
+        };
+        let back = LostRecord::parse("42", &entry.record_line()).unwrap();
+        assert_eq!(
+            back,
+            LostRecord {
+                pid: 42,
+                realm: entry.realm.clone(),
+                program: entry.program.clone(),
+                class: entry.class,
+                mem_mib: 64,
+            }
+        );
+    }
+
+    #[test]
+    fn a_damaged_live_record_is_not_read() {
+        for (name, line) in [
+            ("x", "v1 61 62 be 8"),
+            ("1", "v2 61 62 be 8"),
+            ("1", "v1 6 62 be 8"),
+            ("1", "v1 zz 62 be 8"),
+            ("1", "v1 61 62 lc:x 8"),
+            ("1", "v1 61 62 be"),
+            ("1", ""),
+            ("1", "v1 ff 62 be 8"),
+        ] {
+            assert_eq!(LostRecord::parse(name, line), None, "{name} {line:?}");
+        }
     }
 }

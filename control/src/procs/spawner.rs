@@ -329,6 +329,11 @@ impl Run {
             stdout: log_w.as_fd(),
             stderr: log_w.as_fd(),
         };
+        // The record of a live proc, before it can run: if sigmad dies from
+        // here on, the next one reports the proc lost.
+        if let Err(e) = std::fs::write(&entry.record, entry.record_line()) {
+            tracing::warn!(pid, error = %e, "writing a proc's live record (a sigmad killed now would not report it lost)");
+        }
         let child = self.sandbox.spawn(&spec).map_err(|e| e.to_string())?;
         drop(log_w);
         drop(ctl_theirs);

@@ -456,6 +456,7 @@ fn status_json(s: &WireStatus) -> serde_json::Value {
         WireStatus::Crashed(sig) => ("crashed", (*sig).into()),
         WireStatus::FetchFailed(why) => ("fetch-failed", why.as_str().into()),
         WireStatus::Denied(why) => ("denied", why.as_str().into()),
+        WireStatus::Lost(why) => ("lost", why.as_str().into()),
     };
     serde_json::json!({ "status": kind, "detail": detail })
 }

@@ -242,6 +242,7 @@ fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsS
     let procs = Procs::start(
         sandbox,
         data.join("procs").join("logs"),
+        data.join("procs").join("live"),
         data.join("bins").join("staging"),
         client,
         true,
