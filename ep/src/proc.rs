@@ -35,6 +35,8 @@ pub mod method {
     pub const LOGS: u32 = 305;
     /// Wait until a proc has said it started (or has ended).
     pub const WAIT_START: u32 = 306;
+    /// Where a proc's start went, step by step.
+    pub const START_TIMES: u32 = 307;
     /// From a proc, on its own connection: it has started.
     pub const STARTED: u32 = 310;
     /// From a proc, on its own connection: the status it ends with.
@@ -129,6 +131,11 @@ pub enum ProcRequest {
         realm: String,
         pid: u64,
     },
+    /// Where the start of proc `pid` went ([`WireStartTimes`]).
+    StartTimes {
+        realm: String,
+        pid: u64,
+    },
     Evict {
         realm: String,
         pid: u64,
@@ -178,6 +185,7 @@ impl ProcRequest {
             ProcRequest::Exited { .. } => EXITED,
             ProcRequest::WaitEvict { .. } => WAIT_EVICT,
             ProcRequest::Kill { .. } => KILL,
+            ProcRequest::StartTimes { .. } => START_TIMES,
             ProcRequest::Evict { .. } => EVICT,
             ProcRequest::Ps { .. } => PS,
             ProcRequest::Logs { .. } => LOGS,
@@ -197,6 +205,7 @@ impl ProcRequest {
             | ProcRequest::Exited { realm, .. }
             | ProcRequest::WaitEvict { realm, .. }
             | ProcRequest::Kill { realm, .. }
+            | ProcRequest::StartTimes { realm, .. }
             | ProcRequest::Evict { realm, .. }
             | ProcRequest::Ps { realm }
             | ProcRequest::Logs { realm, .. } => Some(realm),
@@ -310,7 +319,9 @@ impl ProcRequest {
                 w.str(realm).u64(*pid);
                 status.encode(w.0);
             }
-            ProcRequest::Kill { realm, pid } | ProcRequest::Evict { realm, pid } => {
+            ProcRequest::Kill { realm, pid }
+            | ProcRequest::Evict { realm, pid }
+            | ProcRequest::StartTimes { realm, pid } => {
                 w.str(realm).u64(*pid);
             }
             ProcRequest::Ps { realm } => {
@@ -405,6 +416,10 @@ impl ProcRequest {
                 pid: r.u64()?,
             },
             EVICT => ProcRequest::Evict {
+                realm: r.str()?,
+                pid: r.u64()?,
+            },
+            START_TIMES => ProcRequest::StartTimes {
                 realm: r.str()?,
                 pid: r.u64()?,
             },
@@ -633,6 +648,72 @@ impl WireBin {
     }
 }
 
+/// Where one proc's start went, in µs, as sigmad measured it: from the
+/// spawn request's arrival to the reply, split into its steps. The sandbox
+/// steps are those of `sigma_sandbox::SpawnSteps`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireStartTimes {
+    /// The request's arrival to its reply being ready.
+    pub total_us: u64,
+    /// Getting the binary's path from the cache (a fetch from the store
+    /// and its digest when cold).
+    pub fetch_us: u64,
+    /// The binary ready to the sandbox's first step: the hop to a spawner
+    /// thread, the realm's set-up if it is new on this machine, the log
+    /// pipe, control socket and live record.
+    pub schedule_us: u64,
+    /// Sandbox: clone with new namespaces, joining the realm's netns.
+    pub namespaces_us: u64,
+    /// Sandbox: the proc's cgroups, made and joined.
+    pub cgroups_us: u64,
+    /// Sandbox: the jail, fds, rlimits, credentials, capabilities.
+    pub jail_us: u64,
+    /// Sandbox: installing the seccomp filter.
+    pub seccomp_us: u64,
+    /// Sandbox: the filter installed to the exec seen by the spawner.
+    pub exec_us: u64,
+    /// The exec seen to the reply ready (the hop back from the spawner).
+    pub reply_us: u64,
+}
+
+impl WireStartTimes {
+    /// Appends the encoding.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let mut w = Writer(out);
+        for v in [
+            self.total_us,
+            self.fetch_us,
+            self.schedule_us,
+            self.namespaces_us,
+            self.cgroups_us,
+            self.jail_us,
+            self.seccomp_us,
+            self.exec_us,
+            self.reply_us,
+        ] {
+            w.u64(v);
+        }
+    }
+
+    /// Parses a start-times reply.
+    pub fn decode(payload: Bytes) -> Result<WireStartTimes, DecodeError> {
+        let mut r = Reader::new(payload);
+        let t = WireStartTimes {
+            total_us: r.u64()?,
+            fetch_us: r.u64()?,
+            schedule_us: r.u64()?,
+            namespaces_us: r.u64()?,
+            cgroups_us: r.u64()?,
+            jail_us: r.u64()?,
+            seccomp_us: r.u64()?,
+            exec_us: r.u64()?,
+            reply_us: r.u64()?,
+        };
+        r.finish()?;
+        Ok(t)
+    }
+}
+
 /// A piece of a proc's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireLogChunk {
@@ -754,7 +835,30 @@ mod tests {
             pid: 4,
             timeout_ms: 6,
         });
+        round_trip(ProcRequest::StartTimes {
+            realm: "r".into(),
+            pid: 9,
+        });
         round_trip(ProcRequest::BinRemove { name: "x".into() });
+    }
+
+    #[test]
+    fn start_times_round_trip_and_a_short_one_is_refused() {
+        let t = WireStartTimes {
+            total_us: 1,
+            fetch_us: 2,
+            schedule_us: 3,
+            namespaces_us: 4,
+            cgroups_us: 5,
+            jail_us: 6,
+            seccomp_us: 7,
+            exec_us: 8,
+            reply_us: 9,
+        };
+        let mut out = BytesMut::new();
+        t.encode(&mut out);
+        assert_eq!(WireStartTimes::decode(out.clone().freeze()).unwrap(), t);
+        assert!(WireStartTimes::decode(out.freeze().slice(1..)).is_err());
     }
 
     #[test]

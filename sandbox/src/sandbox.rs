@@ -129,6 +129,42 @@ pub struct SpawnTimes {
     pub exec_seen_ns: u64,
 }
 
+/// The steps of one spawn, in ns, from [`SpawnTimes`] (0 for a step whose
+/// stamps are missing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpawnSteps {
+    /// Clone with new pid, UTS and IPC namespaces until the child runs,
+    /// then joining the realm's netns and naming the UTS namespace.
+    pub namespaces_ns: u64,
+    /// The parent's step (the proc's cgroups, argv, open_tree of the
+    /// binary, report pipe), then the child joining the cgroups (after
+    /// resetting its signal dispositions).
+    pub cgroups_ns: u64,
+    /// The jail (template mount namespace copy, binary, /proc), then fds,
+    /// rlimits, capabilities, uid, no_new_privs, signal mask.
+    pub jail_ns: u64,
+    /// Installing the seccomp filter.
+    pub seccomp_ns: u64,
+    /// From the filter to the parent seeing the exec (its report pipe
+    /// closed on exec).
+    pub exec_ns: u64,
+}
+
+impl SpawnTimes {
+    /// Where the spawn's time went, step by step.
+    pub fn steps(&self) -> SpawnSteps {
+        let c = self.child;
+        let d = |a: u64, b: u64| if a == 0 || b == 0 { 0 } else { b.saturating_sub(a) };
+        SpawnSteps {
+            namespaces_ns: d(self.clone_ns, c[0]) + d(c[1], c[2]),
+            cgroups_ns: d(self.start_ns, self.clone_ns) + d(c[0], c[1]),
+            jail_ns: d(c[2], c[3]) + d(c[3], c[4]),
+            seccomp_ns: d(c[4], c[5]),
+            exec_ns: d(c[5], self.exec_seen_ns),
+        }
+    }
+}
+
 fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: writes one timespec into a live local.

@@ -766,3 +766,41 @@ fn procs_of_a_sigmad_killed_with_kill_9_are_reported_lost_and_killed_at_restart(
     let ps = d.ok(&["ps", "-r", "blue"]);
     assert!(!ps.contains("lost"), "{ps}");
 }
+
+#[test]
+fn a_start_says_where_its_time_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad(dir.path()) else { return };
+    let pid = pid_of(&d.ok(&["spawn", "exit"]));
+    let times = d.ok(&["--json", "times", &pid]);
+    let v: serde_json::Value = serde_json::from_str(times.trim()).unwrap();
+    let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    // Every sandbox step ran, and the steps fit in the whole.
+    for k in ["namespaces_us", "cgroups_us", "jail_us", "exec_us"] {
+        assert!(f(k) > 0, "{k} is 0: {v}");
+    }
+    let parts: u64 = [
+        "fetch_us",
+        "schedule_us",
+        "namespaces_us",
+        "cgroups_us",
+        "jail_us",
+        "seccomp_us",
+        "exec_us",
+        "reply_us",
+    ]
+    .iter()
+    .map(|k| f(k))
+    .sum();
+    assert!(
+        parts <= f("total_us") + 8 && parts + 100 >= f("total_us"),
+        "the steps ({parts} µs) do not add up to the whole: {v}"
+    );
+    let text = d.ok(&["times", &pid]);
+    assert!(text.lines().any(|l| l.starts_with("total_us")), "{text}");
+    // A proc that never started has no times, and says why.
+    let out = d.ctl(&["spawn", "nosuch"]);
+    assert!(!out.status.success());
+    let out = d.ctl(&["times", "999999"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no proc 999999"));
+}

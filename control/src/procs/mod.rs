@@ -21,7 +21,7 @@ pub use sigma_sandbox::Config as SandboxConfig;
 
 use bytes::{Bytes, BytesMut};
 use sigma_ep::proc::WireBin;
-use sigma_ep::proc::{ProcRequest, WireClass, WireLogChunk, WireProc, WireStatus, LOG_CHUNK_BYTES_MAX};
+use sigma_ep::proc::{ProcRequest, WireClass, WireLogChunk, WireProc, WireStartTimes, WireStatus, LOG_CHUNK_BYTES_MAX};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,6 +117,8 @@ pub struct ProcEntry {
     /// the start, removed when it ends): what the next sigmad reports lost
     /// if this one dies first.
     record: PathBuf,
+    /// Where its start went, once it has started.
+    start_times: Mutex<Option<WireStartTimes>>,
 }
 
 impl ProcEntry {
@@ -197,6 +199,14 @@ pub struct ProcConn {
     pub pid: u64,
 }
 
+/// CLOCK_MONOTONIC now, ns: the clock of the sandbox's stamps.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -265,6 +275,25 @@ impl LostRecord {
         }
         lost.sort_by_key(|r| r.pid);
         lost
+    }
+}
+
+/// The steps of one start, in µs: the request's arrival at `began_ns`,
+/// the binary's path at `fetched_ns`, the spawner's part in `started`,
+/// the reply at `replied_ns` (all CLOCK_MONOTONIC ns).
+fn start_times(began_ns: u64, fetched_ns: u64, started: &spawner::Started, replied_ns: u64) -> WireStartTimes {
+    let us = |a: u64, b: u64| b.saturating_sub(a) / 1000;
+    let steps = started.times.steps();
+    WireStartTimes {
+        total_us: us(began_ns, replied_ns),
+        fetch_us: us(began_ns, fetched_ns),
+        schedule_us: us(fetched_ns, started.times.start_ns),
+        namespaces_us: steps.namespaces_ns / 1000,
+        cgroups_us: steps.cgroups_ns / 1000,
+        jail_us: steps.jail_ns / 1000,
+        seccomp_us: steps.seccomp_ns / 1000,
+        exec_us: steps.exec_ns / 1000,
+        reply_us: us(started.times.exec_seen_ns, replied_ns),
     }
 }
 
@@ -385,6 +414,7 @@ impl Procs {
                 evicted: watch::channel(false).0,
                 evict_aware: std::sync::atomic::AtomicBool::new(false),
                 record: live.join(r.pid.to_string()),
+                start_times: Mutex::new(None),
             };
             table.procs.insert(r.pid, Arc::new(entry));
         }
@@ -555,11 +585,12 @@ impl Procs {
                 evicted: watch::channel(false).0,
                 evict_aware: std::sync::atomic::AtomicBool::new(false),
                 record: self.inner.live.join(pid.to_string()),
+                start_times: Mutex::new(None),
             });
             t.procs.insert(pid, entry.clone());
             entry
         };
-        let began = std::time::Instant::now();
+        let began_ns = monotonic_ns();
         let result = crate::tokio_rpc::timeout(SPAWN_TIMEOUT, async {
             let binary = match self.inner.bins.fetch(program.clone()).await {
                 Ok(path) => path,
@@ -572,7 +603,7 @@ impl Procs {
                     return Err((e, status));
                 }
             };
-            let fetched = began.elapsed();
+            let fetched_ns = monotonic_ns();
             let (reply, answer) = oneshot::channel();
             self.spawner_of(entry.pid)
                 .map_err(|e| (e.clone(), WireStatus::Denied(e.message)))?
@@ -585,14 +616,24 @@ impl Procs {
                 })
                 .map_err(|why| (ProcError::new("busy", why.clone()), WireStatus::Denied(why)))?;
             match answer.await {
-                Ok(Ok(())) => {
+                Ok(Ok(started)) => {
+                    let times = start_times(began_ns, fetched_ns, &started, monotonic_ns());
                     tracing::debug!(
                         pid = entry.pid,
                         program,
-                        fetch_us = fetched.as_micros() as u64,
-                        start_us = (began.elapsed() - fetched).as_micros() as u64,
+                        queue_us = started.picked_ns.saturating_sub(fetched_ns) / 1000,
+                        total_us = times.total_us,
+                        fetch_us = times.fetch_us,
+                        schedule_us = times.schedule_us,
+                        namespaces_us = times.namespaces_us,
+                        cgroups_us = times.cgroups_us,
+                        jail_us = times.jail_us,
+                        seccomp_us = times.seccomp_us,
+                        exec_us = times.exec_us,
+                        reply_us = times.reply_us,
                         "proc started"
                     );
+                    *entry.start_times.lock().unwrap_or_else(|e| e.into_inner()) = Some(times);
                     Ok(())
                 }
                 Ok(Err(why)) => Err((
@@ -927,6 +968,22 @@ impl Procs {
                 self.wait_evict(&realm, pid, Duration::from_millis(timeout_ms)).await?
             }
             ProcRequest::Kill { realm, pid } => self.kill(&realm, pid)?,
+            ProcRequest::StartTimes { realm, pid } => {
+                let entry = self.get(&realm, pid)?;
+                let times = *entry.start_times.lock().unwrap_or_else(|e| e.into_inner());
+                match times {
+                    Some(t) => t.encode(out),
+                    None => {
+                        return Err(ProcError::new(
+                            "not-found",
+                            format!(
+                                "proc {pid} has no start times: it never started (its status: {})",
+                                entry.status()
+                            ),
+                        ))
+                    }
+                }
+            }
             ProcRequest::Evict { realm, pid } => self.evict(&realm, pid)?,
             ProcRequest::Ps { realm } => WireProc::encode_list(&self.ps(&realm), out),
             ProcRequest::Logs {
@@ -978,6 +1035,7 @@ mod tests {
             evicted: watch::channel(false).0,
             evict_aware: std::sync::atomic::AtomicBool::new(false),
             record: PathBuf::from("/nonexistent"),
+            start_times: Mutex::new(None),
         };
         let back = LostRecord::parse("42", &entry.record_line()).unwrap();
         assert_eq!(

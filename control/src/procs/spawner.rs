@@ -40,7 +40,7 @@ pub(crate) enum Job {
         binary: PathBuf,
         args: Vec<String>,
         env: Vec<(String, String)>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<Started, String>>,
     },
     /// Send `signal` to the proc; `evict` marks the end as an eviction.
     Signal { pid: u64, signal: i32, evict: bool },
@@ -49,6 +49,14 @@ pub(crate) enum Job {
     Evict { pid: u64, grace: std::time::Duration },
     /// Kill every proc and stop.
     Stop,
+}
+
+/// A proc the spawner started: when it took the job up, and the sandbox's
+/// stamps (CLOCK_MONOTONIC, ns).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started {
+    pub(crate) picked_ns: u64,
+    pub(crate) times: sigma_sandbox::SpawnTimes,
 }
 
 /// The admin side's handle on the spawner thread.
@@ -221,7 +229,11 @@ impl Run {
                 env,
                 reply,
             } => {
-                let _ = reply.send(self.spawn(entry, binary, &args, &env));
+                let picked_ns = super::monotonic_ns();
+                let started = self
+                    .spawn(entry, binary, &args, &env)
+                    .map(|times| Started { picked_ns, times });
+                let _ = reply.send(started);
             }
             Job::Signal { pid, signal, evict } => {
                 if let Some(r) = self.running.get_mut(&pid) {
@@ -281,7 +293,7 @@ impl Run {
         binary: PathBuf,
         args: &[String],
         env: &[(String, String)],
-    ) -> Result<(), String> {
+    ) -> Result<sigma_sandbox::SpawnTimes, String> {
         let pid = entry.pid;
         if !self.realms.contains_key(&entry.realm) {
             self.forget_idle_realms();
@@ -335,6 +347,7 @@ impl Run {
             tracing::warn!(pid, error = %e, "writing a proc's live record (a sigmad killed now would not report it lost)");
         }
         let child = self.sandbox.spawn(&spec).map_err(|e| e.to_string())?;
+        let times = child.spawn_times();
         drop(log_w);
         drop(ctl_theirs);
         self.epoll
@@ -367,7 +380,7 @@ impl Run {
                 kill_at: None,
             },
         );
-        Ok(())
+        Ok(times)
     }
 
     /// Keeps at most `REALMS_KEPT_MAX` realms set up: past it, realms

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use sigma_ep::proc::{ProcRequest, WireBin, WireLogChunk, WireProc, WireStatus};
+use sigma_ep::proc::{ProcRequest, WireBin, WireLogChunk, WireProc, WireStartTimes, WireStatus};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&m, payload)) = data.split_first() else { return };
@@ -30,6 +30,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(list) = WireBin::decode_list(payload.clone()) {
         let mut out = BytesMut::new();
         WireBin::encode_list(&list, &mut out);
+        assert_eq!(&out[..], &payload[..]);
+    }
+    if let Ok(t) = WireStartTimes::decode(payload.clone()) {
+        let mut out = BytesMut::new();
+        t.encode(&mut out);
         assert_eq!(&out[..], &payload[..]);
     }
     if let Ok(chunk) = WireLogChunk::decode(payload.clone()) {

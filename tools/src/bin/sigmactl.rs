@@ -17,7 +17,7 @@ use sigma_control::admin::{
 use sigma_control::client::{Mode, NsClient, MOUNT_UNAVAILABLE, WRITE_READ_BYTES_MAX};
 use sigma_control::ns::FILE_BYTES_MAX;
 use sigma_ep::ns::{Endpoint, NsRequest, WireStat};
-use sigma_ep::proc::{ProcRequest, WireBin, WireClass, WireLogChunk, WireProc, WireStatus};
+use sigma_ep::proc::{ProcRequest, WireBin, WireClass, WireLogChunk, WireProc, WireStartTimes, WireStatus};
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
@@ -118,6 +118,12 @@ enum Cmd {
     },
     /// Evict a proc: it ends with status `evicted`.
     Evict {
+        #[arg(long, short, default_value = "root")]
+        realm: OsString,
+        pid: u64,
+    },
+    /// Where a proc's start went, step by step (µs, as sigmad measured it).
+    Times {
         #[arg(long, short, default_value = "root")]
         realm: OsString,
         pid: u64,
@@ -537,6 +543,7 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
         },
         Cmd::Kill { realm: r, pid } => ProcRequest::Kill { realm: realm(r)?, pid },
         Cmd::Evict { realm: r, pid } => ProcRequest::Evict { realm: realm(r)?, pid },
+        Cmd::Times { realm: r, pid } => ProcRequest::StartTimes { realm: realm(r)?, pid },
         Cmd::Logs { realm: r, pid, follow } => ProcRequest::Logs {
             realm: realm(r)?,
             pid,
@@ -622,6 +629,30 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
                 status.exit_code().clamp(0, 255) as u8,
                 std::sync::atomic::Ordering::Relaxed,
             );
+        }
+        ProcRequest::StartTimes { .. } => {
+            let reply = client.call_proc(&req, None).await.map_err(sigmad)?;
+            let t = client.decode_proc(reply, WireStartTimes::decode).map_err(sigmad)?;
+            let fields = [
+                ("total_us", t.total_us),
+                ("fetch_us", t.fetch_us),
+                ("schedule_us", t.schedule_us),
+                ("namespaces_us", t.namespaces_us),
+                ("cgroups_us", t.cgroups_us),
+                ("jail_us", t.jail_us),
+                ("seccomp_us", t.seccomp_us),
+                ("exec_us", t.exec_us),
+                ("reply_us", t.reply_us),
+            ];
+            if json {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    fields.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+                json_line(serde_json::Value::Object(map), out);
+            } else {
+                for (k, v) in fields {
+                    out.extend_from_slice(format!("{k:<14} {v}\n").as_bytes());
+                }
+            }
         }
         ProcRequest::Kill { .. } | ProcRequest::Evict { .. } | ProcRequest::BinRemove { .. } => {
             client.call_proc(&req, None).await.map_err(sigmad)?;
