@@ -113,10 +113,6 @@ pub struct ProcEntry {
     /// Whether it waits for eviction (`wait_evict`): then an eviction gives
     /// it `EVICT_GRACE` to exit before the kill.
     evict_aware: std::sync::atomic::AtomicBool,
-    /// Its record under `DATA/procs/live` (written by the spawner before
-    /// the start, removed when it ends): what the next sigmad reports lost
-    /// if this one dies first.
-    record: PathBuf,
     /// Where its start went, once it has started.
     start_times: Mutex<Option<WireStartTimes>>,
 }
@@ -139,27 +135,19 @@ impl ProcEntry {
     }
 
     /// Publishes how it ended; only the first end counts (a spawn that
-    /// timed out, then an exit seen later, report the first). Its live
-    /// record goes.
+    /// timed out, then an exit seen later, report the first).
     fn finish(&self, status: WireStatus) {
-        let first = self.status.send_if_modified(|s| {
+        self.status.send_if_modified(|s| {
             let first = *s == WireStatus::Running;
             if first {
                 *s = status;
             }
             first
         });
-        if first {
-            match std::fs::remove_file(&self.record) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(pid = self.pid, error = %e, "removing a proc's live record"),
-            }
-        }
     }
 
-    /// The line of its live record: realm and program hex-encoded (any
-    /// bytes survive), class, memory.
+    /// Its live record (a spawner journal's start line, after `s PID `):
+    /// realm and program hex-encoded (any bytes survive), class, memory.
     fn record_line(&self) -> String {
         let class = match self.class {
             WireClass::Lc { mcpu } => format!("lc:{mcpu}"),
@@ -257,24 +245,39 @@ impl LostRecord {
         })
     }
 
-    /// The records under `live` (unreadable ones are skipped with a warning).
+    /// The procs the spawner journals under `live` started and did not see
+    /// end (damaged lines are skipped with a warning).
     fn read_all(live: &std::path::Path) -> Vec<LostRecord> {
         let Ok(dir) = std::fs::read_dir(live) else {
             return Vec::new();
         };
-        let mut lost = Vec::new();
+        let mut live_set: BTreeMap<u64, LostRecord> = BTreeMap::new();
         for e in dir.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            match std::fs::read_to_string(e.path())
-                .ok()
-                .and_then(|l| LostRecord::parse(&name, &l))
-            {
-                Some(r) => lost.push(r),
-                None => tracing::warn!(file = %e.path().display(), "skipping an unreadable live record"),
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                tracing::warn!(file = %e.path().display(), "skipping an unreadable journal");
+                continue;
+            };
+            for line in text.lines() {
+                match line.split_once(' ') {
+                    Some(("s", rest)) => {
+                        match rest.split_once(' ').and_then(|(pid, rec)| LostRecord::parse(pid, rec)) {
+                            Some(r) => {
+                                live_set.insert(r.pid, r);
+                            }
+                            None => tracing::warn!(file = %e.path().display(), line, "skipping a damaged journal line"),
+                        }
+                    }
+                    Some(("e", pid)) => {
+                        if let Ok(pid) = pid.trim().parse::<u64>() {
+                            live_set.remove(&pid);
+                        }
+                    }
+                    // A line cut short by the crash, or damage.
+                    _ => tracing::warn!(file = %e.path().display(), line, "skipping a damaged journal line"),
+                }
             }
         }
-        lost.sort_by_key(|r| r.pid);
-        lost
+        live_set.into_values().collect()
     }
 }
 
@@ -322,8 +325,6 @@ struct Inner {
     spawners: Result<Vec<spawner::Spawner>, String>,
     bins: BinClient,
     logs: PathBuf,
-    /// One record per proc started and not ended (`ProcEntry::record`).
-    live: PathBuf,
     /// Proc connections waiting to be served (taken by sigmad's serve loop).
     conns: Mutex<Option<mpsc::Receiver<ProcConn>>>,
     /// Where uploads are staged until their last piece.
@@ -343,16 +344,16 @@ impl std::fmt::Debug for Procs {
 
 impl Procs {
     /// Starts the spawner with a sandbox made from `sandbox`; logs go under
-    /// `logs`, one record per live proc under `live`. If the sandbox cannot
+    /// `logs`, each spawner's journal of live procs under `live`. If the sandbox cannot
     /// start (no privilege, no cgroups), procs are disabled and every proc
     /// call says why. Uploads of binaries are staged under `staging`
     /// (emptied first).
     ///
     /// With `reclaim` (this process owns the data directory), what a dead
     /// sigmad left is dealt with first: its procs still running are killed
-    /// (through the sandbox's cgroup name) and every proc it had a live
-    /// record for is reported `Lost`, with its log kept; σ pids go on after
-    /// theirs. Without, `logs` and `live` start empty.
+    /// (through the sandbox's cgroup name) and every proc its journals say
+    /// started and did not end is reported `Lost`, with its log kept; σ
+    /// pids go on after theirs. Without, `logs` and `live` start empty.
     pub fn start(
         sandbox: sigma_sandbox::Config,
         logs: PathBuf,
@@ -383,7 +384,7 @@ impl Procs {
             tracing::warn!(dir = %staging.display(), error = %e, "making the upload staging directory");
         }
         let (conns_tx, conns_rx) = mpsc::channel(PROCS_LIVE_MAX);
-        let spawners = Self::start_spawners(sandbox, &logs, reclaim, conns_tx);
+        let spawners = Self::start_spawners(sandbox, &logs, &live, reclaim, conns_tx);
         if let Err(why) = &spawners {
             tracing::warn!(why, "procs are disabled on this sigmad");
         }
@@ -413,7 +414,6 @@ impl Procs {
                 declared: Mutex::new(None),
                 evicted: watch::channel(false).0,
                 evict_aware: std::sync::atomic::AtomicBool::new(false),
-                record: live.join(r.pid.to_string()),
                 start_times: Mutex::new(None),
             };
             table.procs.insert(r.pid, Arc::new(entry));
@@ -426,7 +426,6 @@ impl Procs {
                 spawners,
                 bins,
                 logs,
-                live,
                 staging,
                 uploads: Mutex::new(HashMap::new()),
                 conns: Mutex::new(Some(conns_rx)),
@@ -440,6 +439,7 @@ impl Procs {
     fn start_spawners(
         config: sigma_sandbox::Config,
         logs: &std::path::Path,
+        live: &std::path::Path,
         reclaim: bool,
         conns: mpsc::Sender<ProcConn>,
     ) -> Result<Vec<spawner::Spawner>, String> {
@@ -457,7 +457,10 @@ impl Procs {
             .map_or(1, |n| n.get())
             .clamp(1, SPAWNERS_MAX);
         (0..n)
-            .map(|i| spawner::Spawner::start(i, sandbox.clone(), logs.to_path_buf(), conns.clone()))
+            .map(|i| {
+                let journal = spawner::Journal::create(live, i)?;
+                spawner::Spawner::start(i, sandbox.clone(), logs.to_path_buf(), journal, conns.clone())
+            })
             .collect()
     }
 
@@ -584,7 +587,6 @@ impl Procs {
                 declared: Mutex::new(None),
                 evicted: watch::channel(false).0,
                 evict_aware: std::sync::atomic::AtomicBool::new(false),
-                record: self.inner.live.join(pid.to_string()),
                 start_times: Mutex::new(None),
             });
             t.procs.insert(pid, entry.clone());
@@ -1019,14 +1021,13 @@ impl Procs {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_live_record_reads_back_as_what_was_written() {
-        let entry = ProcEntry {
-            pid: 42,
-            realm: "blue realm\n\t\u{3c3}".into(),
-            program: "trivial@1.2".into(),
-            class: WireClass::Lc { mcpu: 1500 },
-            mem_mib: 64,
+    fn entry(pid: u64, realm: &str) -> ProcEntry {
+        ProcEntry {
+            pid,
+            realm: realm.into(),
+            program: "trivial".into(),
+            class: WireClass::Be,
+            mem_mib: 8,
             status: watch::channel(WireStatus::Running).0,
             log_len: watch::channel((0, false)).0,
             log_path: PathBuf::from("/nonexistent"),
@@ -1034,8 +1035,62 @@ mod tests {
             declared: Mutex::new(None),
             evicted: watch::channel(false).0,
             evict_aware: std::sync::atomic::AtomicBool::new(false),
-            record: PathBuf::from("/nonexistent"),
             start_times: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn a_journal_says_which_procs_started_and_did_not_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = spawner::Journal::create(dir.path(), 0).unwrap();
+        let mut b = spawner::Journal::create(dir.path(), 1).unwrap();
+        a.started(&entry(1, "x"));
+        b.started(&entry(2, "y"));
+        a.started(&entry(3, "x"));
+        a.ended(1, std::iter::empty());
+        drop((a, b));
+        // A line cut short by a crash is skipped.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("spawner-1.journal"))
+            .unwrap();
+        f.write_all(b"s 9 v1 7").unwrap();
+        let lost: Vec<(u64, String)> = LostRecord::read_all(dir.path())
+            .into_iter()
+            .map(|r| (r.pid, r.realm))
+            .collect();
+        assert_eq!(lost, vec![(2, "y".to_string()), (3, "x".to_string())]);
+    }
+
+    #[test]
+    fn a_journal_past_its_bound_is_rewritten_with_only_the_live_procs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = spawner::Journal::create(dir.path(), 0).unwrap();
+        let realm = "r".repeat(200);
+        // Proc 1 runs throughout; every other one ends at once.
+        let long = entry(1, &realm);
+        j.started(&long);
+        let n = spawner::JOURNAL_BYTES_MAX / 400 + 10;
+        for pid in 2..=n {
+            j.started(&entry(pid, &realm));
+            j.ended(pid, std::iter::once(&long));
+        }
+        j.started(&entry(n + 1, &realm));
+        let len = std::fs::metadata(dir.path().join("spawner-0.journal")).unwrap().len();
+        assert!(len <= spawner::JOURNAL_BYTES_MAX, "the journal grew to {len} bytes");
+        drop(j);
+        let lost: Vec<u64> = LostRecord::read_all(dir.path()).iter().map(|r| r.pid).collect();
+        assert_eq!(lost, vec![1, n + 1]);
+    }
+
+    #[test]
+    fn a_live_record_reads_back_as_what_was_written() {
+        let entry = ProcEntry {
+            program: "trivial@1.2".into(),
+            class: WireClass::Lc { mcpu: 1500 },
+            mem_mib: 64,
+            ..entry(42, "blue realm\n\t\u{3c3}")
         };
         let back = LostRecord::parse("42", &entry.record_line()).unwrap();
         assert_eq!(

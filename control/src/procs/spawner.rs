@@ -59,6 +59,81 @@ pub(crate) struct Started {
     pub(crate) times: sigma_sandbox::SpawnTimes,
 }
 
+/// Bytes of a spawner's journal at most: past it, the journal is rewritten
+/// with only the procs still running.
+pub(crate) const JOURNAL_BYTES_MAX: u64 = 1 << 20;
+
+/// A spawner's journal of live procs, `LIVE/spawner-N.journal`: a line
+/// `s PID RECORD` before a proc can run, `e PID` once its status is final.
+/// The next sigmad reads what a dead one's journals say started and did
+/// not end. One append per start and per end, on the spawner's thread (no
+/// file made or removed per proc); rewritten with the live procs alone
+/// when it passes `JOURNAL_BYTES_MAX`.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    bytes: u64,
+}
+
+impl Journal {
+    /// Spawner `index`'s journal under `dir`, empty.
+    pub(crate) fn create(dir: &std::path::Path, index: usize) -> Result<Journal, String> {
+        let path = dir.join(format!("spawner-{index}.journal"));
+        let file = std::fs::File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        Ok(Journal {
+            path,
+            file: Some(file),
+            bytes: 0,
+        })
+    }
+
+    fn append(&mut self, line: &str) {
+        let Some(file) = self.file.as_mut() else { return };
+        match file.write_all(line.as_bytes()) {
+            Ok(()) => self.bytes += line.len() as u64,
+            Err(e) => {
+                tracing::warn!(journal = %self.path.display(), error = %e, "writing the live-proc journal; procs of a sigmad killed from now on are not reported lost");
+                self.file = None;
+            }
+        }
+    }
+
+    /// Proc `entry` is about to run.
+    pub(crate) fn started(&mut self, entry: &ProcEntry) {
+        self.append(&format!("s {} {}", entry.pid, entry.record_line()));
+    }
+
+    /// Proc `pid`'s status is final; `running` are the procs of this
+    /// spawner still running (what a rewrite keeps).
+    pub(crate) fn ended<'a>(&mut self, pid: u64, running: impl Iterator<Item = &'a ProcEntry>) {
+        self.append(&format!("e {pid}\n"));
+        if self.bytes > JOURNAL_BYTES_MAX && self.file.is_some() {
+            self.rewrite(running);
+        }
+    }
+
+    /// Rewrites the journal with `running` alone: a new file renamed over
+    /// the old (a crash leaves one or the other, whole).
+    fn rewrite<'a>(&mut self, running: impl Iterator<Item = &'a ProcEntry>) {
+        let tmp = self.path.with_extension("journal.new");
+        let text: String = running.map(|e| format!("s {} {}", e.pid, e.record_line())).collect();
+        let result = std::fs::write(&tmp, &text)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .and_then(|()| std::fs::OpenOptions::new().append(true).open(&self.path));
+        match result {
+            Ok(file) => {
+                self.file = Some(file);
+                self.bytes = text.len() as u64;
+            }
+            Err(e) => {
+                tracing::warn!(journal = %self.path.display(), error = %e, "rewriting the live-proc journal; procs of a sigmad killed from now on are not reported lost");
+                self.file = None;
+            }
+        }
+    }
+}
+
 /// The admin side's handle on the spawner thread.
 #[derive(Debug)]
 pub(crate) struct Spawner {
@@ -75,6 +150,7 @@ impl Spawner {
         index: usize,
         sandbox: Sandbox,
         logs: PathBuf,
+        journal: Journal,
         conns: tokio::sync::mpsc::Sender<ProcConn>,
     ) -> Result<Spawner, String> {
         let wake = Arc::new(
@@ -82,7 +158,7 @@ impl Spawner {
                 .map_err(|e| format!("eventfd: {e}"))?,
         );
         let (jobs, rx) = sync_channel(SPAWN_QUEUE_MAX);
-        let mut run = Run::new(sandbox, wake.clone(), rx, logs, conns)?;
+        let mut run = Run::new(sandbox, wake.clone(), rx, logs, journal, conns)?;
         let thread = std::thread::Builder::new()
             .name(format!("sigma-spawner-{index}"))
             .spawn(move || run.serve())
@@ -137,7 +213,9 @@ struct Running {
     child: Child,
     /// The read end of its stdout/stderr pipe, until EOF.
     log_pipe: Option<OwnedFd>,
-    log: Option<std::fs::File>,
+    /// Its log file, made when the first output comes (a proc that writes
+    /// nothing costs no file); `Err(())` once it could not be written.
+    log: Option<Result<std::fs::File, ()>>,
     logged: u64,
     dropped: u64,
     exited: bool,
@@ -158,6 +236,7 @@ struct Run {
     wake: Arc<EventFd>,
     jobs: Receiver<Job>,
     logs: PathBuf,
+    journal: Journal,
     buf: Vec<u8>,
     conns: tokio::sync::mpsc::Sender<ProcConn>,
 }
@@ -168,6 +247,7 @@ impl Run {
         wake: Arc<EventFd>,
         jobs: Receiver<Job>,
         logs: PathBuf,
+        journal: Journal,
         conns: tokio::sync::mpsc::Sender<ProcConn>,
     ) -> Result<Run, String> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
@@ -182,6 +262,7 @@ impl Run {
             wake,
             jobs,
             logs,
+            journal,
             buf: vec![0; LOG_READ_BYTES],
             conns,
         })
@@ -320,8 +401,6 @@ impl Run {
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| format!("making the control socket: {e}"))?;
-        let log_path = self.logs.join(format!("{pid}.log"));
-        let log = std::fs::File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
         let class = match entry.class {
             WireClass::Lc { mcpu } => Class::Lc { mcpu: u64::from(mcpu) },
             WireClass::Be => Class::Be,
@@ -341,12 +420,17 @@ impl Run {
             stdout: log_w.as_fd(),
             stderr: log_w.as_fd(),
         };
-        // The record of a live proc, before it can run: if sigmad dies from
-        // here on, the next one reports the proc lost.
-        if let Err(e) = std::fs::write(&entry.record, entry.record_line()) {
-            tracing::warn!(pid, error = %e, "writing a proc's live record (a sigmad killed now would not report it lost)");
-        }
-        let child = self.sandbox.spawn(&spec).map_err(|e| e.to_string())?;
+        // Journaled before it can run: if sigmad dies from here on, the
+        // next one reports the proc lost.
+        self.journal.started(&entry);
+        let child = match self.sandbox.spawn(&spec) {
+            Ok(child) => child,
+            Err(e) => {
+                self.journal
+                    .ended(pid, self.running.values().map(|r| &*r.entry).filter(|e| !e.ended()));
+                return Err(e.to_string());
+            }
+        };
         let times = child.spawn_times();
         drop(log_w);
         drop(ctl_theirs);
@@ -372,7 +456,7 @@ impl Run {
                 entry,
                 child,
                 log_pipe: Some(log_r),
-                log: Some(log),
+                log: None,
                 logged: 0,
                 dropped: 0,
                 exited: false,
@@ -421,6 +505,9 @@ impl Run {
         let _ = self.epoll.delete(r.child.pidfd());
         r.exited = true;
         r.entry.finish(status);
+        self.journal
+            .ended(pid, self.running.values().map(|r| &*r.entry).filter(|e| !e.ended()));
+        let Some(r) = self.running.get_mut(&pid) else { return };
         if r.log_pipe.is_none() {
             self.running.remove(&pid);
         }
@@ -437,10 +524,16 @@ impl Run {
                     let room = LOG_BYTES_MAX.saturating_sub(r.logged) as usize;
                     let keep = n.min(room);
                     if keep > 0 {
-                        if let Some(log) = r.log.as_mut() {
+                        if r.log.is_none() {
+                            let path = self.logs.join(format!("{pid}.log"));
+                            r.log = Some(std::fs::File::create(&path).map_err(|e| {
+                                tracing::warn!(pid, path = %path.display(), error = %e, "creating a proc's log");
+                            }));
+                        }
+                        if let Some(Ok(log)) = r.log.as_mut() {
                             if let Err(e) = log.write_all(&self.buf[..keep]) {
                                 tracing::warn!(pid, error = %e, "writing a proc's log");
-                                r.log = None;
+                                r.log = Some(Err(()));
                             }
                         }
                         r.logged += keep as u64;
@@ -463,7 +556,7 @@ impl Run {
             let _ = self.epoll.delete(&pipe);
         }
         if r.dropped > 0 {
-            if let Some(log) = r.log.as_mut() {
+            if let Some(Ok(log)) = r.log.as_mut() {
                 let note = format!(
                     "\n[σ: the log stops at {LOG_BYTES_MAX} bytes (LOG_BYTES_MAX); {} more bytes were dropped]\n",
                     r.dropped
@@ -483,9 +576,10 @@ impl Run {
     /// Kills every running proc and reaps it (the sandbox's drop of a
     /// child kills and reaps it, bounded).
     fn stop_all(&mut self) {
-        for (_, r) in self.running.drain() {
+        for (pid, r) in self.running.drain() {
             if !r.exited {
                 r.entry.finish(WireStatus::Evicted);
+                self.journal.ended(pid, std::iter::empty());
             }
             r.entry.log_done(r.logged);
         }
