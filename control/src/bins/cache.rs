@@ -160,6 +160,16 @@ impl BinCache {
         (lock(&self.inner.verified).contains(digest) && path.exists()).then_some(path)
     }
 
+    /// A warm hit without waiting: `name`'s memo is fresh (within the record
+    /// TTL) and its file was verified and is still there. Runs where the
+    /// caller runs (no runtime needed): a lock and a stat.
+    pub fn try_fresh(&self, name: &BinName) -> Option<CachedBin> {
+        let hit = self.inner.fresh_hit(name)?;
+        self.inner.counters.gets.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
     /// The binary `name`, in the cache: from the cache if it is there,
     /// else fetched once, however many ask at once (they all get the one
     /// fetch's outcome). Must run inside a tokio runtime.

@@ -79,9 +79,7 @@
 //! **Limits** are in [`limits`]; errors are [`BinError`], each variant
 //! naming the operation, the binary and the store or cache path.
 //!
-//! Not done yet: sigmad does not call this yet (wiring it into `tools/`
-//! and the spawn path is the next step); the cache has no size bound or
-//! eviction; fetching from a peer machine before the store is not built;
+//! Not done yet: the cache has no size bound or eviction; fetching from a peer machine before the store is not built;
 //! two puts of one name racing each other can leave one's record beside
 //! the other's bytes, which fetches then refuse as a digest mismatch until
 //! the next put (see [`registry`]).

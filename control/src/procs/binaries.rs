@@ -2,7 +2,9 @@
 //! (`object_store`, and its S3 client) and the cache's fetch tasks run on
 //! the control thread's tokio runtime; the admin service may run on a
 //! data-plane core, so it asks through a bounded queue ([`BinClient`]) and
-//! waits on a oneshot answer, which works on any executor.
+//! waits on a oneshot answer, which works on any executor. A warm fetch
+//! (the cache's memo of the name is fresh and its file verified) is
+//! answered where the caller runs, without the hop ([`BinCache::try_fresh`]).
 
 use super::ProcError;
 use crate::bins::{BinCache, BinError, BinName, Record};
@@ -38,6 +40,8 @@ enum BinJob {
 #[derive(Debug, Clone)]
 pub struct BinClient {
     jobs: mpsc::Sender<BinJob>,
+    /// The cache the server serves, for warm fetches without the hop.
+    cache: Option<BinCache>,
 }
 
 /// The control thread's side: run [`BinServer::run`] on its runtime.
@@ -46,10 +50,11 @@ pub struct BinServer {
     jobs: mpsc::Receiver<BinJob>,
 }
 
-/// A client and the server it talks to.
-pub fn bin_channel() -> (BinClient, BinServer) {
+/// A client and the server it talks to; with `cache` (the one the server
+/// will run with), warm fetches are answered by the client itself.
+pub fn bin_channel(cache: Option<BinCache>) -> (BinClient, BinServer) {
     let (tx, rx) = mpsc::channel(BIN_JOBS_QUEUE_MAX);
-    (BinClient { jobs: tx }, BinServer { jobs: rx })
+    (BinClient { jobs: tx, cache }, BinServer { jobs: rx })
 }
 
 fn gone() -> ProcError {
@@ -86,6 +91,11 @@ impl BinClient {
 
     /// The cache file of `program`, fetched and verified if need be.
     pub async fn fetch(&self, program: String) -> Result<PathBuf, ProcError> {
+        if let (Some(cache), Ok(name)) = (&self.cache, BinName::parse(&program)) {
+            if let Some(hit) = cache.try_fresh(&name) {
+                return Ok(hit.path);
+            }
+        }
         self.ask(|reply| BinJob::Fetch { program, reply }).await
     }
 

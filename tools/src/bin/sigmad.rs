@@ -229,7 +229,7 @@ fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsS
     let cache_dir = data.join("bins").join("cache");
     let cache = BinCache::open(&cache_dir, registry, io, RECORD_TTL_DEFAULT)
         .with_context(|| format!("opening the binary cache {}", cache_dir.display()))?;
-    let (client, server) = bin_channel();
+    let (client, server) = bin_channel(Some(cache.clone()));
     // Named after the data directory, whose lock this sigmad holds: what
     // a sigmad of the same directory left behind (killed with -9) is its
     // own to reclaim.
