@@ -244,11 +244,130 @@ pub const PROC_POLICY: &[Entry] = &[
 #[cfg(not(target_arch = "x86_64"))]
 pub const PROC_POLICY: &[Entry] = &[];
 
-/// Builds the BPF program of [`PROC_POLICY`]: a short prefix answering
-/// ENOSYS to `clone3`, then seccompiler's allow-list with EPERM for
-/// everything else. Compiled once per [`crate::Sandbox`] and installed by
-/// every child with one seccomp(2) call.
+/// Builds the BPF program of [`PROC_POLICY`], compactly: an architecture
+/// check, one comparison per listed syscall, and the two argument checks.
+/// Compiled once per [`crate::Sandbox`] and installed by every child with
+/// one seccomp(2) call.
+///
+/// **Why not seccompiler's program:** the kernel JIT-compiles a filter at
+/// each install, in time that grows with its length, and every proc start
+/// installs it. seccompiler's code for this policy is 185 instructions and
+/// took 96 µs to install here; a 1-instruction filter takes 11 µs. This
+/// one is about 50. seccompiler's program stays the reference: the tests
+/// run both through a BPF interpreter on every syscall number and argument
+/// case and require the same verdicts ([`compile_reference`]).
 pub fn compile() -> Result<BpfProgram> {
+    let audit_arch = audit_arch()?;
+    if PROC_POLICY.is_empty() {
+        return Err(Error::SeccompArch {
+            arch: std::env::consts::ARCH,
+        });
+    }
+    let mut entries: Vec<&Entry> = PROC_POLICY.iter().collect();
+    entries.sort_by_key(|e| e.nr);
+    for pair in entries.windows(2) {
+        assert!(
+            pair[0].nr != pair[1].nr,
+            "syscall {} listed twice in the policy",
+            pair[0].name
+        );
+    }
+    // Layout, with n = entries.len():
+    //   0      ld arch
+    //   1      jeq AUDIT_ARCH ? 2 : KILL
+    //   2      ld nr
+    //   3      jge X32_SYSCALL_BIT ? EPERM : 4     (the x32 ABI's numbers)
+    //   4..4+n jeq nr_i ? target_i : next         (sorted; past the last: EPERM)
+    //   EPERM  ret ERRNO(EPERM)
+    //   ALLOW  ret ALLOW
+    //   ENOSYS ret ERRNO(ENOSYS)
+    //   KILL   ret KILL_PROCESS
+    //   CLONE  ld args[0] (low word); jset NAMESPACE_FLAGS ? +1 : +0; ret ALLOW; ret EPERM
+    //   PRLIM  ld args[2] low; jeq 0 ? +0 : (ret EPERM); ld args[2] high;
+    //          jeq 0 ? +0 : +1; ret ALLOW; ret EPERM
+    // (BPF jumps only forward, so the argument checks carry their own returns.)
+    let n = entries.len();
+    let first = 4;
+    let eperm = first + n;
+    let (allow, enosys, kill) = (eperm + 1, eperm + 2, eperm + 3);
+    let clone = eperm + 4;
+    let prlimit = clone + 4;
+    let mut prog: BpfProgram = Vec::with_capacity(prlimit + 6);
+    // A jump from instruction `at` to instruction `to`, as BPF counts it.
+    let off =
+        |at: usize, to: usize| -> u8 { u8::try_from(to - at - 1).expect("the policy is too long for 8-bit BPF jumps") };
+    prog.push(stmt(BPF_LD_W_ABS, ARCH_OFFSET));
+    prog.push(jump(BPF_JEQ_K, audit_arch, 0, off(1, kill)));
+    prog.push(stmt(BPF_LD_W_ABS, NR_OFFSET));
+    prog.push(jump(BPF_JGE_K, X32_SYSCALL_BIT, off(3, eperm), 0));
+    for (i, e) in entries.iter().enumerate() {
+        let at = first + i;
+        let target = match e.verdict {
+            Verdict::Allow => allow,
+            Verdict::Enosys => enosys,
+            Verdict::AllowCloneWithoutNamespaces => clone,
+            Verdict::AllowPrlimitRead => prlimit,
+        };
+        let nr = u32::try_from(e.nr).expect("syscall numbers are small");
+        prog.push(jump(BPF_JEQ_K, nr, off(at, target), 0));
+    }
+    prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+    prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS));
+    // The namespace flags all lie in the low word of clone's flags.
+    const _: () = assert!(CLONE_NAMESPACE_FLAGS >> 32 == 0);
+    let allow_ret = || stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW);
+    let eperm_ret = || stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+    debug_assert_eq!(prog.len(), clone);
+    prog.push(stmt(BPF_LD_W_ABS, ARGS_OFFSET));
+    prog.push(jump(BPF_JSET_K, CLONE_NAMESPACE_FLAGS as u32, 1, 0));
+    prog.push(allow_ret());
+    prog.push(eperm_ret());
+    debug_assert_eq!(prog.len(), prlimit);
+    prog.push(stmt(BPF_LD_W_ABS, ARGS_OFFSET + 2 * 8));
+    prog.push(jump(BPF_JEQ_K, 0, 0, 3));
+    prog.push(stmt(BPF_LD_W_ABS, ARGS_OFFSET + 2 * 8 + 4));
+    prog.push(jump(BPF_JEQ_K, 0, 0, 1));
+    prog.push(allow_ret());
+    prog.push(eperm_ret());
+    Ok(prog)
+}
+
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+// Offsets in struct seccomp_data: nr, arch, instruction pointer, args[6].
+const NR_OFFSET: u32 = 0;
+const ARCH_OFFSET: u32 = 4;
+const ARGS_OFFSET: u32 = 16;
+/// Syscall numbers of the x32 ABI carry this bit (with x86_64's AUDIT_ARCH).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+fn stmt(code: u16, k: u32) -> seccompiler::sock_filter {
+    seccompiler::sock_filter { code, jt: 0, jf: 0, k }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> seccompiler::sock_filter {
+    seccompiler::sock_filter { code, jt, jf, k }
+}
+
+/// This architecture's AUDIT_ARCH value.
+fn audit_arch() -> Result<u32> {
+    match std::env::consts::ARCH {
+        "x86_64" => Ok(0xC000_003E),
+        "aarch64" => Ok(0xC000_00B7),
+        "riscv64" => Ok(0xC000_00F3),
+        arch => Err(Error::SeccompArch { arch }),
+    }
+}
+
+/// The same policy compiled by seccompiler (a short ENOSYS prefix, then
+/// its allow-list with EPERM for everything else): the reference the
+/// compact program is checked against.
+pub fn compile_reference() -> Result<BpfProgram> {
     let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(|_| Error::SeccompArch {
         arch: std::env::consts::ARCH,
     })?;
@@ -294,7 +413,7 @@ pub fn compile() -> Result<BpfProgram> {
     )
     .map_err(compile_err)?;
     let allow_list: BpfProgram = filter.try_into().map_err(compile_err)?;
-    let mut program = enosys_prefix(arch, &enosys);
+    let mut program = enosys_prefix(audit_arch()?, &enosys);
     program.extend(allow_list);
     assert!(
         program.len() <= usize::from(u16::MAX),
@@ -310,26 +429,7 @@ fn compile_err(e: impl Into<seccompiler::Error>) -> Error {
 /// BPF instructions that return ENOSYS for each of `nrs` on `arch`, and
 /// fall through to what follows for everything else (including another
 /// architecture: the allow-list that follows kills those).
-fn enosys_prefix(arch: seccompiler::TargetArch, nrs: &[i64]) -> BpfProgram {
-    use seccompiler::sock_filter;
-    const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    // Offsets in struct seccomp_data.
-    const NR_OFFSET: u32 = 0;
-    const ARCH_OFFSET: u32 = 4;
-    let audit_arch = match arch {
-        seccompiler::TargetArch::x86_64 => 0xC000_003E,
-        seccompiler::TargetArch::aarch64 => 0xC000_00B7,
-        seccompiler::TargetArch::riscv64 => 0xC000_00F3,
-    };
-    let stmt = |code, k| sock_filter { code, jt: 0, jf: 0, k };
-    let jeq = |k, jt, jf| sock_filter {
-        code: BPF_JEQ_K,
-        jt,
-        jf,
-        k,
-    };
+fn enosys_prefix(audit_arch: u32, nrs: &[i64]) -> BpfProgram {
     // Layout: [ld arch] [jeq arch ? next : end] [ld nr] ([jeq nr ? ret : next])* [ret ENOSYS]
     // with "end" the first instruction after the prefix.
     let n = nrs.len();
@@ -337,14 +437,14 @@ fn enosys_prefix(arch: seccompiler::TargetArch, nrs: &[i64]) -> BpfProgram {
     let mut prog = Vec::with_capacity(n + 4);
     prog.push(stmt(BPF_LD_W_ABS, ARCH_OFFSET));
     // Skip the nr load, the n comparisons and the return.
-    prog.push(jeq(audit_arch, 0, (n + 2) as u8));
+    prog.push(jump(BPF_JEQ_K, audit_arch, 0, (n + 2) as u8));
     prog.push(stmt(BPF_LD_W_ABS, NR_OFFSET));
     for (i, &nr) in nrs.iter().enumerate() {
         let nr = u32::try_from(nr).expect("syscall numbers are small");
         let to_ret = (n - 1 - i) as u8;
         // Not this one: the next comparison, or past the return after the last.
         let next = if i + 1 == n { 1 } else { 0 };
-        prog.push(jeq(nr, to_ret, next));
+        prog.push(jump(BPF_JEQ_K, nr, to_ret, next));
     }
     if n == 0 {
         // Nothing to answer: fall through at once.
@@ -368,6 +468,129 @@ mod tests {
             assert!(seen.insert(e.nr), "{} listed twice", e.name);
             assert!(!e.reason.is_empty(), "{} has no reason", e.name);
         }
+    }
+
+    /// A classic-BPF interpreter for what seccomp filters use: word loads
+    /// from seccomp_data, jumps on a constant, returns.
+    fn run(prog: &[seccompiler::sock_filter], data: &[u8; 64]) -> u32 {
+        let mut pc = 0usize;
+        let mut a: u32 = 0;
+        loop {
+            let i = &prog[pc];
+            let class = u32::from(i.code) & 0x07;
+            match class {
+                x if x == libc::BPF_LD => {
+                    assert_eq!(i.code, BPF_LD_W_ABS, "unexpected load at {pc}");
+                    let k = i.k as usize;
+                    a = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
+                    pc += 1;
+                }
+                x if x == libc::BPF_JMP => {
+                    let op = u32::from(i.code) & 0xf0;
+                    if op == libc::BPF_JA {
+                        pc += 1 + i.k as usize;
+                        continue;
+                    }
+                    assert_eq!(u32::from(i.code) & 0x08, libc::BPF_K, "register operand at {pc}");
+                    let taken = match op {
+                        x if x == libc::BPF_JEQ => a == i.k,
+                        x if x == libc::BPF_JGE => a >= i.k,
+                        x if x == libc::BPF_JGT => a > i.k,
+                        x if x == libc::BPF_JSET => a & i.k != 0,
+                        _ => panic!("unexpected jump {:#x} at {pc}", i.code),
+                    };
+                    pc += 1 + usize::from(if taken { i.jt } else { i.jf });
+                }
+                x if x == libc::BPF_RET => return i.k,
+                x if x == libc::BPF_ALU => {
+                    let op = u32::from(i.code) & 0xf0;
+                    match op {
+                        x if x == libc::BPF_AND => a &= i.k,
+                        x if x == libc::BPF_OR => a |= i.k,
+                        x if x == libc::BPF_RSH => a >>= i.k,
+                        x if x == libc::BPF_LSH => a <<= i.k,
+                        _ => panic!("unexpected ALU op {:#x} at {pc}", i.code),
+                    }
+                    pc += 1;
+                }
+                x if x == libc::BPF_MISC => {
+                    // TAX / TXA are not used by either program.
+                    panic!("unexpected MISC op {:#x} at {pc}", i.code)
+                }
+                _ => panic!("unexpected instruction {:#x} at {pc}", i.code),
+            }
+        }
+    }
+
+    fn data(arch: u32, nr: u32, args: [u64; 6]) -> [u8; 64] {
+        let mut d = [0u8; 64];
+        d[0..4].copy_from_slice(&nr.to_le_bytes());
+        d[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, v) in args.iter().enumerate() {
+            d[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        d
+    }
+
+    #[test]
+    fn the_compact_program_decides_as_seccompilers_on_every_case() {
+        let compact = compile().unwrap();
+        let reference = compile_reference().unwrap();
+        assert!(
+            compact.len() * 3 < reference.len(),
+            "the compact program ({}) is not much shorter than seccompiler's ({})",
+            compact.len(),
+            reference.len()
+        );
+        let arch = audit_arch().unwrap();
+        let args_cases: Vec<[u64; 6]> = vec![
+            [0; 6],
+            [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0],
+            [libc::CLONE_NEWUSER as u64 | libc::CLONE_VM as u64, 0, 0, 0, 0, 0],
+            [
+                libc::CLONE_VM as u64 | libc::CLONE_THREAD as u64 | libc::CLONE_SIGHAND as u64,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
+            [1 << 40, 0, 0, 0, 0, 0],
+            [0, 0, 1, 0, 0, 0],
+            [0, 0, 1 << 33, 0, 0, 0],
+            [u64::MAX; 6],
+        ];
+        let mut cases = 0;
+        for nr in 0..600u32 {
+            for args in &args_cases {
+                let d = data(arch, nr, *args);
+                assert_eq!(
+                    run(&compact, &d),
+                    run(&reference, &d),
+                    "syscall {nr} with arguments {args:x?}"
+                );
+                cases += 1;
+            }
+        }
+        // The x32 ABI's numbers, and another architecture.
+        for nr in [0u32, 1, 56, 0x4000_0000, 0x4000_0001, 0x4000_0200, u32::MAX] {
+            let d = data(arch, nr, [0; 6]);
+            let compact_says = run(&compact, &d);
+            if nr >= X32_SYSCALL_BIT {
+                assert_eq!(
+                    compact_says,
+                    libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                    "x32 syscall {nr:#x}"
+                );
+            }
+            let foreign = data(0x4000_0003, nr, [0; 6]);
+            assert_eq!(
+                run(&compact, &foreign),
+                libc::SECCOMP_RET_KILL_PROCESS,
+                "i386 syscall {nr}"
+            );
+        }
+        assert!(cases > 4000);
     }
 
     #[test]
