@@ -1,6 +1,8 @@
 //! Integration tests of σ live in `tests/`; this library holds what tests
 //! (and sigmabench) of several crates share:
 //!
-//! - [`etcd`]: a throwaway single-member etcd server.
+//! - [`etcd`]: a throwaway single-member etcd server;
+//! - [`s3`]: a throwaway S3 server (s3s-fs) in this process.
 
 pub mod etcd;
+pub mod s3;
