@@ -150,12 +150,27 @@ fn quick_spawn_suites_have_every_row_and_leave_nothing_behind() {
         }
         assert_eq!(r["fetch_us"].is_null(), case == "warm-start", "{r}");
     }
-    // σ through sigmad: measured where sigmad can run procs, else saying why.
-    for case in ["warm-start", "cold-start"] {
+    // σ through sigmad: measured where sigmad can run procs, else saying why; a cold start, from
+    // the local store or from S3 (an S3 server in sigmabench and a sigmad on it), reports
+    // sigmad's fetch, a warm one does not.
+    for case in ["warm-start", "cold-start", "cold-start-s3"] {
         let r = row(&rows, case, "sigma");
-        if let Some(e) = r.get("error") {
-            assert!(e.as_str().unwrap().contains("sigmad"), "{r}");
+        match r.get("error") {
+            Some(e) => assert!(e.as_str().unwrap().contains("sigmad"), "{r}"),
+            None => {
+                assert_eq!(r["fetch_us"].is_null(), case == "warm-start", "{r}");
+                assert!(r["verify_us"].is_null() && r["namespaces_us"].is_null(), "{r}");
+                assert!(r["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
+            }
         }
+    }
+    if row(&rows, "cold-start", "sigma").get("error").is_none() {
+        let r = row(&rows, "cold-start-s3", "sigma");
+        assert!(
+            r.get("error").is_none(),
+            "sigmad runs procs, so the start from S3 is measured: {r}"
+        );
+        assert!(r["note"].as_str().unwrap().contains("S3"), "{r}");
     }
     // The sandbox: measured as root with cgroups, else an error with the reason; a cold start
     // fetches and verifies.
@@ -183,8 +198,11 @@ fn quick_spawn_suites_have_every_row_and_leave_nothing_behind() {
             assert!(e.as_str().unwrap().to_lowercase().contains("docker"), "{r}");
         }
     }
-    for r in rows.iter().filter(|r| r["case"] == "cold-start-s3") {
-        assert!(r.get("error").is_some(), "S3 is not wired yet, so not measured: {r}");
+    // Only σ has a binary store to fetch from S3 with; the others say why not.
+    for system in ["sigma-sandbox", "vfork-exec", "docker"] {
+        let r = row(&rows, "cold-start-s3", system);
+        let e = r["error"].as_str().unwrap_or_default();
+        assert!(e.starts_with("not measured: ") && e.contains("store"), "{r}");
     }
 
     let (rate_pid, rows) = quick("spawn-rate", tmp.path(), &sigmad);

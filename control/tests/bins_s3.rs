@@ -1,4 +1,4 @@
-//! The binary registry and cache over S3: an s3s-fs 0.14.1 server started
+//! The binary registry and cache over S3: an s3s-fs 0.14.1 server (`sigma_tests::s3`) started
 //! in this process on 127.0.0.1 and a free port. Round trip, one store
 //! read for 16 concurrent fetches, a tampered object, and a store that is
 //! unreachable (a closed port; a server that never answers) becoming an
@@ -37,7 +37,7 @@ fn hello_bytes() -> Bytes {
 #[tokio::test]
 async fn s3_put_list_stat_remove_round_trip() {
     let started = Instant::now();
-    let server = S3Server::start(&[BUCKET]);
+    let server = S3Server::start_or_panic(&[BUCKET]);
     eprintln!("s3s-fs listening after {:?} at {}", started.elapsed(), server.endpoint);
     let registry = BinRegistry::open(&config(&server.endpoint, Duration::from_secs(5))).unwrap();
     let bytes = hello_bytes();
@@ -83,7 +83,7 @@ async fn s3_put_list_stat_remove_round_trip() {
 
 #[tokio::test]
 async fn s3_sixteen_concurrent_fetches_one_store_read() {
-    let server = S3Server::start(&[BUCKET]);
+    let server = S3Server::start_or_panic(&[BUCKET]);
     for (kind, io) in io_variants() {
         let registry = BinRegistry::open(&config(&server.endpoint, Duration::from_secs(5))).unwrap();
         let n = name(&format!("hello@{kind}"));
@@ -119,7 +119,7 @@ async fn s3_sixteen_concurrent_fetches_one_store_read() {
 
 #[tokio::test]
 async fn s3_tampered_object_is_refused_and_nothing_is_cached() {
-    let server = S3Server::start(&[BUCKET]);
+    let server = S3Server::start_or_panic(&[BUCKET]);
     let registry = BinRegistry::open(&config(&server.endpoint, Duration::from_secs(5))).unwrap();
     let n = name("hello@v1");
     let rec = registry.put(&n, hello_bytes()).await.unwrap();

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{now_ns, run_cmd, Env, Proc, Sample, Start, Starter, Steps};
+use super::{now_ns, run_cmd, Env, Proc, Sample, Start, Starter, Steps, NO_S3};
 
 /// The long-lived daemons whose CPU a start is charged (the per-container shim and runc come and
 /// go with the container, so their CPU is not counted).
@@ -166,6 +166,7 @@ impl Starter for Docker {
                     },
                 })
             }
+            Start::ColdS3 => bail!("{NO_S3}"),
         }
     }
 
@@ -189,6 +190,7 @@ impl Starter for Docker {
         let what = match how {
             Start::Warm => "`docker run --rm --network none` of a FROM-scratch image holding the binary (image already present), wall time of the docker command",
             Start::Cold => "`docker load` of a FROM-scratch image's tar from the local store (fetch_us; its layer not on the machine), then `docker run --rm --network none` of it, wall time of both docker commands; the image removal afterwards is not timed",
+            Start::ColdS3 => NO_S3,
         };
         format!(
             "{what}; Docker engine {}; cpu_us_per_op not given: most of the CPU is in dockerd, containerd, the per-container shim and runc, outside this process tree; the daemons counted below are dockerd and containerd (the shim and runc come and go with each container)",

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use sigma_sandbox::{Child, Class, Config, ExitStatus, RealmHandle, Sandbox, SpawnSpec, SpawnTimes};
 
-use super::{now_ns, parse_stamp, Env, Proc, Sample, Start, Starter, Steps, Store, STAMP_ENV};
+use super::{now_ns, parse_stamp, Env, Proc, Sample, Start, Starter, Steps, Store, NO_S3, STAMP_ENV};
 
 /// Warm cgroups per realm and class: enough for `spawn-rate`'s most concurrent case.
 const WARM_CGROUPS: usize = 64;
@@ -260,6 +260,7 @@ impl Starter for SandboxStarter {
                 let _ = std::fs::remove_file(&path);
                 result
             }
+            Start::ColdS3 => bail!("{NO_S3}"),
         }
     }
 
@@ -272,6 +273,7 @@ impl Starter for SandboxStarter {
             Start::Cold => format!(
                 "sandbox only, no sigmad, no scheduling: the binary copied from the local store into the cache (fetch_us; the store's file in the page cache) and its BLAKE3 checked (verify_us, blake3 crate), a realm made for this start (its netns and cgroups: in namespaces_us; cold cgroups), then Sandbox::spawn, poll the pidfd and reap (the realm's teardown afterwards is not timed); {steps}"
             ),
+            Start::ColdS3 => NO_S3.into(),
         }
     }
 }

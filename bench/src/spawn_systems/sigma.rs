@@ -15,12 +15,38 @@
 //! machine. Cold: a binary whose bytes sigmad's cache has never held (the big proc with 8 bytes
 //! of its own appended after the ELF image, so that its BLAKE3, the cache's key, is new), put
 //! into the store just before (not timed), started in a realm made just before in the namespace
-//! (not timed) that no proc of this machine has used. sigmad does not report where the time of a
-//! start went yet, so the breakdown fields are null.
+//! (not timed) that no proc of this machine has used.
+//!
+//! Cold from S3 ([`Start::ColdS3`], `cold-start-s3`): the same, through a second sigmad whose
+//! binary store is a bucket of an S3 server ([`sigma_tests::s3::S3Server`], s3s-fs in this
+//! process on 127.0.0.1, plain HTTP), both opened on the first such start ([`S3Side`]). What it
+//! measures is a cold start of a binary this machine has never fetched, from S3, so each start
+//! puts new bytes (the big proc with 8 bytes of its own) under a new name into the S3 store
+//! through that sigmad (an S3 PUT, not timed): sigmad's cache, keyed by BLAKE3 and kept across
+//! starts, misses, and so does its record cache (a new name), so the start asks S3 for the
+//! record and GETs all of the object over HTTP, hashing it as it streams into the cache. Not
+//! chosen: a fresh sigmad (data dir, cache) per start, which would also throw away what a machine
+//! that has run procs keeps (warm cgroups, the spawners, the S3 client's connections) and so
+//! time a new machine rather than a binary new to the machine; and the same bytes under a new
+//! name, which would hit the cache and fetch only the record. What it does not show: the
+//! server is on loopback in this process (no network distance; its CPU is counted with
+//! sigmabench's), the object was just written (in the page cache, as the local store's file is
+//! in `cold-start`), and sigmad's HTTP connection to it may be open already from the put, as a
+//! busy machine's would be. Nor is it a fast S3: s3s-fs 0.14.1 answers a GET by reading the
+//! file 4 KiB at a time through tokio's file API (each read a blocking-pool job); with curl as
+//! the client (SigV4, no hashing, no writes) it served this 11.2 MiB object in 75–90 ms on the
+//! 2-core VM of 2026-11-27, so much of a start from it is the server's pace, not σ's.
+//!
+//! Breakdown: sigmad reports a start's steps only in a debug line ([`ProcStarted`]); both
+//! sigmads run with [`PROCS_DEBUG_LOG`], and cold starts take its `fetch_us` (looked up after
+//! the start, not timed); every other step is null. A start whose line does not come gets a null
+//! fetch, never an estimate. The line is sigmad's only cost of this: one more formatted line on
+//! its stderr pipe per start (in `spawn-rate` too).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,8 +56,10 @@ use sigma_dataplane::Core;
 use sigma_ep::ns::NsRequest;
 use sigma_ep::proc::{ProcRequest, WireClass, WireStatus, BIN_PIECE_BYTES_MAX};
 
+use sigma_tests::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
+
 use super::{now_ns, Env, Proc, Sample, Start, Starter, Steps};
-use crate::sigmad::Sigmad;
+use crate::sigmad::{ProcStarted, ProcStarts, Sigmad, PROCS_DEBUG_LOG};
 
 /// sigmad's data-plane core.
 const SIGMAD_CORE: usize = 1;
@@ -43,14 +71,95 @@ const PROC_MEM_MIB: u32 = 64;
 const PROC_MCPU: u32 = 1000;
 /// How long a proc that exits at once may take to be reported.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, after a cold start, its proc-started line may take to be read from sigmad's log (it
+/// is written before the Spawn call's answer, so it is normally there already).
+const LINE_WAIT: Duration = Duration::from_millis(500);
+/// The S3 store's bucket and prefix.
+const S3_BUCKET: &str = "sigmabench-bins";
+const S3_PREFIX: &str = "bins";
+
+/// One sigmad: its socket, its pid (for its CPU and its reaped procs'), its proc-started lines.
+struct Daemon {
+    sock: PathBuf,
+    pid: u32,
+    starts: ProcStarts,
+    sigmad: Mutex<Sigmad>,
+}
+
+impl Daemon {
+    /// Wraps a started sigmad.
+    fn new(sigmad: Sigmad) -> Result<Daemon> {
+        Ok(Daemon {
+            sock: sigmad.sock.clone(),
+            pid: sigmad.pid().context("sigmad exited")?,
+            starts: sigmad.proc_starts(),
+            sigmad: Mutex::new(sigmad),
+        })
+    }
+
+    /// `e`, with sigmad's status and last log lines if it has died.
+    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        match self.sigmad.lock().unwrap_or_else(|p| p.into_inner()).exited() {
+            Some(d) => anyhow!("{e:#}; {d}"),
+            None => e,
+        }
+    }
+}
+
+/// What `cold-start-s3` starts run against: an S3 server in this process with one bucket, and a
+/// sigmad of its own whose binary store is that bucket (`--store s3://BUCKET/PREFIX
+/// --s3-endpoint http://127.0.0.1:PORT --s3-allow-http`, the server's keys in
+/// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`). Fields drop in order: sigmad stops before
+/// its store does.
+struct S3Side {
+    daemon: Daemon,
+    _server: S3Server,
+}
+
+/// Starts the S3 server and its sigmad, and checks that sigmad reaches the store (a `bin list`).
+fn open_s3(bin: &Path, cpu: usize) -> Result<S3Side> {
+    let server = S3Server::start(&[S3_BUCKET]).map_err(|e| anyhow!("{e}"))?;
+    let args: Vec<String> = vec![
+        "--store".into(),
+        format!("s3://{S3_BUCKET}/{S3_PREFIX}"),
+        "--s3-endpoint".into(),
+        server.endpoint.clone(),
+        "--s3-region".into(),
+        REGION.into(),
+        "--s3-allow-http".into(),
+    ];
+    let env = [
+        ("RUST_LOG", PROCS_DEBUG_LOG),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    let sigmad =
+        Sigmad::start_with_env(bin, cpu, &args, &env).context("starting sigmad with its binary store in S3")?;
+    let daemon = Daemon::new(sigmad)?;
+    with_client(&daemon.sock, async |c| {
+        call(c, &ProcRequest::BinList).await.context("bin list on the S3 store")
+    })
+    .map_err(|e| daemon.explain(e))?;
+    Ok(S3Side {
+        daemon,
+        _server: server,
+    })
+}
 
 struct SigmaStarter {
-    sock: PathBuf,
-    /// sigmad's pid, for its CPU (and its reaped procs').
-    pid: u32,
+    /// The sigmad of warm and cold starts, on its local store.
+    local: Daemon,
     /// The big proc's bytes (cold starts put a variant of them).
     big: Bytes,
-    sigmad: std::sync::Mutex<Sigmad>,
+    /// What opens [`S3Side`]: sigmad's binary and core.
+    bin: PathBuf,
+    cpu: usize,
+    /// Opened on the first start from S3 (the case's warm-up start, so before its CPU is read);
+    /// an error is kept and given to every such start.
+    s3: OnceLock<std::result::Result<S3Side, String>>,
+    /// Set once a cold start's proc-started line did not come: later starts do not wait for
+    /// theirs (their fetch is null unless the line is already there).
+    lines_missing: AtomicBool,
 }
 
 thread_local! {
@@ -111,8 +220,8 @@ async fn create_realm(client: &AdminClient, realm: &str) -> Result<()> {
     Ok(())
 }
 
-/// Spawn, then wait for the exit, which must be 0.
-async fn spawn_and_wait(client: &AdminClient, realm: &str, program: &str) -> Result<()> {
+/// Spawn, then wait for the exit, which must be 0; the proc's σ pid.
+async fn spawn_and_wait(client: &AdminClient, realm: &str, program: &str) -> Result<u64> {
     let reply = call(
         client,
         &ProcRequest::Spawn {
@@ -140,39 +249,82 @@ async fn spawn_and_wait(client: &AdminClient, realm: &str, program: &str) -> Res
     .await
     .with_context(|| format!("wait for pid {pid} in realm {realm}"))?;
     match client.decode_proc(reply, WireStatus::decode) {
-        Ok(WireStatus::Ok) => Ok(()),
+        Ok(WireStatus::Ok) => Ok(pid),
         Ok(other) => bail!("{program} (pid {pid}) in realm {realm} ended {other}"),
         Err(e) => bail!("{}", e.message),
     }
 }
 
-/// Opens the system: starts sigmad and puts the example procs into its store.
+/// Opens the system: starts sigmad and puts the example procs into its store. The S3 side is
+/// opened later, by the first start from S3 ([`S3Side`]): `spawn-rate` and the other cases do
+/// without it.
 pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
     let bin = crate::sigmad::binary()?;
     let cores = crate::affinity::available_cores().max(1);
-    let sigmad = Sigmad::start(&bin, SIGMAD_CORE.min(cores - 1), &[]).context("starting sigmad")?;
-    let sock = sigmad.sock.clone();
+    let cpu = SIGMAD_CORE.min(cores - 1);
+    let sigmad = Sigmad::start_with_env(&bin, cpu, &[], &[("RUST_LOG", PROCS_DEBUG_LOG)]).context("starting sigmad")?;
+    let local = Daemon::new(sigmad)?;
     let big = Bytes::from(std::fs::read(&env.big).with_context(|| format!("reading {}", env.big.display()))?);
     let trivial =
         Bytes::from(std::fs::read(&env.trivial).with_context(|| format!("reading {}", env.trivial.display()))?);
     // Checked here, so that a sigmad without procs says why at once.
-    let opened = with_client(&sock, async |c| {
+    with_client(&local.sock, async |c| {
         put(c, "big", &big, 1).await?;
         put(c, "trivial", &trivial, 2).await?;
         create_realm(c, WARM_REALM).await
-    });
-    if let Err(e) = opened {
-        let mut sigmad = sigmad;
-        let died = sigmad.exited();
-        bail!("{e:#}{}", died.map_or(String::new(), |d| format!("; {d}")));
-    }
-    let pid = sigmad.pid().context("sigmad exited")?;
+    })
+    .map_err(|e| local.explain(e))?;
     Ok(Arc::new(SigmaStarter {
-        sock,
-        pid,
+        local,
         big,
-        sigmad: std::sync::Mutex::new(sigmad),
+        bin,
+        cpu,
+        s3: OnceLock::new(),
+        lines_missing: AtomicBool::new(false),
     }))
+}
+
+impl SigmaStarter {
+    /// The S3 side, opened on first use.
+    fn s3(&self) -> Result<&S3Side> {
+        self.s3
+            .get_or_init(|| open_s3(&self.bin, self.cpu).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// A cold start of the big proc through `daemon`: new bytes under a new name put into its
+    /// store and a new realm (neither timed), then Spawn + WaitExit (timed), then both removed
+    /// (not timed). The time, ns, and sigmad's fetch time from its proc-started line, if it came.
+    fn cold(&self, daemon: &Daemon, seq: u64) -> Result<(u64, Option<ProcStarted>)> {
+        // New bytes (a new BLAKE3, so a cache miss) under a new name, in a new realm.
+        let mut bytes = Vec::with_capacity(self.big.len() + 8);
+        bytes.extend_from_slice(&self.big);
+        bytes.extend_from_slice(&(seq ^ now_ns()).to_le_bytes());
+        let bytes = Bytes::from(bytes);
+        let (name, realm) = (format!("big-cold-{seq}"), format!("cold-{seq}"));
+        let (took, pid) = with_client(&daemon.sock, async |c| {
+            put(c, &name, &bytes, seq).await?;
+            create_realm(c, &realm).await?;
+            let t0 = now_ns();
+            let pid = spawn_and_wait(c, &realm, &name).await?;
+            let took = now_ns() - t0;
+            // Not timed: the store and the namespace do not keep what each start made.
+            let _ = call(c, &ProcRequest::BinRemove { name: name.clone() }).await;
+            let _ = c.call(&NsRequest::RemoveRealm { realm: realm.clone() }, None).await;
+            Ok((took, pid))
+        })?;
+        let wait = if self.lines_missing.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            LINE_WAIT
+        };
+        let line = daemon.starts.take(pid, wait);
+        if line.is_none() {
+            self.lines_missing.store(true, Ordering::Relaxed);
+        }
+        Ok((took, line))
+    }
 }
 
 impl Starter for SigmaStarter {
@@ -181,60 +333,58 @@ impl Starter for SigmaStarter {
             Proc::Trivial => "trivial",
             Proc::Big => "big",
         };
+        if how != Start::Warm && proc != Proc::Big {
+            bail!("cold starts are of the big proc only");
+        }
+        let daemon = match how {
+            Start::Warm | Start::Cold => &self.local,
+            Start::ColdS3 => &self.s3()?.daemon,
+        };
         let r = match how {
-            Start::Warm => with_client(&self.sock, async |c| {
+            Start::Warm => with_client(&daemon.sock, async |c| {
                 let t0 = now_ns();
                 spawn_and_wait(c, WARM_REALM, program).await?;
-                Ok(now_ns() - t0)
+                Ok((now_ns() - t0, None))
             }),
-            Start::Cold => {
-                if proc != Proc::Big {
-                    bail!("cold starts are of the big proc only");
-                }
-                // New bytes (a new BLAKE3, so a cache miss) under a new name, in a new realm.
-                let mut bytes = Vec::with_capacity(self.big.len() + 8);
-                bytes.extend_from_slice(&self.big);
-                bytes.extend_from_slice(&(seq ^ now_ns()).to_le_bytes());
-                let bytes = Bytes::from(bytes);
-                let (name, realm) = (format!("big-cold-{seq}"), format!("cold-{seq}"));
-                with_client(&self.sock, async |c| {
-                    put(c, &name, &bytes, seq).await?;
-                    create_realm(c, &realm).await?;
-                    let t0 = now_ns();
-                    spawn_and_wait(c, &realm, &name).await?;
-                    let took = now_ns() - t0;
-                    // Not timed: the store and the namespace do not keep what each start made.
-                    let _ = call(c, &ProcRequest::BinRemove { name: name.clone() }).await;
-                    let _ = c.call(&NsRequest::RemoveRealm { realm: realm.clone() }, None).await;
-                    Ok(took)
-                })
-            }
+            Start::Cold | Start::ColdS3 => self.cold(daemon, seq),
         };
         match r {
-            Ok(total_ns) => Ok(Sample {
+            Ok((total_ns, line)) => Ok(Sample {
                 total_ns,
-                steps: Steps::default(),
+                steps: Steps {
+                    fetch: line.map(|l| l.fetch_us.max(1) * 1000),
+                    ..Steps::default()
+                },
             }),
-            Err(e) => {
-                let died = self.sigmad.lock().unwrap_or_else(|p| p.into_inner()).exited();
-                match died {
-                    Some(d) => Err(anyhow!("{e:#}; {d}")),
-                    None => Err(e),
-                }
-            }
+            Err(e) => Err(daemon.explain(e)),
         }
     }
 
     fn daemon_cpu_ns(&self) -> Option<u64> {
-        // sigmad's own CPU and its reaped children's: the procs.
-        super::process_cpu_ns(self.pid, true)
+        // Each sigmad's own CPU and its reaped children's: the procs. The S3 side's sigmad once
+        // it is open (idle outside `cold-start-s3`).
+        let local = super::process_cpu_ns(self.local.pid, true)?;
+        match self.s3.get() {
+            Some(Ok(s3)) => Some(local + super::process_cpu_ns(s3.daemon.pid, true)?),
+            _ => Some(local),
+        }
     }
 
     fn note(&self, how: Start) -> String {
+        let cold = "Spawn + WaitExit of a binary sigmad's cache has never held (the big proc with 8 bytes of its own appended: a new BLAKE3, the cache's key) under a name new to it";
         let what = match how {
-            Start::Warm => "through sigmad: a Spawn call on its admin socket (AdminClient on a σ core of the calling thread, a connection per start made before its clock starts), then WaitExit until the proc exited 0; binary already in sigmad's cache, realm already on the machine",
-            Start::Cold => "through sigmad: Spawn + WaitExit of a binary sigmad's cache has never held (the big proc with 8 bytes of its own appended: a new BLAKE3, the cache's key), put into sigmad's local binary store just before, in a realm made in the namespace just before and never used on this machine (the put and the realm are not timed); sigmad fetches it from its store into its cache, verifies it, then starts it",
+            Start::Warm => "through sigmad: a Spawn call on its admin socket (AdminClient on a σ core of the calling thread, a connection per start made before its clock starts), then WaitExit until the proc exited 0; binary already in sigmad's cache, realm already on the machine".to_string(),
+            Start::Cold => format!("through sigmad: {cold}, put into sigmad's local binary store just before, in a realm made in the namespace just before and never used on this machine (the put and the realm are not timed); sigmad fetches it from its store into its cache, verifies it, then starts it"),
+            Start::ColdS3 => format!("through a second sigmad whose binary store is S3: an S3 server (s3s-fs 0.14.1, sigma_tests::s3) in sigmabench's process on 127.0.0.1, plain HTTP, bucket {S3_BUCKET}; {cold}, put into the S3 store through sigmad just before (an S3 PUT: the object's file in the page cache), in a realm made just before (neither timed); sigmad GETs the record and the object from S3 over HTTP, hashing it as it streams into its cache, then starts it; s3s-fs reads an object 4 KiB at a time through tokio's blocking pool, so its pace is part of the fetch"),
         };
-        format!("{what}; sigmad does not report where a start's time went yet (breakdown null); CPU: sigmabench's process (the client) + sigmad and the procs it reaped (/proc/PID/stat with cutime and cstime, 10 ms ticks)")
+        let breakdown = match how {
+            Start::Warm => "breakdown null (no fetch: the binary is in sigmad's cache; sigmad reports no other step)",
+            Start::Cold | Start::ColdS3 => "breakdown: fetch_us = sigmad's own figure from its debug line `proc started` (RUST_LOG=sigma_control::procs=debug): from the spawn's entry in the proc table to the verified binary in the cache (the hop to sigmad's control thread, the record from the store, the object read or GET, BLAKE3 as it streams, the cache writes, fsync, rename), so verify_us is null (inside fetch_us); the other steps null (not reported by sigmad)",
+        };
+        let cpu = match how {
+            Start::ColdS3 => "CPU: sigmabench's process (the client, and the S3 server's thread) + both sigmads and the procs they reaped (/proc/PID/stat with cutime and cstime, 10 ms ticks; the local store's sigmad is idle)",
+            _ => "CPU: sigmabench's process (the client) + sigmad and the procs it reaped (/proc/PID/stat with cutime and cstime, 10 ms ticks)",
+        };
+        format!("{what}; {breakdown}; {cpu}")
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use std::path::{Path, PathBuf};
 
-use super::{now_ns, Env, Proc, Sample, Start, Starter, Steps, Store};
+use super::{now_ns, Env, Proc, Sample, Start, Starter, Steps, Store, NO_S3};
 
 struct VforkExec {
     trivial: PathBuf,
@@ -84,6 +84,7 @@ impl Starter for VforkExec {
                     },
                 })
             }
+            Start::ColdS3 => bail!("{NO_S3}"),
         }
     }
 
@@ -91,6 +92,7 @@ impl Starter for VforkExec {
         match how {
             Start::Warm => "std::process::Command spawn + wait of the binary (posix_spawn: vfork + execve), stdio on /dev/null; no sandbox: the floor".into(),
             Start::Cold => "copy of the binary from the store into the cache (fetch_us), then Command spawn + wait of the copy; no digest, no sandbox: the floor".into(),
+            Start::ColdS3 => NO_S3.into(),
         }
     }
 }

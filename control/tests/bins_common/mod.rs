@@ -1,6 +1,6 @@
 //! What the binary-store tests share: test executables built at test time,
 //! the cache IO variants (a real data-plane core, and the blocking pool),
-//! and an in-process S3 server (s3s-fs).
+//! and the in-process S3 server (s3s-fs, `sigma_tests::s3`).
 
 #![allow(dead_code)]
 
@@ -125,76 +125,8 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// An S3 server (s3s-fs) in this process, on 127.0.0.1 and a free port,
-/// serving `root` (each directory a bucket) on a thread of its own.
-pub struct S3Server {
-    pub endpoint: String,
-    pub root: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-pub const ACCESS_KEY: &str = "sigma-test";
-pub const SECRET_KEY: &str = "sigma-test-secret";
-
-impl S3Server {
-    pub fn start(buckets: &[&str]) -> S3Server {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        use hyper_util::server::conn::auto::Builder as ConnBuilder;
-        use s3s::auth::SimpleAuth;
-        use s3s::service::S3ServiceBuilder;
-
-        let root = tempfile::tempdir().unwrap();
-        for bucket in buckets {
-            std::fs::create_dir_all(root.path().join(bucket)).unwrap();
-        }
-        let fs = s3s_fs::FileSystem::new(root.path()).unwrap_or_else(|e| panic!("s3s-fs: {e:?}"));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("s3s-fs".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let mut b = S3ServiceBuilder::new(fs);
-                    b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-                    let service = b.build();
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                    addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                    let http = ConnBuilder::new(TokioExecutor::new());
-                    loop {
-                        tokio::select! {
-                            accepted = listener.accept() => {
-                                let Ok((socket, _)) = accepted else { continue };
-                                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-                                tokio::spawn(async move { let _ = conn.await; });
-                            }
-                            _ = &mut stop_rx => break,
-                        }
-                    }
-                });
-            })
-            .unwrap();
-        let addr = addr_rx.recv().expect("s3s-fs listening");
-        S3Server {
-            endpoint: format!("http://{addr}"),
-            root,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+/// The in-process S3 server (s3s-fs) the S3 tests run against: one copy,
+/// in sigma-tests, shared with sigmabench's `cold-start-s3` case. (Unused
+/// by the tests of the local store, which include this module too.)
+#[allow(unused_imports)]
+pub use sigma_tests::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
