@@ -150,16 +150,26 @@ fn quick_spawn_suites_have_every_row_and_leave_nothing_behind() {
         }
         assert_eq!(r["fetch_us"].is_null(), case == "warm-start", "{r}");
     }
-    // σ through sigmad: measured where sigmad can run procs, else saying why; a cold start, from
+    // σ through sigmad: measured where sigmad can run procs, else saying why; every start, from
     // the local store or from S3 (an S3 server in sigmabench and a sigmad on it), reports
-    // sigmad's fetch, a warm one does not.
+    // sigmad's own times of its steps (START_TIMES); verify is inside fetch.
     for case in ["warm-start", "cold-start", "cold-start-s3"] {
         let r = row(&rows, case, "sigma");
         match r.get("error") {
             Some(e) => assert!(e.as_str().unwrap().contains("sigmad"), "{r}"),
             None => {
-                assert_eq!(r["fetch_us"].is_null(), case == "warm-start", "{r}");
-                assert!(r["verify_us"].is_null() && r["namespaces_us"].is_null(), "{r}");
+                for f in [
+                    "schedule_us",
+                    "fetch_us",
+                    "namespaces_us",
+                    "cgroups_us",
+                    "jail_us",
+                    "seccomp_us",
+                ] {
+                    assert!(r[f].as_f64().is_some(), "{case}: no {f}: {r}");
+                }
+                assert!(r["namespaces_us"].as_f64().unwrap() > 0.0, "{r}");
+                assert!(r["verify_us"].is_null() && r["exec_to_started_us"].is_null(), "{r}");
                 assert!(r["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
             }
         }

@@ -37,15 +37,14 @@
 //! the client (SigV4, no hashing, no writes) it served this 11.2 MiB object in 75–90 ms on the
 //! 2-core VM of 2026-11-27, so much of a start from it is the server's pace, not σ's.
 //!
-//! Breakdown: sigmad reports a start's steps only in a debug line ([`ProcStarted`]); both
-//! sigmads run with [`PROCS_DEBUG_LOG`], and cold starts take its `fetch_us` (looked up after
-//! the start, not timed); every other step is null. A start whose line does not come gets a null
-//! fetch, never an estimate. The line is sigmad's only cost of this: one more formatted line on
-//! its stderr pipe per start (in `spawn-rate` too).
+//! Breakdown: after each start (not timed), sigmad is asked where it went (`START_TIMES`,
+//! [`WireStartTimes`]: its own CLOCK_MONOTONIC stamps), which fills schedule, fetch, namespaces,
+//! cgroups, jail and seccomp; verify is inside fetch (BLAKE3 as the bytes stream), and
+//! exec-to-started and started-to-reaped stay null (sigmad sees the exec, not the proc's main).
+//! A start whose times do not come back gets nulls, never an estimate.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -54,12 +53,12 @@ use bytes::Bytes;
 use sigma_control::admin::AdminClient;
 use sigma_dataplane::Core;
 use sigma_ep::ns::NsRequest;
-use sigma_ep::proc::{ProcRequest, WireClass, WireStatus, BIN_PIECE_BYTES_MAX};
+use sigma_ep::proc::{ProcRequest, WireClass, WireStartTimes, WireStatus, BIN_PIECE_BYTES_MAX};
 
 use sigma_tests::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
 
 use super::{now_ns, Env, Proc, Sample, Start, Starter, Steps};
-use crate::sigmad::{ProcStarted, ProcStarts, Sigmad, PROCS_DEBUG_LOG};
+use crate::sigmad::Sigmad;
 
 /// sigmad's data-plane core.
 const SIGMAD_CORE: usize = 1;
@@ -71,18 +70,14 @@ const PROC_MEM_MIB: u32 = 64;
 const PROC_MCPU: u32 = 1000;
 /// How long a proc that exits at once may take to be reported.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long, after a cold start, its proc-started line may take to be read from sigmad's log (it
-/// is written before the Spawn call's answer, so it is normally there already).
-const LINE_WAIT: Duration = Duration::from_millis(500);
 /// The S3 store's bucket and prefix.
 const S3_BUCKET: &str = "sigmabench-bins";
 const S3_PREFIX: &str = "bins";
 
-/// One sigmad: its socket, its pid (for its CPU and its reaped procs'), its proc-started lines.
+/// One sigmad: its socket, its pid (for its CPU and its reaped procs').
 struct Daemon {
     sock: PathBuf,
     pid: u32,
-    starts: ProcStarts,
     sigmad: Mutex<Sigmad>,
 }
 
@@ -92,7 +87,6 @@ impl Daemon {
         Ok(Daemon {
             sock: sigmad.sock.clone(),
             pid: sigmad.pid().context("sigmad exited")?,
-            starts: sigmad.proc_starts(),
             sigmad: Mutex::new(sigmad),
         })
     }
@@ -128,11 +122,7 @@ fn open_s3(bin: &Path, cpu: usize) -> Result<S3Side> {
         REGION.into(),
         "--s3-allow-http".into(),
     ];
-    let env = [
-        ("RUST_LOG", PROCS_DEBUG_LOG),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-    ];
+    let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)];
     let sigmad =
         Sigmad::start_with_env(bin, cpu, &args, &env).context("starting sigmad with its binary store in S3")?;
     let daemon = Daemon::new(sigmad)?;
@@ -157,9 +147,6 @@ struct SigmaStarter {
     /// Opened on the first start from S3 (the case's warm-up start, so before its CPU is read);
     /// an error is kept and given to every such start.
     s3: OnceLock<std::result::Result<S3Side, String>>,
-    /// Set once a cold start's proc-started line did not come: later starts do not wait for
-    /// theirs (their fetch is null unless the line is already there).
-    lines_missing: AtomicBool,
 }
 
 thread_local! {
@@ -182,6 +169,17 @@ fn with_client<T>(sock: &Path, f: impl AsyncFnOnce(&AdminClient) -> Result<T>) -
             f(&client).await
         })
     })
+}
+
+/// Where sigmad says proc `pid`'s start went (asked after the start, not timed); None if it
+/// does not say.
+async fn start_times(client: &AdminClient, realm: &str, pid: u64) -> Option<WireStartTimes> {
+    let req = ProcRequest::StartTimes {
+        realm: realm.to_string(),
+        pid,
+    };
+    let reply = call(client, &req).await.ok()?;
+    client.decode_proc(reply, WireStartTimes::decode).ok()
 }
 
 async fn call(client: &AdminClient, req: &ProcRequest) -> Result<Bytes> {
@@ -262,7 +260,7 @@ pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
     let bin = crate::sigmad::binary()?;
     let cores = crate::affinity::available_cores().max(1);
     let cpu = SIGMAD_CORE.min(cores - 1);
-    let sigmad = Sigmad::start_with_env(&bin, cpu, &[], &[("RUST_LOG", PROCS_DEBUG_LOG)]).context("starting sigmad")?;
+    let sigmad = Sigmad::start_with_env(&bin, cpu, &[], &[]).context("starting sigmad")?;
     let local = Daemon::new(sigmad)?;
     let big = Bytes::from(std::fs::read(&env.big).with_context(|| format!("reading {}", env.big.display()))?);
     let trivial =
@@ -280,7 +278,6 @@ pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
         bin,
         cpu,
         s3: OnceLock::new(),
-        lines_missing: AtomicBool::new(false),
     }))
 }
 
@@ -294,36 +291,28 @@ impl SigmaStarter {
     }
 
     /// A cold start of the big proc through `daemon`: new bytes under a new name put into its
-    /// store and a new realm (neither timed), then Spawn + WaitExit (timed), then both removed
-    /// (not timed). The time, ns, and sigmad's fetch time from its proc-started line, if it came.
-    fn cold(&self, daemon: &Daemon, seq: u64) -> Result<(u64, Option<ProcStarted>)> {
+    /// store and a new realm (neither timed), then Spawn + WaitExit (timed), then where sigmad
+    /// says it went, and both removed (not timed). The time, ns, and sigmad's times.
+    fn cold(&self, daemon: &Daemon, seq: u64) -> Result<(u64, Option<WireStartTimes>)> {
         // New bytes (a new BLAKE3, so a cache miss) under a new name, in a new realm.
         let mut bytes = Vec::with_capacity(self.big.len() + 8);
         bytes.extend_from_slice(&self.big);
         bytes.extend_from_slice(&(seq ^ now_ns()).to_le_bytes());
         let bytes = Bytes::from(bytes);
         let (name, realm) = (format!("big-cold-{seq}"), format!("cold-{seq}"));
-        let (took, pid) = with_client(&daemon.sock, async |c| {
+        with_client(&daemon.sock, async |c| {
             put(c, &name, &bytes, seq).await?;
             create_realm(c, &realm).await?;
             let t0 = now_ns();
             let pid = spawn_and_wait(c, &realm, &name).await?;
             let took = now_ns() - t0;
-            // Not timed: the store and the namespace do not keep what each start made.
+            // Not timed: where it went, and the store and the namespace do not keep what each
+            // start made.
+            let times = start_times(c, &realm, pid).await;
             let _ = call(c, &ProcRequest::BinRemove { name: name.clone() }).await;
             let _ = c.call(&NsRequest::RemoveRealm { realm: realm.clone() }, None).await;
-            Ok((took, pid))
-        })?;
-        let wait = if self.lines_missing.load(Ordering::Relaxed) {
-            Duration::ZERO
-        } else {
-            LINE_WAIT
-        };
-        let line = daemon.starts.take(pid, wait);
-        if line.is_none() {
-            self.lines_missing.store(true, Ordering::Relaxed);
-        }
-        Ok((took, line))
+            Ok((took, times))
+        })
     }
 }
 
@@ -343,18 +332,28 @@ impl Starter for SigmaStarter {
         let r = match how {
             Start::Warm => with_client(&daemon.sock, async |c| {
                 let t0 = now_ns();
-                spawn_and_wait(c, WARM_REALM, program).await?;
-                Ok((now_ns() - t0, None))
+                let pid = spawn_and_wait(c, WARM_REALM, program).await?;
+                let took = now_ns() - t0;
+                Ok((took, start_times(c, WARM_REALM, pid).await))
             }),
             Start::Cold | Start::ColdS3 => self.cold(daemon, seq),
         };
         match r {
-            Ok((total_ns, line)) => Ok(Sample {
+            Ok((total_ns, times)) => Ok(Sample {
                 total_ns,
-                steps: Steps {
-                    fetch: line.map(|l| l.fetch_us.max(1) * 1000),
-                    ..Steps::default()
-                },
+                steps: times.map_or_else(Steps::default, |t| {
+                    let ns = |us: u64| Some(us * 1000);
+                    Steps {
+                        schedule: ns(t.schedule_us),
+                        // A warm start's fetch is the cache's memo: reported as it is.
+                        fetch: ns(t.fetch_us),
+                        namespaces: ns(t.namespaces_us),
+                        cgroups: ns(t.cgroups_us),
+                        jail: ns(t.jail_us),
+                        seccomp: ns(t.seccomp_us),
+                        ..Steps::default()
+                    }
+                }),
             }),
             Err(e) => Err(daemon.explain(e)),
         }
@@ -377,10 +376,7 @@ impl Starter for SigmaStarter {
             Start::Cold => format!("through sigmad: {cold}, put into sigmad's local binary store just before, in a realm made in the namespace just before and never used on this machine (the put and the realm are not timed); sigmad fetches it from its store into its cache, verifies it, then starts it"),
             Start::ColdS3 => format!("through a second sigmad whose binary store is S3: an S3 server (s3s-fs 0.14.1, sigma_tests::s3) in sigmabench's process on 127.0.0.1, plain HTTP, bucket {S3_BUCKET}; {cold}, put into the S3 store through sigmad just before (an S3 PUT: the object's file in the page cache), in a realm made just before (neither timed); sigmad GETs the record and the object from S3 over HTTP, hashing it as it streams into its cache, then starts it; s3s-fs reads an object 4 KiB at a time through tokio's blocking pool, so its pace is part of the fetch"),
         };
-        let breakdown = match how {
-            Start::Warm => "breakdown null (no fetch: the binary is in sigmad's cache; sigmad reports no other step)",
-            Start::Cold | Start::ColdS3 => "breakdown: fetch_us = sigmad's own figure from its debug line `proc started` (RUST_LOG=sigma_control::procs=debug): from the spawn's entry in the proc table to the verified binary in the cache (the hop to sigmad's control thread, the record from the store, the object read or GET, BLAKE3 as it streams, the cache writes, fsync, rename), so verify_us is null (inside fetch_us); the other steps null (not reported by sigmad)",
-        };
+        let breakdown = "breakdown: sigmad's own times of the start, asked after it (START_TIMES, not timed): schedule = the binary ready to the sandbox's first step (the hop to a spawner thread, a new realm's set-up, the log pipe, control socket and journal line), fetch = the spawn's arrival to the binary's path (warm: the cache's memo; cold: the record, the object read or GET, BLAKE3 as it streams, the cache writes, fsync, rename; so verify_us is null, inside fetch), namespaces, cgroups, jail, seccomp as the sandbox's steps; exec_to_started and started_to_reaped null (sigmad sees the exec, not the proc's main)";
         let cpu = match how {
             Start::ColdS3 => "CPU: sigmabench's process (the client, and the S3 server's thread) + both sigmads and the procs they reaped (/proc/PID/stat with cutime and cstime, 10 ms ticks; the local store's sigmad is idle)",
             _ => "CPU: sigmabench's process (the client) + sigmad and the procs it reaped (/proc/PID/stat with cutime and cstime, 10 ms ticks)",
