@@ -311,10 +311,7 @@ impl Run {
                 reply,
             } => {
                 let picked_ns = super::monotonic_ns();
-                let started = self
-                    .spawn(entry, binary, &args, &env)
-                    .map(|times| Started { picked_ns, times });
-                let _ = reply.send(started);
+                self.spawn(entry, binary, &args, &env, picked_ns, reply);
             }
             Job::Signal { pid, signal, evict } => {
                 if let Some(r) = self.running.get_mut(&pid) {
@@ -368,39 +365,73 @@ impl Run {
         }
     }
 
+    /// Starts `entry`'s proc and answers `reply` as soon as it has exec'd,
+    /// before the spawner's own bookkeeping (the caller's wake-up is on the
+    /// start's path; the bookkeeping is not).
     fn spawn(
         &mut self,
         entry: Arc<ProcEntry>,
         binary: PathBuf,
         args: &[String],
         env: &[(String, String)],
-    ) -> Result<sigma_sandbox::SpawnTimes, String> {
+        picked_ns: u64,
+        reply: oneshot::Sender<Result<Started, String>>,
+    ) {
+        match self.start(entry, binary, args, env, picked_ns, reply) {
+            Ok(()) => {}
+            Err((reply, why)) => {
+                let _ = reply.send(Err(why));
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        entry: Arc<ProcEntry>,
+        binary: PathBuf,
+        args: &[String],
+        env: &[(String, String)],
+        picked_ns: u64,
+        reply: oneshot::Sender<Result<Started, String>>,
+    ) -> Result<(), (oneshot::Sender<Result<Started, String>>, String)> {
         let pid = entry.pid;
+        let mut reply = Some(reply);
+        // A failure before the proc runs answers the caller with why.
+        macro_rules! fail {
+            ($why:expr) => {
+                return Err((reply.take().expect("answered once"), $why))
+            };
+        }
         if !self.realms.contains_key(&entry.realm) {
             self.forget_idle_realms();
-            let handle = self
-                .sandbox
-                .realm(&entry.realm)
-                .map_err(|e| format!("setting up realm {:?} on this machine: {e}", entry.realm))?;
+            let handle = match self.sandbox.realm(&entry.realm) {
+                Ok(h) => h,
+                Err(e) => fail!(format!("setting up realm {:?} on this machine: {e}", entry.realm)),
+            };
             self.realms
                 .insert(entry.realm.clone(), (handle, std::time::Instant::now()));
         }
         let (realm, used) = self.realms.get_mut(&entry.realm).expect("set up above");
         *used = std::time::Instant::now();
         let realm = &*realm;
-        let (log_r, log_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| format!("making the log pipe: {e}"))?;
+        let (log_r, log_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
+            Ok(p) => p,
+            Err(e) => fail!(format!("making the log pipe: {e}")),
+        };
         // The proc's end blocks: a proc that writes faster than the spawner
         // drains waits, as it would on a terminal.
-        nix::fcntl::fcntl(&log_w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
-            .map_err(|e| format!("making the log pipe blocking: {e}"))?;
-        let (ctl_ours, ctl_theirs) = nix::sys::socket::socketpair(
+        if let Err(e) = nix::fcntl::fcntl(&log_w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty())) {
+            fail!(format!("making the log pipe blocking: {e}"));
+        }
+        let (ctl_ours, ctl_theirs) = match nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::Stream,
             None,
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| format!("making the control socket: {e}"))?;
+        ) {
+            Ok(p) => p,
+            Err(e) => fail!(format!("making the control socket: {e}")),
+        };
         let class = match entry.class {
             WireClass::Lc { mcpu } => Class::Lc { mcpu: u64::from(mcpu) },
             WireClass::Be => Class::Be,
@@ -428,18 +459,38 @@ impl Run {
             Err(e) => {
                 self.journal
                     .ended(pid, self.running.values().map(|r| &*r.entry).filter(|e| !e.ended()));
-                return Err(e.to_string());
+                fail!(e.to_string());
             }
         };
         let times = child.spawn_times();
         drop(log_w);
         drop(ctl_theirs);
-        self.epoll
+        // It runs: the caller hears at once.
+        let _ = reply
+            .take()
+            .expect("answered once")
+            .send(Ok(Started { picked_ns, times }));
+        let watched = self
+            .epoll
             .add(child.pidfd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid))
-            .map_err(|e| format!("watching the proc's pidfd: {e}"))?;
-        self.epoll
-            .add(log_r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid + 1))
-            .map_err(|e| format!("watching the proc's log pipe: {e}"))?;
+            .map_err(|e| format!("watching the proc's pidfd: {e}"))
+            .and_then(|()| {
+                self.epoll
+                    .add(log_r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid + 1))
+                    .map_err(|e| format!("watching the proc's log pipe: {e}"))
+            });
+        if let Err(why) = watched {
+            // It cannot be watched: it is killed (dropping the child kills
+            // and reaps it) and ends with why.
+            tracing::error!(pid, why, "a started proc cannot be watched; killing it");
+            let _ = self.epoll.delete(child.pidfd());
+            drop(child);
+            entry.finish(WireStatus::Denied(why));
+            entry.log_done(0);
+            self.journal
+                .ended(pid, self.running.values().map(|r| &*r.entry).filter(|e| !e.ended()));
+            return Ok(());
+        }
         // sigmad's end goes to the admin server, bound to the proc's realm
         // and pid. If it cannot take it (never: the queue holds one per
         // live proc), the proc's fd 3 reads EOF.
@@ -464,7 +515,7 @@ impl Run {
                 kill_at: None,
             },
         );
-        Ok(times)
+        Ok(())
     }
 
     /// Keeps at most `REALMS_KEPT_MAX` realms set up: past it, realms
