@@ -8,8 +8,9 @@
 //! `SIGMA_SIGMAD`) on a temporary data dir with its default local binary store, its
 //! data-plane core on core 1, stopped (SIGTERM: it stops its procs and removes its cgroups) when
 //! the system is dropped; the example procs put into its store (`bin put`); a warm realm.
-//! The client is `sigma_control::admin::AdminClient` on a σ core of the calling thread's own,
-//! made once per thread, with a connection per start made before the start's clock starts.
+//! The client is `sigma_control::admin::AdminClient` on a σ core of the calling thread's own
+//! (spin 0: it parks at once), made once per thread, with a connection per start made before
+//! the start's clock starts.
 //!
 //! Warm: the binary already in sigmad's cache (started before), the realm already on the
 //! machine. Cold: a binary whose bytes sigmad's cache has never held (the big proc with 8 bytes
@@ -161,7 +162,17 @@ fn with_client<T>(sock: &Path, f: impl AsyncFnOnce(&AdminClient) -> Result<T>) -
     CORE.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
-            *c = Some(Core::builder().build().context("starting the client's σ core")?);
+            // The client parks at once: it waits a spawn's or an exit's millisecond, which no
+            // spin shortens, and on a 2-core machine a spinning client takes CPU from the
+            // sigmad, spawner and proc it waits for (the other systems' starts run in-process
+            // with nothing spinning).
+            *c = Some(
+                Core::builder()
+                    .spin(Duration::ZERO)
+                    .early_wake(false)
+                    .build()
+                    .context("starting the client's σ core")?,
+            );
         }
         let core = c.as_ref().expect("set above");
         core.block_on(async move {
