@@ -367,7 +367,7 @@ impl Run {
 
     /// Starts `entry`'s proc and answers `reply` as soon as it has exec'd,
     /// before the spawner's own bookkeeping (the caller's wake-up is on the
-    /// start's path; the bookkeeping is not).
+    /// start's path; the bookkeeping is not), or with why it could not.
     fn spawn(
         &mut self,
         entry: Arc<ProcEntry>,
@@ -377,30 +377,14 @@ impl Run {
         picked_ns: u64,
         reply: oneshot::Sender<Result<Started, String>>,
     ) {
-        match self.start(entry, binary, args, env, picked_ns, reply) {
-            Ok(()) => {}
-            Err((reply, why)) => {
-                let _ = reply.send(Err(why));
-            }
-        }
-    }
-
-    fn start(
-        &mut self,
-        entry: Arc<ProcEntry>,
-        binary: PathBuf,
-        args: &[String],
-        env: &[(String, String)],
-        picked_ns: u64,
-        reply: oneshot::Sender<Result<Started, String>>,
-    ) -> Result<(), (oneshot::Sender<Result<Started, String>>, String)> {
         let pid = entry.pid;
         let mut reply = Some(reply);
         // A failure before the proc runs answers the caller with why.
         macro_rules! fail {
-            ($why:expr) => {
-                return Err((reply.take().expect("answered once"), $why))
-            };
+            ($why:expr) => {{
+                let _ = reply.take().expect("answered once").send(Err($why));
+                return;
+            }};
         }
         if !self.realms.contains_key(&entry.realm) {
             self.forget_idle_realms();
@@ -489,7 +473,7 @@ impl Run {
             entry.log_done(0);
             self.journal
                 .ended(pid, self.running.values().map(|r| &*r.entry).filter(|e| !e.ended()));
-            return Ok(());
+            return;
         }
         // sigmad's end goes to the admin server, bound to the proc's realm
         // and pid. If it cannot take it (never: the queue holds one per
@@ -515,7 +499,6 @@ impl Run {
                 kill_at: None,
             },
         );
-        Ok(())
     }
 
     /// Keeps at most `REALMS_KEPT_MAX` realms set up: past it, realms
