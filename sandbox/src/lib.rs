@@ -139,4 +139,6 @@ mod sandbox;
 
 pub use child::{Stamps, Step};
 pub use error::{Error, ProcRef, Result};
-pub use sandbox::{Child, Class, Config, ExitStatus, RealmHandle, Sandbox, SpawnSpec, SpawnSteps, SpawnTimes};
+pub use sandbox::{
+    Child, Class, Config, ExitStatus, KeepWarm, RealmHandle, Sandbox, SpawnSpec, SpawnSteps, SpawnTimes,
+};

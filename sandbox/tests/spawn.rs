@@ -214,3 +214,53 @@ fn warm_cgroups_are_reused_and_removed_with_the_realm() {
     );
     t.finish();
 }
+
+#[test]
+fn the_cgroup_keep_warm_thread_moves_between_its_own_cgroups_and_leaves_nothing() {
+    let t = TestSandbox::with(|c| c.cgroup_keep_warm = Some(std::time::Duration::from_millis(5)));
+    let v1 = t
+        .sb()
+        .hierarchies()
+        .iter()
+        .any(|h| h.version == sigma_sandbox::cgroup::Version::V1);
+    if !v1 {
+        eprintln!("skipping: no cgroup v1 hierarchy here (keep-warm is v1 only)");
+        assert!(!t.sb().cgroup_keep_warm());
+        t.finish();
+        return;
+    }
+    assert!(t.sb().cgroup_keep_warm(), "the keep-warm thread runs");
+    // Its two cgroups are under the sandbox's parent in one hierarchy, and
+    // the thread is in one of them, then the other.
+    let dirs: Vec<std::path::PathBuf> = t
+        .sb()
+        .cgroup_parents()
+        .iter()
+        .flat_map(|p| [p.join("keep-warm-a"), p.join("keep-warm-b")])
+        .filter(|d| d.exists())
+        .collect();
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    let mut seen = [false, false];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while seen != [true, true] && std::time::Instant::now() < deadline {
+        for (i, d) in dirs.iter().enumerate() {
+            let tasks = std::fs::read_to_string(d.join("tasks")).unwrap();
+            seen[i] |= !tasks.trim().is_empty();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(seen, [true, true], "the thread moved between both");
+    // Procs still start and join their own cgroups beside it.
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let (mut c, _o, _e, _c) =
+        common::start(t.sb(), &realm, &probe("trivial"), &["0"], &RunOpts::default()).expect("spawn");
+    assert_eq!(
+        c.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
+        Some(ExitStatus::Exited(0))
+    );
+    drop(c);
+    drop(realm);
+    // finish() checks that the parents (and so these two) are gone.
+    t.finish();
+    assert!(dirs.iter().all(|d| !d.exists()));
+}

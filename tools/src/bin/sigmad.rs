@@ -83,6 +83,14 @@ struct Args {
     /// Do not start procs (no sandbox, no spawner): serve the namespace only.
     #[arg(long)]
     no_procs: bool,
+    /// Keep cgroup joins fast on cgroup v1: a thread moves itself between
+    /// two of sigmad's cgroups this often (ms; 0 = off). Without it, a proc
+    /// started after a quiet spell waits milliseconds (an RCU grace period)
+    /// to join its cgroups; with it, forks and exits on the machine take a
+    /// slightly slower path, as with the kernel's `favordynmods` mount
+    /// option (prefer that option where you can set it).
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    cgroup_keep_warm_ms: u64,
 }
 
 impl Args {
@@ -239,6 +247,8 @@ fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsS
     ));
     sandbox.jail_dir = data.join("jail");
     sandbox.warm_cgroups = 8;
+    sandbox.cgroup_keep_warm =
+        (args.cgroup_keep_warm_ms > 0).then(|| Duration::from_millis(args.cgroup_keep_warm_ms.min(1000)));
     let procs = Procs::start(
         sandbox,
         data.join("procs").join("logs"),
