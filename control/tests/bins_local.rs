@@ -395,3 +395,38 @@ async fn a_relative_store_directory_is_refused() {
     let e = BinRegistry::open(&StoreConfig::url("s3://")).unwrap_err();
     assert!(e.to_string().contains("no bucket"), "{e}");
 }
+
+#[tokio::test]
+async fn a_local_store_file_goes_in_as_a_checked_hard_link() {
+    use std::os::unix::fs::MetadataExt;
+    for (kind, io) in io_variants() {
+        let s = setup();
+        let n = name("hello");
+        let rec = s.registry.put(&n, hello_bytes()).await.unwrap();
+        let cache = s.cache(&io, RECORD_TTL_DEFAULT);
+        cache.link_local_files(true);
+        let got = cache.get(&n).await.unwrap();
+        // The cache file is the store's inode: nothing was written.
+        let (c, o) = (
+            std::fs::metadata(&got.path).unwrap(),
+            std::fs::metadata(s.object(&n)).unwrap(),
+        );
+        assert_eq!((c.dev(), c.ino()), (o.dev(), o.ino()), "{kind}");
+        assert_eq!(c.mode() & 0o777, 0o555, "{kind}: read-only and executable");
+        assert_eq!(std::fs::read(&got.path).unwrap(), hello_bytes(), "{kind}");
+        assert_eq!(files_in(&s.cache_dir), vec![rec.digest.to_string()], "{kind}");
+        // It was checked as a copy would be: a tampered store file is
+        // refused and leaves nothing in the cache.
+        let n2 = name("hello@v2");
+        let mut v2 = hello_bytes().to_vec();
+        v2.extend_from_slice(b"v2");
+        s.registry.put(&n2, Bytes::from(v2)).await.unwrap();
+        flip_byte(&s.object(&n2), 1000);
+        let e = cache.get(&n2).await.unwrap_err();
+        assert!(matches!(e, BinError::DigestMismatch { .. }), "{kind}: {e}");
+        assert_eq!(files_in(&s.cache_dir), vec![rec.digest.to_string()], "{kind}");
+        // Removing the binary from the store leaves the cached one whole.
+        s.registry.remove(&n).await.unwrap();
+        assert_eq!(std::fs::read(&got.path).unwrap(), hello_bytes(), "{kind}");
+    }
+}

@@ -92,6 +92,9 @@ struct Inner {
     verified: Mutex<HashSet<Digest>>,
     temp_seq: AtomicU64,
     counters: Counters,
+    /// Whether a local store's file goes in as a hard link (`link_in`)
+    /// rather than a copy.
+    link_local: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -132,8 +135,19 @@ impl BinCache {
                 verified: Mutex::default(),
                 temp_seq: AtomicU64::new(0),
                 counters: Counters::default(),
+                link_local: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// With `on`, a local store's file on the cache's filesystem goes into
+    /// the cache as a hard link, checked by reading it, instead of a copy
+    /// (see `Inner::link_in`): a cold start writes nothing. The cache file
+    /// and the store's then share one inode, so a write behind sigmad's
+    /// back to either shows in both: the digest check refuses it, but the
+    /// cache cannot fetch a good copy from the store. Off by default.
+    pub fn link_local_files(&self, on: bool) {
+        self.inner.link_local.store(on, Ordering::Relaxed);
     }
 
     /// The registry it fills from.
@@ -340,6 +354,12 @@ impl Inner {
     /// checking it as it streams, and renames it to `path` only if it is
     /// whole, a static executable and of the recorded digest.
     async fn fill(&self, record: &Record, path: &Path) -> Result<(), BinError> {
+        let body = self.registry.open_object(record).await?;
+        if let (true, ObjectBody::File(_, source_path)) = (self.link_local.load(Ordering::Relaxed), &body) {
+            if self.link_in(record, path, source_path).await? {
+                return Ok(());
+            }
+        }
         let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
         let temp = self
             .dir
@@ -352,7 +372,6 @@ impl Inner {
             .open(&temp)
             .map_err(|e| BinError::io("create", &temp, e))?;
         let file = Arc::new(file);
-        let body = self.registry.open_object(record).await?;
         let mut fill = Fill::new(self, record, file.clone(), &temp);
         match body {
             ObjectBody::File(source, source_path) => {
@@ -407,6 +426,62 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// A local store's file on the cache's filesystem goes in without a
+    /// copy: hard-linked under a temporary name, read back and checked as a
+    /// fill would (size, static ELF, digest; nothing written), made
+    /// read-only and executable, renamed into place. A cold start then
+    /// reads the binary once instead of writing 10 MiB: the writes of a
+    /// copy, back to back, met the page cache's dirty throttling and took
+    /// 30 ms of a cold start. False (nothing done) if the link cannot be
+    /// made (another filesystem): the caller copies.
+    ///
+    /// The store's files are written to a temporary name and renamed, never
+    /// changed in place, so the inode the cache shares stays as checked; a
+    /// store file changed in place by hand after it was linked would go
+    /// unnoticed until sigmad restarts (which re-hashes on first use).
+    async fn link_in(&self, record: &Record, path: &Path, source_path: &Path) -> Result<bool, BinError> {
+        let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
+        let link = self.dir.join(format!(
+            "{TEMP_PREFIX}{}.{}.{seq}.link",
+            record.digest,
+            std::process::id()
+        ));
+        if std::fs::hard_link(source_path, &link).is_err() {
+            return Ok(false);
+        }
+        let guard = TempGuard(Some(link.clone()));
+        let file = Arc::new(std::fs::File::open(&link).map_err(|e| BinError::io("open", &link, e))?);
+        let mut fill = Fill::new(self, record, file.clone(), &link);
+        fill.verify_only = true;
+        while fill.received < record.bytes {
+            let want = (record.bytes - fill.received).min(CACHE_WRITE_BYTES as u64) as usize;
+            let chunk = self.io.read_at(file.clone(), fill.received, want).await.map_err(|e| {
+                self.registry
+                    .fetch_error(&record.name, Arc::new(BinError::io("read", source_path, e)))
+            })?;
+            if chunk.is_empty() {
+                break;
+            }
+            fill.take(chunk, true).await?;
+        }
+        fill.finish().await?;
+        drop(fill);
+        drop(file);
+        let (from, to) = (link.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || -> Result<(), BinError> {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&from, std::fs::Permissions::from_mode(CACHED_MODE))
+                .map_err(|e| BinError::io("chmod", &from, e))?;
+            std::fs::rename(&from, &to).map_err(|e| BinError::io("rename into place", &to, e))
+        })
+        .await
+        .map_err(|e| BinError::io("rename into place", path, std::io::Error::other(e.to_string())))??;
+        guard.keep();
+        Ok(true)
+    }
+}
+
 /// Removes a temporary file unless kept: whatever ends a fill early leaves
 /// nothing in the cache directory.
 struct TempGuard(Option<PathBuf>);
@@ -447,6 +522,9 @@ struct Fill<'a> {
     /// Where `pending` starts in the file.
     pending_at: u64,
     writes: VecDeque<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Checking a file that is already in place (a hard link of a local
+    /// store's file): hash and check, write nothing.
+    verify_only: bool,
 }
 
 impl<'a> Fill<'a> {
@@ -463,6 +541,7 @@ impl<'a> Fill<'a> {
             pending: BytesMut::new(),
             pending_at: 0,
             writes: VecDeque::new(),
+            verify_only: false,
         }
     }
 
@@ -483,6 +562,9 @@ impl<'a> Fill<'a> {
             if head.len() == self.head_len {
                 self.check_head()?;
             }
+        }
+        if self.verify_only {
+            return Ok(());
         }
         if whole {
             return self.write(at, chunk).await;

@@ -83,6 +83,12 @@ struct Args {
     /// Do not start procs (no sandbox, no spawner): serve the namespace only.
     #[arg(long)]
     no_procs: bool,
+    /// Copy binaries from a local store into the cache instead of hard-linking
+    /// them (the default links a store file on the cache's filesystem and
+    /// checks it by reading: a cold start writes nothing; a copy keeps the
+    /// cache independent of later writes to the store's files).
+    #[arg(long)]
+    bin_cache_copy: bool,
     /// Keep cgroup joins fast on cgroup v1: a thread moves itself between
     /// two of sigmad's cgroups this often (ms; 0 = off). Without it, a proc
     /// started after a quiet spell waits milliseconds (an RCU grace period)
@@ -237,6 +243,7 @@ fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsS
     let cache_dir = data.join("bins").join("cache");
     let cache = BinCache::open(&cache_dir, registry, io, RECORD_TTL_DEFAULT)
         .with_context(|| format!("opening the binary cache {}", cache_dir.display()))?;
+    cache.link_local_files(!args.bin_cache_copy);
     let (client, server) = bin_channel(Some(cache.clone()));
     // Named after the data directory, whose lock this sigmad holds: what
     // a sigmad of the same directory left behind (killed with -9) is its
