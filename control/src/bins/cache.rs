@@ -375,22 +375,8 @@ impl Inner {
         let mut fill = Fill::new(self, record, file.clone(), &temp);
         match body {
             ObjectBody::File(source, source_path) => {
-                let source = Arc::new(source);
-                while fill.received < record.bytes {
-                    let want = (record.bytes - fill.received).min(CACHE_WRITE_BYTES as u64) as usize;
-                    let chunk = self
-                        .io
-                        .read_at(source.clone(), fill.received, want)
-                        .await
-                        .map_err(|e| {
-                            self.registry
-                                .fetch_error(&record.name, Arc::new(BinError::io("read", &source_path, e)))
-                        })?;
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    fill.take(chunk, true).await?;
-                }
+                self.read_through(Arc::new(source), &source_path, record, &mut fill)
+                    .await?;
             }
             ObjectBody::Stream(mut stream) => loop {
                 let next = tokio::time::timeout(self.registry.deadline(), stream.next())
@@ -427,6 +413,43 @@ impl Inner {
 }
 
 impl Inner {
+    /// Feeds `fill` with `file` (`record.bytes` of it) in chunks of
+    /// `CACHE_WRITE_BYTES`, one read ahead: the next chunk is read (by the
+    /// cache's IO, on a data-plane core) while this one is hashed.
+    async fn read_through(
+        &self,
+        file: Arc<File>,
+        source_path: &Path,
+        record: &Record,
+        fill: &mut Fill<'_>,
+    ) -> Result<(), BinError> {
+        let read = |offset: u64| {
+            let want = (record.bytes - offset).min(CACHE_WRITE_BYTES as u64) as usize;
+            tokio::spawn(self.io.read_at(file.clone(), offset, want))
+        };
+        let failed = |e: std::io::Error| {
+            self.registry
+                .fetch_error(&record.name, Arc::new(BinError::io("read", source_path, e)))
+        };
+        let mut next = (record.bytes > 0).then(|| read(0));
+        let mut offset = 0u64;
+        while let Some(pending) = next.take() {
+            let chunk = pending
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(format!("read task: {e}"))))
+                .map_err(failed)?;
+            if chunk.is_empty() {
+                break;
+            }
+            offset += chunk.len() as u64;
+            if offset < record.bytes {
+                next = Some(read(offset));
+            }
+            fill.take(chunk, true).await?;
+        }
+        Ok(())
+    }
+
     /// A local store's file on the cache's filesystem goes in without a
     /// copy: hard-linked under a temporary name, read back and checked as a
     /// fill would (size, static ELF, digest; nothing written), made
@@ -454,17 +477,7 @@ impl Inner {
         let file = Arc::new(std::fs::File::open(&link).map_err(|e| BinError::io("open", &link, e))?);
         let mut fill = Fill::new(self, record, file.clone(), &link);
         fill.verify_only = true;
-        while fill.received < record.bytes {
-            let want = (record.bytes - fill.received).min(CACHE_WRITE_BYTES as u64) as usize;
-            let chunk = self.io.read_at(file.clone(), fill.received, want).await.map_err(|e| {
-                self.registry
-                    .fetch_error(&record.name, Arc::new(BinError::io("read", source_path, e)))
-            })?;
-            if chunk.is_empty() {
-                break;
-            }
-            fill.take(chunk, true).await?;
-        }
+        self.read_through(file.clone(), source_path, record, &mut fill).await?;
         fill.finish().await?;
         drop(fill);
         drop(file);
