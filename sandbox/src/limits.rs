@@ -99,3 +99,7 @@ const _: () = assert!(CHILD_STACK_BYTES >= 16 * 1024 && CHILD_STACK_BYTES % 4096
 const _: () = assert!(CHILD_STAMPS_COUNT >= 2);
 const _: () = assert!(REALM_UID_MIN as u64 + REALMS_MAX as u64 <= u32::MAX as u64);
 const _: () = assert!(PROC_NOFILE_MAX >= 16);
+
+/// Network namespaces a sandbox makes ahead of need, at most
+/// (`Config::netns_pool`).
+pub const NETNS_POOL_MAX: usize = 16;

@@ -264,3 +264,35 @@ fn the_cgroup_keep_warm_thread_moves_between_its_own_cgroups_and_leaves_nothing(
     t.finish();
     assert!(dirs.iter().all(|d| !d.exists()));
 }
+
+#[test]
+fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
+    use std::os::fd::AsRawFd;
+    let t = TestSandbox::with(|c| c.netns_pool = 2);
+    let ns_of = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    let wait_ready = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while t.sb().netns_ready() < n {
+            assert!(std::time::Instant::now() < deadline, "the pool did not fill");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    wait_ready(2);
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let a = t.sb().realm(&common::unique("r")).expect("realm a");
+    let b = t.sb().realm(&common::unique("r")).expect("realm b");
+    let (na, nb) = (ns_of(a.netns().as_raw_fd()), ns_of(b.netns().as_raw_fd()));
+    assert!(na.to_string_lossy().starts_with("net:["), "{na:?}");
+    assert!(na != nb && na != host && nb != host, "{na:?} {nb:?} {host:?}");
+    // Taken: the thread makes the next ones.
+    wait_ready(2);
+    // A proc of the realm runs in the realm's namespace.
+    let (mut c, _o, _e, _c) = common::start(t.sb(), &a, &probe("trivial"), &["0"], &RunOpts::default()).expect("spawn");
+    assert_eq!(
+        c.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
+        Some(ExitStatus::Exited(0))
+    );
+    drop(c);
+    drop((a, b));
+    t.finish();
+}

@@ -254,6 +254,8 @@ fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsS
     ));
     sandbox.jail_dir = data.join("jail");
     sandbox.warm_cgroups = 8;
+    // A realm new to the machine takes a network namespace made ahead.
+    sandbox.netns_pool = 2;
     sandbox.cgroup_keep_warm =
         (args.cgroup_keep_warm_ms > 0).then(|| Duration::from_millis(args.cgroup_keep_warm_ms.min(1000)));
     let procs = Procs::start(
