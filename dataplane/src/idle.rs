@@ -57,6 +57,10 @@ pub(crate) struct IdlePolicy {
     /// Idle periods since the last early wake, for probing while early
     /// wakes are off.
     since_early: Cell<u32>,
+    /// Set by a task that knows what it waits for takes long (a proc's
+    /// start on another thread): the next idle period parks at once, and
+    /// is not remembered (it says nothing about the core's usual waits).
+    park_next: Cell<bool>,
     /// How late a parked core resumes after what it waited for happened,
     /// µs: a moving average of how late its early-wake timers fire. A wait
     /// that ended in a park is remembered this much shorter, as the time the
@@ -84,8 +88,20 @@ impl IdlePolicy {
             seen: Cell::new(0),
             early_caught: Cell::new(u16::MAX),
             since_early: Cell::new(0),
+            park_next: Cell::new(false),
             wake_latency_us: Cell::new(0),
         }
+    }
+
+    /// The next idle period parks at once ([`crate::expect_long_wait`]).
+    pub(crate) fn park_next(&self) {
+        self.park_next.set(true);
+    }
+
+    /// Whether the coming idle period was announced long (and forgets the
+    /// announcement).
+    pub(crate) fn take_park_next(&self) -> bool {
+        self.park_next.replace(false)
     }
 
     /// The spin budget.
@@ -196,6 +212,17 @@ mod tests {
     #[test]
     fn a_new_core_spins() {
         assert_eq!(plan(&IdlePolicy::new(BUDGET, true)), (true, None));
+    }
+
+    #[test]
+    fn an_announced_long_wait_is_taken_once() {
+        let p = IdlePolicy::new(BUDGET, true);
+        assert!(!p.take_park_next());
+        p.park_next();
+        assert!(p.take_park_next());
+        assert!(!p.take_park_next());
+        // It does not change what the history says.
+        assert!(p.spins());
     }
 
     #[test]

@@ -95,6 +95,17 @@ pub fn current_backend() -> Option<Backend> {
     runtime::try_local().map(|l| l.driver.backend())
 }
 
+/// Tells the current core (if the caller runs on one) that what its tasks
+/// wait for next takes long — a proc's start on another thread, say — so
+/// that its next idle period parks at once instead of spinning first: on
+/// a small machine the spin would take CPU from the thread doing the work.
+/// The period is left out of the idle policy's history. A no-op off a core.
+pub fn expect_long_wait() {
+    if let Some(l) = runtime::try_local() {
+        l.idle.park_next();
+    }
+}
+
 /// The current core's counters.
 pub fn stats() -> Option<CoreStats> {
     runtime::try_local().map(|l| l.stats.snapshot(&l.driver, &l.exec, l.shared.unparker()))

@@ -27,7 +27,7 @@ pub(crate) struct Local {
     pub(crate) pool: BufPool,
     pub(crate) cpu: Option<usize>,
     /// Whether to spin, park, or park and wake early when idle (`idle.rs`).
-    idle: IdlePolicy,
+    pub(crate) idle: IdlePolicy,
     pub(crate) stats: Stats,
     backend_reason: String,
 }
@@ -445,6 +445,12 @@ impl Core {
     fn idle(&self) {
         let local = &self.local;
         let started = Instant::now();
+        if local.idle.take_park_next() {
+            // A task said what it waits for takes long: no spin, no early
+            // wake, and the period is not remembered.
+            self.park_unrecorded();
+            return;
+        }
         if local.idle.spins() {
             if self.spin_until(started + local.idle.budget()) {
                 local.idle.record(started.elapsed(), false);
@@ -493,6 +499,26 @@ impl Core {
             }
         }
         local.idle.record(started.elapsed(), parked);
+    }
+
+    /// Parks until there is work, as `idle` does after its spin, without
+    /// spinning first or recording the period.
+    fn park_unrecorded(&self) {
+        let local = &self.local;
+        loop {
+            local.shared.unparker().prepare_park();
+            if self.drain_remote() > 0 || local.pool.drain_returns(&local.driver) > 0 || local.exec.has_ready() {
+                local.shared.unparker().unpark();
+                return;
+            }
+            Stats::bump(&local.stats.parks, 1);
+            let completions = local.driver.poll(Wait::Forever);
+            local.shared.unparker().unpark();
+            let woken = self.drain_remote();
+            if completions + woken > 0 || local.exec.has_ready() {
+                return;
+            }
+        }
     }
 }
 

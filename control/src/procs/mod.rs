@@ -617,6 +617,9 @@ impl Procs {
                     reply,
                 })
                 .map_err(|why| (ProcError::new("busy", why.clone()), WireStatus::Denied(why)))?;
+            // The spawner takes hundreds of µs: a data-plane core serving
+            // this parks at once rather than spin beside it.
+            sigma_dataplane::expect_long_wait();
             match answer.await {
                 Ok(Ok(started)) => {
                     let times = start_times(began_ns, fetched_ns, &started, monotonic_ns());
@@ -671,6 +674,10 @@ impl Procs {
         let entry = self.get(realm, pid)?;
         let mut rx = entry.status.subscribe();
         let limit = limit.min(WAIT_TIMEOUT_MAX);
+        if !entry.ended() {
+            // An exit comes from the spawner's thread: no spin for it.
+            sigma_dataplane::expect_long_wait();
+        }
         let ended = crate::tokio_rpc::timeout(limit, async {
             let _ = rx.wait_for(|s| *s != WireStatus::Running).await;
         })
