@@ -88,17 +88,10 @@ pub struct AdminError {
 
 impl From<Status> for AdminError {
     fn from(status: Status) -> AdminError {
-        if status.code == StatusCode::Handler {
-            if let Some((kind, rest)) = status.message.split_once(": ") {
-                return AdminError {
-                    kind: kind.to_string(),
-                    message: rest.to_string(),
-                };
-            }
-        }
+        let (kind, message) = sigma_ep::codec::error_kind(status.code, &status.message);
         AdminError {
-            kind: status.code.to_string().replace(' ', "-"),
-            message: status.message,
+            kind,
+            message: message.to_string(),
         }
     }
 }

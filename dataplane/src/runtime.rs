@@ -445,21 +445,20 @@ impl Core {
     fn idle(&self) {
         let local = &self.local;
         let started = Instant::now();
-        if local.idle.take_park_next() {
-            // A task said what it waits for takes long: no spin, no early
-            // wake, and the period is not remembered.
-            self.park_unrecorded();
-            return;
-        }
-        if local.idle.spins() {
-            if self.spin_until(started + local.idle.budget()) {
-                local.idle.record(started.elapsed(), false);
-                return;
+        // A task said what it waits for takes long (`expect_long_wait`): no
+        // spin, no early wake, and the period is not remembered.
+        let announced = local.idle.take_park_next();
+        if !announced {
+            if local.idle.spins() {
+                if self.spin_until(started + local.idle.budget()) {
+                    local.idle.record(started.elapsed(), false);
+                    return;
+                }
+            } else if !local.idle.budget().is_zero() {
+                Stats::bump(&local.stats.spins_skipped, 1);
             }
-        } else if !local.idle.budget().is_zero() {
-            Stats::bump(&local.stats.spins_skipped, 1);
         }
-        let mut early = local.idle.early();
+        let mut early = if announced { None } else { local.idle.early() };
         // Whether the period ends with a kernel wake-up from a park.
         let mut parked = false;
         // One idle period is one wait for work, however many times the park
@@ -498,26 +497,8 @@ impl Core {
                 }
             }
         }
-        local.idle.record(started.elapsed(), parked);
-    }
-
-    /// Parks until there is work, as `idle` does after its spin, without
-    /// spinning first or recording the period.
-    fn park_unrecorded(&self) {
-        let local = &self.local;
-        loop {
-            local.shared.unparker().prepare_park();
-            if self.drain_remote() > 0 || local.pool.drain_returns(&local.driver) > 0 || local.exec.has_ready() {
-                local.shared.unparker().unpark();
-                return;
-            }
-            Stats::bump(&local.stats.parks, 1);
-            let completions = local.driver.poll(Wait::Forever);
-            local.shared.unparker().unpark();
-            let woken = self.drain_remote();
-            if completions + woken > 0 || local.exec.has_ready() {
-                return;
-            }
+        if !announced {
+            local.idle.record(started.elapsed(), parked);
         }
     }
 }

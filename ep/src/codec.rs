@@ -2,7 +2,7 @@
 //! without copying their payloads.
 
 use crate::error::DecodeError;
-use crate::frame::Header;
+use crate::frame::{Header, StatusCode};
 use crate::limits::{ERROR_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES};
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -54,6 +54,19 @@ pub fn decode_error_message(payload: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(payload).map_err(|_| DecodeError::BadErrorMessage("not UTF-8"))
 }
 
+/// The kind of an error reply and the rest of its message: a handler's
+/// error says its kind first (`not-found: no proc 7 in realm "x"`), any
+/// other status is its own kind (`unknown-method`, `deadline-exceeded`,
+/// ...) with the whole message. One rule for every client of sigmad.
+pub fn error_kind(status: StatusCode, message: &str) -> (String, &str) {
+    if status == StatusCode::Handler {
+        if let Some((kind, rest)) = message.split_once(": ") {
+            return (kind.to_string(), rest);
+        }
+    }
+    (status.to_string().replace(' ', "-"), message)
+}
+
 /// Cuts an error message to the limit, at a character boundary.
 pub fn truncate_error_message(message: &str) -> &str {
     truncate_at(message, ERROR_MESSAGE_BYTES_MAX)
@@ -69,4 +82,19 @@ pub fn truncate_at(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_error_says_its_kind_first_and_another_status_is_its_kind() {
+        let (kind, rest) = error_kind(StatusCode::Handler, "not-found: no proc 7 in realm \"x\"");
+        assert_eq!((kind.as_str(), rest), ("not-found", "no proc 7 in realm \"x\""));
+        let (kind, rest) = error_kind(StatusCode::UnknownMethod, "method 999: not served");
+        assert_eq!((kind.as_str(), rest), ("unknown-method", "method 999: not served"));
+        let (kind, rest) = error_kind(StatusCode::Handler, "no colon");
+        assert_eq!((kind.as_str(), rest), ("handler-error", "no colon"));
+    }
 }

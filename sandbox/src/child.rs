@@ -144,14 +144,6 @@ pub struct ChildArgs {
     pub envp: *const *const c_char,
 }
 
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec into a live local; through
-    // the vDSO it makes no system call and touches no shared state.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn errno() -> c_int {
     // SAFETY: glibc's errno location of the calling thread. The child runs
     // on the parent thread's TLS (no CLONE_SETTLS), which is fine: that
@@ -162,7 +154,7 @@ fn errno() -> c_int {
 fn stamp(report: &mut Report) {
     let i = report.stamps_count as usize;
     if i < report.stamps.len() {
-        report.stamps[i] = now_ns();
+        report.stamps[i] = crate::monotonic_ns();
         report.stamps_count += 1;
     }
 }

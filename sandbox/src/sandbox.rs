@@ -45,7 +45,7 @@ pub struct Config {
     /// Pooled cgroups are removed with their realm.
     pub warm_cgroups: usize,
     /// Network namespaces made ahead of need, at most this many: a realm new
-    /// to the machine takes one instead of making its own (about 0.5 ms
+    /// to the machine takes one instead of making its own (about 0.7 ms
     /// off its first start), and a thread of the sandbox makes the next one
     /// meanwhile. 0: each realm makes its own.
     pub netns_pool: usize,
@@ -176,13 +176,6 @@ impl SpawnTimes {
     }
 }
 
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: writes one timespec into a live local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// A mapped stack with a guard page below it, for the cloned child.
 #[derive(Debug)]
 struct ChildStack {
@@ -287,14 +280,15 @@ impl Drop for Jail {
 /// hierarchy. This thread gives the same trade from user space: it moves
 /// itself between two cgroups the sandbox made (`keep-warm-a`, `-b` under
 /// its parent, in one v1 hierarchy, by writing its tid to `tasks`) every
-/// `period` (5 ms: about 200 moves a second, ~15 µs each, 0.3% of a CPU),
-/// so a writer never waits for a grace period; forks and exits on the
+/// `period` (5 ms: about 200 moves a second; measured in an idle sigmad,
+/// 140 ms of CPU over 20 s, 0.7% of one CPU), so a writer never waits for
+/// a grace period; forks and exits on the
 /// machine take the rwsem's slower reader path meanwhile, as with
 /// `favordynmods`.
 #[derive(Debug)]
 pub struct KeepWarm {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    running: Arc<std::sync::atomic::AtomicBool>,
+    /// Ends early only if it cannot move itself (`Sandbox::cgroup_keep_warm`).
     thread: Option<std::thread::JoinHandle<()>>,
     /// Removed after the thread has ended (a thread that has exited is in
     /// no cgroup).
@@ -308,8 +302,6 @@ impl KeepWarm {
         let tasks = [a.path().join("tasks"), b.path().join("tasks")];
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let stopped = stop.clone();
-        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let alive = running.clone();
         let thread = std::thread::Builder::new()
             .name("sigma-cg-keepwarm".into())
             .spawn(move || {
@@ -322,7 +314,6 @@ impl KeepWarm {
                     if fs::write(&tasks[i % 2], &tid).is_err() {
                         // Cannot move itself (the cgroups went): it stops,
                         // and `Sandbox::cgroup_keep_warm` says so.
-                        running.store(false, Ordering::Relaxed);
                         return;
                     }
                     i += 1;
@@ -334,7 +325,6 @@ impl KeepWarm {
             })?;
         Ok(KeepWarm {
             stop,
-            running: alive,
             thread: Some(thread),
             _dirs: [a, b],
         })
@@ -386,13 +376,9 @@ impl NetnsPool {
                     }
                     // Made without the lock: a realm taking one meanwhile
                     // does not wait for this.
-                    // SAFETY: unshare of this thread's network namespace only.
-                    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                        return; // Realms make their own from now on.
-                    }
-                    match fs::File::open("/proc/thread-self/ns/net") {
-                        Ok(f) => lock.lock().unwrap_or_else(|p| p.into_inner()).ready.push(f.into()),
-                        Err(_) => return,
+                    match unshare_netns() {
+                        Ok(fd) => lock.lock().unwrap_or_else(|p| p.into_inner()).ready.push(fd),
+                        Err(_) => return, // Realms make their own from now on.
                     }
                 }
             })
@@ -652,7 +638,8 @@ impl Sandbox {
         self.inner
             .keep_warm
             .as_ref()
-            .is_some_and(|k| k.running.load(Ordering::Relaxed))
+            .and_then(|k| k.thread.as_ref())
+            .is_some_and(|t| !t.is_finished())
     }
 
     /// The number of BPF instructions of the seccomp program.
@@ -720,7 +707,7 @@ impl Sandbox {
     /// Starts a proc: the spawn sequence of the crate documentation. On
     /// success the proc has exec'd; wait for it through [`Child::pidfd`].
     pub fn spawn(&self, spec: &SpawnSpec<'_>) -> Result<Child> {
-        let start_ns = now_ns();
+        let start_ns = crate::monotonic_ns();
         let sb = &self.inner;
         let realm = &spec.realm.inner;
         let mut proc = ProcRef {
@@ -832,7 +819,7 @@ impl Sandbox {
             Some(s) => s,
             None => ChildStack::new()?,
         };
-        let clone_ns = now_ns();
+        let clone_ns = crate::monotonic_ns();
         let (pid, pidfd) = clone_child(&stack, &args);
         self.return_stack(stack);
         drop(write_end);
@@ -850,7 +837,7 @@ impl Sandbox {
             start_ns,
             clone_ns,
             child: [0; limits::CHILD_STAMPS_COUNT],
-            exec_seen_ns: now_ns(),
+            exec_seen_ns: crate::monotonic_ns(),
         };
         let failure = match reports {
             Err(e) => Some(Err(e)),
@@ -1151,15 +1138,19 @@ fn create_jail_template(dir: CString) -> std::result::Result<OwnedFd, (&'static 
 /// that thread) and keeps an fd to it; the thread exits, the namespace
 /// lives on through the fd.
 fn create_netns() -> io::Result<OwnedFd> {
-    std::thread::spawn(|| {
-        // SAFETY: unshare of the network namespace of this thread only.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from)
-    })
-    .join()
-    .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
+    std::thread::spawn(unshare_netns)
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")))
+}
+
+/// Moves the calling thread into a new network namespace; an fd of it.
+/// The thread's own namespace changes: call it on a thread of its own.
+fn unshare_netns() -> io::Result<OwnedFd> {
+    // SAFETY: unshare of the network namespace of this thread only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from)
 }
 
 /// argv and envp as the child's execve wants them, built before clone.

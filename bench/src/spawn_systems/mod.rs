@@ -350,12 +350,7 @@ fn digest(path: &Path) -> Result<blake3::Hash> {
 }
 
 /// CLOCK_MONOTONIC now, ns (the clock of the sandbox's spawn stamps).
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: writes one timespec into a live local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use sigma_sandbox::monotonic_ns as now_ns;
 
 /// Runs `cmd` to completion, at most `timeout` (then kills it), and returns its stdout; a
 /// non-zero exit is an error carrying its stderr.

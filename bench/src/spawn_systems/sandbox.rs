@@ -133,24 +133,17 @@ fn exit_seen(child: &Child) -> Result<()> {
     }
 }
 
-/// The sandbox's steps of one spawn, from its stamps, the proc's own start stamp and the moment
-/// it was reaped.
+/// The sandbox's steps of one spawn (`SpawnTimes::steps`: namespaces, cgroups, jail, seccomp),
+/// then the proc's own start stamp and the moment it was reaped.
 fn steps(t: &SpawnTimes, started_ns: u64, reaped_ns: u64) -> Steps {
-    let c = t.child;
+    let s = t.steps();
     let d = |a: u64, b: u64| Some(b.saturating_sub(a));
-    let sum = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
     Steps {
-        // Clone with new pid, UTS and IPC namespaces until the child runs, then joining the
-        // realm's netns and naming the UTS namespace.
-        namespaces: sum(d(t.clone_ns, c[0]), d(c[1], c[2])),
-        // The parent's step (the proc's cgroups, argv, open_tree of the binary, report pipe),
-        // then the child joining the cgroups (after resetting its signal dispositions).
-        cgroups: sum(d(t.start_ns, t.clone_ns), d(c[0], c[1])),
-        // The jail (template mount namespace copy, binary, /proc), then fds, rlimits,
-        // capabilities, uid, no_new_privs, signal mask.
-        jail: sum(d(c[2], c[3]), d(c[3], c[4])),
-        seccomp: d(c[4], c[5]),
-        exec_to_started: d(c[5], started_ns),
+        namespaces: Some(s.namespaces_ns),
+        cgroups: Some(s.cgroups_ns),
+        jail: Some(s.jail_ns),
+        seccomp: Some(s.seccomp_ns),
+        exec_to_started: d(t.child[5], started_ns),
         started_to_reaped: d(started_ns, reaped_ns),
         ..Steps::default()
     }

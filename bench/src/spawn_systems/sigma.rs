@@ -271,7 +271,7 @@ pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
     let bin = crate::sigmad::binary()?;
     let cores = crate::affinity::available_cores().max(1);
     let cpu = SIGMAD_CORE.min(cores - 1);
-    let sigmad = Sigmad::start_with_env(&bin, cpu, &[], &[]).context("starting sigmad")?;
+    let sigmad = Sigmad::start(&bin, cpu, &[]).context("starting sigmad")?;
     let local = Daemon::new(sigmad)?;
     let big = Bytes::from(std::fs::read(&env.big).with_context(|| format!("reading {}", env.big.display()))?);
     let trivial =

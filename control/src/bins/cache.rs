@@ -401,8 +401,20 @@ impl Inner {
         // check and is fetched again), and the rename makes a file appear
         // only whole. An fsync of 10 MiB and of the directory cost tens of
         // ms on a cold start here.
-        let (from, to) = (temp.clone(), path.to_path_buf());
+        Self::place(guard, &temp, path, false).await
+    }
+
+    /// Renames the checked file `from` (kept by `guard` until then) to
+    /// `path`, made read-only and executable first if `chmod` (a hard
+    /// link keeps its source's mode); on tokio's blocking pool.
+    async fn place(guard: TempGuard, from: &Path, path: &Path, chmod: bool) -> Result<(), BinError> {
+        let (from, to) = (from.to_path_buf(), path.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<(), BinError> {
+            if chmod {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&from, std::fs::Permissions::from_mode(CACHED_MODE))
+                    .map_err(|e| BinError::io("chmod", &from, e))?;
+            }
             std::fs::rename(&from, &to).map_err(|e| BinError::io("rename into place", &to, e))
         })
         .await
@@ -410,9 +422,7 @@ impl Inner {
         guard.keep();
         Ok(())
     }
-}
 
-impl Inner {
     /// Feeds `fill` with `file` (`record.bytes` of it) in chunks of
     /// `CACHE_WRITE_BYTES`, one read ahead: the next chunk is read (by the
     /// cache's IO, on a data-plane core) while this one is hashed.
@@ -481,16 +491,7 @@ impl Inner {
         fill.finish().await?;
         drop(fill);
         drop(file);
-        let (from, to) = (link.clone(), path.to_path_buf());
-        tokio::task::spawn_blocking(move || -> Result<(), BinError> {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&from, std::fs::Permissions::from_mode(CACHED_MODE))
-                .map_err(|e| BinError::io("chmod", &from, e))?;
-            std::fs::rename(&from, &to).map_err(|e| BinError::io("rename into place", &to, e))
-        })
-        .await
-        .map_err(|e| BinError::io("rename into place", path, std::io::Error::other(e.to_string())))??;
-        guard.keep();
+        Self::place(guard, &link, path, true).await?;
         Ok(true)
     }
 }

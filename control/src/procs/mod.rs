@@ -118,6 +118,37 @@ pub struct ProcEntry {
 }
 
 impl ProcEntry {
+    /// Proc `pid` of `realm` running `program`, with status `status`; its
+    /// log at `log_path`, of `log_len` bytes so far (complete if it ended).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        pid: u64,
+        realm: String,
+        program: String,
+        class: WireClass,
+        mem_mib: u32,
+        status: WireStatus,
+        log_path: PathBuf,
+        log_len: u64,
+    ) -> ProcEntry {
+        let ended = status != WireStatus::Running;
+        ProcEntry {
+            pid,
+            realm,
+            program,
+            class,
+            mem_mib,
+            status: watch::channel(status).0,
+            log_len: watch::channel((log_len, ended)).0,
+            log_path,
+            started: watch::channel(false).0,
+            declared: Mutex::new(None),
+            evicted: watch::channel(false).0,
+            evict_aware: std::sync::atomic::AtomicBool::new(false),
+            start_times: Mutex::new(None),
+        }
+    }
+
     /// Its status now.
     pub fn status(&self) -> WireStatus {
         self.status.borrow().clone()
@@ -185,14 +216,6 @@ pub struct ProcConn {
     pub realm: String,
     /// The proc's σ pid.
     pub pid: u64,
-}
-
-/// CLOCK_MONOTONIC now, ns: the clock of the sandbox's stamps.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec into a live local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -398,24 +421,18 @@ impl Procs {
         for r in &lost {
             let log_path = logs.join(format!("{}.log", r.pid));
             let log_len = std::fs::metadata(&log_path).map_or(0, |m| m.len());
-            let entry = ProcEntry {
-                pid: r.pid,
-                realm: r.realm.clone(),
-                program: r.program.clone(),
-                class: r.class,
-                mem_mib: r.mem_mib,
-                status: watch::channel(WireStatus::Lost(
+            let entry = ProcEntry::new(
+                r.pid,
+                r.realm.clone(),
+                r.program.clone(),
+                r.class,
+                r.mem_mib,
+                WireStatus::Lost(
                     "the sigmad that started it died (killed with -9, or crashed) while it ran; the next sigmad killed it".into(),
-                ))
-                .0,
-                log_len: watch::channel((log_len, true)).0,
+                ),
                 log_path,
-                started: watch::channel(false).0,
-                declared: Mutex::new(None),
-                evicted: watch::channel(false).0,
-                evict_aware: std::sync::atomic::AtomicBool::new(false),
-                start_times: Mutex::new(None),
-            };
+                log_len,
+            );
             table.procs.insert(r.pid, Arc::new(entry));
         }
         let next_pid = lost.last().map_or(1, |r| r.pid + 1);
@@ -574,25 +591,20 @@ impl Procs {
                 ));
             }
             let pid = self.inner.next_pid.fetch_add(1, Ordering::Relaxed);
-            let entry = Arc::new(ProcEntry {
+            let entry = Arc::new(ProcEntry::new(
                 pid,
-                realm: realm.to_string(),
-                program: program.clone(),
+                realm.to_string(),
+                program.clone(),
                 class,
                 mem_mib,
-                status: watch::channel(WireStatus::Running).0,
-                log_len: watch::channel((0, false)).0,
-                log_path: self.inner.logs.join(format!("{pid}.log")),
-                started: watch::channel(false).0,
-                declared: Mutex::new(None),
-                evicted: watch::channel(false).0,
-                evict_aware: std::sync::atomic::AtomicBool::new(false),
-                start_times: Mutex::new(None),
-            });
+                WireStatus::Running,
+                self.inner.logs.join(format!("{pid}.log")),
+                0,
+            ));
             t.procs.insert(pid, entry.clone());
             entry
         };
-        let began_ns = monotonic_ns();
+        let began_ns = sigma_sandbox::monotonic_ns();
         let result = crate::tokio_rpc::timeout(SPAWN_TIMEOUT, async {
             let binary = match self.inner.bins.fetch(program.clone()).await {
                 Ok(path) => path,
@@ -605,7 +617,7 @@ impl Procs {
                     return Err((e, status));
                 }
             };
-            let fetched_ns = monotonic_ns();
+            let fetched_ns = sigma_sandbox::monotonic_ns();
             let (reply, answer) = oneshot::channel();
             self.spawner_of(entry.pid)
                 .map_err(|e| (e.clone(), WireStatus::Denied(e.message)))?
@@ -622,7 +634,7 @@ impl Procs {
             sigma_dataplane::expect_long_wait();
             match answer.await {
                 Ok(Ok(started)) => {
-                    let times = start_times(began_ns, fetched_ns, &started, monotonic_ns());
+                    let times = start_times(began_ns, fetched_ns, &started, sigma_sandbox::monotonic_ns());
                     tracing::debug!(
                         pid = entry.pid,
                         program,
@@ -735,8 +747,7 @@ impl Procs {
 
     /// Sends SIGKILL to proc `pid` of `realm`.
     pub fn kill(&self, realm: &str, pid: u64) -> Result<(), ProcError> {
-        let entry = self.get(realm, pid)?;
-        if entry.status() != WireStatus::Running {
+        if self.get(realm, pid)?.ended() {
             return Ok(());
         }
         self.spawner_of(pid)?
@@ -753,7 +764,7 @@ impl Procs {
     /// to exit on its own before it is killed; any other is killed at once.
     pub fn evict(&self, realm: &str, pid: u64) -> Result<(), ProcError> {
         let entry = self.get(realm, pid)?;
-        if entry.status() != WireStatus::Running {
+        if entry.ended() {
             return Ok(());
         }
         let aware = entry.evict_aware.load(Ordering::SeqCst);
@@ -1029,21 +1040,16 @@ mod tests {
     use super::*;
 
     fn entry(pid: u64, realm: &str) -> ProcEntry {
-        ProcEntry {
+        ProcEntry::new(
             pid,
-            realm: realm.into(),
-            program: "trivial".into(),
-            class: WireClass::Be,
-            mem_mib: 8,
-            status: watch::channel(WireStatus::Running).0,
-            log_len: watch::channel((0, false)).0,
-            log_path: PathBuf::from("/nonexistent"),
-            started: watch::channel(false).0,
-            declared: Mutex::new(None),
-            evicted: watch::channel(false).0,
-            evict_aware: std::sync::atomic::AtomicBool::new(false),
-            start_times: Mutex::new(None),
-        }
+            realm.into(),
+            "trivial".into(),
+            WireClass::Be,
+            8,
+            WireStatus::Running,
+            PathBuf::from("/nonexistent"),
+            0,
+        )
     }
 
     #[test]

@@ -220,8 +220,6 @@ struct Running {
     dropped: u64,
     exited: bool,
     evicting: bool,
-    /// When an evicted proc that has not exited is killed.
-    kill_at: Option<std::time::Instant>,
 }
 
 /// The spawner thread's state.
@@ -237,6 +235,8 @@ struct Run {
     jobs: Receiver<Job>,
     logs: PathBuf,
     journal: Journal,
+    /// When evicted procs are killed if they still run, earliest first.
+    kills: std::collections::BinaryHeap<std::cmp::Reverse<(std::time::Instant, u64)>>,
     buf: Vec<u8>,
     conns: tokio::sync::mpsc::Sender<ProcConn>,
 }
@@ -263,6 +263,7 @@ impl Run {
             jobs,
             logs,
             journal,
+            kills: std::collections::BinaryHeap::new(),
             buf: vec![0; LOG_READ_BYTES],
             conns,
         })
@@ -310,7 +311,7 @@ impl Run {
                 env,
                 reply,
             } => {
-                let picked_ns = super::monotonic_ns();
+                let picked_ns = sigma_sandbox::monotonic_ns();
                 self.spawn(entry, binary, &args, &env, picked_ns, reply);
             }
             Job::Signal { pid, signal, evict } => {
@@ -325,9 +326,10 @@ impl Run {
             }
             Job::Evict { pid, grace } => {
                 if let Some(r) = self.running.get_mut(&pid) {
-                    if !r.exited {
+                    if !r.exited && !r.evicting {
                         r.evicting = true;
-                        r.kill_at.get_or_insert(std::time::Instant::now() + grace);
+                        self.kills
+                            .push(std::cmp::Reverse((std::time::Instant::now() + grace, pid)));
                     }
                 }
             }
@@ -336,33 +338,33 @@ impl Run {
         true
     }
 
+    /// Journals proc `pid`'s end (the procs still running are what a
+    /// rewrite of the journal keeps).
+    fn journal_ended(&mut self, pid: u64) {
+        let running = self.running.values().map(|r| &*r.entry).filter(|e| !e.ended());
+        self.journal.ended(pid, running);
+    }
+
     /// Kills the evicted procs whose grace has run out; how long until the
-    /// next one's does (the epoll wait's timeout).
+    /// next one's does (the epoll wait's timeout). Only the deadlines are
+    /// looked at, not every running proc.
     fn kill_due(&mut self) -> EpollTimeout {
         let now = std::time::Instant::now();
-        let mut next: Option<std::time::Duration> = None;
-        for (pid, r) in self.running.iter_mut() {
-            let Some(at) = r.kill_at else { continue };
-            if r.exited {
-                r.kill_at = None;
-            } else if at <= now {
-                r.kill_at = None;
+        while let Some(&std::cmp::Reverse((at, pid))) = self.kills.peek() {
+            if at > now {
+                // Rounded up to a whole millisecond: never a busy wait.
+                let left = at - now + std::time::Duration::from_micros(999);
+                return EpollTimeout::try_from(left).unwrap_or(EpollTimeout::MAX);
+            }
+            self.kills.pop();
+            if let Some(r) = self.running.get(&pid).filter(|r| !r.exited) {
                 tracing::info!(pid, "an evicted proc did not exit within its grace period; killing it");
                 if let Err(e) = r.child.signal(libc::SIGKILL) {
                     tracing::warn!(pid, error = %e, "killing an evicted proc");
                 }
-            } else {
-                let left = at - now;
-                next = Some(next.map_or(left, |n| n.min(left)));
             }
         }
-        match next {
-            // Rounded up to a whole millisecond: never a busy wait.
-            Some(left) => {
-                EpollTimeout::try_from(left + std::time::Duration::from_micros(999)).unwrap_or(EpollTimeout::MAX)
-            }
-            None => EpollTimeout::NONE,
-        }
+        EpollTimeout::NONE
     }
 
     /// Starts `entry`'s proc and answers `reply` as soon as it has exec'd,
@@ -441,8 +443,7 @@ impl Run {
         let child = match self.sandbox.spawn(&spec) {
             Ok(child) => child,
             Err(e) => {
-                self.journal
-                    .ended(pid, self.running.values().map(|r| &*r.entry).filter(|e| !e.ended()));
+                self.journal_ended(pid);
                 fail!(e.to_string());
             }
         };
@@ -471,8 +472,7 @@ impl Run {
             drop(child);
             entry.finish(WireStatus::Denied(why));
             entry.log_done(0);
-            self.journal
-                .ended(pid, self.running.values().map(|r| &*r.entry).filter(|e| !e.ended()));
+            self.journal_ended(pid);
             return;
         }
         // sigmad's end goes to the admin server, bound to the proc's realm
@@ -496,7 +496,6 @@ impl Run {
                 dropped: 0,
                 exited: false,
                 evicting: false,
-                kill_at: None,
             },
         );
     }
@@ -539,8 +538,7 @@ impl Run {
         let _ = self.epoll.delete(r.child.pidfd());
         r.exited = true;
         r.entry.finish(status);
-        self.journal
-            .ended(pid, self.running.values().map(|r| &*r.entry).filter(|e| !e.ended()));
+        self.journal_ended(pid);
         let Some(r) = self.running.get_mut(&pid) else { return };
         if r.log_pipe.is_none() {
             self.running.remove(&pid);

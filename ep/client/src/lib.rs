@@ -57,7 +57,8 @@ pub enum Error {
     /// sigmad refused or failed the call: its kind token (`denied`,
     /// `not-found`, `timed-out`, ...) and message.
     Sigmad {
-        /// The kind token sigmad's message starts with, if it has one.
+        /// sigmad's kind token (`denied`, `timed-out`, ...), or the RPC
+        /// status (`unknown-method`, ...) if the call itself failed.
         kind: String,
         /// sigmad's whole message.
         message: String,
@@ -261,12 +262,9 @@ impl Proc {
                 let message = sigma_ep::codec::decode_error_message(&body)
                     .map(str::to_string)
                     .unwrap_or_else(|e| format!("(unreadable error message: {e})"));
-                let kind = message
-                    .split_once(": ")
-                    .map(|(k, _)| k)
-                    .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
-                    .unwrap_or("error")
-                    .to_string();
+                // The kind by sigmad's one rule (sigmactl's too).
+                let status = reply.status.unwrap_or(sigma_ep::StatusCode::Handler);
+                let (kind, _) = sigma_ep::codec::error_kind(status, &message);
                 Err(Error::Sigmad { kind, message })
             }
             other => Err(Error::Protocol(format!("a {other:?} frame instead of a reply"))),

@@ -525,22 +525,15 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
             realm: r,
             pid,
             timeout,
-            start: false,
-        } => ProcRequest::WaitExit {
-            realm: realm(r)?,
-            pid,
-            timeout_ms: timeout.saturating_mul(1000),
-        },
-        Cmd::Wait {
-            realm: r,
-            pid,
-            timeout,
-            start: true,
-        } => ProcRequest::WaitStart {
-            realm: realm(r)?,
-            pid,
-            timeout_ms: timeout.saturating_mul(1000),
-        },
+            start,
+        } => {
+            let (realm, timeout_ms) = (realm(r)?, timeout.saturating_mul(1000));
+            if start {
+                ProcRequest::WaitStart { realm, pid, timeout_ms }
+            } else {
+                ProcRequest::WaitExit { realm, pid, timeout_ms }
+            }
+        }
         Cmd::Kill { realm: r, pid } => ProcRequest::Kill { realm: realm(r)?, pid },
         Cmd::Evict { realm: r, pid } => ProcRequest::Evict { realm: realm(r)?, pid },
         Cmd::Times { realm: r, pid } => ProcRequest::StartTimes { realm: realm(r)?, pid },
