@@ -184,7 +184,7 @@ impl<S: Store> AdminService<S> {
         let result = if req.watch_timeout_ms().is_some() {
             self.handle(req, out).await
         } else {
-            match crate::tokio_rpc::timeout(self.call_timeout, self.handle(req, out)).await {
+            match sigma_dataplane::timeout(self.call_timeout, self.handle(req, out)).await {
                 Ok(r) => r,
                 Err(_) => {
                     out.clear();
@@ -234,7 +234,7 @@ impl<S: Store> AdminService<S> {
         f: F,
     ) -> Result<T, NsError> {
         let limit = Duration::from_millis(timeout_ms).min(WATCH_TIMEOUT_MAX);
-        match crate::tokio_rpc::timeout(limit, f).await {
+        match sigma_dataplane::timeout(limit, f).await {
             Ok(r) => r,
             Err(_) => Err(NsError::TimedOut {
                 path: path.to_string(),

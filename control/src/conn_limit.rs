@@ -185,7 +185,7 @@ pub async fn refuse<T: Transport>(stream: &T, limit: &ConnLimit) {
     if stream.send_all_gather(gather).await.0.is_err() {
         return;
     }
-    let _ = crate::tokio_rpc::timeout(REFUSE_LINGER, async {
+    let _ = sigma_dataplane::timeout(REFUSE_LINGER, async {
         let mut buf = BytesMut::with_capacity(4096);
         loop {
             buf.clear();

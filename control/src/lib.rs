@@ -13,4 +13,3 @@ pub mod conn_limit;
 pub mod log_limit;
 pub mod ns;
 pub mod procs;
-pub mod tokio_rpc;

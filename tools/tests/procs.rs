@@ -804,3 +804,57 @@ fn a_start_says_where_its_time_went() {
     let out = d.ctl(&["times", "999999"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no proc 999999"));
 }
+
+/// The names of a process's threads, without their index (`sigma-spawner-0`
+/// is `sigma-spawner`).
+fn thread_kinds(pid: u32) -> std::collections::BTreeSet<String> {
+    let mut kinds = std::collections::BTreeSet::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let comm = std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap_or_default();
+        kinds.insert(
+            comm.trim()
+                .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                .to_string(),
+        );
+    }
+    kinds
+}
+
+/// Issue #11, "one sigmad": on etcd as on the embedded store, sigmad has
+/// the same shape — the data-plane core (on its main thread) serving the
+/// admin socket, the control thread (which on etcd also runs the etcd
+/// client: no thread of its own), the spawners — and starts procs.
+#[test]
+fn sigmad_has_one_shape_on_the_embedded_store_and_on_etcd() {
+    let server = sigma_tests::etcd::EtcdServer::start_or_panic();
+    let bins = procs();
+    let mut shapes = Vec::new();
+    for etcd in [None, Some(server.endpoint.as_str())] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut extra = vec!["--procs"];
+        if let Some(endpoint) = etcd {
+            extra.extend(["--etcd", endpoint]);
+        }
+        let d = Daemon::launch(dir.path(), &dir.path().join("sigmad.sock"), &extra, &[]);
+        assert_eq!(d.log_lines("data-plane core started"), 1, "store {etcd:?}");
+        d.ok(&["bin", "put", "exit", bins.join("exit").to_str().unwrap()]);
+        d.ok(&["realm", "create", "shape"]);
+        let spawned = d.ctl(&["spawn", "-r", "shape", "exit", "--", "3"]);
+        let why = String::from_utf8_lossy(&spawned.stderr);
+        if why.contains("cannot start procs") {
+            eprintln!("skipping: this sigmad cannot start procs here: {why}");
+            return;
+        }
+        let pid = pid_of(&String::from_utf8_lossy(&spawned.stdout));
+        let wait = d.ctl(&["wait", "-r", "shape", &pid]);
+        assert_eq!(wait.status.code(), Some(3), "store {etcd:?}");
+        let mut kinds = thread_kinds(d.child.id());
+        // The embedded store's own commit thread is the store's, not the shape's.
+        kinds.remove("sigma-ns-writer");
+        shapes.push(kinds);
+    }
+    for want in ["sigmad", "sigma-control", "sigma-spawner", "sigma-signals"] {
+        assert!(shapes[1].contains(want), "no {want} thread on etcd: {:?}", shapes[1]);
+    }
+    assert_eq!(shapes[0], shapes[1], "threads on the embedded store, then on etcd");
+}

@@ -88,9 +88,10 @@ const _: () = assert!(SCAN_PAGE_KEYS <= SCAN_KEYS_MAX);
 #[derive(Clone)]
 pub struct EtcdStore {
     conn: Conn,
-    /// The etcd client's own thread, or `None` when the store runs on the
-    /// tokio runtime that created it ([`EtcdStore::connect_here`]).
-    runtime: Option<Arc<RuntimeThread>>,
+    /// The runtime the etcd client runs on (its own thread, or a runtime
+    /// handed to [`EtcdStore::connect_on`]); requests may come from any
+    /// executor.
+    runtime: Arc<RuntimeThread>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -103,11 +104,12 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-/// The tokio runtime the etcd client lives on, on its own thread; stopped
-/// (and its tasks dropped) when this drops.
+/// The tokio runtime the etcd client lives on: on its own thread, stopped
+/// (and its tasks dropped) when this drops, or a runtime someone else runs
+/// (`_stop` is `None`).
 struct RuntimeThread {
     handle: tokio::runtime::Handle,
-    _stop: oneshot::Sender<()>,
+    _stop: Option<oneshot::Sender<()>>,
 }
 
 impl RuntimeThread {
@@ -126,7 +128,10 @@ impl RuntimeThread {
                 let _ = runtime.block_on(stopped);
             })
             .map_err(|e| NsError::Store(format!("etcd: starting the sigma-etcd thread: {e}")))?;
-        Ok(RuntimeThread { handle, _stop: stop })
+        Ok(RuntimeThread {
+            handle,
+            _stop: Some(stop),
+        })
     }
 
     /// Runs `work` on the runtime and waits for it from any executor. Dropping
@@ -319,42 +324,46 @@ impl EtcdStore {
         let conn = runtime.run(Conn::connect(endpoints, prefix, timeout)).await?;
         Ok(EtcdStore {
             conn,
-            runtime: Some(Arc::new(runtime)),
+            runtime: Arc::new(runtime),
         })
     }
 
     /// As [`connect_with_timeout`](EtcdStore::connect_with_timeout), but the
-    /// client runs on the current tokio runtime (no thread of its own), and
-    /// the store's futures must be polled there. Serving requests on that
-    /// same runtime costs no thread hop per etcd request: on a VM, each
-    /// wake-up of another thread costs tens of µs.
-    pub async fn connect_here(endpoints: &[String], prefix: &str, timeout: Duration) -> Result<EtcdStore, NsError> {
+    /// client runs on `runtime` (a runtime its owner keeps running, such as
+    /// sigmad's control thread) instead of a thread of its own. The store's
+    /// futures may be polled anywhere: each request runs on `runtime` as a
+    /// task, and the caller awaits its outcome, so a data-plane core serves
+    /// requests on etcd without running tokio itself.
+    pub async fn connect_on(
+        runtime: tokio::runtime::Handle,
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<EtcdStore, NsError> {
         if endpoints.is_empty() {
             return Err(NsError::Store("etcd connect: no endpoints given".to_string()));
         }
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(NsError::Store(
-                "etcd connect_here: not on a tokio runtime (use connect)".to_string(),
-            ));
-        }
-        let conn = Conn::connect(endpoints.to_vec(), prefix.to_string(), timeout).await?;
-        Ok(EtcdStore { conn, runtime: None })
+        let runtime = RuntimeThread {
+            handle: runtime,
+            _stop: None,
+        };
+        let (endpoints, prefix) = (endpoints.to_vec(), prefix.to_string());
+        let conn = runtime.run(Conn::connect(endpoints, prefix, timeout)).await?;
+        Ok(EtcdStore {
+            conn,
+            runtime: Arc::new(runtime),
+        })
     }
 
-    /// Runs a request on the client's thread, or right here. Boxed: a
-    /// request's future is large (gRPC), and the namespace calls that await
-    /// several of them would otherwise carry them all on the caller's stack.
+    /// Runs a request on the client's runtime. Boxed: a request's future
+    /// is large (gRPC), and the namespace calls that await several of them
+    /// would otherwise carry them all on the caller's stack.
     fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, NsError>> + Send + 'static,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, NsError>> + Send>> {
-        match &self.runtime {
-            Some(thread) => {
-                let thread = thread.clone();
-                Box::pin(async move { thread.run(work).await })
-            }
-            None => Box::pin(work),
-        }
+        let thread = self.runtime.clone();
+        Box::pin(async move { thread.run(work).await })
     }
 
     /// The key prefix of this store.

@@ -605,7 +605,7 @@ impl Procs {
             entry
         };
         let began_ns = sigma_sandbox::monotonic_ns();
-        let result = crate::tokio_rpc::timeout(SPAWN_TIMEOUT, async {
+        let result = sigma_dataplane::timeout(SPAWN_TIMEOUT, async {
             let binary = match self.inner.bins.fetch(program.clone()).await {
                 Ok(path) => path,
                 Err(e) => {
@@ -690,7 +690,7 @@ impl Procs {
             // An exit comes from the spawner's thread: no spin for it.
             sigma_dataplane::expect_long_wait();
         }
-        let ended = crate::tokio_rpc::timeout(limit, async {
+        let ended = sigma_dataplane::timeout(limit, async {
             let _ = rx.wait_for(|s| *s != WireStatus::Running).await;
         })
         .await;
@@ -709,7 +709,7 @@ impl Procs {
         let entry = self.get(realm, pid)?;
         let (mut started, mut status) = (entry.started.subscribe(), entry.status.subscribe());
         let limit = limit.min(WAIT_TIMEOUT_MAX);
-        let waited = crate::tokio_rpc::timeout(limit, async {
+        let waited = sigma_dataplane::timeout(limit, async {
             tokio::select! {
                 _ = started.wait_for(|s| *s) => {}
                 _ = status.wait_for(|s| *s != WireStatus::Running) => {}
@@ -793,7 +793,7 @@ impl Procs {
         entry.evict_aware.store(true, Ordering::SeqCst);
         let mut rx = entry.evicted.subscribe();
         let limit = limit.min(WAIT_TIMEOUT_MAX);
-        match crate::tokio_rpc::timeout(limit, async {
+        match sigma_dataplane::timeout(limit, async {
             let _ = rx.wait_for(|e| *e).await;
         })
         .await
@@ -836,7 +836,7 @@ impl Procs {
         let entry = self.get(realm, pid)?;
         let mut rx = entry.log_len.subscribe();
         if let Some(limit) = follow {
-            let _ = crate::tokio_rpc::timeout(limit, async {
+            let _ = sigma_dataplane::timeout(limit, async {
                 let _ = rx.wait_for(|(len, done)| *len > offset || *done).await;
             })
             .await;

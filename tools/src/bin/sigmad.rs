@@ -1,25 +1,25 @@
 //! sigmad: the per-machine σ daemon.
 //!
-//! Today it serves the realm namespace (named) on its admin Unix socket:
-//! on embedded defaults a durable redb store under `--data`, answered by
-//! the data-plane core while the control thread (a tokio current-thread
-//! runtime) sweeps ended leases; or with `--etcd` an etcd cluster, answered
-//! by the control runtime on which the etcd client runs (no thread hop per
-//! etcd request). SIGTERM or SIGINT stops it cleanly: it stops accepting,
-//! removes its socket and exits 0.
+//! It serves the realm namespace (named) and procs on its admin Unix
+//! socket, in one shape whichever store holds the namespace: the
+//! data-plane core answers every request; the control thread (a tokio
+//! current-thread runtime) holds the store's control-plane side — the
+//! embedded redb store's lease sweeps under `--data`, or with `--etcd` the
+//! etcd client, each etcd request a task there that the core awaits — and
+//! the binary server. SIGTERM or SIGINT stops it cleanly: it stops
+//! accepting, removes its socket and exits 0.
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use sigma_control::admin::{AdminService, BoundService};
 use sigma_control::bins::limits::RECORD_TTL_DEFAULT;
-use sigma_control::bins::{BinCache, BinRegistry, BlockingIo, CacheIo, DataPlaneIo, DataPlaneIoServer, StoreConfig};
+use sigma_control::bins::{BinCache, BinRegistry, DataPlaneIo, DataPlaneIoServer, StoreConfig};
 use sigma_control::conn_limit::{self, ConnLimit};
 use sigma_control::log_limit::LogLimit;
 use sigma_control::ns::embedded::EmbeddedStore;
 use sigma_control::ns::etcd::{EtcdStore, REQUEST_TIMEOUT};
 use sigma_control::ns::{Namespace, Store};
 use sigma_control::procs::{bin_channel, BinServer, Procs};
-use sigma_control::tokio_rpc::TokioUnix;
 use sigma_dataplane::net::UnixListener;
 use sigma_dataplane::rpc::{ConnectionError, ServerConfig, Transport};
 use std::cell::RefCell;
@@ -215,10 +215,10 @@ struct ProcsSetup {
 
 /// Sets up procs (unless `--no-procs`): the binary store (`--store`, or a
 /// directory under the data directory) and its cache under DATA/bins/cache,
-/// the cache's file IO on a data-plane core when `on_core`, and the
+/// the cache's file IO on the data-plane core, and the
 /// spawner with its sandbox (procs are disabled, with a warning saying why,
 /// where the sandbox cannot start, e.g. without root or cgroups).
-fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsSetup> {
+fn setup_procs(args: &Args, data: &Path) -> anyhow::Result<ProcsSetup> {
     if args.no_procs {
         return Ok(ProcsSetup {
             procs: None,
@@ -234,12 +234,8 @@ fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsS
     store.region = args.s3_region.clone();
     store.allow_http = args.s3_allow_http;
     let registry = BinRegistry::open(&store).with_context(|| format!("opening the binary store {}", store.url))?;
-    let (io, io_server): (Arc<dyn CacheIo>, _) = if on_core {
-        let (io, server) = DataPlaneIo::new();
-        (Arc::new(io), Some(server))
-    } else {
-        (Arc::new(BlockingIo), None)
-    };
+    let (io, io_server) = DataPlaneIo::new();
+    let io = Arc::new(io);
     let cache_dir = data.join("bins").join("cache");
     let cache = BinCache::open(&cache_dir, registry, io, RECORD_TTL_DEFAULT)
         .with_context(|| format!("opening the binary cache {}", cache_dir.display()))?;
@@ -269,7 +265,7 @@ fn setup_procs(args: &Args, data: &Path, on_core: bool) -> anyhow::Result<ProcsS
     Ok(ProcsSetup {
         procs: Some(procs),
         bins: Some((server, cache)),
-        io_server,
+        io_server: Some(io_server),
     })
 }
 
@@ -567,10 +563,7 @@ fn main() -> anyhow::Result<()> {
     let signals = block_stop_signals();
     let data_lock = lock_data_dir(&args.data)?;
     let mut claim = SocketClaim::take(&sock, &args.data, data_lock)?;
-    let result = match args.etcd.clone() {
-        None => run_embedded(&args, &mut claim, &machine, signals),
-        Some(endpoints) => run_etcd(&args, &endpoints, &mut claim, &machine, signals),
-    };
+    let result = run(&args, &mut claim, &machine, signals);
     claim.remove();
     result
 }
@@ -588,25 +581,62 @@ fn spawn_signal_thread(signals: libc::sigset_t, deliver: impl FnOnce(i32) + Send
     Ok(())
 }
 
-/// Embedded defaults: the data-plane core answers requests on the durable
-/// local store; the control thread (a tokio current-thread runtime) opens
-/// the store and sweeps ended leases.
-fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: libc::sigset_t) -> anyhow::Result<()> {
-    let db = args.data.join("ns.redb");
+/// Serves on the store `--etcd` chooses: the embedded store under DATA, or
+/// the etcd cluster. Either way the process has one shape (see [`run_on`]).
+fn run(args: &Args, claim: &mut SocketClaim, machine: &str, signals: libc::sigset_t) -> anyhow::Result<()> {
+    match args.etcd.clone() {
+        None => {
+            let db = args.data.join("ns.redb");
+            let where_ = db.display().to_string();
+            run_on(args, claim, machine, signals, where_, move || async move {
+                EmbeddedStore::open(&db).with_context(|| format!("opening {}", db.display()))
+            })
+        }
+        Some(endpoints) => {
+            let where_ = format!("etcd {} under {}", endpoints.join(","), args.etcd_prefix);
+            let prefix = args.etcd_prefix.clone();
+            run_on(args, claim, machine, signals, where_, move || async move {
+                let here = tokio::runtime::Handle::current();
+                EtcdStore::connect_on(here, &endpoints, &prefix, REQUEST_TIMEOUT)
+                    .await
+                    .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))
+            })
+        }
+    }
+}
+
+/// sigmad's one shape, on either store: the data-plane core (pinned to
+/// `--cpu` if given) serves the admin socket and procs' connections; the
+/// control thread (a tokio current-thread runtime) opens the store with
+/// `open` and runs what is control-plane work: the embedded store's lease
+/// sweeps, the etcd client (each etcd request runs there as a task that
+/// the core awaits), and the binary server's store fetches.
+fn run_on<S, F, Fut>(
+    args: &Args,
+    claim: &mut SocketClaim,
+    machine: &str,
+    signals: libc::sigset_t,
+    where_: String,
+    open: F,
+) -> anyhow::Result<()>
+where
+    S: Store + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<S>>,
+{
     let (store_tx, store_rx) = std::sync::mpsc::channel();
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
-    let db_path = db.clone();
-    let setup = setup_procs(args, &args.data, true)?;
+    let setup = setup_procs(args, &args.data)?;
     let bins = setup.bins;
     let control = std::thread::Builder::new()
         .name("sigma-control".into())
         .spawn(move || -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
-                let _ = store_tx.send(EmbeddedStore::open(&db_path));
                 if let Some((server, cache)) = bins {
                     tokio::spawn(server.run(cache));
                 }
+                let _ = store_tx.send(open().await);
                 let _ = control_stopped.await;
             });
             Ok(())
@@ -625,11 +655,7 @@ fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: li
     let core = builder.build().context("starting the data-plane core")?;
     tracing::info!(backend = %core.backend(), reason = core.backend_reason(), "data-plane core started");
     let result = core.block_on(async {
-        let store = store_rx
-            .recv()
-            .context("the control thread died")?
-            .with_context(|| format!("opening {}", db.display()))?;
-        let where_ = db.display().to_string();
+        let store = store_rx.recv().context("the control thread died")??;
         if let Some(io) = io_server {
             sigma_dataplane::spawn(io.run());
         }
@@ -648,115 +674,6 @@ fn run_embedded(args: &Args, claim: &mut SocketClaim, machine: &str, signals: li
     let _ = stop_control.send(());
     let _ = control.join();
     result
-}
-
-/// On etcd: the namespace is control-plane work, served from one tokio
-/// current-thread runtime on which the etcd client itself runs, so a
-/// request reaches etcd and its answer comes back with no thread hop (on a
-/// VM each wake-up of another thread costs tens of µs). Pinned to `--cpu`
-/// if given.
-fn run_etcd(
-    args: &Args,
-    endpoints: &[String],
-    claim: &mut SocketClaim,
-    machine: &str,
-    signals: libc::sigset_t,
-) -> anyhow::Result<()> {
-    let sock = claim.sock.clone();
-    if let Some(cpu) = args.cpu {
-        pin_this_thread(cpu)?;
-    }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<i32>();
-    spawn_signal_thread(signals, move |sig| {
-        let _ = stop_tx.send(sig);
-    })?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the control runtime")?;
-    let setup = setup_procs(args, &args.data, false)?;
-    let local = tokio::task::LocalSet::new();
-    let result = local.block_on(&rt, async {
-        if let Some((server, cache)) = setup.bins {
-            tokio::spawn(server.run(cache));
-        }
-        let store = EtcdStore::connect_here(endpoints, &args.etcd_prefix, REQUEST_TIMEOUT)
-            .await
-            .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
-        let where_ = format!("etcd {} under {}", endpoints.join(","), args.etcd_prefix);
-        let ns = Namespace::new(store, machine).await.context("opening the namespace")?;
-        let mut service = AdminService::new(ns);
-        if let Some(procs) = setup.procs {
-            service = service.with_procs(procs);
-        }
-        let admin = Admin::new(service, &sock, args.max_connections, args.server_config());
-        if let Some(mut conns) = admin.service.procs().and_then(|p| p.take_conns()) {
-            let admin = admin.clone();
-            tokio::task::spawn_local(async move {
-                while let Some(conn) = conns.recv().await {
-                    let std = std::os::unix::net::UnixStream::from(conn.fd);
-                    let stream = std.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(std));
-                    match stream {
-                        Ok(stream) => {
-                            tokio::task::spawn_local(admin.clone().proc_connection(
-                                TokioUnix::new(stream),
-                                conn.realm,
-                                conn.pid,
-                            ));
-                        }
-                        Err(e) => tracing::warn!(pid = conn.pid, error = %e, "serving a proc's control connection"),
-                    }
-                }
-            });
-        }
-        let listener = tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
-        claim.bound()?;
-        tracing::info!(sock = %sock.display(), store = where_, machine, max_connections = args.max_connections, "sigmad serving the namespace");
-        let mut stop_rx = stop_rx;
-        loop {
-            tokio::select! {
-                sig = &mut stop_rx => {
-                    tracing::info!(signal = sig.unwrap_or(0), "stopping: no longer accepting, removing the socket");
-                    admin.flush_logs();
-                admin.stop_procs();
-                    admin.stop_procs();
-                    return Ok(());
-                }
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let slot = admin.conns.admit();
-                        tokio::task::spawn_local(admin.clone().connection(TokioUnix::new(stream), slot));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
-                },
-            }
-        }
-    });
-    // tokio's listener leaves its socket file behind; main removes it if
-    // it is still the one bound here.
-    result
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; `cpu` is checked against the set's size first.
-    unsafe {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            bail!(
-                "--cpu {cpu}: beyond the {} cpus an affinity set holds",
-                libc::CPU_SETSIZE
-            );
-        }
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-    }
-    // SAFETY: sched_setaffinity reads `set` of the given size; 0 is this thread.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning to cpu {cpu}"));
-    }
-    Ok(())
 }
 
 use std::future::Future;
