@@ -147,6 +147,10 @@ impl RuntimeThread {
             }
         }
         let mut task = AbortOnDrop(self.handle.spawn(work));
+        // An etcd round trip takes hundreds of µs: a data-plane core
+        // awaiting it parks at once rather than spin beside the thread
+        // that runs it.
+        sigma_dataplane::expect_long_wait();
         match (&mut task.0).await {
             Ok(result) => result,
             Err(e) => Err(NsError::Store(format!("etcd: the request's task failed: {e}"))),
