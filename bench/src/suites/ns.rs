@@ -267,7 +267,9 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 p.warmup(case),
                 p.budget.as_secs_f64(),
                 if sys.needs_etcd() && sys.uses_sigmad() {
-                    format!(", sigmad's control thread (serving next to its etcd client) on core {server_core}")
+                    format!(
+                        ", sigmad's data-plane core and its control thread (where the etcd client runs) on core {server_core}"
+                    )
                 } else if sys.uses_sigmad() {
                     format!(", sigmad's data-plane core on core {server_core}")
                 } else {
