@@ -205,54 +205,57 @@ async fn run_job(job: Job) {
             len,
             reply,
         } => {
-            let mut out: Vec<u8> = Vec::new();
-            let mut result = Ok(());
-            while out.len() < len {
-                let want = len - out.len();
-                let at = offset + out.len() as u64;
-                let (res, buf) = sigma_dataplane::read_at(file.as_raw_fd(), Vec::with_capacity(want), at).await;
-                match res {
-                    Ok(0) => break,
-                    // Most reads are whole: keep the buffer, copy nothing.
-                    Ok(_) if out.is_empty() => out = buf,
-                    Ok(_) => out.extend_from_slice(&buf),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            let _ = reply.send(result.map(|()| Bytes::from(out)));
+            let _ = reply.send(core_read_at(file.as_raw_fd(), offset, len).await);
         }
         Job::Write {
             file,
             offset,
-            mut bytes,
+            bytes,
             reply,
         } => {
-            let mut at = offset;
-            let mut result = Ok(());
-            while !bytes.is_empty() {
-                let (res, sent) = sigma_dataplane::write_at(file.as_raw_fd(), bytes, at).await;
-                bytes = sent;
-                match res {
-                    Ok(0) => {
-                        result = Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0 bytes"));
-                        break;
-                    }
-                    Ok(n) => {
-                        at += n as u64;
-                        let _ = bytes.split_to(n.min(bytes.len()));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            let _ = reply.send(result);
+            let _ = reply.send(core_write_all_at(file.as_raw_fd(), offset, bytes).await);
         }
     }
+}
+
+/// Reads up to `len` bytes of `fd` at `offset` on the current data-plane
+/// core (io_uring READ, or the core's file pool on epoll); fewer only at
+/// the end of the file. `fd` must stay open until this completes or is
+/// dropped.
+pub(crate) async fn core_read_at(fd: std::os::fd::RawFd, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut out: Vec<u8> = Vec::new();
+    while out.len() < len {
+        let want = len - out.len();
+        let at = offset + out.len() as u64;
+        let (res, buf) = sigma_dataplane::read_at(fd, Vec::with_capacity(want), at).await;
+        match res {
+            Ok(0) => break,
+            // Most reads are whole: keep the buffer, copy nothing.
+            Ok(_) if out.is_empty() => out = buf,
+            Ok(_) => out.extend_from_slice(&buf),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Writes all of `bytes` to `fd` at `offset` on the current data-plane
+/// core. `fd` must stay open until this completes or is dropped.
+pub(crate) async fn core_write_all_at(fd: std::os::fd::RawFd, offset: u64, mut bytes: Bytes) -> io::Result<()> {
+    let mut at = offset;
+    while !bytes.is_empty() {
+        let (res, sent) = sigma_dataplane::write_at(fd, bytes, at).await;
+        bytes = sent;
+        match res {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0 bytes")),
+            Ok(n) => {
+                at += n as u64;
+                let _ = bytes.split_to(n.min(bytes.len()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

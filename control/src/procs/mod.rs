@@ -847,17 +847,14 @@ impl Procs {
         let data = if want == 0 {
             Bytes::new()
         } else {
-            // A small read of a page-cached file: it moves to the data plane
-            // with the rest of sigmad's file IO.
-            use std::os::unix::fs::FileExt;
+            // The read is the data plane's (io_uring READ); the open is a
+            // plain call, as for the cache's files.
+            use std::os::fd::AsRawFd;
             let file = std::fs::File::open(&entry.log_path)
                 .map_err(|e| ProcError::new("unavailable", format!("opening proc {pid}'s log: {e}")))?;
-            let mut buf = vec![0u8; want as usize];
-            let n = file
-                .read_at(&mut buf, offset)
-                .map_err(|e| ProcError::new("unavailable", format!("reading proc {pid}'s log: {e}")))?;
-            buf.truncate(n);
-            Bytes::from(buf)
+            crate::bins::io::core_read_at(file.as_raw_fd(), offset, want as usize)
+                .await
+                .map_err(|e| ProcError::new("unavailable", format!("reading proc {pid}'s log: {e}")))?
         };
         let next_offset = offset + data.len() as u64;
         Ok(WireLogChunk {
@@ -877,7 +874,6 @@ impl Procs {
         total: u64,
         data: Bytes,
     ) -> Result<Option<WireBin>, ProcError> {
-        use std::io::{Seek, Write};
         let limit = crate::bins::limits::BIN_BYTES_MAX;
         if total > limit {
             return Err(ProcError::new(
@@ -927,35 +923,42 @@ impl Procs {
                     ))
                 }
             };
+            // Out of the table while its piece is written: a piece of the
+            // same upload arriving meanwhile (on another connection) finds
+            // it unknown instead of writing beside this one.
+            uploads.remove(&key);
             if have != offset {
-                uploads.remove(&key);
                 let _ = std::fs::remove_file(&path);
                 return Err(ProcError::new(
                     "invalid",
                     format!("upload {upload:x} of {name:?}: a piece at {offset}, expected {have}; start again"),
                 ));
             }
-            // A small write of a local file; see `logs`.
-            let write = || -> std::io::Result<()> {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)?;
-                f.seek(std::io::SeekFrom::Start(offset))?;
-                f.write_all(&data)
-            };
-            if let Err(e) = write() {
-                uploads.remove(&key);
-                let _ = std::fs::remove_file(&path);
-                return Err(ProcError::new("unavailable", format!("staging {name:?}: {e}")));
-            }
-            let end = offset + data.len() as u64;
-            if end < total {
-                uploads.insert(key, (end, std::time::Instant::now()));
-                return Ok(None);
-            }
-            uploads.remove(&key);
+        }
+        // The staging file goes if this piece fails or its caller goes away
+        // while it is written; kept once the piece is in.
+        let staged = Staged(Some(path.clone()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ProcError::new("unavailable", format!("staging {name:?}: {e}")))?;
+        let end = offset + data.len() as u64;
+        {
+            use std::os::fd::AsRawFd;
+            // The write is the data plane's (io_uring WRITE); the open is a
+            // plain call, as for the cache's files.
+            crate::bins::io::core_write_all_at(file.as_raw_fd(), offset, data)
+                .await
+                .map_err(|e| ProcError::new("unavailable", format!("staging {name:?}: {e}")))?;
+        }
+        drop(file);
+        staged.keep();
+        if end < total {
+            let mut uploads = self.inner.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            uploads.insert(key, (end, std::time::Instant::now()));
+            return Ok(None);
         }
         self.inner.bins.put_file(name, path).await.map(Some)
     }
@@ -1032,6 +1035,23 @@ impl Procs {
             ProcRequest::BinRemove { name } => self.inner.bins.remove(name).await?,
         }
         Ok(())
+    }
+}
+
+/// A staging file removed when dropped, unless kept.
+struct Staged(Option<PathBuf>);
+
+impl Staged {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
