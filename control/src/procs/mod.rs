@@ -606,8 +606,10 @@ impl Procs {
         };
         let began_ns = sigma_sandbox::monotonic_ns();
         let result = crate::tokio_rpc::timeout(SPAWN_TIMEOUT, async {
+            // Pinned in the cache until the spawner drops it, once the
+            // sandbox holds the binary.
             let binary = match self.inner.bins.fetch(program.clone()).await {
-                Ok(path) => path,
+                Ok(binary) => binary,
                 Err(e) => {
                     let status = if e.kind == "fetch-failed" {
                         WireStatus::FetchFailed(e.message.clone())
