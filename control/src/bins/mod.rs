@@ -50,6 +50,24 @@
 //! use by this process, and removed and fetched again if it does not match.
 //! A hit costs a lock, a map look-up and one `stat` (2 µs).
 //!
+//! **The cache is bounded in bytes** ([`BinCache::open_bounded`];
+//! [`limits::BIN_CACHE_BYTES_DEFAULT`], 4 GiB, by default; sigmad's
+//! `--bin-cache-mib`). Every cache file counts by its size, a hard link
+//! into a local store too. A fill first reserves its bytes, evicting the
+//! least recently used files (a use: a get that returned the file, its
+//! fill, or its place in the order found at open) until they fit; an
+//! evicted file leaves the cache's index and memos, so a later get fetches
+//! it again. Never evicted: a file **pinned** by a [`CachePin`] — every
+//! [`CachedBin`] a get returns holds one, and a spawn keeps it until the
+//! sandbox has taken the binary as a detached bind mount (`open_tree`,
+//! before the clone), after which the proc holds the inode and the file may
+//! go — and a file a fill is writing. A binary larger than the whole bound
+//! is refused ([`BinError::CacheTooSmall`], naming both sizes); so is one
+//! for which no unpinned file is left to evict ([`BinError::CacheFull`]:
+//! no unbounded growth, the spawn is `busy`). The files an earlier run left
+//! count at open, the oldest (by the later of atime and mtime) removed
+//! until they fit. [`CacheStats`] counts `evicted` and the current `bytes`.
+//!
 //! **Why BLAKE3.** The digest is on the cold-start path of every new
 //! binary. On this machine (2 vCPUs, AVX-512 and SHA-NI), one thread,
 //! 10 MiB in 1 MiB updates, interleaved (`benches/bins_digest.rs`):
@@ -79,7 +97,7 @@
 //! **Limits** are in [`limits`]; errors are [`BinError`], each variant
 //! naming the operation, the binary and the store or cache path.
 //!
-//! Not done yet: the cache has no size bound or eviction; fetching from a peer machine before the store is not built;
+//! Not done yet: fetching from a peer machine before the store is not built;
 //! two puts of one name racing each other can leave one's record beside
 //! the other's bytes, which fetches then refuse as a digest mismatch until
 //! the next put (see [`registry`]).
