@@ -1,8 +1,8 @@
 //! Procs through sigmad and sigmactl (issue #11): binaries put in the
 //! store and refused when they are not static executables; procs spawned
 //! in σcontainers, waited for with their exit status, crash signal, kill or
-//! eviction; bounded logs; realms kept apart; bad input refused with a
-//! clear error. Against the real kernel: needs root and cgroup controllers,
+//! eviction; bounded logs; realms kept apart; the binary cache kept to
+//! its bound; bad input refused with a clear error. Against the real kernel: needs root and cgroup controllers,
 //! and skips with a message where sigmad says procs are disabled.
 
 mod common;
@@ -106,7 +106,14 @@ fn procs() -> PathBuf {
 /// A sigmad with the test procs in its store, or None (with a message)
 /// where this machine cannot run procs.
 fn sigmad(dir: &Path) -> Option<Daemon> {
-    let d = Daemon::start_procs(dir);
+    sigmad_with(dir, &[])
+}
+
+/// As [`sigmad`], with `extra` arguments. Its first spawn (the probe) runs
+/// `exit`.
+fn sigmad_with(dir: &Path, extra: &[&str]) -> Option<Daemon> {
+    let args: Vec<&str> = ["--procs"].iter().chain(extra).copied().collect();
+    let d = Daemon::launch(dir, &dir.join("sigmad.sock"), &args, &[]);
     let bins = procs();
     for (name, _) in PROCS {
         d.ok(&["bin", "put", name, bins.join(name).to_str().unwrap()]);
@@ -857,4 +864,86 @@ fn sigmad_has_one_shape_on_the_embedded_store_and_on_etcd() {
         assert!(shapes[1].contains(want), "no {want} thread on etcd: {:?}", shapes[1]);
     }
     assert_eq!(shapes[0], shapes[1], "threads on the embedded store, then on etcd");
+}
+
+/// A sigmad whose binary cache holds two of the test procs (each about
+/// 5 MB) but not three: spawns past it evict the least recently used
+/// binary (never one a spawn is between fetching and the sandbox's bind
+/// mount of: a pin left held would make the next spawn `busy`); a proc
+/// whose binary was evicted runs on, since its bind mount holds the inode;
+/// an evicted binary is fetched again when next spawned; and one larger
+/// than the whole bound is refused with both sizes.
+#[test]
+fn the_binary_cache_keeps_to_its_bound_and_a_proc_outlives_its_evicted_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bins = procs();
+    let content = |name: &str| std::fs::read(bins.join(name)).unwrap();
+    let names = ["exit", "sleep", "crash"];
+    let sizes: Vec<u64> = names.iter().map(|n| content(n).len() as u64).collect();
+    let pair_max = sizes.iter().sum::<u64>() - sizes.iter().min().unwrap();
+    let bound_mib = pair_max.div_ceil(1 << 20);
+    assert!(
+        sizes.iter().sum::<u64>() > bound_mib << 20,
+        "the test procs ({sizes:?} bytes) are too small for a bound of {bound_mib} MiB to hold two and not three"
+    );
+    let Some(d) = sigmad_with(dir.path(), &["--bin-cache-mib", &bound_mib.to_string()]) else {
+        return;
+    };
+    let cache_dir = dir.path().join("bins").join("cache");
+    // Which test procs the cache holds, told by their bytes.
+    let cached = || {
+        let mut held: Vec<&str> = std::fs::read_dir(&cache_dir)
+            .unwrap()
+            .map(|e| {
+                let bytes = std::fs::read(e.unwrap().path()).unwrap();
+                *names
+                    .iter()
+                    .find(|n| content(n) == bytes)
+                    .expect("a cache file of a test proc")
+            })
+            .collect();
+        held.sort();
+        held
+    };
+    let status = |pid: &str| {
+        let wait = d.ctl(&["wait", "--timeout", "30", pid]);
+        String::from_utf8_lossy(&wait.stdout).trim().to_string()
+    };
+
+    // The probe spawned exit; sleep joins it, and runs on.
+    let sleeper = pid_of(&d.ok(&["spawn", "sleep", "--", "5000"]));
+    assert_eq!(cached(), ["exit", "sleep"]);
+    // crash needs room: exit, the least recently used, goes.
+    let crasher = pid_of(&d.ok(&["spawn", "crash"]));
+    assert_eq!(cached(), ["crash", "sleep"]);
+    // exit again: fetched again, and sleep's binary goes while it runs.
+    let exiter = pid_of(&d.ok(&["spawn", "exit"]));
+    assert_eq!(cached(), ["crash", "exit"]);
+    let ps = d.ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().next() == Some(sleeper.as_str()) && l.contains("running")),
+        "sleep runs on after its binary was evicted: {ps}"
+    );
+    assert_eq!(status(&exiter), "ok");
+    assert_eq!(status(&crasher), "crashed(signal 11)");
+    assert_eq!(status(&sleeper), "ok", "sleep ran to its end");
+    assert!(d.log_lines("evicted a cached binary") >= 2);
+
+    // Larger than the whole bound (trailing bytes keep an ELF valid).
+    let huge = dir.path().join("huge");
+    let mut bytes = content("sleep");
+    bytes.resize(((bound_mib + 1) << 20) as usize, 0);
+    std::fs::write(&huge, &bytes).unwrap();
+    d.ok(&["bin", "put", "huge", huge.to_str().unwrap()]);
+    let out = d.ctl(&["spawn", "huge"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a binary larger than the cache spawned");
+    assert!(
+        err.contains(&bytes.len().to_string())
+            && err.contains(&(bound_mib << 20).to_string())
+            && err.contains("--bin-cache-mib"),
+        "{err}"
+    );
+    assert_eq!(cached(), ["crash", "exit"], "nothing was evicted for it");
 }

@@ -1,6 +1,7 @@
 //! sigmad's content-addressed binary cache: one file per digest, filled
 //! from the registry at most once per binary however many spawns ask at
-//! once.
+//! once, and bounded in bytes: past its bound the least recently used
+//! files no spawn holds pinned are evicted.
 
 use super::digest::{Digest, Hasher};
 use super::elf;
@@ -9,13 +10,14 @@ use super::io::CacheIo;
 #[cfg(doc)]
 use super::limits::RECORD_TTL_DEFAULT;
 use super::limits::{
-    BIN_BYTES_MAX, CACHE_WRITES_IN_FLIGHT_MAX, CACHE_WRITE_BYTES, ELF_HEADERS_BYTES_MAX, RECORD_MEMOS_MAX,
+    BIN_BYTES_MAX, BIN_CACHE_BYTES_DEFAULT, CACHE_WRITES_IN_FLIGHT_MAX, CACHE_WRITE_BYTES, ELF_HEADERS_BYTES_MAX,
+    RECORD_MEMOS_MAX,
 };
 use super::name::BinName;
 use super::registry::{BinRegistry, ObjectBody, Record};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -29,8 +31,11 @@ const CACHED_MODE: u32 = 0o555;
 /// Names of files being filled start with this; they are never exec'd.
 const TEMP_PREFIX: &str = ".fill.";
 
-/// A binary in the cache, ready to exec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A binary in the cache, ready to exec. It holds its file pinned (see
+/// [`CachePin`]): the cache does not evict the file while this, or a
+/// clone, lives. Drop it once the file has been opened (a spawn: once the
+/// sandbox holds the binary as a detached bind mount).
+#[derive(Debug, Clone)]
 pub struct CachedBin {
     /// The name it was asked for.
     pub name: BinName,
@@ -40,6 +45,50 @@ pub struct CachedBin {
     pub bytes: u64,
     /// The cache file.
     pub path: PathBuf,
+    /// Held for its drop: the file's pin.
+    _pin: CachePin,
+}
+
+/// Equal when the same binary is at the same path; the pins are not
+/// compared (each holds the same file).
+impl PartialEq for CachedBin {
+    fn eq(&self, other: &CachedBin) -> bool {
+        (&self.name, &self.digest, self.bytes, &self.path) == (&other.name, &other.digest, other.bytes, &other.path)
+    }
+}
+
+impl Eq for CachedBin {}
+
+/// Keeps one cache file from eviction while it lives. A [`CachedBin`]
+/// holds one from the moment the cache hands out its path; a spawn keeps
+/// it until the sandbox has taken its bind mount of the file (with
+/// `open_tree`, before the clone), after which the file may be removed: the
+/// proc keeps the inode. A clone pins again; a drop releases.
+pub struct CachePin {
+    index: Arc<Mutex<Index>>,
+    digest: Digest,
+}
+
+impl Clone for CachePin {
+    fn clone(&self) -> CachePin {
+        *lock(&self.index).pins.entry(self.digest).or_insert(0) += 1;
+        CachePin {
+            index: self.index.clone(),
+            digest: self.digest,
+        }
+    }
+}
+
+impl Drop for CachePin {
+    fn drop(&mut self) {
+        lock(&self.index).unpin(&self.digest);
+    }
+}
+
+impl std::fmt::Debug for CachePin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CachePin({})", self.digest)
+    }
 }
 
 /// What the cache has done so far.
@@ -57,6 +106,11 @@ pub struct CacheStats {
     pub verifications: u64,
     /// Cache files found corrupt and removed.
     pub corrupt_removed: u64,
+    /// Cache files removed to keep the cache within its bound (when it
+    /// opened, and to make room for fills since).
+    pub evicted: u64,
+    /// Bytes of the cache files now (fills in flight not counted).
+    pub bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +121,7 @@ struct Counters {
     fetches: AtomicU64,
     verifications: AtomicU64,
     corrupt_removed: AtomicU64,
+    evicted: AtomicU64,
 }
 
 type Outcome = Option<Result<CachedBin, BinError>>;
@@ -88,8 +143,8 @@ struct Inner {
     flights: Mutex<HashMap<BinName, watch::Receiver<Outcome>>>,
     /// Records fetched lately: spawns within `record_ttl` skip the store.
     memos: Mutex<HashMap<BinName, (Record, Instant)>>,
-    /// Digests whose cache file this process has hashed (or written).
-    verified: Mutex<HashSet<Digest>>,
+    /// The cache files: sizes, uses, pins, fills in flight.
+    index: Arc<Mutex<Index>>,
     temp_seq: AtomicU64,
     counters: Counters,
     /// Whether a local store's file goes in as a hard link (`link_in`)
@@ -99,30 +154,241 @@ struct Inner {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps stay consistent whatever panicked while holding one: every
-    // critical section is a single insert, remove or lookup.
+    // critical section is a single insert, remove or lookup, or (the
+    // index) a few of them with no panic between.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the cache knows of its files, under one lock: each file's size and
+/// last use, the pins, and the fills in flight with the bytes they will
+/// take. The bound holds for `bytes + reserved`: a fill makes room (and
+/// reserves it) before it fetches.
+#[derive(Debug)]
+struct Index {
+    /// The bound on `bytes + reserved`.
+    max_bytes: u64,
+    /// The cache files by digest.
+    files: HashMap<Digest, Resident>,
+    /// Bytes of `files`.
+    bytes: u64,
+    /// Bytes reserved by fills in flight.
+    reserved: u64,
+    /// Fills in flight by digest (two names of one digest may fill at
+    /// once): their file, if there is one already, is not evicted.
+    filling: HashMap<Digest, u32>,
+    /// Pins held by digest (only counts above zero are kept).
+    pins: HashMap<Digest, u32>,
+    /// The last stamp of a use: each use takes the next.
+    clock: u64,
+}
+
+/// One cache file.
+#[derive(Debug)]
+struct Resident {
+    /// Its size, as counted in `Index::bytes`.
+    bytes: u64,
+    /// Its last use's stamp (a get that returned it, its fill, or its
+    /// place in the order found at open): the least is evicted first.
+    used: u64,
+    /// Whether this process has hashed (or written) it.
+    verified: bool,
+}
+
+impl Index {
+    fn new(max_bytes: u64) -> Index {
+        Index {
+            max_bytes,
+            files: HashMap::new(),
+            bytes: 0,
+            reserved: 0,
+            filling: HashMap::new(),
+            pins: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// Adds a file (or marks one there verified, if `verified`), used now.
+    fn insert(&mut self, digest: Digest, bytes: u64, verified: bool) {
+        self.clock += 1;
+        let used = self.clock;
+        match self.files.get_mut(&digest) {
+            Some(file) => {
+                file.used = used;
+                file.verified |= verified;
+            }
+            None => {
+                self.bytes += bytes;
+                self.files.insert(digest, Resident { bytes, used, verified });
+            }
+        }
+    }
+
+    /// Pins `digest`'s file and counts a use of it, if it is there (and
+    /// verified, with `verified_only`).
+    fn pin(&mut self, digest: &Digest, verified_only: bool) -> bool {
+        let Some(file) = self.files.get_mut(digest) else {
+            return false;
+        };
+        if verified_only && !file.verified {
+            return false;
+        }
+        self.clock += 1;
+        file.used = self.clock;
+        *self.pins.entry(*digest).or_insert(0) += 1;
+        true
+    }
+
+    fn unpin(&mut self, digest: &Digest) {
+        if let Some(n) = self.pins.get_mut(digest) {
+            *n -= 1;
+            if *n == 0 {
+                self.pins.remove(digest);
+            }
+        }
+    }
+
+    /// Forgets a file (removed, or found gone).
+    fn forget(&mut self, digest: &Digest) {
+        if let Some(file) = self.files.remove(digest) {
+            self.bytes -= file.bytes;
+        }
+    }
+
+    /// The file to evict next: the least recently used one that is neither
+    /// pinned nor being filled. A scan: evictions are rare (a fill past
+    /// the bound) and the files few (hundreds in the default bound).
+    fn victim(&self) -> Option<Digest> {
+        self.files
+            .iter()
+            .filter(|(d, _)| !self.pins.contains_key(d) && !self.filling.contains_key(d))
+            .min_by_key(|(d, f)| (f.used, **d))
+            .map(|(d, _)| *d)
+    }
+
+    /// Ends a fill's reservation.
+    fn release(&mut self, digest: &Digest, bytes: u64) {
+        self.reserved -= bytes;
+        if let Some(n) = self.filling.get_mut(digest) {
+            *n -= 1;
+            if *n == 0 {
+                self.filling.remove(digest);
+            }
+        }
+    }
+}
+
+/// The bytes one fill in flight will take, set aside within the bound
+/// (`Inner::reserve`); given back when dropped unless the filled file is
+/// committed to the index.
+struct Reservation {
+    index: Arc<Mutex<Index>>,
+    digest: Digest,
+    bytes: u64,
+    done: bool,
+}
+
+impl Reservation {
+    /// The fill placed its file: it joins the index, verified, used now
+    /// and pinned for the caller.
+    fn commit(mut self) -> CachePin {
+        let mut index = lock(&self.index);
+        index.release(&self.digest, self.bytes);
+        index.insert(self.digest, self.bytes, true);
+        index.pin(&self.digest, false);
+        drop(index);
+        self.done = true;
+        CachePin {
+            index: self.index.clone(),
+            digest: self.digest,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(&self.index).release(&self.digest, self.bytes);
+        }
+    }
 }
 
 impl BinCache {
     /// A cache in `dir` (made if missing) filled from `registry`, its file
     /// IO done by `io`, reusing a record for `record_ttl` before asking the
     /// store again (zero: ask on every get; [`RECORD_TTL_DEFAULT`] is the
-    /// default). Leftovers of fills a crash interrupted are removed.
+    /// default), bounded to [`BIN_CACHE_BYTES_DEFAULT`] bytes (see
+    /// [`BinCache::open_bounded`]).
     pub fn open(
         dir: impl AsRef<Path>,
         registry: BinRegistry,
         io: Arc<dyn CacheIo>,
         record_ttl: Duration,
     ) -> Result<BinCache, BinError> {
+        BinCache::open_bounded(dir, registry, io, record_ttl, BIN_CACHE_BYTES_DEFAULT)
+    }
+
+    /// As [`BinCache::open`], holding at most `max_bytes` of cache files.
+    /// A fill that would pass the bound first evicts the least recently
+    /// used files (used: returned by a get, filled, or found at open) that
+    /// no [`CachePin`] holds and no fill is writing; if those are not
+    /// enough it is refused ([`BinError::CacheFull`]), and a binary larger
+    /// than the bound is always refused ([`BinError::CacheTooSmall`]).
+    /// Evicted files leave the cache's memos too: a later get fetches again.
+    /// Files hard-linked from a local store count by their size.
+    ///
+    /// The files already in `dir` (an earlier run's) count toward the
+    /// bound, ordered by the later of their access and modification times
+    /// (access times are coarse: with `relatime` they move at most once a
+    /// day after the first read, with `noatime` never); past the bound the
+    /// oldest are removed now. Leftovers of fills a crash interrupted are
+    /// removed; files not named by a digest are left alone and not counted.
+    pub fn open_bounded(
+        dir: impl AsRef<Path>,
+        registry: BinRegistry,
+        io: Arc<dyn CacheIo>,
+        record_ttl: Duration,
+        max_bytes: u64,
+    ) -> Result<BinCache, BinError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| BinError::io("create directory", &dir, e))?;
         let entries = std::fs::read_dir(&dir).map_err(|e| BinError::io("read directory", &dir, e))?;
+        let mut found = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| BinError::io("read directory", &dir, e))?;
-            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let path = entry.path();
+            let path = entry.path();
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            if file_name.starts_with(TEMP_PREFIX) {
                 std::fs::remove_file(&path).map_err(|e| BinError::io("remove leftover", &path, e))?;
+                continue;
             }
+            // Only the names the cache writes: lowercase hex of a digest.
+            let Some(digest) = Digest::parse_hex(&file_name).filter(|d| d.to_string() == file_name) else {
+                continue;
+            };
+            let meta = entry.metadata().map_err(|e| BinError::io("stat", &path, e))?;
+            if !meta.is_file() {
+                continue;
+            }
+            let touched = meta.accessed().ok().max(meta.modified().ok());
+            found.push((touched.unwrap_or(std::time::UNIX_EPOCH), digest, meta.len()));
+        }
+        found.sort();
+        let mut index = Index::new(max_bytes);
+        for &(_, digest, bytes) in &found {
+            index.insert(digest, bytes, false);
+        }
+        let counters = Counters::default();
+        let mut oldest = found.iter();
+        while index.bytes > max_bytes {
+            let Some(&(_, digest, bytes)) = oldest.next() else {
+                break;
+            };
+            let path = dir.join(digest.to_string());
+            std::fs::remove_file(&path).map_err(|e| BinError::io("evict", &path, e))?;
+            index.forget(&digest);
+            counters.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(path = %path.display(), bytes, max_bytes, "evicted a cached binary: the cache is over its bound");
         }
         Ok(BinCache {
             inner: Arc::new(Inner {
@@ -132,9 +398,9 @@ impl BinCache {
                 record_ttl,
                 flights: Mutex::default(),
                 memos: Mutex::default(),
-                verified: Mutex::default(),
+                index: Arc::new(Mutex::new(index)),
                 temp_seq: AtomicU64::new(0),
-                counters: Counters::default(),
+                counters,
                 link_local: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -165,18 +431,23 @@ impl BinCache {
             fetches: c.fetches.load(Ordering::Relaxed),
             verifications: c.verifications.load(Ordering::Relaxed),
             corrupt_removed: c.corrupt_removed.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
+            bytes: lock(&self.inner.index).bytes,
         }
     }
 
-    /// The cache file of `digest`, if this process has it verified.
+    /// The cache file of `digest`, if this process has it verified. Not
+    /// pinned: a fill may evict it at any time (a get returns it pinned).
     pub fn lookup(&self, digest: &Digest) -> Option<PathBuf> {
         let path = self.inner.path_of(digest);
-        (lock(&self.inner.verified).contains(digest) && path.exists()).then_some(path)
+        let verified = lock(&self.inner.index).files.get(digest).is_some_and(|f| f.verified);
+        (verified && path.exists()).then_some(path)
     }
 
     /// A warm hit without waiting: `name`'s memo is fresh (within the record
-    /// TTL) and its file was verified and is still there. Runs where the
-    /// caller runs (no runtime needed): a lock and a stat.
+    /// TTL) and its file was verified and is still there; pinned, as from
+    /// [`BinCache::get`]. Runs where the caller runs (no runtime needed):
+    /// two locks and a stat.
     pub fn try_fresh(&self, name: &BinName) -> Option<CachedBin> {
         let hit = self.inner.fresh_hit(name)?;
         self.inner.counters.gets.fetch_add(1, Ordering::Relaxed);
@@ -186,7 +457,10 @@ impl BinCache {
 
     /// The binary `name`, in the cache: from the cache if it is there,
     /// else fetched once, however many ask at once (they all get the one
-    /// fetch's outcome). Must run inside a tokio runtime.
+    /// fetch's outcome), after making room within the bound (see
+    /// [`BinCache::open_bounded`]). The file stays pinned (never evicted)
+    /// while the returned [`CachedBin`] lives. Must run inside a tokio
+    /// runtime.
     pub async fn get(&self, name: &BinName) -> Result<CachedBin, BinError> {
         let inner = &self.inner;
         inner.counters.gets.fetch_add(1, Ordering::Relaxed);
@@ -240,18 +514,26 @@ impl Inner {
     }
 
     /// A hit needing no store call and no hashing: a fresh record whose
-    /// file this process has verified.
+    /// file this process has verified, pinned before its path is checked.
     fn fresh_hit(&self, name: &BinName) -> Option<CachedBin> {
         let record = self.fresh_record(name)?;
-        if !lock(&self.verified).contains(&record.digest) {
-            return None;
-        }
+        let pin = self.pin(&record.digest, true)?;
         let path = self.path_of(&record.digest);
         path.exists().then(|| CachedBin {
             name: name.clone(),
             digest: record.digest,
             bytes: record.bytes,
             path,
+            _pin: pin,
+        })
+    }
+
+    /// A pin on `digest`'s file, counting a use of it, if the index has it
+    /// (and has it verified, with `verified_only`).
+    fn pin(&self, digest: &Digest, verified_only: bool) -> Option<CachePin> {
+        lock(&self.index).pin(digest, verified_only).then(|| CachePin {
+            index: self.index.clone(),
+            digest: *digest,
         })
     }
 
@@ -296,23 +578,103 @@ impl Inner {
             });
         }
         let path = self.path_of(&record.digest);
-        let cached = CachedBin {
+        let cached = |pin| CachedBin {
             name: name.clone(),
             digest: record.digest,
             bytes: record.bytes,
             path: path.clone(),
+            _pin: pin,
         };
-        if path.exists() {
-            let verified = lock(&self.verified).contains(&record.digest);
-            if verified || self.verify(&path, &record).await? {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(cached);
+        // A file in the index is pinned while it is checked: no fill's
+        // eviction removes it meanwhile.
+        if let Some(pin) = self.pin(&record.digest, false) {
+            if path.exists() {
+                let verified = lock(&self.index).files.get(&record.digest).is_some_and(|f| f.verified);
+                if verified || self.verify(&path, &record).await? {
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(cached(pin));
+                }
+            } else {
+                // Removed behind the cache's back.
+                lock(&self.index).forget(&record.digest);
             }
         }
+        let reservation = self.reserve(&record)?;
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
         self.fill(&record, &path).await?;
-        lock(&self.verified).insert(record.digest);
-        Ok(cached)
+        Ok(cached(reservation.commit()))
+    }
+
+    /// Makes room within the bound for a fill of `record`, evicting the
+    /// least recently used files neither pinned nor being filled, and
+    /// reserves its bytes until the fill ends. An evicted file is renamed
+    /// aside under the index lock (so no later fill of its digest can be
+    /// removed in its place) and unlinked after; a proc started from it
+    /// keeps its inode.
+    fn reserve(&self, record: &Record) -> Result<Reservation, BinError> {
+        let mut evicted = Vec::new();
+        let reserved = {
+            let mut index = lock(&self.index);
+            let max = index.max_bytes;
+            let name = || record.name.to_string();
+            let dir = || self.dir.display().to_string();
+            if record.bytes > max {
+                return Err(BinError::CacheTooSmall {
+                    name: name(),
+                    bytes: record.bytes,
+                    max,
+                    dir: dir(),
+                });
+            }
+            loop {
+                if index.bytes + index.reserved + record.bytes <= max {
+                    index.reserved += record.bytes;
+                    *index.filling.entry(record.digest).or_insert(0) += 1;
+                    break Ok(());
+                }
+                let Some(victim) = index.victim() else {
+                    break Err(BinError::CacheFull {
+                        name: name(),
+                        bytes: record.bytes,
+                        max,
+                        held: index.bytes + index.reserved,
+                        dir: dir(),
+                    });
+                };
+                let path = self.path_of(&victim);
+                let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
+                let aside = self
+                    .dir
+                    .join(format!("{TEMP_PREFIX}{victim}.{}.{seq}.evicted", std::process::id()));
+                match std::fs::rename(&path, &aside) {
+                    Ok(()) => {
+                        let bytes = index.files.get(&victim).map_or(0, |f| f.bytes);
+                        evicted.push((victim, aside, bytes));
+                    }
+                    // Removed behind the cache's back: nothing to evict.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => break Err(BinError::io("evict (rename aside)", &path, e)),
+                }
+                index.forget(&victim);
+            }
+        };
+        if !evicted.is_empty() {
+            lock(&self.memos).retain(|_, (r, _)| !evicted.iter().any(|(d, _, _)| *d == r.digest));
+        }
+        for (digest, aside, bytes) in evicted {
+            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%digest, bytes, for_binary = %record.name, "evicted a cached binary to make room within the cache's bound");
+            if let Err(e) = std::fs::remove_file(&aside) {
+                tracing::warn!(path = %aside.display(), error = %e, "could not remove an evicted cache file");
+            }
+        }
+        reserved?;
+        Ok(Reservation {
+            index: self.index.clone(),
+            digest: record.digest,
+            bytes: record.bytes,
+            done: false,
+        })
     }
 
     /// Re-hashes a cache file this process has not verified yet (one left
@@ -341,11 +703,12 @@ impl Inner {
             matches = at == len && hasher.finish() == record.digest;
         }
         if matches {
-            lock(&self.verified).insert(record.digest);
+            lock(&self.index).insert(record.digest, record.bytes, true);
             return Ok(true);
         }
         self.counters.corrupt_removed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(path = %path.display(), name = %record.name, "cached binary does not match its digest; removed, fetching again");
+        lock(&self.index).forget(&record.digest);
         std::fs::remove_file(path).map_err(|e| BinError::io("remove corrupt", path, e))?;
         Ok(false)
     }
@@ -658,5 +1021,277 @@ impl<'a> Fill<'a> {
             self.wait_oldest().await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bins::limits::RECORD_TTL_DEFAULT;
+    use crate::bins::{BlockingIo, StoreConfig};
+
+    const KIB: u64 = 1024;
+    /// The test binaries' size: a cache of 250 KiB holds two.
+    const SIZE: u64 = 100 * KIB;
+    const BOUND: u64 = 250 * KIB;
+
+    /// A static executable (an ELF header and one `PT_LOAD`) of `SIZE`
+    /// bytes, told apart from the others by `tag`.
+    fn elf(tag: u8) -> Bytes {
+        let mut b = vec![0u8; 64];
+        b[..4].copy_from_slice(b"\x7fELF");
+        (b[4], b[5], b[6]) = (2, 1, 1);
+        b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        b[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
+        b[24..32].copy_from_slice(&0x401000u64.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let mut load = [0u8; 56];
+        load[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        b.extend_from_slice(&load);
+        b.resize(SIZE as usize, tag);
+        Bytes::from(b)
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        cache_dir: PathBuf,
+        registry: BinRegistry,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = BinRegistry::open(&StoreConfig::local(dir.path().join("store"))).unwrap();
+        Setup {
+            cache_dir: dir.path().join("cache"),
+            _dir: dir,
+            registry,
+        }
+    }
+
+    impl Setup {
+        fn open(&self, max_bytes: u64) -> BinCache {
+            let io: Arc<dyn CacheIo> = Arc::new(BlockingIo);
+            BinCache::open_bounded(
+                &self.cache_dir,
+                self.registry.clone(),
+                io,
+                RECORD_TTL_DEFAULT,
+                max_bytes,
+            )
+            .unwrap()
+        }
+
+        /// Puts binary `name` with `elf(tag)`.
+        async fn put(&self, name: &str, tag: u8) -> Record {
+            self.registry
+                .put(&BinName::parse(name).unwrap(), elf(tag))
+                .await
+                .unwrap()
+        }
+
+        fn reads(&self) -> u64 {
+            self.registry.stats().object_reads
+        }
+
+        /// The names in the cache directory, sorted.
+        fn files(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&self.cache_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    /// The cache files of `records`, sorted.
+    fn named(records: &[&Record]) -> Vec<String> {
+        let mut names: Vec<String> = records.iter().map(|r| r.digest.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    fn pins_held(cache: &BinCache) -> usize {
+        lock(&cache.inner.index).pins.values().map(|&n| n as usize).sum()
+    }
+
+    #[tokio::test]
+    async fn a_fill_past_the_bound_evicts_the_least_recently_used_file_which_a_get_fetches_again() {
+        // Hard-linked files from the local store count like copies.
+        for link in [false, true] {
+            let s = setup();
+            let (a, b, c) = (s.put("a", 1).await, s.put("b", 2).await, s.put("c", 3).await);
+            let cache = s.open(BOUND);
+            cache.link_local_files(link);
+            drop(cache.get(&a.name).await.unwrap());
+            drop(cache.get(&b.name).await.unwrap());
+            // A hit is a use: b is now the least recently used.
+            drop(cache.get(&a.name).await.unwrap());
+            drop(cache.get(&c.name).await.unwrap());
+            assert_eq!(s.files(), named(&[&a, &c]), "link {link}");
+            let st = cache.stats();
+            assert_eq!(
+                (st.evicted, st.bytes, st.fetches),
+                (1, 2 * SIZE, 3),
+                "link {link}: {st:?}"
+            );
+            // b left the index and the memos: nothing hands out its path.
+            assert_eq!(cache.lookup(&b.digest), None);
+            assert!(cache.try_fresh(&b.name).is_none());
+
+            let reads = s.reads();
+            let got = cache.get(&b.name).await.unwrap();
+            assert_eq!(std::fs::read(&got.path).unwrap(), elf(2), "link {link}");
+            use std::os::unix::fs::MetadataExt;
+            let links = std::fs::metadata(&got.path).unwrap().nlink();
+            assert_eq!(links, if link { 2 } else { 1 }, "link {link}");
+            assert_eq!(s.reads(), reads + 1, "link {link}: b is fetched again");
+            // ... evicting a, now the least recently used.
+            assert_eq!(s.files(), named(&[&b, &c]), "link {link}");
+            assert_eq!(cache.stats().evicted, 2);
+            drop(got);
+            assert_eq!(pins_held(&cache), 0, "link {link}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pinned_file_is_not_evicted_until_its_pin_is_dropped() {
+        let s = setup();
+        let (a, b, c, d) = (
+            s.put("a", 1).await,
+            s.put("b", 2).await,
+            s.put("c", 3).await,
+            s.put("d", 4).await,
+        );
+        let cache = s.open(BOUND);
+        // a: the least recently used, but pinned.
+        let held_a = cache.get(&a.name).await.unwrap();
+        drop(cache.get(&b.name).await.unwrap());
+        let held_c = cache.get(&c.name).await.unwrap();
+        assert_eq!(s.files(), named(&[&a, &c]), "b went, not the pinned a");
+
+        // Every file pinned: no room, refused with the sizes; nothing fetched.
+        let reads = s.reads();
+        let full = |e: BinError| match e {
+            BinError::CacheFull { bytes, max, held, .. } => {
+                assert_eq!((bytes, max, held), (SIZE, BOUND, 2 * SIZE));
+                let text = e.to_string();
+                assert!(
+                    text.contains("d@latest") && text.contains("102400") && text.contains("256000"),
+                    "{text}"
+                );
+            }
+            e => panic!("not CacheFull: {e}"),
+        };
+        full(cache.get(&d.name).await.unwrap_err());
+        // A clone is a pin of its own.
+        let clone_a = held_a.clone();
+        drop(held_a);
+        full(cache.get(&d.name).await.unwrap_err());
+        assert_eq!(s.reads(), reads);
+        assert_eq!(s.files(), named(&[&a, &c]));
+
+        drop(clone_a);
+        let got_d = cache.get(&d.name).await.unwrap();
+        assert_eq!(std::fs::read(&got_d.path).unwrap(), elf(4));
+        assert_eq!(s.files(), named(&[&c, &d]), "a went once released");
+        assert_eq!(std::fs::read(&held_c.path).unwrap(), elf(3));
+        drop((held_c, got_d));
+        assert_eq!(pins_held(&cache), 0);
+    }
+
+    #[tokio::test]
+    async fn a_binary_larger_than_the_whole_bound_is_refused_naming_both_sizes() {
+        let s = setup();
+        let a = s.put("a", 1).await;
+        let cache = s.open(50 * KIB);
+        let e = cache.get(&a.name).await.unwrap_err();
+        assert!(
+            matches!(e, BinError::CacheTooSmall { bytes, max, .. } if bytes == SIZE && max == 50 * KIB),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("a@latest")
+                && text.contains("102400")
+                && text.contains("51200")
+                && text.contains(&s.cache_dir.display().to_string())
+                && text.contains("--bin-cache-mib"),
+            "{text}"
+        );
+        assert_eq!(s.reads(), 0, "nothing was read");
+        assert_eq!(s.files(), Vec::<String>::new());
+        assert_eq!(cache.stats().fetches, 0);
+    }
+
+    #[tokio::test]
+    async fn reopening_a_cache_over_its_bound_evicts_the_oldest_files_down_to_it() {
+        let s = setup();
+        let (a, b, c) = (s.put("a", 1).await, s.put("b", 2).await, s.put("c", 3).await);
+        let cache = s.open(BIN_CACHE_BYTES_DEFAULT);
+        for r in [&a, &b, &c] {
+            drop(cache.get(&r.name).await.unwrap());
+        }
+        drop(cache);
+        // Oldest first: b, c, a (by the later of atime and mtime).
+        let now = std::time::SystemTime::now();
+        for (r, hours_ago) in [(&b, 3), (&c, 2), (&a, 1)] {
+            let t = now - Duration::from_secs(hours_ago * 3600);
+            let f = File::open(s.cache_dir.join(r.digest.to_string())).unwrap();
+            f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+                .unwrap();
+        }
+        // Within the bound: nothing goes.
+        let cache = s.open(3 * SIZE);
+        assert_eq!((cache.stats().evicted, cache.stats().bytes), (0, 3 * SIZE));
+        drop(cache);
+
+        let cache = s.open(BOUND);
+        assert_eq!(s.files(), named(&[&a, &c]), "the oldest, b, went");
+        let st = cache.stats();
+        assert_eq!((st.evicted, st.bytes), (1, 2 * SIZE), "{st:?}");
+        // What is left counts: a hit (a, re-hashed) reads no object, and
+        // the next fill evicts the least recently used survivor, c.
+        let reads = s.reads();
+        drop(cache.get(&a.name).await.unwrap());
+        assert_eq!((s.reads(), cache.stats().verifications), (reads, 1));
+        drop(cache.get(&b.name).await.unwrap());
+        assert_eq!(s.reads(), reads + 1);
+        assert_eq!(s.files(), named(&[&a, &b]));
+        assert_eq!(cache.stats().bytes, 2 * SIZE);
+    }
+
+    #[tokio::test]
+    async fn concurrent_gets_of_one_name_fetch_it_once_and_evict_once() {
+        let s = setup();
+        let (a, b, c) = (s.put("a", 1).await, s.put("b", 2).await, s.put("c", 3).await);
+        let cache = s.open(BOUND);
+        drop(cache.get(&a.name).await.unwrap());
+        drop(cache.get(&b.name).await.unwrap());
+        let reads = s.reads();
+        let gets = (0..16).map(|_| cache.get(&c.name));
+        let got: Vec<CachedBin> = futures::future::join_all(gets)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        for g in &got {
+            assert_eq!(std::fs::read(&g.path).unwrap(), elf(3));
+        }
+        assert_eq!(s.reads(), reads + 1, "one fetch");
+        let st = cache.stats();
+        assert_eq!((st.fetches, st.joined, st.evicted), (3, 15, 1), "{st:?}");
+        assert_eq!(s.files(), named(&[&b, &c]));
+        assert_eq!(pins_held(&cache), 16, "one pin per caller, none left by the fetch");
+        // c held by all sixteen: the next fill evicts b, and the one after
+        // a, though c is the least recently used.
+        drop(cache.get(&a.name).await.unwrap());
+        assert_eq!(s.files(), named(&[&a, &c]));
+        drop(cache.get(&b.name).await.unwrap());
+        assert_eq!(s.files(), named(&[&b, &c]));
+        drop(got);
+        assert_eq!(pins_held(&cache), 0);
     }
 }

@@ -45,6 +45,35 @@ pub enum BinError {
         /// The limit.
         limit: u64,
     },
+    /// The binary is larger than the cache's whole bound: it can never be
+    /// cached on this machine. Nothing was fetched.
+    #[error("binary {name}: {bytes} bytes exceeds the bound of the binary cache {dir}, {max} bytes (sigmad --bin-cache-mib); nothing was fetched")]
+    CacheTooSmall {
+        /// The binary.
+        name: String,
+        /// Its size.
+        bytes: u64,
+        /// The cache's bound.
+        max: u64,
+        /// The cache directory.
+        dir: String,
+    },
+    /// The cache has no room for the binary: every file that would have to
+    /// be evicted is pinned (a spawn is starting from it) or being filled.
+    /// Nothing was fetched; a later try may find room.
+    #[error("binary {name}: {bytes} bytes do not fit in the binary cache {dir}: {held} of its {max} bytes are held by binaries being started or fetched, which are never evicted; nothing was fetched, try again")]
+    CacheFull {
+        /// The binary.
+        name: String,
+        /// Its size.
+        bytes: u64,
+        /// The cache's bound.
+        max: u64,
+        /// Bytes of pinned files and fills in flight.
+        held: u64,
+        /// The cache directory.
+        dir: String,
+    },
     /// The file is not a static ELF executable.
     #[error("binary {name}: it must be a static executable: {why}")]
     NotStaticElf {

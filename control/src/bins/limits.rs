@@ -68,7 +68,19 @@ pub const LIST_READS_IN_FLIGHT_MAX: usize = 8;
 /// memo is dropped; the cached files themselves stay).
 pub const RECORD_MEMOS_MAX: usize = 4096;
 
+/// Bytes of cache files the binary cache keeps, by default (sigmad's
+/// `--bin-cache-mib`): past it, the least recently used files no spawn is
+/// starting from are removed, and fetched again when next asked for. A
+/// file hard-linked from a local store counts by its size like a copy (the
+/// cache cannot tell what else holds the inode). 4 GiB: sixteen binaries
+/// of the largest size ([`BIN_BYTES_MAX`]), or hundreds of typical ones (a
+/// static Rust server is 5-20 MB), so a machine's working set of binaries
+/// stays cached, while a long-lived sigmad that has seen many versions
+/// cannot fill its disk with them.
+pub const BIN_CACHE_BYTES_DEFAULT: u64 = 4 << 30;
+
 const _: () = assert!(CACHE_WRITE_BYTES as u64 <= BIN_BYTES_MAX);
+const _: () = assert!(BIN_CACHE_BYTES_DEFAULT >= BIN_BYTES_MAX);
 const _: () = assert!(CACHE_WRITES_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(STORE_UPLOAD_BYTES_PER_S_MIN > 0);
 const _: () = assert!(ELF_HEADERS_BYTES_MAX >= 64 + ELF_PROGRAM_HEADERS_MAX * 56);

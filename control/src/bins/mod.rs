@@ -40,8 +40,10 @@
 //! pass: each chunk is counted (more than the record's size fails at once),
 //! hashed, and its first 64 KiB are ELF-checked, then handed to the cache
 //! IO; the file is written under a temporary name (`.fill.*`), and only if
-//! the size and digest match the record is it fsynced, renamed to its
-//! digest and the directory fsynced. Any failure — digest or size
+//! the size and digest match the record is it made 0555 and renamed to its
+//! digest (no fsync: the cache needs integrity, not durability — a file
+//! this process did not write is re-hashed on first use — and an fsync of
+//! 10 MiB cost tens of ms on a cold start). Any failure — digest or size
 //! mismatch, not a static executable, a store error, a deadline — removes
 //! the temporary file, so nothing but verified binaries is ever under a
 //! digest's name (leftovers of a crash are removed when the cache opens).
@@ -49,6 +51,24 @@
 //! written; a file found from an earlier run is re-hashed once on its first
 //! use by this process, and removed and fetched again if it does not match.
 //! A hit costs a lock, a map look-up and one `stat` (2 µs).
+//!
+//! **The cache is bounded in bytes** ([`BinCache::open_bounded`];
+//! [`limits::BIN_CACHE_BYTES_DEFAULT`], 4 GiB, by default; sigmad's
+//! `--bin-cache-mib`). Every cache file counts by its size, a hard link
+//! into a local store too. A fill first reserves its bytes, evicting the
+//! least recently used files (a use: a get that returned the file, its
+//! fill, or its place in the order found at open) until they fit; an
+//! evicted file leaves the cache's index and memos, so a later get fetches
+//! it again. Never evicted: a file **pinned** by a [`CachePin`] — every
+//! [`CachedBin`] a get returns holds one, and a spawn keeps it until the
+//! sandbox has taken the binary as a detached bind mount (`open_tree`,
+//! before the clone), after which the proc holds the inode and the file may
+//! go — and a file a fill is writing. A binary larger than the whole bound
+//! is refused ([`BinError::CacheTooSmall`], naming both sizes); so is one
+//! for which no unpinned file is left to evict ([`BinError::CacheFull`]:
+//! no unbounded growth, the spawn is `busy`). The files an earlier run left
+//! count at open, the oldest (by the later of atime and mtime) removed
+//! until they fit. [`CacheStats`] counts `evicted` and the current `bytes`.
 //!
 //! **Why BLAKE3.** The digest is on the cold-start path of every new
 //! binary. On this machine (2 vCPUs, AVX-512 and SHA-NI), one thread,
@@ -58,7 +78,8 @@
 //! per 10 MiB against a 5 ms cold-start budget. Both are cryptographic;
 //! SHA-256 would matter only to match digests published elsewhere (OCI),
 //! which σ does not need. A whole cold fetch of 10 MiB from a local store
-//! (record, object, BLAKE3, writes, fsync, rename) takes about 12 ms p50.
+//! (record, object, BLAKE3, a checked hard link or writes, rename) takes
+//! about 2.5 ms (`sigmactl times`, cold starts of `sigmabench run spawn`).
 //!
 //! **Cache IO through the data plane.** The cache's reads and writes go
 //! through [`CacheIo`] (the issue's `CacheWriter`, with reads): with
@@ -73,13 +94,12 @@
 //! response body's chunks, gathered into 1 MiB writes. At most
 //! [`limits::CACHE_WRITES_IN_FLIGHT_MAX`] writes of a fetch are in flight,
 //! so the next chunk is received and hashed while earlier ones are written.
-//! fsync and rename run on tokio's blocking pool: the data plane's ring
-//! allows no FSYNC opcode.
+//! chmod and rename run on tokio's blocking pool.
 //!
 //! **Limits** are in [`limits`]; errors are [`BinError`], each variant
 //! naming the operation, the binary and the store or cache path.
 //!
-//! Not done yet: the cache has no size bound or eviction; fetching from a peer machine before the store is not built;
+//! Not done yet: fetching from a peer machine before the store is not built;
 //! two puts of one name racing each other can leave one's record beside
 //! the other's bytes, which fetches then refuse as a digest mismatch until
 //! the next put (see [`registry`]).
@@ -93,7 +113,7 @@ pub mod limits;
 pub mod name;
 pub mod registry;
 
-pub use cache::{BinCache, CacheStats, CachedBin};
+pub use cache::{BinCache, CachePin, CacheStats, CachedBin};
 pub use digest::Digest;
 pub use error::BinError;
 pub use io::{BlockingIo, CacheIo, DataPlaneIo, DataPlaneIoServer};

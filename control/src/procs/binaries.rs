@@ -5,9 +5,13 @@
 //! waits on a oneshot answer, which works on any executor. A warm fetch
 //! (the cache's memo of the name is fresh and its file verified) is
 //! answered where the caller runs, without the hop ([`BinCache::try_fresh`]).
+//! A fetch answers with the [`CachedBin`], which pins the cache file: the
+//! spawn hands it to the spawner, which drops it once the sandbox holds the
+//! binary as a detached bind mount, so the cache never evicts a file
+//! between a spawn getting its path and the sandbox taking it.
 
 use super::ProcError;
-use crate::bins::{BinCache, BinError, BinName, Record};
+use crate::bins::{BinCache, BinError, BinName, CachedBin, Record};
 use sigma_ep::proc::WireBin;
 use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
@@ -20,7 +24,7 @@ pub const BIN_JOBS_QUEUE_MAX: usize = 256;
 enum BinJob {
     Fetch {
         program: String,
-        reply: oneshot::Sender<Result<PathBuf, ProcError>>,
+        reply: oneshot::Sender<Result<CachedBin, ProcError>>,
     },
     PutFile {
         program: String,
@@ -76,6 +80,8 @@ fn store_error(e: BinError, fetching: bool) -> ProcError {
         BinError::NotStaticElf { .. } | BinError::TooLarge { .. } if !fetching => "invalid",
         BinError::NotFound { .. } if !fetching => "not-found",
         BinError::StoreUnreachable { .. } if !fetching => "unavailable",
+        // Room comes back as spawns under way finish.
+        BinError::CacheFull { .. } => "busy",
         _ if fetching => "fetch-failed",
         _ => "store",
     };
@@ -89,11 +95,12 @@ impl BinClient {
         answer.await.map_err(|_| gone())?
     }
 
-    /// The cache file of `program`, fetched and verified if need be.
-    pub async fn fetch(&self, program: String) -> Result<PathBuf, ProcError> {
+    /// The cache file of `program`, fetched and verified if need be, and
+    /// pinned in the cache until the [`CachedBin`] is dropped.
+    pub async fn fetch(&self, program: String) -> Result<CachedBin, ProcError> {
         if let (Some(cache), Ok(name)) = (&self.cache, BinName::parse(&program)) {
             if let Some(hit) = cache.try_fresh(&name) {
-                return Ok(hit.path);
+                return Ok(hit);
             }
         }
         self.ask(|reply| BinJob::Fetch { program, reply }).await
@@ -125,7 +132,7 @@ impl BinServer {
                 match job {
                     BinJob::Fetch { program, reply } => {
                         let r = match BinName::parse(&program) {
-                            Ok(name) => cache.get(&name).await.map(|c| c.path).map_err(|e| store_error(e, true)),
+                            Ok(name) => cache.get(&name).await.map_err(|e| store_error(e, true)),
                             Err(e) => Err(store_error(e, false)),
                         };
                         let _ = reply.send(r);

@@ -4,7 +4,7 @@
 //! A spawn goes: the admin service checks the request and the realm, takes
 //! a σ pid, asks the control thread for the binary (the content-addressed
 //! cache of [`crate::bins`], fetched once per machine however many spawns
-//! ask), then hands the path to the spawner thread ([`spawner`]), which
+//! ask), then hands the path to the spawner thread (`spawner.rs`), which
 //! starts the σcontainer ([`sigma_sandbox`]) and answers once the proc has
 //! exec'd. The proc's end is seen by the spawner on its pidfd; its status
 //! is published through the table, where `wait` finds it.
@@ -606,8 +606,10 @@ impl Procs {
         };
         let began_ns = sigma_sandbox::monotonic_ns();
         let result = sigma_dataplane::timeout(SPAWN_TIMEOUT, async {
+            // Pinned in the cache until the spawner drops it, once the
+            // sandbox holds the binary.
             let binary = match self.inner.bins.fetch(program.clone()).await {
-                Ok(path) => path,
+                Ok(binary) => binary,
                 Err(e) => {
                     let status = if e.kind == "fetch-failed" {
                         WireStatus::FetchFailed(e.message.clone())

@@ -15,6 +15,7 @@
 //! that floods its output is slowed by nothing and fills no disk.
 
 use super::{ProcConn, ProcEntry, LOG_BYTES_MAX, PROC_PIDS_MAX, SPAWN_QUEUE_MAX};
+use crate::bins::CachedBin;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use sigma_ep::proc::{WireClass, WireStatus};
@@ -37,7 +38,8 @@ const LOG_READ_BYTES: usize = 64 * 1024;
 pub(crate) enum Job {
     Spawn {
         entry: Arc<ProcEntry>,
-        binary: PathBuf,
+        /// Pinned in the cache until the sandbox has taken it.
+        binary: CachedBin,
         args: Vec<String>,
         env: Vec<(String, String)>,
         reply: oneshot::Sender<Result<Started, String>>,
@@ -370,10 +372,12 @@ impl Run {
     /// Starts `entry`'s proc and answers `reply` as soon as it has exec'd,
     /// before the spawner's own bookkeeping (the caller's wake-up is on the
     /// start's path; the bookkeeping is not), or with why it could not.
+    /// `binary`'s pin on its cache file is released once the sandbox has
+    /// taken the file (or the spawn failed).
     fn spawn(
         &mut self,
         entry: Arc<ProcEntry>,
-        binary: PathBuf,
+        binary: CachedBin,
         args: &[String],
         env: &[(String, String)],
         picked_ns: u64,
@@ -427,7 +431,7 @@ impl Run {
             argv0: Some(&entry.program),
             realm,
             proc_id: &proc_id,
-            binary: &binary,
+            binary: &binary.path,
             args,
             env,
             class,
@@ -447,6 +451,9 @@ impl Run {
                 fail!(e.to_string());
             }
         };
+        // The sandbox took the binary as a detached bind mount before the
+        // clone: the proc holds the inode, and the cache may evict the file.
+        drop(binary);
         let times = child.spawn_times();
         drop(log_w);
         drop(ctl_theirs);

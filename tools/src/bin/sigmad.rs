@@ -12,7 +12,7 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use sigma_control::admin::{AdminService, BoundService};
-use sigma_control::bins::limits::RECORD_TTL_DEFAULT;
+use sigma_control::bins::limits::{BIN_CACHE_BYTES_DEFAULT, RECORD_TTL_DEFAULT};
 use sigma_control::bins::{BinCache, BinRegistry, DataPlaneIo, DataPlaneIoServer, StoreConfig};
 use sigma_control::conn_limit::{self, ConnLimit};
 use sigma_control::log_limit::LogLimit;
@@ -92,6 +92,14 @@ struct Args {
     /// cache independent of later writes to the store's files).
     #[arg(long)]
     bin_cache_copy: bool,
+    /// Bound on the binary cache (DATA/bins/cache), MiB. Past it, the least
+    /// recently used binaries are removed (and fetched again when next
+    /// spawned); never one a spawn is starting from. Files hard-linked from
+    /// a local store count by their size. A binary larger than the bound
+    /// cannot be spawned here.
+    #[arg(long, value_name = "MIB", default_value_t = BIN_CACHE_BYTES_DEFAULT >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=u64::MAX >> 20))]
+    bin_cache_mib: u64,
     /// Keep cgroup joins fast on cgroup v1: a thread moves itself between
     /// two of sigmad's cgroups this often (ms; 0 = off). Without it, a proc
     /// started after a quiet spell waits milliseconds (an RCU grace period)
@@ -217,8 +225,9 @@ struct ProcsSetup {
 }
 
 /// Sets up procs (unless `--no-procs`): the binary store (`--store`, or a
-/// directory under the data directory) and its cache under DATA/bins/cache,
-/// the cache's file IO on the data-plane core, and the
+/// directory under the data directory) and its cache under DATA/bins/cache
+/// (bounded to `--bin-cache-mib`), the cache's file IO on the data-plane
+/// core, and the
 /// spawner with its sandbox (procs are disabled, with a warning saying why,
 /// where the sandbox cannot start, e.g. without root or cgroups).
 fn setup_procs(args: &Args, data: &Path) -> anyhow::Result<ProcsSetup> {
@@ -240,7 +249,7 @@ fn setup_procs(args: &Args, data: &Path) -> anyhow::Result<ProcsSetup> {
     let (io, io_server) = DataPlaneIo::new();
     let io = Arc::new(io);
     let cache_dir = data.join("bins").join("cache");
-    let cache = BinCache::open(&cache_dir, registry, io, RECORD_TTL_DEFAULT)
+    let cache = BinCache::open_bounded(&cache_dir, registry, io, RECORD_TTL_DEFAULT, args.bin_cache_mib << 20)
         .with_context(|| format!("opening the binary cache {}", cache_dir.display()))?;
     cache.link_local_files(!args.bin_cache_copy);
     let (client, server) = bin_channel(Some(cache.clone()));
