@@ -24,7 +24,7 @@ use sigma_ep::proc::WireBin;
 use sigma_ep::proc::{ProcRequest, WireClass, WireLogChunk, WireProc, WireStartTimes, WireStatus, LOG_CHUNK_BYTES_MAX};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,6 +42,10 @@ pub const SPAWN_QUEUE_MAX: usize = 256;
 pub const PROCS_LIVE_MAX: usize = 4096;
 /// Ended procs whose status and log sigmad keeps (the oldest go first).
 pub const PROCS_ENDED_KEPT_MAX: usize = 1024;
+/// Ended procs forgotten at once when there are more than
+/// `PROCS_ENDED_KEPT_MAX`: the table's scan is paid once per this many.
+pub const PROCS_PRUNE_BATCH: usize = 64;
+const _: () = assert!(PROCS_PRUNE_BATCH < PROCS_ENDED_KEPT_MAX);
 /// Bytes of a proc's log (stdout and stderr together) kept, at most.
 pub const LOG_BYTES_MAX: u64 = 1 << 20;
 /// Tasks (threads and processes) of one proc, at most (its pids cgroup).
@@ -115,6 +119,9 @@ pub struct ProcEntry {
     evict_aware: std::sync::atomic::AtomicBool,
     /// Where its start went, once it has started.
     start_times: Mutex<Option<WireStartTimes>>,
+    /// The table's count of running procs, which this entry is in until
+    /// it ends (set by [`ProcEntry::count_in`]).
+    running: std::sync::OnceLock<Arc<AtomicUsize>>,
 }
 
 impl ProcEntry {
@@ -146,6 +153,14 @@ impl ProcEntry {
             evicted: watch::channel(false).0,
             evict_aware: std::sync::atomic::AtomicBool::new(false),
             start_times: Mutex::new(None),
+            running: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts this running entry in `running` until it ends.
+    fn count_in(&self, running: &Arc<AtomicUsize>) {
+        if self.running.set(running.clone()).is_ok() {
+            running.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -168,13 +183,16 @@ impl ProcEntry {
     /// Publishes how it ended; only the first end counts (a spawn that
     /// timed out, then an exit seen later, report the first).
     fn finish(&self, status: WireStatus) {
-        self.status.send_if_modified(|s| {
+        let first = self.status.send_if_modified(|s| {
             let first = *s == WireStatus::Running;
             if first {
                 *s = status;
             }
             first
         });
+        if let (true, Some(running)) = (first, self.running.get()) {
+            running.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Its live record (a spawner journal's start line, after `s PID `):
@@ -343,6 +361,9 @@ pub struct Procs {
 struct Inner {
     table: Mutex<Table>,
     next_pid: AtomicU64,
+    /// Procs of the table still running (each entry counts itself out
+    /// when it ends).
+    running: Arc<AtomicUsize>,
     /// The spawner threads (a proc belongs to thread `pid % len`), or why
     /// procs cannot run here.
     spawners: Result<Vec<spawner::Spawner>, String>,
@@ -440,6 +461,7 @@ impl Procs {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
                 next_pid: AtomicU64::new(next_pid),
+                running: Arc::default(),
                 spawners,
                 bins,
                 logs,
@@ -525,12 +547,15 @@ impl Procs {
         }
     }
 
-    /// Forgets the oldest ended procs (and their logs) beyond
-    /// `PROCS_ENDED_KEPT_MAX`; the number still running.
-    fn prune(t: &mut Table) -> usize {
-        let running = t.procs.values().filter(|e| !e.ended()).count();
-        let excess = (t.procs.len() - running).saturating_sub(PROCS_ENDED_KEPT_MAX);
-        if excess > 0 {
+    /// The number of procs still running; once more than
+    /// `PROCS_ENDED_KEPT_MAX` ended ones are kept, forgets the oldest (and
+    /// their logs) down to `PROCS_ENDED_KEPT_MAX - PROCS_PRUNE_BATCH`, so the
+    /// table is scanned once per `PROCS_PRUNE_BATCH` spawns, not per spawn.
+    fn prune(t: &mut Table, running: &AtomicUsize) -> usize {
+        let running = running.load(Ordering::Relaxed);
+        let ended = t.procs.len().saturating_sub(running);
+        if ended > PROCS_ENDED_KEPT_MAX {
+            let excess = ended - (PROCS_ENDED_KEPT_MAX - PROCS_PRUNE_BATCH);
             let old: Vec<u64> = t
                 .procs
                 .values()
@@ -584,7 +609,7 @@ impl Procs {
         }
         let entry = {
             let mut t = self.table();
-            if Self::prune(&mut t) >= PROCS_LIVE_MAX {
+            if Self::prune(&mut t, &self.inner.running) >= PROCS_LIVE_MAX {
                 return Err(ProcError::new(
                     "busy",
                     format!("{PROCS_LIVE_MAX} procs already run on this machine (PROCS_LIVE_MAX)"),
@@ -601,6 +626,7 @@ impl Procs {
                 self.inner.logs.join(format!("{pid}.log")),
                 0,
             ));
+            entry.count_in(&self.inner.running);
             t.procs.insert(pid, entry.clone());
             entry
         };
@@ -1060,6 +1086,40 @@ impl Drop for Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_counts_its_running_procs_and_forgets_ended_ones_in_batches() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let mut t = Table { procs: BTreeMap::new() };
+        let total = PROCS_ENDED_KEPT_MAX + 10;
+        for pid in 0..total as u64 {
+            let e = Arc::new(entry(pid, "r"));
+            e.count_in(&running);
+            e.count_in(&running); // counted once
+            t.procs.insert(pid, e);
+        }
+        assert_eq!(Procs::prune(&mut t, &running), total);
+        // All but the last 5 end, one of them twice: counted out once.
+        for e in t.procs.values().take(total - 5) {
+            e.finish(WireStatus::Ok);
+        }
+        t.procs[&0].finish(WireStatus::Error(1));
+        assert_eq!(running.load(Ordering::Relaxed), 5);
+        // PROCS_ENDED_KEPT_MAX + 5 ended: the oldest go, down to the batch's floor.
+        assert_eq!(Procs::prune(&mut t, &running), 5);
+        let ended = t.procs.values().filter(|e| e.ended()).count();
+        assert_eq!(ended, PROCS_ENDED_KEPT_MAX - PROCS_PRUNE_BATCH);
+        assert_eq!(t.procs.len(), ended + 5);
+        let oldest_kept = total as u64 - 5 - ended as u64;
+        assert_eq!(t.procs.keys().next(), Some(&oldest_kept));
+        assert!(
+            t.procs.values().rev().take(5).all(|e| !e.ended()),
+            "running procs are never forgotten"
+        );
+        // Below the bound, nothing goes.
+        assert_eq!(Procs::prune(&mut t, &running), 5);
+        assert_eq!(t.procs.len(), ended + 5);
+    }
 
     fn entry(pid: u64, realm: &str) -> ProcEntry {
         ProcEntry::new(

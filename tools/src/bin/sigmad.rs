@@ -108,6 +108,13 @@ struct Args {
     /// option (prefer that option where you can set it).
     #[arg(long, default_value_t = 5, value_name = "MS")]
     cgroup_keep_warm_ms: u64,
+    /// Cgroup sets of ended procs each realm keeps per class for the next
+    /// procs (at most 256): a start that finds one skips making its cgroup
+    /// directories, and an end that keeps one skips removing them. The
+    /// pool only keeps what ended, so a realm holds at most as many as it
+    /// ever ran at once, up to this.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
+    warm_cgroups: u16,
 }
 
 impl Args {
@@ -261,7 +268,7 @@ fn setup_procs(args: &Args, data: &Path) -> anyhow::Result<ProcsSetup> {
         fnv1a(data.as_os_str().as_encoded_bytes())
     ));
     sandbox.jail_dir = data.join("jail");
-    sandbox.warm_cgroups = 8;
+    sandbox.warm_cgroups = usize::from(args.warm_cgroups);
     // A realm new to the machine takes a network namespace made ahead.
     sandbox.netns_pool = 2;
     sandbox.cgroup_keep_warm =
