@@ -859,12 +859,12 @@ impl Inner {
     }
 }
 
-/// Removes a temporary file unless kept: whatever ends a fill early leaves
-/// nothing in the cache directory.
-struct TempGuard(Option<PathBuf>);
+/// Removes a temporary file unless kept: whatever ends a fill (or an
+/// upload's piece) early leaves nothing behind.
+pub(crate) struct TempGuard(pub(crate) Option<PathBuf>);
 
 impl TempGuard {
-    fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.0 = None;
     }
 }
@@ -874,7 +874,7 @@ impl Drop for TempGuard {
         if let Some(path) = self.0.take() {
             if let Err(e) = std::fs::remove_file(&path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove a partial cache file");
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a temporary file");
                 }
             }
         }

@@ -965,7 +965,7 @@ impl Procs {
         }
         // The staging file goes if this piece fails or its caller goes away
         // while it is written; kept once the piece is in.
-        let staged = Staged(Some(path.clone()));
+        let staged = crate::bins::cache::TempGuard(Some(path.clone()));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -1063,23 +1063,6 @@ impl Procs {
             ProcRequest::BinRemove { name } => self.inner.bins.remove(name).await?,
         }
         Ok(())
-    }
-}
-
-/// A staging file removed when dropped, unless kept.
-struct Staged(Option<PathBuf>);
-
-impl Staged {
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 
