@@ -247,6 +247,14 @@ impl CgroupDir {
         &self.path
     }
 
+    /// Renames the directory to `to`, in the same parent (cgroup v1 only;
+    /// fails if `to` exists). It stays this value's to remove.
+    pub fn rename_to(&mut self, to: PathBuf) -> io::Result<()> {
+        fs::rename(&self.path, &to)?;
+        self.path = to;
+        Ok(())
+    }
+
     /// Writes `value` to the control file `file` in this directory.
     pub fn write(&self, file: &str, value: &str) -> Result<()> {
         let path = self.path.join(file);

@@ -278,6 +278,41 @@ fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
         }
     };
     wait_ready(2);
+    // On cgroup v1 (every hierarchy), the realms' cgroups are made ahead too.
+    let v1 = t
+        .sb()
+        .hierarchies()
+        .iter()
+        .all(|h| h.version == sigma_sandbox::cgroup::Version::V1);
+    let wait_dirs = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while v1 && t.sb().realm_cgroups_ready() < n {
+            assert!(std::time::Instant::now() < deadline, "the cgroup sets were not made");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    wait_dirs(2);
+    let ahead_names = || -> Vec<String> {
+        let mut names = Vec::new();
+        for parent in t.sb().cgroup_parents() {
+            for class in ["lc", "be"] {
+                for e in std::fs::read_dir(parent.join(class)).unwrap() {
+                    let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                    if n.starts_with(".ahead-") {
+                        names.push(n);
+                    }
+                }
+            }
+        }
+        names.sort();
+        names
+    };
+    let before = ahead_names();
+    if v1 {
+        assert_eq!(before.len(), 2 * 2 * t.sb().hierarchies().len(), "{before:?}");
+    } else {
+        assert!(before.is_empty(), "{before:?}");
+    }
     let host = std::fs::read_link("/proc/self/ns/net").unwrap();
     let a = t.sb().realm(&common::unique("r")).expect("realm a");
     let b = t.sb().realm(&common::unique("r")).expect("realm b");
@@ -286,12 +321,26 @@ fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
     assert!(na != nb && na != host && nb != host, "{na:?} {nb:?} {host:?}");
     // Taken: the thread makes the next ones.
     wait_ready(2);
+    wait_dirs(2);
+    if v1 {
+        let after = ahead_names();
+        assert_eq!(after.len(), before.len(), "{after:?}");
+        assert!(
+            after.iter().all(|n| !before.contains(n)),
+            "the taken sets were renamed: {before:?} {after:?}"
+        );
+    }
     // A proc of the realm runs in the realm's namespace.
     let (mut c, _o, _e, _c) = common::start(t.sb(), &a, &probe("trivial"), &["0"], &RunOpts::default()).expect("spawn");
     assert_eq!(
         c.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
         Some(ExitStatus::Exited(0))
     );
+    // Its cgroups are under the realm's own, named after the realm.
+    for dir in c.cgroup_dirs() {
+        let realm_dir = dir.parent().unwrap();
+        assert_eq!(realm_dir.file_name().unwrap().to_string_lossy(), a.name(), "{dir:?}");
+    }
     drop(c);
     drop((a, b));
     t.finish();
