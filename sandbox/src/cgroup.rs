@@ -255,6 +255,13 @@ impl CgroupDir {
         Ok(())
     }
 
+    /// Follows a rename of its parent: the directory is now under `parent`.
+    pub fn reparent(&mut self, parent: &Path) {
+        if let Some(name) = self.path.file_name() {
+            self.path = parent.join(name);
+        }
+    }
+
     /// Writes `value` to the control file `file` in this directory.
     pub fn write(&self, file: &str, value: &str) -> Result<()> {
         let path = self.path.join(file);

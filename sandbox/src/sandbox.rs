@@ -355,18 +355,75 @@ struct NetnsPool {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A realm's cgroups made ahead: its class directories (one `RealmDirs`
+/// per hierarchy) and, with warm cgroups, one warm proc set per class
+/// (`w+0`, LC then BE). `warm` is declared first: dropped (removed) before
+/// the directories that hold it.
+#[derive(Debug)]
+struct AheadCgroups {
+    warm: Vec<ProcCgroups>,
+    dirs: Vec<RealmDirs>,
+}
+
+impl AheadCgroups {
+    /// Makes the set `name` under each hierarchy's `(lc, be)` class
+    /// directories, with a warm proc set per class if `warm`.
+    fn make(classes: &[(PathBuf, PathBuf)], name: &str, warm: bool) -> Result<AheadCgroups> {
+        let mut set = AheadCgroups {
+            warm: Vec::new(),
+            dirs: Vec::with_capacity(classes.len()),
+        };
+        for (lc, be) in classes {
+            set.dirs.push(RealmDirs {
+                lc: CgroupDir::create(lc.join(name))?,
+                be: CgroupDir::create(be.join(name))?,
+            });
+        }
+        if warm {
+            for lc in [true, false] {
+                let parents = set.dirs.iter().map(|d| if lc { d.lc.path() } else { d.be.path() });
+                let (dirs, procs) = make_proc_cgroups(parents, "w+0")?;
+                set.warm.push(ProcCgroups {
+                    procs,
+                    dirs,
+                    warm: true,
+                    lc,
+                });
+            }
+        }
+        Ok(set)
+    }
+
+    /// Renames the set to the realm `name`; whether every directory was.
+    /// Either way the warm sets' paths follow their parents, so a set that
+    /// failed is still removed whole when dropped.
+    fn rename_to(&mut self, name: &str) -> bool {
+        let renamed = self.dirs.iter_mut().all(|d| {
+            let (lc, be) = (d.lc.path().with_file_name(name), d.be.path().with_file_name(name));
+            d.lc.rename_to(lc).is_ok() && d.be.rename_to(be).is_ok()
+        });
+        for w in &mut self.warm {
+            for (dir, parent) in w.dirs.iter_mut().zip(&self.dirs) {
+                dir.reparent(if w.lc { parent.lc.path() } else { parent.be.path() });
+            }
+        }
+        renamed
+    }
+}
+
 #[derive(Debug, Default)]
 struct NetnsPoolState {
     ready: Vec<OwnedFd>,
-    /// Realm cgroup sets, one `RealmDirs` per hierarchy.
-    dirs: Vec<Vec<RealmDirs>>,
+    /// Realm cgroup sets.
+    dirs: Vec<AheadCgroups>,
     stop: bool,
 }
 
 impl NetnsPool {
     /// Starts the thread, keeping `size` of each ready; realm cgroup sets
-    /// under `classes` (each hierarchy's lc and be directories; empty: none).
-    fn start(size: usize, classes: Vec<(PathBuf, PathBuf)>) -> Result<NetnsPool> {
+    /// under `classes` (each hierarchy's lc and be directories; empty:
+    /// none), with a warm proc set per class if `warm`.
+    fn start(size: usize, classes: Vec<(PathBuf, PathBuf)>, warm: bool) -> Result<NetnsPool> {
         let shared = Arc::new((Mutex::new(NetnsPoolState::default()), std::sync::Condvar::new()));
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
@@ -402,17 +459,7 @@ impl NetnsPool {
                     }
                     if want_dirs {
                         seq += 1;
-                        let name = format!(".ahead-{seq}");
-                        let made: Result<Vec<RealmDirs>> = classes
-                            .iter()
-                            .map(|(lc, be)| {
-                                Ok(RealmDirs {
-                                    lc: CgroupDir::create(lc.join(&name))?,
-                                    be: CgroupDir::create(be.join(&name))?,
-                                })
-                            })
-                            .collect();
-                        match made {
+                        match AheadCgroups::make(&classes, &format!(".ahead-{seq}"), warm) {
                             Ok(set) => lock.lock().unwrap_or_else(|p| p.into_inner()).dirs.push(set),
                             Err(_) => dirs_ok = false,
                         }
@@ -436,9 +483,9 @@ impl NetnsPool {
         fd
     }
 
-    /// A set of realm cgroups made ahead (one per hierarchy), if one is
-    /// ready; the thread makes the next.
-    fn take_dirs(&self) -> Option<Vec<RealmDirs>> {
+    /// A set of realm cgroups made ahead, if one is ready; the thread
+    /// makes the next.
+    fn take_dirs(&self) -> Option<AheadCgroups> {
         let (lock, cvar) = &*self.shared;
         let dirs = lock.lock().unwrap_or_else(|p| p.into_inner()).dirs.pop();
         cvar.notify_all();
@@ -630,7 +677,8 @@ impl Sandbox {
                 } else {
                     Vec::new()
                 };
-                Some(NetnsPool::start(n.min(limits::NETNS_POOL_MAX), classes)?)
+                let warm = config.warm_cgroups > 0;
+                Some(NetnsPool::start(n.min(limits::NETNS_POOL_MAX), classes, warm)?)
             }
         };
 
@@ -746,13 +794,7 @@ impl Sandbox {
         // name (a set that fails to rename goes, and the realm makes its
         // own), or new ones.
         let ahead = self.inner.netns_pool.as_ref().and_then(NetnsPool::take_dirs);
-        let ahead = ahead.and_then(|mut set| {
-            let renamed = set.iter_mut().all(|d| {
-                let (lc, be) = (d.lc.path().with_file_name(name), d.be.path().with_file_name(name));
-                d.lc.rename_to(lc).is_ok() && d.be.rename_to(be).is_ok()
-            });
-            renamed.then_some(set)
-        });
+        let ahead = ahead.and_then(|mut set| set.rename_to(name).then_some(set));
         let mut dirs = Vec::new();
         for h in self.inner.hierarchies.iter().filter(|_| ahead.is_none()) {
             let lc = CgroupDir::create(h.lc.path().join(name))?;
@@ -763,7 +805,10 @@ impl Sandbox {
             }
             dirs.push(RealmDirs { lc, be });
         }
-        let dirs = ahead.unwrap_or(dirs);
+        let (dirs, warm) = match ahead {
+            Some(set) => (set.dirs, set.warm),
+            None => (dirs, Vec::new()),
+        };
         let uid = self.inner.uid_base + slot as u32;
         let inner = Arc::new(RealmInner {
             sandbox: Arc::clone(&self.inner),
@@ -776,8 +821,11 @@ impl Sandbox {
             gid: uid,
             slot,
             netns,
-            pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
-            next_warm: AtomicU64::new(0),
+            next_warm: AtomicU64::new(warm.len().min(1) as u64),
+            pools: {
+                let (lc, be): (Vec<ProcCgroups>, Vec<ProcCgroups>) = warm.into_iter().partition(|w| w.lc);
+                [Mutex::new(lc), Mutex::new(be)]
+            },
             dirs,
         });
         table.uid_used[slot] = true;
@@ -1373,26 +1421,37 @@ impl RealmInner {
         } else {
             spec.proc_id.to_string()
         };
-        let mut dirs = Vec::with_capacity(sb.hierarchies.len());
-        let mut procs = Vec::with_capacity(sb.hierarchies.len());
-        for (h, rd) in sb.hierarchies.iter().zip(&self.dirs) {
-            let class_dir = if lc { &rd.lc } else { &rd.be };
-            let dir = CgroupDir::create(class_dir.path().join(&name))?;
-            write_proc_limits(&dir, &h.hierarchy, spec)?;
-            let path = dir.path().join("cgroup.procs");
-            let fd = fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|source| Error::CgroupOpen {
-                    path: path.clone(),
-                    source,
-                })?;
-            procs.push(fd.into());
-            dirs.push(dir);
+        let parents = self.dirs.iter().map(|rd| if lc { rd.lc.path() } else { rd.be.path() });
+        let (dirs, procs) = make_proc_cgroups(parents, &name)?;
+        for (dir, h) in dirs.iter().zip(&sb.hierarchies) {
+            write_proc_limits(dir, &h.hierarchy, spec)?;
         }
-        assert!(procs.len() <= 3, "at most one hierarchy per controller");
         Ok(ProcCgroups { procs, dirs, warm, lc })
     }
+}
+
+/// Makes a proc's cgroup `name` under each of `parents` (one per
+/// hierarchy) and opens each one's `cgroup.procs` for the child to join.
+fn make_proc_cgroups<'a>(
+    parents: impl Iterator<Item = &'a Path>,
+    name: &str,
+) -> Result<(Vec<CgroupDir>, Vec<OwnedFd>)> {
+    let (mut dirs, mut procs) = (Vec::new(), Vec::new());
+    for parent in parents {
+        let dir = CgroupDir::create(parent.join(name))?;
+        let path = dir.path().join("cgroup.procs");
+        let fd = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::CgroupOpen {
+                path: path.clone(),
+                source,
+            })?;
+        procs.push(fd.into());
+        dirs.push(dir);
+    }
+    assert!(procs.len() <= 3, "at most one hierarchy per controller");
+    Ok((dirs, procs))
 }
 
 impl Drop for RealmInner {

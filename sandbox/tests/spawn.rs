@@ -268,7 +268,10 @@ fn the_cgroup_keep_warm_thread_moves_between_its_own_cgroups_and_leaves_nothing(
 #[test]
 fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
     use std::os::fd::AsRawFd;
-    let t = TestSandbox::with(|c| c.netns_pool = 2);
+    let t = TestSandbox::with(|c| {
+        c.netns_pool = 2;
+        c.warm_cgroups = 4;
+    });
     let ns_of = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
     let wait_ready = |n: usize| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -336,10 +339,14 @@ fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
         c.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
         Some(ExitStatus::Exited(0))
     );
-    // Its cgroups are under the realm's own, named after the realm.
+    // Its cgroups are under the realm's own, named after the realm; on v1
+    // they are the warm set made ahead with the realm's (`w+0`).
     for dir in c.cgroup_dirs() {
         let realm_dir = dir.parent().unwrap();
         assert_eq!(realm_dir.file_name().unwrap().to_string_lossy(), a.name(), "{dir:?}");
+        if v1 {
+            assert_eq!(dir.file_name().unwrap().to_string_lossy(), "w+0", "{dir:?}");
+        }
     }
     drop(c);
     drop((a, b));
