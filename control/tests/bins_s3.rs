@@ -8,7 +8,7 @@ mod bins_common;
 
 use bins_common::{files_in, io_variants, static_rust, S3Server, ACCESS_KEY, HELLO, SECRET_KEY};
 use bytes::Bytes;
-use sigma_control::bins::limits::RECORD_TTL_DEFAULT;
+use sigma_control::bins::limits::{OBJECT_PART_BYTES, RECORD_TTL_DEFAULT};
 use sigma_control::bins::{BinCache, BinError, BinName, BinRegistry, Digest, StoreConfig};
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,52 @@ async fn s3_tampered_object_is_refused_and_nothing_is_cached() {
     let e = cache.get(&n).await.unwrap_err();
     assert!(matches!(e, BinError::DigestMismatch { .. }), "{e}");
     assert!(e.to_string().contains(&rec.digest.to_string()), "{e}");
+    assert_eq!(files_in(cache_dir.path()), Vec::<String>::new());
+}
+
+/// A static executable past `OBJECT_PART_BYTES`: hello, then a pattern
+/// (bytes after the ELF's segments are allowed), 2.5 parts long.
+fn big_bytes() -> Bytes {
+    let mut b = hello_bytes().to_vec();
+    let len = (OBJECT_PART_BYTES * 5 / 2) as usize;
+    let mut x = 0x9e37_79b9u32;
+    while b.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b.push(x as u8);
+    }
+    Bytes::from(b)
+}
+
+#[tokio::test]
+async fn s3_a_large_object_comes_as_ranged_gets_in_order_and_is_checked_whole() {
+    let server = S3Server::start_or_panic(&[BUCKET]);
+    let registry = BinRegistry::open(&config(&server.endpoint, Duration::from_secs(5))).unwrap();
+    let (n, bytes) = (name("big@v1"), big_bytes());
+    let rec = registry.put(&n, bytes.clone()).await.unwrap();
+    for (what, io) in io_variants() {
+        let cache_dir = tempfile::tempdir().unwrap();
+        let before = registry.stats();
+        let cache = BinCache::open(cache_dir.path(), registry.clone(), io, RECORD_TTL_DEFAULT).unwrap();
+        let got = cache.get(&n).await.unwrap();
+        assert_eq!(std::fs::read(&got.path).unwrap(), bytes, "{what}: the parts in order");
+        let after = registry.stats();
+        // Parts 2 and 3 (half a part) after the first.
+        assert_eq!(after.object_range_reads - before.object_range_reads, 2, "{what}");
+        assert_eq!(after.object_bytes_read - before.object_bytes_read, rec.bytes, "{what}");
+    }
+    // A byte changed in the last part: the digest, over all parts, refuses it.
+    let object = server.root.path().join(BUCKET).join("bins/big/v1/elf");
+    let mut tampered = std::fs::read(&object).unwrap();
+    let last = tampered.len() - 100;
+    tampered[last] ^= 0x5a;
+    std::fs::write(&object, tampered).unwrap();
+    let (_, io) = io_variants().remove(0);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = BinCache::open(cache_dir.path(), registry.clone(), io, RECORD_TTL_DEFAULT).unwrap();
+    let e = cache.get(&n).await.unwrap_err();
+    assert!(matches!(e, BinError::DigestMismatch { .. }), "{e}");
     assert_eq!(files_in(cache_dir.path()), Vec::<String>::new());
 }
 

@@ -1,6 +1,7 @@
 //! A throwaway S3 server in this process: s3s-fs 0.14.1 (s3s's file-system
 //! backend) served over HTTP/1 and HTTP/2 by hyper-util on 127.0.0.1 and a
-//! free port, from a tokio current-thread runtime on a thread of its own,
+//! free port, from a tokio runtime of two worker threads (so that, like a
+//! real S3 endpoint, it answers requests in parallel: a fetch's ranged GETs),
 //! with signature-v4 authentication against fixed keys ([`ACCESS_KEY`],
 //! [`SECRET_KEY`]). Each bucket is a directory under a temporary root,
 //! removed when the [`S3Server`] drops.
@@ -84,7 +85,8 @@ impl S3Server {
         listener
             .set_nonblocking(true)
             .map_err(|e| err("a non-blocking listener", &e))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| err("its tokio runtime", &e))?;

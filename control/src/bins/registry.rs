@@ -24,8 +24,8 @@ use super::digest::Digest;
 use super::elf;
 use super::error::{because, BinError, Cause};
 use super::limits::{
-    BIN_BYTES_MAX, LIST_ENTRIES_MAX, LIST_READS_IN_FLIGHT_MAX, RECORD_BYTES_MAX, STORE_REPLY_DEFAULT, STORE_REPLY_MAX,
-    STORE_UPLOAD_BYTES_PER_S_MIN,
+    BIN_BYTES_MAX, LIST_ENTRIES_MAX, LIST_READS_IN_FLIGHT_MAX, OBJECT_PARTS_IN_FLIGHT, OBJECT_PART_BYTES,
+    RECORD_BYTES_MAX, STORE_REPLY_DEFAULT, STORE_REPLY_MAX, STORE_UPLOAD_BYTES_PER_S_MIN,
 };
 use super::name::BinName;
 use bytes::Bytes;
@@ -109,6 +109,7 @@ impl StoreConfig {
 #[derive(Debug, Default)]
 struct Counters {
     object_reads: AtomicU64,
+    object_range_reads: AtomicU64,
     object_bytes_read: AtomicU64,
     record_reads: AtomicU64,
 }
@@ -118,6 +119,9 @@ struct Counters {
 pub struct RegistryStats {
     /// Object (binary) reads started.
     pub object_reads: u64,
+    /// Ranged GETs of those reads after their first part (a remote
+    /// object past `OBJECT_PART_BYTES`).
+    pub object_range_reads: u64,
     /// Bytes of objects received.
     pub object_bytes_read: u64,
     /// Record reads started (stat, list, and a fetch's record look-up).
@@ -188,6 +192,9 @@ pub struct BinRegistry {
     describe: Arc<str>,
     deadline: Duration,
     counters: Arc<Counters>,
+    /// Whether objects come over the network (S3): a large one is then
+    /// read as parallel ranged GETs.
+    remote: bool,
 }
 
 impl std::fmt::Debug for BinRegistry {
@@ -222,6 +229,7 @@ impl BinRegistry {
                 config.reply_deadline
             )));
         }
+        let remote = config.url.starts_with("s3://");
         let (store, prefix): (Arc<dyn ObjectStore>, String) = if let Some(rest) = config.url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -250,6 +258,7 @@ impl BinRegistry {
             describe: config.url.clone().into(),
             deadline: config.reply_deadline,
             counters: Arc::default(),
+            remote,
         })
     }
 
@@ -267,6 +276,7 @@ impl BinRegistry {
     pub fn stats(&self) -> RegistryStats {
         RegistryStats {
             object_reads: self.counters.object_reads.load(Ordering::Relaxed),
+            object_range_reads: self.counters.object_range_reads.load(Ordering::Relaxed),
             object_bytes_read: self.counters.object_bytes_read.load(Ordering::Relaxed),
             record_reads: self.counters.record_reads.load(Ordering::Relaxed),
         }
@@ -530,12 +540,20 @@ impl BinRegistry {
     }
 
     /// Opens `record`'s object for reading; its size must be the record's.
+    /// From a remote store, an object past [`OBJECT_PART_BYTES`] comes as
+    /// ranged GETs, [`OBJECT_PARTS_IN_FLIGHT`] at once, yielded in order.
     pub(crate) async fn open_object(&self, record: &Record) -> Result<ObjectBody, BinError> {
         let name = &record.name;
         let shown = name.to_string();
         self.counters.object_reads.fetch_add(1, Ordering::Relaxed);
+        let path = self.object_path(name);
+        let ranged = self.remote && record.bytes > OBJECT_PART_BYTES;
+        let options = object_store::GetOptions {
+            range: ranged.then(|| (0..OBJECT_PART_BYTES).into()),
+            ..Default::default()
+        };
         let got = match self
-            .within("fetch", &shown, self.store.get(&self.object_path(name)))
+            .within("fetch", &shown, self.store.get_opts(&path, options))
             .await?
         {
             Ok(got) => got,
@@ -552,6 +570,23 @@ impl BinRegistry {
         }
         Ok(match got.payload {
             object_store::GetResultPayload::File(file, path) => ObjectBody::File(file, path),
+            object_store::GetResultPayload::Stream(first) if ranged => {
+                // The first part streams as it comes; the others are ranged
+                // GETs run a few at once and handed over in order.
+                let (store, end, counters) = (self.store.clone(), record.bytes, self.counters.clone());
+                let rest = (OBJECT_PART_BYTES..end)
+                    .step_by(OBJECT_PART_BYTES as usize)
+                    .map(move |at| {
+                        let (store, path) = (store.clone(), path.clone());
+                        counters.object_range_reads.fetch_add(1, Ordering::Relaxed);
+                        async move { store.get_range(&path, at..(at + OBJECT_PART_BYTES).min(end)).await }
+                    });
+                ObjectBody::Stream(
+                    first
+                        .chain(futures::stream::iter(rest).buffered(OBJECT_PARTS_IN_FLIGHT))
+                        .boxed(),
+                )
+            }
             object_store::GetResultPayload::Stream(stream) => ObjectBody::Stream(stream),
         })
     }
