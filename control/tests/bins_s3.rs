@@ -123,18 +123,34 @@ async fn s3_tampered_object_is_refused_and_nothing_is_cached() {
     let registry = BinRegistry::open(&config(&server.endpoint, Duration::from_secs(5))).unwrap();
     let n = name("hello@v1");
     let rec = registry.put(&n, hello_bytes()).await.unwrap();
-    let object = server.root.path().join(BUCKET).join("bins/hello/v1/elf");
+    let e = tampered_is_refused(&server, &registry, &n, |len| len / 2).await;
+    assert!(e.to_string().contains(&rec.digest.to_string()), "{e}");
+}
+
+/// Flips the byte at `at(len)` of `n`'s object in the server's files, then
+/// asserts a fetch refuses it (digest mismatch) and caches nothing.
+async fn tampered_is_refused(
+    server: &S3Server,
+    registry: &BinRegistry,
+    n: &BinName,
+    at: impl Fn(usize) -> usize,
+) -> BinError {
+    let object = server
+        .root
+        .path()
+        .join(BUCKET)
+        .join(format!("bins/{}/{}/elf", n.name(), n.version()));
     let mut bytes = std::fs::read(&object).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x5a;
+    let i = at(bytes.len());
+    bytes[i] ^= 0x5a;
     std::fs::write(&object, bytes).unwrap();
     let (_, io) = io_variants().remove(0);
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = BinCache::open(cache_dir.path(), registry.clone(), io, RECORD_TTL_DEFAULT).unwrap();
-    let e = cache.get(&n).await.unwrap_err();
+    let e = cache.get(n).await.unwrap_err();
     assert!(matches!(e, BinError::DigestMismatch { .. }), "{e}");
-    assert!(e.to_string().contains(&rec.digest.to_string()), "{e}");
     assert_eq!(files_in(cache_dir.path()), Vec::<String>::new());
+    e
 }
 
 /// A static executable past `OBJECT_PART_BYTES`: hello, then a pattern
@@ -170,17 +186,7 @@ async fn s3_a_large_object_comes_as_ranged_gets_in_order_and_is_checked_whole() 
         assert_eq!(after.object_bytes_read - before.object_bytes_read, rec.bytes, "{what}");
     }
     // A byte changed in the last part: the digest, over all parts, refuses it.
-    let object = server.root.path().join(BUCKET).join("bins/big/v1/elf");
-    let mut tampered = std::fs::read(&object).unwrap();
-    let last = tampered.len() - 100;
-    tampered[last] ^= 0x5a;
-    std::fs::write(&object, tampered).unwrap();
-    let (_, io) = io_variants().remove(0);
-    let cache_dir = tempfile::tempdir().unwrap();
-    let cache = BinCache::open(cache_dir.path(), registry.clone(), io, RECORD_TTL_DEFAULT).unwrap();
-    let e = cache.get(&n).await.unwrap_err();
-    assert!(matches!(e, BinError::DigestMismatch { .. }), "{e}");
-    assert_eq!(files_in(cache_dir.path()), Vec::<String>::new());
+    tampered_is_refused(&server, &registry, &n, |len| len - 100).await;
 }
 
 /// Asserts `e` came within `deadline` (plus scheduling slack) of `started`.
