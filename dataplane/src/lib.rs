@@ -106,6 +106,12 @@ pub fn expect_long_wait() {
     }
 }
 
+/// Pins the calling thread to `cpu` (as [`CoreBuilder::pin`] pins a core),
+/// for a thread that takes turns with a core on its cpu.
+pub fn pin_thread(cpu: usize) -> std::io::Result<()> {
+    sys::pin_to_cpu(cpu)
+}
+
 /// The current core's counters.
 pub fn stats() -> Option<CoreStats> {
     runtime::try_local().map(|l| l.stats.snapshot(&l.driver, &l.exec, l.shared.unparker()))

@@ -47,8 +47,9 @@ pub struct Config {
     /// Realm set-ups made ahead of need, at most this many: a network
     /// namespace (about 0.7 ms off a new realm's first start) and, where
     /// every hierarchy is cgroup v1 (which renames cgroups), the realm's
-    /// class cgroups, made as `.ahead-<n>` and renamed to the realm's name
-    /// (six mkdirs on these machines, about 0.2 ms). A realm new to the
+    /// class cgroups with, given `warm_cgroups`, a warm proc set per class,
+    /// made as `.ahead-<n>` and renamed to the realm's name (nine mkdirs
+    /// off a new realm's first start on these machines). A realm new to the
     /// machine takes one instead of making its own, and a thread of the
     /// sandbox makes the next meanwhile. 0: each realm makes its own.
     pub netns_pool: usize,
@@ -268,6 +269,68 @@ impl Drop for Jail {
     }
 }
 
+/// A thread of the sandbox working in the background, its state shared
+/// under a lock with a condvar; told to stop and joined when dropped.
+#[derive(Debug)]
+struct Worker<S> {
+    shared: Arc<(Mutex<Shared<S>>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`Worker`] and its owner share.
+#[derive(Debug)]
+struct Shared<S> {
+    stop: bool,
+    state: S,
+}
+
+impl<S: Send + 'static> Worker<S> {
+    /// Starts thread `name` running `body` with the shared state and condvar.
+    fn start(
+        name: &str,
+        state: S,
+        body: impl FnOnce(&Mutex<Shared<S>>, &std::sync::Condvar) + Send + 'static,
+    ) -> Result<Worker<S>> {
+        let shared = Arc::new((Mutex::new(Shared { stop: false, state }), std::sync::Condvar::new()));
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(&theirs.0, &theirs.1))
+            .map_err(|source| Error::InvalidConfig {
+                reason: format!("starting the {name} thread: {source}"),
+            })?;
+        Ok(Worker {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The shared state, locked.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared<S>> {
+        self.shared.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the thread (its state changed).
+    fn notify(&self) {
+        self.shared.1.notify_all();
+    }
+
+    /// Whether the thread still runs.
+    fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl<S> Drop for Worker<S> {
+    fn drop(&mut self) {
+        self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        self.shared.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Keeps the kernel's cgroup migration lock in its writer-friendly mode.
 ///
 /// Every write to `cgroup.procs` (a child joining its cgroups) takes
@@ -290,9 +353,9 @@ impl Drop for Jail {
 /// `favordynmods`.
 #[derive(Debug)]
 pub struct KeepWarm {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     /// Ends early only if it cannot move itself (`Sandbox::cgroup_keep_warm`).
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Declared first: joined before the directories go.
+    worker: Worker<()>,
     /// Removed after the thread has ended (a thread that has exited is in
     /// no cgroup).
     _dirs: [CgroupDir; 2],
@@ -303,44 +366,22 @@ impl KeepWarm {
         let a = CgroupDir::create(parent.path().join("keep-warm-a"))?;
         let b = CgroupDir::create(parent.path().join("keep-warm-b"))?;
         let tasks = [a.path().join("tasks"), b.path().join("tasks")];
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("sigma-cg-keepwarm".into())
-            .spawn(move || {
-                // SAFETY: gettid has no arguments and cannot fail.
-                let tid = unsafe { libc::syscall(libc::SYS_gettid) }.to_string();
-                let (lock, cvar) = &*stopped;
-                let mut i = 0usize;
-                let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
-                while !*done {
-                    if fs::write(&tasks[i % 2], &tid).is_err() {
-                        // Cannot move itself (the cgroups went): it stops,
-                        // and `Sandbox::cgroup_keep_warm` says so.
-                        return;
-                    }
-                    i += 1;
-                    done = cvar.wait_timeout(done, period).unwrap_or_else(|p| p.into_inner()).0;
+        let worker = Worker::start("sigma-cg-keepwarm", (), move |lock, cvar| {
+            // SAFETY: gettid has no arguments and cannot fail.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) }.to_string();
+            let mut i = 0usize;
+            let mut shared = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !shared.stop {
+                if fs::write(&tasks[i % 2], &tid).is_err() {
+                    // Cannot move itself (the cgroups went): it stops,
+                    // and `Sandbox::cgroup_keep_warm` says so.
+                    return;
                 }
-            })
-            .map_err(|source| Error::InvalidConfig {
-                reason: format!("starting the cgroup keep-warm thread: {source}"),
-            })?;
-        Ok(KeepWarm {
-            stop,
-            thread: Some(thread),
-            _dirs: [a, b],
-        })
-    }
-}
-
-impl Drop for KeepWarm {
-    fn drop(&mut self) {
-        *self.stop.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.stop.1.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+                i += 1;
+                shared = cvar.wait_timeout(shared, period).unwrap_or_else(|p| p.into_inner()).0;
+            }
+        })?;
+        Ok(KeepWarm { worker, _dirs: [a, b] })
     }
 }
 
@@ -350,9 +391,8 @@ impl Drop for KeepWarm {
 /// class directories, sets of realm cgroups named `.ahead-<n>` (no realm
 /// name starts with a dot), which a realm renames to its own name.
 #[derive(Debug)]
-struct NetnsPool {
-    shared: Arc<(Mutex<NetnsPoolState>, std::sync::Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
+struct RealmPool {
+    worker: Worker<PoolState>,
 }
 
 /// A realm's cgroups made ahead: its class directories (one `RealmDirs`
@@ -412,104 +452,81 @@ impl AheadCgroups {
 }
 
 #[derive(Debug, Default)]
-struct NetnsPoolState {
+struct PoolState {
     ready: Vec<OwnedFd>,
     /// Realm cgroup sets.
     dirs: Vec<AheadCgroups>,
-    stop: bool,
 }
 
-impl NetnsPool {
+impl RealmPool {
     /// Starts the thread, keeping `size` of each ready; realm cgroup sets
     /// under `classes` (each hierarchy's lc and be directories; empty:
     /// none), with a warm proc set per class if `warm`.
-    fn start(size: usize, classes: Vec<(PathBuf, PathBuf)>, warm: bool) -> Result<NetnsPool> {
-        let shared = Arc::new((Mutex::new(NetnsPoolState::default()), std::sync::Condvar::new()));
-        let theirs = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("sigma-netns-pool".into())
-            .spawn(move || {
-                let (lock, cvar) = &*theirs;
-                let (mut netns_ok, mut dirs_ok) = (true, !classes.is_empty());
-                let mut seq = 0u64;
-                loop {
-                    let (want_netns, want_dirs) = {
-                        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        loop {
-                            if st.stop {
-                                return;
-                            }
-                            let want = (netns_ok && st.ready.len() < size, dirs_ok && st.dirs.len() < size);
-                            if want.0 || want.1 {
-                                break want;
-                            }
-                            if !netns_ok && !dirs_ok {
-                                return;
-                            }
-                            st = cvar.wait(st).unwrap_or_else(|p| p.into_inner());
+    fn start(size: usize, classes: Vec<(PathBuf, PathBuf)>, warm: bool) -> Result<RealmPool> {
+        let worker = Worker::start("sigma-realm-pool", PoolState::default(), move |lock, cvar| {
+            let (mut netns_ok, mut dirs_ok) = (true, !classes.is_empty());
+            let mut seq = 0u64;
+            loop {
+                let (want_netns, want_dirs) = {
+                    let mut sh = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    loop {
+                        if sh.stop {
+                            return;
                         }
-                    };
-                    // Made without the lock: a realm taking one meanwhile
-                    // does not wait for this.
-                    if want_netns {
-                        match unshare_netns() {
-                            Ok(fd) => lock.lock().unwrap_or_else(|p| p.into_inner()).ready.push(fd),
-                            Err(_) => netns_ok = false, // Realms make their own from now on.
+                        let st = &sh.state;
+                        let want = (netns_ok && st.ready.len() < size, dirs_ok && st.dirs.len() < size);
+                        if want.0 || want.1 {
+                            break want;
                         }
+                        if !netns_ok && !dirs_ok {
+                            return;
+                        }
+                        sh = cvar.wait(sh).unwrap_or_else(|p| p.into_inner());
                     }
-                    if want_dirs {
-                        seq += 1;
-                        match AheadCgroups::make(&classes, &format!(".ahead-{seq}"), warm) {
-                            Ok(set) => lock.lock().unwrap_or_else(|p| p.into_inner()).dirs.push(set),
-                            Err(_) => dirs_ok = false,
-                        }
+                };
+                // Made without the lock: a realm taking one meanwhile
+                // does not wait for this.
+                if want_netns {
+                    match unshare_netns() {
+                        Ok(fd) => lock.lock().unwrap_or_else(|p| p.into_inner()).state.ready.push(fd),
+                        Err(_) => netns_ok = false, // Realms make their own from now on.
                     }
                 }
-            })
-            .map_err(|source| Error::InvalidConfig {
-                reason: format!("starting the netns pool thread: {source}"),
-            })?;
-        Ok(NetnsPool {
-            shared,
-            thread: Some(thread),
-        })
+                if want_dirs {
+                    seq += 1;
+                    match AheadCgroups::make(&classes, &format!(".ahead-{seq}"), warm) {
+                        Ok(set) => lock.lock().unwrap_or_else(|p| p.into_inner()).state.dirs.push(set),
+                        Err(_) => dirs_ok = false,
+                    }
+                }
+            }
+        })?;
+        Ok(RealmPool { worker })
     }
 
     /// A namespace made ahead, if one is ready; the thread makes the next.
     fn take(&self) -> Option<OwnedFd> {
-        let (lock, cvar) = &*self.shared;
-        let fd = lock.lock().unwrap_or_else(|p| p.into_inner()).ready.pop();
-        cvar.notify_all();
+        let fd = self.worker.lock().state.ready.pop();
+        self.worker.notify();
         fd
     }
 
     /// A set of realm cgroups made ahead, if one is ready; the thread
     /// makes the next.
     fn take_dirs(&self) -> Option<AheadCgroups> {
-        let (lock, cvar) = &*self.shared;
-        let dirs = lock.lock().unwrap_or_else(|p| p.into_inner()).dirs.pop();
-        cvar.notify_all();
+        let dirs = self.worker.lock().state.dirs.pop();
+        self.worker.notify();
         dirs
     }
 
     /// Namespaces ready now.
     fn ready(&self) -> usize {
-        self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).ready.len()
+        self.worker.lock().state.ready.len()
     }
 
     /// Realm cgroup sets ready now.
     fn dirs_ready(&self) -> usize {
-        self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).dirs.len()
-    }
-}
-
-impl Drop for NetnsPool {
-    fn drop(&mut self) {
-        self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
-        self.shared.1.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.worker.lock().state.dirs.len()
     }
 }
 
@@ -517,7 +534,7 @@ impl Drop for NetnsPool {
 struct SandboxInner {
     /// Dropped first: its thread stops before the cgroups go.
     keep_warm: Option<KeepWarm>,
-    netns_pool: Option<NetnsPool>,
+    netns_pool: Option<RealmPool>,
     hierarchies: Vec<HierarchyDirs>,
     seccomp: seccompiler::BpfProgram,
     jail: Jail,
@@ -678,7 +695,7 @@ impl Sandbox {
                     Vec::new()
                 };
                 let warm = config.warm_cgroups > 0;
-                Some(NetnsPool::start(n.min(limits::NETNS_POOL_MAX), classes, warm)?)
+                Some(RealmPool::start(n.min(limits::NETNS_POOL_MAX), classes, warm)?)
             }
         };
 
@@ -742,26 +759,37 @@ impl Sandbox {
     /// Realm cgroup sets made ahead and ready now ([`Config::netns_pool`];
     /// none where a hierarchy is cgroup v2).
     pub fn realm_cgroups_ready(&self) -> usize {
-        self.inner.netns_pool.as_ref().map_or(0, NetnsPool::dirs_ready)
+        self.inner.netns_pool.as_ref().map_or(0, RealmPool::dirs_ready)
     }
 
     /// Network namespaces made ahead and ready now ([`Config::netns_pool`]).
     pub fn netns_ready(&self) -> usize {
-        self.inner.netns_pool.as_ref().map_or(0, NetnsPool::ready)
+        self.inner.netns_pool.as_ref().map_or(0, RealmPool::ready)
     }
 
     /// Whether the cgroup keep-warm thread runs ([`Config::cgroup_keep_warm`]).
     pub fn cgroup_keep_warm(&self) -> bool {
-        self.inner
-            .keep_warm
-            .as_ref()
-            .and_then(|k| k.thread.as_ref())
-            .is_some_and(|t| !t.is_finished())
+        self.inner.keep_warm.as_ref().is_some_and(|k| k.worker.running())
     }
 
     /// The number of BPF instructions of the seccomp program.
     pub fn seccomp_len(&self) -> usize {
         self.inner.seccomp.len()
+    }
+
+    /// The realm `name`'s class cgroups in each hierarchy, made now.
+    fn make_realm_dirs(&self, name: &str) -> Result<Vec<RealmDirs>> {
+        let mut dirs = Vec::new();
+        for h in &self.inner.hierarchies {
+            let lc = CgroupDir::create(h.lc.path().join(name))?;
+            let be = CgroupDir::create(h.be.path().join(name))?;
+            if h.hierarchy.version == Version::V2 {
+                lc.write("cgroup.subtree_control", "+memory +pids +cpu")?;
+                be.write("cgroup.subtree_control", "+memory +pids +cpu")?;
+            }
+            dirs.push(RealmDirs { lc, be });
+        }
+        Ok(dirs)
     }
 
     /// The realm `name`: made on first use (a network namespace, its
@@ -782,7 +810,7 @@ impl Sandbox {
                 count: self.inner.uid_count,
             });
         };
-        let ready = self.inner.netns_pool.as_ref().and_then(NetnsPool::take);
+        let ready = self.inner.netns_pool.as_ref().and_then(RealmPool::take);
         let netns = match ready {
             Some(fd) => fd,
             None => create_netns().map_err(|source| Error::NetnsCreate {
@@ -793,21 +821,10 @@ impl Sandbox {
         // The realm's cgroups: a set made ahead, renamed to the realm's
         // name (a set that fails to rename goes, and the realm makes its
         // own), or new ones.
-        let ahead = self.inner.netns_pool.as_ref().and_then(NetnsPool::take_dirs);
-        let ahead = ahead.and_then(|mut set| set.rename_to(name).then_some(set));
-        let mut dirs = Vec::new();
-        for h in self.inner.hierarchies.iter().filter(|_| ahead.is_none()) {
-            let lc = CgroupDir::create(h.lc.path().join(name))?;
-            let be = CgroupDir::create(h.be.path().join(name))?;
-            if h.hierarchy.version == Version::V2 {
-                lc.write("cgroup.subtree_control", "+memory +pids +cpu")?;
-                be.write("cgroup.subtree_control", "+memory +pids +cpu")?;
-            }
-            dirs.push(RealmDirs { lc, be });
-        }
-        let (dirs, warm) = match ahead {
+        let ahead = self.inner.netns_pool.as_ref().and_then(RealmPool::take_dirs);
+        let (dirs, warm) = match ahead.and_then(|mut set| set.rename_to(name).then_some(set)) {
             Some(set) => (set.dirs, set.warm),
-            None => (dirs, Vec::new()),
+            None => (self.make_realm_dirs(name)?, Vec::new()),
         };
         let uid = self.inner.uid_base + slot as u32;
         let inner = Arc::new(RealmInner {

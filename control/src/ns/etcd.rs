@@ -320,16 +320,7 @@ impl EtcdStore {
         prefix: &str,
         timeout: Duration,
     ) -> Result<EtcdStore, NsError> {
-        if endpoints.is_empty() {
-            return Err(NsError::Store("etcd connect: no endpoints given".to_string()));
-        }
-        let runtime = RuntimeThread::start()?;
-        let (endpoints, prefix) = (endpoints.to_vec(), prefix.to_string());
-        let conn = runtime.run(Conn::connect(endpoints, prefix, timeout)).await?;
-        Ok(EtcdStore {
-            conn,
-            runtime: Arc::new(runtime),
-        })
+        EtcdStore::connect_via(RuntimeThread::start()?, endpoints, prefix, timeout).await
     }
 
     /// As [`connect_with_timeout`](EtcdStore::connect_with_timeout), but the
@@ -344,13 +335,23 @@ impl EtcdStore {
         prefix: &str,
         timeout: Duration,
     ) -> Result<EtcdStore, NsError> {
-        if endpoints.is_empty() {
-            return Err(NsError::Store("etcd connect: no endpoints given".to_string()));
-        }
         let runtime = RuntimeThread {
             handle: runtime,
             _stop: None,
         };
+        EtcdStore::connect_via(runtime, endpoints, prefix, timeout).await
+    }
+
+    /// Connects with the client on `runtime`.
+    async fn connect_via(
+        runtime: RuntimeThread,
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<EtcdStore, NsError> {
+        if endpoints.is_empty() {
+            return Err(NsError::Store("etcd connect: no endpoints given".to_string()));
+        }
         let (endpoints, prefix) = (endpoints.to_vec(), prefix.to_string());
         let conn = runtime.run(Conn::connect(endpoints, prefix, timeout)).await?;
         Ok(EtcdStore {

@@ -652,7 +652,7 @@ where
         .name("sigma-control".into())
         .spawn(move || -> anyhow::Result<()> {
             if let Some(cpu) = cpu {
-                pin_this_thread(cpu)?;
+                sigma_dataplane::pin_thread(cpu).with_context(|| format!("pinning the control thread to cpu {cpu}"))?;
             }
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
@@ -697,28 +697,6 @@ where
     let _ = stop_control.send(());
     let _ = control.join();
     result
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; `cpu` is checked against the set's size first.
-    unsafe {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            bail!(
-                "--cpu {cpu}: beyond the {} cpus an affinity set holds",
-                libc::CPU_SETSIZE
-            );
-        }
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-    }
-    // SAFETY: sched_setaffinity reads `set` of the given size; 0 is this thread.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning to cpu {cpu}"));
-    }
-    Ok(())
 }
 
 use std::future::Future;
