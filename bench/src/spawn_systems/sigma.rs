@@ -33,10 +33,12 @@
 //! server is on loopback in this process (no network distance; its CPU is counted with
 //! sigmabench's), the object was just written (in the page cache, as the local store's file is
 //! in `cold-start`), and sigmad's HTTP connection to it may be open already from the put, as a
-//! busy machine's would be. Nor is it a fast S3: s3s-fs 0.14.1 answers a GET by reading the
-//! file 4 KiB at a time through tokio's file API (each read a blocking-pool job); with curl as
-//! the client (SigV4, no hashing, no writes) it served this 11.2 MiB object in 75–90 ms on the
-//! 2-core VM of 2026-11-27, so much of a start from it is the server's pace, not σ's.
+//! busy machine's would be. The server is s3s-fs 0.14.1 with one change (`sigma_tests::s3`):
+//! s3s-fs answers a GET by reading the file 4 KiB at a time through tokio's file API (each read
+//! a blocking-pool job; with curl as the client it served this 11.2 MiB object in 75–90 ms on
+//! the 2-core VM of 2026-11-27, most of a start from it); the fixture keeps s3s-fs's answer and
+//! serves the body in 1 MiB reads, so the fetch measures σ's client rather than that loop. The
+//! server still shares the 2 CPUs with sigmad.
 //!
 //! Breakdown: after each start (not timed), sigmad is asked where it went (`START_TIMES`,
 //! [`WireStartTimes`]: its own CLOCK_MONOTONIC stamps), which fills schedule, fetch, namespaces,
@@ -385,7 +387,7 @@ impl Starter for SigmaStarter {
         let what = match how {
             Start::Warm => "through sigmad: a Spawn call on its admin socket (AdminClient on a σ core of the calling thread, a connection per start made before its clock starts), then WaitExit until the proc exited 0; binary already in sigmad's cache, realm already on the machine".to_string(),
             Start::Cold => format!("through sigmad: {cold}, put into sigmad's local binary store just before, in a realm made in the namespace just before and never used on this machine (the put and the realm are not timed); sigmad fetches it from its store into its cache, verifies it, then starts it"),
-            Start::ColdS3 => format!("through a second sigmad whose binary store is S3: an S3 server (s3s-fs 0.14.1, sigma_tests::s3) in sigmabench's process on 127.0.0.1, plain HTTP, bucket {S3_BUCKET}; {cold}, put into the S3 store through sigmad just before (an S3 PUT: the object's file in the page cache), in a realm made just before (neither timed); sigmad GETs the record and the object from S3 over HTTP, hashing it as it streams into its cache, then starts it; s3s-fs reads an object 4 KiB at a time through tokio's blocking pool, so its pace is part of the fetch"),
+            Start::ColdS3 => format!("through a second sigmad whose binary store is S3: an S3 server (s3s-fs 0.14.1, sigma_tests::s3) in sigmabench's process on 127.0.0.1, plain HTTP, bucket {S3_BUCKET}; {cold}, put into the S3 store through sigmad just before (an S3 PUT: the object's file in the page cache), in a realm made just before (neither timed); sigmad GETs the record and the object from S3 over HTTP, hashing it as it streams into its cache, then starts it; the server's GetObject bodies are read from its file 1 MiB at a time (s3s-fs's own 4 KiB reads through tokio's blocking pool set the fetch's pace before), and it shares the 2 CPUs with sigmad"),
         };
         let breakdown = "breakdown: sigmad's own times of the start, asked after it (START_TIMES, not timed): schedule = the binary ready to the sandbox's first step (the hop to a spawner thread, a new realm's set-up, the log pipe, control socket and journal line), fetch = the spawn's arrival to the binary's path (warm: the cache's memo; cold: the record, the object read or GET, BLAKE3 as it streams, a checked hard link of a local store file or the cache writes, rename; so verify_us is null, inside fetch), namespaces, cgroups, jail, seccomp as the sandbox's steps; exec_to_started and started_to_reaped null (sigmad sees the exec, not the proc's main)";
         let cpu = match how {

@@ -69,10 +69,10 @@ pub const LIST_READS_IN_FLIGHT_MAX: usize = 8;
 pub const RECORD_MEMOS_MAX: usize = 4096;
 
 /// A remote store's object larger than this is read as ranged GETs of
-/// this size, [`OBJECT_PARTS_IN_FLIGHT`] at once, handed to the hashing
-/// in order: one GET streams at one connection's pace (s3s-fs serves an
-/// 11 MiB object in 75-90 ms that way), while a server answers ranges in
-/// parallel. The parts in flight bound the memory a fetch holds.
+/// this size, [`OBJECT_PARTS_IN_FLIGHT`] at once from the start, handed to
+/// the hashing in order: one GET streams at one connection's pace, while a
+/// server answers ranges in parallel. The parts in flight bound the memory
+/// a fetch holds.
 pub const OBJECT_PART_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Ranged GETs of one fetch in flight at once (see [`OBJECT_PART_BYTES`]).
