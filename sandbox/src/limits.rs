@@ -103,3 +103,8 @@ const _: () = assert!(PROC_NOFILE_MAX >= 16);
 /// Network namespaces a sandbox makes ahead of need, at most
 /// (`Config::netns_pool`).
 pub const NETNS_POOL_MAX: usize = 16;
+
+/// Held mount namespaces queued for the sandbox's release thread at most
+/// (see `Child::release_mount_namespace`); past it, the caller lets go of
+/// one itself.
+pub const MOUNT_NS_RELEASE_QUEUE_MAX: usize = 256;

@@ -352,3 +352,78 @@ fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
     drop((a, b));
     t.finish();
 }
+
+/// A held mount namespace outlives the proc's exit: the held fd names the
+/// proc's namespace (close-on-exec), the proc is reaped while it is held,
+/// the namespace can still be entered and still holds the jail (its root
+/// with the binary), and releasing closes the fd (on the sandbox's release
+/// thread).
+#[test]
+fn a_held_mount_namespace_outlives_the_exit_until_released() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let t = TestSandbox::new();
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let (mut child, _out, _err, ctl) =
+        common::start(t.sb(), &realm, &probe("probe"), &["wait"], &RunOpts::default()).expect("spawn");
+    let ns = std::fs::metadata(format!("/proc/{}/ns/mnt", child.pid())).expect("the proc's mnt ns");
+    let ours = std::fs::metadata("/proc/self/ns/mnt").expect("our mnt ns");
+    assert_ne!(ns.ino(), ours.ino(), "the proc has a mount namespace of its own");
+    assert!(child.held_mount_namespace().is_none());
+    assert!(child.hold_mount_namespace(), "the running proc's namespace is held");
+    let held = child.held_mount_namespace().expect("held").as_raw_fd();
+    let fd_path = format!("/proc/self/fd/{held}");
+    assert_eq!(
+        std::fs::metadata(&fd_path).expect("the held fd").ino(),
+        ns.ino(),
+        "the held fd names the proc's namespace"
+    );
+    // SAFETY: F_GETFD on an fd this test holds open.
+    let flags = unsafe { libc::fcntl(held, libc::F_GETFD) };
+    assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0, "close-on-exec: {flags}");
+
+    drop(ctl); // the proc reads EOF on fd 3 and exits
+    let status = child
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .expect("wait")
+        .expect("exited");
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", child.pid())).exists(),
+        "reaped"
+    );
+
+    // Reaped, and the namespace is still whole: a thread of ours enters it
+    // and finds the jail's root with the binary in it.
+    let root: Vec<String> = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare of this thread's fs attributes (so that it may
+            // change mount namespace alone), then setns into the held fd;
+            // the thread ends right after.
+            unsafe {
+                assert_eq!(libc::unshare(libc::CLONE_FS), 0, "unshare(CLONE_FS)");
+                assert_eq!(libc::setns(held, libc::CLONE_NEWNS), 0, "setns into the held namespace");
+            }
+            std::fs::read_dir("/")
+                .expect("the jail's root")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .join()
+        .expect("the thread in the held namespace")
+    });
+    assert!(root.iter().any(|n| n == "proc"), "the jail's root: {root:?}");
+    assert!(root.len() >= 2, "the jail's root holds the binary too: {root:?}");
+
+    // Released: the sandbox's release thread closes the fd (soon).
+    child.release_mount_namespace();
+    assert!(child.held_mount_namespace().is_none());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::metadata(&fd_path).is_ok_and(|m| m.ino() == ns.ino()) {
+        assert!(std::time::Instant::now() < deadline, "the held fd was never closed");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(child);
+    drop(realm);
+    t.finish();
+}

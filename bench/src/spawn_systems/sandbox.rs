@@ -1,5 +1,6 @@
 //! `sigma-sandbox`: σ's sandbox alone, in sigmabench's own process: no sigmad, no scheduling, no
-//! binary store. `sigma_sandbox::Sandbox::spawn` of the binary, then a poll on the proc's pidfd
+//! binary store. `sigma_sandbox::Sandbox::spawn` of the binary, its mount namespace held (as
+//! sigmad holds it, so that the jail is torn down after the exit is seen), then a poll on the proc's pidfd
 //! until it exits, then `Child::try_wait` (reap; cgroups pooled or removed).
 //!
 //! Opened once per suite run: one [`Sandbox`] (cgroups `sigma-bench-<pid>-<n>` under this
@@ -196,6 +197,9 @@ impl SandboxStarter {
             }
         };
         drop(out_write);
+        // As sigmad does: the jail's teardown waits until the exit is seen
+        // (the child's drop, after the clock stops, lets it go).
+        child.hold_mount_namespace();
         exit_seen(&child)?;
         let status = child.try_wait().context("reaping")?;
         let end = now_ns();
@@ -261,7 +265,7 @@ impl Starter for SandboxStarter {
         let steps = "breakdown: namespaces = clone with new pid/UTS/IPC namespaces until the child runs + joining the realm's netns and hostname; cgroups = the parent's step (the proc's cgroups, argv, open_tree of the binary, report pipe) + joining them; jail = the jail's mount namespace, binary and /proc + fds, rlimits, capabilities, uid, no_new_privs; seccomp = installing the filter; exec_to_started = execve until the proc's main runs (it writes a CLOCK_MONOTONIC stamp to its stdout, a pipe); started_to_reaped = from there to its exit seen on the pidfd and reaped (the proc exits at once: the exit's teardown of its namespaces, the reap, the cgroups back to the pool)";
         match how {
             Start::Warm => format!(
-                "sandbox only, no sigmad, no scheduling: sigma_sandbox::Sandbox::spawn in sigmabench's process into a realm made beforehand, binary already in place (bound read-only, not copied), warm cgroups (pool of {WARM_CGROUPS}), then poll the pidfd and reap; {steps}"
+                "sandbox only, no sigmad, no scheduling: sigma_sandbox::Sandbox::spawn in sigmabench's process into a realm made beforehand, binary already in place (bound read-only, not copied), warm cgroups (pool of {WARM_CGROUPS}), the proc's mount namespace held from its start until its exit is seen (as sigmad does: the jail's teardown off the exit's path), then poll the pidfd and reap; {steps}"
             ),
             Start::Cold => format!(
                 "sandbox only, no sigmad, no scheduling: the binary copied from the local store into the cache (fetch_us; the store's file in the page cache) and its BLAKE3 checked (verify_us, blake3 crate), a realm made for this start (its netns and cgroups: in namespaces_us; cold cgroups), then Sandbox::spawn, poll the pidfd and reap (the realm's teardown afterwards is not timed); {steps}"

@@ -462,6 +462,10 @@ impl Run {
             .take()
             .expect("answered once")
             .send(Ok(Started { picked_ns, times }));
+        // The proc's exit then leaves its jail's teardown to this thread,
+        // after the waiters are told (see `reap`).
+        let mut child = child;
+        child.hold_mount_namespace();
         let watched = self
             .epoll
             .add(child.pidfd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid))
@@ -547,6 +551,9 @@ impl Run {
         r.entry.finish(status);
         self.journal_ended(pid);
         let Some(r) = self.running.get_mut(&pid) else { return };
+        // The waiters know: now the jail's mounts go (an expedited RCU
+        // grace period that was on the exit's path before it was held).
+        r.child.release_mount_namespace();
         if r.log_pipe.is_none() {
             self.running.remove(&pid);
         }

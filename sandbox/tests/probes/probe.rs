@@ -13,6 +13,7 @@
 //!   30 s), prints how many forks succeeded and the errno of the first
 //!   failure.
 //! - `membomb MIB`: allocates and touches MIB MiB, one MiB at a time.
+//! - `wait`: reads its control socket (fd 3) until it is closed, then exits 0.
 
 use std::ffi::{c_char, c_int, c_long, c_void};
 use std::io::{Read, Write};
@@ -345,6 +346,16 @@ fn membomb(mib: usize) {
     println!("allocated {} MiB", chunks.len());
 }
 
+/// Reads its control socket (fd 3) until the other end closes it.
+fn wait_for_eof() {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 3 is the control socket the sandbox gave this proc; it is
+    // owned here alone.
+    let mut ctl = unsafe { std::fs::File::from_raw_fd(3) };
+    let mut buf = [0u8; 64];
+    while matches!(ctl.read(&mut buf), Ok(n) if n > 0) {}
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
@@ -360,6 +371,7 @@ fn main() {
         }
         "forkbomb" => forkbomb(n as u32, args.get(3).and_then(|a| a.parse().ok()).unwrap_or(30_000)),
         "membomb" => membomb(n as usize),
+        "wait" => wait_for_eof(),
         _ => {
             eprintln!("unknown mode {mode:?}");
             std::process::exit(2);
