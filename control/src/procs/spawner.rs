@@ -444,7 +444,7 @@ impl Run {
         // Journaled before it can run: if sigmad dies from here on, the
         // next one reports the proc lost.
         self.journal.started(&entry);
-        let child = match self.sandbox.spawn(&spec) {
+        let mut child = match self.sandbox.spawn(&spec) {
             Ok(child) => child,
             Err(e) => {
                 self.journal_ended(pid);
@@ -462,9 +462,8 @@ impl Run {
             .take()
             .expect("answered once")
             .send(Ok(Started { picked_ns, times }));
-        // The proc's exit then leaves its jail's teardown to this thread,
-        // after the waiters are told (see `reap`).
-        let mut child = child;
+        // The proc's exit then leaves its jail's teardown to the sandbox's
+        // release thread, once the waiters are told (see `reap`).
         child.hold_mount_namespace();
         let watched = self
             .epoll
