@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into a live array.
-    assert_eq!(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
-        0
-    );
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    assert_eq!(r, 0, "pipe2");
     // SAFETY: two fresh fds owned by nobody else.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
@@ -32,10 +30,8 @@ fn a_wait_ends_when_the_fd_turns_readable_and_a_dropped_one_lets_go() {
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             // SAFETY: a one-byte write from a live buffer to our pipe.
-            assert_eq!(
-                unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), b"x".as_ptr().cast(), 1) },
-                1
-            );
+            let n = unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), b"x".as_ptr().cast(), 1) };
+            assert_eq!(n, 1, "write");
             w
         });
         let t0 = Instant::now();
