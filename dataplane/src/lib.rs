@@ -77,7 +77,6 @@ pub use driver::Backend;
 pub use error::{Error, Result};
 pub use executor::{maybe_yield, panic_message, spawn, spawn_be, spawn_with_class, yield_now, Class, JoinHandle};
 pub use op::nop::nop;
-pub use op::poll::wait_readable;
 pub use op::read::read_at;
 pub use op::timeout::{sleep, timeout, Elapsed, Sleep};
 pub use op::write::write_at;

@@ -544,7 +544,7 @@ impl BinRegistry {
     /// ranged GETs, [`OBJECT_PARTS_IN_FLIGHT`] at once from the first one
     /// on, yielded in order. (Chaining the others after the first part's
     /// body, as before, left one GET in flight for the first 2 MiB:
-    /// cold-start-s3 57-65 ms then, 24-36 ms now, quick runs alternated.)
+    /// cold-start-s3 57-65 ms then, 33-36 ms now, quick runs alternated.)
     pub(crate) async fn open_object(&self, record: &Record) -> Result<ObjectBody, BinError> {
         let name = &record.name;
         let shown = name.to_string();

@@ -96,10 +96,7 @@ const ALLOWED_OPCODES: &[(u8, &str)] = &[
     (opcode::Timeout::CODE, "timers and deadlines"),
     (opcode::TimeoutRemove::CODE, "timer cancellation"),
     (opcode::AsyncCancel::CODE, "cancellation of dropped operations"),
-    (
-        opcode::PollAdd::CODE,
-        "the wake-up eventfd; wait_readable (a proc's pidfd)",
-    ),
+    (opcode::PollAdd::CODE, "the wake-up eventfd"),
     (opcode::PollRemove::CODE, "removal of the wake-up poll"),
     (opcode::MsgRingData::CODE, "cross-core wake-ups"),
     (opcode::Shutdown::CODE, "socket shutdown"),

@@ -22,7 +22,6 @@ pub(crate) mod accept;
 pub(crate) mod connect;
 pub(crate) mod gather;
 pub(crate) mod nop;
-pub(crate) mod poll;
 pub(crate) mod read;
 pub(crate) mod recv;
 pub(crate) mod recv_multi;
