@@ -213,14 +213,52 @@ struct UringPoll {
 }
 impl Waiter for UringPoll {
     fn recv(&mut self, buf: &mut [u8]) -> usize {
-        loop {
-            // SAFETY: buf is valid for its length.
-            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+        'recv: loop {
+            let n = if probe_flag("ringrecv") {
+                // The read as a single-shot RECV on the ring (inline when data waits).
+                // MSG_DONTWAIT: EAGAIN when nothing waits, as read(2) on the non-blocking socket.
+                let e = opcode::Recv::new(types::Fd(self.fd), buf.as_mut_ptr(), buf.len() as u32)
+                    .flags(libc::MSG_DONTWAIT)
+                    .build()
+                    .user_data(9);
+                // SAFETY: buf outlives the wait below, which reaps this very entry.
+                unsafe { self.ring.submission().push(&e).unwrap() };
+                loop {
+                    self.ring.submit_and_wait(1).unwrap();
+                    let mut got = None;
+                    let mut polled = false;
+                    for cqe in self.ring.completion() {
+                        if cqe.user_data() == 9 {
+                            got = Some(cqe.result());
+                        } else {
+                            polled = true;
+                            if !io_uring::cqueue::more(cqe.flags()) {
+                                self.armed = false;
+                            }
+                        }
+                    }
+                    match got {
+                        // A poll event came with the EAGAIN: look again at once.
+                        Some(r) if r == -libc::EAGAIN && polled => continue 'recv,
+                        Some(r) => break r as isize,
+                        None => {}
+                    }
+                }
+            } else {
+                // SAFETY: buf is valid for its length.
+                unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) }
+            };
             if n > 0 {
                 return n as usize;
             }
             if !self.armed {
-                let e = opcode::PollAdd::new(types::Fd(self.fd), libc::POLLIN as u32)
+                // `PROBE_FLAGS=pollout`: POLLIN|POLLOUT in the one poll, as epoll-inout.
+                let mask = if probe_flag("pollout") {
+                    libc::POLLIN | libc::POLLOUT
+                } else {
+                    libc::POLLIN
+                };
+                let e = opcode::PollAdd::new(types::Fd(self.fd), mask as u32)
                     .multi(self.multi)
                     .build()
                     .user_data(1);
@@ -248,6 +286,14 @@ struct UringMulti {
     timeout: bool,
     armed: bool,
     pollout: bool,
+    /// `PROBE_FLAGS=epollwait`: an epoll set holding the socket with
+    /// EPOLLOUT|EPOLLET, watched by one IORING_OP_EPOLL_WAIT at a time.
+    epoll: Option<(RawFd, Box<[libc::epoll_event; 4]>, bool)>,
+    /// `PROBE_FLAGS=epollpark`: park in epoll_wait(2) on a set holding the
+    /// ring's registered eventfd and the socket (EPOLLIN|EPOLLOUT|EPOLLET,
+    /// tokio's registration), then enter(GETEVENTS, 0) to run the ring's
+    /// deferred work.
+    park_ep: Option<RawFd>,
     fd: RawFd,
 }
 const NBUF: u16 = 16;
@@ -282,8 +328,44 @@ impl UringMulti {
             timeout,
             armed: false,
             pollout: false,
+            epoll: None,
+            park_ep: None,
             fd,
         };
+        if probe_flag("epollpark") {
+            // SAFETY: plain syscalls on fds we own; all leaked for the probe's life.
+            let (ep, efd) = unsafe {
+                (
+                    libc::epoll_create1(libc::EPOLL_CLOEXEC),
+                    libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC),
+                )
+            };
+            me.ring.submitter().register_eventfd(efd).expect("register eventfd");
+            for (f, ev) in [
+                (efd, libc::EPOLLIN | libc::EPOLLET),
+                (fd, libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET),
+            ] {
+                let mut e = libc::epoll_event {
+                    events: ev as u32,
+                    u64: f as u64,
+                };
+                // SAFETY: as above.
+                assert_eq!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, f, &mut e) }, 0);
+            }
+            me.park_ep = Some(ep);
+        }
+        if probe_flag("epollwait") {
+            // SAFETY: plain syscalls on fds we own.
+            let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLOUT | libc::EPOLLET) as u32,
+                u64: 0,
+            };
+            // SAFETY: as above.
+            let rc = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            assert_eq!(rc, 0);
+            me.epoll = Some((ep, Box::new([libc::epoll_event { events: 0, u64: 0 }; 4]), false));
+        }
         for bid in 0..NBUF {
             me.provide(bid);
         }
@@ -302,6 +384,22 @@ impl UringMulti {
         }
     }
     fn wait(&mut self) {
+        if let Some(ep) = self.park_ep {
+            if !self.ring.submission().is_empty() {
+                self.ring.submit().unwrap();
+            }
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            // SAFETY: evs is valid for 4 entries.
+            unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, -1) };
+            // SAFETY: no argument; runs the ring's deferred work.
+            unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 0, 1 /* IORING_ENTER_GETEVENTS */, None)
+                    .unwrap()
+            };
+            return;
+        }
         if !self.timeout {
             self.ring.submitter().submit_and_wait(1).unwrap();
             return;
@@ -337,8 +435,21 @@ impl Waiter for UringMulti {
                 unsafe { self.ring.submission().push(&e).unwrap() };
                 self.pollout = true;
             }
+            if let Some((ep, events, armed @ false)) = self.epoll.as_mut() {
+                let e = opcode::EpollWait::new(types::Fd(*ep), events.as_mut_ptr() as *mut _, 4)
+                    .build()
+                    .user_data(4);
+                // SAFETY: the events array is boxed and lives as long as the ring.
+                unsafe { self.ring.submission().push(&e).unwrap() };
+                *armed = true;
+            }
             let cqe = self.ring.completion().next();
             match cqe {
+                Some(cqe) if cqe.user_data() == 4 => {
+                    if let Some((_, _, armed)) = self.epoll.as_mut() {
+                        *armed = false;
+                    }
+                }
                 Some(cqe) if cqe.user_data() == 3 => {
                     if !io_uring::cqueue::more(cqe.flags()) {
                         self.pollout = false;
@@ -461,6 +572,11 @@ fn run_sigma(iters: usize) -> (f64, f64) {
             .pin(cpu)
             .spin(std::time::Duration::ZERO)
             .early_wake(false)
+            .backend(if probe_flag("epollcore") {
+                sigma_dataplane::Backend::Epoll
+            } else {
+                sigma_dataplane::Backend::Uring
+            })
             .build()
             .unwrap()
     };

@@ -182,6 +182,7 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(sigma::Sigma::DEFAULT),
         Box::new(sigma::Sigma::NOSPIN),
         Box::new(sigma::Sigma::EPOLL),
+        Box::new(sigma::Sigma::EPOLL_NOSPIN),
         Box::new(tokio::Tokio::PARKS),
         Box::new(tokio::Tokio::SPINS),
         Box::new(glommio::Glommio::PARKS),

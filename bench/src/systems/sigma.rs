@@ -1,7 +1,8 @@
 //! σ's own systems: `sigma` (the io_uring data plane as it runs by default),
 //! `sigma-nospin` (the same with its spin and early wakes off: σ's runtime
-//! when it parks like the parking peers) and `sigma-epoll` (the default
-//! settings on its epoll fallback).
+//! when it parks like the parking peers), `sigma-epoll` (the default
+//! settings on its epoll fallback) and `sigma-epoll-nospin` (the epoll
+//! fallback parking at once).
 //!
 //! Both ends run on a σ core each. Receives use `recv_stream`: one multishot
 //! recv stays armed for the whole connection and each chunk arrives as a
@@ -45,6 +46,12 @@ impl Sigma {
         name: "sigma-epoll",
         backend: Backend::Epoll,
         nospin: false,
+    };
+    /// σ on its epoll fallback with spin 0 and early wakes off.
+    pub const EPOLL_NOSPIN: Sigma = Sigma {
+        name: "sigma-epoll-nospin",
+        backend: Backend::Epoll,
+        nospin: true,
     };
 
     fn core(&self, pin: Option<usize>) -> Result<Core> {

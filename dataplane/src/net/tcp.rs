@@ -102,7 +102,10 @@ impl TcpStream {
         sys::local_addr(self.socket.as_raw_fd())
     }
 
-    super::stream_methods!();
+    // TCP receives never by readiness: its write-space wake-ups come only
+    // after a full send buffer, so readiness would cost a RECV submission
+    // per chunk and gain nothing (docs/parked-rtt.md).
+    super::stream_methods!(false);
 }
 
 impl AsRawFd for TcpStream {
