@@ -28,8 +28,6 @@ pub(crate) struct Local {
     pub(crate) cpu: Option<usize>,
     /// Whether to spin, park, or park and wake early when idle (`idle.rs`).
     pub(crate) idle: IdlePolicy,
-    /// Whether streams receive by readiness (io_uring; `op/recv_multi.rs`).
-    pub(crate) readiness_receives: bool,
     pub(crate) stats: Stats,
     backend_reason: String,
 }
@@ -170,7 +168,6 @@ pub struct CoreBuilder {
     recv_buffers: u16,
     recv_buffer_bytes: usize,
     early_wake: bool,
-    readiness_receives: Option<bool>,
 }
 
 impl Default for CoreBuilder {
@@ -183,7 +180,6 @@ impl Default for CoreBuilder {
             recv_buffers: limits::BUF_RING_ENTRIES_DEFAULT,
             recv_buffer_bytes: limits::BUF_BYTES_DEFAULT,
             early_wake: early_wake_from_env().unwrap_or(true),
-            readiness_receives: readiness_receives_from_env(),
         }
     }
 }
@@ -202,18 +198,6 @@ fn early_wake_from_env() -> Option<bool> {
         "0" | "off" => Some(false),
         _ => {
             tracing::warn!(value, "ignoring SIGMA_EARLY_WAKE: not 1/on or 0/off");
-            None
-        }
-    }
-}
-
-fn readiness_receives_from_env() -> Option<bool> {
-    let value = std::env::var("SIGMA_RECV").ok()?;
-    match value.as_str() {
-        "readiness" => Some(true),
-        "multishot" => Some(false),
-        _ => {
-            tracing::warn!(value, "ignoring SIGMA_RECV: not readiness or multishot");
             None
         }
     }
@@ -256,19 +240,6 @@ impl CoreBuilder {
     /// `SIGMA_EARLY_WAKE=0|1`.
     pub fn early_wake(mut self, on: bool) -> Self {
         self.early_wake = on;
-        self
-    }
-
-    /// How Unix streams' `recv_stream` receives on io_uring: by readiness
-    /// (`true`: a multishot poll for POLLIN|POLLOUT|POLLRDHUP per stream,
-    /// and a non-blocking receive into the buffer ring when it says the
-    /// socket is readable) or by a multishot receive (`false`). See
-    /// `op/recv_multi.rs` and `docs/parked-rtt.md`. TCP streams always use
-    /// the multishot receive. Default: by readiness on cores that park at
-    /// once (spin zero), by multishot receive otherwise; or
-    /// `SIGMA_RECV=readiness|multishot`.
-    pub fn readiness_receives(mut self, on: bool) -> Self {
-        self.readiness_receives = Some(on);
         self
     }
 
@@ -343,7 +314,6 @@ impl CoreBuilder {
                 pool,
                 cpu: self.cpu,
                 idle: IdlePolicy::new(self.spin, self.early_wake && driver_timed_waits),
-                readiness_receives: self.readiness_receives.unwrap_or(self.spin.is_zero()),
                 stats: Stats::default(),
                 backend_reason,
             }),

@@ -146,13 +146,6 @@ enum Slot {
 pub(crate) enum MultiKind {
     /// Receives into the provided buffer ring: a completion may name a buffer.
     Recv,
-    /// A stream's multishot readiness poll (`op/recv_multi.rs`): a
-    /// completion carries a readiness mask and nothing else. One that says
-    /// neither readable nor hung up (POLLOUT alone) is dropped here: it has
-    /// done its work by waking the core. Readable ones not yet consumed are
-    /// merged into one (their masks or-ed), so a poll queues at most two:
-    /// that one and the final.
-    Poll,
 }
 
 struct MultiState {
@@ -164,12 +157,6 @@ struct MultiState {
 
 /// Releases what one unconsumed multishot completion carries: its provided
 /// buffer into `buffers` (for the pool).
-/// Poll events that make a readiness poll's completion worth a look:
-/// readable, or the peer gone, or an error.
-pub(crate) const POLL_READABLE: i32 = (libc::POLLIN | libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as i32;
-/// Poll events after which a socket posts no more: the peer hung up, or an error.
-pub(crate) const POLL_HUNG_UP: i32 = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as i32;
-
 fn release_unconsumed(kind: MultiKind, _res: i32, flags: u32, buffers: &mut Vec<u16>) {
     match kind {
         MultiKind::Recv => {
@@ -177,7 +164,6 @@ fn release_unconsumed(kind: MultiKind, _res: i32, flags: u32, buffers: &mut Vec<
                 buffers.push(bid);
             }
         }
-        MultiKind::Poll => {}
     }
 }
 
@@ -680,24 +666,9 @@ impl Uring {
                 state.in_flight -= 1;
             }
             Slot::Multi(multi) => {
-                if multi.kind == MultiKind::Poll && more && res >= 0 {
-                    if res & POLL_READABLE == 0 {
-                        return;
-                    }
-                    if let Some(last) = multi.queue.back_mut() {
-                        if cqueue::more(last.1) && last.0 >= 0 {
-                            // Not consumed yet: one readiness mask says it all.
-                            last.0 |= res;
-                            if let Some(waker) = multi.waker.take() {
-                                state.to_wake.push(waker);
-                            }
-                            return;
-                        }
-                    }
-                }
                 // A receive holds one provided buffer per queued completion, so
-                // the buffer ring bounds its queue; a poll's are merged (above);
-                // the final completion always gets its place.
+                // the buffer ring bounds its queue; the final completion
+                // always gets its place.
                 assert!(
                     multi.queue.len() < limits::MULTISHOT_QUEUE_MAX || !more,
                     "a receive queued more completions than the ring has buffers"

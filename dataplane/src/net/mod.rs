@@ -16,10 +16,8 @@ pub use tcp::{TcpIncoming, TcpListener, TcpStream};
 pub use unix::{UnixIncoming, UnixListener, UnixStream};
 
 /// Methods every stream type has, as thin wrappers over the operations.
-/// `$readiness_ok`: whether this kind of stream receives by readiness on a
-/// core set to (`op/recv_multi.rs`).
 macro_rules! stream_methods {
-    ($readiness_ok:expr) => {
+    () => {
         /// Receives into `buf`; its contents become what arrived. `Ok(0)` is EOF.
         pub async fn recv<B: $crate::buf::IoBufMut + Unpin>(&self, buf: B) -> $crate::buf::BufResult<usize, B> {
             $crate::op::recv::recv(&self.socket, buf).await
@@ -87,11 +85,9 @@ macro_rules! stream_methods {
         }
 
         /// A stream of received chunks, each a `Bytes` pointing straight into
-        /// the core's receive buffers (on io_uring a multishot recv, or on a
-        /// core that parks at once, for Unix streams, receives by readiness:
-        /// `CoreBuilder::readiness_receives`).
+        /// the core's receive buffers (multishot recv on io_uring).
         pub fn recv_stream(&self) -> $crate::net::RecvStream<'_> {
-            $crate::net::RecvStream::new(&self.socket, $readiness_ok)
+            $crate::net::RecvStream::new(&self.socket)
         }
 
         /// Shuts down one or both directions.

@@ -102,10 +102,7 @@ impl TcpStream {
         sys::local_addr(self.socket.as_raw_fd())
     }
 
-    // TCP receives never by readiness: its write-space wake-ups come only
-    // after a full send buffer, so readiness would cost a RECV submission
-    // per chunk and gain nothing (docs/parked-rtt.md).
-    super::stream_methods!(false);
+    super::stream_methods!();
 }
 
 impl AsRawFd for TcpStream {

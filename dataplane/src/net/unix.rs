@@ -128,7 +128,7 @@ impl UnixStream {
         crate::op::recvmsg::recvmsg(&self.socket, buf).await
     }
 
-    super::stream_methods!(true);
+    super::stream_methods!();
 }
 
 impl AsRawFd for UnixStream {
