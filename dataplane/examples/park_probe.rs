@@ -24,8 +24,18 @@
 //!   shape); with `PROBE_FLAGS=pollout`, plus a multishot POLL_ADD(POLLOUT)
 //!   whose completions are ignored (tokio's write interest, on io_uring);
 //! - `uring-multi-defer-ts`: the same, each wait with a 1 s EXT_ARG timeout;
+//!   `PROBE_FLAGS=epollwait` adds instead an epoll set holding the socket
+//!   EPOLLOUT|EPOLLET, watched by one IORING_OP_EPOLL_WAIT at a time;
+//!   `PROBE_FLAGS=epollpark` parks in epoll_wait(2) on the ring's registered
+//!   eventfd and the socket (tokio's registration), then enters the ring
+//!   to run its deferred work;
 //! - `uring-poll-defer`, `uring-pollmulti-defer`: a single-shot or a
-//!   multishot POLL_ADD, then read(2), DEFER_TASKRUN.
+//!   multishot POLL_ADD, then read(2), DEFER_TASKRUN; with
+//!   `PROBE_FLAGS=pollout` the poll is for POLLIN|POLLOUT (readiness as
+//!   tokio waits), and with `ringrecv` the read is a MSG_DONTWAIT RECV on
+//!   the ring.
+//!
+//! `PROBE_FLAGS=epollcore` runs the `sigma` mode on σ's epoll back end.
 //!
 //! `PROBE_FLAGS` also adds σ's ring settings to the raw io_uring modes
 //! (taskrun, submitall, cq64k, evpoll) and `PROBE_DELAY_US` burns that long
