@@ -586,6 +586,7 @@ mod tests {
                 "sigma",
                 "sigma-nospin",
                 "sigma-epoll",
+                "sigma-epoll-nospin",
                 "tokio",
                 "tokio-spin",
                 "glommio",
