@@ -23,12 +23,12 @@
 //!   a SINGLE_ISSUER|DEFER_TASKRUN ring, enter(GETEVENTS, 1) to wait (σ's
 //!   shape); with `PROBE_FLAGS=pollout`, plus a multishot POLL_ADD(POLLOUT)
 //!   whose completions are ignored (tokio's write interest, on io_uring);
-//! - `uring-multi-defer-ts`: the same, each wait with a 1 s EXT_ARG timeout;
 //!   `PROBE_FLAGS=epollwait` adds instead an epoll set holding the socket
 //!   EPOLLOUT|EPOLLET, watched by one IORING_OP_EPOLL_WAIT at a time;
 //!   `PROBE_FLAGS=epollpark` parks in epoll_wait(2) on the ring's registered
 //!   eventfd and the socket (tokio's registration), then enters the ring
 //!   to run its deferred work;
+//! - `uring-multi-defer-ts`: the same, each wait with a 1 s EXT_ARG timeout;
 //! - `uring-poll-defer`, `uring-pollmulti-defer`: a single-shot or a
 //!   multishot POLL_ADD, then read(2), DEFER_TASKRUN; with
 //!   `PROBE_FLAGS=pollout` the poll is for POLLIN|POLLOUT (readiness as
@@ -160,10 +160,21 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
-/// `PROBE_FLAGS`: σ's ring settings to add one at a time to the raw modes
-/// (comma-separated: taskrun, submitall, cq64k, evpoll).
+/// `PROBE_FLAGS` (comma-separated): σ's ring settings to add one at a time
+/// to the raw modes (taskrun, submitall, cq64k, evpoll) and the variants
+/// the modes' documentation names. Read once: the receive loops ask on
+/// every message, and an environment lookup there would be work on the
+/// measured path that the epoll modes do not do.
 fn probe_flag(name: &str) -> bool {
-    std::env::var("PROBE_FLAGS").is_ok_and(|v| v.split(',').any(|f| f == name))
+    static FLAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    FLAGS
+        .get_or_init(|| {
+            std::env::var("PROBE_FLAGS")
+                .map(|v| v.split(',').map(str::to_owned).collect())
+                .unwrap_or_default()
+        })
+        .iter()
+        .any(|f| f == name)
 }
 
 fn ring(defer: bool) -> IoUring {
