@@ -28,6 +28,10 @@ pub(crate) struct Local {
     pub(crate) cpu: Option<usize>,
     /// Whether to spin, park, or park and wake early when idle (`idle.rs`).
     pub(crate) idle: IdlePolicy,
+    /// Whether Unix streams' `recv_stream` arms a wake poll (io_uring;
+    /// `op/recv_multi.rs`), and how many are armed now.
+    pub(crate) wake_polls: bool,
+    pub(crate) wake_polls_armed: std::cell::Cell<usize>,
     pub(crate) stats: Stats,
     backend_reason: String,
 }
@@ -77,6 +81,11 @@ pub struct CoreStats {
     /// Times a file read or write found the file-IO pool's queue full and
     /// waited for room (epoll; 0 on io_uring).
     pub file_queue_full: u64,
+    /// Wake polls armed now (`CoreBuilder::wake_polls`).
+    pub wake_polls_armed: u64,
+    /// Wake-poll completions: parks a peer's taking this core's sends
+    /// ended (io_uring; each dropped on arrival).
+    pub wake_poll_completions: u64,
 }
 
 #[derive(Default)]
@@ -91,7 +100,13 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn snapshot(&self, driver: &Driver, exec: &Executor, unparker: &Unparker) -> CoreStats {
+    pub(crate) fn snapshot(
+        &self,
+        driver: &Driver,
+        exec: &Executor,
+        unparker: &Unparker,
+        wake_polls_armed: usize,
+    ) -> CoreStats {
         CoreStats {
             parks: self.parks.get(),
             spins_skipped: self.spins_skipped.get(),
@@ -113,6 +128,8 @@ impl Stats {
             wakes_unobserved: unparker.wakes_unobserved() as u64,
             wakes_suppressed: unparker.wakes_suppressed(),
             file_queue_full: self.file_queue_full.get(),
+            wake_polls_armed: wake_polls_armed as u64,
+            wake_poll_completions: driver.uring().map_or(0, |u| u.wake_poll_completions()),
         }
     }
 
@@ -168,6 +185,7 @@ pub struct CoreBuilder {
     recv_buffers: u16,
     recv_buffer_bytes: usize,
     early_wake: bool,
+    wake_polls: Option<bool>,
 }
 
 impl Default for CoreBuilder {
@@ -180,6 +198,7 @@ impl Default for CoreBuilder {
             recv_buffers: limits::BUF_RING_ENTRIES_DEFAULT,
             recv_buffer_bytes: limits::BUF_BYTES_DEFAULT,
             early_wake: early_wake_from_env().unwrap_or(true),
+            wake_polls: wake_polls_from_env(),
         }
     }
 }
@@ -198,6 +217,18 @@ fn early_wake_from_env() -> Option<bool> {
         "0" | "off" => Some(false),
         _ => {
             tracing::warn!(value, "ignoring SIGMA_EARLY_WAKE: not 1/on or 0/off");
+            None
+        }
+    }
+}
+
+fn wake_polls_from_env() -> Option<bool> {
+    let value = std::env::var("SIGMA_WAKE_POLL").ok()?;
+    match value.as_str() {
+        "1" | "on" => Some(true),
+        "0" | "off" => Some(false),
+        _ => {
+            tracing::warn!(value, "ignoring SIGMA_WAKE_POLL: not 1/on or 0/off");
             None
         }
     }
@@ -240,6 +271,22 @@ impl CoreBuilder {
     /// `SIGMA_EARLY_WAKE=0|1`.
     pub fn early_wake(mut self, on: bool) -> Self {
         self.early_wake = on;
+        self
+    }
+
+    /// Whether a Unix stream's [`recv_stream`](crate::net::UnixStream::recv_stream)
+    /// on io_uring also arms a wake poll: a multishot POLL_ADD(POLLOUT) on
+    /// the socket whose completions the driver drops on arrival. It ends
+    /// the core's park when the peer takes what this core sent, so that the
+    /// kernel's wake-up of this core overlaps the peer's work instead of
+    /// following it (tokio gets the same from registering every stream for
+    /// EPOLLOUT; `docs/parked-rtt.md`). At most
+    /// [`limits::WAKE_POLLS_MAX`] per core. TCP streams get none: TCP
+    /// signals write space only after a full send buffer. Default: on for
+    /// cores that park at once (spin zero), off otherwise, or
+    /// `SIGMA_WAKE_POLL=0|1`.
+    pub fn wake_polls(mut self, on: bool) -> Self {
+        self.wake_polls = Some(on);
         self
     }
 
@@ -314,6 +361,8 @@ impl CoreBuilder {
                 pool,
                 cpu: self.cpu,
                 idle: IdlePolicy::new(self.spin, self.early_wake && driver_timed_waits),
+                wake_polls: self.wake_polls.unwrap_or(self.spin.is_zero()),
+                wake_polls_armed: std::cell::Cell::new(0),
                 stats: Stats::default(),
                 backend_reason,
             }),

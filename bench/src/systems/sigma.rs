@@ -190,7 +190,12 @@ impl System for Sigma {
             Backend::Epoll => "epoll edge-triggered",
         };
         if self.nospin {
-            format!("{how}, spin 0 and early wakes off: parks at once")
+            let wake = match (self.backend, std::env::var("SIGMA_WAKE_POLL").as_deref()) {
+                (Backend::Epoll, _) => "",
+                (_, Ok("0" | "off")) => ", wake polls off (SIGMA_WAKE_POLL)",
+                _ => ", Unix streams with a wake poll",
+            };
+            format!("{how}, spin 0 and early wakes off: parks at once{wake}")
         } else {
             let early = match std::env::var("SIGMA_EARLY_WAKE").as_deref() {
                 Ok("0" | "off") => "early wakes off (SIGMA_EARLY_WAKE)",

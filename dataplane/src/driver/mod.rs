@@ -142,7 +142,7 @@ impl Driver {
     }
 
     /// Submits pending work and reaps what completed, waiting as `wait`
-    /// says. Returns completions handled.
+    /// says. Returns completions handled (not counting wake-poll completions, which are not work).
     pub(crate) fn poll(&self, wait: Wait) -> usize {
         match self {
             Driver::Uring(u) => u.poll(wait),

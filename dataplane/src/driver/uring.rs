@@ -146,6 +146,12 @@ enum Slot {
 pub(crate) enum MultiKind {
     /// Receives into the provided buffer ring: a completion may name a buffer.
     Recv,
+    /// A stream's wake poll (`op/recv_multi.rs`): a multishot
+    /// POLL_ADD(POLLOUT) whose completions only end the core's park early,
+    /// when the peer takes what the stream sent. They carry nothing, so the
+    /// driver drops each on arrival; only the final one is queued (the
+    /// stream re-arms or gives up).
+    Wake,
 }
 
 struct MultiState {
@@ -164,6 +170,7 @@ fn release_unconsumed(kind: MultiKind, _res: i32, flags: u32, buffers: &mut Vec<
                 buffers.push(bid);
             }
         }
+        MultiKind::Wake => {}
     }
 }
 
@@ -187,6 +194,8 @@ struct State {
     cq_overflows: u64,
     /// io_uring_enter calls made.
     enters: u64,
+    /// Wake-poll completions dropped on arrival (`MultiKind::Wake`).
+    wake_poll_completions: u64,
 }
 
 /// The io_uring driver.
@@ -214,9 +223,10 @@ pub(crate) struct Uring {
 
 /// Operations in flight a completion queue of `cq_entries` leaves room for
 /// (module docs): each may post a final completion and be cancelled (one
-/// more), beside one completion per provided buffer and the wake-ups.
+/// more), beside one completion per provided buffer, the wake-ups and the
+/// wake polls' room (`limits.rs`).
 pub(crate) fn ops_max_for(cq_entries: u32, provided_buffers: u32) -> usize {
-    let wakes = 2 * limits::WAKES_UNOBSERVED_MAX + 2;
+    let wakes = 2 * limits::WAKES_UNOBSERVED_MAX + 2 + 2 * limits::WAKE_POLLS_MAX as u32;
     (cq_entries.saturating_sub(provided_buffers).saturating_sub(wakes) / 2) as usize
 }
 
@@ -374,6 +384,7 @@ impl Uring {
                 orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES_DEFAULT as usize),
                 cq_overflows: 0,
                 enters: 0,
+                wake_poll_completions: 0,
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
                 to_release: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
@@ -583,6 +594,11 @@ impl Uring {
         self.state.borrow().enters
     }
 
+    /// Wake-poll completions that arrived (and were dropped) before their last.
+    pub(crate) fn wake_poll_completions(&self) -> u64 {
+        self.state.borrow().wake_poll_completions
+    }
+
     fn cq_is_empty(&self) -> bool {
         self.ring.borrow_mut().completion().is_empty()
     }
@@ -597,6 +613,7 @@ impl Uring {
             let mut ring = self.ring.borrow_mut();
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
+            let wake_polls_before = state.wake_poll_completions;
             for cqe in ring.completion().take(limits::COMPLETIONS_PER_TICK_MAX) {
                 count += 1;
                 let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
@@ -613,6 +630,9 @@ impl Uring {
                     index => Self::complete_slot(state, index as u32, res, flags),
                 }
             }
+            // Wake-poll completions are not work: a park they end goes on
+            // (the core loop parks again without a pass over its tasks).
+            count -= (state.wake_poll_completions - wake_polls_before) as usize;
             while state.in_flight < self.ops_max {
                 match state.room_waiters.pop_front() {
                     Some(waker) => state.to_wake.push(waker),
@@ -666,6 +686,11 @@ impl Uring {
                 state.in_flight -= 1;
             }
             Slot::Multi(multi) => {
+                if multi.kind == MultiKind::Wake && more {
+                    // It has done its work by ending the park.
+                    state.wake_poll_completions += 1;
+                    return;
+                }
                 // A receive holds one provided buffer per queued completion, so
                 // the buffer ring bounds its queue; the final completion
                 // always gets its place.

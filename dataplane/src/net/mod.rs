@@ -16,8 +16,10 @@ pub use tcp::{TcpIncoming, TcpListener, TcpStream};
 pub use unix::{UnixIncoming, UnixListener, UnixStream};
 
 /// Methods every stream type has, as thin wrappers over the operations.
+/// `$wake_poll`: whether `recv_stream` arms a wake poll for this kind of
+/// stream on a core set to (`op/recv_multi.rs`).
 macro_rules! stream_methods {
-    () => {
+    ($wake_poll:expr) => {
         /// Receives into `buf`; its contents become what arrived. `Ok(0)` is EOF.
         pub async fn recv<B: $crate::buf::IoBufMut + Unpin>(&self, buf: B) -> $crate::buf::BufResult<usize, B> {
             $crate::op::recv::recv(&self.socket, buf).await
@@ -85,9 +87,11 @@ macro_rules! stream_methods {
         }
 
         /// A stream of received chunks, each a `Bytes` pointing straight into
-        /// the core's receive buffers (multishot recv on io_uring).
+        /// the core's receive buffers (multishot recv on io_uring; for a
+        /// Unix stream on a core that parks at once, with a wake poll beside
+        /// it: `CoreBuilder::wake_polls`).
         pub fn recv_stream(&self) -> $crate::net::RecvStream<'_> {
-            $crate::net::RecvStream::new(&self.socket)
+            $crate::net::RecvStream::new(&self.socket, $wake_poll)
         }
 
         /// Shuts down one or both directions.

@@ -102,7 +102,8 @@ impl TcpStream {
         sys::local_addr(self.socket.as_raw_fd())
     }
 
-    super::stream_methods!();
+    // No wake poll: TCP signals write space only after a full send buffer.
+    super::stream_methods!(false);
 }
 
 impl AsRawFd for TcpStream {

@@ -128,7 +128,7 @@ impl UnixStream {
         crate::op::recvmsg::recvmsg(&self.socket, buf).await
     }
 
-    super::stream_methods!();
+    super::stream_methods!(true);
 }
 
 impl AsRawFd for UnixStream {

@@ -5,13 +5,27 @@
 //! `Bytes` pointing into that buffer. When the ring runs dry the kernel ends
 //! the multishot with ENOBUFS; the stream waits until buffers come back and
 //! re-arms. Data is never lost meanwhile: it waits in the socket.
+//!
+//! A Unix stream on a core with wake polls on (`CoreBuilder::wake_polls`,
+//! by default on cores that park at once) also arms a wake poll: a
+//! multishot POLL_ADD(POLLOUT) on the socket. A Unix socket signals write
+//! space each time the peer takes one of its messages, so the poll ends the
+//! core's park when the peer takes a request, before the reply comes: the
+//! kernel's wake-up of this core then overlaps the peer's work instead of
+//! following it. Its completions carry nothing; the driver drops them
+//! (`MultiKind::Wake`). A final one (the kernel ends a multishot poll when
+//! the completion queue is full instead of overflowing it, or the poll
+//! failed) is not re-armed: the stream goes on without. Measured in
+//! `docs/parked-rtt.md`; its place in the completion bound: `limits.rs`.
 
 use crate::driver::bufpool::BGID;
 use crate::driver::epoll::Interest;
 use crate::driver::uring::MultiKind;
+use crate::driver::uring::Uring;
+use crate::limits;
 use crate::net::socket::Socket;
 use crate::op::with_target;
-use crate::runtime::with_local;
+use crate::runtime::{with_local, Local};
 use bytes::Bytes;
 use io_uring::{cqueue, opcode};
 use std::io;
@@ -24,15 +38,88 @@ pub struct RecvStream<'a> {
     socket: &'a Socket,
     slot: Option<u32>,
     eof: bool,
+    wake: WakePoll,
+}
+
+/// The state of a stream's wake poll (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WakePoll {
+    /// None, and none to arm.
+    Off,
+    /// To arm at the next poll, if the core has wake polls on and room.
+    Wanted,
+    /// Armed in this driver slot.
+    Armed(u32),
 }
 
 impl<'a> RecvStream<'a> {
-    pub(crate) fn new(socket: &'a Socket) -> Self {
+    /// `wake_poll`: whether this kind of stream gets a wake poll (Unix
+    /// streams do, TCP streams do not: TCP signals write space only after
+    /// its send buffer was full).
+    pub(crate) fn new(socket: &'a Socket, wake_poll: bool) -> Self {
         RecvStream {
             socket,
             slot: None,
             eof: false,
+            wake: if wake_poll { WakePoll::Wanted } else { WakePoll::Off },
         }
+    }
+
+    /// Arms the wake poll if wanted, re-arms it after its final completion,
+    /// and registers `cx` for that final completion.
+    fn service_wake_poll(&mut self, local: &Local, uring: &Uring, cx: &mut Context<'_>) {
+        loop {
+            match self.wake {
+                WakePoll::Off => return,
+                WakePoll::Wanted => {
+                    if !local.wake_polls || local.wake_polls_armed.get() >= limits::WAKE_POLLS_MAX {
+                        self.wake = WakePoll::Off;
+                        return;
+                    }
+                    let target = self.socket.target();
+                    let Poll::Ready(slot) = uring.submit_multi(cx, MultiKind::Wake, || {
+                        with_target!(target, |t| {
+                            opcode::PollAdd::new(t, libc::POLLOUT as u32).multi(true).build()
+                        })
+                    }) else {
+                        // No room in flight now: the next poll tries again.
+                        return;
+                    };
+                    local.wake_polls_armed.set(local.wake_polls_armed.get() + 1);
+                    self.wake = WakePoll::Armed(slot);
+                }
+                WakePoll::Armed(slot) => match uring.poll_multi(slot, cx) {
+                    Poll::Pending => return,
+                    // Only the final completion is queued (MultiKind::Wake).
+                    // A mask: the kernel ended the poll because the
+                    // completion queue was full; an error: it failed. Either
+                    // way this stream goes without from now on, so that a
+                    // wake poll fills the queue once at most (`limits.rs`).
+                    Poll::Ready(Some((res, _))) => {
+                        tracing::debug!(res, "a wake poll ended; this stream goes without");
+                        let drained = uring.poll_multi(slot, cx);
+                        debug_assert!(matches!(drained, Poll::Ready(None)), "completions after the final one");
+                        local.wake_polls_armed.set(local.wake_polls_armed.get() - 1);
+                        self.wake = WakePoll::Off;
+                        return;
+                    }
+                    Poll::Ready(None) => {
+                        unreachable!("a wake poll's slot freed before its final completion was read")
+                    }
+                },
+            }
+        }
+    }
+
+    /// Cancels the wake poll, if armed, and arms none again.
+    fn end_wake_poll(&mut self, local: &Local, uring: &Uring) {
+        if let WakePoll::Armed(slot) = self.wake {
+            let mut unused = Vec::new();
+            uring.drop_multi(slot, &mut unused);
+            debug_assert!(unused.is_empty(), "a wake poll's completions carry no buffers");
+            local.wake_polls_armed.set(local.wake_polls_armed.get() - 1);
+        }
+        self.wake = WakePoll::Off;
     }
 
     /// The next chunk: `None` at EOF, an error if the connection failed.
@@ -55,6 +142,7 @@ impl<'a> RecvStream<'a> {
     fn poll_uring(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         with_local(|local| {
             let uring = local.driver.uring().expect("io_uring back end");
+            self.service_wake_poll(local, uring, cx);
             loop {
                 let slot = match self.slot {
                     Some(slot) => slot,
@@ -92,6 +180,7 @@ impl<'a> RecvStream<'a> {
                 match res {
                     0 => {
                         self.eof = true;
+                        self.end_wake_poll(local, uring);
                         if let Some(slot) = self.slot.take() {
                             let mut unused = Vec::new();
                             uring.drop_multi(slot, &mut unused);
@@ -147,6 +236,12 @@ impl<'a> RecvStream<'a> {
 
 impl Drop for RecvStream<'_> {
     fn drop(&mut self) {
+        if self.wake != WakePoll::Off {
+            let core = self.socket.core().clone();
+            if let Some(uring) = core.driver.uring() {
+                self.end_wake_poll(&core, uring);
+            }
+        }
         if let Some(slot) = self.slot.take() {
             let core = self.socket.core();
             let uring = core.driver.uring().expect("a multishot receive runs on io_uring");
