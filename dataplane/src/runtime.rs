@@ -211,24 +211,22 @@ pub fn default_spin() -> Duration {
 }
 
 fn early_wake_from_env() -> Option<bool> {
-    let value = std::env::var("SIGMA_EARLY_WAKE").ok()?;
-    match value.as_str() {
-        "1" | "on" => Some(true),
-        "0" | "off" => Some(false),
-        _ => {
-            tracing::warn!(value, "ignoring SIGMA_EARLY_WAKE: not 1/on or 0/off");
-            None
-        }
-    }
+    bool_from_env("SIGMA_EARLY_WAKE")
 }
 
 fn wake_polls_from_env() -> Option<bool> {
-    let value = std::env::var("SIGMA_WAKE_POLL").ok()?;
+    bool_from_env("SIGMA_WAKE_POLL")
+}
+
+/// An on/off setting from the environment: `1`/`on` or `0`/`off`; anything
+/// else is ignored with a warning.
+fn bool_from_env(name: &str) -> Option<bool> {
+    let value = std::env::var(name).ok()?;
     match value.as_str() {
         "1" | "on" => Some(true),
         "0" | "off" => Some(false),
         _ => {
-            tracing::warn!(value, "ignoring SIGMA_WAKE_POLL: not 1/on or 0/off");
+            tracing::warn!(value, "ignoring {name}: not 1/on or 0/off");
             None
         }
     }

@@ -18,6 +18,22 @@ fn uring_available() -> bool {
     matches!(common::backends().first(), Some(Backend::Uring))
 }
 
+/// A core on io_uring that parks at once (so wake polls are on), or `None`
+/// (with a message) where io_uring is unavailable.
+fn parking_core() -> Option<Core> {
+    if !uring_available() {
+        eprintln!("skipped: io_uring unavailable");
+        return None;
+    }
+    Some(
+        Core::builder()
+            .backend(Backend::Uring)
+            .spin(Duration::ZERO)
+            .build()
+            .unwrap(),
+    )
+}
+
 /// A σ-shaped ring: task work runs only when this thread enters with GETEVENTS.
 fn ring(cq_entries: u32) -> IoUring {
     IoUring::builder()
@@ -156,15 +172,9 @@ async fn ping_pong(a: UnixStream, b: UnixStream, n: usize) {
 /// with the stream; on a core that spins, or with wake polls off, none.
 #[test]
 fn parking_cores_arm_a_wake_poll_per_unix_stream_and_drop_it_with_the_stream() {
-    if !uring_available() {
-        eprintln!("skipped: io_uring unavailable");
+    let Some(core) = parking_core() else {
         return;
-    }
-    let core = Core::builder()
-        .backend(Backend::Uring)
-        .spin(Duration::ZERO)
-        .build()
-        .unwrap();
+    };
     let stats = core.block_on(async {
         let (a, b) = UnixStream::pair().unwrap();
         ping_pong(a, b, 200).await;
@@ -201,15 +211,9 @@ fn parking_cores_arm_a_wake_poll_per_unix_stream_and_drop_it_with_the_stream() {
 /// never gets a wake poll.
 #[test]
 fn tcp_streams_get_no_wake_poll() {
-    if !uring_available() {
-        eprintln!("skipped: io_uring unavailable");
+    let Some(core) = parking_core() else {
         return;
-    }
-    let core = Core::builder()
-        .backend(Backend::Uring)
-        .spin(Duration::ZERO)
-        .build()
-        .unwrap();
+    };
     let armed = core.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -227,15 +231,9 @@ fn tcp_streams_get_no_wake_poll() {
 /// without one and still receive.
 #[test]
 fn streams_past_the_wake_poll_limit_go_without_and_still_receive() {
-    if !uring_available() {
-        eprintln!("skipped: io_uring unavailable");
+    let Some(core) = parking_core() else {
         return;
-    }
-    let core = Core::builder()
-        .backend(Backend::Uring)
-        .spin(Duration::ZERO)
-        .build()
-        .unwrap();
+    };
     let max = sigma_dataplane::limits::WAKE_POLLS_MAX;
     let armed = core.block_on(async move {
         let pairs: Vec<_> = (0..max + 3).map(|_| UnixStream::pair().unwrap()).collect();
