@@ -9,23 +9,11 @@
 
 mod common;
 
+use common::{open_fds, poll_once_and_drop as poll_once};
+
 use sigma_dataplane::net::TcpListener;
 use std::io::Write;
 use std::time::Duration;
-
-/// Polls `f` once and drops it.
-async fn poll_once<F: std::future::Future>(f: F) {
-    let mut f = std::pin::pin!(f);
-    std::future::poll_fn(|cx| {
-        let _ = f.as_mut().poll(cx);
-        std::task::Poll::Ready(())
-    })
-    .await;
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
 
 #[test]
 fn incoming_pulls_one_connection_ahead_of_its_consumer_and_leaks_none() {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use sigma_dataplane::{Backend, Core};
+use std::cell::Cell;
 
 /// The back ends this machine can run: epoll always, io_uring where the
 /// kernel allows it (otherwise a message says why it is skipped).
@@ -46,4 +47,36 @@ pub fn raise_nofile(want: u64) -> u64 {
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
     }
     limit.rlim_cur
+}
+
+/// xorshift64*: a small deterministic generator; the seed is printed.
+#[derive(Debug)]
+pub struct Rng(Cell<u64>);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(Cell::new(seed | 1))
+    }
+    pub fn next(&self) -> u64 {
+        let mut x = self.0.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Descriptors open in this process now.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Polls `fut` once and drops it: an operation cancelled mid-flight.
+pub async fn poll_once_and_drop<F: std::future::Future>(fut: F) {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
 }

@@ -10,15 +10,15 @@
 
 mod common;
 
+use common::{open_fds, poll_once_and_drop, Rng};
+
 use bytes::Bytes;
 use sigma_dataplane::net::{TcpListener, TcpStream};
 use sigma_dataplane::{spawn, Backend, Core};
 use std::cell::Cell;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Client connections alive at once.
@@ -27,26 +27,6 @@ const CLIENTS: usize = 24;
 const RING: u16 = 16;
 /// The id a client sends to tell the server to stop.
 const STOP: u64 = u64::MAX;
-
-/// xorshift64*: a small deterministic generator; the seed is printed.
-struct Rng(Cell<u64>);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(Cell::new(seed | 1))
-    }
-    fn next(&self) -> u64 {
-        let mut x = self.0.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A message: connection id, sequence number, length, then bytes derived
 /// from all three (so a message on the wrong connection, or torn, shows).
@@ -57,16 +37,6 @@ fn message(conn: u64, seq: u64, len: usize) -> Vec<u8> {
     m.extend_from_slice(&(len as u64).to_le_bytes());
     m.extend((0..len).map(|i| (conn as usize * 31 + seq as usize * 7 + i) as u8));
     m
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
-}
-
-/// Polls `fut` once and drops it: an operation cancelled mid-flight.
-async fn poll_once_and_drop<F: Future>(fut: F) {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
 }
 
 /// The server core: accepts (re-arming the multishot accept now and then),
