@@ -138,6 +138,7 @@ fn wake_polls_survive_streams_and_sockets_dropped_mid_receive() {
         let core = Core::builder()
             .backend(Backend::Uring)
             .spin(Duration::ZERO)
+            .wake_polls(true)
             .recv_buffers(RING, 256)
             .build()
             .unwrap();

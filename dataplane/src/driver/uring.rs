@@ -208,6 +208,8 @@ pub(crate) struct Uring {
     shut_down: std::cell::Cell<bool>,
     /// Set when shutdown gave up waiting: operations may still be in flight.
     leaked_in_flight: std::cell::Cell<bool>,
+    /// The last reap found wake-poll completions and nothing else.
+    wake_polls_only: std::cell::Cell<bool>,
     msg_ring: bool,
     /// Operations this ring may have in flight: what its completion queue
     /// holds beyond the provided buffers and wake-ups (module docs).
@@ -390,6 +392,7 @@ impl Uring {
             }),
             shut_down: std::cell::Cell::new(false),
             leaked_in_flight: std::cell::Cell::new(false),
+            wake_polls_only: std::cell::Cell::new(false),
             msg_ring,
             ops_max,
             wakes,
@@ -518,6 +521,22 @@ impl Uring {
 
     /// Submits what is queued and reaps completions; see `Driver::poll`.
     pub(crate) fn poll(&self, wait: Wait) -> usize {
+        loop {
+            let n = self.poll_once(wait);
+            // A park that only wake polls ended parks again here: the core is
+            // still marked parked, so work from other threads still wakes it.
+            if n > 0 || matches!(wait, Wait::No | Wait::Reap) || !self.wake_polls_only.get() {
+                return n;
+            }
+            if let Wait::Until(deadline) = wait {
+                if std::time::Instant::now() >= deadline {
+                    return 0;
+                }
+            }
+        }
+    }
+
+    fn poll_once(&self, wait: Wait) -> usize {
         let (unsubmitted, in_flight) = {
             let state = self.state.borrow();
             (state.unsubmitted, state.in_flight)
@@ -631,8 +650,11 @@ impl Uring {
                 }
             }
             // Wake-poll completions are not work: a park they end goes on
-            // (the core loop parks again without a pass over its tasks).
-            count -= (state.wake_poll_completions - wake_polls_before) as usize;
+            // (`poll` parks again without a pass over the core's tasks).
+            let wake_polls = (state.wake_poll_completions - wake_polls_before) as usize;
+            count -= wake_polls;
+            self.wake_polls_only
+                .set(wake_polls > 0 && count == 0 && state.to_wake.is_empty());
             while state.in_flight < self.ops_max {
                 match state.room_waiters.pop_front() {
                     Some(waker) => state.to_wake.push(waker),
