@@ -65,8 +65,8 @@ impl<'a> RecvStream<'a> {
         }
     }
 
-    /// Arms the wake poll if wanted, re-arms it after its final completion,
-    /// and registers `cx` for that final completion.
+    /// Arms the wake poll if wanted and registers `cx` for its final
+    /// completion; after that one, the stream goes without (module docs).
     fn service_wake_poll(&mut self, local: &Local, uring: &Uring, cx: &mut Context<'_>) {
         loop {
             match self.wake {
@@ -103,8 +103,13 @@ impl<'a> RecvStream<'a> {
                         self.wake = WakePoll::Off;
                         return;
                     }
+                    // Not reached (the final completion is always queued
+                    // and taken in the arm above); should the driver ever
+                    // end a wake poll without one, it is simply gone.
                     Poll::Ready(None) => {
-                        unreachable!("a wake poll's slot freed before its final completion was read")
+                        local.wake_polls_armed.set(local.wake_polls_armed.get() - 1);
+                        self.wake = WakePoll::Off;
+                        return;
                     }
                 },
             }
