@@ -355,6 +355,26 @@ fn a_call_slower_than_sigmads_deadline_fails_with_a_clear_error() {
     });
 }
 
+/// Waits until `path` holds `want` (at most 2 s): a change that timed out
+/// was committed, though the commit may still be under way when the
+/// caller hears of the timeout (an fsync slower than the deadline, as when
+/// the whole test suite runs at once).
+async fn applied(truth: &sigma_control::ns::service::RealmNs<'_, EmbeddedStore>, path: &str, want: &'static [u8]) {
+    let started = Instant::now();
+    loop {
+        match truth.read(path).await {
+            Ok(got) if got == Bytes::from_static(want) => return,
+            Ok(_) | Err(NsError::NotFound { .. }) => {}
+            Err(e) => panic!("reading {path}: {e}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the write to {path} never applied"
+        );
+        sigma_dataplane::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A change whose answer comes too late — sigmad's call deadline, or the
 /// client's own — is `outcome-unknown`, and truly so: the store had
 /// committed it. A read that times out is `deadline-exceeded`.
@@ -383,7 +403,7 @@ fn a_change_that_times_out_after_its_commit_is_outcome_unknown() {
         let e = c.put("/f", 0o644, Bytes::from_static(b"v1"), None).await.unwrap_err();
         assert_eq!(e.kind, "outcome-unknown", "{e}");
         assert!(e.message.contains("may or may not have been applied"), "{e}");
-        assert_eq!(truth.read("/f").await.unwrap(), Bytes::from_static(b"v1"));
+        applied(&truth, "/f", b"v1").await;
         // The client's deadline passes after the commit (sigmad's is longer).
         let admin = AdminClient::connect(&sock).await.unwrap();
         let write = NsRequest::Write {
@@ -395,12 +415,7 @@ fn a_change_that_times_out_after_its_commit_is_outcome_unknown() {
         let e = admin.call(&write, Some(Duration::from_millis(100))).await.unwrap_err();
         assert_eq!(e.kind, "outcome-unknown", "{e}");
         assert!(e.message.contains("read before retrying"), "{e}");
-        // The commit may still be under way (an fsync slower than the deadline).
-        let started = Instant::now();
-        while truth.read("/f").await.unwrap() != Bytes::from_static(b"v2") {
-            assert!(started.elapsed() < Duration::from_secs(2), "the write never applied");
-            sigma_dataplane::sleep(Duration::from_millis(10)).await;
-        }
+        applied(&truth, "/f", b"v2").await;
 
         // Reads that time out, in sigmad or in the client, are just late.
         let slow = Slow {
