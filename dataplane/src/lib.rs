@@ -114,10 +114,7 @@ pub fn pin_thread(cpu: usize) -> std::io::Result<()> {
 
 /// The current core's counters.
 pub fn stats() -> Option<CoreStats> {
-    runtime::try_local().map(|l| {
-        l.stats
-            .snapshot(&l.driver, &l.exec, l.shared.unparker(), l.wake_polls_armed.get())
-    })
+    runtime::try_local().map(|l| l.stats.snapshot(&l.driver, &l.exec, l.shared.unparker()))
 }
 
 /// Buffers of the current core's receive pool that are free (io_uring: in

@@ -29,9 +29,8 @@ pub(crate) struct Local {
     /// Whether to spin, park, or park and wake early when idle (`idle.rs`).
     pub(crate) idle: IdlePolicy,
     /// Whether Unix streams' `recv_stream` arms a wake poll (io_uring;
-    /// `op/recv_multi.rs`), and how many are armed now.
+    /// `op/recv_multi.rs`; the driver counts those armed).
     pub(crate) wake_polls: bool,
-    pub(crate) wake_polls_armed: std::cell::Cell<usize>,
     pub(crate) stats: Stats,
     backend_reason: String,
 }
@@ -100,13 +99,7 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn snapshot(
-        &self,
-        driver: &Driver,
-        exec: &Executor,
-        unparker: &Unparker,
-        wake_polls_armed: usize,
-    ) -> CoreStats {
+    pub(crate) fn snapshot(&self, driver: &Driver, exec: &Executor, unparker: &Unparker) -> CoreStats {
         CoreStats {
             parks: self.parks.get(),
             spins_skipped: self.spins_skipped.get(),
@@ -128,7 +121,7 @@ impl Stats {
             wakes_unobserved: unparker.wakes_unobserved() as u64,
             wakes_suppressed: unparker.wakes_suppressed(),
             file_queue_full: self.file_queue_full.get(),
-            wake_polls_armed: wake_polls_armed as u64,
+            wake_polls_armed: driver.uring().map_or(0, |u| u.wake_polls_armed() as u64),
             wake_poll_completions: driver.uring().map_or(0, |u| u.wake_poll_completions()),
         }
     }
@@ -360,7 +353,6 @@ impl CoreBuilder {
                 cpu: self.cpu,
                 idle: IdlePolicy::new(self.spin, self.early_wake && driver_timed_waits),
                 wake_polls: self.wake_polls.unwrap_or(self.spin.is_zero()),
-                wake_polls_armed: std::cell::Cell::new(0),
                 stats: Stats::default(),
                 backend_reason,
             }),

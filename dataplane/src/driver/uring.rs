@@ -149,8 +149,9 @@ pub(crate) enum MultiKind {
     /// A stream's wake poll (`op/recv_multi.rs`): a multishot
     /// POLL_ADD(POLLOUT) whose completions only end the core's park early,
     /// when the peer takes what the stream sent. They carry nothing, so the
-    /// driver drops each on arrival; only the final one is queued (the
-    /// stream re-arms or gives up).
+    /// driver drops each on arrival; only the final one is queued (after
+    /// it the stream goes without). The driver counts those armed
+    /// (`wake_polls_armed`) against `limits::WAKE_POLLS_MAX`.
     Wake,
 }
 
@@ -196,6 +197,9 @@ struct State {
     enters: u64,
     /// Wake-poll completions dropped on arrival (`MultiKind::Wake`).
     wake_poll_completions: u64,
+    /// Wake polls submitted whose consumer has neither dropped them nor
+    /// read their final completion.
+    wake_polls_armed: usize,
 }
 
 /// The io_uring driver.
@@ -387,6 +391,7 @@ impl Uring {
                 cq_overflows: 0,
                 enters: 0,
                 wake_poll_completions: 0,
+                wake_polls_armed: 0,
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
                 to_release: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
@@ -618,6 +623,11 @@ impl Uring {
         self.state.borrow().wake_poll_completions
     }
 
+    /// Wake polls armed now (`MultiKind::Wake`).
+    pub(crate) fn wake_polls_armed(&self) -> usize {
+        self.state.borrow().wake_polls_armed
+    }
+
     fn cq_is_empty(&self) -> bool {
         self.ring.borrow_mut().completion().is_empty()
     }
@@ -834,9 +844,14 @@ impl Uring {
         entry: impl FnOnce() -> squeue::Entry,
     ) -> Poll<u32> {
         let index = std::task::ready!(self.reserve(cx, multi));
-        if let Slot::Waiting(waker) = &mut self.state.borrow_mut().slots[index as usize] {
+        let mut state = self.state.borrow_mut();
+        if let Slot::Waiting(waker) = &mut state.slots[index as usize] {
             *waker = Some(cx.waker().clone());
         }
+        if multi == Some(MultiKind::Wake) {
+            state.wake_polls_armed += 1;
+        }
+        drop(state);
         self.push(entry().user_data(u64::from(index)));
         Poll::Ready(index)
     }
@@ -873,11 +888,17 @@ impl Uring {
             return Poll::Ready(Some(cqe));
         }
         if multi.done {
+            if multi.kind == MultiKind::Wake {
+                state.wake_polls_armed -= 1;
+            }
             state.slots[index as usize] = Slot::Free;
             state.free.push(index);
             return Poll::Ready(None);
         }
-        multi.waker = Some(cx.waker().clone());
+        match &multi.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => multi.waker = Some(cx.waker().clone()),
+        }
         Poll::Pending
     }
 
@@ -918,7 +939,11 @@ impl Uring {
         for (res, flags) in multi.queue.drain(..) {
             release_unconsumed(kind, res, flags, unconsumed_buffers);
         }
-        if multi.done {
+        let done = multi.done;
+        if kind == MultiKind::Wake {
+            state.wake_polls_armed -= 1;
+        }
+        if done {
             state.slots[index as usize] = Slot::Free;
             state.free.push(index);
         } else {

@@ -72,7 +72,7 @@ impl<'a> RecvStream<'a> {
             match self.wake {
                 WakePoll::Off => return,
                 WakePoll::Wanted => {
-                    if !local.wake_polls || local.wake_polls_armed.get() >= limits::WAKE_POLLS_MAX {
+                    if !local.wake_polls || uring.wake_polls_armed() >= limits::WAKE_POLLS_MAX {
                         self.wake = WakePoll::Off;
                         return;
                     }
@@ -85,7 +85,6 @@ impl<'a> RecvStream<'a> {
                         // No room in flight now: the next poll tries again.
                         return;
                     };
-                    local.wake_polls_armed.set(local.wake_polls_armed.get() + 1);
                     self.wake = WakePoll::Armed(slot);
                 }
                 WakePoll::Armed(slot) => match uring.poll_multi(slot, cx) {
@@ -97,17 +96,15 @@ impl<'a> RecvStream<'a> {
                     // wake poll fills the queue once at most (`limits.rs`).
                     Poll::Ready(Some((res, _))) => {
                         tracing::debug!(res, "a wake poll ended; this stream goes without");
+                        // Frees the slot (and the driver's count of it).
                         let drained = uring.poll_multi(slot, cx);
                         debug_assert!(matches!(drained, Poll::Ready(None)), "completions after the final one");
-                        local.wake_polls_armed.set(local.wake_polls_armed.get() - 1);
                         self.wake = WakePoll::Off;
                         return;
                     }
                     // Not reached (the final completion is always queued
-                    // and taken in the arm above); should the driver ever
-                    // end a wake poll without one, it is simply gone.
+                    // and taken in the arm above); the slot is freed.
                     Poll::Ready(None) => {
-                        local.wake_polls_armed.set(local.wake_polls_armed.get() - 1);
                         self.wake = WakePoll::Off;
                         return;
                     }
@@ -117,12 +114,11 @@ impl<'a> RecvStream<'a> {
     }
 
     /// Cancels the wake poll, if armed, and arms none again.
-    fn end_wake_poll(&mut self, local: &Local, uring: &Uring) {
+    fn end_wake_poll(&mut self, uring: &Uring) {
         if let WakePoll::Armed(slot) = self.wake {
             let mut unused = Vec::new();
             uring.drop_multi(slot, &mut unused);
             debug_assert!(unused.is_empty(), "a wake poll's completions carry no buffers");
-            local.wake_polls_armed.set(local.wake_polls_armed.get() - 1);
         }
         self.wake = WakePoll::Off;
     }
@@ -185,7 +181,7 @@ impl<'a> RecvStream<'a> {
                 match res {
                     0 => {
                         self.eof = true;
-                        self.end_wake_poll(local, uring);
+                        self.end_wake_poll(uring);
                         if let Some(slot) = self.slot.take() {
                             let mut unused = Vec::new();
                             uring.drop_multi(slot, &mut unused);
@@ -241,11 +237,9 @@ impl<'a> RecvStream<'a> {
 
 impl Drop for RecvStream<'_> {
     fn drop(&mut self) {
-        if self.wake != WakePoll::Off {
-            let core = self.socket.core().clone();
-            if let Some(uring) = core.driver.uring() {
-                self.end_wake_poll(&core, uring);
-            }
+        let socket: &Socket = self.socket;
+        if let Some(uring) = socket.core().driver.uring() {
+            self.end_wake_poll(uring);
         }
         if let Some(slot) = self.slot.take() {
             let core = self.socket.core();
