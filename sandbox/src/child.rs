@@ -3,14 +3,17 @@
 //! failure is reported to the parent as `(step, errno)` on the report pipe.
 //!
 //! The child shares the parent's memory (CLONE_VM) and runs on its own
-//! small stack while the parent's thread waits (CLONE_VFORK), exactly like
-//! posix_spawn. So it must not allocate, take locks, or call anything that
-//! is not a plain system call wrapper: every string and array it needs was
-//! built by the parent beforehand, in [`ChildArgs`]. It uses raw syscalls
-//! for credentials because glibc's `setresuid` would broadcast to the
-//! parent's other threads.
+//! small stack. For a spawn the parent's thread waits meanwhile
+//! (CLONE_VFORK), exactly like posix_spawn; a warm sandbox's child runs
+//! beside it, waiting for the spawn that will take it. So it must not
+//! allocate, take locks, or call anything but raw system calls (which
+//! leave errno, in the parent thread's thread-local storage, alone):
+//! every string and array it needs was built by the parent beforehand, in
+//! [`ChildArgs`]. Raw syscalls also keep credential changes to this task
+//! (glibc's `setresuid` would broadcast to the parent's other threads).
 
 use std::ffi::{c_char, c_int, c_long, c_void};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::limits;
 
@@ -57,13 +60,16 @@ pub enum Step {
     SignalMask,
     /// Install the compiled seccomp program.
     Seccomp,
+    /// A warm sandbox only: wait for the spawn that takes it, which sends
+    /// fds 0..=3 (they land there: nothing else is open below 4).
+    Request,
     /// execve `/init`.
     Exec,
 }
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 16] = [
+    pub const ALL: [Step; 17] = [
         Step::Signals,
         Step::Cgroups,
         Step::Netns,
@@ -79,6 +85,7 @@ impl Step {
         Step::NoNewPrivs,
         Step::SignalMask,
         Step::Seccomp,
+        Step::Request,
         Step::Exec,
     ];
 
@@ -95,17 +102,22 @@ impl Step {
 /// 5 seccomp installed (the next thing is execve).
 pub type Stamps = [u64; limits::CHILD_STAMPS_COUNT];
 
-/// Report kinds on the pipe.
+/// Report kinds on the pipe (or, for a warm sandbox, its channel).
 pub const REPORT_STAMPS: u32 = 1;
 /// A step failed; `step` and `errno` say which and why.
 pub const REPORT_FAILED: u32 = 2;
+/// A warm sandbox has done every step up to [`Step::Request`] and waits.
+pub const REPORT_READY: u32 = 3;
+
+/// The one byte-string a spawn sends a warm sandbox with its fds.
+pub const REQUEST_GO: u64 = 0x5349_474d_4120_474f; // "SIGMA GO"
 
 /// One record on the report pipe. Written whole (well under PIPE_BUF, so
 /// atomically).
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
 pub struct Report {
-    /// [`REPORT_STAMPS`] or [`REPORT_FAILED`].
+    /// [`REPORT_STAMPS`], [`REPORT_FAILED`] or [`REPORT_READY`].
     pub kind: u32,
     /// The failed [`Step`] as a number, 0 for stamps.
     pub step: u32,
@@ -118,12 +130,18 @@ pub struct Report {
 }
 
 /// Everything the child needs, prepared by the parent. Every pointer
-/// points into memory the parent keeps alive and unchanged until clone
-/// returns (the parent is suspended until the child execs or exits).
+/// points into memory the parent keeps alive and unchanged until the child
+/// has exec'd or exited: for a spawn, until clone returns (the parent is
+/// suspended meanwhile); for a warm sandbox, for as long as it lives.
 #[derive(Debug)]
 #[repr(C)]
 pub struct ChildArgs {
     pub report_fd: c_int,
+    /// A warm sandbox's end of its channel (a SOCK_SEQPACKET pair), or -1
+    /// for a spawn. With one, the child reports on it, keeps nothing else
+    /// open, and after the seccomp step waits on it for the spawn that
+    /// takes it ([`Step::Request`]).
+    pub channel_fd: c_int,
     pub cgroup_fds: [c_int; 3],
     pub cgroup_fds_count: usize,
     pub netns_fd: c_int,
@@ -133,22 +151,20 @@ pub struct ChildArgs {
     pub jail_template_fd: c_int,
     /// The binary as a detached mount (open_tree OPEN_TREE_CLONE).
     pub binary_tree_fd: c_int,
-    /// Sources of fds 0, 1, 2, 3.
+    /// Sources of fds 0, 1, 2, 3 (a spawn only: a warm sandbox receives
+    /// them with the request).
     pub fd_sources: [c_int; 4],
     pub nofile: u64,
     pub cap_last: u32,
     pub uid: u32,
     pub gid: u32,
     pub seccomp: *const libc::sock_fprog,
-    pub argv: *const *const c_char,
-    pub envp: *const *const c_char,
-}
-
-fn errno() -> c_int {
-    // SAFETY: glibc's errno location of the calling thread. The child runs
-    // on the parent thread's TLS (no CLONE_SETTLS), which is fine: that
-    // thread is suspended until the child execs or exits.
-    unsafe { *libc::__errno_location() }
+    /// Set before clone for a spawn; for a warm sandbox, by the spawn that
+    /// takes it, before it sends the request (the child loads them after
+    /// receiving it: the send and receive order the stores before the
+    /// loads, and the atomics say so to the compiler).
+    pub argv: AtomicPtr<*const c_char>,
+    pub envp: AtomicPtr<*const c_char>,
 }
 
 fn stamp(report: &mut Report) {
@@ -164,18 +180,24 @@ fn stamp(report: &mut Report) {
 fn send(fd: c_int, report: &Report) {
     // SAFETY: writes the bytes of a live, plain-data local.
     unsafe {
-        libc::write(
-            fd,
-            (report as *const Report).cast::<c_void>(),
-            std::mem::size_of::<Report>(),
-        );
-    }
+        sys(
+            libc::SYS_write,
+            [
+                fd as usize,
+                (report as *const Report) as usize,
+                std::mem::size_of::<Report>(),
+                0,
+                0,
+                0,
+            ],
+        )
+    };
 }
 
-/// Reports `step` failed with the current errno; the value is the child's
-/// exit code.
-fn fail(fd: c_int, report: &mut Report, step: Step) -> c_int {
-    report.errno = errno();
+/// Reports `step` failed with the errno of the raw return value `ret`
+/// (`-errno`); the value is the child's exit code.
+fn fail(fd: c_int, report: &mut Report, step: Step, ret: c_long) -> c_int {
+    report.errno = (-ret) as i32;
     report.kind = REPORT_FAILED;
     report.step = step as u32;
     send(fd, report);
@@ -187,32 +209,84 @@ const SYS_MOVE_MOUNT: c_long = 429;
 /// move_mount's flag: the source is the fd itself.
 const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
 
-/// Raw syscall with six arguments.
+/// Raw syscall with six arguments: the kernel's return value, `-errno` on
+/// failure. It never touches `errno`: the child runs on the parent
+/// thread's thread-local storage (no CLONE_SETTLS), and a warm sandbox's
+/// child runs while that thread goes on, so neither may write there.
 ///
 /// # Safety
 ///
 /// The arguments must be what syscall `nr` expects: pointers valid for the
 /// access the kernel makes through them.
-unsafe fn sys(nr: c_long, a: [usize; 6]) -> c_long {
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn sys(nr: c_long, a: [usize; 6]) -> c_long {
+    let ret: c_long;
+    // SAFETY: the x86_64 syscall convention (rax number and result; rdi,
+    // rsi, rdx, r10, r8, r9 arguments; rcx and r11 clobbered); the caller
+    // vouches for the arguments.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Raw syscall with six arguments (through libc here, so it reads errno:
+/// warm sandboxes are x86_64 only, see [`crate::Sandbox::prepare`]).
+///
+/// # Safety
+///
+/// As on x86_64.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn sys(nr: c_long, a: [usize; 6]) -> c_long {
     // SAFETY: the caller vouches for the arguments.
-    unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) }
+    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r < 0 {
+        // SAFETY: the calling thread's errno.
+        -(unsafe { *libc::__errno_location() }) as c_long
+    } else {
+        r
+    }
 }
 
 /// The child: runs every step, then execs. Returns (and so exits with) 127
-/// only on failure, after reporting which step failed.
+/// only on failure, after reporting which step failed; a warm sandbox
+/// whose channel closes before a request comes returns 0.
 pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the parent's ChildArgs, alive and unchanged while
-    // the parent waits for this child to exec or exit (CLONE_VFORK).
+    // SAFETY: `arg` is the parent's ChildArgs, alive and unchanged (but
+    // for the atomics) while this child runs before exec.
     let a = unsafe { &*(arg as *const ChildArgs) };
     let mut report = Report::default();
-    let mut rfd = a.report_fd;
+    let warm = a.channel_fd >= 0;
+    let mut rfd = if warm { a.channel_fd } else { a.report_fd };
     stamp(&mut report);
     macro_rules! check {
         ($step:expr, $ret:expr) => {
-            if $ret < 0 {
-                return fail(rfd, &mut report, $step);
+            let ret: c_long = $ret;
+            if ret < 0 {
+                return fail(rfd, &mut report, $step, ret);
             }
         };
+    }
+    // `sys` with fewer arguments. Safety: as `sys`.
+    macro_rules! sys {
+        ($nr:expr $(, $arg:expr)*) => {{
+            let mut a = [0usize; 6];
+            let given = [$($arg as usize),*];
+            a[..given.len()].copy_from_slice(&given);
+            sys($nr, a)
+        }};
     }
 
     // Step 1. Default dispositions. Handlers would die at exec anyway, but
@@ -225,8 +299,9 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         }
         // SAFETY: rt_sigaction with a live kernel-layout sigaction and the
         // kernel's 8-byte sigset size.
-        let r = unsafe { sys(libc::SYS_rt_sigaction, [sig, dfl.as_ptr() as usize, 0, 8, 0, 0]) };
-        check!(Step::Signals, r);
+        check!(Step::Signals, unsafe {
+            sys!(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0, 8)
+        });
     }
 
     // Step 2. Join the proc's cgroups: "0" is the writer itself, whatever
@@ -234,25 +309,21 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     for &fd in a.cgroup_fds.iter().take(a.cgroup_fds_count) {
         // SAFETY: writes one byte from a static string to an fd the parent
         // opened.
-        let r = unsafe { libc::write(fd, c"0".as_ptr().cast(), 1) };
-        check!(Step::Cgroups, r as c_long);
+        check!(Step::Cgroups, unsafe { sys!(libc::SYS_write, fd, c"0".as_ptr(), 1) });
     }
     stamp(&mut report);
 
     // Step 3. The realm's network namespace.
     // SAFETY: setns on an fd of a network namespace the realm keeps open.
-    let r = unsafe {
-        sys(
-            libc::SYS_setns,
-            [a.netns_fd as usize, libc::CLONE_NEWNET as usize, 0, 0, 0, 0],
-        )
-    };
-    check!(Step::Netns, r);
+    check!(Step::Netns, unsafe {
+        sys!(libc::SYS_setns, a.netns_fd, libc::CLONE_NEWNET)
+    });
 
     // Step 4. Hostname of the new UTS namespace.
     // SAFETY: the parent's NUL-terminated realm name and its length.
-    let r = unsafe { sys(libc::SYS_sethostname, [a.hostname as usize, a.hostname_len, 0, 0, 0, 0]) };
-    check!(Step::Hostname, r);
+    check!(Step::Hostname, unsafe {
+        sys!(libc::SYS_sethostname, a.hostname, a.hostname_len)
+    });
     stamp(&mut report);
 
     // Step 5. The jail: enter the template mount namespace (root and cwd
@@ -260,91 +331,98 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // No host mount is copied, so neither this nor the namespace's
     // teardown at exit walks the host's mount table.
     // SAFETY: setns on the sandbox's mount namespace fd.
-    let r = unsafe {
-        sys(
-            libc::SYS_setns,
-            [a.jail_template_fd as usize, libc::CLONE_NEWNS as usize, 0, 0, 0, 0],
-        )
-    };
-    check!(Step::MountNamespace, r);
+    check!(Step::MountNamespace, unsafe {
+        sys!(libc::SYS_setns, a.jail_template_fd, libc::CLONE_NEWNS)
+    });
     // SAFETY: unshare with a flag.
-    let r = unsafe { sys(libc::SYS_unshare, [libc::CLONE_NEWNS as usize, 0, 0, 0, 0, 0]) };
-    check!(Step::MountNamespace, r);
+    check!(Step::MountNamespace, unsafe {
+        sys!(libc::SYS_unshare, libc::CLONE_NEWNS)
+    });
 
     // Step 6. The binary, bound read-only at /init (no copy: a warm start
     // copies nothing). The bind carries the source's flags; the remount
     // applies ours.
     // SAFETY: move_mount of the parent's detached tree fd onto a static
     // NUL-terminated path.
-    let r = unsafe {
-        sys(
+    check!(Step::JailBinary, unsafe {
+        sys!(
             SYS_MOVE_MOUNT,
-            [
-                a.binary_tree_fd as usize,
-                c"".as_ptr() as usize,
-                libc::AT_FDCWD as usize,
-                c"/init".as_ptr() as usize,
-                MOVE_MOUNT_F_EMPTY_PATH,
-                0,
-            ],
+            a.binary_tree_fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c"/init".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH
         )
-    };
-    check!(Step::JailBinary, r);
+    });
     let nosuid_nodev = (libc::MS_NOSUID | libc::MS_NODEV) as usize;
     let ro_bind = (libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY) as usize | nosuid_nodev;
     // SAFETY: mount with static NUL-terminated strings.
-    let r = unsafe { sys(libc::SYS_mount, [0, c"/init".as_ptr() as usize, 0, ro_bind, 0, 0]) };
-    check!(Step::JailBinary, r);
+    check!(Step::JailBinary, unsafe {
+        sys!(libc::SYS_mount, 0, c"/init".as_ptr(), 0, ro_bind)
+    });
 
     // Step 7. /proc of the new pid namespace, pids only: no host-wide
     // files (meminfo, sys, sysrq-trigger) in the jail.
     // SAFETY: mount with static NUL-terminated strings.
-    let r = unsafe {
-        sys(
+    check!(Step::JailProc, unsafe {
+        sys!(
             libc::SYS_mount,
-            [
-                c"proc".as_ptr() as usize,
-                c"/proc".as_ptr() as usize,
-                c"proc".as_ptr() as usize,
-                nosuid_nodev | libc::MS_NOEXEC as usize,
-                c"subset=pid".as_ptr() as usize,
-                0,
-            ],
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            nosuid_nodev | libc::MS_NOEXEC as usize,
+            c"subset=pid".as_ptr()
         )
-    };
-    check!(Step::JailProc, r);
+    });
     stamp(&mut report);
 
-    // Step 8. fds 0..=3. Each source first goes to a fresh fd >= 4 so that
-    // no dup2 clobbers a source still needed (the caller's fds may be
-    // anywhere, even at 0..=3); the report pipe moves up for the same
-    // reason. Then everything from 4 up is close-on-exec.
-    if rfd < 4 {
-        // SAFETY: fcntl F_DUPFD_CLOEXEC on our own open fd.
-        let r = unsafe { libc::fcntl(rfd, libc::F_DUPFD_CLOEXEC, 4) };
-        check!(Step::Fds, r as c_long);
-        rfd = r;
+    // Step 8, warm sandbox: close every fd but the channel, which goes
+    // to 4. The child was cloned with a copy of the parent's whole fd
+    // table, which it must not keep open while it waits (a socket's peer
+    // would not see EOF), and the request's fds are to land at 0..=3.
+    if warm {
+        // SAFETY: fcntl, close_range, dup3 and close on fds of this
+        // child's own table.
+        unsafe {
+            let high = sys!(libc::SYS_fcntl, rfd, libc::F_DUPFD_CLOEXEC, 5);
+            check!(Step::Fds, high);
+            check!(Step::Fds, sys!(libc::SYS_close_range, 0, high - 1, 0));
+            check!(Step::Fds, sys!(libc::SYS_close_range, high + 1, u32::MAX, 0));
+            rfd = high as c_int;
+            check!(Step::Fds, sys!(libc::SYS_dup3, high, 4, libc::O_CLOEXEC));
+            rfd = 4;
+            check!(Step::Fds, sys!(libc::SYS_close, high));
+        }
     }
-    let mut high = [0 as c_int; 4];
-    for (h, &src) in high.iter_mut().zip(a.fd_sources.iter()) {
-        // SAFETY: fcntl F_DUPFD_CLOEXEC on an fd the caller lent.
-        let r = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 4) };
-        check!(Step::Fds, r as c_long);
-        *h = r;
+
+    // Step 8. fds 0..=3 (a warm sandbox receives them with its request).
+    // Each source first goes to a fresh fd >= 4 so that no dup2 clobbers
+    // a source still needed (the caller's fds may be anywhere, even at
+    // 0..=3); the report pipe moves up for the same reason. Then
+    // everything from 4 up is close-on-exec.
+    if !warm {
+        if rfd < 4 {
+            // SAFETY: fcntl F_DUPFD_CLOEXEC on our own open fd.
+            let r = unsafe { sys!(libc::SYS_fcntl, rfd, libc::F_DUPFD_CLOEXEC, 4) };
+            check!(Step::Fds, r);
+            rfd = r as c_int;
+        }
+        let mut high = [0 as c_int; 4];
+        for (h, &src) in high.iter_mut().zip(a.fd_sources.iter()) {
+            // SAFETY: fcntl F_DUPFD_CLOEXEC on an fd the caller lent.
+            let r = unsafe { sys!(libc::SYS_fcntl, src, libc::F_DUPFD_CLOEXEC, 4) };
+            check!(Step::Fds, r);
+            *h = r as c_int;
+        }
+        for (target, &h) in high.iter().enumerate() {
+            // SAFETY: dup3 between two open fds of this child (h >= 4 > target).
+            check!(Step::Fds, unsafe { sys!(libc::SYS_dup3, h, target, 0) });
+        }
+        // SAFETY: close_range marking fds close-on-exec; closes nothing now.
+        check!(Step::Fds, unsafe {
+            sys!(libc::SYS_close_range, 4, u32::MAX, libc::CLOSE_RANGE_CLOEXEC)
+        });
     }
-    for (target, &h) in high.iter().enumerate() {
-        // SAFETY: dup3 between two open fds of this child (h >= 4 > target).
-        let r = unsafe { libc::dup3(h, target as c_int, 0) };
-        check!(Step::Fds, r as c_long);
-    }
-    // SAFETY: close_range marking fds close-on-exec; closes nothing now.
-    let r = unsafe {
-        sys(
-            libc::SYS_close_range,
-            [4, u32::MAX as usize, libc::CLOSE_RANGE_CLOEXEC as usize, 0, 0, 0],
-        )
-    };
-    check!(Step::Fds, r);
 
     // Step 9. rlimits: no core dumps, a bounded fd table.
     let core = libc::rlimit64 {
@@ -357,94 +435,156 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     };
     for (resource, limit) in [(libc::RLIMIT_CORE, &core), (libc::RLIMIT_NOFILE, &nofile)] {
         // SAFETY: prlimit64 on ourselves with a live rlimit64.
-        let r = unsafe {
-            sys(
-                libc::SYS_prlimit64,
-                [0, resource as usize, limit as *const _ as usize, 0, 0, 0],
-            )
-        };
-        check!(Step::Rlimits, r);
+        check!(Step::Rlimits, unsafe {
+            sys!(libc::SYS_prlimit64, 0, resource, limit as *const libc::rlimit64)
+        });
     }
 
     // Step 10. Empty the bounding set while we still hold CAP_SETPCAP.
     for cap in 0..=a.cap_last as usize {
         // SAFETY: prctl with integer arguments.
-        let r = unsafe { sys(libc::SYS_prctl, [libc::PR_CAPBSET_DROP as usize, cap, 0, 0, 0, 0]) };
-        check!(Step::BoundingSet, r);
+        check!(Step::BoundingSet, unsafe {
+            sys!(libc::SYS_prctl, libc::PR_CAPBSET_DROP, cap)
+        });
     }
 
     // Step 11. Credentials, gid before uid (after setresuid we could not).
     // SAFETY: setgroups with an empty list; setresgid/setresuid with
     // integers. Raw, so that only this task changes.
-    let r = unsafe { sys(libc::SYS_setgroups, [0, 0, 0, 0, 0, 0]) };
-    check!(Step::Credentials, r);
+    check!(Step::Credentials, unsafe { sys!(libc::SYS_setgroups, 0, 0) });
     let (g, u) = (a.gid as usize, a.uid as usize);
     // SAFETY: as above.
-    let r = unsafe { sys(libc::SYS_setresgid, [g, g, g, 0, 0, 0]) };
-    check!(Step::Credentials, r);
+    check!(Step::Credentials, unsafe { sys!(libc::SYS_setresgid, g, g, g) });
     // SAFETY: as above.
-    let r = unsafe { sys(libc::SYS_setresuid, [u, u, u, 0, 0, 0]) };
-    check!(Step::Credentials, r);
+    check!(Step::Credentials, unsafe { sys!(libc::SYS_setresuid, u, u, u) });
 
     // Step 12. Inheritable and ambient sets.
     let header = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this task
     let data = [0u32; 6]; // two __user_cap_data_struct, all zero
                           // SAFETY: capset with a live header and two zeroed data structs.
-    let r = unsafe {
-        sys(
-            libc::SYS_capset,
-            [header.as_ptr() as usize, data.as_ptr() as usize, 0, 0, 0, 0],
-        )
-    };
-    check!(Step::Capabilities, r);
-    let clear_ambient = [
-        libc::PR_CAP_AMBIENT as usize,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
-        0,
-        0,
-        0,
-        0,
-    ];
+    check!(Step::Capabilities, unsafe {
+        sys!(libc::SYS_capset, header.as_ptr(), data.as_ptr())
+    });
     // SAFETY: prctl with integer arguments.
-    let r = unsafe { sys(libc::SYS_prctl, clear_ambient) };
-    check!(Step::Capabilities, r);
+    check!(Step::Capabilities, unsafe {
+        sys!(libc::SYS_prctl, libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL)
+    });
 
     // Step 13. no_new_privs.
     // SAFETY: prctl with integer arguments.
-    let r = unsafe { sys(libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0, 0]) };
-    check!(Step::NoNewPrivs, r);
+    check!(Step::NoNewPrivs, unsafe {
+        sys!(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1)
+    });
 
     // Step 14. Unblock everything: the parent's mask (all blocked around
     // clone, and whatever it blocked before) must not reach the proc.
     let empty: u64 = 0;
     // SAFETY: rt_sigprocmask with a live 8-byte set.
-    let r = unsafe {
-        sys(
-            libc::SYS_rt_sigprocmask,
-            [libc::SIG_SETMASK as usize, &empty as *const u64 as usize, 0, 8, 0, 0],
-        )
-    };
-    check!(Step::SignalMask, r);
+    check!(Step::SignalMask, unsafe {
+        sys!(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &empty as *const u64, 0, 8)
+    });
     stamp(&mut report);
 
     // Step 15. The seccomp program compiled once by the Sandbox.
     // SAFETY: seccomp with a sock_fprog pointing into the Sandbox's
     // program, alive while the parent waits.
-    let r = unsafe {
-        sys(
-            libc::SYS_seccomp,
-            [libc::SECCOMP_SET_MODE_FILTER as usize, 0, a.seccomp as usize, 0, 0, 0],
-        )
-    };
-    check!(Step::Seccomp, r);
+    check!(Step::Seccomp, unsafe {
+        sys!(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, a.seccomp)
+    });
     stamp(&mut report);
+
+    if warm {
+        // Ready: the spawn that takes this sandbox sends fds 0..=3 and
+        // REQUEST_GO. Everything from here on runs under the filter, with
+        // syscalls every proc may make (recvmsg, write, execve, exit).
+        report.kind = REPORT_READY;
+        send(rfd, &report);
+        match receive_request(rfd) {
+            Ok(true) => {}
+            // The channel closed: nobody will take this sandbox.
+            Ok(false) => return 0,
+            Err(ret) => return fail(rfd, &mut report, Step::Request, ret),
+        }
+        // Only the moment of the request is this spawn's.
+        report.stamps = [0; limits::CHILD_STAMPS_COUNT];
+        report.stamps_count = limits::CHILD_STAMPS_COUNT as u32;
+        report.stamps[limits::CHILD_STAMPS_COUNT - 1] = crate::monotonic_ns();
+    }
     report.kind = REPORT_STAMPS;
     send(rfd, &report);
 
     // Step 16. Exec. On success the report pipe closes (close-on-exec) and
     // the parent reads EOF.
-    // SAFETY: execve with NUL-terminated path and NULL-terminated arrays
-    // of NUL-terminated strings, all the parent's.
-    unsafe { libc::execve(c"/init".as_ptr(), a.argv, a.envp) };
-    fail(rfd, &mut report, Step::Exec)
+    let argv = a.argv.load(Ordering::Acquire);
+    let envp = a.envp.load(Ordering::Acquire);
+    // SAFETY: execve with a NUL-terminated path and NULL-terminated arrays
+    // of NUL-terminated strings, all the parent's, alive until it sees
+    // the exec.
+    let r = unsafe { sys!(libc::SYS_execve, c"/init".as_ptr(), argv, envp) };
+    fail(rfd, &mut report, Step::Exec, r)
+}
+
+/// A warm sandbox waits on its channel for [`REQUEST_GO`] with exactly
+/// four fds, which land at 0..=3 (fd 4 is the channel, nothing else is
+/// open). `Ok(false)`: the channel closed. `Err(-errno)`: a broken request.
+// The lengths are size_t on glibc but not on every libc.
+#[allow(clippy::unnecessary_cast)]
+fn receive_request(channel: c_int) -> Result<bool, c_long> {
+    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    const FDS: usize = 4 * std::mem::size_of::<c_int>();
+    let mut go: u64 = 0;
+    let mut iov = libc::iovec {
+        iov_base: (&mut go as *mut u64).cast(),
+        iov_len: std::mem::size_of::<u64>(),
+    };
+    // Room for the four fds' message and more: a request with more fds
+    // is refused, not truncated silently. u64 for the header's alignment.
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is plain data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let n = loop {
+        // SAFETY: recvmsg into the live locals above.
+        let n = unsafe {
+            sys(
+                libc::SYS_recvmsg,
+                [channel as usize, (&mut msg as *mut libc::msghdr) as usize, 0, 0, 0, 0],
+            )
+        };
+        if n != -(libc::EINTR as c_long) {
+            break n;
+        }
+    };
+    if n < 0 {
+        return Err(n);
+    }
+    if n == 0 {
+        return Ok(false);
+    }
+    let bad = -(libc::EBADMSG as c_long);
+    if n as usize != std::mem::size_of::<u64>() || go != REQUEST_GO || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(bad);
+    }
+    if (msg.msg_controllen as usize) < HDR + FDS {
+        return Err(bad);
+    }
+    // SAFETY: the kernel wrote at least HDR + FDS bytes of control data
+    // into `control` (8-byte aligned, as cmsghdr needs).
+    let (hdr, fds) = unsafe {
+        let hdr = std::ptr::read(control.as_ptr().cast::<libc::cmsghdr>());
+        let fds = std::ptr::read_unaligned(control.as_ptr().cast::<u8>().add(HDR).cast::<[c_int; 4]>());
+        (hdr, fds)
+    };
+    if hdr.cmsg_level != libc::SOL_SOCKET
+        || hdr.cmsg_type != libc::SCM_RIGHTS
+        || hdr.cmsg_len as usize != HDR + FDS
+        || msg.msg_controllen as usize != HDR + FDS
+        || fds != [0, 1, 2, 3]
+    {
+        return Err(bad);
+    }
+    Ok(true)
 }

@@ -360,6 +360,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A warm sandbox only, after step 15: receive the spawn's request
+    /// (fds 0..=3 and the go-ahead) on its channel.
+    #[error("{proc}: warm sandbox: receive the spawn's request")]
+    ChildRequest {
+        /// Which proc.
+        proc: ProcRef,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// Step 16: execve the binary.
     #[error("{proc}: exec")]
     ChildExec {

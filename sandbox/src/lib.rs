@@ -136,6 +136,7 @@ mod error;
 pub mod limits;
 pub mod policy;
 mod sandbox;
+mod warm;
 
 pub use child::{Stamps, Step};
 
@@ -151,5 +152,5 @@ pub fn monotonic_ns() -> u64 {
 }
 pub use error::{Error, ProcRef, Result};
 pub use sandbox::{
-    Child, Class, Config, ExitStatus, KeepWarm, RealmHandle, Sandbox, SpawnSpec, SpawnSteps, SpawnTimes,
+    Child, Class, Config, ExitStatus, KeepWarm, RealmHandle, Sandbox, SpawnSpec, SpawnSteps, SpawnTimes, WarmStats,
 };

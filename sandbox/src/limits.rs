@@ -45,6 +45,11 @@ pub const PROC_NOFILE_MAX: u64 = 1024;
 /// `Config::warm_cgroups`).
 pub const WARM_CGROUPS_PER_CLASS_MAX: usize = 256;
 
+/// Most warm sandboxes a realm holds (see `Config::warm_sandboxes`): each
+/// is a waiting process with its own pid, mount, UTS and IPC namespaces
+/// and a 64 KiB stack.
+pub const WARM_SANDBOXES_PER_REALM_MAX: usize = 64;
+
 /// Most realms one sandbox serves at once, and so the largest uid range it
 /// asks for: one uid (and the same gid) per realm.
 pub const REALMS_MAX: u32 = 4096;

@@ -16,6 +16,7 @@ use crate::child::{self, ChildArgs, Report, Stamps, Step};
 use crate::error::{Error, ProcRef, Result};
 use crate::limits;
 use crate::policy;
+use crate::warm::{self, NotStarted, Prepared, WarmArgs};
 
 /// How a [`Sandbox`] is set up.
 #[derive(Debug, Clone)]
@@ -57,6 +58,13 @@ pub struct Config {
     /// two cgroups of the sandbox's every this long (cgroup v1 only; see
     /// [`KeepWarm`]). `None`: off.
     pub cgroup_keep_warm: Option<Duration>,
+    /// Warm sandboxes a realm holds at most ([`Sandbox::prepare`]), at most
+    /// [`limits::WARM_SANDBOXES_PER_REALM_MAX`]; 0: off (and off on
+    /// architectures other than x86_64). A warm sandbox is a child that
+    /// has done every step of a spawn but the spawn's own (fds, arguments,
+    /// limits) for one binary and class, waiting for the spawn that takes
+    /// it.
+    pub warm_sandboxes: usize,
 }
 
 impl Config {
@@ -73,6 +81,7 @@ impl Config {
             warm_cgroups: 0,
             netns_pool: 0,
             cgroup_keep_warm: None,
+            warm_sandboxes: 0,
         }
     }
 }
@@ -142,6 +151,10 @@ pub struct SpawnTimes {
     pub child: Stamps,
     /// Parent, once the report pipe closed (the exec happened).
     pub exec_seen_ns: u64,
+    /// A warm sandbox started it: every step before the exec was done
+    /// ahead, and `child` holds only the moment the child took the request
+    /// (the last stamp); `clone_ns` is when the request was sent.
+    pub warm: bool,
 }
 
 /// The steps of one spawn, in ns, from [`SpawnTimes`] (0 for a step whose
@@ -182,7 +195,7 @@ impl SpawnTimes {
 
 /// A mapped stack with a guard page below it, for the cloned child.
 #[derive(Debug)]
-struct ChildStack {
+pub(crate) struct ChildStack {
     base: *mut c_void,
     len: usize,
 }
@@ -192,7 +205,7 @@ struct ChildStack {
 unsafe impl Send for ChildStack {}
 
 impl ChildStack {
-    fn new() -> Result<ChildStack> {
+    pub(crate) fn new() -> Result<ChildStack> {
         const GUARD: usize = 4096;
         let len = limits::CHILD_STACK_BYTES + GUARD;
         let err = |source| Error::ChildStack {
@@ -596,8 +609,33 @@ struct SandboxInner {
     uid_base: u32,
     uid_count: u32,
     warm_cgroups: usize,
+    warm_sandboxes: usize,
+    warm_stats: WarmCounters,
     realms: Mutex<RealmTable>,
     stacks: Mutex<Vec<ChildStack>>,
+}
+
+#[derive(Debug, Default)]
+struct WarmCounters {
+    made: AtomicU64,
+    taken: AtomicU64,
+    unusable: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// What a sandbox's warm sandboxes did ([`Sandbox::warm_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmStats {
+    /// Made by [`Sandbox::prepare`].
+    pub made: u64,
+    /// Taken by a spawn that then started its proc from it (or failed
+    /// after the request, as a spawn fails).
+    pub taken: u64,
+    /// Found unusable by a spawn (its child had failed a step or died),
+    /// which then went the cold way.
+    pub unusable: u64,
+    /// Dropped unused: the realm held too many, or went.
+    pub dropped: u64,
 }
 
 /// The σcontainer factory of one machine: detected cgroups, the compiled
@@ -652,6 +690,13 @@ impl Sandbox {
                 "warm_cgroups {} above {}",
                 config.warm_cgroups,
                 limits::WARM_CGROUPS_PER_CLASS_MAX
+            )));
+        }
+        if config.warm_sandboxes > limits::WARM_SANDBOXES_PER_REALM_MAX {
+            return Err(invalid(format!(
+                "warm_sandboxes {} above {}",
+                config.warm_sandboxes,
+                limits::WARM_SANDBOXES_PER_REALM_MAX
             )));
         }
         if !config.jail_dir.is_absolute() {
@@ -786,6 +831,12 @@ impl Sandbox {
                 uid_base: config.uid_base,
                 uid_count: config.uid_count,
                 warm_cgroups: config.warm_cgroups,
+                warm_sandboxes: if cfg!(target_arch = "x86_64") {
+                    config.warm_sandboxes
+                } else {
+                    0
+                },
+                warm_stats: WarmCounters::default(),
                 realms: Mutex::new(RealmTable {
                     by_name: HashMap::new(),
                     uid_used: vec![false; config.uid_count as usize],
@@ -882,6 +933,7 @@ impl Sandbox {
         };
         let uid = self.inner.uid_base + slot as u32;
         let inner = Arc::new(RealmInner {
+            warm: Mutex::new(Vec::new()),
             sandbox: Arc::clone(&self.inner),
             name: name.to_string(),
             name_c: cstring(name.as_bytes()).map_err(|reason| Error::InvalidRealm {
@@ -946,6 +998,19 @@ impl Sandbox {
         }
         let image = ExecImage::new(spec, &realm.name).map_err(invalid)?;
 
+        // A warm sandbox made for this binary and class takes the spawn;
+        // one found unusable is dropped and the spawn goes the cold way.
+        let lc = matches!(spec.class, Class::Lc { .. });
+        if let Some(prepared) = realm.take_prepared(spec.binary, lc) {
+            match self.start_prepared(prepared, spec, &image, proc.clone(), start_ns) {
+                Ok(child) => return Ok(child),
+                Err(NotStarted::Failed(e)) => return Err(e),
+                Err(NotStarted::Unusable) => {
+                    sb.warm_stats.unusable.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+
         // The proc's cgroups, limits written before anything joins.
         let cgroups = realm.take_cgroups(spec)?;
 
@@ -993,6 +1058,7 @@ impl Sandbox {
         }
         let args = ChildArgs {
             report_fd: write_end.as_raw_fd(),
+            channel_fd: -1,
             cgroup_fds,
             cgroup_fds_count: cgroups.procs.len(),
             netns_fd: realm.netns.as_raw_fd(),
@@ -1011,8 +1077,8 @@ impl Sandbox {
             uid: realm.uid,
             gid: realm.gid,
             seccomp: &fprog,
-            argv: image.argv.as_ptr(),
-            envp: image.envp.as_ptr(),
+            argv: warm::atomic(image.argv.as_ptr()),
+            envp: warm::atomic(image.envp.as_ptr()),
         };
 
         let stack = match sb.stacks.lock().unwrap_or_else(|p| p.into_inner()).pop() {
@@ -1020,7 +1086,7 @@ impl Sandbox {
             None => ChildStack::new()?,
         };
         let clone_ns = crate::monotonic_ns();
-        let (pid, pidfd) = clone_child(&stack, &args);
+        let (pid, pidfd) = clone_child(&stack, &args, true);
         self.return_stack(stack);
         drop(write_end);
         let pid = match pid {
@@ -1038,6 +1104,7 @@ impl Sandbox {
             clone_ns,
             child: [0; limits::CHILD_STAMPS_COUNT],
             exec_seen_ns: crate::monotonic_ns(),
+            warm: false,
         };
         let failure = match reports {
             Err(e) => Some(Err(e)),
@@ -1083,6 +1150,256 @@ impl Sandbox {
         }
     }
 
+    /// Starts `spec`'s proc from the warm sandbox `p`: its limits into the
+    /// cgroups, argv and envp where the child reads them, the request with
+    /// fds 0..=3, then the child's reports until EOF (exec'd).
+    fn start_prepared(
+        &self,
+        mut p: Prepared,
+        spec: &SpawnSpec<'_>,
+        image: &ExecImage,
+        mut proc: ProcRef,
+        start_ns: u64,
+    ) -> std::result::Result<Child, NotStarted> {
+        let sb = &self.inner;
+        let realm = &spec.realm.inner;
+        if !p.wait_ready() {
+            return Err(NotStarted::Unusable);
+        }
+        let Some(cgroups) = p.cgroups.take() else {
+            return Err(NotStarted::Unusable);
+        };
+        if let Err(e) = cgroups.write_limits(sb, spec) {
+            p.cgroups = Some(cgroups);
+            return Err(NotStarted::Failed(e));
+        }
+        let clone_ns = crate::monotonic_ns();
+        let fds = [
+            sb.dev_null.as_raw_fd(),
+            spec.stdout.as_raw_fd(),
+            spec.stderr.as_raw_fd(),
+            spec.ctl_fd.as_raw_fd(),
+        ];
+        if p.request(image.argv.as_ptr(), image.envp.as_ptr(), fds).is_err() {
+            // Its child is gone (or its channel broke): not this spawn's error.
+            p.cgroups = Some(cgroups);
+            return Err(NotStarted::Unusable);
+        }
+        sb.warm_stats.taken.fetch_add(1, Ordering::Relaxed);
+        proc.pid = p.pid;
+        let reports = read_reports(&p.channel);
+        let mut times = SpawnTimes {
+            start_ns,
+            clone_ns,
+            child: [0; limits::CHILD_STAMPS_COUNT],
+            exec_seen_ns: crate::monotonic_ns(),
+            warm: true,
+        };
+        let mut failure = None;
+        match reports {
+            Err(reason) => {
+                failure = Some(Error::ChildReport {
+                    proc: proc.clone(),
+                    reason,
+                })
+            }
+            Ok(reports) => {
+                for r in &reports {
+                    let n = (r.stamps_count as usize).min(times.child.len());
+                    times.child[..n].copy_from_slice(&r.stamps[..n]);
+                    if r.kind == child::REPORT_FAILED {
+                        failure = Some(step_error(proc.clone(), r.step, r.errno, realm));
+                    }
+                }
+            }
+        }
+        let pidfd = p.pidfd.take().expect("a prepared sandbox has its pidfd");
+        let mut child = Child {
+            proc,
+            pidfd,
+            status: None,
+            cgroups: Some(cgroups),
+            times,
+            mount_ns: None,
+            _realm: Arc::clone(realm),
+        };
+        let Some(e) = failure else {
+            // EOF: the child exec'd (or died: its status says how). Either
+            // way it no longer runs on its stack or reads its arguments.
+            if let Some(stack) = p.stack.take() {
+                self.return_stack(stack);
+            }
+            p.args = None;
+            return Ok(child);
+        };
+        // It reported a failure and exits (127): reap it before its stack
+        // and arguments go; leak them if it cannot be reaped.
+        let reaped = matches!(
+            child.wait_timeout(Duration::from_millis(limits::CHILD_DROP_WAIT_MS_MAX)),
+            Ok(Some(_))
+        );
+        let _ = child.cleanup();
+        if reaped {
+            p.stack = None;
+            p.args = None;
+        } else {
+            std::mem::forget(p.stack.take());
+            if let Some(args) = p.args.take() {
+                Box::leak(args);
+            }
+        }
+        Err(NotStarted::Failed(e))
+    }
+
+    /// Makes a warm sandbox in `realm` for procs of `binary` in `class`,
+    /// unless the realm holds one for them already or warm sandboxes are
+    /// off ([`Config::warm_sandboxes`]): a child that runs every step of
+    /// the spawn sequence but the spawn's own (fds, argv and envp, the
+    /// limits' values), beside the caller, and waits. The next
+    /// [`Sandbox::spawn`] of `binary` in `realm` and `class` takes it and
+    /// costs one wake-up and an exec. Past the realm's bound, its oldest
+    /// warm sandbox goes. Returns whether one was made; the caller does
+    /// not wait for the child's steps (a spawn that takes it does, if they
+    /// are not done yet).
+    ///
+    /// `binary` is the path a spawn will name: it is bound into the jail
+    /// now, so it must not change content under that path (sigmad's
+    /// cache is content-addressed).
+    pub fn prepare(&self, realm: &RealmHandle, class: Class, binary: &Path) -> Result<bool> {
+        let sb = &self.inner;
+        let r = &realm.inner;
+        if sb.warm_sandboxes == 0 {
+            return Ok(false);
+        }
+        let proc = ProcRef {
+            proc_id: "(warm sandbox)".into(),
+            realm: r.name.clone(),
+            pid: 0,
+            binary: binary.to_path_buf(),
+        };
+        let invalid = |reason: String| Error::InvalidSpec {
+            proc_id: proc.proc_id.clone(),
+            reason,
+        };
+        if !Arc::ptr_eq(&r.sandbox, sb) {
+            return Err(invalid("the realm belongs to another sandbox".into()));
+        }
+        if !binary.is_absolute() {
+            return Err(invalid(format!("binary {} is not an absolute path", binary.display())));
+        }
+        let lc = matches!(class, Class::Lc { .. });
+        {
+            let warm = r.warm.lock().unwrap_or_else(|p| p.into_inner());
+            if warm.iter().any(|p| p.lc == lc && p.binary == binary) {
+                return Ok(false);
+            }
+        }
+        let binary_c = cstring(binary.as_os_str().as_bytes()).map_err(|r| invalid(format!("binary: {r}")))?;
+        let cgroups = r.take_warm_set(lc)?;
+        // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
+        let tree = unsafe {
+            libc::syscall(
+                SYS_OPEN_TREE,
+                libc::AT_FDCWD,
+                binary_c.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        if tree < 0 {
+            return Err(Error::OpenBinary {
+                proc,
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a fresh fd owned by nobody else. The child's copy of the
+        // fd table keeps the detached mount until it attached it.
+        let tree = unsafe { OwnedFd::from_raw_fd(tree as c_int) };
+        let (ours, theirs) = warm::channel().map_err(|source| Error::ReportPipe {
+            proc: proc.clone(),
+            source,
+        })?;
+        let mut cgroup_fds = [-1; 3];
+        for (slot, fd) in cgroup_fds.iter_mut().zip(&cgroups.procs) {
+            *slot = fd.as_raw_fd();
+        }
+        let mut args = Box::new(WarmArgs {
+            args: ChildArgs {
+                report_fd: -1,
+                channel_fd: theirs.as_raw_fd(),
+                cgroup_fds,
+                cgroup_fds_count: cgroups.procs.len(),
+                netns_fd: r.netns.as_raw_fd(),
+                hostname: r.name_c.as_ptr(),
+                hostname_len: r.name.len(),
+                jail_template_fd: sb.jail.template.as_raw_fd(),
+                binary_tree_fd: tree.as_raw_fd(),
+                fd_sources: [-1; 4],
+                nofile: sb.nofile,
+                cap_last: sb.cap_last,
+                uid: r.uid,
+                gid: r.gid,
+                seccomp: std::ptr::null(),
+                argv: warm::atomic(std::ptr::null()),
+                envp: warm::atomic(std::ptr::null()),
+            },
+            fprog: libc::sock_fprog {
+                len: sb.seccomp.len() as u16,
+                filter: sb.seccomp.as_ptr() as *mut libc::sock_filter,
+            },
+        });
+        // The box's contents never move: the child may point into it.
+        args.args.seccomp = &args.fprog;
+        let stack = match sb.stacks.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(s) => s,
+            None => ChildStack::new()?,
+        };
+        let (pid, pidfd) = clone_child(&stack, &args.args, false);
+        // The child has its own copies of the fds it needs.
+        drop(theirs);
+        drop(tree);
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(source) => {
+                self.return_stack(stack);
+                return Err(Error::Clone { proc, source });
+            }
+        };
+        let prepared = Prepared {
+            binary: binary.to_path_buf(),
+            lc,
+            pid,
+            // SAFETY: CLONE_PIDFD stored a fresh pidfd that nobody else owns.
+            pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }),
+            channel: ours,
+            cgroups: Some(cgroups),
+            stack: Some(stack),
+            args: Some(args),
+            ready: None,
+        };
+        sb.warm_stats.made.fetch_add(1, Ordering::Relaxed);
+        let evicted = {
+            let mut warm = r.warm.lock().unwrap_or_else(|p| p.into_inner());
+            warm.push(prepared);
+            (warm.len() > sb.warm_sandboxes).then(|| warm.remove(0))
+        };
+        if let Some(old) = evicted {
+            sb.warm_stats.dropped.fetch_add(1, Ordering::Relaxed);
+            drop(old);
+        }
+        Ok(true)
+    }
+
+    /// What the warm sandboxes did so far.
+    pub fn warm_stats(&self) -> WarmStats {
+        let c = &self.inner.warm_stats;
+        WarmStats {
+            made: c.made.load(Ordering::Relaxed),
+            taken: c.taken.load(Ordering::Relaxed),
+            unusable: c.unusable.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+
     fn return_stack(&self, stack: ChildStack) {
         let mut pool = self.inner.stacks.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < limits::CHILD_STACKS_POOLED_MAX {
@@ -1093,8 +1410,13 @@ impl Sandbox {
 
 /// Blocks every signal on this thread (raw, so glibc's internal ones too)
 /// around clone: the child inherits a fully blocked mask and runs no
-/// handler of the parent's before it has reset them all.
-fn clone_child(stack: &ChildStack, args: &ChildArgs) -> (io::Result<i32>, c_int) {
+/// handler of the parent's before it has reset them all. With `vfork`
+/// (a spawn) this returns once the child exec'd or exited; without (a
+/// warm sandbox) at once, the child running beside the caller.
+///
+/// The caller keeps `stack`, `args` and everything `args` points to alive
+/// and unchanged until the child has exec'd or exited.
+fn clone_child(stack: &ChildStack, args: &ChildArgs, vfork: bool) -> (io::Result<i32>, c_int) {
     let all: u64 = !0;
     let mut old: u64 = 0;
     // SAFETY: rt_sigprocmask with live 8-byte sets.
@@ -1108,7 +1430,7 @@ fn clone_child(stack: &ChildStack, args: &ChildArgs) -> (io::Result<i32>, c_int)
         )
     };
     let flags = libc::CLONE_VM
-        | libc::CLONE_VFORK
+        | if vfork { libc::CLONE_VFORK } else { 0 }
         | libc::CLONE_PIDFD
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
@@ -1118,9 +1440,10 @@ fn clone_child(stack: &ChildStack, args: &ChildArgs) -> (io::Result<i32>, c_int)
     // __WALL), and the caller's SIGCHLD disposition plays no part.
     let mut pidfd: c_int = -1;
     // SAFETY: `child_main` runs on `stack`, a mapping of CHILD_STACK_BYTES
-    // above a guard page, unused by anyone else during this call; `args`
-    // and everything it points to live until clone returns, which with
-    // CLONE_VFORK is after the child exec'd or exited. CLONE_PIDFD writes
+    // above a guard page, unused by anyone else while the child runs;
+    // `args` and everything it points to live until the child exec'd or
+    // exited (the caller's promise; with CLONE_VFORK that is before clone
+    // returns). The child makes raw syscalls only. CLONE_PIDFD writes
     // the pidfd to the live local `pidfd`.
     let ret = unsafe {
         libc::clone(
@@ -1207,6 +1530,7 @@ fn step_error(proc: ProcRef, step: u32, errno: i32, realm: &RealmInner) -> Error
         Step::NoNewPrivs => Error::ChildNoNewPrivs { proc, source },
         Step::SignalMask => Error::ChildSignalMask { proc, source },
         Step::Seccomp => Error::ChildSeccomp { proc, source },
+        Step::Request => Error::ChildRequest { proc, source },
         Step::Exec => Error::ChildExec { proc, source },
     }
 }
@@ -1443,6 +1767,10 @@ struct RealmDirs {
 
 #[derive(Debug)]
 struct RealmInner {
+    /// Warm sandboxes of this realm, oldest first. Emptied first in the
+    /// drop: their children read the realm's name and the sandbox's
+    /// seccomp program.
+    warm: Mutex<Vec<Prepared>>,
     sandbox: Arc<SandboxInner>,
     name: String,
     name_c: CString,
@@ -1460,7 +1788,7 @@ struct RealmInner {
 /// The cgroups of one proc: a directory per hierarchy and each one's open
 /// `cgroup.procs`, which the child writes to join.
 #[derive(Debug)]
-struct ProcCgroups {
+pub(crate) struct ProcCgroups {
     procs: Vec<OwnedFd>,
     dirs: Vec<CgroupDir>,
     /// Named `w+<n>` and returned to the realm's pool once reaped.
@@ -1478,27 +1806,54 @@ impl RealmInner {
     fn take_cgroups(&self, spec: &SpawnSpec<'_>) -> Result<ProcCgroups> {
         let sb = &self.sandbox;
         let lc = matches!(spec.class, Class::Lc { .. });
-        let warm = sb.warm_cgroups > 0;
-        if warm {
-            let pooled = self.pool(lc).pop();
-            if let Some(cgroups) = pooled {
-                for (dir, h) in cgroups.dirs.iter().zip(&sb.hierarchies) {
-                    write_proc_limits(dir, &h.hierarchy, spec)?;
-                }
-                return Ok(cgroups);
-            }
-        }
-        let name = if warm {
-            format!("w+{}", self.next_warm.fetch_add(1, Ordering::Relaxed))
+        let cgroups = if sb.warm_cgroups > 0 {
+            self.take_warm_set(lc)?
         } else {
-            spec.proc_id.to_string()
+            let parents = self.dirs.iter().map(|rd| if lc { rd.lc.path() } else { rd.be.path() });
+            let (dirs, procs) = make_proc_cgroups(parents, spec.proc_id)?;
+            ProcCgroups {
+                procs,
+                dirs,
+                warm: false,
+                lc,
+            }
         };
+        cgroups.write_limits(sb, spec)?;
+        Ok(cgroups)
+    }
+
+    /// A cgroup set named `w+<n>` (which no proc id can be), from the pool
+    /// or new, with whatever limits it has.
+    fn take_warm_set(&self, lc: bool) -> Result<ProcCgroups> {
+        if let Some(cgroups) = self.pool(lc).pop() {
+            return Ok(cgroups);
+        }
+        let name = format!("w+{}", self.next_warm.fetch_add(1, Ordering::Relaxed));
         let parents = self.dirs.iter().map(|rd| if lc { rd.lc.path() } else { rd.be.path() });
         let (dirs, procs) = make_proc_cgroups(parents, &name)?;
-        for (dir, h) in dirs.iter().zip(&sb.hierarchies) {
+        Ok(ProcCgroups {
+            procs,
+            dirs,
+            warm: true,
+            lc,
+        })
+    }
+
+    /// The warm sandbox made for `binary` and class `lc`, if one is here.
+    fn take_prepared(&self, binary: &Path, lc: bool) -> Option<Prepared> {
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        let i = warm.iter().position(|p| p.lc == lc && p.binary == binary)?;
+        Some(warm.remove(i))
+    }
+}
+
+impl ProcCgroups {
+    /// Writes `spec`'s limits in each hierarchy.
+    fn write_limits(&self, sb: &SandboxInner, spec: &SpawnSpec<'_>) -> Result<()> {
+        for (dir, h) in self.dirs.iter().zip(&sb.hierarchies) {
             write_proc_limits(dir, &h.hierarchy, spec)?;
         }
-        Ok(ProcCgroups { procs, dirs, warm, lc })
+        Ok(())
     }
 }
 
@@ -1528,6 +1883,12 @@ fn make_proc_cgroups<'a>(
 
 impl Drop for RealmInner {
     fn drop(&mut self) {
+        let warm = std::mem::take(self.warm.get_mut().unwrap_or_else(|p| p.into_inner()));
+        self.sandbox
+            .warm_stats
+            .dropped
+            .fetch_add(warm.len() as u64, Ordering::Relaxed);
+        drop(warm);
         // The cgroup directories go with `dirs`; the netns with its fd.
         let mut table = self.sandbox.realms.lock().unwrap_or_else(|p| p.into_inner());
         if table.by_name.get(&self.name).is_some_and(|w| w.strong_count() == 0) {
@@ -1555,6 +1916,15 @@ impl RealmHandle {
     /// The uid its procs run as.
     pub fn uid(&self) -> u32 {
         self.inner.uid
+    }
+    /// How many warm sandboxes it holds ([`Sandbox::prepare`]).
+    pub fn warm_sandboxes(&self) -> usize {
+        self.inner.warm.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+    /// Host pids of its warm sandboxes' children, oldest first.
+    pub fn warm_sandbox_pids(&self) -> Vec<i32> {
+        let warm = self.inner.warm.lock().unwrap_or_else(|p| p.into_inner());
+        warm.iter().map(|p| p.pid).collect()
     }
     /// The gid its procs run as.
     pub fn gid(&self) -> u32 {

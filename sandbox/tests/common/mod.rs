@@ -140,6 +140,8 @@ pub struct Outcome {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
+    /// A warm sandbox started it.
+    pub warm: bool,
 }
 
 /// Options of [`run`] beyond the binary and its arguments.
@@ -209,13 +211,90 @@ pub fn run(sb: &Sandbox, realm: &RealmHandle, binary: &Path, args: &[&str], opts
         .expect("wait")
         .expect("proc exited within 30 s");
     let pid = child.pid();
+    let warm = child.spawn_times().warm;
     let dirs = child.cgroup_dirs();
     drop(child);
     for d in dirs {
         assert!(!d.exists(), "proc cgroup {} left behind", d.display());
     }
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still exists");
-    Outcome { status, stdout, stderr }
+    Outcome {
+        status,
+        stdout,
+        stderr,
+        warm,
+    }
+}
+
+/// The value of the line of `out` starting with `prefix`.
+pub fn field<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{out}"))
+        .trim()
+}
+
+/// `SIGMA_PID` as the probe's `info` printed it.
+pub fn sigma_pid(out: &str) -> String {
+    field(out, "env")
+        .split(';')
+        .find_map(|kv| kv.strip_prefix("SIGMA_PID="))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Checks what the probe's `info` printed, run with args `info`, `a b` and
+/// env `GIVEN=yes` in `realm` by a thread that blocked SIGUSR1 and ignored
+/// SIGUSR2: the proc sees only its jail and runs unprivileged.
+pub fn assert_jailed(out: &str, realm: &RealmHandle) {
+    let uid = realm.uid().to_string();
+    let gid = realm.gid().to_string();
+    assert_eq!(field(out, "status Uid:"), format!("{uid} {uid} {uid} {uid}"));
+    assert_eq!(field(out, "status Gid:"), format!("{gid} {gid} {gid} {gid}"));
+    assert_eq!(field(out, "status Groups:"), "");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(out, &format!("status {caps}")), "0000000000000000", "{caps}");
+    }
+    assert_eq!(field(out, "status NoNewPrivs:"), "1");
+    assert_eq!(field(out, "status Seccomp:"), "2");
+    assert_eq!(
+        field(out, "status SigBlk:"),
+        "0000000000000000",
+        "the parent's blocked SIGUSR1 leaked"
+    );
+    // Rust's runtime ignores SIGPIPE (bit 12) itself; SIGUSR2 (bit 11)
+    // must not be ignored.
+    assert_eq!(field(out, "status SigIgn:"), "0000000000001000");
+    assert_eq!(field(out, "status NSpid:"), "1", "not pid 1 of its own pid namespace");
+    assert_eq!(field(out, "limit Max core file size"), "0 0 bytes");
+    assert_eq!(field(out, "limit Max open files"), "1024 1024 files");
+    assert_eq!(field(out, "root"), "init,proc");
+    assert_eq!(field(out, "pids"), "1");
+    let fds: Vec<&str> = field(out, "fds").split(',').collect();
+    // 0-3, plus the directory fd read_dir holds while listing.
+    assert_eq!(fds.len(), 5, "fds: {fds:?}");
+    assert_eq!(&fds[..4], ["0", "1", "2", "3"]);
+    let pid = sigma_pid(out);
+    assert!(pid.starts_with("p-"), "SIGMA_PID {pid:?}");
+    assert_eq!(
+        field(out, "env"),
+        format!("GIVEN=yes;SIGMA_CTL_FD=3;SIGMA_PID={pid};SIGMA_REALM={}", realm.name())
+    );
+    assert_eq!(field(out, "args"), "probe;info;a b");
+    assert_eq!(field(out, "cwd"), "/");
+}
+
+/// Blocks SIGUSR1 and ignores SIGUSR2 on the calling thread: neither may
+/// reach a proc it starts or prepares a warm sandbox for.
+pub fn block_and_ignore_signals() {
+    // SAFETY: plain signal-mask and disposition calls on live locals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+    }
 }
 
 /// Raw fd number of an fd-like value (for messages).
