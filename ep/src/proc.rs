@@ -674,6 +674,10 @@ pub struct WireStartTimes {
     pub exec_us: u64,
     /// The exec seen to the reply ready (the hop back from the spawner).
     pub reply_us: u64,
+    /// A warm sandbox started it: its namespaces, jail, credentials and
+    /// filter were made ahead (those steps read 0), and `cgroups_us` is
+    /// the spawner writing the limits and sending the request.
+    pub warm: bool,
 }
 
 impl WireStartTimes {
@@ -693,6 +697,7 @@ impl WireStartTimes {
         ] {
             w.u64(v);
         }
+        w.u8(u8::from(self.warm));
     }
 
     /// Parses a start-times reply.
@@ -708,6 +713,11 @@ impl WireStartTimes {
             seccomp_us: r.u64()?,
             exec_us: r.u64()?,
             reply_us: r.u64()?,
+            warm: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::BadField("warm is neither 0 nor 1")),
+            },
         };
         r.finish()?;
         Ok(t)
@@ -854,11 +864,15 @@ mod tests {
             seccomp_us: 7,
             exec_us: 8,
             reply_us: 9,
+            warm: true,
         };
         let mut out = BytesMut::new();
         t.encode(&mut out);
         assert_eq!(WireStartTimes::decode(out.clone().freeze()).unwrap(), t);
-        assert!(WireStartTimes::decode(out.freeze().slice(1..)).is_err());
+        assert!(WireStartTimes::decode(out.clone().freeze().slice(1..)).is_err());
+        let mut bad = out.to_vec();
+        *bad.last_mut().unwrap() = 2;
+        assert!(WireStartTimes::decode(Bytes::from(bad)).is_err());
     }
 
     #[test]

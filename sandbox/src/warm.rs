@@ -94,11 +94,29 @@ pub(crate) enum NotStarted {
 }
 
 impl Prepared {
-    /// Waits for the child's ready report if it has not come yet. False if
-    /// the child failed a step or died instead.
+    /// Waits for the child's ready report if it has not come yet (at most
+    /// [`limits::CHILD_DROP_WAIT_MS_MAX`]). False if the child failed a
+    /// step, died, or is still not ready.
     pub(crate) fn wait_ready(&mut self) -> bool {
         if self.ready.is_some() {
             return true;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.channel.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let until = std::time::Instant::now() + Duration::from_millis(limits::CHILD_DROP_WAIT_MS_MAX);
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            // SAFETY: poll on one live pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as c_int) };
+            if r > 0 {
+                break;
+            }
+            if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return false;
+            }
         }
         match read_report(&self.channel) {
             Some(r) if r.kind == child::REPORT_READY => {

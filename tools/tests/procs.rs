@@ -719,6 +719,39 @@ fn host_processes_of(pid: &str, realm: &str) -> Vec<u32> {
     found
 }
 
+/// Children of `parent` that are not procs: warm sandboxes (a proc has
+/// `SIGMA_PID` in its environment; a warm sandbox reads as its parent's).
+fn warm_sandboxes_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if !env.split(|&b| b == 0).any(|v| v.starts_with(b"SIGMA_PID=")) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+        .unwrap_or(false)
+}
+
 #[test]
 fn procs_of_a_sigmad_killed_with_kill_9_are_reported_lost_and_killed_at_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -726,6 +759,19 @@ fn procs_of_a_sigmad_killed_with_kill_9_are_reported_lost_and_killed_at_restart(
     d.ok(&["realm", "create", "blue"]);
     let pid = pid_of(&d.ok(&["spawn", "-r", "blue", "sleep", "--", "600000"]));
     assert_eq!(host_processes_of(&pid, "blue").len(), 1, "the proc runs");
+    // sigmad made a warm sandbox for the next sleeper: a child of sigmad's
+    // that is not a proc (it shares sigmad's memory, environment included,
+    // until it execs).
+    // It is made after the spawn's reply: wait for it a little.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let warm = loop {
+        let warm = warm_sandboxes_of(d.child.id());
+        if !warm.is_empty() {
+            break warm;
+        }
+        assert!(std::time::Instant::now() < deadline, "no warm sandbox was made");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     // A caller waiting on it when sigmad dies is told, not left hanging.
     let waiter = Command::new(env!("CARGO_BIN_EXE_sigmactl"))
         .args(["--sock", d.sock.to_str().unwrap(), "wait", "-r", "blue", &pid])
@@ -744,8 +790,17 @@ fn procs_of_a_sigmad_killed_with_kill_9_are_reported_lost_and_killed_at_restart(
         !String::from_utf8_lossy(&waited.stderr).is_empty(),
         "the waiter says why it stopped waiting"
     );
-    // The proc outlives the killed sigmad until the next one starts.
+    // The proc outlives the killed sigmad until the next one starts; its
+    // warm sandboxes see their channel close and exit at once.
     assert_eq!(host_processes_of(&pid, "blue").len(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while warm.iter().any(|p| running(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warm sandboxes {warm:?} outlived the killed sigmad"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     let d = Daemon::start_procs(dir.path());
     assert!(
@@ -803,8 +858,21 @@ fn a_start_says_where_its_time_went() {
         parts <= f("total_us") + 8 && parts + 100 >= f("total_us"),
         "the steps ({parts} µs) do not add up to the whole: {v}"
     );
+    assert_eq!(v["warm"], false, "the first start of a binary is cold: {v}");
     let text = d.ok(&["times", &pid]);
     assert!(text.lines().any(|l| l.starts_with("total_us")), "{text}");
+    // The next start of the same binary takes the warm sandbox made while
+    // the first ran: the sandbox steps done ahead read 0.
+    assert_eq!(d.ok(&["wait", &pid]).trim(), "ok");
+    let pid = pid_of(&d.ok(&["spawn", "exit"]));
+    let v: serde_json::Value = serde_json::from_str(d.ok(&["--json", "times", &pid]).trim()).unwrap();
+    let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert_eq!(v["warm"], true, "{v}");
+    for k in ["namespaces_us", "jail_us", "seccomp_us"] {
+        assert_eq!(f(k), 0, "{k} of a warm start: {v}");
+    }
+    assert!(f("exec_us") > 0, "{v}");
+    assert_eq!(d.ok(&["wait", &pid]).trim(), "ok");
     // A proc that never started has no times, and says why.
     let out = d.ctl(&["spawn", "nosuch"]);
     assert!(!out.status.success());

@@ -9,7 +9,8 @@
 //! rows are error rows with the sandbox's reason.
 //!
 //! Warm: into the warm realm, the binary already in place (bound read-only into the jail, never
-//! copied). Cold: the binary copied from the store into the cache and its BLAKE3 checked, in a
+//! copied), from a warm sandbox (`Sandbox::prepare`) made right after the previous start, while
+//! that proc ran, as sigmad makes them. Cold: the binary copied from the store into the cache and its BLAKE3 checked, in a
 //! realm made for the start (netns, cgroups) and undone after it (not timed).
 
 use std::fs::File;
@@ -27,6 +28,26 @@ use super::{now_ns, parse_stamp, Env, Proc, Sample, Start, Starter, Steps, Store
 
 /// Warm cgroups per realm and class: enough for `spawn-rate`'s most concurrent case.
 const WARM_CGROUPS: usize = 64;
+/// Warm sandboxes the warm realm holds: sigmad's default, or `SIGMA_WARM_SANDBOXES` (as sigmad
+/// reads it; 0 turns them off in both).
+const WARM_SANDBOXES: usize = 4;
+
+fn warm_sandboxes() -> Result<usize> {
+    match std::env::var("SIGMA_WARM_SANDBOXES") {
+        Err(_) => Ok(WARM_SANDBOXES),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= sigma_sandbox::limits::WARM_SANDBOXES_PER_REALM_MAX)
+            .with_context(|| {
+                format!(
+                    "SIGMA_WARM_SANDBOXES={v:?}: expected 0..={}",
+                    sigma_sandbox::limits::WARM_SANDBOXES_PER_REALM_MAX
+                )
+            }),
+    }
+}
 /// Memory limit of a proc, MiB (the big proc maps 11 MiB of binary).
 const PROC_MEM_MIB: u64 = 64;
 /// Tasks a proc may have.
@@ -67,6 +88,7 @@ pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
     );
     let mut config = Config::new(&name);
     config.warm_cgroups = WARM_CGROUPS;
+    config.warm_sandboxes = warm_sandboxes()?;
     let sb = Sandbox::new(config).with_context(|| format!("setting up the sandbox ({name})"))?;
     let warm = sb.realm("bench-warm").context("making the warm realm")?;
     let dev_null = std::fs::OpenOptions::new()
@@ -164,7 +186,9 @@ fn pipe() -> Result<(File, OwnedFd)> {
 impl SandboxStarter {
     /// Spawns `binary` in `realm`, waits for its exit and reaps it; the start time, the steps
     /// and the end time.
-    fn spawn_and_wait(&self, realm: &RealmHandle, binary: &Path, seq: u64) -> Result<(u64, Steps, u64)> {
+    /// With `prepare`, a warm sandbox for the next start of `binary` is made right after the
+    /// spawn, while the proc runs (as sigmad does).
+    fn spawn_and_wait(&self, realm: &RealmHandle, binary: &Path, seq: u64, prepare: bool) -> Result<(u64, Steps, u64)> {
         let proc_id = format!("p{seq}");
         // The proc writes when its main started to stdout, a pipe read once it is reaped.
         let (mut out_read, out_write) = pipe()?;
@@ -200,6 +224,11 @@ impl SandboxStarter {
         // As sigmad does: the jail's teardown waits until the exit is seen
         // (the child's drop, after the clock stops, lets it go).
         child.hold_mount_namespace();
+        if prepare {
+            self.sb
+                .prepare(realm, Class::Lc { mcpu: PROC_MCPU }, binary)
+                .context("making a warm sandbox for the next start")?;
+        }
         exit_seen(&child)?;
         let status = child.try_wait().context("reaping")?;
         let end = now_ns();
@@ -224,7 +253,7 @@ impl Starter for SandboxStarter {
                     Proc::Trivial => &self.trivial,
                     Proc::Big => &self.big,
                 };
-                let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq)?;
+                let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq, true)?;
                 Ok(Sample {
                     total_ns: end - t0,
                     steps,
@@ -245,7 +274,7 @@ impl Starter for SandboxStarter {
                         .realm(&format!("cold-{seq}"))
                         .with_context(|| format!("making realm cold-{seq}"))?;
                     let t3 = now_ns();
-                    let (_, mut steps, end) = self.spawn_and_wait(&realm, &path, seq)?;
+                    let (_, mut steps, end) = self.spawn_and_wait(&realm, &path, seq, false)?;
                     steps.fetch = Some(t1 - t0);
                     steps.verify = Some(t2 - t1);
                     steps.namespaces = Some(steps.namespaces.unwrap_or(0) + (t3 - t2));
@@ -265,7 +294,7 @@ impl Starter for SandboxStarter {
         let steps = "breakdown: namespaces = clone with new pid/UTS/IPC namespaces until the child runs + joining the realm's netns and hostname; cgroups = the parent's step (the proc's cgroups, argv, open_tree of the binary, report pipe) + joining them; jail = the jail's mount namespace, binary and /proc + fds, rlimits, capabilities, uid, no_new_privs; seccomp = installing the filter; exec_to_started = execve until the proc's main runs (it writes a CLOCK_MONOTONIC stamp to its stdout, a pipe); started_to_reaped = from there to its exit seen on the pidfd and reaped (the proc exits at once: the exit's teardown of its namespaces, the reap, the cgroups back to the pool)";
         match how {
             Start::Warm => format!(
-                "sandbox only, no sigmad, no scheduling: sigma_sandbox::Sandbox::spawn in sigmabench's process into a realm made beforehand, binary already in place (bound read-only, not copied), warm cgroups (pool of {WARM_CGROUPS}), the proc's mount namespace held from its start until its exit is seen (as sigmad does: the jail's teardown off the exit's path), then poll the pidfd and reap; {steps}"
+                "sandbox only, no sigmad, no scheduling: sigma_sandbox::Sandbox::spawn in sigmabench's process into a realm made beforehand, binary already in place (bound read-only, not copied), warm cgroups (pool of {WARM_CGROUPS}), from a warm sandbox made right after the previous start while that proc ran (Sandbox::prepare, as sigmad does: its namespaces, jail, cgroups, credentials and seccomp done ahead, so those steps read 0 and the cgroups step is the parent's: the limits written and the request sent; the first start of a run is cold), the proc's mount namespace held from its start until its exit is seen (as sigmad does: the jail's teardown off the exit's path), then poll the pidfd and reap; {steps}"
             ),
             Start::Cold => format!(
                 "sandbox only, no sigmad, no scheduling: the binary copied from the local store into the cache (fetch_us; the store's file in the page cache) and its BLAKE3 checked (verify_us, blake3 crate), a realm made for this start (its netns and cgroups: in namespaces_us; cold cgroups), then Sandbox::spawn, poll the pidfd and reap (the realm's teardown afterwards is not timed); {steps}"

@@ -338,6 +338,7 @@ fn start_times(began_ns: u64, fetched_ns: u64, started: &spawner::Started, repli
         seccomp_us: steps.seccomp_ns / 1000,
         exec_us: steps.exec_ns / 1000,
         reply_us: us(started.times.exec_seen_ns, replied_ns),
+        warm: started.times.warm,
     }
 }
 

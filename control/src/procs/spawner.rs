@@ -451,9 +451,6 @@ impl Run {
                 fail!(e.to_string());
             }
         };
-        // The sandbox took the binary as a detached bind mount before the
-        // clone: the proc holds the inode, and the cache may evict the file.
-        drop(binary);
         let times = child.spawn_times();
         drop(log_w);
         drop(ctl_theirs);
@@ -495,6 +492,7 @@ impl Run {
         }) {
             tracing::warn!(pid, error = %e, "the proc's control connection cannot be served");
         }
+        let realm_name = entry.realm.clone();
         self.running.insert(
             pid,
             Running {
@@ -508,6 +506,16 @@ impl Run {
                 evicting: false,
             },
         );
+        // The next start of this binary in this realm and class takes a
+        // sandbox made now, while this proc runs (if warm sandboxes are on
+        // and the realm holds none for it yet). The binary stays pinned in
+        // the cache until the sandbox has bound it.
+        if let Some((realm, _)) = self.realms.get(&realm_name) {
+            if let Err(e) = self.sandbox.prepare(realm, class, &binary.path) {
+                tracing::warn!(pid, realm = %realm_name, error = %e, "making a warm sandbox; the next start goes cold");
+            }
+        }
+        drop(binary);
     }
 
     /// Keeps at most `REALMS_KEPT_MAX` realms set up: past it, realms

@@ -638,13 +638,15 @@ async fn run_proc(sock: &std::path::Path, cmd: Cmd, json: bool, out: &mut Vec<u8
                 ("reply_us", t.reply_us),
             ];
             if json {
-                let map: serde_json::Map<String, serde_json::Value> =
+                let mut map: serde_json::Map<String, serde_json::Value> =
                     fields.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+                map.insert("warm".into(), t.warm.into());
                 json_line(serde_json::Value::Object(map), out);
             } else {
                 for (k, v) in fields {
                     out.extend_from_slice(format!("{k:<14} {v}\n").as_bytes());
                 }
+                out.extend_from_slice(format!("{:<14} {}\n", "warm", t.warm).as_bytes());
             }
         }
         ProcRequest::Kill { .. } | ProcRequest::Evict { .. } | ProcRequest::BinRemove { .. } => {

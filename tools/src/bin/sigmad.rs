@@ -115,6 +115,15 @@ struct Args {
     /// ever ran at once, up to this.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
     warm_cgroups: u16,
+    /// Warm sandboxes each realm holds (at most 64; 0 = off): after a
+    /// proc starts, a sandbox for the next proc of the same binary and
+    /// class is made ahead -- namespaces, jail with the binary, cgroups,
+    /// uid, no capabilities, seccomp -- and waits, so that the next start
+    /// costs a wake-up and an exec. Each is a waiting process; past N the
+    /// realm's oldest goes.
+    #[arg(long, env = "SIGMA_WARM_SANDBOXES", default_value_t = 4, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=64))]
+    warm_sandboxes: u8,
 }
 
 impl Args {
@@ -269,6 +278,7 @@ fn setup_procs(args: &Args, data: &Path) -> anyhow::Result<ProcsSetup> {
     ));
     sandbox.jail_dir = data.join("jail");
     sandbox.warm_cgroups = usize::from(args.warm_cgroups);
+    sandbox.warm_sandboxes = usize::from(args.warm_sandboxes);
     // A realm new to the machine takes a network namespace made ahead.
     sandbox.netns_pool = 2;
     sandbox.cgroup_keep_warm =
