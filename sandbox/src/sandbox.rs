@@ -491,6 +491,7 @@ impl AheadCgroups {
                     dirs,
                     warm: true,
                     lc,
+                    limits: None,
                 });
             }
         }
@@ -1166,7 +1167,7 @@ impl Sandbox {
         if !p.wait_ready() {
             return Err(NotStarted::Unusable);
         }
-        let Some(cgroups) = p.cgroups.take() else {
+        let Some(mut cgroups) = p.cgroups.take() else {
             return Err(NotStarted::Unusable);
         };
         if let Err(e) = cgroups.write_limits(sb, spec) {
@@ -1794,6 +1795,9 @@ pub(crate) struct ProcCgroups {
     /// Named `w+<n>` and returned to the realm's pool once reaped.
     warm: bool,
     lc: bool,
+    /// The limits last written (memory MiB, pids, LC mcpu): a pooled set
+    /// whose next proc asks for the same is not written again.
+    limits: Option<(u64, u64, Option<u64>)>,
 }
 
 impl RealmInner {
@@ -1816,8 +1820,10 @@ impl RealmInner {
                 dirs,
                 warm: false,
                 lc,
+                limits: None,
             }
         };
+        let mut cgroups = cgroups;
         cgroups.write_limits(sb, spec)?;
         Ok(cgroups)
     }
@@ -1836,6 +1842,7 @@ impl RealmInner {
             dirs,
             warm: true,
             lc,
+            limits: None,
         })
     }
 
@@ -1848,11 +1855,22 @@ impl RealmInner {
 }
 
 impl ProcCgroups {
-    /// Writes `spec`'s limits in each hierarchy.
-    fn write_limits(&self, sb: &SandboxInner, spec: &SpawnSpec<'_>) -> Result<()> {
+    /// Writes `spec`'s limits in each hierarchy, unless they are the ones
+    /// written last (three to four cgroup file writes saved).
+    fn write_limits(&mut self, sb: &SandboxInner, spec: &SpawnSpec<'_>) -> Result<()> {
+        let mcpu = match spec.class {
+            Class::Lc { mcpu } => Some(mcpu),
+            Class::Be => None,
+        };
+        let want = (spec.mem_mib, spec.pids_max, mcpu);
+        if self.limits == Some(want) {
+            return Ok(());
+        }
+        self.limits = None;
         for (dir, h) in self.dirs.iter().zip(&sb.hierarchies) {
             write_proc_limits(dir, &h.hierarchy, spec)?;
         }
+        self.limits = Some(want);
         Ok(())
     }
 }

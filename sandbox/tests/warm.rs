@@ -214,3 +214,42 @@ fn warm_sandboxes_off_make_nothing() {
     drop(realm);
     t.finish();
 }
+
+#[test]
+fn a_warm_sandbox_takes_the_spawns_limits() {
+    let t = TestSandbox::with(|c| {
+        c.warm_sandboxes = 2;
+        c.warm_cgroups = 2;
+    });
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let bin = probe("trivial");
+    for (mem_mib, pids_max) in [(40u64, 17u64), (40, 17), (24, 9)] {
+        assert!(t.sb().prepare(&realm, lc(), &bin).expect("prepare"));
+        let opts = RunOpts {
+            mem_mib,
+            pids_max,
+            ..RunOpts::default()
+        };
+        let (mut child, _o, _e, _c) = common::start(t.sb(), &realm, &bin, &["0"], &opts).expect("spawn");
+        assert!(child.spawn_times().warm);
+        let dirs = child.cgroup_dirs();
+        assert!(!dirs.is_empty());
+        for d in &dirs {
+            for (file, want) in [
+                ("memory.limit_in_bytes", (mem_mib << 20).to_string()),
+                ("memory.max", (mem_mib << 20).to_string()),
+                ("pids.max", pids_max.to_string()),
+            ] {
+                if let Ok(v) = std::fs::read_to_string(d.join(file)) {
+                    assert_eq!(v.trim(), want, "{}/{file}", d.display());
+                }
+            }
+        }
+        assert_eq!(
+            child.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
+            Some(ExitStatus::Exited(0))
+        );
+    }
+    drop(realm);
+    t.finish();
+}

@@ -85,11 +85,18 @@ fn procs() -> PathBuf {
                 if same && bin.exists() {
                     continue;
                 }
-                std::fs::write(&src_path, src).unwrap();
+                // Test processes run at once (nextest) and may build the
+                // same proc: each builds from and into private files and
+                // renames the binary, then the source it was built from,
+                // into place (whole files only, never one half-written).
+                let private = format!("{}.{:?}", std::process::id(), std::thread::current().id());
+                let tmp_src = dir.join(format!("{name}.{private}.rs"));
+                let tmp_bin = dir.join(format!("{name}.{private}.tmp"));
+                std::fs::write(&tmp_src, src).unwrap();
                 let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
                     .args(["-O", "-C", "target-feature=+crt-static", "--edition", "2021", "-o"])
-                    .arg(&bin)
-                    .arg(&src_path)
+                    .arg(&tmp_bin)
+                    .arg(&tmp_src)
                     .output()
                     .expect("rustc");
                 assert!(
@@ -97,6 +104,8 @@ fn procs() -> PathBuf {
                     "building {name}: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
+                std::fs::rename(&tmp_bin, &bin).unwrap();
+                std::fs::rename(&tmp_src, &src_path).unwrap();
             }
             dir
         })
@@ -833,7 +842,8 @@ fn procs_of_a_sigmad_killed_with_kill_9_are_reported_lost_and_killed_at_restart(
 fn a_start_says_where_its_time_went() {
     let dir = tempfile::tempdir().unwrap();
     let Some(d) = sigmad(dir.path()) else { return };
-    let pid = pid_of(&d.ok(&["spawn", "exit"]));
+    // The first start of `sleep` (sigmad's probe ran `exit`): cold.
+    let pid = pid_of(&d.ok(&["spawn", "sleep", "--", "1"]));
     let times = d.ok(&["--json", "times", &pid]);
     let v: serde_json::Value = serde_json::from_str(times.trim()).unwrap();
     let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
@@ -864,7 +874,7 @@ fn a_start_says_where_its_time_went() {
     // The next start of the same binary takes the warm sandbox made while
     // the first ran: the sandbox steps done ahead read 0.
     assert_eq!(d.ok(&["wait", &pid]).trim(), "ok");
-    let pid = pid_of(&d.ok(&["spawn", "exit"]));
+    let pid = pid_of(&d.ok(&["spawn", "sleep", "--", "1"]));
     let v: serde_json::Value = serde_json::from_str(d.ok(&["--json", "times", &pid]).trim()).unwrap();
     let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
     assert_eq!(v["warm"], true, "{v}");
