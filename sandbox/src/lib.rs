@@ -116,19 +116,28 @@
 //! cgroups and closes its netns; dropping the [`Sandbox`] removes its
 //! cgroups and the jail directory.
 //!
-//! # Cost, and what a warm start will change
+//! # Warm sandboxes
+//!
+//! [`Sandbox::prepare`] runs the same sequence ahead of a spawn, for one
+//! realm, binary and class, in a child cloned without `CLONE_VFORK` (see
+//! `warm.rs`): every step but the spawn's own (fds, argv and envp, the
+//! limits' values) is done, the seccomp filter included, and the child
+//! waits on a channel (its only open fd). A spawn that finds one writes
+//! the limits, sends fds 0..=3 and the go-ahead, and the child execs:
+//! [`SpawnTimes::warm`]. Nothing of it is reused by a second proc.
+//!
+//! # Cost
 //!
 //! `tests/spawn_cost.rs` measures spawn-to-exit of a trivial static proc
 //! against a bare vfork+exec (`std::process::Command`), interleaved, with
 //! the child's step times. On this 2-vCPU VM under load from other builds,
 //! p50 was about 2.1× bare with warm cgroups and 2.8× with cold ones; the
 //! parent's cgroup mkdirs (~190 µs) are what warm cgroups remove. Left per
-//! spawn: namespaces at clone (~90-200 µs), seccomp install (~130 µs: the
-//! kernel translates and JITs the program per install), the jail (~55 µs),
-//! credentials and rlimits (~70 µs), and exec itself. A per-realm zygote
-//! already in the realm's netns, forking children that inherit an
-//! installed filter, would remove the seccomp install and the netns join;
-//! not built.
+//! cold spawn: namespaces at clone (~90-200 µs), seccomp install (~50 µs
+//! with the compact program), the jail (~55 µs), credentials and rlimits
+//! (~70 µs), and exec itself. A warm sandbox takes all but the exec off
+//! the start (sigmabench's `sigma-sandbox` warm-start: 1.02-1.24× the
+//! floor with them, 1.51-1.68× without, alternated).
 
 pub mod cgroup;
 mod child;

@@ -25,6 +25,13 @@
 //! syscall the proc could not make itself once its filter is installed
 //! (recvmsg, write, execve), so the filter is installed before it waits.
 //!
+//! Until it execs, the child's memory is sigmad's: its pages are charged
+//! to sigmad's memory cgroup (its own proc cgroups hold its task and
+//! nothing else), and its `/proc/PID/mem` is sigmad's memory, which the
+//! kernel lets only CAP_SYS_PTRACE read (the memory is non-dumpable once
+//! the child changed its uid), and which no proc can name (it is pid 1 of
+//! its own pid namespace).
+//!
 //! A warm sandbox is one proc's: taken once, never reused. Dropping one
 //! (its realm goes, the realm holds too many, the sandbox goes) kills and
 //! reaps its child before its memory is freed; if the child cannot be
