@@ -33,6 +33,9 @@ use tokio::sync::oneshot;
 const WAKE_TOKEN: u64 = u64::MAX;
 /// Bytes read from a log pipe per read.
 const LOG_READ_BYTES: usize = 64 * 1024;
+/// (realm, binary, class) keys a spawner remembers as started once, at
+/// most; past it the memory starts over (a few more cold starts).
+const STARTED_ONCE_MAX: usize = 4096;
 
 /// What the spawner is asked to do.
 pub(crate) enum Job {
@@ -239,6 +242,9 @@ struct Run {
     journal: Journal,
     /// When evicted procs are killed if they still run, earliest first.
     kills: std::collections::BinaryHeap<std::cmp::Reverse<(std::time::Instant, u64)>>,
+    /// (realm, binary path, LC) of procs this spawner started: a second
+    /// start of one makes a warm sandbox for the third.
+    started_once: std::collections::HashSet<(String, PathBuf, bool)>,
     buf: Vec<u8>,
     conns: tokio::sync::mpsc::Sender<ProcConn>,
 }
@@ -266,6 +272,7 @@ impl Run {
             logs,
             journal,
             kills: std::collections::BinaryHeap::new(),
+            started_once: std::collections::HashSet::new(),
             buf: vec![0; LOG_READ_BYTES],
             conns,
         })
@@ -506,14 +513,24 @@ impl Run {
                 evicting: false,
             },
         );
-        // The next start of this binary in this realm and class takes a
-        // sandbox made now, while this proc runs (if warm sandboxes are on
-        // and the realm holds none for it yet). The binary stays pinned in
+        // From the second start of a binary in a realm and class on, the
+        // next start takes a sandbox made now, while this proc runs (if
+        // warm sandboxes are on and the realm holds none for it yet): a
+        // binary started once in a realm (a one-off, a realm made for one
+        // proc) costs no sandbox nobody takes. The binary stays pinned in
         // the cache until the sandbox has bound it.
-        if let Some((realm, _)) = self.realms.get(&realm_name) {
-            if let Err(e) = self.sandbox.prepare(realm, class, &binary.path) {
-                tracing::warn!(pid, realm = %realm_name, error = %e, "making a warm sandbox; the next start goes cold");
+        let key = (realm_name, binary.path.clone(), matches!(class, Class::Lc { .. }));
+        if self.started_once.contains(&key) {
+            if let Some((realm, _)) = self.realms.get(&key.0) {
+                if let Err(e) = self.sandbox.prepare(realm, class, &binary.path) {
+                    tracing::warn!(pid, realm = %key.0, error = %e, "making a warm sandbox; the next start goes cold");
+                }
             }
+        } else {
+            if self.started_once.len() >= STARTED_ONCE_MAX {
+                self.started_once.clear();
+            }
+            self.started_once.insert(key);
         }
         drop(binary);
     }
