@@ -339,11 +339,7 @@ impl<S> Drop for Worker<S> {
         self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
         self.shared.1.notify_all();
         if let Some(t) = self.thread.take() {
-            // Dropped on its own thread (it held the last reference to
-            // its owner): it stops by itself; joining would wait forever.
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
     }
 }
@@ -449,125 +445,6 @@ impl KeepWarm {
             }
         })?;
         Ok(KeepWarm { worker, _dirs: [a, b] })
-    }
-}
-
-/// The idle cpu cgroup of warm sandboxes: `<parent>/warming` with
-/// `cpu.idle = 1`, in the cgroup v1 hierarchy of the cpu controller.
-#[derive(Debug)]
-struct Warming {
-    /// Its hierarchy, an index into the sandbox's hierarchies (and so into
-    /// every `ProcCgroups`).
-    hierarchy: usize,
-    dir: CgroupDir,
-}
-
-/// One warm sandbox asked for: its realm (weak: a queued job keeps no
-/// realm alive), class, binary and the binary's detached mount.
-#[derive(Debug)]
-struct WarmJob {
-    realm: Weak<RealmInner>,
-    lc: bool,
-    binary: PathBuf,
-    tree: OwnedFd,
-}
-
-/// What the warmer thread and the sandbox share.
-#[derive(Debug, Default)]
-struct WarmerState {
-    jobs: std::collections::VecDeque<WarmJob>,
-    busy: bool,
-}
-
-/// The thread that makes warm sandboxes (`sigma-warmer`): in the idle
-/// `warming` cpu cgroup where there is one (its tid written to `tasks`),
-/// so that the clone and the children it makes, which start in its cgroup,
-/// use only CPU time nothing else wants.
-#[derive(Debug)]
-struct Warmer(Worker<WarmerState>);
-
-impl Warmer {
-    fn start(warming: Option<&Path>) -> Result<Warmer> {
-        let tasks = warming.map(|d| d.join("tasks"));
-        Worker::start("sigma-warmer", WarmerState::default(), move |shared, wake| {
-            if let Some(tasks) = tasks {
-                // SAFETY: gettid has no arguments and cannot fail.
-                let tid = unsafe { libc::syscall(libc::SYS_gettid) }.to_string();
-                // Best effort: elsewhere it works, at its normal weight.
-                let _ = fs::write(&tasks, tid);
-            }
-            let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
-            let mut guard = lock();
-            loop {
-                if guard.stop {
-                    return;
-                }
-                let Some(job) = guard.state.jobs.pop_front() else {
-                    guard.state.busy = false;
-                    wake.notify_all();
-                    guard = wake.wait(guard).unwrap_or_else(|p| p.into_inner());
-                    continue;
-                };
-                guard.state.busy = true;
-                drop(guard);
-                if let Some(realm) = job.realm.upgrade() {
-                    let sb = Arc::clone(&realm.sandbox);
-                    if make_prepared(&sb, &realm, job).is_err() {
-                        sb.warm_stats.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // Possibly the last references, dropped here (the
-                    // Worker's drop then does not join this thread).
-                    drop(realm);
-                    drop(sb);
-                }
-                guard = lock();
-            }
-        })
-        .map(Warmer)
-    }
-
-    /// Queues `job`; false if the queue is full (a warm sandbox is a
-    /// nicety: nothing waits for it).
-    fn push(&self, job: WarmJob) -> bool {
-        let mut shared = self.0.lock();
-        if shared.state.jobs.len() >= limits::WARM_SANDBOXES_PER_REALM_MAX {
-            return false;
-        }
-        shared.state.jobs.push_back(job);
-        shared.state.busy = true;
-        drop(shared);
-        self.0.notify();
-        true
-    }
-
-    /// Whether a job for this realm, binary and class is queued.
-    fn queued(&self, realm: &Arc<RealmInner>, binary: &Path, lc: bool) -> bool {
-        let shared = self.0.lock();
-        shared
-            .state
-            .jobs
-            .iter()
-            .any(|j| j.lc == lc && j.binary == binary && std::ptr::eq(j.realm.as_ptr(), Arc::as_ptr(realm)))
-    }
-
-    /// Waits until no job is queued or running, at most `timeout`.
-    fn wait_idle(&self, timeout: Duration) -> bool {
-        let until = std::time::Instant::now() + timeout;
-        let mut shared = self.0.lock();
-        while shared.state.busy || !shared.state.jobs.is_empty() {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() || !self.0.running() {
-                return false;
-            }
-            shared = self
-                .0
-                .shared
-                .1
-                .wait_timeout(shared, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
     }
 }
 
@@ -719,12 +596,7 @@ impl RealmPool {
 
 #[derive(Debug)]
 struct SandboxInner {
-    /// Dropped first: its thread stops before anything it uses goes.
-    warmer: Option<Warmer>,
-    /// The idle cpu cgroup warm sandboxes are made in (cgroup v1 with
-    /// `cpu.idle`); removed once the warmer is gone.
-    warming: Option<Warming>,
-    /// Dropped before the cgroups: its thread stops first.
+    /// Dropped first: its thread stops before the cgroups go.
     keep_warm: Option<KeepWarm>,
     /// Dropped (its queue let go of, its thread joined) before the jail.
     mount_ns_release: MountNsRelease,
@@ -750,7 +622,6 @@ struct WarmCounters {
     taken: AtomicU64,
     unusable: AtomicU64,
     dropped: AtomicU64,
-    failed: AtomicU64,
 }
 
 /// What a sandbox's warm sandboxes did ([`Sandbox::warm_stats`]).
@@ -766,9 +637,6 @@ pub struct WarmStats {
     pub unusable: u64,
     /// Dropped unused: the realm held too many, or went.
     pub dropped: u64,
-    /// Asked for but not made (the warmer thread's error: a realm's
-    /// cgroups, a clone).
-    pub failed: u64,
 }
 
 /// The σcontainer factory of one machine: detected cgroups, the compiled
@@ -911,36 +779,6 @@ impl Sandbox {
             _ => None,
         };
 
-        // Warm sandboxes: the warmer thread, in an idle cpu cgroup where
-        // the cpu controller is on cgroup v1 and has cpu.idle.
-        let warm_sandboxes = if cfg!(target_arch = "x86_64") {
-            config.warm_sandboxes
-        } else {
-            0
-        };
-        let warming = if warm_sandboxes > 0 {
-            let found = hierarchies.iter().position(|h| {
-                h.hierarchy.version == Version::V1
-                    && h.hierarchy.cpu_idle
-                    && h.hierarchy.controllers.contains(&cgroup::Controller::Cpu)
-            });
-            match found {
-                Some(i) => {
-                    let dir = CgroupDir::create(hierarchies[i].parent.path().join("warming"))?;
-                    dir.write("cpu.idle", "1")?;
-                    Some(Warming { hierarchy: i, dir })
-                }
-                None => None,
-            }
-        } else {
-            None
-        };
-        let warmer = if warm_sandboxes > 0 {
-            Some(Warmer::start(warming.as_ref().map(|w| w.dir.path()))?)
-        } else {
-            None
-        };
-
         let netns_pool = match config.netns_pool {
             0 => None,
             n => {
@@ -982,8 +820,6 @@ impl Sandbox {
         let mount_ns_release = MountNsRelease::start()?;
         Ok(Sandbox {
             inner: Arc::new(SandboxInner {
-                warmer,
-                warming,
                 keep_warm,
                 mount_ns_release,
                 netns_pool,
@@ -996,7 +832,11 @@ impl Sandbox {
                 uid_base: config.uid_base,
                 uid_count: config.uid_count,
                 warm_cgroups: config.warm_cgroups,
-                warm_sandboxes,
+                warm_sandboxes: if cfg!(target_arch = "x86_64") {
+                    config.warm_sandboxes
+                } else {
+                    0
+                },
                 warm_stats: WarmCounters::default(),
                 realms: Mutex::new(RealmTable {
                     by_name: HashMap::new(),
@@ -1324,16 +1164,6 @@ impl Sandbox {
     ) -> std::result::Result<Child, NotStarted> {
         let sb = &self.inner;
         let realm = &spec.realm.inner;
-        // Out of the idle `warming` cgroup first: a child still making its
-        // sandbox then runs at its proc's weight.
-        if let (Some(i), Some(cgroups)) = (p.cpu_move.take(), p.cgroups.as_ref()) {
-            let pid = p.pid.to_string();
-            // SAFETY: write of a live buffer to an fd of ours.
-            let n = unsafe { libc::write(cgroups.procs[i].as_raw_fd(), pid.as_ptr().cast(), pid.len()) };
-            if n != pid.len() as isize {
-                return Err(NotStarted::Unusable);
-            }
-        }
         if !p.wait_ready() {
             return Err(NotStarted::Unusable);
         }
@@ -1356,17 +1186,9 @@ impl Sandbox {
             p.cgroups = Some(cgroups);
             return Err(NotStarted::Unusable);
         }
+        sb.warm_stats.taken.fetch_add(1, Ordering::Relaxed);
         proc.pid = p.pid;
         let reports = read_reports(&p.channel);
-        // The child reports once it has the request, before the exec: EOF
-        // without a word, or a reset (it closed with the request unread),
-        // means it died first (killed while it waited), and none of the
-        // proc ran. The spawn goes the cold way.
-        if reports.as_ref().map_or(true, Vec::is_empty) {
-            p.cgroups = Some(cgroups);
-            return Err(NotStarted::Unusable);
-        }
-        sb.warm_stats.taken.fetch_add(1, Ordering::Relaxed);
         let mut times = SpawnTimes {
             start_ns,
             clone_ns,
@@ -1430,21 +1252,16 @@ impl Sandbox {
         Err(NotStarted::Failed(e))
     }
 
-    /// Asks for a warm sandbox in `realm` for procs of `binary` in
-    /// `class`, unless the realm holds one for them already or warm
-    /// sandboxes are off ([`Config::warm_sandboxes`]): a child that runs
-    /// every step of the spawn sequence but the spawn's own (fds, argv and
-    /// envp, the limits' values) and waits. The next [`Sandbox::spawn`] of
-    /// `binary` in `realm` and `class` takes it and costs one wake-up and
-    /// an exec. Past the realm's bound, its oldest warm sandbox goes.
-    ///
-    /// The binary is bound (`open_tree`) here, so a missing one is this
-    /// call's error; the rest is done by the sandbox's `sigma-warmer`
-    /// thread, which on cgroup v1 sits in an idle cpu cgroup of the
-    /// sandbox's (`warming`, `cpu.idle = 1`), where its children also make
-    /// their sandboxes: on CPU time nothing else wants. A spawn that takes
-    /// one moves it to its proc's cpu cgroup first. Returns whether one was
-    /// asked for; [`Sandbox::wait_warm`] waits until the thread is idle.
+    /// Makes a warm sandbox in `realm` for procs of `binary` in `class`,
+    /// unless the realm holds one for them already or warm sandboxes are
+    /// off ([`Config::warm_sandboxes`]): a child that runs every step of
+    /// the spawn sequence but the spawn's own (fds, argv and envp, the
+    /// limits' values), beside the caller, and waits. The next
+    /// [`Sandbox::spawn`] of `binary` in `realm` and `class` takes it and
+    /// costs one wake-up and an exec. Past the realm's bound, its oldest
+    /// warm sandbox goes. Returns whether one was made; the caller does
+    /// not wait for the child's steps (a spawn that takes it does, if they
+    /// are not done yet).
     ///
     /// `binary` is the path a spawn will name: it is bound into the jail
     /// now, so it must not change content under that path (sigmad's
@@ -1452,9 +1269,9 @@ impl Sandbox {
     pub fn prepare(&self, realm: &RealmHandle, class: Class, binary: &Path) -> Result<bool> {
         let sb = &self.inner;
         let r = &realm.inner;
-        let Some(warmer) = sb.warmer.as_ref() else {
+        if sb.warm_sandboxes == 0 {
             return Ok(false);
-        };
+        }
         let proc = ProcRef {
             proc_id: "(warm sandbox)".into(),
             realm: r.name.clone(),
@@ -1472,10 +1289,14 @@ impl Sandbox {
             return Err(invalid(format!("binary {} is not an absolute path", binary.display())));
         }
         let lc = matches!(class, Class::Lc { .. });
-        if r.holds_warm(binary, lc) || warmer.queued(r, binary, lc) {
-            return Ok(false);
+        {
+            let warm = r.warm.lock().unwrap_or_else(|p| p.into_inner());
+            if warm.iter().any(|p| p.lc == lc && p.binary == binary) {
+                return Ok(false);
+            }
         }
         let binary_c = cstring(binary.as_os_str().as_bytes()).map_err(|r| invalid(format!("binary: {r}")))?;
+        let cgroups = r.take_warm_set(lc)?;
         // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
         let tree = unsafe {
             libc::syscall(
@@ -1494,22 +1315,79 @@ impl Sandbox {
         // SAFETY: a fresh fd owned by nobody else. The child's copy of the
         // fd table keeps the detached mount until it attached it.
         let tree = unsafe { OwnedFd::from_raw_fd(tree as c_int) };
-        Ok(warmer.push(WarmJob {
-            realm: Arc::downgrade(r),
-            lc,
-            binary: binary.to_path_buf(),
-            tree,
-        }))
-    }
-
-    /// Waits until the `sigma-warmer` thread has made every warm sandbox
-    /// asked for ([`Sandbox::prepare`]), at most `timeout`; false if it
-    /// has not by then.
-    pub fn wait_warm(&self, timeout: Duration) -> bool {
-        match self.inner.warmer.as_ref() {
-            Some(w) => w.wait_idle(timeout),
-            None => true,
+        let (ours, theirs) = warm::channel().map_err(|source| Error::ReportPipe {
+            proc: proc.clone(),
+            source,
+        })?;
+        let mut cgroup_fds = [-1; 3];
+        for (slot, fd) in cgroup_fds.iter_mut().zip(&cgroups.procs) {
+            *slot = fd.as_raw_fd();
         }
+        let mut args = Box::new(WarmArgs {
+            args: ChildArgs {
+                report_fd: -1,
+                channel_fd: theirs.as_raw_fd(),
+                cgroup_fds,
+                cgroup_fds_count: cgroups.procs.len(),
+                netns_fd: r.netns.as_raw_fd(),
+                hostname: r.name_c.as_ptr(),
+                hostname_len: r.name.len(),
+                jail_template_fd: sb.jail.template.as_raw_fd(),
+                binary_tree_fd: tree.as_raw_fd(),
+                fd_sources: [-1; 4],
+                nofile: sb.nofile,
+                cap_last: sb.cap_last,
+                uid: r.uid,
+                gid: r.gid,
+                seccomp: std::ptr::null(),
+                argv: warm::atomic(std::ptr::null()),
+                envp: warm::atomic(std::ptr::null()),
+            },
+            fprog: libc::sock_fprog {
+                len: sb.seccomp.len() as u16,
+                filter: sb.seccomp.as_ptr() as *mut libc::sock_filter,
+            },
+        });
+        // The box's contents never move: the child may point into it.
+        args.args.seccomp = &args.fprog;
+        let stack = match sb.stacks.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(s) => s,
+            None => ChildStack::new()?,
+        };
+        let (pid, pidfd) = clone_child(&stack, &args.args, false);
+        // The child has its own copies of the fds it needs.
+        drop(theirs);
+        drop(tree);
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(source) => {
+                self.return_stack(stack);
+                return Err(Error::Clone { proc, source });
+            }
+        };
+        let prepared = Prepared {
+            binary: binary.to_path_buf(),
+            lc,
+            pid,
+            // SAFETY: CLONE_PIDFD stored a fresh pidfd that nobody else owns.
+            pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }),
+            channel: ours,
+            cgroups: Some(cgroups),
+            stack: Some(stack),
+            args: Some(args),
+            ready: None,
+        };
+        sb.warm_stats.made.fetch_add(1, Ordering::Relaxed);
+        let evicted = {
+            let mut warm = r.warm.lock().unwrap_or_else(|p| p.into_inner());
+            warm.push(prepared);
+            (warm.len() > sb.warm_sandboxes).then(|| warm.remove(0))
+        };
+        if let Some(old) = evicted {
+            sb.warm_stats.dropped.fetch_add(1, Ordering::Relaxed);
+            drop(old);
+        }
+        Ok(true)
     }
 
     /// What the warm sandboxes did so far.
@@ -1520,7 +1398,6 @@ impl Sandbox {
             taken: c.taken.load(Ordering::Relaxed),
             unusable: c.unusable.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
         }
     }
 
@@ -1530,107 +1407,6 @@ impl Sandbox {
             pool.push(stack);
         }
     }
-}
-
-/// Makes the warm sandbox of `job` (on the `sigma-warmer` thread): its
-/// cgroups, channel, arguments and stack, then the clone. Its child joins
-/// its memory and pids cgroups itself; its cpu cgroup is the warmer's
-/// (inherited) until a spawn takes it.
-fn make_prepared(sb: &SandboxInner, r: &RealmInner, job: WarmJob) -> Result<()> {
-    let WarmJob { lc, binary, tree, .. } = job;
-    if r.holds_warm(&binary, lc) {
-        return Ok(());
-    }
-    let proc = ProcRef {
-        proc_id: "(warm sandbox)".into(),
-        realm: r.name.clone(),
-        pid: 0,
-        binary: binary.clone(),
-    };
-    let cgroups = r.take_warm_set(lc)?;
-    let (ours, theirs) = warm::channel().map_err(|source| Error::ReportPipe {
-        proc: proc.clone(),
-        source,
-    })?;
-    // The child joins every hierarchy's cgroup but the warming one's.
-    let cpu_move = sb.warming.as_ref().map(|w| w.hierarchy);
-    let mut cgroup_fds = [-1; 3];
-    let mut count = 0;
-    for (i, fd) in cgroups.procs.iter().enumerate() {
-        if Some(i) != cpu_move {
-            cgroup_fds[count] = fd.as_raw_fd();
-            count += 1;
-        }
-    }
-    let mut args = Box::new(WarmArgs {
-        args: ChildArgs {
-            report_fd: -1,
-            channel_fd: theirs.as_raw_fd(),
-            cgroup_fds,
-            cgroup_fds_count: count,
-            netns_fd: r.netns.as_raw_fd(),
-            hostname: r.name_c.as_ptr(),
-            hostname_len: r.name.len(),
-            jail_template_fd: sb.jail.template.as_raw_fd(),
-            binary_tree_fd: tree.as_raw_fd(),
-            fd_sources: [-1; 4],
-            nofile: sb.nofile,
-            cap_last: sb.cap_last,
-            uid: r.uid,
-            gid: r.gid,
-            seccomp: std::ptr::null(),
-            argv: warm::atomic(std::ptr::null()),
-            envp: warm::atomic(std::ptr::null()),
-        },
-        fprog: libc::sock_fprog {
-            len: sb.seccomp.len() as u16,
-            filter: sb.seccomp.as_ptr() as *mut libc::sock_filter,
-        },
-    });
-    // The box's contents never move: the child may point into it.
-    args.args.seccomp = &args.fprog;
-    let stack = match sb.stacks.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-        Some(s) => s,
-        None => ChildStack::new()?,
-    };
-    let (pid, pidfd) = clone_child(&stack, &args.args, false);
-    // The child has its own copies of the fds it needs.
-    drop(theirs);
-    drop(tree);
-    let pid = match pid {
-        Ok(pid) => pid,
-        Err(source) => {
-            let mut pool = sb.stacks.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < limits::CHILD_STACKS_POOLED_MAX {
-                pool.push(stack);
-            }
-            return Err(Error::Clone { proc, source });
-        }
-    };
-    let prepared = Prepared {
-        binary,
-        lc,
-        pid,
-        // SAFETY: CLONE_PIDFD stored a fresh pidfd that nobody else owns.
-        pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }),
-        channel: ours,
-        cgroups: Some(cgroups),
-        cpu_move,
-        stack: Some(stack),
-        args: Some(args),
-        ready: None,
-    };
-    sb.warm_stats.made.fetch_add(1, Ordering::Relaxed);
-    let evicted = {
-        let mut warm = r.warm.lock().unwrap_or_else(|p| p.into_inner());
-        warm.push(prepared);
-        (warm.len() > sb.warm_sandboxes).then(|| warm.remove(0))
-    };
-    if let Some(old) = evicted {
-        sb.warm_stats.dropped.fetch_add(1, Ordering::Relaxed);
-        drop(old);
-    }
-    Ok(())
 }
 
 /// Blocks every signal on this thread (raw, so glibc's internal ones too)
@@ -2068,12 +1844,6 @@ impl RealmInner {
             lc,
             limits: None,
         })
-    }
-
-    /// Whether it holds a warm sandbox for `binary` and class `lc`.
-    fn holds_warm(&self, binary: &Path, lc: bool) -> bool {
-        let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-        warm.iter().any(|p| p.lc == lc && p.binary == binary)
     }
 
     /// The warm sandbox made for `binary` and class `lc`, if one is here.

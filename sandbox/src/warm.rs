@@ -66,10 +66,6 @@ pub(crate) struct Prepared {
     pub(crate) pidfd: Option<OwnedFd>,
     pub(crate) channel: OwnedFd,
     pub(crate) cgroups: Option<ProcCgroups>,
-    /// The hierarchy (an index into `cgroups`) where the child is still in
-    /// the sandbox's idle `warming` cgroup: a spawn that takes it moves it
-    /// to its proc's cgroup there.
-    pub(crate) cpu_move: Option<usize>,
     /// The child's stack and arguments: `None` once handed back (after
     /// the child exec'd or was reaped).
     pub(crate) stack: Option<ChildStack>,

@@ -9,16 +9,6 @@ use common::{probe, run, RunOpts, TestSandbox};
 use sigma_sandbox::{Class, Error, ExitStatus, WarmStats};
 use std::path::Path;
 
-/// Asks for a warm sandbox and waits until the warmer thread made it.
-fn prepare(t: &TestSandbox, realm: &sigma_sandbox::RealmHandle, class: Class, bin: &Path) -> bool {
-    let asked = t.sb().prepare(realm, class, bin).expect("prepare");
-    assert!(
-        t.sb().wait_warm(std::time::Duration::from_secs(10)),
-        "the warmer did not finish"
-    );
-    asked
-}
-
 fn lc() -> Class {
     RunOpts::default().class
 }
@@ -38,7 +28,7 @@ fn a_proc_from_a_warm_sandbox_is_as_jailed_as_a_cold_one() {
     let t = TestSandbox::with(|c| c.warm_sandboxes = 2);
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     let bin = probe("probe");
-    assert!(prepare(&t, &realm, lc(), &bin));
+    assert!(t.sb().prepare(&realm, lc(), &bin).expect("prepare"));
     assert!(
         !t.sb().prepare(&realm, lc(), &bin).expect("prepare again"),
         "one per binary and class"
@@ -62,8 +52,7 @@ fn a_proc_from_a_warm_sandbox_is_as_jailed_as_a_cold_one() {
             made: 1,
             taken: 1,
             unusable: 0,
-            dropped: 0,
-            failed: 0
+            dropped: 0
         }
     );
     // The next spawn, with nothing prepared, is cold and sees the same.
@@ -79,7 +68,7 @@ fn a_warm_sandbox_is_taken_only_by_its_binary_and_class_and_keeps_exit_statuses(
     let t = TestSandbox::with(|c| c.warm_sandboxes = 4);
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     let trivial = probe("trivial");
-    assert!(prepare(&t, &realm, lc(), &trivial));
+    assert!(t.sb().prepare(&realm, lc(), &trivial).expect("prepare"));
     // Another binary, and the same binary as BE, go cold.
     let o = run(t.sb(), &realm, &probe("probe"), &["info"], &RunOpts::default());
     assert!(!o.warm, "a warm sandbox of another binary was taken");
@@ -94,7 +83,7 @@ fn a_warm_sandbox_is_taken_only_by_its_binary_and_class_and_keeps_exit_statuses(
     // The right one takes it: exit codes and crashes come back as from a
     // cold start.
     for args in [&["42"][..], &["crash"][..], &["0"][..]] {
-        assert!(prepare(&t, &realm, lc(), &trivial) || realm.warm_sandboxes() == 1);
+        assert!(t.sb().prepare(&realm, lc(), &trivial).expect("prepare") || realm.warm_sandboxes() == 1);
         let o = run(t.sb(), &realm, &trivial, args, &RunOpts::default());
         assert!(o.warm, "{args:?} did not start warm");
         let want = match args[0] {
@@ -104,7 +93,7 @@ fn a_warm_sandbox_is_taken_only_by_its_binary_and_class_and_keeps_exit_statuses(
         assert_eq!(o.status, want, "{args:?}, stderr: {}", o.stderr);
     }
     // A BE one for BE procs.
-    assert!(prepare(&t, &realm, Class::Be, &trivial));
+    assert!(t.sb().prepare(&realm, Class::Be, &trivial).expect("prepare BE"));
     let o = run(t.sb(), &realm, &trivial, &["9"], &be);
     assert!(o.warm);
     assert_eq!(o.status, ExitStatus::Exited(9));
@@ -126,7 +115,7 @@ fn warm_sandboxes_are_bounded_per_realm_and_go_with_it() {
     }
     let mut pids = Vec::new();
     for b in &bins {
-        assert!(prepare(&t, &realm, lc(), b));
+        assert!(t.sb().prepare(&realm, lc(), b).expect("prepare"));
         pids.extend(realm.warm_sandbox_pids());
     }
     pids.sort();
@@ -167,7 +156,7 @@ fn a_dead_warm_sandbox_is_skipped_and_the_spawn_goes_cold() {
     let t = TestSandbox::with(|c| c.warm_sandboxes = 2);
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     let trivial = probe("trivial");
-    assert!(prepare(&t, &realm, lc(), &trivial));
+    assert!(t.sb().prepare(&realm, lc(), &trivial).expect("prepare"));
     let pid = realm.warm_sandbox_pids()[0];
     // SAFETY: kill on a child of ours that is not reaped (so its pid is
     // its own).
@@ -194,7 +183,7 @@ fn a_failed_exec_from_a_warm_sandbox_names_its_step() {
     std::fs::copy(probe("trivial"), &noexec).expect("copy");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&noexec, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    assert!(prepare(&t, &realm, lc(), &noexec));
+    assert!(t.sb().prepare(&realm, lc(), &noexec).expect("prepare"));
     let pid = realm.warm_sandbox_pids()[0];
     match common::start(t.sb(), &realm, &noexec, &[], &RunOpts::default()) {
         Err(Error::ChildExec { source, proc }) => {
@@ -235,7 +224,7 @@ fn a_warm_sandbox_takes_the_spawns_limits() {
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     let bin = probe("trivial");
     for (mem_mib, pids_max) in [(40u64, 17u64), (40, 17), (24, 9)] {
-        assert!(prepare(&t, &realm, lc(), &bin));
+        assert!(t.sb().prepare(&realm, lc(), &bin).expect("prepare"));
         let opts = RunOpts {
             mem_mib,
             pids_max,
@@ -261,55 +250,6 @@ fn a_warm_sandbox_takes_the_spawns_limits() {
             Some(ExitStatus::Exited(0))
         );
     }
-    drop(realm);
-    t.finish();
-}
-
-/// The cpu-controller line of `/proc/PID/cgroup` (v1: `N:cpu,cpuacct:/path`).
-fn cpu_cgroup(pid: i32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "cpu")))
-        .map(|l| l.splitn(3, ':').nth(2).unwrap_or("").to_string())
-}
-
-#[test]
-fn a_warm_sandbox_waits_in_the_idle_warming_cgroup_and_its_proc_runs_in_its_own() {
-    let t = TestSandbox::with(|c| c.warm_sandboxes = 2);
-    let realm = t.sb().realm(&common::unique("r")).expect("realm");
-    let bin = probe("probe");
-    assert!(prepare(&t, &realm, lc(), &bin));
-    let pid = realm.warm_sandbox_pids()[0];
-    let Some(waiting) = cpu_cgroup(pid) else {
-        println!("skipping: no cgroup v1 cpu controller here, so no warming cgroup");
-        drop(realm);
-        t.finish();
-        return;
-    };
-    assert!(waiting.ends_with("/warming"), "a waiting warm sandbox is in {waiting}");
-    let warming_idle = t
-        .sb()
-        .cgroup_parents()
-        .iter()
-        .map(|p| p.join("warming/cpu.idle"))
-        .find(|p| p.exists())
-        .expect("the warming cgroup's cpu.idle");
-    assert_eq!(std::fs::read_to_string(warming_idle).unwrap().trim(), "1");
-    // Taken: it runs in its proc's cpu cgroup (LC, the realm's).
-    let (mut child, _o, _e, ctl) = common::start(t.sb(), &realm, &bin, &["wait"], &RunOpts::default()).expect("spawn");
-    assert!(child.spawn_times().warm);
-    assert_eq!(child.pid(), pid);
-    let running = cpu_cgroup(pid).expect("the proc's cgroups");
-    assert!(
-        running.contains(&format!("/lc/{}/w+", realm.name())),
-        "the proc runs in {running}"
-    );
-    drop(ctl);
-    assert_eq!(
-        child.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
-        Some(ExitStatus::Exited(0))
-    );
-    drop(child);
     drop(realm);
     t.finish();
 }
