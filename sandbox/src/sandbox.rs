@@ -1186,9 +1186,17 @@ impl Sandbox {
             p.cgroups = Some(cgroups);
             return Err(NotStarted::Unusable);
         }
-        sb.warm_stats.taken.fetch_add(1, Ordering::Relaxed);
         proc.pid = p.pid;
         let reports = read_reports(&p.channel);
+        // The child reports once it has the request, before the exec: EOF
+        // without a word, or a reset (it closed with the request unread),
+        // means it died first (killed while it waited), and none of the
+        // proc ran. The spawn goes the cold way.
+        if reports.as_ref().map_or(true, Vec::is_empty) {
+            p.cgroups = Some(cgroups);
+            return Err(NotStarted::Unusable);
+        }
+        sb.warm_stats.taken.fetch_add(1, Ordering::Relaxed);
         let mut times = SpawnTimes {
             start_ns,
             clone_ns,
