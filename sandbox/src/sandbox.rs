@@ -1017,25 +1017,12 @@ impl Sandbox {
 
         // The binary as a detached bind mount for the child to attach: no
         // host path needs to be visible in the child's mount namespace.
-        // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
-        let tree = unsafe {
-            libc::syscall(
-                SYS_OPEN_TREE,
-                libc::AT_FDCWD,
-                image.binary.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-            )
+        // Closing it after the child attached it leaves the mount in
+        // place; closing it unused (a failed spawn) dissolves it.
+        let binary_tree = match open_binary_tree(&image.binary) {
+            Ok(fd) => fd,
+            Err(source) => return Err(Error::OpenBinary { proc, source }),
         };
-        if tree < 0 {
-            return Err(Error::OpenBinary {
-                proc,
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: a fresh fd owned by nobody else. Closing it after the
-        // child attached it leaves the mount in place; closing it unused
-        // (a failed spawn) dissolves it.
-        let binary_tree = unsafe { OwnedFd::from_raw_fd(tree as c_int) };
 
         // The report pipe: close-on-exec, so exec closes the child's end.
         let mut pipe = [0 as c_int; 2];
@@ -1082,10 +1069,7 @@ impl Sandbox {
             envp: warm::atomic(image.envp.as_ptr()),
         };
 
-        let stack = match sb.stacks.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            Some(s) => s,
-            None => ChildStack::new()?,
-        };
+        let stack = self.take_stack()?;
         let clone_ns = crate::monotonic_ns();
         let (pid, pidfd) = clone_child(&stack, &args, true);
         self.return_stack(stack);
@@ -1305,24 +1289,12 @@ impl Sandbox {
         }
         let binary_c = cstring(binary.as_os_str().as_bytes()).map_err(|r| invalid(format!("binary: {r}")))?;
         let cgroups = r.take_warm_set(lc)?;
-        // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
-        let tree = unsafe {
-            libc::syscall(
-                SYS_OPEN_TREE,
-                libc::AT_FDCWD,
-                binary_c.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-            )
+        // The child's copy of the fd table keeps the detached mount until
+        // it attached it.
+        let tree = match open_binary_tree(&binary_c) {
+            Ok(fd) => fd,
+            Err(source) => return Err(Error::OpenBinary { proc, source }),
         };
-        if tree < 0 {
-            return Err(Error::OpenBinary {
-                proc,
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: a fresh fd owned by nobody else. The child's copy of the
-        // fd table keeps the detached mount until it attached it.
-        let tree = unsafe { OwnedFd::from_raw_fd(tree as c_int) };
         let (ours, theirs) = warm::channel().map_err(|source| Error::ReportPipe {
             proc: proc.clone(),
             source,
@@ -1358,10 +1330,7 @@ impl Sandbox {
         });
         // The box's contents never move: the child may point into it.
         args.args.seccomp = &args.fprog;
-        let stack = match sb.stacks.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            Some(s) => s,
-            None => ChildStack::new()?,
-        };
+        let stack = self.take_stack()?;
         let (pid, pidfd) = clone_child(&stack, &args.args, false);
         // The child has its own copies of the fds it needs.
         drop(theirs);
@@ -1409,12 +1378,40 @@ impl Sandbox {
         }
     }
 
+    /// A child stack from the pool, or a new one.
+    fn take_stack(&self) -> Result<ChildStack> {
+        match self.inner.stacks.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(s) => Ok(s),
+            None => ChildStack::new(),
+        }
+    }
+
     fn return_stack(&self, stack: ChildStack) {
         let mut pool = self.inner.stacks.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < limits::CHILD_STACKS_POOLED_MAX {
             pool.push(stack);
         }
     }
+}
+
+/// The binary at `path` as a detached bind mount (`open_tree`
+/// OPEN_TREE_CLONE): a child attaches it in its jail without any host path
+/// being visible there.
+fn open_binary_tree(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
+    let tree = unsafe {
+        libc::syscall(
+            SYS_OPEN_TREE,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as c_int) })
 }
 
 /// Blocks every signal on this thread (raw, so glibc's internal ones too)
