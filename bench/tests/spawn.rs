@@ -246,3 +246,79 @@ fn quick_spawn_suites_have_every_row_and_leave_nothing_behind() {
         assert!(ours.is_empty(), "Docker images left behind: {ours:?}");
     }
 }
+
+#[test]
+fn a_killed_runs_cgroups_and_jail_are_removed_by_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let run = |rounds: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sigmabench"));
+        c.args([
+            "run",
+            "spawn",
+            "--quick",
+            "--rounds",
+            rounds,
+            "--cases",
+            "warm-start",
+            "--systems",
+            "sigma-sandbox,vfork-exec",
+        ])
+        .env("TMPDIR", &scratch)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+        c
+    };
+    // A run killed once its sandbox is set up leaves its cgroups and jail
+    // directory (nothing runs its cleanup).
+    // Enough rounds to be running when it is killed.
+    let mut first = run("500").spawn().unwrap();
+    let pid = first.id();
+    let prefix = format!("sigma-bench-{pid}-");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cgroups_named(&prefix).is_empty() {
+        if let Some(status) = first.try_wait().unwrap() {
+            // No sandbox here (not root, no cgroups): its row is an error row
+            // and the run exits 1 without making anything.
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut first.stderr.take().unwrap(), &mut err).unwrap();
+            assert_eq!(
+                status.code(),
+                Some(1),
+                "the run ended before it could be killed: {status}\n{err}"
+            );
+            eprintln!("skipping: the run set up no sandbox here:\n{err}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sandbox cgroups after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        !cgroups_named(&prefix).is_empty(),
+        "the killed run left nothing to test with"
+    );
+    let jails = |p: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(&scratch)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|e| e.file_name().is_some_and(|n| n.to_string_lossy().starts_with(p)))
+            .collect()
+    };
+    // The next run removes them (and says so; a run of another test at
+    // the same time may get there first: only a run's reclaim removes
+    // them, the killed run's cleanup never ran).
+    let out = run("1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}\n{stderr}", out.status);
+    let left = cgroups_named(&prefix);
+    assert!(left.is_empty(), "the killed run's cgroups are still there: {left:?}");
+    let left = jails(&prefix);
+    assert!(
+        left.is_empty(),
+        "the killed run's jail directory is still there: {left:?}"
+    );
+}

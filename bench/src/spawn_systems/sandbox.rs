@@ -81,6 +81,7 @@ pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
     if euid != 0 {
         bail!("the sandbox needs root to make cgroups and namespaces (running as uid {euid})");
     }
+    reclaim_dead_runs();
     let name = format!(
         "{CGROUP_PREFIX}{}-{}",
         std::process::id(),
@@ -104,6 +105,46 @@ pub fn open(env: &Env) -> Result<Arc<dyn Starter>> {
         ctl: seqpacket_pair()?,
         dev_null,
     }))
+}
+
+/// Removes what sigmabench runs that were killed left behind: the cgroups
+/// (`sigma-bench-<pid>-<n>`, killing what still runs in them) and jail
+/// directories of pids no longer alive. Best effort: a failure is reported
+/// and the run goes on (its own names are new).
+fn reclaim_dead_runs() {
+    let dead = |name: &str| -> bool {
+        let Some(rest) = name.strip_prefix(CGROUP_PREFIX) else {
+            return false;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for h in sigma_sandbox::cgroup::detect().unwrap_or_default() {
+        for e in std::fs::read_dir(&h.own_dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dead(&name) {
+                names.insert(name);
+            }
+        }
+    }
+    for name in names {
+        match sigma_sandbox::cgroup::reclaim(&name) {
+            Ok(killed) => {
+                eprintln!("sigmabench: removed the cgroups {name} a killed run left ({killed} processes killed)")
+            }
+            Err(e) => eprintln!("sigmabench: could not remove the cgroups {name} a killed run left: {e}"),
+        }
+    }
+    for e in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(base) = name.strip_suffix(".jail") {
+            if dead(base) {
+                // Empty on the host (each child mounts its tmpfs in its own namespace).
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
 }
 
 fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
