@@ -568,10 +568,10 @@ fn receive_request(channel: c_int) -> Result<bool, c_long> {
     if n as usize != std::mem::size_of::<u64>() || go != REQUEST_GO || msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(bad);
     }
-    if (msg.msg_controllen as usize) < HDR + FDS {
+    if msg.msg_controllen as usize != HDR + FDS {
         return Err(bad);
     }
-    // SAFETY: the kernel wrote at least HDR + FDS bytes of control data
+    // SAFETY: the kernel wrote exactly HDR + FDS bytes of control data
     // into `control` (8-byte aligned, as cmsghdr needs).
     let (hdr, fds) = unsafe {
         let hdr = std::ptr::read(control.as_ptr().cast::<libc::cmsghdr>());
@@ -581,7 +581,6 @@ fn receive_request(channel: c_int) -> Result<bool, c_long> {
     if hdr.cmsg_level != libc::SOL_SOCKET
         || hdr.cmsg_type != libc::SCM_RIGHTS
         || hdr.cmsg_len as usize != HDR + FDS
-        || msg.msg_controllen as usize != HDR + FDS
         || fds != [0, 1, 2, 3]
     {
         return Err(bad);

@@ -1091,25 +1091,11 @@ impl Sandbox {
             exec_seen_ns: crate::monotonic_ns(),
             warm: false,
         };
+        // EOF without a word: the child died before it could report (a
+        // signal before exec); its status says how.
         let failure = match reports {
             Err(e) => Some(Err(e)),
-            Ok(reports) => {
-                let mut failure = None;
-                for r in &reports {
-                    let n = (r.stamps_count as usize).min(times.child.len());
-                    times.child[..n].copy_from_slice(&r.stamps[..n]);
-                    if r.kind == child::REPORT_FAILED {
-                        failure = Some(Ok((r.step, r.errno)));
-                    }
-                }
-                if reports.is_empty() {
-                    // EOF without a word: the child died before it could
-                    // report (a signal before exec). Its status says how.
-                    None
-                } else {
-                    failure
-                }
-            }
+            Ok(reports) => apply_reports(&reports, &mut times.child).map(Ok),
         };
         let mut child = Child {
             proc: proc.clone(),
@@ -1188,26 +1174,29 @@ impl Sandbox {
             exec_seen_ns: crate::monotonic_ns(),
             warm: true,
         };
-        let mut failure = None;
-        match reports {
-            Err(reason) => {
-                failure = Some(Error::ChildReport {
-                    proc: proc.clone(),
-                    reason,
-                })
-            }
-            Ok(reports) => {
-                for r in &reports {
-                    let n = (r.stamps_count as usize).min(times.child.len());
-                    times.child[..n].copy_from_slice(&r.stamps[..n]);
-                    if r.kind == child::REPORT_FAILED {
-                        failure = Some(step_error(proc.clone(), r.step, r.errno, realm));
-                    }
-                }
-            }
+        let failure = match reports {
+            Err(reason) => Some(Error::ChildReport {
+                proc: proc.clone(),
+                reason,
+            }),
+            Ok(reports) => apply_reports(&reports, &mut times.child)
+                .map(|(step, errno)| step_error(proc.clone(), step, errno, realm)),
+        };
+        if let Some(e) = failure {
+            // It reported a failure and exits (127): the drop reaps it
+            // before its stack and arguments go (or leaks them), and
+            // removes its cgroups.
+            p.cgroups = Some(cgroups);
+            drop(p);
+            return Err(NotStarted::Failed(e));
         }
-        let pidfd = p.pidfd.take().expect("a prepared sandbox has its pidfd");
-        let mut child = Child {
+        // EOF: the child exec'd (or died: its status says how). Either way
+        // it no longer runs on its stack or reads its arguments.
+        let (pidfd, stack) = p.hand_over();
+        if let Some(stack) = stack {
+            self.return_stack(stack);
+        }
+        Ok(Child {
             proc,
             pidfd,
             status: None,
@@ -1215,33 +1204,7 @@ impl Sandbox {
             times,
             mount_ns: None,
             _realm: Arc::clone(realm),
-        };
-        let Some(e) = failure else {
-            // EOF: the child exec'd (or died: its status says how). Either
-            // way it no longer runs on its stack or reads its arguments.
-            if let Some(stack) = p.stack.take() {
-                self.return_stack(stack);
-            }
-            p.args = None;
-            return Ok(child);
-        };
-        // It reported a failure and exits (127): reap it before its stack
-        // and arguments go; leak them if it cannot be reaped.
-        let reaped = matches!(
-            child.wait_timeout(Duration::from_millis(limits::CHILD_DROP_WAIT_MS_MAX)),
-            Ok(Some(_))
-        );
-        let _ = child.cleanup();
-        if reaped {
-            p.stack = None;
-            p.args = None;
-        } else {
-            std::mem::forget(p.stack.take());
-            if let Some(args) = p.args.take() {
-                Box::leak(args);
-            }
-        }
-        Err(NotStarted::Failed(e))
+        })
     }
 
     /// Makes a warm sandbox in `realm` for procs of `binary` in `class`,
@@ -1283,7 +1246,7 @@ impl Sandbox {
         let lc = matches!(class, Class::Lc { .. });
         {
             let warm = r.warm.lock().unwrap_or_else(|p| p.into_inner());
-            if warm.iter().any(|p| p.lc == lc && p.binary == binary) {
+            if warm.iter().any(|p| p.is_for(binary, lc)) {
                 return Ok(false);
             }
         }
@@ -1352,7 +1315,6 @@ impl Sandbox {
             cgroups: Some(cgroups),
             stack: Some(stack),
             args: Some(args),
-            ready: None,
         };
         sb.warm_stats.made.fetch_add(1, Ordering::Relaxed);
         let evicted = {
@@ -1412,6 +1374,77 @@ fn open_binary_tree(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(tree as c_int) })
+}
+
+/// pidfd_send_signal(2) on `pidfd`, no siginfo.
+pub(crate) fn pidfd_signal(pidfd: c_int, signal: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with integer arguments and no siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<c_void>(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reaps the child behind `pidfd` if it has ended (waitid(P_PIDFD,
+/// WEXITED | WNOHANG | __WALL): never blocks); `None` while it runs.
+pub(crate) fn pidfd_try_reap(pidfd: c_int) -> io::Result<Option<ExitStatus>> {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on a pidfd into a live siginfo_t.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::__WALL,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled `info` (or left it zeroed: no child ready), so
+    // si_pid and si_status are initialized.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => ExitStatus::Exited(status),
+        _ => ExitStatus::Signaled(status),
+    }))
+}
+
+/// Waits up to `timeout` for `fd` to turn readable (a pidfd: its child
+/// ended); an interrupted wait just returns early.
+pub(crate) fn poll_readable(fd: c_int, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
+    // SAFETY: poll on one live pollfd.
+    match unsafe { libc::poll(&mut pfd, 1, ms) } {
+        r if r > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Blocks every signal on this thread (raw, so glibc's internal ones too)
@@ -1478,23 +1511,16 @@ fn clone_child(stack: &ChildStack, args: &ChildArgs, vfork: bool) -> (io::Result
     (result, pidfd)
 }
 
-/// Reads whole reports until EOF. At most two arrive (stamps, then an exec
-/// failure), so this is bounded.
-fn read_reports(fd: &OwnedFd) -> std::result::Result<Vec<Report>, String> {
+/// Reads one whole report; `None` at EOF.
+pub(crate) fn read_report(fd: &OwnedFd) -> std::result::Result<Option<Report>, String> {
     const SIZE: usize = std::mem::size_of::<Report>();
-    let mut reports = Vec::new();
     loop {
         let mut r = Report::default();
         // SAFETY: reads at most SIZE bytes into a live plain-data local.
         let n = unsafe { libc::read(fd.as_raw_fd(), (&mut r as *mut Report).cast(), SIZE) };
         match n {
-            0 => return Ok(reports),
-            n if n == SIZE as isize => {
-                if reports.len() >= 2 {
-                    return Err("more than two reports".into());
-                }
-                reports.push(r);
-            }
+            0 => return Ok(None),
+            n if n == SIZE as isize => return Ok(Some(r)),
             n if n < 0 => {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -1505,6 +1531,33 @@ fn read_reports(fd: &OwnedFd) -> std::result::Result<Vec<Report>, String> {
             n => return Err(format!("short report of {n} bytes")),
         }
     }
+}
+
+/// Reads whole reports until EOF. At most two arrive (stamps, then an exec
+/// failure), so this is bounded.
+fn read_reports(fd: &OwnedFd) -> std::result::Result<Vec<Report>, String> {
+    let mut reports = Vec::new();
+    while let Some(r) = read_report(fd)? {
+        if reports.len() >= 2 {
+            return Err("more than two reports".into());
+        }
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+/// Copies the reports' stamps into `stamps`; the failed step and errno, if
+/// one was reported.
+fn apply_reports(reports: &[Report], stamps: &mut Stamps) -> Option<(u32, i32)> {
+    let mut failure = None;
+    for r in reports {
+        let n = (r.stamps_count as usize).min(stamps.len());
+        stamps[..n].copy_from_slice(&r.stamps[..n]);
+        if r.kind == child::REPORT_FAILED {
+            failure = Some((r.step, r.errno));
+        }
+    }
+    failure
 }
 
 fn step_error(proc: ProcRef, step: u32, errno: i32, realm: &RealmInner) -> Error {
@@ -1854,7 +1907,7 @@ impl RealmInner {
     /// The warm sandbox made for `binary` and class `lc`, if one is here.
     fn take_prepared(&self, binary: &Path, lc: bool) -> Option<Prepared> {
         let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-        let i = warm.iter().position(|p| p.lc == lc && p.binary == binary)?;
+        let i = warm.iter().position(|p| p.is_for(binary, lc))?;
         Some(warm.remove(i))
     }
 }
@@ -2071,33 +2124,16 @@ impl Child {
     /// blocks), then removes its cgroups. `Ok(None)` while it runs.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: waitid on our own pidfd into a live siginfo_t.
-            let r = unsafe {
-                libc::waitid(
-                    libc::P_PIDFD,
-                    self.pidfd.as_raw_fd() as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOHANG | libc::__WALL,
-                )
-            };
-            if r != 0 {
-                return Err(Error::Wait {
-                    proc: self.proc.clone(),
-                    source: io::Error::last_os_error(),
-                });
+            match pidfd_try_reap(self.pidfd.as_raw_fd()) {
+                Ok(None) => return Ok(None),
+                Ok(status) => self.status = status,
+                Err(source) => {
+                    return Err(Error::Wait {
+                        proc: self.proc.clone(),
+                        source,
+                    })
+                }
             }
-            // SAFETY: waitid filled `info` (or left it zeroed: no child
-            // ready), so si_pid and si_status are initialized.
-            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-            if pid == 0 {
-                return Ok(None);
-            }
-            self.status = Some(match info.si_code {
-                libc::CLD_EXITED => ExitStatus::Exited(status),
-                _ => ExitStatus::Signaled(status),
-            });
         }
         self.cleanup()?;
         Ok(self.status)
@@ -2108,22 +2144,11 @@ impl Child {
     /// loops poll the pidfd and call [`Child::try_wait`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            let mut pfd = libc::pollfd {
-                fd: self.pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
-            // SAFETY: poll on one live pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(Error::Wait {
-                        proc: self.proc.clone(),
-                        source: e,
-                    });
-                }
+            if let Err(source) = poll_readable(self.pidfd.as_raw_fd(), timeout) {
+                return Err(Error::Wait {
+                    proc: self.proc.clone(),
+                    source,
+                });
             }
         }
         self.try_wait()
@@ -2132,24 +2157,11 @@ impl Child {
     /// Sends `signal` through the pidfd (to pid 1 of the proc's pid
     /// namespace: SIGKILL takes the whole namespace with it).
     pub fn signal(&self, signal: i32) -> Result<()> {
-        // SAFETY: pidfd_send_signal on our own pidfd, no siginfo.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                signal,
-                std::ptr::null::<c_void>(),
-                0,
-            )
-        };
-        if r != 0 {
-            return Err(Error::Signal {
-                proc: self.proc.clone(),
-                signal,
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+        pidfd_signal(self.pidfd.as_raw_fd(), signal).map_err(|source| Error::Signal {
+            proc: self.proc.clone(),
+            signal,
+            source,
+        })
     }
 
     /// SIGKILL.

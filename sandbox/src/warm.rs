@@ -39,16 +39,16 @@
 //! arguments are leaked instead of freed. If sigmad dies, the channel
 //! closes and the child exits on its own.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Duration;
 
-use crate::child::{self, ChildArgs, Report};
+use crate::child::{self, ChildArgs};
 use crate::limits;
-use crate::sandbox::{ChildStack, ProcCgroups};
+use crate::sandbox::{self, ChildStack, ProcCgroups};
 
 /// What a warm sandbox's child reads: its arguments and the filter's
 /// header. Boxed, so that it never moves while the child may read it.
@@ -70,8 +70,6 @@ pub(crate) struct Prepared {
     /// the child exec'd or was reaped).
     pub(crate) stack: Option<ChildStack>,
     pub(crate) args: Option<Box<WarmArgs>>,
-    /// Its setup's stamps, once it reported ready.
-    pub(crate) ready: Option<Report>,
 }
 
 // SAFETY: the raw pointers in `args` point into the sandbox's seccomp
@@ -86,7 +84,6 @@ impl std::fmt::Debug for Prepared {
             .field("binary", &self.binary)
             .field("lc", &self.lc)
             .field("pid", &self.pid)
-            .field("ready", &self.ready.is_some())
             .finish()
     }
 }
@@ -101,37 +98,34 @@ pub(crate) enum NotStarted {
 }
 
 impl Prepared {
-    /// Waits for the child's ready report if it has not come yet (at most
-    /// [`limits::CHILD_DROP_WAIT_MS_MAX`]). False if the child failed a
-    /// step, died, or is still not ready.
-    pub(crate) fn wait_ready(&mut self) -> bool {
-        if self.ready.is_some() {
-            return true;
-        }
-        let mut pfd = libc::pollfd {
-            fd: self.channel.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+    /// Whether it was made for `binary` and class `lc`.
+    pub(crate) fn is_for(&self, binary: &std::path::Path, lc: bool) -> bool {
+        self.lc == lc && self.binary == binary
+    }
+
+    /// Waits for the child's ready report (at most
+    /// [`limits::CHILD_DROP_WAIT_MS_MAX`]; a spawn takes a warm sandbox
+    /// once, so this runs once). False if the child failed a step, died, or
+    /// is still not ready.
+    pub(crate) fn wait_ready(&self) -> bool {
+        let fd = self.channel.as_raw_fd();
         let until = std::time::Instant::now() + Duration::from_millis(limits::CHILD_DROP_WAIT_MS_MAX);
         loop {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            // SAFETY: poll on one live pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as c_int) };
-            if r > 0 {
-                break;
-            }
-            if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return false;
+            match sandbox::poll_readable(fd, until.saturating_duration_since(std::time::Instant::now())) {
+                Ok(true) => break,
+                Ok(false) if std::time::Instant::now() < until => continue,
+                _ => return false,
             }
         }
-        match read_report(&self.channel) {
-            Some(r) if r.kind == child::REPORT_READY => {
-                self.ready = Some(r);
-                true
-            }
-            _ => false,
-        }
+        matches!(sandbox::read_report(&self.channel), Ok(Some(r)) if r.kind == child::REPORT_READY)
+    }
+
+    /// The pidfd and stack, once its child has exec'd (it no longer runs on
+    /// the stack or reads its arguments); the rest goes with `self`.
+    pub(crate) fn hand_over(mut self) -> (OwnedFd, Option<ChildStack>) {
+        self.args = None;
+        let pidfd = self.pidfd.take().expect("a prepared sandbox has its pidfd");
+        (pidfd, self.stack.take())
     }
 
     /// Stores argv and envp for the child and sends the request with fds
@@ -183,53 +177,28 @@ impl Prepared {
         }
     }
 
-    /// Kills the child and reaps it (bounded). True if it is reaped.
+    /// Kills the child and reaps it (bounded). True if it is reaped (or
+    /// someone else reaped it).
     fn kill_and_reap(&mut self) -> bool {
         let Some(pidfd) = self.pidfd.take() else {
             return true;
         };
-        // SAFETY: pidfd_send_signal on our own pidfd, no siginfo.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<c_void>(),
-                0,
-            )
-        };
+        let fd = pidfd.as_raw_fd();
+        let _ = sandbox::pidfd_signal(fd, libc::SIGKILL);
         let until = std::time::Instant::now() + Duration::from_millis(limits::CHILD_DROP_WAIT_MS_MAX);
         loop {
-            // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: waitid on our own pidfd into a live siginfo_t.
-            let r = unsafe {
-                libc::waitid(
-                    libc::P_PIDFD,
-                    pidfd.as_raw_fd() as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOHANG | libc::__WALL,
-                )
-            };
-            // SAFETY: waitid filled `info` or left it zeroed.
-            if r == 0 && unsafe { info.si_pid() } != 0 {
-                return true;
-            }
-            if r != 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            match sandbox::pidfd_try_reap(fd) {
+                Ok(Some(_)) => return true,
+                Ok(None) => {}
                 // ECHILD: someone else reaped it; it is gone either way.
-                return true;
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => return true,
+                Err(_) => {}
             }
             let left = until.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return false;
             }
-            let mut pfd = libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: poll on one live pollfd.
-            unsafe { libc::poll(&mut pfd, 1, left.as_millis().clamp(1, 100) as c_int) };
+            let _ = sandbox::poll_readable(fd, left.min(Duration::from_millis(100)));
         }
     }
 }
@@ -250,23 +219,6 @@ impl Drop for Prepared {
                 Box::leak(args);
             }
         }
-    }
-}
-
-/// Reads one report; `None` at EOF or on an error.
-pub(crate) fn read_report(fd: &OwnedFd) -> Option<Report> {
-    const SIZE: usize = std::mem::size_of::<Report>();
-    loop {
-        let mut r = Report::default();
-        // SAFETY: reads at most SIZE bytes into a live plain-data local.
-        let n = unsafe { libc::read(fd.as_raw_fd(), (&mut r as *mut Report).cast(), SIZE) };
-        if n == SIZE as isize {
-            return Some(r);
-        }
-        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        return None;
     }
 }
 

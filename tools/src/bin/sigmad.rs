@@ -115,12 +115,12 @@ struct Args {
     /// ever ran at once, up to this.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
     warm_cgroups: u16,
-    /// Warm sandboxes each realm holds (at most 64; 0 = off): after a
-    /// proc starts, a sandbox for the next proc of the same binary and
-    /// class is made ahead -- namespaces, jail with the binary, cgroups,
-    /// uid, no capabilities, seccomp -- and waits, so that the next start
-    /// costs a wake-up and an exec. Each is a waiting process; past N the
-    /// realm's oldest goes.
+    /// Warm sandboxes each realm holds (at most 64; 0 = off): from a
+    /// binary's second start in a realm and class on, a sandbox for its
+    /// next start is made ahead, while the proc runs -- namespaces, jail
+    /// with the binary, cgroups, uid, no capabilities, seccomp -- and
+    /// waits, so that the next start costs a wake-up and an exec. Each is
+    /// a waiting process; past N the realm's oldest goes.
     #[arg(long, env = "SIGMA_WARM_SANDBOXES", default_value_t = 4, value_name = "N",
           value_parser = clap::value_parser!(u8).range(0..=64))]
     warm_sandboxes: u8,
