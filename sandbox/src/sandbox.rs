@@ -522,6 +522,13 @@ struct PoolState {
     dirs: Vec<AheadCgroups>,
 }
 
+/// The oldest of what the pool made (first in, first out: a set made
+/// while realms were taking others goes after them; the pool holds at
+/// most `NETNS_POOL_MAX`, so the shift is short).
+fn pop_oldest<T>(made: &mut Vec<T>) -> Option<T> {
+    (!made.is_empty()).then(|| made.remove(0))
+}
+
 impl RealmPool {
     /// Starts the thread, keeping `size` of each ready; realm cgroup sets
     /// under `classes` (each hierarchy's lc and be directories; empty:
@@ -570,7 +577,7 @@ impl RealmPool {
 
     /// A namespace made ahead, if one is ready; the thread makes the next.
     fn take(&self) -> Option<OwnedFd> {
-        let fd = self.worker.lock().state.ready.pop();
+        let fd = pop_oldest(&mut self.worker.lock().state.ready);
         self.worker.notify();
         fd
     }
@@ -578,7 +585,7 @@ impl RealmPool {
     /// A set of realm cgroups made ahead, if one is ready; the thread
     /// makes the next.
     fn take_dirs(&self) -> Option<AheadCgroups> {
-        let dirs = self.worker.lock().state.dirs.pop();
+        let dirs = pop_oldest(&mut self.worker.lock().state.dirs);
         self.worker.notify();
         dirs
     }
