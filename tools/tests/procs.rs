@@ -94,7 +94,10 @@ fn procs() -> PathBuf {
                 let tmp_bin = dir.join(format!("{name}.{private}.tmp"));
                 std::fs::write(&tmp_src, src).unwrap();
                 let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-                    .args(["-O", "-C", "target-feature=+crt-static", "--edition", "2021", "-o"])
+                    .args(["-O", "-C", "target-feature=+crt-static", "--edition", "2021"])
+                    // The crate is named for the proc, not for the private
+                    // file name (which holds '.', '(' and ')').
+                    .args(["--crate-name", name, "-o"])
                     .arg(&tmp_bin)
                     .arg(&tmp_src)
                     .output()
