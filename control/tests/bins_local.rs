@@ -430,3 +430,46 @@ async fn a_local_store_file_goes_in_as_a_checked_hard_link() {
         assert_eq!(std::fs::read(&got.path).unwrap(), hello_bytes(), "{kind}");
     }
 }
+
+/// A hard-linked file is hashed where it lies, in pieces of
+/// `HASH_PIECE_BYTES` spread over the cores: sizes around the pieces'
+/// edges give the one-pass digest, and a byte changed in any piece (the
+/// first past the ELF headers, a middle one, the last) is caught.
+#[tokio::test]
+async fn a_linked_file_hashed_in_pieces_matches_and_any_changed_piece_is_caught() {
+    use sigma_control::bins::limits::HASH_PIECE_BYTES;
+    let piece = HASH_PIECE_BYTES as usize;
+    let hello = hello_bytes();
+    for (kind, io) in io_variants() {
+        let s = setup();
+        let cache = s.cache(&io, RECORD_TTL_DEFAULT);
+        cache.link_local_files(true);
+        let base = hello.len().div_ceil(piece) * piece;
+        // Trailing bytes keep an ELF valid.
+        for (i, len) in [base - 1, base, base + 1, base + piece + 1024].into_iter().enumerate() {
+            let mut bytes = hello.to_vec();
+            bytes.extend((bytes.len()..len).map(|j| (j * 7 + i) as u8));
+            let n = name(&format!("sized@v{i}"));
+            let rec = s.registry.put(&n, Bytes::from(bytes.clone())).await.unwrap();
+            assert_eq!(rec.digest, Digest::of(&bytes));
+            let got = cache.get(&n).await.unwrap();
+            assert_eq!(got.digest, rec.digest, "{kind}: {len} bytes");
+            assert_eq!(std::fs::read(&got.path).unwrap(), bytes, "{kind}: {len} bytes");
+        }
+        for (i, at) in [(piece / 2) as u64, (piece + 7) as u64, (base - 1) as u64]
+            .into_iter()
+            .enumerate()
+        {
+            let mut bytes = hello.to_vec();
+            bytes.resize(base, 0xa5);
+            bytes.extend_from_slice(format!("tampered {i}").as_bytes());
+            let n = name(&format!("tampered@v{i}"));
+            s.registry.put(&n, Bytes::from(bytes)).await.unwrap();
+            flip_byte(&s.object(&n), at);
+            let before = files_in(&s.cache_dir);
+            let e = cache.get(&n).await.unwrap_err();
+            assert!(matches!(e, BinError::DigestMismatch { .. }), "{kind}: byte {at}: {e}");
+            assert_eq!(files_in(&s.cache_dir), before, "{kind}: nothing left in the cache");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! once, and bounded in bytes: past its bound the least recently used
 //! files no spawn holds pinned are evicted.
 
-use super::digest::{Digest, Hasher};
+use super::digest::{merge_pieces, Digest, Hasher, PieceHash, PieceHasher};
 use super::elf;
 use super::error::{because, BinError};
 use super::io::CacheIo;
@@ -11,7 +11,7 @@ use super::io::CacheIo;
 use super::limits::RECORD_TTL_DEFAULT;
 use super::limits::{
     BIN_BYTES_MAX, BIN_CACHE_BYTES_DEFAULT, CACHE_WRITES_IN_FLIGHT_MAX, CACHE_WRITE_BYTES, ELF_HEADERS_BYTES_MAX,
-    RECORD_MEMOS_MAX,
+    HASH_PIECES_IN_FLIGHT_PER_CORE, HASH_PIECE_BYTES, RECORD_MEMOS_MAX,
 };
 use super::name::BinName;
 use super::registry::{BinRegistry, ObjectBody, Record};
@@ -685,22 +685,11 @@ impl Inner {
         let len = file.metadata().map_err(|e| BinError::io("stat", path, e))?.len();
         let mut matches = len == record.bytes;
         if matches {
-            let mut hasher = Hasher::new();
-            let mut at = 0u64;
-            while at < len {
-                let want = (len - at).min(CACHE_WRITE_BYTES as u64) as usize;
-                let chunk = self
-                    .io
-                    .read_at(file.clone(), at, want)
-                    .await
-                    .map_err(|e| BinError::io("read", path, e))?;
-                if chunk.is_empty() {
-                    break;
-                }
-                hasher.update(&chunk);
-                at += chunk.len() as u64;
-            }
-            matches = at == len && hasher.finish() == record.digest;
+            let hashed = self
+                .hash_file(&file, len, 0)
+                .await
+                .map_err(|e| BinError::io("read", path, e))?;
+            matches = hashed.bytes == len && hashed.digest == record.digest;
         }
         if matches {
             lock(&self.index).insert(record.digest, record.bytes, true);
@@ -848,15 +837,105 @@ impl Inner {
         }
         let guard = TempGuard(Some(link.clone()));
         let file = Arc::new(std::fs::File::open(&link).map_err(|e| BinError::io("open", &link, e))?);
-        let mut fill = Fill::new(self, record, file.clone(), &link);
-        fill.verify_only = true;
-        self.read_through(file.clone(), source_path, record, &mut fill).await?;
-        fill.finish().await?;
-        drop(fill);
+        let size_mismatch = |got| BinError::SizeMismatch {
+            name: record.name.to_string(),
+            store: self.registry.store_name().to_owned(),
+            expected: record.bytes,
+            got,
+        };
+        let len = file.metadata().map_err(|e| BinError::io("stat", &link, e))?.len();
+        if len != record.bytes {
+            return Err(size_mismatch(len));
+        }
+        let head_len = ELF_HEADERS_BYTES_MAX.min(record.bytes as usize);
+        let hashed = self.hash_file(&file, len, head_len).await.map_err(|e| {
+            self.registry
+                .fetch_error(&record.name, Arc::new(BinError::io("read", source_path, e)))
+        })?;
+        self.registry.count_bytes_read(hashed.bytes);
+        if hashed.bytes != record.bytes {
+            return Err(size_mismatch(hashed.bytes));
+        }
+        elf::check_headers(&hashed.head).map_err(|why| BinError::NotStaticElf {
+            name: record.name.to_string(),
+            why,
+        })?;
+        if hashed.digest != record.digest {
+            return Err(BinError::DigestMismatch {
+                name: record.name.to_string(),
+                store: self.registry.store_name().to_owned(),
+                expected: record.digest.to_string(),
+                got: hashed.digest.to_string(),
+            });
+        }
         drop(file);
         Self::place(guard, &link, path, true).await?;
         Ok(true)
     }
+
+    /// Hashes `file` (`len` bytes, as stat says) where it lies, keeping its
+    /// first `head` bytes: a file of one piece ([`HASH_PIECE_BYTES`]) or
+    /// less whole, a larger one as pieces spread over the cache IO's cores,
+    /// [`HASH_PIECES_IN_FLIGHT_PER_CORE`] per core, each read and hashed on
+    /// its core, their chaining values merged in file order. Nothing is
+    /// copied out of the page cache but the head, and the hash runs on all
+    /// the cores serving cache IO at once: on this VM an 11 MiB file took
+    /// 8.0 ms in 1 MiB reads hashed on the control thread.
+    async fn hash_file(&self, file: &Arc<File>, len: u64, head: usize) -> std::io::Result<HashedFile> {
+        if len <= HASH_PIECE_BYTES {
+            let piece = self
+                .io
+                .hash_piece(file.clone(), 0, len, PieceHasher::whole(), head)
+                .await?;
+            let PieceHash::Whole(digest) = piece.hash else {
+                unreachable!("a whole hasher gives a digest")
+            };
+            return Ok(HashedFile {
+                digest,
+                bytes: piece.bytes,
+                head: piece.head,
+            });
+        }
+        let pieces = len.div_ceil(HASH_PIECE_BYTES);
+        let in_flight = self.io.parallelism().max(1) * HASH_PIECES_IN_FLIGHT_PER_CORE;
+        let mut hashed = futures::stream::iter(0..pieces)
+            .map(|i| {
+                let offset = i * HASH_PIECE_BYTES;
+                let piece_len = (len - offset).min(HASH_PIECE_BYTES);
+                let head = if i == 0 { head } else { 0 };
+                self.io
+                    .hash_piece(file.clone(), offset, piece_len, PieceHasher::piece(offset), head)
+            })
+            .buffered(in_flight);
+        let mut cvs = Vec::with_capacity(pieces as usize);
+        let (mut bytes, mut first_head) = (0u64, Vec::new());
+        while let Some(piece) = hashed.next().await {
+            let piece = piece?;
+            let PieceHash::Subtree(cv) = piece.hash else {
+                unreachable!("a piece hasher gives a chaining value")
+            };
+            if cvs.is_empty() {
+                first_head = piece.head;
+            }
+            cvs.push(cv);
+            bytes += piece.bytes;
+        }
+        Ok(HashedFile {
+            digest: merge_pieces(&cvs),
+            bytes,
+            head: first_head,
+        })
+    }
+}
+
+/// A file hashed where it lies ([`Inner::hash_file`]).
+struct HashedFile {
+    /// Its digest (meaningful only if `bytes` is its whole length).
+    digest: Digest,
+    /// Bytes read: less than asked only if the file ended early.
+    bytes: u64,
+    /// Its first bytes, as many as asked for.
+    head: Vec<u8>,
 }
 
 /// Removes a temporary file unless kept: whatever ends a fill (or an
@@ -899,9 +978,6 @@ struct Fill<'a> {
     /// Where `pending` starts in the file.
     pending_at: u64,
     writes: VecDeque<tokio::task::JoinHandle<std::io::Result<()>>>,
-    /// Checking a file that is already in place (a hard link of a local
-    /// store's file): hash and check, write nothing.
-    verify_only: bool,
 }
 
 impl<'a> Fill<'a> {
@@ -918,7 +994,6 @@ impl<'a> Fill<'a> {
             pending: BytesMut::new(),
             pending_at: 0,
             writes: VecDeque::new(),
-            verify_only: false,
         }
     }
 
@@ -939,9 +1014,6 @@ impl<'a> Fill<'a> {
             if head.len() == self.head_len {
                 self.check_head()?;
             }
-        }
-        if self.verify_only {
-            return Ok(());
         }
         if whole {
             return self.write(at, chunk).await;

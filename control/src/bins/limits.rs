@@ -39,6 +39,27 @@ pub const CACHE_WRITE_BYTES: usize = 1024 * 1024;
 /// received and hashed while earlier ones are being written.
 pub const CACHE_WRITES_IN_FLIGHT_MAX: usize = 4;
 
+/// Bytes of a file one checking read takes: a file already on this
+/// machine (a local store's file hard-linked into the cache, a cache file
+/// left by an earlier run) is read in chunks of this size into one buffer
+/// per piece that is reused, and each chunk hashed right after its read,
+/// while it is still in the core's cache. On this VM reading 11 MiB from
+/// the page cache took 3.0 ms in 64 KiB reads and 9.2-9.6 ms in reads of
+/// 256 KiB to 16 MiB (each a fresh cache-missing buffer), and read+hash
+/// 7.0 ms against 13.4 ms.
+pub const HASH_READ_BYTES: usize = 64 * 1024;
+
+/// Bytes of one piece of a checking read: a file is hashed as BLAKE3
+/// subtrees of this size (a power of two, so each piece is a whole subtree
+/// of the file's tree), spread over the data-plane cores, and their
+/// chaining values merged into the file's digest. A file of one piece or
+/// less is hashed whole.
+pub const HASH_PIECE_BYTES: u64 = 1024 * 1024;
+
+/// Pieces of one checking read in flight at once per data-plane core
+/// serving cache IO.
+pub const HASH_PIECES_IN_FLIGHT_PER_CORE: usize = 2;
+
 /// Write jobs queued towards the data-plane cache writer, at most.
 pub const CACHE_WRITE_QUEUE_MAX: usize = 64;
 
@@ -92,6 +113,8 @@ pub const BIN_CACHE_BYTES_DEFAULT: u64 = 4 << 30;
 const _: () = assert!(CACHE_WRITE_BYTES as u64 <= BIN_BYTES_MAX);
 const _: () = assert!(BIN_CACHE_BYTES_DEFAULT >= BIN_BYTES_MAX);
 const _: () = assert!(CACHE_WRITES_IN_FLIGHT_MAX >= 1);
+const _: () = assert!(HASH_PIECE_BYTES.is_power_of_two() && HASH_PIECE_BYTES >= 1024);
+const _: () = assert!(HASH_READ_BYTES as u64 <= HASH_PIECE_BYTES && HASH_PIECES_IN_FLIGHT_PER_CORE >= 1);
 const _: () = assert!(STORE_UPLOAD_BYTES_PER_S_MIN > 0);
 const _: () = assert!(ELF_HEADERS_BYTES_MAX >= 64 + ELF_PROGRAM_HEADERS_MAX * 56);
 const _: () = assert!(STORE_REPLY_DEFAULT.as_millis() <= STORE_REPLY_MAX.as_millis());

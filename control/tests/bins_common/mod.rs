@@ -95,18 +95,23 @@ pub fn static_c() -> Option<PathBuf> {
 /// pool. The core's thread ends when the returned `DataPlaneIo` and its
 /// clones are dropped.
 pub fn io_variants() -> Vec<(&'static str, Arc<dyn CacheIo>)> {
-    let (client, server) = DataPlaneIo::new();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("bins-test-core".into())
-        .spawn(move || {
-            let core = sigma_dataplane::Core::builder().build().expect("data-plane core");
-            let _ = ready_tx.send(format!("{:?}: {}", core.backend(), core.backend_reason()));
-            core.block_on(server.run());
-        })
-        .unwrap();
-    let backend = ready_rx.recv().expect("the core thread started");
-    eprintln!("data-plane core for cache IO: {backend}");
+    // Two cores, as sigmad has on two CPUs: jobs alternate between them,
+    // and a file's hash pieces are spread over both.
+    let (client, servers) = DataPlaneIo::with_cores(2);
+    let mut backend = String::new();
+    for (i, server) in servers.into_iter().enumerate() {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("bins-test-core-{i}"))
+            .spawn(move || {
+                let core = sigma_dataplane::Core::builder().build().expect("data-plane core");
+                let _ = ready_tx.send(format!("{:?}: {}", core.backend(), core.backend_reason()));
+                core.block_on(server.run());
+            })
+            .unwrap();
+        backend = ready_rx.recv().expect("the core thread started");
+    }
+    eprintln!("data-plane cores for cache IO (2): {backend}");
     vec![
         ("data-plane", Arc::new(client) as Arc<dyn CacheIo>),
         ("blocking", Arc::new(BlockingIo)),

@@ -124,9 +124,25 @@ struct Args {
     #[arg(long, env = "SIGMA_WARM_SANDBOXES", default_value_t = 4, value_name = "N",
           value_parser = clap::value_parser!(u8).range(0..=64))]
     warm_sandboxes: u8,
+    /// Data-plane cores serving the binary cache's file IO (at most 8; 0 =
+    /// one per CPU, up to 4): the main core and N-1 more, each on a thread
+    /// of its own (not pinned, not bound by --cpu, as the spawners) that
+    /// parks while it has no work. A binary already on this machine (a
+    /// local store's file, hard-linked) is read and hashed in pieces on
+    /// all of them at once.
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=8))]
+    cache_io_cores: u8,
 }
 
 impl Args {
+    /// The data-plane cores serving cache IO (see `--cache-io-cores`).
+    fn cache_io_cores(&self) -> usize {
+        match self.cache_io_cores {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
+            n => usize::from(n),
+        }
+    }
+
     fn server_config(&self) -> ServerConfig {
         let on = |d: Duration| (!d.is_zero()).then_some(d);
         ServerConfig {
@@ -237,7 +253,8 @@ fn connection_ended(limit: &RefCell<LogLimit>, result: Result<(), ConnectionErro
 struct ProcsSetup {
     procs: Option<Procs>,
     bins: Option<(BinServer, BinCache)>,
-    io_server: Option<DataPlaneIoServer>,
+    /// The first runs on the main core, each other on a core of its own.
+    io_servers: Vec<DataPlaneIoServer>,
 }
 
 /// Sets up procs (unless `--no-procs`): the binary store (`--store`, or a
@@ -251,7 +268,7 @@ fn setup_procs(args: &Args, data: &Path) -> anyhow::Result<ProcsSetup> {
         return Ok(ProcsSetup {
             procs: None,
             bins: None,
-            io_server: None,
+            io_servers: Vec::new(),
         });
     }
     let mut store = match &args.store {
@@ -262,7 +279,7 @@ fn setup_procs(args: &Args, data: &Path) -> anyhow::Result<ProcsSetup> {
     store.region = args.s3_region.clone();
     store.allow_http = args.s3_allow_http;
     let registry = BinRegistry::open(&store).with_context(|| format!("opening the binary store {}", store.url))?;
-    let (io, io_server) = DataPlaneIo::new();
+    let (io, io_servers) = DataPlaneIo::with_cores(args.cache_io_cores());
     let io = Arc::new(io);
     let cache_dir = data.join("bins").join("cache");
     let cache = BinCache::open_bounded(&cache_dir, registry, io, RECORD_TTL_DEFAULT, args.bin_cache_mib << 20)
@@ -294,7 +311,7 @@ fn setup_procs(args: &Args, data: &Path) -> anyhow::Result<ProcsSetup> {
     Ok(ProcsSetup {
         procs: Some(procs),
         bins: Some((server, cache)),
-        io_server: Some(io_server),
+        io_servers,
     })
 }
 
@@ -674,7 +691,11 @@ where
             });
             Ok(())
         })?;
-    let (procs, io_server) = (setup.procs, setup.io_server);
+    let (procs, mut io_servers) = (setup.procs, setup.io_servers);
+    let main_io_server = (!io_servers.is_empty()).then(|| io_servers.remove(0));
+    for (i, server) in io_servers.into_iter().enumerate() {
+        start_cache_io_core(i + 1, server)?;
+    }
 
     let (mut stop_tx, stop_rx) = sigma_dataplane::channel::channel::<i32>(1);
     spawn_signal_thread(signals, move |sig| {
@@ -689,7 +710,7 @@ where
     tracing::info!(backend = %core.backend(), reason = core.backend_reason(), "data-plane core started");
     let result = core.block_on(async {
         let store = store_rx.recv().context("the control thread died")??;
-        if let Some(io) = io_server {
+        if let Some(io) = main_io_server {
             sigma_dataplane::spawn(io.run());
         }
         serve(
@@ -710,6 +731,37 @@ where
 }
 
 use std::future::Future;
+
+/// Starts data-plane core `index` for cache IO alone, on a thread of its
+/// own: it parks at once when it has no job (spin 0), so it costs nothing
+/// while no binary is fetched, and it ends when the cache is dropped.
+fn start_cache_io_core(index: usize, server: DataPlaneIoServer) -> anyhow::Result<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("sigma-cacheio-{index}"))
+        .spawn(move || {
+            let core = match sigma_dataplane::Core::builder()
+                .spin(Duration::ZERO)
+                // It serves no socket: a token receive-buffer pool.
+                .recv_buffers(8, 4096)
+                .build()
+            {
+                Ok(core) => core,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            core.block_on(server.run());
+        })
+        .context("starting a cache IO core's thread")?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => anyhow::bail!("starting cache IO core {index}: {e}"),
+        Err(_) => anyhow::bail!("cache IO core {index} died while starting"),
+    }
+}
 
 /// Serves the namespace on `store` (and procs) at `sock` until a stop signal arrives.
 #[allow(clippy::too_many_arguments)]
