@@ -4,11 +4,13 @@
 //!
 //! Two implementations:
 //!
-//! - [`DataPlaneIo`]: each read and write is a job sent to a data-plane
-//!   core, which runs it as `sigma_dataplane::read_at` / `write_at` (an
-//!   io_uring READ/WRITE, or the core's file pool on epoll) in a BE task,
-//!   so a cache fill never delays LC work on that core. The control thread
-//!   (tokio, current-thread) only hashes and hands buffers over. The queue
+//! - [`DataPlaneIo`]: each read, write and piece hash is a job sent to a
+//!   data-plane core (one of several, in turn), which runs it as
+//!   `sigma_dataplane::read_at` / `write_at` (an io_uring READ/WRITE, or
+//!   the core's file pool on epoll) in a BE task, so a cache fill never
+//!   delays LC work on that core. A piece hash reads and hashes on the
+//!   core; otherwise the control thread (tokio, current-thread) hashes and
+//!   hands buffers over. The queue
 //!   is a bounded tokio mpsc channel rather than the data plane's SPSC
 //!   channel because several fetches send on it at once; both ends only
 //!   need wakers, and a waker from another thread reaches the core through

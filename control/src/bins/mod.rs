@@ -71,15 +71,18 @@
 //! until they fit. [`CacheStats`] counts `evicted` and the current `bytes`.
 //!
 //! **Why BLAKE3.** The digest is on the cold-start path of every new
-//! binary. On this machine (2 vCPUs, AVX-512 and SHA-NI), one thread,
+//! binary. On one of these machines (2 vCPUs, SHA-NI), one thread,
 //! 10 MiB in 1 MiB updates, interleaved (`benches/bins_digest.rs`):
 //! BLAKE3 4,157–4,362 MB/s (2.4–2.5 ms), SHA-256 (sha2 0.10, using SHA-NI)
 //! 1,088–1,618 MB/s (6.5–9.6 ms): BLAKE3 2.7–3.8× faster, a few ms saved
 //! per 10 MiB against a 5 ms cold-start budget. Both are cryptographic;
 //! SHA-256 would matter only to match digests published elsewhere (OCI),
-//! which σ does not need. A whole cold fetch of 10 MiB from a local store
-//! (record, object, BLAKE3, a checked hard link or writes, rename) takes
-//! about 2.5 ms (`sigmactl times`, cold starts of `sigmabench run spawn`).
+//! which σ does not need. BLAKE3 is also a tree: a file's pieces hash
+//! apart, on several cores, and merge (below). A whole cold fetch of
+//! 11 MiB from a local store (record, hard link, BLAKE3 in pieces on two
+//! cores, rename) took 4.3–4.5 ms on a 2-vCPU VM with AVX2 whose one-thread
+//! BLAKE3 ran at 2.0–2.8 GB/s (`sigmactl times`, quick cold starts of
+//! `sigmabench run spawn`).
 //!
 //! **Cache IO through the data plane.** The cache's reads and writes go
 //! through [`CacheIo`] (the issue's `CacheWriter`, with reads): with
@@ -88,10 +91,21 @@
 //! task, while the control thread (tokio, current-thread, where
 //! object_store and its S3 client run) hashes and hands the bytes over;
 //! [`BlockingIo`] does the same on tokio's blocking pool, for tools and
-//! tests without a core. Both are tested. A local store's object is read
-//! through the same [`CacheIo`] in 1 MiB reads (object_store would read
-//! it in 8 KiB steps on its blocking pool); an S3 object arrives as the
-//! response body's chunks, gathered into 1 MiB writes. At most
+//! tests without a core. Both are tested. [`DataPlaneIo::with_cores`]
+//! spreads the jobs over several cores in turn (sigmad: one per CPU up to
+//! 4). A file already on the machine (a local store's file hard-linked
+//! into the cache, or a cache file to re-check) is hashed where it lies
+//! with [`CacheIo::hash_piece`]: 1 MiB pieces, each a BLAKE3 subtree
+//! ([`digest::PieceHasher`]), go to the cores, each read in 64 KiB reads
+//! into one reused buffer and hashed on its core right after each read
+//! (cache-hot: 64 KiB reads of 11 MiB took 3.0 ms here, 1 MiB ones
+//! 9.2–9.6 ms), and their chaining values merge in file order
+//! ([`digest::merge_pieces`]). A local store's object that must be copied
+//! (another filesystem, `--bin-cache-copy`) is read through the same
+//! [`CacheIo`] in 1 MiB reads (object_store would read it in 8 KiB steps
+//! on its blocking pool); an S3 object arrives as the response body's
+//! chunks, gathered into 1 MiB writes; both are hashed in order on the
+//! control thread. At most
 //! [`limits::CACHE_WRITES_IN_FLIGHT_MAX`] writes of a fetch are in flight,
 //! so the next chunk is received and hashed while earlier ones are written.
 //! chmod and rename run on tokio's blocking pool.
