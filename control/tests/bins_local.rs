@@ -473,3 +473,47 @@ async fn a_linked_file_hashed_in_pieces_matches_and_any_changed_piece_is_caught(
         }
     }
 }
+
+/// A cache write that has answered holds the file no more: the cache
+/// renames and execs the file right after its last write, and a writable
+/// fd still open on a core's thread makes exec fail with ETXTBSY (seen in
+/// sigmabench's cold-start-s3 with two cache-IO cores). Every answered
+/// write and hash leaves the caller's `Arc<File>` its only holder.
+#[tokio::test]
+async fn an_answered_cache_job_holds_its_file_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    for (kind, io) in io_variants() {
+        let file = Arc::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap(),
+        );
+        for i in 0..2000u64 {
+            io.write_all_at(file.clone(), i * 8, Bytes::from_static(b"01234567"))
+                .await
+                .unwrap();
+            assert_eq!(
+                Arc::strong_count(&file),
+                1,
+                "{kind}: write {i} answered, its job still holds the file"
+            );
+            if i % 100 == 0 {
+                let piece = io
+                    .hash_piece(file.clone(), 0, 8, sigma_control::bins::digest::PieceHasher::whole(), 8)
+                    .await
+                    .unwrap();
+                assert_eq!(piece.head, b"01234567", "{kind}");
+                assert_eq!(
+                    Arc::strong_count(&file),
+                    1,
+                    "{kind}: hash {i} answered, its job still holds the file"
+                );
+            }
+        }
+    }
+}

@@ -351,6 +351,10 @@ impl DataPlaneIoServer {
     }
 }
 
+/// Runs `job` and answers it. The job's file goes before its answer: the
+/// cache renames and execs a file right after its last write, and a
+/// writable fd still open here (on this core's thread) would make that
+/// exec fail with ETXTBSY.
 async fn run_job(job: Job) {
     use std::os::fd::AsRawFd;
     match job {
@@ -360,7 +364,9 @@ async fn run_job(job: Job) {
             len,
             reply,
         } => {
-            let _ = reply.send(core_read_at(file.as_raw_fd(), offset, len).await);
+            let result = core_read_at(file.as_raw_fd(), offset, len).await;
+            drop(file);
+            let _ = reply.send(result);
         }
         Job::Write {
             file,
@@ -368,7 +374,9 @@ async fn run_job(job: Job) {
             bytes,
             reply,
         } => {
-            let _ = reply.send(core_write_all_at(file.as_raw_fd(), offset, bytes).await);
+            let result = core_write_all_at(file.as_raw_fd(), offset, bytes).await;
+            drop(file);
+            let _ = reply.send(result);
         }
         Job::Hash {
             file,
@@ -378,7 +386,9 @@ async fn run_job(job: Job) {
             head,
             reply,
         } => {
-            let _ = reply.send(core_hash_piece(file.as_raw_fd(), offset, len, *hasher, head).await);
+            let result = core_hash_piece(file.as_raw_fd(), offset, len, *hasher, head).await;
+            drop(file);
+            let _ = reply.send(result);
         }
     }
 }
