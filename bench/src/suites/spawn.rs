@@ -475,12 +475,14 @@ pub fn markdown(doc: &Doc) -> String {
             ),
             (
                 "cold-start ≤ 0.01 × docker cold-start".to_string(),
-                fmt_ratio(cold_docker),
+                // Four places: at two, 0.0118 reads "0.01×" beside "missed".
+                cold_docker.map_or("—".into(), |r| format!("{r:.4}×")),
                 verdict(cold_docker, |r| r <= 0.01),
             ),
             (
                 "(also) cold-start ≤ 0.01 × docker warm-start".to_string(),
-                fmt_ratio(cold_docker_warm),
+                // Four places: at two, 0.0118 reads "0.01×" beside "missed".
+                cold_docker_warm.map_or("—".into(), |r| format!("{r:.4}×")),
                 verdict(cold_docker_warm, |r| r <= 0.01),
             ),
             (
