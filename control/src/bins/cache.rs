@@ -6,12 +6,12 @@
 use super::digest::{merge_pieces, Digest, Hasher, PieceHash, PieceHasher};
 use super::elf;
 use super::error::{because, BinError};
-use super::io::CacheIo;
+use super::io::{CacheIo, HashedPiece};
 #[cfg(doc)]
 use super::limits::RECORD_TTL_DEFAULT;
 use super::limits::{
     BIN_BYTES_MAX, BIN_CACHE_BYTES_DEFAULT, CACHE_WRITES_IN_FLIGHT_MAX, CACHE_WRITE_BYTES, ELF_HEADERS_BYTES_MAX,
-    HASH_PIECES_IN_FLIGHT_PER_CORE, HASH_PIECE_BYTES, RECORD_MEMOS_MAX,
+    HASH_PIECES_IN_FLIGHT_PER_CORE, HASH_PIECE_BYTES, OBJECT_PART_BYTES, RECORD_MEMOS_MAX,
 };
 use super::name::BinName;
 use super::registry::{BinRegistry, ObjectBody, Record};
@@ -724,6 +724,11 @@ impl Inner {
             .open(&temp)
             .map_err(|e| BinError::io("create", &temp, e))?;
         let file = Arc::new(file);
+        if let ObjectBody::Parts(parts) = body {
+            self.fill_parts(record, &file, &temp, parts).await?;
+            drop(file);
+            return Self::place(guard, &temp, path, false).await;
+        }
         let mut fill = Fill::new(self, record, file.clone(), &temp);
         match body {
             ObjectBody::File(source, source_path) => {
@@ -743,6 +748,7 @@ impl Inner {
                     Some(Err(e)) => return Err(self.registry.fetch_error(&record.name, Arc::new(e))),
                 }
             },
+            ObjectBody::Parts(_) => unreachable!("parts are filled above"),
         }
         fill.finish().await?;
         drop(fill);
@@ -754,6 +760,96 @@ impl Inner {
         // only whole. An fsync of 10 MiB and of the directory cost tens of
         // ms on a cold start here.
         Self::place(guard, &temp, path, false).await
+    }
+
+    /// Fills `file` (at `temp`) from a remote object's ranged parts: each
+    /// part, once received whole and of its range's length, is written and
+    /// hashed as a BLAKE3 subtree ([`OBJECT_PART_BYTES`] is a power of two)
+    /// on a cache-IO core, [`HASH_PIECES_IN_FLIGHT_PER_CORE`] per core,
+    /// while the control thread receives the next parts; the chaining
+    /// values merge in order, and size, ELF headers and digest are checked
+    /// as a stream's fill checks them. The control thread hashed every
+    /// byte before, in order, beside the HTTP client.
+    async fn fill_parts(
+        &self,
+        record: &Record,
+        file: &Arc<File>,
+        temp: &Path,
+        mut parts: futures::stream::BoxStream<'static, object_store::Result<(u64, Vec<Bytes>)>>,
+    ) -> Result<(), BinError> {
+        let size_mismatch = |got| BinError::SizeMismatch {
+            name: record.name.to_string(),
+            store: self.registry.store_name().to_owned(),
+            expected: record.bytes,
+            got,
+        };
+        let in_flight = self.io.parallelism().max(1) * HASH_PIECES_IN_FLIGHT_PER_CORE;
+        let head_len = ELF_HEADERS_BYTES_MAX.min(record.bytes as usize);
+        let mut pieces = futures::stream::FuturesOrdered::new();
+        let (mut received, mut cvs, mut head) = (0u64, Vec::new(), Vec::new());
+        let mut take = |piece: std::io::Result<HashedPiece>| -> Result<(), BinError> {
+            let piece = piece.map_err(|e| BinError::io("write", temp, e))?;
+            let PieceHash::Subtree(cv) = piece.hash else {
+                unreachable!("a piece hasher gives a chaining value")
+            };
+            if cvs.is_empty() {
+                head = piece.head;
+            }
+            cvs.push(cv);
+            Ok(())
+        };
+        loop {
+            let next = tokio::time::timeout(self.registry.deadline(), parts.next())
+                .await
+                .map_err(|_| {
+                    self.registry
+                        .unreachable("fetch", &record.name.to_string(), "no answer".into())
+                })?;
+            let (offset, chunks) = match next {
+                None => break,
+                Some(Ok(part)) => part,
+                Some(Err(e)) => return Err(self.registry.fetch_error(&record.name, Arc::new(e))),
+            };
+            let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+            self.registry.count_bytes_read(len);
+            // Checked before it is hashed: a piece of another length than
+            // its range is no subtree of the file.
+            let want = (record.bytes.saturating_sub(offset)).min(OBJECT_PART_BYTES);
+            if offset != received || len != want {
+                return Err(size_mismatch(received + len));
+            }
+            received += len;
+            let head = if offset == 0 { head_len } else { 0 };
+            pieces.push_back(
+                self.io
+                    .write_hash_piece(file.clone(), offset, chunks, PieceHasher::piece(offset), head),
+            );
+            if pieces.len() >= in_flight {
+                if let Some(piece) = pieces.next().await {
+                    take(piece)?;
+                }
+            }
+        }
+        while let Some(piece) = pieces.next().await {
+            take(piece)?;
+        }
+        if received != record.bytes || cvs.len() < 2 {
+            return Err(size_mismatch(received));
+        }
+        elf::check_headers(&head).map_err(|why| BinError::NotStaticElf {
+            name: record.name.to_string(),
+            why,
+        })?;
+        let got = merge_pieces(&cvs);
+        if got != record.digest {
+            return Err(BinError::DigestMismatch {
+                name: record.name.to_string(),
+                store: self.registry.store_name().to_owned(),
+                expected: record.digest.to_string(),
+                got: got.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Renames the checked file `from` (kept by `guard` until then) to

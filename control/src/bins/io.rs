@@ -106,6 +106,20 @@ pub trait CacheIo: Send + Sync + std::fmt::Debug + 'static {
         head: usize,
     ) -> BoxFuture<'static, io::Result<HashedPiece>>;
 
+    /// Writes `chunks` to `file` from `offset` on, one after another, and
+    /// hashes each right after its write, as the piece `hasher` was made
+    /// for; keeps the first `head` bytes. A part of a remote object,
+    /// written and hashed on a core while the control thread receives the
+    /// next parts.
+    fn write_hash_piece(
+        &self,
+        file: Arc<File>,
+        offset: u64,
+        chunks: Vec<Bytes>,
+        hasher: PieceHasher,
+        head: usize,
+    ) -> BoxFuture<'static, io::Result<HashedPiece>>;
+
     /// How many pieces this hashes at once with profit: the data-plane
     /// cores serving it, or the CPUs for the blocking pool.
     fn parallelism(&self) -> usize;
@@ -180,6 +194,24 @@ impl CacheIo for BlockingIo {
         }))
     }
 
+    fn write_hash_piece(
+        &self,
+        file: Arc<File>,
+        offset: u64,
+        chunks: Vec<Bytes>,
+        hasher: PieceHasher,
+        head: usize,
+    ) -> BoxFuture<'static, io::Result<HashedPiece>> {
+        Box::pin(blocking(move || {
+            let mut piece = PieceState::new(hasher, head);
+            for chunk in &chunks {
+                file.write_all_at(chunk, offset + piece.bytes)?;
+                piece.take(chunk);
+            }
+            Ok(piece.done())
+        }))
+    }
+
     fn parallelism(&self) -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
@@ -202,6 +234,15 @@ enum Job {
         offset: u64,
         bytes: Bytes,
         reply: oneshot::Sender<io::Result<()>>,
+    },
+    WriteHash {
+        file: Arc<File>,
+        offset: u64,
+        chunks: Vec<Bytes>,
+        /// Boxed, as in `Hash`.
+        hasher: Box<PieceHasher>,
+        head: usize,
+        reply: oneshot::Sender<io::Result<HashedPiece>>,
     },
     Hash {
         file: Arc<File>,
@@ -237,6 +278,9 @@ impl std::fmt::Debug for Job {
             Job::Read { offset, len, .. } => write!(f, "Read {{ offset: {offset}, len: {len} }}"),
             Job::Write { offset, bytes, .. } => write!(f, "Write {{ offset: {offset}, len: {} }}", bytes.len()),
             Job::Hash { offset, len, .. } => write!(f, "Hash {{ offset: {offset}, len: {len} }}"),
+            Job::WriteHash { offset, chunks, .. } => {
+                write!(f, "WriteHash {{ offset: {offset}, chunks: {} }}", chunks.len())
+            }
         }
     }
 }
@@ -332,6 +376,30 @@ impl CacheIo for DataPlaneIo {
         })
     }
 
+    fn write_hash_piece(
+        &self,
+        file: Arc<File>,
+        offset: u64,
+        chunks: Vec<Bytes>,
+        hasher: PieceHasher,
+        head: usize,
+    ) -> BoxFuture<'static, io::Result<HashedPiece>> {
+        let io = self.clone();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            io.send(Job::WriteHash {
+                file,
+                offset,
+                chunks,
+                hasher: Box::new(hasher),
+                head,
+                reply,
+            })
+            .await?;
+            answer.await.map_err(|_| core_gone())?
+        })
+    }
+
     fn parallelism(&self) -> usize {
         self.jobs.len()
     }
@@ -377,6 +445,28 @@ async fn run_job(job: Job) {
             let result = core_write_all_at(file.as_raw_fd(), offset, bytes).await;
             drop(file);
             let _ = reply.send(result);
+        }
+        Job::WriteHash {
+            file,
+            offset,
+            chunks,
+            hasher,
+            head,
+            reply,
+        } => {
+            let mut piece = PieceState::new(*hasher, head);
+            let mut result = Ok(());
+            for chunk in chunks {
+                // The write reads the chunk: hashed right after, it is in
+                // this core's cache.
+                if let Err(e) = core_write_all_at(file.as_raw_fd(), offset + piece.bytes, chunk.clone()).await {
+                    result = Err(e);
+                    break;
+                }
+                piece.take(&chunk);
+            }
+            drop(file);
+            let _ = reply.send(result.map(|()| piece.done()));
         }
         Job::Hash {
             file,

@@ -213,6 +213,10 @@ pub(crate) enum ObjectBody {
     File(std::fs::File, PathBuf),
     /// A remote store's response body.
     Stream(futures::stream::BoxStream<'static, object_store::Result<Bytes>>),
+    /// A remote store's object as ranged GETs of [`OBJECT_PART_BYTES`]
+    /// (the last one shorter), in order: each part's offset and its body's
+    /// chunks as they came.
+    Parts(futures::stream::BoxStream<'static, object_store::Result<(u64, Vec<Bytes>)>>),
 }
 
 impl BinRegistry {
@@ -594,11 +598,12 @@ impl BinRegistry {
                         }
                         .boxed()
                     });
-                ObjectBody::Stream(
+                let offsets = (0..end).step_by(OBJECT_PART_BYTES as usize);
+                ObjectBody::Parts(
                     futures::stream::iter(std::iter::once(first).chain(rest))
                         .buffered(OBJECT_PARTS_IN_FLIGHT)
-                        .map_ok(|chunks| futures::stream::iter(chunks.into_iter().map(Ok)))
-                        .try_flatten()
+                        .zip(futures::stream::iter(offsets))
+                        .map(|(chunks, at)| chunks.map(|c| (at, c)))
                         .boxed(),
                 )
             }
