@@ -985,8 +985,18 @@ fn the_binary_cache_keeps_to_its_bound_and_a_proc_outlives_its_evicted_binary() 
         return;
     };
     let cache_dir = dir.path().join("bins").join("cache");
-    // Which test procs the cache holds, told by their bytes.
+    // Which test procs the cache holds, told by their bytes, once the
+    // evicted files set aside are gone (sigmad unlinks them in the
+    // background, off the fetch's path).
     let cached = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_dir(&cache_dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".evicted"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let mut held: Vec<&str> = std::fs::read_dir(&cache_dir)
             .unwrap()
             .map(|e| {
