@@ -37,6 +37,23 @@ const LOG_READ_BYTES: usize = 64 * 1024;
 /// most; past it the memory starts over (a few more cold starts).
 const STARTED_ONCE_MAX: usize = 4096;
 
+/// Spawns of one proc whose exec found its binary busy (ETXTBSY), at
+/// most: 1 ms apart.
+const ETXTBSY_ATTEMPTS: u32 = 20;
+
+/// `e` and its causes, `: `-separated: a sandbox error's own text names
+/// the step ("exec"), its source says why ("Text file busy").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// What the spawner is asked to do.
 pub(crate) enum Job {
     Spawn {
@@ -451,11 +468,27 @@ impl Run {
         // Journaled before it can run: if sigmad dies from here on, the
         // next one reports the proc lost.
         self.journal.started(&entry);
-        let mut child = match self.sandbox.spawn(&spec) {
-            Ok(child) => child,
-            Err(e) => {
-                self.journal_ended(pid);
-                fail!(e.to_string());
+        let mut attempt = 1;
+        let mut child = loop {
+            match self.sandbox.spawn(&spec) {
+                Ok(child) => break child,
+                // A binary just written into the cache can still be open
+                // for writing for a moment after its last write answered:
+                // an io_uring write completed by the kernel's worker keeps
+                // its file until the core next runs its task work. exec
+                // then fails with ETXTBSY (seen once in ~300 starts from
+                // S3); the spawn tries again shortly.
+                Err(sigma_sandbox::Error::ChildExec { ref source, .. })
+                    if source.raw_os_error() == Some(nix::libc::ETXTBSY) && attempt < ETXTBSY_ATTEMPTS =>
+                {
+                    tracing::debug!(pid, attempt, "exec: text file busy; trying again");
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => {
+                    self.journal_ended(pid);
+                    fail!(error_chain(&e));
+                }
             }
         };
         let times = child.spawn_times();
