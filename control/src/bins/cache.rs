@@ -755,19 +755,11 @@ impl Inner {
                 self.read_through(Arc::new(source), &source_path, record, &mut fill)
                     .await?;
             }
-            ObjectBody::Stream(mut stream) => loop {
-                let next = tokio::time::timeout(self.registry.deadline(), stream.next())
-                    .await
-                    .map_err(|_| {
-                        self.registry
-                            .unreachable("fetch", &record.name.to_string(), "no answer".into())
-                    })?;
-                match next {
-                    None => break,
-                    Some(Ok(chunk)) => fill.take(chunk, false).await?,
-                    Some(Err(e)) => return Err(self.registry.fetch_error(&record.name, Arc::new(e))),
+            ObjectBody::Stream(mut stream) => {
+                while let Some(chunk) = self.next_within(record, &mut stream).await? {
+                    fill.take(chunk, false).await?;
                 }
-            },
+            }
             ObjectBody::Parts(_) => unreachable!("parts are filled above"),
         }
         fill.finish().await?;
@@ -818,18 +810,7 @@ impl Inner {
             cvs.push(cv);
             Ok(())
         };
-        loop {
-            let next = tokio::time::timeout(self.registry.deadline(), parts.next())
-                .await
-                .map_err(|_| {
-                    self.registry
-                        .unreachable("fetch", &record.name.to_string(), "no answer".into())
-                })?;
-            let (offset, chunks) = match next {
-                None => break,
-                Some(Ok(part)) => part,
-                Some(Err(e)) => return Err(self.registry.fetch_error(&record.name, Arc::new(e))),
-            };
+        while let Some((offset, chunks)) = self.next_within(record, &mut parts).await? {
             let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
             self.registry.count_bytes_read(len);
             // Checked before it is hashed: a piece of another length than
@@ -870,6 +851,24 @@ impl Inner {
             });
         }
         Ok(())
+    }
+
+    /// The next item of a remote object's stream, within the store's
+    /// reply deadline: None at its end; a fetch error for a stream error,
+    /// an unreachable store for silence.
+    async fn next_within<T>(
+        &self,
+        record: &Record,
+        stream: &mut futures::stream::BoxStream<'static, object_store::Result<T>>,
+    ) -> Result<Option<T>, BinError> {
+        let next = tokio::time::timeout(self.registry.deadline(), stream.next())
+            .await
+            .map_err(|_| {
+                self.registry
+                    .unreachable("fetch", &record.name.to_string(), "no answer".into())
+            })?;
+        next.transpose()
+            .map_err(|e| self.registry.fetch_error(&record.name, Arc::new(e)))
     }
 
     /// Renames the checked file `from` (kept by `guard` until then) to

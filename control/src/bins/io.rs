@@ -314,41 +314,38 @@ impl DataPlaneIo {
         (io, servers)
     }
 
-    /// Sends `job` to the next core in turn.
-    async fn send(&self, job: Job) -> io::Result<()> {
+    /// Sends the job `make` builds around its reply channel to the next
+    /// core in turn, and waits for the answer.
+    fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<io::Result<T>>) -> Job + Send + 'static,
+    ) -> BoxFuture<'static, io::Result<T>> {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.jobs.len();
-        self.jobs[i].send(job).await.map_err(|_| core_gone())
+        let jobs = self.jobs[i].clone();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            jobs.send(make(reply)).await.map_err(|_| core_gone())?;
+            answer.await.map_err(|_| core_gone())?
+        })
     }
 }
 
 impl CacheIo for DataPlaneIo {
     fn read_at(&self, file: Arc<File>, offset: u64, len: usize) -> BoxFuture<'static, io::Result<Bytes>> {
-        let io = self.clone();
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            io.send(Job::Read {
-                file,
-                offset,
-                len,
-                reply,
-            })
-            .await?;
-            answer.await.map_err(|_| core_gone())?
+        self.ask(move |reply| Job::Read {
+            file,
+            offset,
+            len,
+            reply,
         })
     }
 
     fn write_all_at(&self, file: Arc<File>, offset: u64, bytes: Bytes) -> BoxFuture<'static, io::Result<()>> {
-        let io = self.clone();
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            io.send(Job::Write {
-                file,
-                offset,
-                bytes,
-                reply,
-            })
-            .await?;
-            answer.await.map_err(|_| core_gone())?
+        self.ask(move |reply| Job::Write {
+            file,
+            offset,
+            bytes,
+            reply,
         })
     }
 
@@ -360,19 +357,13 @@ impl CacheIo for DataPlaneIo {
         hasher: PieceHasher,
         head: usize,
     ) -> BoxFuture<'static, io::Result<HashedPiece>> {
-        let io = self.clone();
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            io.send(Job::Hash {
-                file,
-                offset,
-                len,
-                hasher: Box::new(hasher),
-                head,
-                reply,
-            })
-            .await?;
-            answer.await.map_err(|_| core_gone())?
+        self.ask(move |reply| Job::Hash {
+            file,
+            offset,
+            len,
+            hasher: Box::new(hasher),
+            head,
+            reply,
         })
     }
 
@@ -384,19 +375,13 @@ impl CacheIo for DataPlaneIo {
         hasher: PieceHasher,
         head: usize,
     ) -> BoxFuture<'static, io::Result<HashedPiece>> {
-        let io = self.clone();
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            io.send(Job::WriteHash {
-                file,
-                offset,
-                chunks,
-                hasher: Box::new(hasher),
-                head,
-                reply,
-            })
-            .await?;
-            answer.await.map_err(|_| core_gone())?
+        self.ask(move |reply| Job::WriteHash {
+            file,
+            offset,
+            chunks,
+            hasher: Box::new(hasher),
+            head,
+            reply,
         })
     }
 
