@@ -556,22 +556,48 @@ impl Runtime {
         F: Fn(usize) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        if cpus.len() > limits::CORES_MAX {
+        let pins: Vec<Option<usize>> = cpus.iter().map(|&cpu| Some(cpu)).collect();
+        Runtime::spawn_cores("sigma-core", &pins, builder, main)
+    }
+
+    /// [`Runtime::start`] with `count` cores whose threads are left where
+    /// the scheduler puts them (not pinned), named `<name>-<index>`: cores
+    /// for occasional work beside pinned ones.
+    pub fn start_unpinned<F, Fut>(name: &str, count: usize, builder: CoreBuilder, main: F) -> Result<Runtime>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        Runtime::spawn_cores(name, &vec![None; count], builder, main)
+    }
+
+    /// One thread per entry of `pins` (pinned where it names a cpu), each
+    /// building a core and running `main(core_index)`; returns once every
+    /// core is built, or the first core's error.
+    fn spawn_cores<F, Fut>(name: &str, pins: &[Option<usize>], builder: CoreBuilder, main: F) -> Result<Runtime>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if pins.len() > limits::CORES_MAX {
             return Err(Error::Config(format!(
                 "{} cores asked, at most {}",
-                cpus.len(),
+                pins.len(),
                 limits::CORES_MAX
             )));
         }
         let main = Arc::new(main);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
-        let mut threads = Vec::with_capacity(cpus.len());
-        for (index, &cpu) in cpus.iter().enumerate() {
-            let builder = builder.clone().pin(cpu);
+        let mut threads = Vec::with_capacity(pins.len());
+        for (index, &pin) in pins.iter().enumerate() {
+            let builder = match pin {
+                Some(cpu) => builder.clone().pin(cpu),
+                None => builder.clone(),
+            };
             let main = main.clone();
             let ready_tx = ready_tx.clone();
             let thread = std::thread::Builder::new()
-                .name(format!("sigma-core-{index}"))
+                .name(format!("{name}-{index}"))
                 .spawn(move || match builder.build() {
                     Ok(core) => {
                         let _ = ready_tx.send(Ok(()));
@@ -585,7 +611,7 @@ impl Runtime {
             threads.push(thread);
         }
         drop(ready_tx);
-        for _ in 0..cpus.len() {
+        for _ in 0..pins.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),

@@ -789,27 +789,9 @@ impl Inner {
         temp: &Path,
         mut parts: futures::stream::BoxStream<'static, object_store::Result<(u64, Vec<Bytes>)>>,
     ) -> Result<(), BinError> {
-        let size_mismatch = |got| BinError::SizeMismatch {
-            name: record.name.to_string(),
-            store: self.registry.store_name().to_owned(),
-            expected: record.bytes,
-            got,
-        };
-        let in_flight = self.io.parallelism().max(1) * HASH_PIECES_IN_FLIGHT_PER_CORE;
         let head_len = ELF_HEADERS_BYTES_MAX.min(record.bytes as usize);
         let mut pieces = futures::stream::FuturesOrdered::new();
-        let (mut received, mut cvs, mut head) = (0u64, Vec::new(), Vec::new());
-        let mut take = |piece: std::io::Result<HashedPiece>| -> Result<(), BinError> {
-            let piece = piece.map_err(|e| BinError::io("write", temp, e))?;
-            let PieceHash::Subtree(cv) = piece.hash else {
-                unreachable!("a piece hasher gives a chaining value")
-            };
-            if cvs.is_empty() {
-                head = piece.head;
-            }
-            cvs.push(cv);
-            Ok(())
-        };
+        let (mut received, mut merged) = (0u64, Pieces::default());
         while let Some((offset, chunks)) = self.next_within(record, &mut parts).await? {
             let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
             self.registry.count_bytes_read(len);
@@ -817,7 +799,7 @@ impl Inner {
             // its range is no subtree of the file.
             let want = (record.bytes.saturating_sub(offset)).min(OBJECT_PART_BYTES);
             if offset != received || len != want {
-                return Err(size_mismatch(received + len));
+                return Err(self.size_mismatch(record, received + len));
             }
             received += len;
             let head = if offset == 0 { head_len } else { 0 };
@@ -825,32 +807,70 @@ impl Inner {
                 self.io
                     .write_hash_piece(file.clone(), offset, chunks, PieceHasher::piece(offset), head),
             );
-            if pieces.len() >= in_flight {
+            if pieces.len() >= self.pieces_in_flight() {
                 if let Some(piece) = pieces.next().await {
-                    take(piece)?;
+                    merged.push(piece.map_err(|e| BinError::io("write", temp, e))?);
                 }
             }
         }
         while let Some(piece) = pieces.next().await {
-            take(piece)?;
+            merged.push(piece.map_err(|e| BinError::io("write", temp, e))?);
         }
-        if received != record.bytes || cvs.len() < 2 {
-            return Err(size_mismatch(received));
+        // Fewer than two pieces: fewer bytes than a ranged object has.
+        if received != record.bytes || merged.cvs.len() < 2 {
+            return Err(self.size_mismatch(record, received));
         }
-        elf::check_headers(&head).map_err(|why| BinError::NotStaticElf {
+        self.check_hashed(record, &merged.finish())
+    }
+
+    /// `record`'s object is not `got` bytes long, as its record says.
+    fn size_mismatch(&self, record: &Record, got: u64) -> BinError {
+        BinError::SizeMismatch {
             name: record.name.to_string(),
-            why,
-        })?;
-        let got = merge_pieces(&cvs);
-        if got != record.digest {
-            return Err(BinError::DigestMismatch {
-                name: record.name.to_string(),
-                store: self.registry.store_name().to_owned(),
-                expected: record.digest.to_string(),
-                got: got.to_string(),
-            });
+            store: self.registry.store_name().to_owned(),
+            expected: record.bytes,
+            got,
         }
-        Ok(())
+    }
+
+    /// `head` (the first bytes of `record`'s object) is a static
+    /// executable's.
+    fn check_elf(record: &Record, head: &[u8]) -> Result<(), BinError> {
+        elf::check_headers(head)
+            .map(|_| ())
+            .map_err(|why| BinError::NotStaticElf {
+                name: record.name.to_string(),
+                why,
+            })
+    }
+
+    /// `got` is `record`'s digest.
+    fn check_digest(&self, record: &Record, got: Digest) -> Result<(), BinError> {
+        if got == record.digest {
+            return Ok(());
+        }
+        Err(BinError::DigestMismatch {
+            name: record.name.to_string(),
+            store: self.registry.store_name().to_owned(),
+            expected: record.digest.to_string(),
+            got: got.to_string(),
+        })
+    }
+
+    /// A file hashed in pieces is `record`'s object: as long as its
+    /// record says, a static executable, of its digest.
+    fn check_hashed(&self, record: &Record, hashed: &HashedFile) -> Result<(), BinError> {
+        if hashed.bytes != record.bytes {
+            return Err(self.size_mismatch(record, hashed.bytes));
+        }
+        Self::check_elf(record, &hashed.head)?;
+        self.check_digest(record, hashed.digest)
+    }
+
+    /// Pieces of one file hashed at once: [`HASH_PIECES_IN_FLIGHT_PER_CORE`]
+    /// per core serving cache IO.
+    fn pieces_in_flight(&self) -> usize {
+        self.io.parallelism().max(1) * HASH_PIECES_IN_FLIGHT_PER_CORE
     }
 
     /// The next item of a remote object's stream, within the store's
@@ -952,15 +972,9 @@ impl Inner {
         }
         let guard = TempGuard(Some(link.clone()));
         let file = Arc::new(std::fs::File::open(&link).map_err(|e| BinError::io("open", &link, e))?);
-        let size_mismatch = |got| BinError::SizeMismatch {
-            name: record.name.to_string(),
-            store: self.registry.store_name().to_owned(),
-            expected: record.bytes,
-            got,
-        };
         let len = file.metadata().map_err(|e| BinError::io("stat", &link, e))?.len();
         if len != record.bytes {
-            return Err(size_mismatch(len));
+            return Err(self.size_mismatch(record, len));
         }
         let head_len = ELF_HEADERS_BYTES_MAX.min(record.bytes as usize);
         let hashed = self.hash_file(&file, len, head_len).await.map_err(|e| {
@@ -968,21 +982,7 @@ impl Inner {
                 .fetch_error(&record.name, Arc::new(BinError::io("read", source_path, e)))
         })?;
         self.registry.count_bytes_read(hashed.bytes);
-        if hashed.bytes != record.bytes {
-            return Err(size_mismatch(hashed.bytes));
-        }
-        elf::check_headers(&hashed.head).map_err(|why| BinError::NotStaticElf {
-            name: record.name.to_string(),
-            why,
-        })?;
-        if hashed.digest != record.digest {
-            return Err(BinError::DigestMismatch {
-                name: record.name.to_string(),
-                store: self.registry.store_name().to_owned(),
-                expected: record.digest.to_string(),
-                got: hashed.digest.to_string(),
-            });
-        }
+        self.check_hashed(record, &hashed)?;
         drop(file);
         Self::place(guard, &link, path, true).await?;
         Ok(true)
@@ -994,8 +994,9 @@ impl Inner {
     /// [`HASH_PIECES_IN_FLIGHT_PER_CORE`] per core, each read and hashed on
     /// its core, their chaining values merged in file order. Nothing is
     /// copied out of the page cache but the head, and the hash runs on all
-    /// the cores serving cache IO at once: on this VM an 11 MiB file took
-    /// 8.0 ms in 1 MiB reads hashed on the control thread.
+    /// the cores serving cache IO at once: on this VM the cold fetch of an
+    /// 11 MiB file took 7.5-8.4 ms in 1 MiB reads hashed on the control
+    /// thread, 4.3-4.5 ms this way (quick runs).
     async fn hash_file(&self, file: &Arc<File>, len: u64, head: usize) -> std::io::Result<HashedFile> {
         if len <= HASH_PIECE_BYTES {
             let piece = self
@@ -1011,9 +1012,8 @@ impl Inner {
                 head: piece.head,
             });
         }
-        let pieces = len.div_ceil(HASH_PIECE_BYTES);
-        let in_flight = self.io.parallelism().max(1) * HASH_PIECES_IN_FLIGHT_PER_CORE;
-        let mut hashed = futures::stream::iter(0..pieces)
+        let in_flight = self.pieces_in_flight();
+        let mut hashed = futures::stream::iter(0..len.div_ceil(HASH_PIECE_BYTES))
             .map(|i| {
                 let offset = i * HASH_PIECE_BYTES;
                 let piece_len = (len - offset).min(HASH_PIECE_BYTES);
@@ -1022,24 +1022,43 @@ impl Inner {
                     .hash_piece(file.clone(), offset, piece_len, PieceHasher::piece(offset), head)
             })
             .buffered(in_flight);
-        let mut cvs = Vec::with_capacity(pieces as usize);
-        let (mut bytes, mut first_head) = (0u64, Vec::new());
+        let mut merged = Pieces::default();
         while let Some(piece) = hashed.next().await {
-            let piece = piece?;
-            let PieceHash::Subtree(cv) = piece.hash else {
-                unreachable!("a piece hasher gives a chaining value")
-            };
-            if cvs.is_empty() {
-                first_head = piece.head;
-            }
-            cvs.push(cv);
-            bytes += piece.bytes;
+            merged.push(piece?);
         }
-        Ok(HashedFile {
-            digest: merge_pieces(&cvs),
-            bytes,
-            head: first_head,
-        })
+        Ok(merged.finish())
+    }
+}
+
+/// The pieces of one file hashed so far, in file order (each a subtree):
+/// their chaining values, the bytes they covered and the first one's head.
+#[derive(Default)]
+struct Pieces {
+    cvs: Vec<[u8; 32]>,
+    bytes: u64,
+    head: Vec<u8>,
+}
+
+impl Pieces {
+    /// Takes the next piece.
+    fn push(&mut self, piece: HashedPiece) {
+        let PieceHash::Subtree(cv) = piece.hash else {
+            unreachable!("a piece hasher gives a chaining value")
+        };
+        if self.cvs.is_empty() {
+            self.head = piece.head;
+        }
+        self.cvs.push(cv);
+        self.bytes += piece.bytes;
+    }
+
+    /// The file's digest and the rest (at least two pieces).
+    fn finish(self) -> HashedFile {
+        HashedFile {
+            digest: merge_pieces(&self.cvs),
+            bytes: self.bytes,
+            head: self.head,
+        }
     }
 }
 
@@ -1145,22 +1164,14 @@ impl<'a> Fill<'a> {
     }
 
     fn check_head(&mut self) -> Result<(), BinError> {
-        if let Some(head) = self.head.take() {
-            elf::check_headers(&head).map_err(|why| BinError::NotStaticElf {
-                name: self.record.name.to_string(),
-                why,
-            })?;
+        match self.head.take() {
+            Some(head) => Inner::check_elf(self.record, &head),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn size_mismatch(&self) -> BinError {
-        BinError::SizeMismatch {
-            name: self.record.name.to_string(),
-            store: self.inner.registry.store_name().to_owned(),
-            expected: self.record.bytes,
-            got: self.received,
-        }
+        self.inner.size_mismatch(self.record, self.received)
     }
 
     /// Starts a write, after waiting for the oldest if too many are in
@@ -1191,15 +1202,7 @@ impl<'a> Fill<'a> {
             return Err(self.size_mismatch());
         }
         self.check_head()?;
-        let got = self.hasher.finish();
-        if got != self.record.digest {
-            return Err(BinError::DigestMismatch {
-                name: self.record.name.to_string(),
-                store: self.inner.registry.store_name().to_owned(),
-                expected: self.record.digest.to_string(),
-                got: got.to_string(),
-            });
-        }
+        self.inner.check_digest(self.record, self.hasher.finish())?;
         if !self.pending.is_empty() {
             let rest = self.pending.split().freeze();
             self.write(self.pending_at, rest).await?;

@@ -106,9 +106,8 @@ pub trait CacheIo: Send + Sync + std::fmt::Debug + 'static {
         head: usize,
     ) -> BoxFuture<'static, io::Result<HashedPiece>>;
 
-    /// Writes `chunks` to `file` from `offset` on, one after another, and
-    /// hashes each right after its write, as the piece `hasher` was made
-    /// for; keeps the first `head` bytes. A part of a remote object,
+    /// Writes `chunks` to `file` from `offset` on, one after another,
+    /// hashing each as the piece `hasher` was made for; keeps the first `head` bytes. A part of a remote object,
     /// written and hashed on a core while the control thread receives the
     /// next parts.
     fn write_hash_piece(
@@ -205,8 +204,9 @@ impl CacheIo for BlockingIo {
         Box::pin(blocking(move || {
             let mut piece = PieceState::new(hasher, head);
             for chunk in &chunks {
-                file.write_all_at(chunk, offset + piece.bytes)?;
+                let at = offset + piece.bytes;
                 piece.take(chunk);
+                file.write_all_at(chunk, at)?;
             }
             Ok(piece.done())
         }))
@@ -442,13 +442,14 @@ async fn run_job(job: Job) {
             let mut piece = PieceState::new(*hasher, head);
             let mut result = Ok(());
             for chunk in chunks {
-                // The write reads the chunk: hashed right after, it is in
-                // this core's cache.
-                if let Err(e) = core_write_all_at(file.as_raw_fd(), offset + piece.bytes, chunk.clone()).await {
+                // Hashed first: the hash brings the chunk into this core's
+                // cache, and the write, which takes it, copies it from there.
+                let at = offset + piece.bytes;
+                piece.take(&chunk);
+                if let Err(e) = core_write_all_at(file.as_raw_fd(), at, chunk).await {
                     result = Err(e);
                     break;
                 }
-                piece.take(&chunk);
             }
             drop(file);
             let _ = reply.send(result.map(|()| piece.done()));
@@ -471,7 +472,8 @@ async fn run_job(job: Job) {
 /// [`CacheIo::hash_piece`] on the current data-plane core: io_uring reads
 /// (or the core's file pool on epoll) into one buffer, each hashed on the
 /// core right after it lands, while its bytes are in this core's cache.
-/// The hash of a read (about 25 µs for 64 KiB here) runs between the
+/// The hash of a read (64 KiB at the 2.0-2.8 GB/s BLAKE3 ran at here:
+/// 23-33 µs) runs between the
 /// core's other tasks, in this BE task. `fd` must stay open until this
 /// completes or is dropped.
 pub(crate) async fn core_hash_piece(

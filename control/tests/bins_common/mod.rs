@@ -98,20 +98,22 @@ pub fn io_variants() -> Vec<(&'static str, Arc<dyn CacheIo>)> {
     // Two cores, as sigmad has on two CPUs: jobs alternate between them,
     // and a file's hash pieces are spread over both.
     let (client, servers) = DataPlaneIo::with_cores(2);
-    let mut backend = String::new();
-    for (i, server) in servers.into_iter().enumerate() {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("bins-test-core-{i}"))
-            .spawn(move || {
-                let core = sigma_dataplane::Core::builder().build().expect("data-plane core");
-                let _ = ready_tx.send(format!("{:?}: {}", core.backend(), core.backend_reason()));
-                core.block_on(server.run());
-            })
-            .unwrap();
-        backend = ready_rx.recv().expect("the core thread started");
-    }
-    eprintln!("data-plane cores for cache IO (2): {backend}");
+    let servers: Vec<std::sync::Mutex<Option<_>>> =
+        servers.into_iter().map(|s| std::sync::Mutex::new(Some(s))).collect();
+    // The cores' threads end when the returned `DataPlaneIo` goes.
+    sigma_dataplane::Runtime::start_unpinned("bins-test-core", 2, sigma_dataplane::Core::builder(), move |i| {
+        let server = servers[i].lock().unwrap().take();
+        async move {
+            eprintln!(
+                "data-plane core {i} for cache IO: {:?}",
+                sigma_dataplane::current_backend()
+            );
+            if let Some(server) = server {
+                server.run().await;
+            }
+        }
+    })
+    .expect("data-plane cores");
     vec![
         ("data-plane", Arc::new(client) as Arc<dyn CacheIo>),
         ("blocking", Arc::new(BlockingIo)),

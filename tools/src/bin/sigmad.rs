@@ -693,8 +693,8 @@ where
         })?;
     let (procs, mut io_servers) = (setup.procs, setup.io_servers);
     let main_io_server = (!io_servers.is_empty()).then(|| io_servers.remove(0));
-    for (i, server) in io_servers.into_iter().enumerate() {
-        start_cache_io_core(i + 1, server)?;
+    if !io_servers.is_empty() {
+        start_cache_io_cores(io_servers)?;
     }
 
     let (mut stop_tx, stop_rx) = sigma_dataplane::channel::channel::<i32>(1);
@@ -732,35 +732,29 @@ where
 
 use std::future::Future;
 
-/// Starts data-plane core `index` for cache IO alone, on a thread of its
-/// own: it parks at once when it has no job (spin 0), so it costs nothing
-/// while no binary is fetched, and it ends when the cache is dropped.
-fn start_cache_io_core(index: usize, server: DataPlaneIoServer) -> anyhow::Result<()> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("sigma-cacheio-{index}"))
-        .spawn(move || {
-            let core = match sigma_dataplane::Core::builder()
-                .spin(Duration::ZERO)
-                // It serves no socket: a token receive-buffer pool.
-                .recv_buffers(8, 4096)
-                .build()
-            {
-                Ok(core) => core,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            core.block_on(server.run());
-        })
-        .context("starting a cache IO core's thread")?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => anyhow::bail!("starting cache IO core {index}: {e}"),
-        Err(_) => anyhow::bail!("cache IO core {index} died while starting"),
-    }
+/// Starts a data-plane core for each of `servers`, for cache IO alone, on
+/// threads of their own (`sigma-cacheio-N`, not pinned): each parks at
+/// once when it has no job (spin 0), so it costs nothing while no binary
+/// is fetched, and ends when the cache is dropped.
+fn start_cache_io_cores(servers: Vec<DataPlaneIoServer>) -> anyhow::Result<()> {
+    let count = servers.len();
+    let servers: Vec<std::sync::Mutex<Option<DataPlaneIoServer>>> =
+        servers.into_iter().map(|s| std::sync::Mutex::new(Some(s))).collect();
+    let builder = sigma_dataplane::Core::builder()
+        .spin(Duration::ZERO)
+        // They serve no socket: a token receive-buffer pool.
+        .recv_buffers(8, 4096);
+    // The cores' threads are detached: they end with their servers.
+    let _cores = sigma_dataplane::Runtime::start_unpinned("sigma-cacheio", count, builder, move |i| {
+        let server = servers[i].lock().unwrap_or_else(|p| p.into_inner()).take();
+        async move {
+            if let Some(server) = server {
+                server.run().await;
+            }
+        }
+    })
+    .context("starting the cache IO cores")?;
+    Ok(())
 }
 
 /// Serves the namespace on `store` (and procs) at `sock` until a stop signal arrives.
