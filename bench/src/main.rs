@@ -46,7 +46,9 @@
 //!   `docker` (`docker run --rm --network none` of a FROM-scratch image the suite builds).
 //! * `run spawn-rate` measures procs started and waited for per second by 1, 8 and 32 threads
 //!   starting the example proc `trivial` back to back (`trivial-c1`, `-c8`, `-c32`), with CPU
-//!   per start, for `sigma`, `sigma-sandbox` and `vfork-exec`. Both spawn suites build the example
+//!   per start, for `sigma`, `sigma-sandbox` and `vfork-exec`; each thread runs
+//!   `Starter::bare_loop` (no breakdown asked per start: `sigma` keeps one admin connection per
+//!   thread and asks no `START_TIMES`, `sigma-sandbox`'s proc writes no start stamp). Both spawn suites build the example
 //!   procs of `tests/procs/` with rustc into `<target dir>/sigma-procs/` (`procs.rs`);
 //!   `spawn_systems/` holds one file per system behind the `Starter` trait.
 //! * `report` rebuilds `results/SUITE.md`, the plots `results/plots/SUITE.svg` and the README's

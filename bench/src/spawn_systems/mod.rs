@@ -137,6 +137,35 @@ pub trait Starter: Send + Sync {
     /// fields hold.
     fn note(&self, how: Start) -> String;
 
+    /// A warm start of `proc` for `spawn-rate`: as [`Starter::start`] with [`Start::Warm`], minus
+    /// whatever only a breakdown needs (the rate suite reports none), so that a start costs what
+    /// a caller starting procs back to back pays; the sample's steps are empty.
+    fn start_bare(&self, proc: Proc, seq: u64) -> Result<Sample> {
+        self.start(Start::Warm, proc, seq)
+    }
+
+    /// Bare starts of `proc` back to back while `go_on()` says so, each handed to `each` (an
+    /// error from it ends the loop); `seq()` gives each start its number. What one thread of
+    /// `spawn-rate` runs; a system may keep what its starts share across them (sigma: the
+    /// connection to sigmad).
+    fn bare_loop(
+        &self,
+        proc: Proc,
+        seq: &dyn Fn() -> u64,
+        go_on: &dyn Fn() -> bool,
+        each: &mut dyn FnMut(Sample) -> Result<()>,
+    ) -> Result<()> {
+        while go_on() {
+            each(self.start_bare(proc, seq())?)?;
+        }
+        Ok(())
+    }
+
+    /// What [`Starter::bare_loop`]'s rows should say about how it starts a proc.
+    fn bare_note(&self) -> String {
+        self.note(Start::Warm)
+    }
+
     /// Whether this process's and its reaped children's CPU ([`own_and_children_cpu_ns`]), plus
     /// [`Starter::daemon_cpu_ns`] where there is one, is all the CPU a start costs (not so for
     /// Docker, whose per-container shim and runc come and go uncounted).

@@ -229,11 +229,28 @@ impl SandboxStarter {
     /// and the end time.
     /// With `prepare`, a warm sandbox for the next start of `binary` is made right after the
     /// spawn, while the proc runs (as sigmad does).
-    fn spawn_and_wait(&self, realm: &RealmHandle, binary: &Path, seq: u64, prepare: bool) -> Result<(u64, Steps, u64)> {
+    /// With `stamp`, the proc writes when its main started to its stdout, a pipe read once it is
+    /// reaped, for the steps; without, its stdout is /dev/null and the steps are empty.
+    fn spawn_and_wait(
+        &self,
+        realm: &RealmHandle,
+        binary: &Path,
+        seq: u64,
+        prepare: bool,
+        stamp: bool,
+    ) -> Result<(u64, Steps, u64)> {
         let proc_id = format!("p{seq}");
-        // The proc writes when its main started to stdout, a pipe read once it is reaped.
-        let (mut out_read, out_write) = pipe()?;
-        let env = [(STAMP_ENV.to_string(), "1".to_string())];
+        let (mut out_read, out_write) = match stamp {
+            true => {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            }
+            false => (None, None),
+        };
+        let env = match stamp {
+            true => vec![(STAMP_ENV.to_string(), "1".to_string())],
+            false => Vec::new(),
+        };
         let spec = SpawnSpec {
             argv0: None,
             realm,
@@ -245,7 +262,7 @@ impl SandboxStarter {
             mem_mib: PROC_MEM_MIB,
             pids_max: PROC_PIDS_MAX,
             ctl_fd: self.ctl.1.as_fd(),
-            stdout: out_write.as_fd(),
+            stdout: out_write.as_ref().map_or(self.dev_null.as_fd(), |w| w.as_fd()),
             stderr: self.dev_null.as_fd(),
         };
         let mut busy = 0;
@@ -277,6 +294,9 @@ impl SandboxStarter {
             Some(ExitStatus::Exited(0)) => {}
             other => bail!("proc {proc_id} in realm {} ended {other:?}", realm.name()),
         }
+        let Some(out_read) = out_read.as_mut() else {
+            return Ok((t0, Steps::default(), end));
+        };
         let mut out = String::new();
         out_read.read_to_string(&mut out).context("reading the proc's stdout")?;
         let Some(started_ns) = parse_stamp(&out) else {
@@ -294,7 +314,7 @@ impl Starter for SandboxStarter {
                     Proc::Trivial => &self.trivial,
                     Proc::Big => &self.big,
                 };
-                let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq, true)?;
+                let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq, true, true)?;
                 Ok(Sample {
                     total_ns: end - t0,
                     steps,
@@ -315,7 +335,7 @@ impl Starter for SandboxStarter {
                         .realm(&format!("cold-{seq}"))
                         .with_context(|| format!("making realm cold-{seq}"))?;
                     let t3 = now_ns();
-                    let (_, mut steps, end) = self.spawn_and_wait(&realm, &path, seq, false)?;
+                    let (_, mut steps, end) = self.spawn_and_wait(&realm, &path, seq, false, true)?;
                     steps.fetch = Some(t1 - t0);
                     steps.verify = Some(t2 - t1);
                     steps.namespaces = Some(steps.namespaces.unwrap_or(0) + (t3 - t2));
@@ -329,6 +349,22 @@ impl Starter for SandboxStarter {
             }
             Start::ColdS3 => bail!("{NO_S3}"),
         }
+    }
+
+    fn start_bare(&self, proc: Proc, seq: u64) -> Result<Sample> {
+        let bin = match proc {
+            Proc::Trivial => &self.trivial,
+            Proc::Big => &self.big,
+        };
+        let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq, true, false)?;
+        Ok(Sample {
+            total_ns: end - t0,
+            steps,
+        })
+    }
+
+    fn bare_note(&self) -> String {
+        format!("sandbox only, no sigmad, no scheduling: sigma_sandbox::Sandbox::spawn in sigmabench's process into a realm made beforehand, binary already in place (bound read-only, not copied), warm cgroups (pool of {WARM_CGROUPS}), from a warm sandbox made right after the previous start while that proc ran (Sandbox::prepare, as sigmad does), the proc's mount namespace held from its start until its exit is seen (as sigmad does), then poll the pidfd and reap; the proc's stdout on /dev/null (no start stamp: the rate suite reports no breakdown)")
     }
 
     fn note(&self, how: Start) -> String {

@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, Result};
 use super::spawn::{measured, next_seq, open_systems, set_cpu, verdict, Batch, FLOOR};
 use super::with_deadline;
 use crate::report::{fmt_ratio, ratio, Doc, Row};
-use crate::spawn_systems::{self, Env, Proc, Start, Starter};
+use crate::spawn_systems::{self, Env, Proc, Starter};
 
 /// What the suite runs: the same options as `spawn` (`--quick`: shorter
 /// runs, one round).
@@ -92,19 +92,17 @@ fn run_one(starter: Arc<dyn Starter>, concurrency: usize, window: Duration) -> R
         let th = std::thread::Builder::new()
             .name(format!("spawn-rate-{t}"))
             .spawn(move || -> Result<Batch> {
-                let warm = (0..WARMUP_PER_THREAD)
-                    .try_for_each(|_| starter.start(Start::Warm, Proc::Trivial, next_seq()).map(|_| ()));
+                let warm =
+                    (0..WARMUP_PER_THREAD).try_for_each(|_| starter.start_bare(Proc::Trivial, next_seq()).map(|_| ()));
                 barrier.wait();
                 warm?;
                 let mut b = Batch::new();
-                while spawn_systems::now_ns() < stop_at.load(Ordering::Relaxed) && !failed.load(Ordering::Relaxed) {
-                    match starter.start(Start::Warm, Proc::Trivial, next_seq()) {
-                        Ok(s) => b.record(s.total_ns, &s.steps)?,
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
+                let go_on =
+                    || spawn_systems::now_ns() < stop_at.load(Ordering::Relaxed) && !failed.load(Ordering::Relaxed);
+                let each = &mut |s: spawn_systems::Sample| b.record(s.total_ns, &s.steps);
+                if let Err(e) = starter.bare_loop(Proc::Trivial, &next_seq, &go_on, each) {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
                 }
                 Ok(b)
             })
@@ -208,7 +206,7 @@ pub fn run(opts: &Options) -> Result<Vec<Row>> {
                 p.rounds,
                 p.window.as_secs_f64(),
                 case.concurrency,
-                starter.note(Start::Warm),
+                starter.bare_note(),
             );
             if let Some(row) = tallies[ci][si].failed_row(case.name, sys.name, p.rounds, &note) {
                 rows.push(row);
