@@ -38,7 +38,8 @@
 //! * `run spawn` measures one proc start, start to exit seen and reaped, of the example proc
 //!   `big` (a static binary of 11 MiB): `warm-start` (binary in place, realm on the machine),
 //!   `cold-start` (binary copied from a local store into the cache and its BLAKE3 checked, in a
-//!   realm made for the start) and `cold-start-s3` (from S3: not measured yet, error rows), with a
+//!   realm made for the start) and `cold-start-s3` (from the suite's own S3 server: `sigma` through a sigmad whose store is
+//!   S3, `vfork-exec` a bare signed GET into a file then exec), with a
 //!   breakdown (`schedule_us`, `fetch_us`, `verify_us`, `namespaces_us`, `cgroups_us`, `jail_us`,
 //!   `seccomp_us`, `exec_to_started_us`: each step's p50). Systems: `sigma` (a real sigmad:
 //!   Spawn + WaitExit on its admin socket, binaries in its store), `sigma-sandbox` (σ's sandbox alone in this

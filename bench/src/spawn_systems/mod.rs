@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::report::Breakdown;
 
+mod bare_s3;
 mod docker;
 mod sandbox;
 mod sigma;
@@ -275,7 +276,7 @@ pub fn all() -> Vec<System> {
             name: "vfork-exec",
             open: vfork_exec::open,
             in_rate: true,
-            s3_missing: Some("the floor has no binary store: its cold start is a plain file copy then exec, with no S3 client (a signed GET) to fetch with; the start from S3 is measured through sigmad's store, in the `sigma` row"),
+            s3_missing: None,
         },
         System {
             name: "docker",

@@ -4,8 +4,9 @@
 //! Cases: `warm-start` (binary already in the machine's cache, realm already on the machine),
 //! `cold-start` (the binary brought from the local store into the cache and verified, in a realm
 //! not yet on the machine) and `cold-start-s3` (the same from an S3 server: an s3s-fs server
-//! in this process, `sigma_tests::s3`, as the store of a sigmad of its own; only systems with a
-//! binary store run it, the others' rows say why, [`System::s3_missing`]). Every case starts
+//! in this process, `sigma_tests::s3`, as the store of a sigmad of its own, and for the floor a
+//! bare signed GET from a server of its own; the systems without a binary store have rows that
+//! say why, [`System::s3_missing`]). Every case starts
 //! the example proc `big` (`tests/procs/big.rs`: a static binary of a little over 10 MiB that
 //! exits 0 at once), so the systems run the same bytes.
 //!
