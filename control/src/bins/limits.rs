@@ -93,8 +93,12 @@ pub const RECORD_MEMOS_MAX: usize = 4096;
 /// this size, [`OBJECT_PARTS_IN_FLIGHT`] at once from the start, handed to
 /// the hashing in order: one GET streams at one connection's pace, while a
 /// server answers ranges in parallel. The parts in flight bound the memory
-/// a fetch holds.
-pub const OBJECT_PART_BYTES: u64 = 2 * 1024 * 1024;
+/// a fetch holds. A power of two: each part is a BLAKE3 subtree. 4 MiB
+/// over 2 MiB: fewer requests, each with the server's fixed cost (the
+/// 11.2 MiB example proc from the suite's S3 server, quick cold-start-s3
+/// runs alternated: fetch 10.9–12.1 ms in three parts against 11.4–12.4
+/// ms in six; ARCHITECTURE.md has the sweep).
+pub const OBJECT_PART_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Ranged GETs of one fetch in flight at once (see [`OBJECT_PART_BYTES`]).
 pub const OBJECT_PARTS_IN_FLIGHT: usize = 4;
