@@ -272,3 +272,39 @@ async fn s3_silent_server_is_unreachable_within_the_deadline() {
     );
     drop(silent);
 }
+
+/// A large object (ranged parts, all asked for at once) whose record says one length while the
+/// store's object is another is refused as a size mismatch, and one removed behind its record
+/// is not found; nothing is cached either way.
+#[tokio::test]
+async fn s3_a_ranged_object_resized_or_gone_behind_its_record_is_refused() {
+    let server = S3Server::start_or_panic(&[BUCKET]);
+    let registry = BinRegistry::open(&config(&server.endpoint, Duration::from_secs(5))).unwrap();
+    let n = name("big@v2");
+    let rec = registry.put(&n, big_bytes()).await.unwrap();
+    let object = server
+        .root
+        .path()
+        .join(BUCKET)
+        .join(format!("bins/{}/{}/elf", n.name(), n.version()));
+    let get = || async {
+        let (_, io) = io_variants().remove(0);
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = BinCache::open(cache_dir.path(), registry.clone(), io, RECORD_TTL_DEFAULT).unwrap();
+        let e = cache.get(&n).await.unwrap_err();
+        assert_eq!(files_in(cache_dir.path()), Vec::<String>::new(), "{e}");
+        e
+    };
+    // One part longer than the record says.
+    let mut longer = std::fs::read(&object).unwrap();
+    longer.extend(std::iter::repeat_n(0u8, OBJECT_PART_BYTES as usize));
+    std::fs::write(&object, &longer).unwrap();
+    let e = get().await;
+    assert!(
+        matches!(e, BinError::SizeMismatch { expected, got, .. } if expected == rec.bytes && got == longer.len() as u64),
+        "{e}"
+    );
+    std::fs::remove_file(&object).unwrap();
+    let e = get().await;
+    assert!(matches!(e, BinError::NotFound { .. }), "{e}");
+}

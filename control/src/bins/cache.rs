@@ -14,7 +14,7 @@ use super::limits::{
     HASH_PIECES_IN_FLIGHT_PER_CORE, HASH_PIECE_BYTES, OBJECT_PART_BYTES, RECORD_MEMOS_MAX,
 };
 use super::name::BinName;
-use super::registry::{BinRegistry, ObjectBody, Record};
+use super::registry::{BinRegistry, ObjectBody, PartStream, Record};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
@@ -787,12 +787,12 @@ impl Inner {
         record: &Record,
         file: &Arc<File>,
         temp: &Path,
-        mut parts: futures::stream::BoxStream<'static, object_store::Result<(u64, Vec<Bytes>)>>,
+        mut parts: PartStream,
     ) -> Result<(), BinError> {
         let head_len = ELF_HEADERS_BYTES_MAX.min(record.bytes as usize);
         let mut pieces = futures::stream::FuturesOrdered::new();
         let (mut received, mut merged) = (0u64, Pieces::default());
-        while let Some((offset, chunks)) = self.next_within(record, &mut parts).await? {
+        while let Some((offset, chunks)) = self.next_part_within(record, &mut parts).await? {
             let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
             self.registry.count_bytes_read(len);
             // Checked before it is hashed: a piece of another length than
@@ -876,6 +876,22 @@ impl Inner {
     /// The next item of a remote object's stream, within the store's
     /// reply deadline: None at its end; a fetch error for a stream error,
     /// an unreachable store for silence.
+    /// The next part of a ranged fetch within the store's deadline; its
+    /// own error as the part mapped it.
+    async fn next_part_within(
+        &self,
+        record: &Record,
+        parts: &mut PartStream,
+    ) -> Result<Option<(u64, Vec<Bytes>)>, BinError> {
+        tokio::time::timeout(self.registry.deadline(), parts.next())
+            .await
+            .map_err(|_| {
+                self.registry
+                    .unreachable("fetch", &record.name.to_string(), "no answer".into())
+            })?
+            .transpose()
+    }
+
     async fn next_within<T>(
         &self,
         record: &Record,

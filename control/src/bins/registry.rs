@@ -216,7 +216,65 @@ pub(crate) enum ObjectBody {
     /// A remote store's object as ranged GETs of [`OBJECT_PART_BYTES`]
     /// (the last one shorter), in order: each part's offset and its body's
     /// chunks as they came.
-    Parts(futures::stream::BoxStream<'static, object_store::Result<(u64, Vec<Bytes>)>>),
+    Parts(PartStream),
+}
+
+/// A remote object's ranged parts, in order: each part's offset and its
+/// body's chunks as they came.
+pub(crate) type PartStream = futures::stream::BoxStream<'static, Result<(u64, Vec<Bytes>), BinError>>;
+
+/// What one ranged GET of [`BinRegistry::object_parts`] needs.
+#[derive(Clone)]
+struct PartContext {
+    store: Arc<dyn ObjectStore>,
+    path: object_store::path::Path,
+    record: Record,
+    describe: String,
+    deadline: Duration,
+    counters: Arc<Counters>,
+}
+
+impl PartContext {
+    /// The part at `at`: its chunks, once all have come.
+    async fn part(&self, at: u64) -> Result<Vec<Bytes>, BinError> {
+        let end = self.record.bytes;
+        if at > 0 {
+            self.counters.object_range_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        let range = object_store::GetOptions {
+            range: Some((at..(at + OBJECT_PART_BYTES).min(end)).into()),
+            ..Default::default()
+        };
+        let name = self.record.name.to_string();
+        let failed = |e: object_store::Error| match e {
+            object_store::Error::NotFound { .. } => BinError::NotFound {
+                name: name.clone(),
+                store: self.describe.clone(),
+            },
+            e if is_connect_failure(&e) => BinError::StoreUnreachable {
+                op: "fetch",
+                name: name.clone(),
+                store: self.describe.clone(),
+                deadline: self.deadline,
+                why: e.to_string(),
+            },
+            e => BinError::Fetch {
+                name: name.clone(),
+                store: self.describe.clone(),
+                source: Arc::new(e),
+            },
+        };
+        let got = self.store.get_opts(&self.path, range).await.map_err(failed)?;
+        if got.meta.size != end {
+            return Err(BinError::SizeMismatch {
+                name: name.clone(),
+                store: self.describe.clone(),
+                expected: end,
+                got: got.meta.size,
+            });
+        }
+        got.into_stream().try_collect().await.map_err(failed)
+    }
 }
 
 impl BinRegistry {
@@ -545,22 +603,23 @@ impl BinRegistry {
 
     /// Opens `record`'s object for reading; its size must be the record's.
     /// From a remote store, an object past [`OBJECT_PART_BYTES`] comes as
-    /// ranged GETs, [`OBJECT_PARTS_IN_FLIGHT`] at once from the first one
-    /// on, yielded in order. (Chaining the others after the first part's
-    /// body, as before, left one GET in flight for the first 2 MiB:
-    /// cold-start-s3 57-65 ms then, 33-36 ms now, quick runs alternated.)
+    /// ranged GETs, [`OBJECT_PARTS_IN_FLIGHT`] at once from the start,
+    /// yielded in order; each checks the object's size and maps its own
+    /// errors. (Chaining the others after the first part's body, as before,
+    /// left one GET in flight for the first part: cold-start-s3 57-65 ms
+    /// then, 33-36 ms with all in flight, quick runs alternated; asking for
+    /// the others only once the first part's answer had come cost one more
+    /// round trip to the server.)
     pub(crate) async fn open_object(&self, record: &Record) -> Result<ObjectBody, BinError> {
         let name = &record.name;
         let shown = name.to_string();
         self.counters.object_reads.fetch_add(1, Ordering::Relaxed);
         let path = self.object_path(name);
-        let ranged = self.remote && record.bytes > OBJECT_PART_BYTES;
-        let options = object_store::GetOptions {
-            range: ranged.then(|| (0..OBJECT_PART_BYTES).into()),
-            ..Default::default()
-        };
+        if self.remote && record.bytes > OBJECT_PART_BYTES {
+            return Ok(ObjectBody::Parts(self.object_parts(record, path)));
+        }
         let got = match self
-            .within("fetch", &shown, self.store.get_opts(&path, options))
+            .within("fetch", &shown, self.store.get_opts(&path, Default::default()))
             .await?
         {
             Ok(got) => got,
@@ -568,47 +627,52 @@ impl BinRegistry {
             Err(e) => return Err(self.fetch_error(name, Arc::new(e))),
         };
         if got.meta.size != record.bytes {
-            return Err(BinError::SizeMismatch {
-                name: shown,
-                store: self.describe.to_string(),
-                expected: record.bytes,
-                got: got.meta.size,
-            });
+            return Err(self.object_size_mismatch(record, got.meta.size));
         }
         Ok(match got.payload {
             object_store::GetResultPayload::File(file, path) => ObjectBody::File(file, path),
-            object_store::GetResultPayload::Stream(first) if ranged => {
-                // Every part is in flight from the start, the first (its
-                // answer already here) with the next ones, a few at once;
-                // each part's chunks are kept as they came (no copy into
-                // one buffer) and handed over in order.
-                let (store, end, counters) = (self.store.clone(), record.bytes, self.counters.clone());
-                let first = async move { first.try_collect::<Vec<Bytes>>().await }.boxed();
-                let rest = (OBJECT_PART_BYTES..end)
-                    .step_by(OBJECT_PART_BYTES as usize)
-                    .map(move |at| {
-                        let (store, path) = (store.clone(), path.clone());
-                        counters.object_range_reads.fetch_add(1, Ordering::Relaxed);
-                        async move {
-                            let range = object_store::GetOptions {
-                                range: Some((at..(at + OBJECT_PART_BYTES).min(end)).into()),
-                                ..Default::default()
-                            };
-                            store.get_opts(&path, range).await?.into_stream().try_collect().await
-                        }
-                        .boxed()
-                    });
-                let offsets = (0..end).step_by(OBJECT_PART_BYTES as usize);
-                ObjectBody::Parts(
-                    futures::stream::iter(std::iter::once(first).chain(rest))
-                        .buffered(OBJECT_PARTS_IN_FLIGHT)
-                        .zip(futures::stream::iter(offsets))
-                        .map(|(chunks, at)| chunks.map(|c| (at, c)))
-                        .boxed(),
-                )
-            }
             object_store::GetResultPayload::Stream(stream) => ObjectBody::Stream(stream),
         })
+    }
+
+    /// `record`'s object at `path` as ranged GETs of [`OBJECT_PART_BYTES`],
+    /// all asked for from the start, [`OBJECT_PARTS_IN_FLIGHT`] at once;
+    /// each part's chunks kept as they came (no copy into one buffer) and
+    /// yielded in order with the part's offset. Each part checks that the
+    /// object is as long as the record says and maps its own errors (a
+    /// missing object is `NotFound`, a failure to connect the store
+    /// unreachable); the caller bounds the wait for each.
+    fn object_parts(&self, record: &Record, path: object_store::path::Path) -> PartStream {
+        let end = record.bytes;
+        let offsets = (0..end).step_by(OBJECT_PART_BYTES as usize);
+        let this = PartContext {
+            store: self.store.clone(),
+            path,
+            record: record.clone(),
+            describe: self.describe.to_string(),
+            deadline: self.deadline,
+            counters: self.counters.clone(),
+        };
+        let parts = offsets.clone().map(move |at| {
+            let this = this.clone();
+            async move { this.part(at).await }.boxed()
+        });
+        futures::stream::iter(parts)
+            .buffered(OBJECT_PARTS_IN_FLIGHT)
+            .zip(futures::stream::iter(offsets))
+            .map(|(chunks, at)| chunks.map(|c| (at, c)))
+            .boxed()
+    }
+
+    /// `record`'s object is `got` bytes long in the store, not as its
+    /// record says.
+    fn object_size_mismatch(&self, record: &Record, got: u64) -> BinError {
+        BinError::SizeMismatch {
+            name: record.name.to_string(),
+            store: self.describe.to_string(),
+            expected: record.bytes,
+            got,
+        }
     }
 
     /// Counts bytes received from the store.
