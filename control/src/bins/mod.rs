@@ -104,9 +104,10 @@
 //! (another filesystem, `--bin-cache-copy`) is read through the same
 //! [`CacheIo`] in 1 MiB reads (object_store would read it in 8 KiB steps
 //! on its blocking pool) and hashed in order on the control thread. An
-//! S3 object past 4 MiB arrives as ranged parts, each written and hashed
+//! S3 object past 4 MiB arrives as ranged parts, all asked for at once,
+//! cut into 1 MiB pieces as they come; each piece is written and hashed
 //! (a BLAKE3 subtree) on a cache-IO core with [`CacheIo::write_hash_piece`]
-//! while the next parts come; a smaller one as the response body's
+//! while the rest comes; a smaller one as the response body's
 //! chunks, gathered into 1 MiB writes and hashed on the control thread. At most
 //! [`limits::CACHE_WRITES_IN_FLIGHT_MAX`] writes of a fetch are in flight,
 //! so the next chunk is received and hashed while earlier ones are written.

@@ -24,12 +24,12 @@ use super::digest::Digest;
 use super::elf;
 use super::error::{because, BinError, Cause};
 use super::limits::{
-    BIN_BYTES_MAX, LIST_ENTRIES_MAX, LIST_READS_IN_FLIGHT_MAX, OBJECT_PARTS_IN_FLIGHT, OBJECT_PART_BYTES,
-    RECORD_BYTES_MAX, STORE_REPLY_DEFAULT, STORE_REPLY_MAX, STORE_UPLOAD_BYTES_PER_S_MIN,
+    BIN_BYTES_MAX, HASH_PIECE_BYTES, LIST_ENTRIES_MAX, LIST_READS_IN_FLIGHT_MAX, OBJECT_PARTS_IN_FLIGHT,
+    OBJECT_PART_BYTES, RECORD_BYTES_MAX, STORE_REPLY_DEFAULT, STORE_REPLY_MAX, STORE_UPLOAD_BYTES_PER_S_MIN,
 };
 use super::name::BinName;
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::future::Future;
@@ -216,12 +216,13 @@ pub(crate) enum ObjectBody {
     /// A remote store's object as ranged GETs of [`OBJECT_PART_BYTES`]
     /// (the last one shorter), in order: each part's offset and its body's
     /// chunks as they came.
-    Parts(PartStream),
+    Parts(PieceStream),
 }
 
-/// A remote object's ranged parts, in order: each part's offset and its
-/// body's chunks as they came.
-pub(crate) type PartStream = futures::stream::BoxStream<'static, Result<(u64, Vec<Bytes>), BinError>>;
+/// A remote object's pieces of [`HASH_PIECE_BYTES`] (the last one
+/// shorter) as they come from its ranged parts, not in order: each piece's
+/// offset and its chunks.
+pub(crate) type PieceStream = futures::stream::BoxStream<'static, Result<(u64, Vec<Bytes>), BinError>>;
 
 /// What one ranged GET of [`BinRegistry::object_parts`] needs.
 #[derive(Clone)]
@@ -235,46 +236,137 @@ struct PartContext {
 }
 
 impl PartContext {
-    /// The part at `at`: its chunks, once all have come.
-    async fn part(&self, at: u64) -> Result<Vec<Bytes>, BinError> {
-        let end = self.record.bytes;
-        if at > 0 {
-            self.counters.object_range_reads.fetch_add(1, Ordering::Relaxed);
-        }
-        let range = object_store::GetOptions {
-            range: Some((at..(at + OBJECT_PART_BYTES).min(end)).into()),
-            ..Default::default()
-        };
+    /// A store error of this part's GET as the fetch's error: a missing
+    /// object is `NotFound`, a failure to connect the store unreachable.
+    fn failed(&self, e: object_store::Error) -> BinError {
         let name = self.record.name.to_string();
-        let failed = |e: object_store::Error| match e {
+        match e {
             object_store::Error::NotFound { .. } => BinError::NotFound {
-                name: name.clone(),
+                name,
                 store: self.describe.clone(),
             },
             e if is_connect_failure(&e) => BinError::StoreUnreachable {
                 op: "fetch",
-                name: name.clone(),
+                name,
                 store: self.describe.clone(),
                 deadline: self.deadline,
                 why: e.to_string(),
             },
             e => BinError::Fetch {
-                name: name.clone(),
+                name,
                 store: self.describe.clone(),
                 source: Arc::new(e),
             },
-        };
-        let got = self.store.get_opts(&self.path, range).await.map_err(failed)?;
-        if got.meta.size != end {
-            return Err(BinError::SizeMismatch {
-                name: name.clone(),
-                store: self.describe.clone(),
-                expected: end,
-                got: got.meta.size,
-            });
         }
-        got.into_stream().try_collect().await.map_err(failed)
     }
+
+    /// The part at `at`, as [`HASH_PIECE_BYTES`] pieces as they come: the
+    /// GET's answer (the object as long as the record says), then its body
+    /// cut at piece boundaries (chunks kept, split only where a boundary
+    /// falls inside one). A body that ends early yields its short piece
+    /// last (the caller refuses its length).
+    fn pieces(self, at: u64) -> PieceStream {
+        let end = (at + OBJECT_PART_BYTES).min(self.record.bytes);
+        let opened = async move {
+            if at > 0 {
+                self.counters.object_range_reads.fetch_add(1, Ordering::Relaxed);
+            }
+            let range = object_store::GetOptions {
+                range: Some((at..end).into()),
+                ..Default::default()
+            };
+            let got = self
+                .store
+                .get_opts(&self.path, range)
+                .await
+                .map_err(|e| self.failed(e))?;
+            if got.meta.size != self.record.bytes {
+                return Err(BinError::SizeMismatch {
+                    name: self.record.name.to_string(),
+                    store: self.describe.clone(),
+                    expected: self.record.bytes,
+                    got: got.meta.size,
+                });
+            }
+            Ok((self, got.into_stream()))
+        };
+        futures::stream::once(opened)
+            .flat_map(move |opened| match opened {
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                Ok((this, body)) => cut_pieces(this, body, at, end),
+            })
+            .boxed()
+    }
+}
+
+/// What [`cut_pieces`] carries from one piece to the next.
+struct Cutting {
+    this: PartContext,
+    body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    /// The next piece's offset, and the part's end.
+    next: u64,
+    end: u64,
+    /// A chunk's bytes past the last piece's end.
+    carry: Option<Bytes>,
+    done: bool,
+}
+
+/// `body` (the bytes of `at..end`) as pieces of [`HASH_PIECE_BYTES`]
+/// (pieces start at multiples of it; `at` is one).
+fn cut_pieces(
+    this: PartContext,
+    body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    at: u64,
+    end: u64,
+) -> PieceStream {
+    let state = Cutting {
+        this,
+        body,
+        next: at,
+        end,
+        carry: None,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.done || st.next >= st.end {
+            return None;
+        }
+        let want = (st.end - st.next).min(HASH_PIECE_BYTES);
+        let (mut chunks, mut got) = (Vec::new(), 0u64);
+        while got < want {
+            let chunk = match st.carry.take() {
+                Some(c) => c,
+                None => match st.body.next().await {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => {
+                        st.done = true;
+                        return Some((Err(st.this.failed(e)), st));
+                    }
+                    // Short: the caller refuses the piece's length.
+                    None => {
+                        st.done = true;
+                        break;
+                    }
+                },
+            };
+            let mut chunk = chunk;
+            let need = want - got;
+            if chunk.len() as u64 > need {
+                st.carry = Some(chunk.split_off(need as usize));
+            }
+            got += chunk.len() as u64;
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
+        }
+        if got == 0 {
+            return None;
+        }
+        let offset = st.next;
+        st.next += got;
+        Some((Ok((offset, chunks)), st))
+    })
+    .boxed()
 }
 
 impl BinRegistry {
@@ -636,15 +728,13 @@ impl BinRegistry {
     }
 
     /// `record`'s object at `path` as ranged GETs of [`OBJECT_PART_BYTES`],
-    /// all asked for from the start, [`OBJECT_PARTS_IN_FLIGHT`] at once;
-    /// each part's chunks kept as they came (no copy into one buffer) and
-    /// yielded in order with the part's offset. Each part checks that the
-    /// object is as long as the record says and maps its own errors (a
-    /// missing object is `NotFound`, a failure to connect the store
-    /// unreachable); the caller bounds the wait for each.
-    fn object_parts(&self, record: &Record, path: object_store::path::Path) -> PartStream {
-        let end = record.bytes;
-        let offsets = (0..end).step_by(OBJECT_PART_BYTES as usize);
+    /// all asked for from the start, [`OBJECT_PARTS_IN_FLIGHT`] at once,
+    /// cut into [`HASH_PIECE_BYTES`] pieces yielded as they come, from
+    /// whichever part (each piece is a BLAKE3 subtree of its own, hashed
+    /// while the rest of the object comes). Each part checks that the
+    /// object is as long as the record says and maps its own errors; the
+    /// caller bounds the wait for each piece and puts them in order.
+    fn object_parts(&self, record: &Record, path: object_store::path::Path) -> PieceStream {
         let this = PartContext {
             store: self.store.clone(),
             path,
@@ -653,14 +743,9 @@ impl BinRegistry {
             deadline: self.deadline,
             counters: self.counters.clone(),
         };
-        let parts = offsets.clone().map(move |at| {
-            let this = this.clone();
-            async move { this.part(at).await }.boxed()
-        });
-        futures::stream::iter(parts)
-            .buffered(OBJECT_PARTS_IN_FLIGHT)
-            .zip(futures::stream::iter(offsets))
-            .map(|(chunks, at)| chunks.map(|c| (at, c)))
+        futures::stream::iter((0..record.bytes).step_by(OBJECT_PART_BYTES as usize))
+            .map(move |at| this.clone().pieces(at))
+            .flatten_unordered(OBJECT_PARTS_IN_FLIGHT)
             .boxed()
     }
 
@@ -742,4 +827,93 @@ fn s3(config: &StoreConfig, bucket: &str) -> object_store::Result<object_store::
         retry_timeout: config.reply_deadline,
     };
     builder.with_client_options(client).with_retry(retry).build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(bytes: u64) -> PartContext {
+        PartContext {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            path: ObjPath::from("x"),
+            record: Record {
+                name: BinName::parse("cut@v1").unwrap(),
+                bytes,
+                digest: Digest::of(b""),
+            },
+            describe: "memory".into(),
+            deadline: Duration::from_secs(1),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Cuts `at..at + total` bytes, arriving as chunks of `sizes` (cycled), into pieces; the
+    /// pieces' offsets, lengths and bytes.
+    fn cut(at: u64, total: u64, sizes: &[usize], end: u64) -> Vec<Result<(u64, Vec<u8>), String>> {
+        let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+        let mut chunks = Vec::new();
+        let (mut i, mut k) = (0usize, 0usize);
+        while i < data.len() {
+            let n = sizes[k % sizes.len()].min(data.len() - i);
+            chunks.push(Ok(Bytes::copy_from_slice(&data[i..i + n])));
+            i += n;
+            k += 1;
+        }
+        let body = futures::stream::iter(chunks).boxed();
+        let pieces = cut_pieces(context(end), body, at, end);
+        futures::executor::block_on(pieces.collect::<Vec<_>>())
+            .into_iter()
+            .map(|r| {
+                r.map(|(o, cs)| (o, cs.iter().flat_map(|c| c.iter().copied()).collect()))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_part_is_cut_at_piece_boundaries_whatever_its_chunks() {
+        let p = HASH_PIECE_BYTES;
+        for sizes in [&[1usize << 20][..], &[65_536], &[100_003, 7], &[3 << 20]] {
+            let (at, end) = (4 * p, 4 * p + 2 * p + 12_345);
+            let got = cut(at, end - at, sizes, end);
+            let want: Vec<(u64, u64)> = vec![(at, p), (at + p, p), (at + 2 * p, 12_345)];
+            let shape: Vec<(u64, u64)> = got
+                .iter()
+                .map(|r| r.as_ref().map(|(o, b)| (*o, b.len() as u64)).unwrap())
+                .collect();
+            assert_eq!(shape, want, "chunks of {sizes:?}");
+            let joined: Vec<u8> = got.into_iter().flat_map(|r| r.unwrap().1).collect();
+            let data: Vec<u8> = (0..end - at).map(|i| (i * 7 % 251) as u8).collect();
+            assert!(joined == data, "chunks of {sizes:?}: the bytes changed");
+        }
+    }
+
+    #[test]
+    fn a_short_body_ends_with_its_short_piece() {
+        let p = HASH_PIECE_BYTES;
+        // The part should hold 2 pieces; the body has 1.5.
+        let got = cut(0, p + p / 2, &[300_000], 2 * p);
+        let shape: Vec<(u64, usize)> = got
+            .iter()
+            .map(|r| r.as_ref().map(|(o, b)| (*o, b.len())).unwrap())
+            .collect();
+        assert_eq!(shape, vec![(0, p as usize), (p, (p / 2) as usize)]);
+    }
+
+    #[test]
+    fn a_body_error_ends_the_pieces_with_a_fetch_error() {
+        let body = futures::stream::iter(vec![
+            Ok(Bytes::from(vec![0u8; 1000])),
+            Err(object_store::Error::Generic {
+                store: "memory",
+                source: "connection reset".into(),
+            }),
+            Ok(Bytes::from(vec![0u8; 1000])),
+        ])
+        .boxed();
+        let got: Vec<_> = futures::executor::block_on(cut_pieces(context(4000), body, 0, 4000).collect::<Vec<_>>());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(matches!(&got[0], Err(BinError::Fetch { .. })), "{got:?}");
+    }
 }
