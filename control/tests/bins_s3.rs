@@ -127,6 +127,15 @@ async fn s3_tampered_object_is_refused_and_nothing_is_cached() {
     assert!(e.to_string().contains(&rec.digest.to_string()), "{e}");
 }
 
+/// The server's file holding `n`'s object.
+fn object_file(server: &S3Server, n: &BinName) -> std::path::PathBuf {
+    server
+        .root
+        .path()
+        .join(BUCKET)
+        .join(format!("bins/{}/{}/elf", n.name(), n.version()))
+}
+
 /// Flips the byte at `at(len)` of `n`'s object in the server's files, then
 /// asserts a fetch refuses it (digest mismatch) and caches nothing.
 async fn tampered_is_refused(
@@ -135,11 +144,7 @@ async fn tampered_is_refused(
     n: &BinName,
     at: impl Fn(usize) -> usize,
 ) -> BinError {
-    let object = server
-        .root
-        .path()
-        .join(BUCKET)
-        .join(format!("bins/{}/{}/elf", n.name(), n.version()));
+    let object = object_file(server, n);
     let mut bytes = std::fs::read(&object).unwrap();
     let i = at(bytes.len());
     bytes[i] ^= 0x5a;
@@ -282,11 +287,7 @@ async fn s3_a_ranged_object_resized_or_gone_behind_its_record_is_refused() {
     let registry = BinRegistry::open(&config(&server.endpoint, Duration::from_secs(5))).unwrap();
     let n = name("big@v2");
     let rec = registry.put(&n, big_bytes()).await.unwrap();
-    let object = server
-        .root
-        .path()
-        .join(BUCKET)
-        .join(format!("bins/{}/{}/elf", n.name(), n.version()));
+    let object = object_file(&server, &n);
     let get = || async {
         let (_, io) = io_variants().remove(0);
         let cache_dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use ring::{digest, hmac};
@@ -210,27 +209,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Now in UTC as SigV4 wants it: (`YYYYMMDD`, `HHMMSS`).
 fn amz_now() -> (String, String) {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let t = crate::report::Utc::now();
     (
-        format!("{y:04}{m:02}{d:02}"),
-        format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
+        format!("{:04}{:02}{:02}", t.year, t.month, t.day),
+        format!("{:02}{:02}{:02}", t.hour, t.minute, t.second),
     )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
@@ -238,11 +221,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_420), (2025, 11, 28));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    fn utc_dates() {
+        use crate::report::Utc;
+        let day = |secs| {
+            let t = Utc::from_unix(secs);
+            (t.year, t.month, t.day, t.hour, t.minute, t.second)
+        };
+        assert_eq!(day(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(day(11_016 * 86_400 + 3_661), (2000, 2, 29, 1, 1, 1));
+        assert_eq!(day(20_420 * 86_400 + 86_399), (2025, 11, 28, 23, 59, 59));
+        assert_eq!(day(-1), (1969, 12, 31, 23, 59, 59));
     }
 
     /// Against the suite's own S3 server: a PUT, a GET of the same bytes into a file, a DELETE,

@@ -306,20 +306,26 @@ impl SandboxStarter {
     }
 }
 
+impl SandboxStarter {
+    /// A warm start of `proc` in the warm realm (with `stamp`, its steps; see
+    /// [`SandboxStarter::spawn_and_wait`]), a warm sandbox made for the next one meanwhile.
+    fn warm_start(&self, proc: Proc, seq: u64, stamp: bool) -> Result<Sample> {
+        let bin = match proc {
+            Proc::Trivial => &self.trivial,
+            Proc::Big => &self.big,
+        };
+        let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq, true, stamp)?;
+        Ok(Sample {
+            total_ns: end - t0,
+            steps,
+        })
+    }
+}
+
 impl Starter for SandboxStarter {
     fn start(&self, how: Start, proc: Proc, seq: u64) -> Result<Sample> {
         match how {
-            Start::Warm => {
-                let bin = match proc {
-                    Proc::Trivial => &self.trivial,
-                    Proc::Big => &self.big,
-                };
-                let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq, true, true)?;
-                Ok(Sample {
-                    total_ns: end - t0,
-                    steps,
-                })
-            }
+            Start::Warm => self.warm_start(proc, seq, true),
             Start::Cold => {
                 if proc != Proc::Big {
                     bail!("cold starts are of the big proc only");
@@ -352,15 +358,7 @@ impl Starter for SandboxStarter {
     }
 
     fn start_bare(&self, proc: Proc, seq: u64) -> Result<Sample> {
-        let bin = match proc {
-            Proc::Trivial => &self.trivial,
-            Proc::Big => &self.big,
-        };
-        let (t0, steps, end) = self.spawn_and_wait(&self.warm, bin, seq, true, false)?;
-        Ok(Sample {
-            total_ns: end - t0,
-            steps,
-        })
+        self.warm_start(proc, seq, false)
     }
 
     fn bare_note(&self) -> String {

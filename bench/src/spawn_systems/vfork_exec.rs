@@ -79,20 +79,32 @@ impl VforkExec {
                 .context("chmod of the copy")?;
             Ok(())
         })();
-        let t1 = now_ns();
-        let r = fetched.and_then(|()| run(&to));
-        let t2 = now_ns();
-        let _ = std::fs::remove_file(&to);
+        let r = match fetched {
+            Ok(()) => run_fetched(t0, &to),
+            Err(e) => {
+                let _ = std::fs::remove_file(&to);
+                Err(e)
+            }
+        };
         let _ = client.delete(S3_BUCKET, &key);
-        r?;
-        Ok(Sample {
-            total_ns: t2 - t0,
-            steps: Steps {
-                fetch: Some(t1 - t0),
-                ..Steps::default()
-            },
-        })
+        r
     }
+}
+
+/// Runs the copy `to` fetched since `t0`, then removes it: the sample, its fetch step up to now.
+fn run_fetched(t0: u64, to: &Path) -> Result<Sample> {
+    let t1 = now_ns();
+    let r = run(to);
+    let t2 = now_ns();
+    let _ = std::fs::remove_file(to);
+    r?;
+    Ok(Sample {
+        total_ns: t2 - t0,
+        steps: Steps {
+            fetch: Some(t1 - t0),
+            ..Steps::default()
+        },
+    })
 }
 
 fn run(bin: &Path) -> Result<()> {
@@ -138,18 +150,7 @@ impl Starter for VforkExec {
                 }
                 let t0 = now_ns();
                 let to = self.store.fetch("vfork", seq)?;
-                let t1 = now_ns();
-                let r = run(&to);
-                let t2 = now_ns();
-                let _ = std::fs::remove_file(&to);
-                r?;
-                Ok(Sample {
-                    total_ns: t2 - t0,
-                    steps: Steps {
-                        fetch: Some(t1 - t0),
-                        ..Steps::default()
-                    },
-                })
+                run_fetched(t0, &to)
             }
             Start::ColdS3 => {
                 if proc != Proc::Big {
