@@ -214,8 +214,8 @@ pub(crate) enum ObjectBody {
     /// A remote store's response body.
     Stream(futures::stream::BoxStream<'static, object_store::Result<Bytes>>),
     /// A remote store's object as ranged GETs of [`OBJECT_PART_BYTES`]
-    /// (the last one shorter), in order: each part's offset and its body's
-    /// chunks as they came.
+    /// (the last one shorter), cut into pieces as they come
+    /// ([`PieceStream`]).
     Parts(PieceStream),
 }
 
@@ -281,12 +281,7 @@ impl PartContext {
                 .await
                 .map_err(|e| self.failed(e))?;
             if got.meta.size != self.record.bytes {
-                return Err(BinError::SizeMismatch {
-                    name: self.record.name.to_string(),
-                    store: self.describe.clone(),
-                    expected: self.record.bytes,
-                    got: got.meta.size,
-                });
+                return Err(size_mismatch(&self.record, &self.describe, got.meta.size));
             }
             Ok((self, got.into_stream()))
         };
@@ -296,6 +291,16 @@ impl PartContext {
                 Ok((this, body)) => cut_pieces(this, body, at, end),
             })
             .boxed()
+    }
+}
+
+/// `record`'s object is `got` bytes long in `store`, not as its record says.
+fn size_mismatch(record: &Record, store: &str, got: u64) -> BinError {
+    BinError::SizeMismatch {
+        name: record.name.to_string(),
+        store: store.to_owned(),
+        expected: record.bytes,
+        got,
     }
 }
 
@@ -334,7 +339,7 @@ fn cut_pieces(
         let want = (st.end - st.next).min(HASH_PIECE_BYTES);
         let (mut chunks, mut got) = (Vec::new(), 0u64);
         while got < want {
-            let chunk = match st.carry.take() {
+            let mut chunk = match st.carry.take() {
                 Some(c) => c,
                 None => match st.body.next().await {
                     Some(Ok(c)) => c,
@@ -349,7 +354,6 @@ fn cut_pieces(
                     }
                 },
             };
-            let mut chunk = chunk;
             let need = want - got;
             if chunk.len() as u64 > need {
                 st.carry = Some(chunk.split_off(need as usize));
@@ -695,9 +699,8 @@ impl BinRegistry {
 
     /// Opens `record`'s object for reading; its size must be the record's.
     /// From a remote store, an object past [`OBJECT_PART_BYTES`] comes as
-    /// ranged GETs, [`OBJECT_PARTS_IN_FLIGHT`] at once from the start,
-    /// yielded in order; each checks the object's size and maps its own
-    /// errors. (Chaining the others after the first part's body, as before,
+    /// ranged GETs, [`OBJECT_PARTS_IN_FLIGHT`] at once from the start, cut
+    /// into pieces yielded as they come ([`BinRegistry::object_parts`]). (Chaining the others after the first part's body, as before,
     /// left one GET in flight for the first part: cold-start-s3 57-65 ms
     /// then, 33-36 ms with all in flight, quick runs alternated; asking for
     /// the others only once the first part's answer had come cost one more
@@ -719,7 +722,7 @@ impl BinRegistry {
             Err(e) => return Err(self.fetch_error(name, Arc::new(e))),
         };
         if got.meta.size != record.bytes {
-            return Err(self.object_size_mismatch(record, got.meta.size));
+            return Err(size_mismatch(record, self.describe.as_ref(), got.meta.size));
         }
         Ok(match got.payload {
             object_store::GetResultPayload::File(file, path) => ObjectBody::File(file, path),
@@ -747,17 +750,6 @@ impl BinRegistry {
             .map(move |at| this.clone().pieces(at))
             .flatten_unordered(OBJECT_PARTS_IN_FLIGHT)
             .boxed()
-    }
-
-    /// `record`'s object is `got` bytes long in the store, not as its
-    /// record says.
-    fn object_size_mismatch(&self, record: &Record, got: u64) -> BinError {
-        BinError::SizeMismatch {
-            name: record.name.to_string(),
-            store: self.describe.to_string(),
-            expected: record.bytes,
-            got,
-        }
     }
 
     /// Counts bytes received from the store.
