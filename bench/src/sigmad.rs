@@ -46,6 +46,58 @@ pub fn binary() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// A spawn asked of the keeper thread, and where its answer goes.
+type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `command` so that it gets SIGTERM when sigmabench ends, however it ends (killed with
+/// -9, or a case's timed-out thread still holding its [`Sigmad`], which is then never dropped):
+/// a sigmad left behind would run on, pinned to a CPU with its cgroups, and skew every later
+/// run. `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends, so the fork is
+/// done by a keeper thread that lives as long as the process (the S3 side's sigmad is opened
+/// from a case's thread, which ends with the case); the child checks that its parent is still
+/// there after asking, for a parent that died in between.
+fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    static KEEPER: std::sync::OnceLock<std::result::Result<Mutex<mpsc::Sender<SpawnJob>>, String>> =
+        std::sync::OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("sigmad-keeper".into())
+            // The sender lives in the static: this thread waits for jobs until the process ends.
+            .spawn(move || {
+                for (mut command, answer) in rx {
+                    let _ = answer.send(command.spawn());
+                }
+            })
+            .map(|_| Mutex::new(tx))
+            .map_err(|e| format!("starting the thread that spawns sigmad: {e}"))
+    });
+    let keeper = keeper.as_ref().map_err(|e| std::io::Error::other(e.clone()))?;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only makes two system calls
+    // (prctl, getppid), both async-signal-safe; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    keeper
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((command, tx))
+        .map_err(|_| std::io::Error::other("the thread that spawns sigmad is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the thread that spawns sigmad did not answer"))?
+}
+
 /// A running sigmad; killed, and its data dir removed, on drop.
 #[derive(Debug)]
 pub struct Sigmad {
@@ -71,7 +123,8 @@ impl Sigmad {
             .tempdir()
             .context("creating sigmad's data dir")?;
         let sock = dir.path().join("sigmad.sock");
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("--data")
             .arg(dir.path())
             .arg("--cpu")
@@ -82,9 +135,8 @@ impl Sigmad {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
+            .stderr(Stdio::piped());
+        let mut child = spawn_tied(command).with_context(|| format!("spawning {}", bin.display()))?;
         let stderr = child.stderr.take().context("sigmad's stderr")?;
         // Built before waiting, so that a failed start still kills the child.
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -188,5 +240,85 @@ impl Sigmad {
 impl Drop for Sigmad {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the environment of [`helper_spawns_a_tied_sleeper_and_exits`]'s run.
+    const HELPER_ENV: &str = "SIGMABENCH_TIED_HELPER";
+
+    /// Whether `pid` still runs (a zombie does not).
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rfind(')').map(|i| !s[i + 1..].trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    }
+
+    fn sleeper() -> Command {
+        let mut c = Command::new("sleep");
+        c.arg("60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+
+    /// A child spawned from a thread that then ends lives on: the fork is the keeper thread's,
+    /// not the caller's (`PR_SET_PDEATHSIG` follows the forking thread).
+    #[test]
+    fn a_tied_child_outlives_the_thread_that_asked() {
+        let mut child = std::thread::spawn(|| spawn_tied(sleeper()).unwrap()).join().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(running(child.id()), "the child died with the thread that asked for it");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Not a test of its own: run by [`a_tied_child_ends_with_the_process`] in a process of its
+    /// own, it spawns a tied sleeper, prints its pid and exits without dropping anything.
+    #[test]
+    #[ignore = "a helper process of a_tied_child_ends_with_the_process"]
+    fn helper_spawns_a_tied_sleeper_and_exits() {
+        if std::env::var_os(HELPER_ENV).is_none() {
+            return;
+        }
+        let child = spawn_tied(sleeper()).unwrap();
+        println!("tied-child {}", child.id());
+        std::process::exit(0);
+    }
+
+    /// The process that spawned a tied child ends without a word (as sigmabench killed with -9,
+    /// or exiting with a leaked [`Sigmad`]): the child gets SIGTERM.
+    #[test]
+    fn a_tied_child_ends_with_the_process() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sigmad::tests::helper_spawns_a_tied_sleeper_and_exits",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HELPER_ENV, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid: u32 = text
+            .lines()
+            .find_map(|l| l.split_once("tied-child ")?.1.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the helper printed no pid: {text}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(pid) {
+            if Instant::now() > deadline {
+                // SAFETY: kill of the pid the helper printed, a sleep of our own making.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                panic!("the tied child {pid} still runs 10 s after its process ended");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
