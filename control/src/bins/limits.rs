@@ -91,7 +91,7 @@ pub const RECORD_MEMOS_MAX: usize = 4096;
 
 /// A remote store's object larger than this is read as ranged GETs of
 /// this size, [`OBJECT_PARTS_IN_FLIGHT`] at once from the start, handed to
-/// the hashing in order: one GET streams at one connection's pace, while a
+/// the hashing in pieces as they come: one GET streams at one connection's pace, while a
 /// server answers ranges in parallel. The parts in flight bound the memory
 /// a fetch holds. A power of two: each part is a BLAKE3 subtree. 4 MiB
 /// over 2 MiB: fewer requests, each with the server's fixed cost (the
