@@ -331,6 +331,16 @@ impl SigmaStarter {
     }
 }
 
+/// A warm start of `proc` on `client` and nothing else (no breakdown asked): Spawn + WaitExit.
+async fn bare_start(client: &AdminClient, proc: Proc) -> Result<Sample> {
+    let t0 = now_ns();
+    spawn_and_wait(client, WARM_REALM, proc_name(proc)).await?;
+    Ok(Sample {
+        total_ns: now_ns() - t0,
+        steps: Steps::default(),
+    })
+}
+
 /// The program name `proc` is put under.
 fn proc_name(proc: Proc) -> &'static str {
     match proc {
@@ -380,16 +390,7 @@ impl Starter for SigmaStarter {
     }
 
     fn start_bare(&self, proc: Proc, _seq: u64) -> Result<Sample> {
-        let program = proc_name(proc);
-        with_client(&self.local.sock, async |c| {
-            let t0 = now_ns();
-            spawn_and_wait(c, WARM_REALM, program).await?;
-            Ok(Sample {
-                total_ns: now_ns() - t0,
-                steps: Steps::default(),
-            })
-        })
-        .map_err(|e| self.local.explain(e))
+        with_client(&self.local.sock, async |c| bare_start(c, proc).await).map_err(|e| self.local.explain(e))
     }
 
     fn bare_loop(
@@ -399,16 +400,10 @@ impl Starter for SigmaStarter {
         go_on: &dyn Fn() -> bool,
         each: &mut dyn FnMut(Sample) -> Result<()>,
     ) -> Result<()> {
-        let program = proc_name(proc);
         // One connection for the whole loop: the RPC client's tasks live within one block_on.
         with_client(&self.local.sock, async |c| {
             while go_on() {
-                let t0 = now_ns();
-                spawn_and_wait(c, WARM_REALM, program).await?;
-                each(Sample {
-                    total_ns: now_ns() - t0,
-                    steps: Steps::default(),
-                })?;
+                each(bare_start(c, proc).await?)?;
             }
             Ok(())
         })

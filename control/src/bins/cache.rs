@@ -14,7 +14,7 @@ use super::limits::{
     HASH_PIECES_IN_FLIGHT_PER_CORE, HASH_PIECE_BYTES, RECORD_MEMOS_MAX,
 };
 use super::name::BinName;
-use super::registry::{BinRegistry, ObjectBody, PieceStream, Record};
+use super::registry::{size_mismatch, BinRegistry, ObjectBody, PieceStream, Record};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
@@ -795,6 +795,9 @@ impl Inner {
         let head_len = ELF_HEADERS_BYTES_MAX.min(record.bytes as usize);
         let count = record.bytes.div_ceil(HASH_PIECE_BYTES) as usize;
         let mut hashed: Vec<Option<HashedPiece>> = (0..count).map(|_| None).collect();
+        // Marked when received: a piece whose job is still running is not
+        // in `hashed` yet.
+        let mut seen = vec![false; count];
         let mut jobs = futures::stream::FuturesUnordered::new();
         let mut received = 0u64;
         let write_err = |e| BinError::io("write", temp, e);
@@ -805,9 +808,10 @@ impl Inner {
             // place than its range's is no subtree of the file.
             let index = (offset / HASH_PIECE_BYTES) as usize;
             let want = record.bytes.saturating_sub(offset).min(HASH_PIECE_BYTES);
-            if offset % HASH_PIECE_BYTES != 0 || index >= count || hashed[index].is_some() || len != want {
+            if offset % HASH_PIECE_BYTES != 0 || index >= count || seen[index] || len != want {
                 return Err(self.size_mismatch(record, received + len));
             }
+            seen[index] = true;
             received += len;
             let head = if offset == 0 { head_len } else { 0 };
             let job = self
@@ -836,12 +840,7 @@ impl Inner {
 
     /// `record`'s object is not `got` bytes long, as its record says.
     fn size_mismatch(&self, record: &Record, got: u64) -> BinError {
-        BinError::SizeMismatch {
-            name: record.name.to_string(),
-            store: self.registry.store_name().to_owned(),
-            expected: record.bytes,
-            got,
-        }
+        size_mismatch(record, self.registry.store_name(), got)
     }
 
     /// `head` (the first bytes of `record`'s object) is a static
@@ -884,38 +883,41 @@ impl Inner {
         self.io.parallelism().max(1) * HASH_PIECES_IN_FLIGHT_PER_CORE
     }
 
-    /// The next piece of a ranged fetch, within the store's reply
-    /// deadline: None at its end; its own error as its part mapped it, an
-    /// unreachable store for silence.
+    /// The next item of `stream`, a remote object's, within the store's
+    /// reply deadline (silence: the store unreachable); None at its end.
+    async fn next_in_time<T>(
+        &self,
+        record: &Record,
+        stream: &mut futures::stream::BoxStream<'static, T>,
+    ) -> Result<Option<T>, BinError> {
+        tokio::time::timeout(self.registry.deadline(), stream.next())
+            .await
+            .map_err(|_| {
+                self.registry
+                    .unreachable("fetch", &record.name.to_string(), "no answer".into())
+            })
+    }
+
+    /// The next piece of a ranged fetch ([`Inner::next_in_time`]); its own
+    /// error as its part mapped it.
     async fn next_part_within(
         &self,
         record: &Record,
         parts: &mut PieceStream,
     ) -> Result<Option<(u64, Vec<Bytes>)>, BinError> {
-        tokio::time::timeout(self.registry.deadline(), parts.next())
-            .await
-            .map_err(|_| {
-                self.registry
-                    .unreachable("fetch", &record.name.to_string(), "no answer".into())
-            })?
-            .transpose()
+        self.next_in_time(record, parts).await?.transpose()
     }
 
-    /// The next item of a remote object's stream, within the store's
-    /// reply deadline: None at its end; a fetch error for a stream error,
-    /// an unreachable store for silence.
+    /// The next chunk of a remote object's body ([`Inner::next_in_time`]);
+    /// a stream error as a fetch error.
     async fn next_within<T>(
         &self,
         record: &Record,
         stream: &mut futures::stream::BoxStream<'static, object_store::Result<T>>,
     ) -> Result<Option<T>, BinError> {
-        let next = tokio::time::timeout(self.registry.deadline(), stream.next())
-            .await
-            .map_err(|_| {
-                self.registry
-                    .unreachable("fetch", &record.name.to_string(), "no answer".into())
-            })?;
-        next.transpose()
+        self.next_in_time(record, stream)
+            .await?
+            .transpose()
             .map_err(|e| self.registry.fetch_error(&record.name, Arc::new(e)))
     }
 

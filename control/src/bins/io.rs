@@ -107,9 +107,9 @@ pub trait CacheIo: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'static, io::Result<HashedPiece>>;
 
     /// Writes `chunks` to `file` from `offset` on, one after another,
-    /// hashing each as the piece `hasher` was made for; keeps the first `head` bytes. A part of a remote object,
-    /// written and hashed on a core while the control thread receives the
-    /// next parts.
+    /// hashing each as the piece `hasher` was made for; keeps the first
+    /// `head` bytes. A piece of a remote object, written and hashed on a
+    /// core while the control thread receives the rest.
     fn write_hash_piece(
         &self,
         file: Arc<File>,

@@ -295,7 +295,7 @@ impl PartContext {
 }
 
 /// `record`'s object is `got` bytes long in `store`, not as its record says.
-fn size_mismatch(record: &Record, store: &str, got: u64) -> BinError {
+pub(crate) fn size_mismatch(record: &Record, store: &str, got: u64) -> BinError {
     BinError::SizeMismatch {
         name: record.name.to_string(),
         store: store.to_owned(),
