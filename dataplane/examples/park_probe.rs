@@ -3,7 +3,7 @@
 //! the same way: each of the kernel's ways with no runtime in between, and
 //! σ itself. Findings: docs/parked-rtt.md.
 //!
-//! `cargo run --release -p sigma-dataplane --example park_probe [-- ITERS [MODE-PREFIX]]`
+//! `cargo run --release -p sigma-dataplane --example park_probe [-- ITERS [MODE-PREFIX[,MODE-PREFIX...]]]`
 //!
 //! Modes:
 //! - `sigma`: σ cores with spin 0 and early wakes off, `recv_stream` and
@@ -35,14 +35,17 @@
 //!   tokio waits), and with `ringrecv` the read is a MSG_DONTWAIT RECV on
 //!   the ring.
 //!
-//! `PROBE_FLAGS=epollcore` runs the `sigma` mode on σ's epoll back end.
+//! `PROBE_FLAGS=epollcore` runs the `sigma` mode on σ's epoll back end;
+//! `PROBE_ROUNDS` (3) sets how many times the modes alternate;
+//! `PROBE_FLAGS=tcp` runs every mode over a loopback TCP connection
+//! (TCP_NODELAY) instead of a Unix socket pair.
 //!
 //! `PROBE_FLAGS` also adds σ's ring settings to the raw io_uring modes
 //! (taskrun, submitall, cq64k, evpoll) and `PROBE_DELAY_US` burns that long
 //! before each epoll wait. Sends are write(2) in the raw modes, send(2) in
 //! σ. Prints p50/p99 of the RTT and the process's CPU time per round trip.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -496,8 +499,23 @@ impl Waiter for UringMulti {
     }
 }
 
+/// The two ends: a Unix socket pair, or with `PROBE_FLAGS=tcp` a loopback
+/// TCP connection with TCP_NODELAY (as sigmabench's TCP cases).
+fn pair() -> (OwnedFd, OwnedFd) {
+    if !probe_flag("tcp") {
+        let (a, b) = UnixStream::pair().unwrap();
+        return (a.into(), b.into());
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    a.set_nodelay(true).unwrap();
+    b.set_nodelay(true).unwrap();
+    (a.into(), b.into())
+}
+
 fn run(mode: &str, iters: usize) -> (f64, f64) {
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = pair();
     let mode_s = mode.to_string();
     let make = move |fd: RawFd| -> Box<dyn Waiter> {
         match mode_s.as_str() {
@@ -585,8 +603,7 @@ fn run(mode: &str, iters: usize) -> (f64, f64) {
 /// σ itself: a core per side (spin 0, early wakes off), `recv_stream` and
 /// `send_all`, as sigmabench's `sigma-nospin` does; with σ's default receives (multishot RECV into the buffer ring).
 fn run_sigma(iters: usize) -> (f64, f64) {
-    use sigma_dataplane::net::UnixStream as SUnix;
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = pair();
     let total = iters + iters / 10;
     let core = move |cpu: usize| {
         sigma_dataplane::Core::builder()
@@ -601,34 +618,44 @@ fn run_sigma(iters: usize) -> (f64, f64) {
             .build()
             .unwrap()
     };
-    let echo = std::thread::spawn(move || {
-        core(1).block_on(async move {
-            let s = SUnix::from_owned(b.into()).unwrap();
-            let mut chunks = s.recv_stream();
-            while let Some(c) = chunks.next().await {
-                s.send_all(c.unwrap()).await.0.unwrap();
-            }
-        })
-    });
-    let rtts = core(0).block_on(async move {
-        let s = SUnix::from_owned(a.into()).unwrap();
-        let mut chunks = s.recv_stream();
-        let out = bytes::Bytes::from(vec![7u8; PAYLOAD]);
-        let mut back = Vec::with_capacity(PAYLOAD);
-        let mut rtts = Vec::with_capacity(iters);
-        for i in 0..total {
-            let t0 = Instant::now();
-            s.send_all(out.clone()).await.0.unwrap();
-            back.clear();
-            while back.len() < PAYLOAD {
-                back.extend_from_slice(&chunks.next().await.unwrap().unwrap());
-            }
-            if i >= iters / 10 {
-                rtts.push(t0.elapsed().as_nanos() as f64 / 1000.0);
-            }
-        }
-        rtts
-    });
+    macro_rules! ping_pong {
+        ($S:ty) => {{
+            let echo = std::thread::spawn(move || {
+                core(1).block_on(async move {
+                    let s = <$S>::from_owned(b).unwrap();
+                    let mut chunks = s.recv_stream();
+                    while let Some(c) = chunks.next().await {
+                        s.send_all(c.unwrap()).await.0.unwrap();
+                    }
+                })
+            });
+            let rtts = core(0).block_on(async move {
+                let s = <$S>::from_owned(a).unwrap();
+                let mut chunks = s.recv_stream();
+                let out = bytes::Bytes::from(vec![7u8; PAYLOAD]);
+                let mut back = Vec::with_capacity(PAYLOAD);
+                let mut rtts = Vec::with_capacity(iters);
+                for i in 0..total {
+                    let t0 = Instant::now();
+                    s.send_all(out.clone()).await.0.unwrap();
+                    back.clear();
+                    while back.len() < PAYLOAD {
+                        back.extend_from_slice(&chunks.next().await.unwrap().unwrap());
+                    }
+                    if i >= iters / 10 {
+                        rtts.push(t0.elapsed().as_nanos() as f64 / 1000.0);
+                    }
+                }
+                rtts
+            });
+            (echo, rtts)
+        }};
+    }
+    let (echo, rtts) = if probe_flag("tcp") {
+        ping_pong!(sigma_dataplane::net::TcpStream)
+    } else {
+        ping_pong!(sigma_dataplane::net::UnixStream)
+    };
     echo.join().unwrap();
     let mut rtts = rtts;
     rtts.sort_by(|x, y| x.partial_cmp(y).unwrap());
@@ -663,9 +690,16 @@ fn main() {
         "blocking-watched",
     ];
     let only = std::env::args().nth(2);
-    for round in 0..3 {
+    let rounds: usize = std::env::var("PROBE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
         for name in ["sigma"] {
-            if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+            if only
+                .as_deref()
+                .is_some_and(|o| !o.split(',').any(|o| name.starts_with(o)))
+            {
                 continue;
             }
             let cpu0 = cpu_us();
@@ -674,7 +708,7 @@ fn main() {
             println!("round {round} {name:22} p50 {p50:6.1} us  p99 {p99:6.1} us  CPU {cpu:5.1} us/RTT");
         }
         for m in modes {
-            if only.as_deref().is_some_and(|o| !m.starts_with(o)) {
+            if only.as_deref().is_some_and(|o| !o.split(',').any(|o| m.starts_with(o))) {
                 continue;
             }
             let cpu0 = cpu_us();
