@@ -25,8 +25,8 @@ pub enum Step {
     /// Set every signal to its default disposition (all are still blocked,
     /// as the parent blocked them around clone).
     Signals = 1,
-    /// Join the proc's cgroups by writing 0 to each `cgroup.procs` the
-    /// parent opened.
+    /// Join the proc's cgroups by writing 0 to each join file the parent
+    /// opened (v1 `tasks`, v2 `cgroup.procs`).
     Cgroups,
     /// Join the realm's network namespace (made once per realm).
     Netns,

@@ -97,7 +97,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Opening a proc's `cgroup.procs` for the child to join.
+    /// Opening the file a proc's child joins its cgroup by (v1 `tasks`, v2 `cgroup.procs`).
     #[error("open {path}")]
     CgroupOpen {
         /// The file.

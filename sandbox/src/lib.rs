@@ -41,8 +41,8 @@
 //!    (`SIGMA_PID`, `SIGMA_REALM`, `SIGMA_CTL_FD=3`, then the caller's).
 //! 2. Make the proc's cgroup in each hierarchy,
 //!    `<parent>/<lc|be>/<realm>/<proc id>`, write `memory.limit_in_bytes`,
-//!    `pids.max` and, for LC, `cpu.shares` = mcpu × 1024 / 1000; open each
-//!    `cgroup.procs` for the child to join. With `Config::warm_cgroups`, a
+//!    `pids.max` and, for LC, `cpu.shares` = mcpu × 1024 / 1000; open in
+//!    each the file the child joins by (v1 `tasks`, v2 `cgroup.procs`). With `Config::warm_cgroups`, a
 //!    reaped proc's set (`w+<n>`) is taken from the realm's pool instead
 //!    and only the limits are rewritten.
 //! 3. `open_tree(binary, OPEN_TREE_CLONE)`: the binary as a detached bind
@@ -64,9 +64,11 @@
 //! 1. `Signals`: every signal to SIG_DFL (all are still blocked), so that
 //!    no handler of the parent's runs in borrowed memory and no ignored
 //!    signal survives exec.
-//! 2. `Cgroups`: write `0` (the writer itself) to each `cgroup.procs`: the
+//! 2. `Cgroups`: write `0` (the writer itself) to each join file: the
 //!    proc is under its memory and pids limits before it runs a line of its
-//!    own. (v1 cannot use `CLONE_INTO_CGROUP`.)
+//!    own. On v1 that is `tasks`, which moves the single-threaded child
+//!    without the kernel's machine-wide `cgroup_threadgroup_rwsem` that a
+//!    `cgroup.procs` write takes. (v1 cannot use `CLONE_INTO_CGROUP`.)
 //! 3. `Netns`: setns into the realm's network namespace.
 //! 4. `Hostname`: the realm's name, in the new UTS namespace.
 //! 5. `MountNamespace`: setns into the jail template (root and cwd become

@@ -396,7 +396,9 @@ impl MountNsRelease {
 
 /// Keeps the kernel's cgroup migration lock in its writer-friendly mode.
 ///
-/// Every write to `cgroup.procs` (a child joining its cgroups) takes
+/// Off by default: a child joins its v1 cgroups through `tasks`, which
+/// does not take the lock ([`crate::cgroup::join_file`]); only joins through
+/// a v2 `cgroup.procs` still do. Every write to `cgroup.procs` takes
 /// `cgroup_threadgroup_rwsem` for writing. That per-CPU rwsem is fast for
 /// readers (every fork, exec and exit) until a writer comes: the first
 /// writer after a quiet spell waits for an RCU grace period to switch it to
@@ -1852,7 +1854,7 @@ struct RealmInner {
 }
 
 /// The cgroups of one proc: a directory per hierarchy and each one's open
-/// `cgroup.procs`, which the child writes to join.
+/// join file (v1 `tasks`, v2 `cgroup.procs`), which the child writes to join.
 #[derive(Debug)]
 pub(crate) struct ProcCgroups {
     procs: Vec<OwnedFd>,
@@ -1941,7 +1943,8 @@ impl ProcCgroups {
 }
 
 /// Makes a proc's cgroup `name` under each of `parents` (one per
-/// hierarchy) and opens each one's `cgroup.procs` for the child to join.
+/// hierarchy) and opens in each the file the child writes `0` to, to join
+/// it ([`crate::cgroup::join_file`]).
 fn make_proc_cgroups<'a>(
     parents: impl Iterator<Item = &'a Path>,
     name: &str,
@@ -1949,15 +1952,7 @@ fn make_proc_cgroups<'a>(
     let (mut dirs, mut procs) = (Vec::new(), Vec::new());
     for parent in parents {
         let dir = CgroupDir::create(parent.join(name))?;
-        let path = dir.path().join("cgroup.procs");
-        let fd = fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::CgroupOpen {
-                path: path.clone(),
-                source,
-            })?;
-        procs.push(fd.into());
+        procs.push(crate::cgroup::join_file(dir.path())?);
         dirs.push(dir);
     }
     assert!(procs.len() <= 3, "at most one hierarchy per controller");

@@ -100,13 +100,15 @@ struct Args {
     #[arg(long, value_name = "MIB", default_value_t = BIN_CACHE_BYTES_DEFAULT >> 20,
           value_parser = clap::value_parser!(u64).range(1..=u64::MAX >> 20))]
     bin_cache_mib: u64,
-    /// Keep cgroup joins fast on cgroup v1: a thread moves itself between
-    /// two of sigmad's cgroups this often (ms; 0 = off). Without it, a proc
-    /// started after a quiet spell waits milliseconds (an RCU grace period)
-    /// to join its cgroups; with it, forks and exits on the machine take a
-    /// slightly slower path, as with the kernel's `favordynmods` mount
-    /// option (prefer that option where you can set it).
-    #[arg(long, default_value_t = 5, value_name = "MS")]
+    /// Keep the kernel's cgroup migration lock warm: a thread moves itself
+    /// between two of sigmad's v1 cgroups this often (ms; 0 = off, the
+    /// default). Procs join v1 cgroups through `tasks`, which does not take
+    /// that lock, so only joins through a v2 `cgroup.procs` can gain: there,
+    /// without it, a proc started after a quiet spell waits milliseconds (an
+    /// RCU grace period); with it, forks and exits on the machine take a
+    /// slower path, as with the kernel's `favordynmods` mount option (prefer
+    /// that option where you can set it).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
     cgroup_keep_warm_ms: u64,
     /// Cgroup sets of ended procs each realm keeps per class for the next
     /// procs (at most 256): a start that finds one skips making its cgroup
