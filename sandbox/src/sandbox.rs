@@ -454,7 +454,9 @@ impl KeepWarm {
 /// their own: network namespaces, which it unshares one by one (its own
 /// netns changes each time; each namespace lives on in its fd), and, given
 /// class directories, sets of realm cgroups named `.ahead-<n>` (no realm
-/// name starts with a dot), which a realm renames to its own name.
+/// name starts with a dot), which a realm renames to its own name. After
+/// a take it makes the next once [`limits::REALM_POOL_REFILL_DELAY`] has
+/// passed without another (at once if the pool ran out).
 #[derive(Debug)]
 struct RealmPool {
     worker: Worker<PoolState>,
@@ -522,6 +524,8 @@ struct PoolState {
     ready: Vec<OwnedFd>,
     /// Realm cgroup sets.
     dirs: Vec<AheadCgroups>,
+    /// When a realm last took something made ahead.
+    last_take: Option<std::time::Instant>,
 }
 
 /// The oldest of what the pool made (first in, first out: a set made
@@ -548,6 +552,19 @@ impl RealmPool {
                         }
                         let st = &sh.state;
                         let want = (netns_ok && st.ready.len() < size, dirs_ok && st.dirs.len() < size);
+                        // A realm just took one: the next is made once
+                        // realms have stopped taking for a moment, not
+                        // beside the start that took it (unless the pool
+                        // ran out).
+                        let empty = (netns_ok && st.ready.is_empty()) || (dirs_ok && st.dirs.is_empty());
+                        let since = st.last_take.map(|t| t.elapsed());
+                        if (want.0 || want.1) && !empty {
+                            if let Some(since) = since.filter(|s| *s < limits::REALM_POOL_REFILL_DELAY) {
+                                let left = limits::REALM_POOL_REFILL_DELAY - since;
+                                sh = cvar.wait_timeout(sh, left).unwrap_or_else(|p| p.into_inner()).0;
+                                continue;
+                            }
+                        }
                         if want.0 || want.1 {
                             break want;
                         }
@@ -579,7 +596,11 @@ impl RealmPool {
 
     /// A namespace made ahead, if one is ready; the thread makes the next.
     fn take(&self) -> Option<OwnedFd> {
-        let fd = pop_oldest(&mut self.worker.lock().state.ready);
+        let fd = {
+            let mut sh = self.worker.lock();
+            sh.state.last_take = Some(std::time::Instant::now());
+            pop_oldest(&mut sh.state.ready)
+        };
         self.worker.notify();
         fd
     }
@@ -587,7 +608,11 @@ impl RealmPool {
     /// A set of realm cgroups made ahead, if one is ready; the thread
     /// makes the next.
     fn take_dirs(&self) -> Option<AheadCgroups> {
-        let dirs = pop_oldest(&mut self.worker.lock().state.dirs);
+        let dirs = {
+            let mut sh = self.worker.lock();
+            sh.state.last_take = Some(std::time::Instant::now());
+            pop_oldest(&mut sh.state.dirs)
+        };
         self.worker.notify();
         dirs
     }
