@@ -667,8 +667,8 @@ impl Inner {
             tracing::info!(%digest, bytes, for_binary = %record.name, "evicted a cached binary to make room within the cache's bound");
             asides.push(aside);
         }
-        // Unlinked off the fetch's path, on tokio's blocking pool (inline
-        // without a runtime): the unlink of a file's last link truncates
+        // Unlinked off the fetch's path, on tokio's blocking pool after
+        // EVICTED_UNLINK_DELAY (inline without a runtime): the unlink of a file's last link truncates
         // it, and truncation waits for the writeback of its dirty pages. A
         // binary put and removed from the store 30 s before (the kernel's
         // dirty expiry) and evicted now cost its fetch 11 ms that way
@@ -684,7 +684,14 @@ impl Inner {
                 }
             };
             match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn_blocking(remove)),
+                // A moment later, once the start whose fetch evicted them
+                // has run (EVICTED_UNLINK_DELAY).
+                // (A sleep on the blocking pool: a runtime without timers
+                // serves too.)
+                Ok(rt) => drop(rt.spawn_blocking(move || {
+                    std::thread::sleep(super::limits::EVICTED_UNLINK_DELAY);
+                    remove()
+                })),
                 Err(_) => remove(),
             }
         }

@@ -63,6 +63,12 @@ pub const HASH_PIECES_IN_FLIGHT_PER_CORE: usize = 2;
 /// Write jobs queued towards the data-plane cache writer, at most.
 pub const CACHE_WRITE_QUEUE_MAX: usize = 64;
 
+/// An evicted cache file is unlinked this long after its eviction, not at
+/// once: the unlink of a last link frees the file's pages and blocks and
+/// waits for their writeback, work that would otherwise compete on the
+/// CPUs with the start whose fetch evicted it.
+pub const EVICTED_UNLINK_DELAY: Duration = Duration::from_millis(20);
+
 /// How long one store call may wait for an answer (or one more chunk of a
 /// fetch) before the store counts as unreachable, by default.
 pub const STORE_REPLY_DEFAULT: Duration = Duration::from_secs(5);
