@@ -667,14 +667,17 @@ impl Inner {
             tracing::info!(%digest, bytes, for_binary = %record.name, "evicted a cached binary to make room within the cache's bound");
             asides.push(aside);
         }
-        // Unlinked off the fetch's path, on tokio's blocking pool after
-        // EVICTED_UNLINK_DELAY (inline without a runtime): the unlink of a file's last link truncates
-        // it, and truncation waits for the writeback of its dirty pages. A
-        // binary put and removed from the store 30 s before (the kernel's
-        // dirty expiry) and evicted now cost its fetch 11 ms that way
-        // (sigmabench's third cold-start round, 15.8 ms fetches against
-        // 4.4-4.7). A file left by a sigmad that stops meanwhile has the
-        // temporary prefix: the next open removes it.
+        // Unlinked off the fetch's path, on tokio's blocking pool (inline
+        // without a runtime), EVICTED_UNLINK_DELAY later, once the start
+        // whose fetch evicted them has run: the unlink of a file's last
+        // link truncates it, and truncation waits for the writeback of its
+        // dirty pages. A binary put and removed from the store 30 s before
+        // (the kernel's dirty expiry) and evicted now cost its fetch 11 ms
+        // that way (sigmabench's third cold-start round, 15.8 ms fetches
+        // against 4.4-4.7); run at once beside the start, it still cost
+        // 0.6 ms of fetch (docs/spawn-path.md). A file left by a sigmad
+        // that stops meanwhile has the temporary prefix: the next open
+        // removes it.
         if !asides.is_empty() {
             let remove = move || {
                 for aside in asides {
@@ -684,10 +687,8 @@ impl Inner {
                 }
             };
             match tokio::runtime::Handle::try_current() {
-                // A moment later, once the start whose fetch evicted them
-                // has run (EVICTED_UNLINK_DELAY).
-                // (A sleep on the blocking pool: a runtime without timers
-                // serves too.)
+                // A sleep on the blocking pool, not a tokio timer: a
+                // runtime without timers serves too.
                 Ok(rt) => drop(rt.spawn_blocking(move || {
                     std::thread::sleep(super::limits::EVICTED_UNLINK_DELAY);
                     remove()
