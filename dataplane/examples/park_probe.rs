@@ -1,7 +1,7 @@
 //! Where a parked core's round trip goes: a 64-byte ping-pong over a Unix
-//! socket pair between two pinned threads (cpu 0 and 1), both ends waiting
-//! the same way: each of the kernel's ways with no runtime in between, and
-//! σ itself. Findings: docs/parked-rtt.md.
+//! socket pair (or loopback TCP, below) between two pinned threads (cpu 0
+//! and 1), both ends waiting the same way: each of the kernel's ways with
+//! no runtime in between, and σ itself. Findings: docs/parked-rtt.md.
 //!
 //! `cargo run --release -p sigma-dataplane --example park_probe [-- ITERS [MODE-PREFIX[,MODE-PREFIX...]]]`
 //!
@@ -690,16 +690,15 @@ fn main() {
         "blocking-watched",
     ];
     let only = std::env::args().nth(2);
+    // No list, or a mode that starts with one of its prefixes.
+    let selected = |m: &str| only.as_deref().is_none_or(|o| o.split(',').any(|o| m.starts_with(o)));
     let rounds: usize = std::env::var("PROBE_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     for round in 0..rounds {
         for name in ["sigma"] {
-            if only
-                .as_deref()
-                .is_some_and(|o| !o.split(',').any(|o| name.starts_with(o)))
-            {
+            if !selected(name) {
                 continue;
             }
             let cpu0 = cpu_us();
@@ -708,7 +707,7 @@ fn main() {
             println!("round {round} {name:22} p50 {p50:6.1} us  p99 {p99:6.1} us  CPU {cpu:5.1} us/RTT");
         }
         for m in modes {
-            if only.as_deref().is_some_and(|o| !o.split(',').any(|o| m.starts_with(o))) {
+            if !selected(m) {
                 continue;
             }
             let cpu0 = cpu_us();

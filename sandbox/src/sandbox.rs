@@ -552,21 +552,20 @@ impl RealmPool {
                         }
                         let st = &sh.state;
                         let want = (netns_ok && st.ready.len() < size, dirs_ok && st.dirs.len() < size);
-                        // A realm just took one: the next is made once
-                        // realms have stopped taking for a moment, not
-                        // beside the start that took it (unless the pool
-                        // ran out).
-                        let empty = (netns_ok && st.ready.is_empty()) || (dirs_ok && st.dirs.is_empty());
-                        let since = st.last_take.map(|t| t.elapsed());
-                        if (want.0 || want.1) && !empty {
-                            if let Some(since) = since.filter(|s| *s < limits::REALM_POOL_REFILL_DELAY) {
-                                let left = limits::REALM_POOL_REFILL_DELAY - since;
-                                sh = cvar.wait_timeout(sh, left).unwrap_or_else(|p| p.into_inner()).0;
-                                continue;
-                            }
-                        }
                         if want.0 || want.1 {
-                            break want;
+                            // A realm just took one: the next is made once
+                            // realms have stopped taking for a moment, not
+                            // beside the start that took it (unless the
+                            // pool ran out).
+                            let ran_out = (netns_ok && st.ready.is_empty()) || (dirs_ok && st.dirs.is_empty());
+                            let left = st.last_take.map_or(std::time::Duration::ZERO, |t| {
+                                limits::REALM_POOL_REFILL_DELAY.saturating_sub(t.elapsed())
+                            });
+                            if ran_out || left.is_zero() {
+                                break want;
+                            }
+                            sh = cvar.wait_timeout(sh, left).unwrap_or_else(|p| p.into_inner()).0;
+                            continue;
                         }
                         if !netns_ok && !dirs_ok {
                             return;
@@ -596,25 +595,25 @@ impl RealmPool {
 
     /// A namespace made ahead, if one is ready; the thread makes the next.
     fn take(&self) -> Option<OwnedFd> {
-        let fd = {
-            let mut sh = self.worker.lock();
-            sh.state.last_take = Some(std::time::Instant::now());
-            pop_oldest(&mut sh.state.ready)
-        };
-        self.worker.notify();
-        fd
+        self.take_from(|st| &mut st.ready)
     }
 
     /// A set of realm cgroups made ahead, if one is ready; the thread
     /// makes the next.
     fn take_dirs(&self) -> Option<AheadCgroups> {
-        let dirs = {
+        self.take_from(|st| &mut st.dirs)
+    }
+
+    /// The oldest of what `made` holds, noting the take (the refill waits
+    /// for a quiet moment after it) and waking the thread.
+    fn take_from<T>(&self, made: impl FnOnce(&mut PoolState) -> &mut Vec<T>) -> Option<T> {
+        let taken = {
             let mut sh = self.worker.lock();
             sh.state.last_take = Some(std::time::Instant::now());
-            pop_oldest(&mut sh.state.dirs)
+            pop_oldest(made(&mut sh.state))
         };
         self.worker.notify();
-        dirs
+        taken
     }
 
     /// Namespaces ready now.
