@@ -35,3 +35,4 @@ done
 
 echo "== microbenchmarks compile and run once"
 cargo bench -p sigma-dataplane --bench hotpaths --locked -- --test
+cargo bench -p sigma-sandbox --bench seccomp_install --locked -- --test

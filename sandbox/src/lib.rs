@@ -135,7 +135,7 @@
 //! the child's step times. On this 2-vCPU VM under load from other builds,
 //! p50 was about 2.1× bare with warm cgroups and 2.8× with cold ones; the
 //! parent's cgroup mkdirs (~190 µs) are what warm cgroups remove. Left per
-//! cold spawn: namespaces at clone (~90-200 µs), seccomp install (~50 µs
+//! cold spawn: namespaces at clone (~90-200 µs), seccomp install (~40 µs
 //! with the compact program), the jail (~55 µs), credentials and rlimits
 //! (~70 µs), and exec itself. A warm sandbox takes all but the exec off
 //! the start (sigmabench's `sigma-sandbox` warm-start: 1.02-1.24× the

@@ -245,19 +245,79 @@ pub const PROC_POLICY: &[Entry] = &[
 pub const PROC_POLICY: &[Entry] = &[];
 
 /// Builds the BPF program of [`PROC_POLICY`], compactly: an architecture
-/// check, one comparison per listed syscall, and the two argument checks.
-/// Compiled once per [`crate::Sandbox`] and installed by every child with
-/// one seccomp(2) call.
+/// check, a binary search over the listed syscall numbers, and the two
+/// argument checks. Compiled once per [`crate::Sandbox`] and installed by
+/// every child with one seccomp(2) call.
 ///
-/// **Why not seccompiler's program:** the kernel JIT-compiles a filter at
-/// each install, in time that grows with its length, and every proc start
-/// installs it. seccompiler's code for this policy is 185 instructions and
-/// took 94 µs to install here; this one is 52 and takes 50 µs (the same
-/// measurement: p50 of 100 installs in forked children; a 1-instruction
-/// filter takes 11 µs). seccompiler's program stays the reference: the tests
-/// run both through a BPF interpreter on every syscall number and argument
-/// case and require the same verdicts ([`compile_reference`]).
+/// **Why not seccompiler's program:** every proc start installs the filter,
+/// and the install costs in proportion to the program. The kernel
+/// JIT-compiles it, and then (`seccomp_cache_prepare`, with the task's
+/// signal lock held and interrupts off) runs it once for every syscall
+/// number of the architecture to find the ones it allows whatever their
+/// arguments, which then skip the filter. seccompiler's code for this policy
+/// is 185 instructions, a chain that number after number walks to its end
+/// (up to 74 instructions); the chain of [`compile_linear`] is 52 (up to 39);
+/// this search is 61 and walks at most 14. `cargo bench -p sigma-sandbox
+/// --bench seccomp_install`, p50 of 300 installs each in forked children,
+/// 2026-11-28: seccompiler's 131–133 µs, the chain 71–74 µs, the search
+/// 39–43 µs, a one-instruction filter 12 µs. seccompiler's program stays
+/// the reference: the tests run each program through a BPF interpreter on
+/// every syscall number and argument case and require the same verdicts
+/// ([`compile_reference`]).
 pub fn compile() -> Result<BpfProgram> {
+    compile_layout(Layout::Search)
+}
+
+/// The same policy as [`compile`], as one comparison per syscall in a
+/// chain: what `compile` built before its binary search, kept for the
+/// benchmark and the tests.
+pub fn compile_linear() -> Result<BpfProgram> {
+    compile_layout(Layout::Chain)
+}
+
+/// How the syscall number is looked up among the listed ones.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// One `jeq` per listed syscall, in order.
+    Chain,
+    /// `jge` splits down to runs of at most [`SEARCH_LEAF`] `jeq`s.
+    Search,
+}
+
+/// The longest run of `jeq`s the search ends in: shorter runs take more
+/// `jge` nodes (a longer program to JIT), longer ones a longer walk.
+const SEARCH_LEAF: usize = 4;
+
+/// Where a jump of the program being built goes.
+#[derive(Clone, Copy)]
+enum To {
+    /// The next instruction.
+    Next,
+    /// An instruction already placed, by index.
+    At(usize),
+    /// One of the shared tails, placed after the lookup.
+    Tail(Tail),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    Eperm,
+    Allow,
+    Enosys,
+    Kill,
+    Clone,
+    Prlimit,
+}
+
+/// One instruction before its jump offsets are known.
+struct Insn {
+    code: u16,
+    k: u32,
+    jt: To,
+    jf: To,
+}
+
+fn compile_layout(layout: Layout) -> Result<BpfProgram> {
     let audit_arch = audit_arch()?;
     if PROC_POLICY.is_empty() {
         return Err(Error::SeccompArch {
@@ -273,12 +333,13 @@ pub fn compile() -> Result<BpfProgram> {
             pair[0].name
         );
     }
-    // Layout, with n = entries.len():
+    // Layout:
     //   0      ld arch
     //   1      jeq AUDIT_ARCH ? 2 : KILL
     //   2      ld nr
     //   3      jge X32_SYSCALL_BIT ? EPERM : 4     (the x32 ABI's numbers)
-    //   4..4+n jeq nr_i ? target_i : next         (sorted; past the last: EPERM)
+    //   4..    the lookup: each listed nr jumps to its verdict's tail, any
+    //          other ends at EPERM
     //   EPERM  ret ERRNO(EPERM)
     //   ALLOW  ret ALLOW
     //   ENOSYS ret ERRNO(ENOSYS)
@@ -287,52 +348,121 @@ pub fn compile() -> Result<BpfProgram> {
     //   PRLIM  ld args[2] low; jeq 0 ? +0 : (ret EPERM); ld args[2] high;
     //          jeq 0 ? +0 : +1; ret ALLOW; ret EPERM
     // (BPF jumps only forward, so the argument checks carry their own returns.)
-    let n = entries.len();
-    let first = 4;
-    let eperm = first + n;
-    let (allow, enosys, kill) = (eperm + 1, eperm + 2, eperm + 3);
-    let clone = eperm + 4;
-    let prlimit = clone + 4;
-    let mut prog: BpfProgram = Vec::with_capacity(prlimit + 6);
-    // A jump from instruction `at` to instruction `to`, as BPF counts it.
-    let off =
-        |at: usize, to: usize| -> u8 { u8::try_from(to - at - 1).expect("the policy is too long for 8-bit BPF jumps") };
-    prog.push(stmt(BPF_LD_W_ABS, ARCH_OFFSET));
-    prog.push(jump(BPF_JEQ_K, audit_arch, 0, off(1, kill)));
-    prog.push(stmt(BPF_LD_W_ABS, NR_OFFSET));
-    prog.push(jump(BPF_JGE_K, X32_SYSCALL_BIT, off(3, eperm), 0));
-    for (i, e) in entries.iter().enumerate() {
-        let at = first + i;
-        let target = match e.verdict {
-            Verdict::Allow => allow,
-            Verdict::Enosys => enosys,
-            Verdict::AllowCloneWithoutNamespaces => clone,
-            Verdict::AllowPrlimitRead => prlimit,
-        };
-        let nr = u32::try_from(e.nr).expect("syscall numbers are small");
-        prog.push(jump(BPF_JEQ_K, nr, off(at, target), 0));
+    let mut prog: Vec<Insn> = Vec::with_capacity(3 * entries.len());
+    let op = |code: u16, k: u32, jt: To, jf: To| Insn { code, k, jt, jf };
+    let st = |code: u16, k: u32| Insn {
+        code,
+        k,
+        jt: To::Next,
+        jf: To::Next,
+    };
+    prog.push(st(BPF_LD_W_ABS, ARCH_OFFSET));
+    prog.push(op(BPF_JEQ_K, audit_arch, To::Next, To::Tail(Tail::Kill)));
+    prog.push(st(BPF_LD_W_ABS, NR_OFFSET));
+    prog.push(op(BPF_JGE_K, X32_SYSCALL_BIT, To::Tail(Tail::Eperm), To::Next));
+    let leaf = match layout {
+        Layout::Chain => entries.len(),
+        Layout::Search => SEARCH_LEAF,
+    };
+    lookup(&mut prog, &entries, leaf);
+    let mut tails: Vec<(Tail, usize)> = Vec::with_capacity(6);
+    let eperm_k = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    for (tail, k) in [
+        (Tail::Eperm, eperm_k),
+        (Tail::Allow, libc::SECCOMP_RET_ALLOW),
+        (Tail::Enosys, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        (Tail::Kill, libc::SECCOMP_RET_KILL_PROCESS),
+    ] {
+        tails.push((tail, prog.len()));
+        prog.push(st(BPF_RET_K, k));
     }
-    prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
-    prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
-    prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
-    prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS));
     // The namespace flags all lie in the low word of clone's flags.
     const _: () = assert!(CLONE_NAMESPACE_FLAGS >> 32 == 0);
-    let allow_ret = || stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW);
-    let eperm_ret = || stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
-    debug_assert_eq!(prog.len(), clone);
-    prog.push(stmt(BPF_LD_W_ABS, ARGS_OFFSET));
-    prog.push(jump(BPF_JSET_K, CLONE_NAMESPACE_FLAGS as u32, 1, 0));
-    prog.push(allow_ret());
-    prog.push(eperm_ret());
-    debug_assert_eq!(prog.len(), prlimit);
-    prog.push(stmt(BPF_LD_W_ABS, ARGS_OFFSET + 2 * 8));
-    prog.push(jump(BPF_JEQ_K, 0, 0, 3));
-    prog.push(stmt(BPF_LD_W_ABS, ARGS_OFFSET + 2 * 8 + 4));
-    prog.push(jump(BPF_JEQ_K, 0, 0, 1));
-    prog.push(allow_ret());
-    prog.push(eperm_ret());
-    Ok(prog)
+    tails.push((Tail::Clone, prog.len()));
+    let here = |prog: &Vec<Insn>, ahead: usize| To::At(prog.len() + ahead);
+    prog.push(st(BPF_LD_W_ABS, ARGS_OFFSET));
+    prog.push(op(BPF_JSET_K, CLONE_NAMESPACE_FLAGS as u32, here(&prog, 2), To::Next));
+    prog.push(st(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+    prog.push(st(BPF_RET_K, eperm_k));
+    tails.push((Tail::Prlimit, prog.len()));
+    prog.push(st(BPF_LD_W_ABS, ARGS_OFFSET + 2 * 8));
+    prog.push(op(BPF_JEQ_K, 0, To::Next, here(&prog, 4)));
+    prog.push(st(BPF_LD_W_ABS, ARGS_OFFSET + 2 * 8 + 4));
+    prog.push(op(BPF_JEQ_K, 0, To::Next, here(&prog, 2)));
+    prog.push(st(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+    prog.push(st(BPF_RET_K, eperm_k));
+    assert!(
+        prog.len() <= usize::from(u16::MAX),
+        "BPF program longer than the kernel accepts"
+    );
+    // Jump offsets, as BPF counts them: from the instruction after the jump.
+    let resolve = |at: usize, to: To| -> u8 {
+        let to = match to {
+            To::Next => at + 1,
+            To::At(i) => i,
+            To::Tail(t) => {
+                tails
+                    .iter()
+                    .find(|(tail, _)| *tail == t)
+                    .expect("every tail is placed")
+                    .1
+            }
+        };
+        assert!(to > at, "BPF jumps only forward");
+        u8::try_from(to - at - 1).expect("the policy is too long for 8-bit BPF jumps")
+    };
+    Ok(prog
+        .iter()
+        .enumerate()
+        .map(|(at, i)| {
+            if u32::from(i.code) & 0x07 == libc::BPF_JMP {
+                jump(i.code, i.k, resolve(at, i.jt), resolve(at, i.jf))
+            } else {
+                stmt(i.code, i.k)
+            }
+        })
+        .collect())
+}
+
+/// Appends the lookup of the syscall number (in A) among `entries` (sorted,
+/// not empty): runs of at most `leaf` `jeq`s, the last of which ends at
+/// EPERM, below `jge` nodes that split the range in halves.
+fn lookup(prog: &mut Vec<Insn>, entries: &[&Entry], leaf: usize) {
+    if entries.len() <= leaf {
+        for (i, e) in entries.iter().enumerate() {
+            let target = match e.verdict {
+                Verdict::Allow => Tail::Allow,
+                Verdict::Enosys => Tail::Enosys,
+                Verdict::AllowCloneWithoutNamespaces => Tail::Clone,
+                Verdict::AllowPrlimitRead => Tail::Prlimit,
+            };
+            let miss = if i + 1 == entries.len() {
+                To::Tail(Tail::Eperm)
+            } else {
+                To::Next
+            };
+            let nr = u32::try_from(e.nr).expect("syscall numbers are small");
+            prog.push(Insn {
+                code: BPF_JEQ_K,
+                k: nr,
+                jt: To::Tail(target),
+                jf: miss,
+            });
+        }
+        return;
+    }
+    let (low, high) = entries.split_at(entries.len() / 2);
+    let node = prog.len();
+    let split = u32::try_from(high[0].nr).expect("syscall numbers are small");
+    prog.push(Insn {
+        code: BPF_JGE_K,
+        k: split,
+        jt: To::Next, // patched below, once the low half is placed
+        jf: To::Next,
+    });
+    lookup(prog, low, leaf);
+    prog[node].jt = To::At(prog.len());
+    lookup(prog, high, leaf);
 }
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
@@ -474,9 +604,16 @@ mod tests {
     /// A classic-BPF interpreter for what seccomp filters use: word loads
     /// from seccomp_data, jumps on a constant, returns.
     fn run(prog: &[seccompiler::sock_filter], data: &[u8; 64]) -> u32 {
+        run_counting(prog, data).0
+    }
+
+    /// [`run`], also counting the instructions executed.
+    fn run_counting(prog: &[seccompiler::sock_filter], data: &[u8; 64]) -> (u32, usize) {
         let mut pc = 0usize;
         let mut a: u32 = 0;
+        let mut steps = 0;
         loop {
+            steps += 1;
             let i = &prog[pc];
             let class = u32::from(i.code) & 0x07;
             match class {
@@ -502,7 +639,7 @@ mod tests {
                     };
                     pc += 1 + usize::from(if taken { i.jt } else { i.jf });
                 }
-                x if x == libc::BPF_RET => return i.k,
+                x if x == libc::BPF_RET => return (i.k, steps),
                 x if x == libc::BPF_ALU => {
                     let op = u32::from(i.code) & 0xf0;
                     match op {
@@ -533,16 +670,52 @@ mod tests {
         d
     }
 
+    /// The longest and the total walk of a program over the syscall numbers
+    /// 0..600 with arguments zero, in instructions run: what the kernel's
+    /// action cache walks at each install.
+    fn walks(prog: &[seccompiler::sock_filter]) -> (usize, usize) {
+        let arch = audit_arch().unwrap();
+        let steps: Vec<usize> = (0..600u32)
+            .map(|nr| run_counting(prog, &data(arch, nr, [0; 6])).1)
+            .collect();
+        (*steps.iter().max().unwrap(), steps.iter().sum())
+    }
+
     #[test]
-    fn the_compact_program_decides_as_seccompilers_on_every_case() {
-        let compact = compile().unwrap();
+    fn the_search_walks_a_short_path_for_every_syscall_number() {
+        let search = compile().unwrap();
+        let chain = compile_linear().unwrap();
         let reference = compile_reference().unwrap();
+        let ((s, s_all), (c, c_all), (r, r_all)) = (walks(&search), walks(&chain), walks(&reference));
+        // The prefix, log2 of the entries, a leaf run and an argument check.
+        let bound = 4 + PROC_POLICY.len().ilog2() as usize + SEARCH_LEAF + 6;
+        assert!(s <= bound, "the search walks {s} instructions, more than {bound}");
         assert!(
-            compact.len() * 3 < reference.len(),
-            "the compact program ({}) is not much shorter than seccompiler's ({})",
-            compact.len(),
+            s_all * 3 < c_all,
+            "the search ({s_all} in all) walks about as far as the chain ({c_all})"
+        );
+        assert!(
+            c < r && c_all < r_all,
+            "the chain ({c}, {c_all} in all) walks as far as seccompiler's program ({r}, {r_all})"
+        );
+        assert!(
+            chain.len() * 3 < reference.len() && search.len() * 2 < reference.len(),
+            "the programs ({} and {} instructions) are not much shorter than seccompiler's ({})",
+            search.len(),
+            chain.len(),
             reference.len()
         );
+    }
+
+    #[test]
+    fn the_compact_programs_decide_as_seccompilers_on_every_case() {
+        for compact in [compile().unwrap(), compile_linear().unwrap()] {
+            decides_as_seccompiler(&compact);
+        }
+    }
+
+    fn decides_as_seccompiler(compact: &[seccompiler::sock_filter]) {
+        let reference = compile_reference().unwrap();
         let arch = audit_arch().unwrap();
         let args_cases: Vec<[u64; 6]> = vec![
             [0; 6],
@@ -566,7 +739,7 @@ mod tests {
             for args in &args_cases {
                 let d = data(arch, nr, *args);
                 assert_eq!(
-                    run(&compact, &d),
+                    run(compact, &d),
                     run(&reference, &d),
                     "syscall {nr} with arguments {args:x?}"
                 );
@@ -576,7 +749,7 @@ mod tests {
         // The x32 ABI's numbers, and another architecture.
         for nr in [0u32, 1, 56, 0x4000_0000, 0x4000_0001, 0x4000_0200, u32::MAX] {
             let d = data(arch, nr, [0; 6]);
-            let compact_says = run(&compact, &d);
+            let compact_says = run(compact, &d);
             if nr >= X32_SYSCALL_BIT {
                 assert_eq!(
                     compact_says,
@@ -586,7 +759,7 @@ mod tests {
             }
             let foreign = data(0x4000_0003, nr, [0; 6]);
             assert_eq!(
-                run(&compact, &foreign),
+                run(compact, &foreign),
                 libc::SECCOMP_RET_KILL_PROCESS,
                 "i386 syscall {nr}"
             );
