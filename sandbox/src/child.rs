@@ -156,6 +156,11 @@ pub struct ChildArgs {
     pub fd_sources: [c_int; 4],
     pub nofile: u64,
     pub cap_last: u32,
+    /// Step 10 drops each capability up to `cap_last` from the bounding
+    /// set; false when the cloning thread emptied its own already
+    /// ([`crate::Sandbox::empty_thread_bounding_set`]), whose credentials the
+    /// child starts with.
+    pub drop_bounding_set: bool,
     pub uid: u32,
     pub gid: u32,
     pub seccomp: *const libc::sock_fprog,
@@ -440,8 +445,14 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         });
     }
 
-    // Step 10. Empty the bounding set while we still hold CAP_SETPCAP.
-    for cap in 0..=a.cap_last as usize {
+    // Step 10. Empty the bounding set while we still hold CAP_SETPCAP
+    // (unless it came empty from the cloning thread).
+    let drops = if a.drop_bounding_set {
+        a.cap_last as usize + 1
+    } else {
+        0
+    };
+    for cap in 0..drops {
         // SAFETY: prctl with integer arguments.
         check!(Step::BoundingSet, unsafe {
             sys!(libc::SYS_prctl, libc::PR_CAPBSET_DROP, cap)

@@ -301,6 +301,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Emptying the calling thread's capability bounding set
+    /// ([`crate::Sandbox::empty_thread_bounding_set`]).
+    #[error("empty this thread's capability bounding set (capability {cap})")]
+    ThreadBoundingSet {
+        /// The capability whose drop failed.
+        cap: u32,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// Step 10: empty the capability bounding set.
     #[error("{proc}: drop the capability bounding set")]
     ChildBoundingSet {

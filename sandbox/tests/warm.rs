@@ -253,3 +253,53 @@ fn a_warm_sandbox_takes_the_spawns_limits() {
     drop(realm);
     t.finish();
 }
+
+/// A capability set line of this thread's status, as a number.
+fn thread_caps(line: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("thread status");
+    let hex = common::field(&status, &format!("{line}:"));
+    u64::from_str_radix(hex, 16).expect("hex capability set")
+}
+
+#[test]
+fn a_thread_that_emptied_its_bounding_set_starts_procs_as_jailed_and_keeps_its_capabilities() {
+    let t = TestSandbox::with(|c| c.warm_sandboxes = 2);
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let main_bounding = thread_caps("CapBnd");
+    assert_ne!(main_bounding, 0, "the test runs with capabilities");
+    let bin = probe("probe");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let effective = thread_caps("CapEff");
+            t.sb().empty_thread_bounding_set().expect("empty the bounding set");
+            assert_eq!(thread_caps("CapBnd"), 0, "this thread's bounding set");
+            assert_eq!(thread_caps("CapEff"), effective, "the thread keeps its capabilities");
+            let opts = RunOpts {
+                env: vec![("GIVEN".into(), "yes".into())],
+                ..RunOpts::default()
+            };
+            // Cold: the child skips its own drops.
+            let o = run(t.sb(), &realm, &bin, &["info", "a b"], &opts);
+            assert_eq!(o.status, ExitStatus::Exited(0), "stderr: {}", o.stderr);
+            assert!(!o.warm);
+            common::assert_jailed(&o.stdout, &realm);
+            // Warm: prepared, then taken, on this thread.
+            assert!(t.sb().prepare(&realm, lc(), &bin).expect("prepare"));
+            let o = run(t.sb(), &realm, &bin, &["info", "a b"], &opts);
+            assert_eq!(o.status, ExitStatus::Exited(0), "stderr: {}", o.stderr);
+            assert!(o.warm, "the warm sandbox was not taken");
+            common::assert_jailed(&o.stdout, &realm);
+        });
+    });
+    assert_eq!(
+        thread_caps("CapBnd"),
+        main_bounding,
+        "other threads keep their bounding set"
+    );
+    // This thread never emptied its set: its children drop it themselves.
+    let o = run(t.sb(), &realm, &bin, &["info", "a b"], &RunOpts::default());
+    assert_eq!(o.status, ExitStatus::Exited(0), "stderr: {}", o.stderr);
+    assert_eq!(common::field(&o.stdout, "status CapBnd:"), "0000000000000000");
+    drop(realm);
+    t.finish();
+}

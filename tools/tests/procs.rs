@@ -24,6 +24,18 @@ const PROCS: &[(&str, &str)] = &[
         }"#,
     ),
     (
+        "caps",
+        r#"fn main() {
+            // Its capability sets, no_new_privs and seccomp mode, as the kernel says.
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            for line in status.lines() {
+                if line.starts_with("Cap") || line.starts_with("NoNewPrivs") || line.starts_with("Seccomp:") {
+                    println!("{line}");
+                }
+            }
+        }"#,
+    ),
+    (
         "crash",
         r#"fn main() {
             let p = std::hint::black_box(16usize) as *mut u8;
@@ -920,6 +932,58 @@ fn thread_kinds(pid: u32) -> std::collections::BTreeSet<String> {
         );
     }
     kinds
+}
+
+/// A capability set line (`CapBnd` ...) of a task's status, as a number.
+fn caps_of(status: &str, set: &str) -> u64 {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{set}:")))
+        .unwrap_or_else(|| panic!("no {set} in {status}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// sigmad's spawner threads empty their own capability bounding set when
+/// they start (so that no child drops it one capability at a time) and keep
+/// their effective capabilities; sigmad's other threads keep their bounding
+/// set; and every proc, cold or from a warm sandbox, runs with no
+/// capability in any set, no_new_privs and its filter.
+#[test]
+fn spawner_threads_hold_an_empty_bounding_set_and_procs_get_no_capabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad(dir.path()) else { return };
+    d.ok(&["realm", "create", "caps"]);
+    for round in 0..3 {
+        let pid = pid_of(&d.ok(&["spawn", "-r", "caps", "caps"]));
+        let wait = d.ctl(&["wait", "-r", "caps", &pid]);
+        assert_eq!(wait.status.code(), Some(0), "round {round}");
+        let logs = d.ok(&["logs", "-r", "caps", &pid]);
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(caps_of(&logs, set), 0, "round {round}: {set} of the proc:\n{logs}");
+        }
+        assert!(logs.contains("NoNewPrivs:\t1"), "round {round}: {logs}");
+        assert!(logs.contains("Seccomp:\t2"), "round {round}: {logs}");
+    }
+    let (mut spawners, mut others) = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{}/task", d.child.id())).unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        if comm.starts_with("sigma-spawner") {
+            spawners += 1;
+            assert_eq!(caps_of(&status, "CapBnd"), 0, "{comm}");
+            assert_ne!(caps_of(&status, "CapEff"), 0, "{comm} keeps its capabilities");
+        } else {
+            others += 1;
+            assert_ne!(caps_of(&status, "CapBnd"), 0, "{comm} keeps its bounding set");
+        }
+    }
+    assert!(
+        spawners > 0 && others > 0,
+        "{spawners} spawner and {others} other threads"
+    );
 }
 
 /// Issue #11, "one sigmad": on etcd as on the embedded store, sigmad has

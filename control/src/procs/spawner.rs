@@ -296,6 +296,12 @@ impl Run {
     }
 
     fn serve(&mut self) {
+        // This thread clones every proc and execs nothing itself: with its
+        // own bounding set empty, no child has to drop it one capability at
+        // a time.
+        if let Err(e) = self.sandbox.empty_thread_bounding_set() {
+            tracing::warn!(error = %error_chain(&e), "could not empty the spawner's bounding set; each proc drops it itself");
+        }
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             let timeout = self.kill_due();
