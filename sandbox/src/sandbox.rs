@@ -128,6 +128,14 @@ pub struct SpawnSpec<'a> {
     pub stdout: BorrowedFd<'a>,
     /// Becomes fd 2.
     pub stderr: BorrowedFd<'a>,
+    /// Take a reference on the proc's mount namespace before it runs, as
+    /// [`Child::hold_mount_namespace`] does (read there why), and keep it
+    /// until [`Child::release_mount_namespace`] or the drop. Taken by the
+    /// spawn, the hold is in place before the proc's first instruction: a
+    /// hold taken after the spawn returns comes too late for a proc that
+    /// exits while its spawner waits for a CPU, and that proc's exit then
+    /// tears its jail down itself.
+    pub hold_mount_namespace: bool,
 }
 
 /// How a proc ended.
@@ -1153,8 +1161,15 @@ impl Sandbox {
         proc.pid = pid;
         // SAFETY: CLONE_PIDFD stored a fresh pidfd that nobody else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        // The child has exec'd or exited (CLONE_VFORK): the proc has just
+        // started, so its namespace is held before it can end.
+        let mount_ns = if spec.hold_mount_namespace {
+            mount_namespace_of(&pidfd, pid)
+        } else {
+            None
+        };
 
-        // The child has exec'd or exited (CLONE_VFORK): read what it said.
+        // Read what the child said.
         let reports = read_reports(&read_end);
         let mut times = SpawnTimes {
             start_ns,
@@ -1175,7 +1190,7 @@ impl Sandbox {
             status: None,
             cgroups: Some(cgroups),
             times,
-            mount_ns: None,
+            mount_ns,
             _realm: Arc::clone(realm),
         };
         match failure {
@@ -1216,6 +1231,14 @@ impl Sandbox {
             p.cgroups = Some(cgroups);
             return Err(NotStarted::Failed(e));
         }
+        // Ready, the child is in its jail's mount namespace and waits: held
+        // now, before the request, the namespace outlives the proc however
+        // soon it ends.
+        let mount_ns = if spec.hold_mount_namespace {
+            p.pidfd.as_ref().and_then(|pidfd| mount_namespace_of(pidfd, p.pid))
+        } else {
+            None
+        };
         let clone_ns = crate::monotonic_ns();
         let fds = [
             sb.dev_null.as_raw_fd(),
@@ -1274,7 +1297,7 @@ impl Sandbox {
             status: None,
             cgroups: Some(cgroups),
             times,
-            mount_ns: None,
+            mount_ns,
             _realm: Arc::clone(realm),
         })
     }
@@ -2095,6 +2118,29 @@ pub struct Child {
     _realm: Arc<RealmInner>,
 }
 
+/// An fd on the mount namespace of the unreaped task `pidfd` (host pid
+/// `pid`), which keeps it alive; None if the task has exited (its namespace
+/// went with it) or neither `PIDFD_GET_MNT_NAMESPACE` (Linux 6.11) nor
+/// `/proc/PID/ns/mnt` gives it.
+fn mount_namespace_of(pidfd: &OwnedFd, pid: i32) -> Option<OwnedFd> {
+    // SAFETY: an ioctl on a pidfd we own with no argument; on success it
+    // returns a new fd that nothing else owns.
+    let fd = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_MNT_NAMESPACE as _, 0) };
+    if fd >= 0 {
+        // SAFETY: a fresh fd returned to us alone.
+        return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        // An older kernel: the same namespace through /proc. The task is not
+        // reaped yet, so its pid is still its own.
+        Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP) => {
+            fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from)
+        }
+        // ESRCH: it exited already.
+        _ => None,
+    }
+}
+
 /// `PIDFD_GET_MNT_NAMESPACE` (`linux/pidfd.h`, Linux 6.11):
 /// `_IO(PIDFS_IOCTL_MAGIC = 0xFF, 3)`; returns a close-on-exec fd on the
 /// task's mount namespace.
@@ -2138,27 +2184,8 @@ impl Child {
         if self.status.is_some() || self.mount_ns.is_some() {
             return self.mount_ns.is_some();
         }
-        // SAFETY: an ioctl on our own pidfd with no argument; on success it
-        // returns a new fd that nothing else owns.
-        let fd = unsafe { libc::ioctl(self.pidfd.as_raw_fd(), PIDFD_GET_MNT_NAMESPACE as _, 0) };
-        if fd >= 0 {
-            // SAFETY: a fresh fd returned to us alone.
-            self.mount_ns = Some(unsafe { OwnedFd::from_raw_fd(fd) });
-            return true;
-        }
-        match io::Error::last_os_error().raw_os_error() {
-            // An older kernel: the same namespace through /proc. The proc is
-            // not reaped yet, so its pid is still its own.
-            Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP) => {
-                match fs::File::open(format!("/proc/{}/ns/mnt", self.proc.pid)) {
-                    Ok(f) => self.mount_ns = Some(f.into()),
-                    Err(_) => return false,
-                }
-                true
-            }
-            // ESRCH: it exited already, and its namespace went with it.
-            _ => false,
-        }
+        self.mount_ns = mount_namespace_of(&self.pidfd, self.proc.pid);
+        self.mount_ns.is_some()
     }
 
     /// The mount namespace held by [`Child::hold_mount_namespace`], if any.

@@ -338,6 +338,24 @@ fn a_held_mount_namespace_outlives_the_exit_until_released() {
 
     // Reaped, and the namespace is still whole: a thread of ours enters it
     // and finds the jail's root with the binary in it.
+    assert_holds_a_jail(held);
+
+    // Released: the sandbox's release thread closes the fd (soon).
+    child.release_mount_namespace();
+    assert!(child.held_mount_namespace().is_none());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::metadata(&fd_path).is_ok_and(|m| m.ino() == ns.ino()) {
+        assert!(std::time::Instant::now() < deadline, "the held fd was never closed");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(child);
+    drop(realm);
+    t.finish();
+}
+
+/// A thread of ours enters the mount namespace `held` and finds a jail's
+/// root there: `proc` and the binary.
+fn assert_holds_a_jail(held: std::os::fd::RawFd) {
     let root: Vec<String> = std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: unshare of this thread's fs attributes (so that it may
@@ -357,15 +375,48 @@ fn a_held_mount_namespace_outlives_the_exit_until_released() {
     });
     assert!(root.iter().any(|n| n == "proc"), "the jail's root: {root:?}");
     assert!(root.len() >= 2, "the jail's root holds the binary too: {root:?}");
+}
 
-    // Released: the sandbox's release thread closes the fd (soon).
-    child.release_mount_namespace();
-    assert!(child.held_mount_namespace().is_none());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::fs::metadata(&fd_path).is_ok_and(|m| m.ino() == ns.ino()) {
-        assert!(std::time::Instant::now() < deadline, "the held fd was never closed");
-        std::thread::sleep(std::time::Duration::from_millis(1));
+/// A spawn asked to hold the proc's mount namespace
+/// (`SpawnSpec::hold_mount_namespace`) holds it before the proc runs, cold
+/// or from a warm sandbox: a proc that exits at once has its jail still
+/// whole after it is reaped, for the release to let go of; without the flag
+/// nothing is held.
+#[test]
+fn a_spawn_holds_the_mount_namespace_before_the_proc_runs() {
+    use std::os::fd::AsRawFd;
+    let t = TestSandbox::with(|c| c.warm_sandboxes = 2);
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let bin = probe("trivial");
+    let hold = RunOpts {
+        hold_mount_namespace: true,
+        ..RunOpts::default()
+    };
+    for warm in [false, true] {
+        if warm {
+            assert!(t.sb().prepare(&realm, hold.class, &bin).expect("prepare"));
+        }
+        let (mut child, _out, _err, _ctl) = common::start(t.sb(), &realm, &bin, &["0"], &hold).expect("spawn");
+        assert_eq!(child.spawn_times().warm, warm);
+        // Held at once, whatever the proc is doing by now.
+        let held = child.held_mount_namespace().expect("held by the spawn").as_raw_fd();
+        let status = child
+            .wait_timeout(std::time::Duration::from_secs(10))
+            .expect("wait")
+            .expect("exited");
+        assert_eq!(status, ExitStatus::Exited(0), "warm {warm}");
+        assert_holds_a_jail(held);
+        child.release_mount_namespace();
+        assert!(child.held_mount_namespace().is_none());
     }
+    let (mut child, _out, _err, _ctl) =
+        common::start(t.sb(), &realm, &bin, &["0"], &RunOpts::default()).expect("spawn");
+    assert!(child.held_mount_namespace().is_none(), "not asked to hold");
+    let status = child
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .expect("wait")
+        .expect("exited");
+    assert_eq!(status, ExitStatus::Exited(0));
     drop(child);
     drop(realm);
     t.finish();

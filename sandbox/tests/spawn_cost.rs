@@ -79,6 +79,7 @@ fn spawn_to_exit_against_bare_vfork_exec() {
             ctl_fd: ctl.as_fd(),
             stdout: devnull.as_fd(),
             stderr: devnull.as_fd(),
+            hold_mount_namespace: false,
         };
         let t0 = Instant::now();
         let mut child = t.sb().spawn(&spec).expect("spawn");

@@ -264,6 +264,7 @@ impl SandboxStarter {
             ctl_fd: self.ctl.1.as_fd(),
             stdout: out_write.as_ref().map_or(self.dev_null.as_fd(), |w| w.as_fd()),
             stderr: self.dev_null.as_fd(),
+            hold_mount_namespace: true,
         };
         let mut busy = 0;
         let (t0, mut child) = loop {
@@ -279,9 +280,6 @@ impl SandboxStarter {
             }
         };
         drop(out_write);
-        // As sigmad does: the jail's teardown waits until the exit is seen
-        // (the child's drop, after the clock stops, lets it go).
-        child.hold_mount_namespace();
         if prepare {
             self.sb
                 .prepare(realm, Class::Lc { mcpu: PROC_MCPU }, binary)

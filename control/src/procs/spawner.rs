@@ -470,12 +470,15 @@ impl Run {
             ctl_fd: ctl_theirs.as_fd(),
             stdout: log_w.as_fd(),
             stderr: log_w.as_fd(),
+            // Its exit then leaves its jail's teardown to the sandbox's
+            // release thread, once the waiters are told (see `reap`).
+            hold_mount_namespace: true,
         };
         // Journaled before it can run: if sigmad dies from here on, the
         // next one reports the proc lost.
         self.journal.started(&entry);
         let mut attempt = 1;
-        let mut child = loop {
+        let child = loop {
             match self.sandbox.spawn(&spec) {
                 Ok(child) => break child,
                 // A binary just written into the cache can still be open
@@ -505,9 +508,6 @@ impl Run {
             .take()
             .expect("answered once")
             .send(Ok(Started { picked_ns, times }));
-        // The proc's exit then leaves its jail's teardown to the sandbox's
-        // release thread, once the waiters are told (see `reap`).
-        child.hold_mount_namespace();
         let watched = self
             .epoll
             .add(child.pidfd(), EpollEvent::new(EpollFlags::EPOLLIN, 2 * pid))

@@ -150,6 +150,8 @@ pub struct RunOpts {
     pub mem_mib: u64,
     pub pids_max: u64,
     pub env: Vec<(String, String)>,
+    /// [`sigma_sandbox::SpawnSpec::hold_mount_namespace`].
+    pub hold_mount_namespace: bool,
 }
 
 impl Default for RunOpts {
@@ -159,6 +161,7 @@ impl Default for RunOpts {
             mem_mib: 64,
             pids_max: 32,
             env: Vec::new(),
+            hold_mount_namespace: false,
         }
     }
 }
@@ -190,6 +193,7 @@ pub fn start(
         ctl_fd: ctl_theirs.as_fd(),
         stdout: out_w.as_fd(),
         stderr: err_w.as_fd(),
+        hold_mount_namespace: opts.hold_mount_namespace,
     };
     let child = sb.spawn(&spec)?;
     Ok((child, out_r, err_r, ctl_ours))
