@@ -22,9 +22,11 @@ use crate::limits;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Step {
+    /// Close every fd of the parent's table copy that no step uses.
+    Inherited = 1,
     /// Set every signal to its default disposition (all are still blocked,
     /// as the parent blocked them around clone).
-    Signals = 1,
+    Signals,
     /// Join the proc's cgroups by writing 0 to each join file the parent
     /// opened (v1 `tasks`, v2 `cgroup.procs`).
     Cgroups,
@@ -69,7 +71,8 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 17] = [
+    pub const ALL: [Step; 18] = [
+        Step::Inherited,
         Step::Signals,
         Step::Cgroups,
         Step::Netns,
@@ -156,7 +159,7 @@ pub struct ChildArgs {
     pub fd_sources: [c_int; 4],
     pub nofile: u64,
     pub cap_last: u32,
-    /// Step 10 drops each capability up to `cap_last` from the bounding
+    /// Step 11 drops each capability up to `cap_last` from the bounding
     /// set; false when the cloning thread emptied its own already
     /// ([`crate::Sandbox::empty_thread_bounding_set`]), whose credentials the
     /// child starts with.
@@ -294,7 +297,48 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         }};
     }
 
-    // Step 1. Default dispositions. Handlers would die at exec anyway, but
+    // Step 1. Close every inherited fd no step uses. The child was cloned
+    // with a copy of the parent's whole fd table. Each copy keeps its file
+    // open, and whoever closes the last reference pays the file's teardown:
+    // for a proc's mount namespace that the parent held and has let go of
+    // since, unmounting its jail and an expedited RCU grace period. Closed
+    // here, at once, the copies seldom outlive the parent's own; closed at
+    // step 9 (a warm sandbox) or at exec (close-on-exec), they often did,
+    // and the child, ready later, or the proc, started later, paid.
+    {
+        let mut keep = [-1 as c_int; 12];
+        let mut n = 0;
+        let needed = [rfd, a.netns_fd, a.jail_template_fd, a.binary_tree_fd]
+            .into_iter()
+            .chain(a.cgroup_fds.iter().take(a.cgroup_fds_count).copied())
+            .chain(a.fd_sources);
+        for fd in needed {
+            if fd >= 0 && n < keep.len() {
+                // Insertion in order.
+                let mut i = n;
+                while i > 0 && keep[i - 1] > fd {
+                    keep[i] = keep[i - 1];
+                    i -= 1;
+                }
+                keep[i] = fd;
+                n += 1;
+            }
+        }
+        let mut low = 0 as c_int;
+        for &fd in &keep[..n] {
+            if fd > low {
+                // SAFETY: close_range on this child's own table copy.
+                check!(Step::Inherited, unsafe { sys!(libc::SYS_close_range, low, fd - 1, 0) });
+            }
+            low = low.max(fd + 1);
+        }
+        // SAFETY: as above.
+        check!(Step::Inherited, unsafe {
+            sys!(libc::SYS_close_range, low, u32::MAX, 0)
+        });
+    }
+
+    // Step 2. Default dispositions. Handlers would die at exec anyway, but
     // ignored signals survive it, and the parent's handlers must never run
     // here once signals are unblocked. SIGKILL and SIGSTOP cannot change.
     let dfl = [0usize; 4]; // kernel sigaction: handler SIG_DFL, flags, restorer, mask
@@ -309,7 +353,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         });
     }
 
-    // Step 2. Join the proc's cgroups: "0" is the writer itself, whatever
+    // Step 3. Join the proc's cgroups: "0" is the writer itself, whatever
     // its pid namespace.
     for &fd in a.cgroup_fds.iter().take(a.cgroup_fds_count) {
         // SAFETY: writes one byte from a static string to an fd the parent
@@ -318,20 +362,20 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     }
     stamp(&mut report);
 
-    // Step 3. The realm's network namespace.
+    // Step 4. The realm's network namespace.
     // SAFETY: setns on an fd of a network namespace the realm keeps open.
     check!(Step::Netns, unsafe {
         sys!(libc::SYS_setns, a.netns_fd, libc::CLONE_NEWNET)
     });
 
-    // Step 4. Hostname of the new UTS namespace.
+    // Step 5. Hostname of the new UTS namespace.
     // SAFETY: the parent's NUL-terminated realm name and its length.
     check!(Step::Hostname, unsafe {
         sys!(libc::SYS_sethostname, a.hostname, a.hostname_len)
     });
     stamp(&mut report);
 
-    // Step 5. The jail: enter the template mount namespace (root and cwd
+    // Step 6. The jail: enter the template mount namespace (root and cwd
     // become its read-only tmpfs root), then take a private copy of it.
     // No host mount is copied, so neither this nor the namespace's
     // teardown at exit walks the host's mount table.
@@ -344,7 +388,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         sys!(libc::SYS_unshare, libc::CLONE_NEWNS)
     });
 
-    // Step 6. The binary, bound read-only at /init (no copy: a warm start
+    // Step 7. The binary, bound read-only at /init (no copy: a warm start
     // copies nothing). The bind carries the source's flags; the remount
     // applies ours.
     // SAFETY: move_mount of the parent's detached tree fd onto a static
@@ -366,7 +410,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         sys!(libc::SYS_mount, 0, c"/init".as_ptr(), 0, ro_bind)
     });
 
-    // Step 7. /proc of the new pid namespace, pids only: no host-wide
+    // Step 8. /proc of the new pid namespace, pids only: no host-wide
     // files (meminfo, sys, sysrq-trigger) in the jail.
     // SAFETY: mount with static NUL-terminated strings.
     check!(Step::JailProc, unsafe {
@@ -381,7 +425,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     });
     stamp(&mut report);
 
-    // Step 8, warm sandbox: close every fd but the channel, which goes
+    // Step 9, warm sandbox: close every fd but the channel, which goes
     // to 4. The child was cloned with a copy of the parent's whole fd
     // table, which it must not keep open while it waits (a socket's peer
     // would not see EOF), and the request's fds are to land at 0..=3.
@@ -400,7 +444,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         }
     }
 
-    // Step 8. fds 0..=3 (a warm sandbox receives them with its request).
+    // Step 9. fds 0..=3 (a warm sandbox receives them with its request).
     // Each source first goes to a fresh fd >= 4 so that no dup2 clobbers
     // a source still needed (the caller's fds may be anywhere, even at
     // 0..=3); the report pipe moves up for the same reason. Then
@@ -429,7 +473,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         });
     }
 
-    // Step 9. rlimits: no core dumps, a bounded fd table.
+    // Step 10. rlimits: no core dumps, a bounded fd table.
     let core = libc::rlimit64 {
         rlim_cur: 0,
         rlim_max: 0,
@@ -445,7 +489,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         });
     }
 
-    // Step 10. Empty the bounding set while we still hold CAP_SETPCAP
+    // Step 11. Empty the bounding set while we still hold CAP_SETPCAP
     // (unless it came empty from the cloning thread).
     let drops = if a.drop_bounding_set {
         a.cap_last as usize + 1
@@ -459,7 +503,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         });
     }
 
-    // Step 11. Credentials, gid before uid (after setresuid we could not).
+    // Step 12. Credentials, gid before uid (after setresuid we could not).
     // SAFETY: setgroups with an empty list; setresgid/setresuid with
     // integers. Raw, so that only this task changes.
     check!(Step::Credentials, unsafe { sys!(libc::SYS_setgroups, 0, 0) });
@@ -469,7 +513,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: as above.
     check!(Step::Credentials, unsafe { sys!(libc::SYS_setresuid, u, u, u) });
 
-    // Step 12. Inheritable and ambient sets.
+    // Step 13. Inheritable and ambient sets.
     let header = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this task
     let data = [0u32; 6]; // two __user_cap_data_struct, all zero
                           // SAFETY: capset with a live header and two zeroed data structs.
@@ -481,13 +525,13 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
         sys!(libc::SYS_prctl, libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL)
     });
 
-    // Step 13. no_new_privs.
+    // Step 14. no_new_privs.
     // SAFETY: prctl with integer arguments.
     check!(Step::NoNewPrivs, unsafe {
         sys!(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1)
     });
 
-    // Step 14. Unblock everything: the parent's mask (all blocked around
+    // Step 15. Unblock everything: the parent's mask (all blocked around
     // clone, and whatever it blocked before) must not reach the proc.
     let empty: u64 = 0;
     // SAFETY: rt_sigprocmask with a live 8-byte set.
@@ -496,7 +540,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     });
     stamp(&mut report);
 
-    // Step 15. The seccomp program compiled once by the Sandbox.
+    // Step 16. The seccomp program compiled once by the Sandbox.
     // SAFETY: seccomp with a sock_fprog pointing into the Sandbox's
     // program, alive while the parent waits.
     check!(Step::Seccomp, unsafe {
@@ -524,7 +568,7 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     report.kind = REPORT_STAMPS;
     send(rfd, &report);
 
-    // Step 16. Exec. On success the report pipe closes (close-on-exec) and
+    // Step 17. Exec. On success the report pipe closes (close-on-exec) and
     // the parent reads EOF.
     let argv = a.argv.load(Ordering::Acquire);
     let envp = a.envp.load(Ordering::Acquire);

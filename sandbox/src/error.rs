@@ -219,7 +219,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// Step 1: set every signal to its default disposition.
+    /// Step 1: close the inherited fds no step uses.
+    #[error("{proc}: close the fds inherited from the spawner")]
+    ChildInherited {
+        /// Which proc.
+        proc: ProcRef,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Step 2: set every signal to its default disposition.
     #[error("{proc}: reset signal dispositions")]
     ChildSignals {
         /// Which proc.
@@ -228,7 +237,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 2: join the proc's cgroups.
+    /// Step 3: join the proc's cgroups.
     #[error("{proc}: join its cgroups")]
     ChildCgroups {
         /// Which proc.
@@ -237,7 +246,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 3: join the realm's network namespace.
+    /// Step 4: join the realm's network namespace.
     #[error("{proc}: join the realm's network namespace")]
     ChildNetns {
         /// Which proc.
@@ -246,7 +255,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 4: set the hostname of the new UTS namespace.
+    /// Step 5: set the hostname of the new UTS namespace.
     #[error("{proc}: set the hostname")]
     ChildHostname {
         /// Which proc.
@@ -255,7 +264,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 5: enter the jail template and unshare a copy of it.
+    /// Step 6: enter the jail template and unshare a copy of it.
     #[error("{proc}: enter a copy of the jail's mount namespace")]
     ChildMountNamespace {
         /// Which proc.
@@ -264,7 +273,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 6: attach the binary read-only at `/init`.
+    /// Step 7: attach the binary read-only at `/init`.
     #[error("{proc}: bind the binary read-only into the jail")]
     ChildJailBinary {
         /// Which proc.
@@ -273,7 +282,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 7: mount a fresh /proc of the new pid namespace.
+    /// Step 8: mount a fresh /proc of the new pid namespace.
     #[error("{proc}: mount /proc in the jail")]
     ChildJailProc {
         /// Which proc.
@@ -282,7 +291,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 8: put stdin, stdout, stderr and the control fd at 0..=3 and
+    /// Step 9: put stdin, stdout, stderr and the control fd at 0..=3 and
     /// mark every other fd close-on-exec.
     #[error("{proc}: set up fds 0-3")]
     ChildFds {
@@ -292,7 +301,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 9: lower the rlimits.
+    /// Step 10: lower the rlimits.
     #[error("{proc}: set rlimits")]
     ChildRlimits {
         /// Which proc.
@@ -311,7 +320,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 10: empty the capability bounding set.
+    /// Step 11: empty the capability bounding set.
     #[error("{proc}: drop the capability bounding set")]
     ChildBoundingSet {
         /// Which proc.
@@ -320,7 +329,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 11: become the realm's uid and gid, with no supplementary
+    /// Step 12: become the realm's uid and gid, with no supplementary
     /// groups.
     #[error("{proc}: become uid {uid} gid {gid}")]
     ChildCredentials {
@@ -334,7 +343,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 12: clear the remaining capability sets.
+    /// Step 13: clear the remaining capability sets.
     #[error("{proc}: clear capabilities")]
     ChildCapabilities {
         /// Which proc.
@@ -343,7 +352,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 13: set no_new_privs.
+    /// Step 14: set no_new_privs.
     #[error("{proc}: set no_new_privs")]
     ChildNoNewPrivs {
         /// Which proc.
@@ -352,7 +361,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 14: unblock every signal.
+    /// Step 15: unblock every signal.
     #[error("{proc}: clear the signal mask")]
     ChildSignalMask {
         /// Which proc.
@@ -361,7 +370,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 15: install the seccomp filter.
+    /// Step 16: install the seccomp filter.
     #[error("{proc}: install the seccomp filter")]
     ChildSeccomp {
         /// Which proc.
@@ -380,7 +389,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Step 16: execve the binary.
+    /// Step 17: execve the binary.
     #[error("{proc}: exec")]
     ChildExec {
         /// Which proc.

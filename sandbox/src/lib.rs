@@ -61,42 +61,49 @@
 //!
 //! In the child, pid 1 of its new pid namespace ([`Step`]):
 //!
-//! 1. `Signals`: every signal to SIG_DFL (all are still blocked), so that
+//! 1. `Inherited`: close every fd of the parent's table copy that no step
+//!    uses. Each copy holds its file open, and whoever closes the last
+//!    reference pays the file's teardown (for a proc's held mount
+//!    namespace, an expedited RCU grace period): closed at once, the copies
+//!    go microseconds after the clone, seldom after the parent let go of
+//!    its own.
+//! 2. `Signals`: every signal to SIG_DFL (all are still blocked), so that
 //!    no handler of the parent's runs in borrowed memory and no ignored
 //!    signal survives exec.
-//! 2. `Cgroups`: write `0` (the writer itself) to each join file: the
+//! 3. `Cgroups`: write `0` (the writer itself) to each join file: the
 //!    proc is under its memory and pids limits before it runs a line of its
 //!    own. On v1 that is `tasks`, which moves the single-threaded child
 //!    without the kernel's machine-wide `cgroup_threadgroup_rwsem` that a
 //!    `cgroup.procs` write takes. (v1 cannot use `CLONE_INTO_CGROUP`.)
-//! 3. `Netns`: setns into the realm's network namespace.
-//! 4. `Hostname`: the realm's name, in the new UTS namespace.
-//! 5. `MountNamespace`: setns into the jail template (root and cwd become
+//! 4. `Netns`: setns into the realm's network namespace.
+//! 5. `Hostname`: the realm's name, in the new UTS namespace.
+//! 6. `MountNamespace`: setns into the jail template (root and cwd become
 //!    its read-only tmpfs), then unshare a private copy: a few mounts are
 //!    copied, none of the host's, and none of the host's are unmounted at
 //!    exit. (This is why clone carries no CLONE_NEWNS.)
-//! 6. `JailBinary`: move_mount the detached binary onto `/init`, then
+//! 7. `JailBinary`: move_mount the detached binary onto `/init`, then
 //!    remount it read-only, nosuid, nodev. No copy: a warm start copies no
 //!    file.
-//! 7. `JailProc`: mount a fresh proc (`subset=pid`: no host-wide files)
+//! 8. `JailProc`: mount a fresh proc (`subset=pid`: no host-wide files)
 //!    on `/proc`.
-//! 8. `Fds`: move the report pipe above 3, dup /dev/null, stdout, stderr
+//! 9. `Fds`: move the report pipe above 3, dup /dev/null, stdout, stderr
 //!    and the control fd to 0, 1, 2, 3 (through fresh fds above 3, so that
 //!    no dup2 clobbers a source), mark every fd from 4 up close-on-exec.
-//! 9. `Rlimits`: RLIMIT_CORE 0; RLIMIT_NOFILE soft = hard = the configured
-//!    bound.
-//! 10. `BoundingSet`: drop every capability from the bounding set (needs
-//!     CAP_SETPCAP, so before the uid change).
-//! 11. `Credentials`: setgroups(0), setresgid, setresuid to the realm's
+//! 10. `Rlimits`: RLIMIT_CORE 0; RLIMIT_NOFILE soft = hard = the configured
+//!     bound.
+//! 11. `BoundingSet`: drop every capability from the bounding set (needs
+//!     CAP_SETPCAP, so before the uid change); skipped when the cloning
+//!     thread emptied its own ([`Sandbox::empty_thread_bounding_set`]).
+//! 12. `Credentials`: setgroups(0), setresgid, setresuid to the realm's
 //!     gid and uid: permitted, effective and ambient sets are cleared.
-//! 12. `Capabilities`: capset all-zero (inheritable), clear ambient.
-//! 13. `NoNewPrivs`.
-//! 14. `SignalMask`: unblock everything: the parent's blocked signals do
+//! 13. `Capabilities`: capset all-zero (inheritable), clear ambient.
+//! 14. `NoNewPrivs`.
+//! 15. `SignalMask`: unblock everything: the parent's blocked signals do
 //!     not leak into the proc.
-//! 15. `Seccomp`: install the precompiled program (answers clone3 ENOSYS,
+//! 16. `Seccomp`: install the precompiled program (answers clone3 ENOSYS,
 //!     allows `clone` only without namespace flags, EPERM for anything not
 //!     listed). Then send the step timestamps on the report pipe.
-//! 16. `Exec`: `execve("/init")`. Its success closes the report pipe.
+//! 17. `Exec`: `execve("/init")`. Its success closes the report pipe.
 //!
 //! The child's mount namespace (and with it the jail's mounts) dies with
 //! it; nothing of the jail exists on the host.

@@ -1665,6 +1665,7 @@ fn step_error(proc: ProcRef, step: u32, errno: i32, realm: &RealmInner) -> Error
         };
     };
     match step {
+        Step::Inherited => Error::ChildInherited { proc, source },
         Step::Signals => Error::ChildSignals { proc, source },
         Step::Cgroups => Error::ChildCgroups { proc, source },
         Step::Netns => Error::ChildNetns { proc, source },
