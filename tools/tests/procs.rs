@@ -934,6 +934,76 @@ fn thread_kinds(pid: u32) -> std::collections::BTreeSet<String> {
     kinds
 }
 
+/// sigmad keeps realms set up while none of their procs runs, up to
+/// `REALMS_KEPT_MAX` per spawner thread, and undoes the least recently used
+/// past it (once its queue is drained, off the starts' path): after starts
+/// in many more realms than that, the realms' cgroup directories beside a
+/// running proc's are bounded, the realms last used are still there, and
+/// the first ones are gone.
+#[test]
+fn idle_realms_past_the_bound_are_undone() {
+    use sigma_control::procs::{REALMS_KEPT_MAX, SPAWNERS_MAX};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad(dir.path()) else { return };
+    // More realms than every spawner thread (one per CPU) together keeps.
+    let spawners = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, SPAWNERS_MAX);
+    let bound = spawners * REALMS_KEPT_MAX;
+    let realms = bound + 8;
+    for i in 0..realms {
+        let realm = format!("kept{i}");
+        d.ok(&["realm", "create", &realm]);
+        let pid = pid_of(&d.ok(&["spawn", "-r", &realm, "exit"]));
+        assert_eq!(d.ctl(&["wait", "-r", &realm, &pid]).status.code(), Some(0), "{realm}");
+    }
+    // A running proc shows where the realms' cgroups are: its v1 memory
+    // cgroup is <parent>/<class>/<realm>/<proc>.
+    d.ok(&["realm", "create", "last"]);
+    let pid = pid_of(&d.ok(&["spawn", "-r", "last", "sleep", "--", "30000"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let host = loop {
+        if let Some(&h) = host_processes_of(&pid, "last").first() {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sleeper never showed up");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let cgroups = std::fs::read_to_string(format!("/proc/{host}/cgroup")).unwrap();
+    let Some(memory) = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+    else {
+        eprintln!("skipping: no v1 memory cgroup here: {cgroups}");
+        return;
+    };
+    let proc_dir = std::path::Path::new("/sys/fs/cgroup/memory").join(memory.trim_start_matches('/'));
+    let class_dir = proc_dir
+        .parent()
+        .and_then(|realm| realm.parent())
+        .unwrap()
+        .to_path_buf();
+    let kept: Vec<String> = std::fs::read_dir(&class_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("kept"))
+        .collect();
+    assert!(
+        kept.len() >= REALMS_KEPT_MAX && kept.len() <= bound,
+        "{} realms kept set up under {}, expected {REALMS_KEPT_MAX}..={bound}",
+        kept.len(),
+        class_dir.display()
+    );
+    assert!(
+        kept.contains(&format!("kept{}", realms - 1)),
+        "the last realm used is kept"
+    );
+    assert!(!kept.contains(&"kept0".to_string()), "the first realm used is undone");
+    d.ok(&["kill", "-r", "last", &pid]);
+}
+
 /// A capability set line (`CapBnd` ...) of a task's status, as a number.
 fn caps_of(status: &str, set: &str) -> u64 {
     let hex = status

@@ -31,8 +31,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use spawner::Job;
 
-/// Realms kept set up on this machine (netns, cgroups) while none of their
-/// procs runs; past it the least recently used idle one is undone.
+/// Realms each spawner thread keeps set up (netns, cgroups) while none of
+/// their procs runs; past it the least recently used idle one is undone,
+/// once the thread's job queue is drained.
 pub const REALMS_KEPT_MAX: usize = 64;
 /// Spawner threads, at most (one per CPU up to this).
 pub const SPAWNERS_MAX: usize = 8;
