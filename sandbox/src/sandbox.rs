@@ -482,8 +482,16 @@ struct AheadCgroups {
 
 impl AheadCgroups {
     /// Makes the set `name` under each hierarchy's `(lc, be)` class
-    /// directories, with a warm proc set per class if `warm`.
-    fn make(classes: &[(PathBuf, PathBuf)], name: &str, warm: bool) -> Result<AheadCgroups> {
+    /// directories, with a warm proc set per class if `warm`, holding the
+    /// class's `limits` where given (`[lc, be]`; written against `hierarchies`,
+    /// in the order of `classes`).
+    fn make(
+        classes: &[(PathBuf, PathBuf)],
+        hierarchies: &[Hierarchy],
+        name: &str,
+        warm: bool,
+        limits: [Option<ProcLimits>; 2],
+    ) -> Result<AheadCgroups> {
         let mut set = AheadCgroups {
             warm: Vec::new(),
             dirs: Vec::with_capacity(classes.len()),
@@ -498,13 +506,18 @@ impl AheadCgroups {
             for lc in [true, false] {
                 let parents = set.dirs.iter().map(|d| if lc { d.lc.path() } else { d.be.path() });
                 let (dirs, procs) = make_proc_cgroups(parents, "w+0")?;
-                set.warm.push(ProcCgroups {
+                let mut cgroups = ProcCgroups {
                     procs,
                     dirs,
                     warm: true,
                     lc,
                     limits: None,
-                });
+                };
+                if let Some(want) = limits[usize::from(!lc)] {
+                    let hierarchies: Vec<&Hierarchy> = hierarchies.iter().collect();
+                    cgroups.write_limit_values(&hierarchies, want)?;
+                }
+                set.warm.push(cgroups);
             }
         }
         Ok(set)
@@ -534,6 +547,10 @@ struct PoolState {
     dirs: Vec<AheadCgroups>,
     /// When a realm last took something made ahead.
     last_take: Option<std::time::Instant>,
+    /// The limits the last start of each class (`[lc, be]`) asked for:
+    /// warm proc sets made from then on come with them, so that the first
+    /// start in a new realm usually has none to write.
+    limits: [Option<ProcLimits>; 2],
 }
 
 /// The oldest of what the pool made (first in, first out: a set made
@@ -547,12 +564,17 @@ impl RealmPool {
     /// Starts the thread, keeping `size` of each ready; realm cgroup sets
     /// under `classes` (each hierarchy's lc and be directories; empty:
     /// none), with a warm proc set per class if `warm`.
-    fn start(size: usize, classes: Vec<(PathBuf, PathBuf)>, warm: bool) -> Result<RealmPool> {
+    fn start(
+        size: usize,
+        classes: Vec<(PathBuf, PathBuf)>,
+        hierarchies: Vec<Hierarchy>,
+        warm: bool,
+    ) -> Result<RealmPool> {
         let worker = Worker::start("sigma-realm-pool", PoolState::default(), move |lock, cvar| {
             let (mut netns_ok, mut dirs_ok) = (true, !classes.is_empty());
             let mut seq = 0u64;
             loop {
-                let (want_netns, want_dirs) = {
+                let (want_netns, want_dirs, limits) = {
                     let mut sh = lock.lock().unwrap_or_else(|p| p.into_inner());
                     loop {
                         if sh.stop {
@@ -570,7 +592,7 @@ impl RealmPool {
                                 limits::REALM_POOL_REFILL_DELAY.saturating_sub(t.elapsed())
                             });
                             if ran_out || left.is_zero() {
-                                break want;
+                                break (want.0, want.1, st.limits);
                             }
                             sh = cvar.wait_timeout(sh, left).unwrap_or_else(|p| p.into_inner()).0;
                             continue;
@@ -591,7 +613,7 @@ impl RealmPool {
                 }
                 if want_dirs {
                     seq += 1;
-                    match AheadCgroups::make(&classes, &format!(".ahead-{seq}"), warm) {
+                    match AheadCgroups::make(&classes, &hierarchies, &format!(".ahead-{seq}"), warm, limits) {
                         Ok(set) => lock.lock().unwrap_or_else(|p| p.into_inner()).state.dirs.push(set),
                         Err(_) => dirs_ok = false,
                     }
@@ -622,6 +644,13 @@ impl RealmPool {
         };
         self.worker.notify();
         taken
+    }
+
+    /// Notes the limits a start of class `lc` asked for: the warm proc
+    /// sets of realms made ahead from now on come with them.
+    fn note_limits(&self, lc: bool, limits: ProcLimits) {
+        let mut sh = self.worker.lock();
+        sh.state.limits[usize::from(!lc)] = Some(limits);
     }
 
     /// Namespaces ready now.
@@ -846,7 +875,13 @@ impl Sandbox {
                     Vec::new()
                 };
                 let warm = config.warm_cgroups > 0;
-                Some(RealmPool::start(n.min(limits::NETNS_POOL_MAX), classes, warm)?)
+                let pool_hierarchies = hierarchies.iter().map(|h| h.hierarchy.clone()).collect();
+                Some(RealmPool::start(
+                    n.min(limits::NETNS_POOL_MAX),
+                    classes,
+                    pool_hierarchies,
+                    warm,
+                )?)
             }
         };
 
@@ -1691,10 +1726,11 @@ fn step_error(proc: ProcRef, step: u32, errno: i32, realm: &RealmInner) -> Error
     }
 }
 
-fn write_proc_limits(dir: &CgroupDir, h: &Hierarchy, spec: &SpawnSpec<'_>) -> Result<()> {
+fn write_proc_limits(dir: &CgroupDir, h: &Hierarchy, limits: ProcLimits) -> Result<()> {
     use cgroup::Controller;
-    let mem_bytes = (spec.mem_mib << 20).to_string();
-    let pids = spec.pids_max.to_string();
+    let (mem_mib, pids_max, mcpu) = limits;
+    let mem_bytes = (mem_mib << 20).to_string();
+    let pids = pids_max.to_string();
     for c in &h.controllers {
         match (c, h.version) {
             (Controller::Memory, Version::V1) => dir.write("memory.limit_in_bytes", &mem_bytes)?,
@@ -1708,7 +1744,7 @@ fn write_proc_limits(dir: &CgroupDir, h: &Hierarchy, spec: &SpawnSpec<'_>) -> Re
             }
             (Controller::Pids, _) => dir.write("pids.max", &pids)?,
             (Controller::Cpu, version) => {
-                if let Class::Lc { mcpu } = spec.class {
+                if let Some(mcpu) = mcpu {
                     let shares = cgroup::lc_cpu_shares(mcpu);
                     match version {
                         Version::V1 => dir.write("cpu.shares", &shares.to_string())?,
@@ -1950,10 +1986,14 @@ pub(crate) struct ProcCgroups {
     /// Named `w+<n>` and returned to the realm's pool once reaped.
     warm: bool,
     lc: bool,
-    /// The limits last written (memory MiB, pids, LC mcpu): a pooled set
-    /// whose next proc asks for the same is not written again.
-    limits: Option<(u64, u64, Option<u64>)>,
+    /// The limits last written: a pooled set whose next proc asks for the
+    /// same is not written again.
+    limits: Option<ProcLimits>,
 }
+
+/// A proc's cgroup limits: memory MiB, pids, and the mcpu of an LC proc
+/// (None: BE, whose cpu cgroup is the class's).
+type ProcLimits = (u64, u64, Option<u64>);
 
 impl RealmInner {
     fn pool(&self, lc: bool) -> std::sync::MutexGuard<'_, Vec<ProcCgroups>> {
@@ -2021,11 +2061,22 @@ impl ProcCgroups {
         if self.limits == Some(want) {
             return Ok(());
         }
-        self.limits = None;
-        for (dir, h) in self.dirs.iter().zip(&sb.hierarchies) {
-            write_proc_limits(dir, &h.hierarchy, spec)?;
+        // Sets the realm pool makes from now on come with these.
+        if let Some(pool) = &sb.netns_pool {
+            pool.note_limits(self.lc, want);
         }
-        self.limits = Some(want);
+        let hierarchies: Vec<&Hierarchy> = sb.hierarchies.iter().map(|h| &h.hierarchy).collect();
+        self.write_limit_values(&hierarchies, want)
+    }
+
+    /// Writes `limits` into each of the set's directories (`hierarchies`
+    /// in the same order).
+    fn write_limit_values(&mut self, hierarchies: &[&Hierarchy], limits: ProcLimits) -> Result<()> {
+        self.limits = None;
+        for (dir, h) in self.dirs.iter().zip(hierarchies) {
+            write_proc_limits(dir, h, limits)?;
+        }
+        self.limits = Some(limits);
         Ok(())
     }
 }

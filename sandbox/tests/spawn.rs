@@ -421,3 +421,106 @@ fn a_spawn_holds_the_mount_namespace_before_the_proc_runs() {
     drop(realm);
     t.finish();
 }
+
+/// On cgroup v1, the warm proc sets of realms made ahead come with the
+/// limits the last start of their class asked for: after a start with
+/// some limits, the next realm's `w+0` already holds them before any start
+/// in it (and a start asking for the same writes nothing); a start asking
+/// for other limits still gets its own.
+#[test]
+fn realms_made_ahead_hold_the_last_starts_limits() {
+    let t = TestSandbox::with(|c| {
+        c.netns_pool = 1;
+        c.warm_cgroups = 4;
+    });
+    let v1 = t
+        .sb()
+        .hierarchies()
+        .iter()
+        .all(|h| h.version == sigma_sandbox::cgroup::Version::V1);
+    if !v1 {
+        eprintln!("skipping: realms' cgroups are made ahead on cgroup v1 only");
+        return;
+    }
+    let memory_limit = |dir: &std::path::Path| -> Option<u64> {
+        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+            .ok()
+            .map(|s| s.trim().parse().unwrap())
+    };
+    let pids_max = |dir: &std::path::Path| -> Option<String> {
+        std::fs::read_to_string(dir.join("pids.max"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let asked = RunOpts {
+        mem_mib: 48,
+        pids_max: 17,
+        ..RunOpts::default()
+    };
+    let class = if matches!(asked.class, sigma_sandbox::Class::Lc { .. }) {
+        "lc"
+    } else {
+        "be"
+    };
+    let run_in = |realm: &sigma_sandbox::RealmHandle, opts: &RunOpts| {
+        let (mut c, _o, _e, _c) = common::start(t.sb(), realm, &probe("trivial"), &["0"], opts).expect("spawn");
+        assert_eq!(
+            c.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
+            Some(ExitStatus::Exited(0))
+        );
+    };
+    let wait_set = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while t.sb().realm_cgroups_ready() < 1 {
+            assert!(std::time::Instant::now() < deadline, "the pool did not make a set");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    // A first start with these limits. The pool (of one) ran out when its
+    // realm took the set, and made the next at once, before the start.
+    wait_set();
+    let a = t.sb().realm(&common::unique("r")).expect("realm a");
+    run_in(&a, &asked);
+    wait_set();
+    let z = t.sb().realm(&common::unique("r")).expect("realm z");
+    // The set made after the start: the next realm takes it, and its warm
+    // set holds the limits already.
+    wait_set();
+    let b = t.sb().realm(&common::unique("r")).expect("realm b");
+    let mut checked = 0;
+    for parent in t.sb().cgroup_parents() {
+        let warm = parent.join(class).join(b.name()).join("w+0");
+        if let Some(bytes) = memory_limit(&warm) {
+            assert_eq!(bytes, 48 << 20, "{warm:?}");
+            checked += 1;
+        }
+        if let Some(max) = pids_max(&warm) {
+            assert_eq!(max, "17", "{warm:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2, "the memory and pids hierarchies were found");
+    run_in(&b, &asked);
+    // Other limits are still written by the start that asks for them.
+    let other = RunOpts {
+        mem_mib: 40,
+        pids_max: 19,
+        ..RunOpts::default()
+    };
+    let (mut c, _o, _e, _c) = common::start(t.sb(), &b, &probe("trivial"), &["0"], &other).expect("spawn");
+    for dir in c.cgroup_dirs() {
+        if let Some(bytes) = memory_limit(&dir) {
+            assert_eq!(bytes, 40 << 20, "{dir:?}");
+        }
+        if let Some(max) = pids_max(&dir) {
+            assert_eq!(max, "19", "{dir:?}");
+        }
+    }
+    assert_eq!(
+        c.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
+        Some(ExitStatus::Exited(0))
+    );
+    drop(c);
+    drop((a, b, z));
+    t.finish();
+}
