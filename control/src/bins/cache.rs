@@ -415,6 +415,20 @@ impl BinCache {
     pub fn link_local_files(&self, on: bool) {
         self.inner.link_local.store(on, Ordering::Relaxed);
     }
+    /// Remembers `record`, just written to the store by this sigmad (a
+    /// put), as a fetched record is remembered: a start of it within the
+    /// record TTL skips the store's record read (on S3 a signed GET; here
+    /// 190 µs through object_store's blocking pool). Deploying a binary
+    /// and starting it is the common case.
+    pub fn remember_put(&self, record: &Record) {
+        self.inner.remember(record);
+    }
+
+    /// Forgets what the cache remembers of `name`'s record (it was removed
+    /// from the store): the next get asks the store, which says it is gone.
+    pub fn forget_record(&self, name: &BinName) {
+        lock(&self.inner.memos).remove(name);
+    }
 
     /// The registry it fills from.
     pub fn registry(&self) -> &BinRegistry {

@@ -143,7 +143,10 @@ impl BinServer {
                                 .registry()
                                 .put_file(&name, &path)
                                 .await
-                                .map(|r| wire(&r))
+                                .map(|r| {
+                                    cache.remember_put(&r);
+                                    wire(&r)
+                                })
                                 .map_err(|e| store_error(e, false)),
                             Err(e) => Err(store_error(e, false)),
                         };
@@ -161,7 +164,11 @@ impl BinServer {
                     }
                     BinJob::Remove { program, reply } => {
                         let r = match BinName::parse(&program) {
-                            Ok(name) => cache.registry().remove(&name).await.map_err(|e| store_error(e, false)),
+                            Ok(name) => {
+                                let r = cache.registry().remove(&name).await.map_err(|e| store_error(e, false));
+                                cache.forget_record(&name);
+                                r
+                            }
                             Err(e) => Err(store_error(e, false)),
                         };
                         let _ = reply.send(r);
@@ -169,5 +176,70 @@ impl BinServer {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bins::{BinRegistry, BlockingIo, CacheIo, StoreConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A minimal static x86_64 ELF executable's bytes (headers and one
+    /// PT_LOAD), `len` long.
+    fn elf(len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; 64];
+        b[..4].copy_from_slice(b"\x7fELF");
+        (b[4], b[5], b[6]) = (2, 1, 1);
+        b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        b[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
+        b[24..32].copy_from_slice(&0x401000u64.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let mut load = [0u8; 56];
+        load[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        b.extend_from_slice(&load);
+        b.resize(len, 7);
+        b
+    }
+
+    /// A put through sigmad's binary server leaves the record in the
+    /// cache's memo: the start right after it reads no record from the
+    /// store (the object still is fetched). A remove forgets it: the next
+    /// start asks the store, which says the binary is gone.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_put_record_is_remembered_and_a_remove_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = BinRegistry::open(&StoreConfig::local(dir.path().join("store"))).unwrap();
+        let io: Arc<dyn CacheIo> = Arc::new(BlockingIo);
+        let cache = BinCache::open(dir.path().join("cache"), registry.clone(), io, Duration::from_secs(60)).unwrap();
+        let (client, server) = bin_channel(Some(cache.clone()));
+        tokio::spawn(server.run(cache.clone()));
+        let upload = dir.path().join("upload");
+        std::fs::write(&upload, elf(8192)).unwrap();
+        client.put_file("app".into(), upload).await.expect("put");
+        let before = registry.stats();
+        let bin = client.fetch("app".into()).await.expect("fetch");
+        let after = registry.stats();
+        assert_eq!(
+            after.record_reads, before.record_reads,
+            "the put's record was read again"
+        );
+        assert_eq!(after.object_reads, before.object_reads + 1, "the object is fetched");
+        drop(bin);
+        client.remove("app".into()).await.expect("remove");
+        let gone = client.fetch("app".into()).await;
+        assert!(
+            gone.is_err(),
+            "a removed binary was still found: {:?}",
+            gone.map(|b| b.path)
+        );
+        assert_eq!(
+            registry.stats().record_reads,
+            after.record_reads + 1,
+            "the store was asked"
+        );
     }
 }
