@@ -227,6 +227,26 @@ fn check_dynamic(b: &[u8], offset: u64, bytes: u64) -> Result<(), Why> {
     Ok(())
 }
 
+/// A minimal static x86_64 executable for tests: an ELF header and one
+/// `PT_LOAD`, then `fill` bytes up to `len` (at least 120).
+#[cfg(test)]
+pub(crate) fn minimal_static(len: usize, fill: u8) -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    b[..4].copy_from_slice(b"\x7fELF");
+    (b[4], b[5], b[6]) = (2, 1, 1);
+    b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
+    b[24..32].copy_from_slice(&0x401000u64.to_le_bytes());
+    b[32..40].copy_from_slice(&64u64.to_le_bytes());
+    b[54..56].copy_from_slice(&56u16.to_le_bytes());
+    b[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let mut load = [0u8; 56];
+    load[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    b.extend_from_slice(&load);
+    b.resize(len, fill);
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,23 +186,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// A minimal static x86_64 ELF executable's bytes (headers and one
-    /// PT_LOAD), `len` long.
     fn elf(len: usize) -> Vec<u8> {
-        let mut b = vec![0u8; 64];
-        b[..4].copy_from_slice(b"\x7fELF");
-        (b[4], b[5], b[6]) = (2, 1, 1);
-        b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-        b[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86_64
-        b[24..32].copy_from_slice(&0x401000u64.to_le_bytes());
-        b[32..40].copy_from_slice(&64u64.to_le_bytes());
-        b[54..56].copy_from_slice(&56u16.to_le_bytes());
-        b[56..58].copy_from_slice(&1u16.to_le_bytes());
-        let mut load = [0u8; 56];
-        load[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-        b.extend_from_slice(&load);
-        b.resize(len, 7);
-        b
+        crate::bins::elf::minimal_static(len, 7)
     }
 
     /// A put through sigmad's binary server leaves the record in the
