@@ -306,7 +306,9 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // step 9 (a warm sandbox) or at exec (close-on-exec), they often did,
     // and the child, ready later, or the proc, started later, paid.
     {
-        let mut keep = [-1 as c_int; 12];
+        // The report fd or channel, netns, template and tree; the cgroup
+        // join files; the four fd sources: every fd `a` names, at most.
+        let mut keep = [-1 as c_int; 4 + 3 + 4];
         let mut n = 0;
         let needed = [rfd, a.netns_fd, a.jail_template_fd, a.binary_tree_fd]
             .into_iter()
@@ -426,9 +428,8 @@ pub extern "C" fn child_main(arg: *mut c_void) -> c_int {
     stamp(&mut report);
 
     // Step 9, warm sandbox: close every fd but the channel, which goes
-    // to 4. The child was cloned with a copy of the parent's whole fd
-    // table, which it must not keep open while it waits (a socket's peer
-    // would not see EOF), and the request's fds are to land at 0..=3.
+    // to 4: step 1 left open only the fds the steps used, and the
+    // request's fds are to land at 0..=3.
     if warm {
         // SAFETY: fcntl, close_range, dup3 and close on fds of this
         // child's own table.

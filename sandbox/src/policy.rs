@@ -265,23 +265,14 @@ pub const PROC_POLICY: &[Entry] = &[];
 /// every syscall number and argument case and require the same verdicts
 /// ([`compile_reference`]).
 pub fn compile() -> Result<BpfProgram> {
-    compile_layout(Layout::Search)
+    compile_with_leaf(SEARCH_LEAF)
 }
 
 /// The same policy as [`compile`], as one comparison per syscall in a
 /// chain: what `compile` built before its binary search, kept for the
 /// benchmark and the tests.
 pub fn compile_linear() -> Result<BpfProgram> {
-    compile_layout(Layout::Chain)
-}
-
-/// How the syscall number is looked up among the listed ones.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// One `jeq` per listed syscall, in order.
-    Chain,
-    /// `jge` splits down to runs of at most [`SEARCH_LEAF`] `jeq`s.
-    Search,
+    compile_with_leaf(usize::MAX)
 }
 
 /// The longest run of `jeq`s the search ends in: shorter runs take more
@@ -317,7 +308,9 @@ struct Insn {
     jf: To,
 }
 
-fn compile_layout(layout: Layout) -> Result<BpfProgram> {
+/// The program with the lookup ending in runs of at most `leaf` `jeq`s
+/// (`usize::MAX`: one chain).
+fn compile_with_leaf(leaf: usize) -> Result<BpfProgram> {
     let audit_arch = audit_arch()?;
     if PROC_POLICY.is_empty() {
         return Err(Error::SeccompArch {
@@ -360,10 +353,6 @@ fn compile_layout(layout: Layout) -> Result<BpfProgram> {
     prog.push(op(BPF_JEQ_K, audit_arch, To::Next, To::Tail(Tail::Kill)));
     prog.push(st(BPF_LD_W_ABS, NR_OFFSET));
     prog.push(op(BPF_JGE_K, X32_SYSCALL_BIT, To::Tail(Tail::Eperm), To::Next));
-    let leaf = match layout {
-        Layout::Chain => entries.len(),
-        Layout::Search => SEARCH_LEAF,
-    };
     lookup(&mut prog, &entries, leaf);
     let mut tails: Vec<(Tail, usize)> = Vec::with_capacity(6);
     let eperm_k = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;

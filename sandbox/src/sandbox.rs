@@ -470,6 +470,10 @@ struct RealmPool {
     worker: Worker<PoolState>,
 }
 
+/// One hierarchy with its `lc` and `be` class directories: where the realm
+/// pool makes realms' cgroups, and how their limits are written.
+type ClassDirs = (Hierarchy, PathBuf, PathBuf);
+
 /// A realm's cgroups made ahead: its class directories (one `RealmDirs`
 /// per hierarchy) and, with warm cgroups, one warm proc set per class
 /// (`w+0`, LC then BE). `warm` is declared first: dropped (removed) before
@@ -483,20 +487,13 @@ struct AheadCgroups {
 impl AheadCgroups {
     /// Makes the set `name` under each hierarchy's `(lc, be)` class
     /// directories, with a warm proc set per class if `warm`, holding the
-    /// class's `limits` where given (`[lc, be]`; written against `hierarchies`,
-    /// in the order of `classes`).
-    fn make(
-        classes: &[(PathBuf, PathBuf)],
-        hierarchies: &[Hierarchy],
-        name: &str,
-        warm: bool,
-        limits: [Option<ProcLimits>; 2],
-    ) -> Result<AheadCgroups> {
+    /// class's `limits` where given (`[lc, be]`).
+    fn make(classes: &[ClassDirs], name: &str, warm: bool, limits: [Option<ProcLimits>; 2]) -> Result<AheadCgroups> {
         let mut set = AheadCgroups {
             warm: Vec::new(),
             dirs: Vec::with_capacity(classes.len()),
         };
-        for (lc, be) in classes {
+        for (_, lc, be) in classes {
             set.dirs.push(RealmDirs {
                 lc: CgroupDir::create(lc.join(name))?,
                 be: CgroupDir::create(be.join(name))?,
@@ -514,8 +511,7 @@ impl AheadCgroups {
                     limits: None,
                 };
                 if let Some(want) = limits[usize::from(!lc)] {
-                    let hierarchies: Vec<&Hierarchy> = hierarchies.iter().collect();
-                    cgroups.write_limit_values(&hierarchies, want)?;
+                    cgroups.write_limit_values(classes.iter().map(|(h, _, _)| h), want)?;
                 }
                 set.warm.push(cgroups);
             }
@@ -562,14 +558,9 @@ fn pop_oldest<T>(made: &mut Vec<T>) -> Option<T> {
 
 impl RealmPool {
     /// Starts the thread, keeping `size` of each ready; realm cgroup sets
-    /// under `classes` (each hierarchy's lc and be directories; empty:
-    /// none), with a warm proc set per class if `warm`.
-    fn start(
-        size: usize,
-        classes: Vec<(PathBuf, PathBuf)>,
-        hierarchies: Vec<Hierarchy>,
-        warm: bool,
-    ) -> Result<RealmPool> {
+    /// under `classes` (each hierarchy with its lc and be directories;
+    /// empty: none), with a warm proc set per class if `warm`.
+    fn start(size: usize, classes: Vec<ClassDirs>, warm: bool) -> Result<RealmPool> {
         let worker = Worker::start("sigma-realm-pool", PoolState::default(), move |lock, cvar| {
             let (mut netns_ok, mut dirs_ok) = (true, !classes.is_empty());
             let mut seq = 0u64;
@@ -613,7 +604,7 @@ impl RealmPool {
                 }
                 if want_dirs {
                     seq += 1;
-                    match AheadCgroups::make(&classes, &hierarchies, &format!(".ahead-{seq}"), warm, limits) {
+                    match AheadCgroups::make(&classes, &format!(".ahead-{seq}"), warm, limits) {
                         Ok(set) => lock.lock().unwrap_or_else(|p| p.into_inner()).state.dirs.push(set),
                         Err(_) => dirs_ok = false,
                     }
@@ -869,19 +860,19 @@ impl Sandbox {
                 let classes = if renames {
                     hierarchies
                         .iter()
-                        .map(|h| (h.lc.path().to_path_buf(), h.be.path().to_path_buf()))
+                        .map(|h| {
+                            (
+                                h.hierarchy.clone(),
+                                h.lc.path().to_path_buf(),
+                                h.be.path().to_path_buf(),
+                            )
+                        })
                         .collect()
                 } else {
                     Vec::new()
                 };
                 let warm = config.warm_cgroups > 0;
-                let pool_hierarchies = hierarchies.iter().map(|h| h.hierarchy.clone()).collect();
-                Some(RealmPool::start(
-                    n.min(limits::NETNS_POOL_MAX),
-                    classes,
-                    pool_hierarchies,
-                    warm,
-                )?)
+                Some(RealmPool::start(n.min(limits::NETNS_POOL_MAX), classes, warm)?)
             }
         };
 
@@ -2065,13 +2056,16 @@ impl ProcCgroups {
         if let Some(pool) = &sb.netns_pool {
             pool.note_limits(self.lc, want);
         }
-        let hierarchies: Vec<&Hierarchy> = sb.hierarchies.iter().map(|h| &h.hierarchy).collect();
-        self.write_limit_values(&hierarchies, want)
+        self.write_limit_values(sb.hierarchies.iter().map(|h| &h.hierarchy), want)
     }
 
     /// Writes `limits` into each of the set's directories (`hierarchies`
     /// in the same order).
-    fn write_limit_values(&mut self, hierarchies: &[&Hierarchy], limits: ProcLimits) -> Result<()> {
+    fn write_limit_values<'h>(
+        &mut self,
+        hierarchies: impl Iterator<Item = &'h Hierarchy>,
+        limits: ProcLimits,
+    ) -> Result<()> {
         self.limits = None;
         for (dir, h) in self.dirs.iter().zip(hierarchies) {
             write_proc_limits(dir, h, limits)?;

@@ -216,13 +216,8 @@ fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
         c.warm_cgroups = 4;
     });
     let ns_of = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
-    let wait_ready = |n: usize| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while t.sb().netns_ready() < n {
-            assert!(std::time::Instant::now() < deadline, "the pool did not fill");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    };
+    let ten_s = std::time::Duration::from_secs(10);
+    let wait_ready = |n: usize| common::wait_until(ten_s, "the pool did not fill", || t.sb().netns_ready() >= n);
     wait_ready(2);
     // On cgroup v1 (every hierarchy), the realms' cgroups are made ahead too.
     let v1 = t
@@ -231,11 +226,9 @@ fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
         .iter()
         .all(|h| h.version == sigma_sandbox::cgroup::Version::V1);
     let wait_dirs = |n: usize| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while v1 && t.sb().realm_cgroups_ready() < n {
-            assert!(std::time::Instant::now() < deadline, "the cgroup sets were not made");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        common::wait_until(ten_s, "the cgroup sets were not made", || {
+            !v1 || t.sb().realm_cgroups_ready() >= n
+        })
     };
     wait_dirs(2);
     let ahead_names = || -> Vec<String> {
@@ -343,11 +336,11 @@ fn a_held_mount_namespace_outlives_the_exit_until_released() {
     // Released: the sandbox's release thread closes the fd (soon).
     child.release_mount_namespace();
     assert!(child.held_mount_namespace().is_none());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::fs::metadata(&fd_path).is_ok_and(|m| m.ino() == ns.ino()) {
-        assert!(std::time::Instant::now() < deadline, "the held fd was never closed");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    common::wait_until(
+        std::time::Duration::from_secs(5),
+        "the held fd was never closed",
+        || !std::fs::metadata(&fd_path).is_ok_and(|m| m.ino() == ns.ino()),
+    );
     drop(child);
     drop(realm);
     t.finish();
@@ -463,18 +456,15 @@ fn realms_made_ahead_hold_the_last_starts_limits() {
         "be"
     };
     let run_in = |realm: &sigma_sandbox::RealmHandle, opts: &RunOpts| {
-        let (mut c, _o, _e, _c) = common::start(t.sb(), realm, &probe("trivial"), &["0"], opts).expect("spawn");
-        assert_eq!(
-            c.wait_timeout(std::time::Duration::from_secs(10)).expect("wait"),
-            Some(ExitStatus::Exited(0))
-        );
+        let o = common::run(t.sb(), realm, &probe("trivial"), &["0"], opts);
+        assert_eq!(o.status, ExitStatus::Exited(0), "stderr: {}", o.stderr);
     };
     let wait_set = || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while t.sb().realm_cgroups_ready() < 1 {
-            assert!(std::time::Instant::now() < deadline, "the pool did not make a set");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        common::wait_until(
+            std::time::Duration::from_secs(10),
+            "the pool did not make a set",
+            || t.sb().realm_cgroups_ready() >= 1,
+        )
     };
     // A first start with these limits. The pool (of one) ran out when its
     // realm took the set, and made the next at once, before the start.

@@ -13,6 +13,16 @@ use std::time::Duration;
 
 use sigma_sandbox::{Child, Class, Config, ExitStatus, RealmHandle, Sandbox, SpawnSpec};
 
+/// Polls `done` every millisecond until it holds; fails the test with
+/// `what` if it does not within `within`.
+pub fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Builds `tests/probes/<name>.rs` into a static binary, once: reused while
 /// it is newer than its source. Concurrent builders each write a private
 /// file and rename it into place.
