@@ -128,13 +128,15 @@ pub struct SpawnSpec<'a> {
     pub stdout: BorrowedFd<'a>,
     /// Becomes fd 2.
     pub stderr: BorrowedFd<'a>,
-    /// Take a reference on the proc's mount namespace before it runs, as
+    /// Take a reference on the proc's mount namespace, as
     /// [`Child::hold_mount_namespace`] does (read there why), and keep it
-    /// until [`Child::release_mount_namespace`] or the drop. Taken by the
-    /// spawn, the hold is in place before the proc's first instruction: a
-    /// hold taken after the spawn returns comes too late for a proc that
-    /// exits while its spawner waits for a CPU, and that proc's exit then
-    /// tears its jail down itself.
+    /// until [`Child::release_mount_namespace`] or the drop. From a warm
+    /// sandbox the spawn takes it before its request, so before the proc's
+    /// first instruction; a cold spawn as soon as the exec lets it go on
+    /// (the caller waits for the exec), so a cold proc that ends before
+    /// the caller runs again is not held. A hold taken after the spawn
+    /// returns comes later still: a proc that exits while its spawner waits
+    /// for a CPU then tears its jail down itself.
     pub hold_mount_namespace: bool,
 }
 

@@ -371,10 +371,11 @@ fn assert_holds_a_jail(held: std::os::fd::RawFd) {
 }
 
 /// A spawn asked to hold the proc's mount namespace
-/// (`SpawnSpec::hold_mount_namespace`) holds it before the proc runs, cold
-/// or from a warm sandbox: a proc that exits at once has its jail still
-/// whole after it is reaped, for the release to let go of; without the flag
-/// nothing is held.
+/// (`SpawnSpec::hold_mount_namespace`) holds it when it returns: from a
+/// warm sandbox before the proc runs, so that even a proc that exits at
+/// once has its jail still whole after it is reaped; cold as soon as the
+/// exec lets the spawn go on (the test's proc waits, so it is alive then).
+/// Without the flag nothing is held.
 #[test]
 fn a_spawn_holds_the_mount_namespace_before_the_proc_runs() {
     use std::os::fd::AsRawFd;
@@ -386,13 +387,18 @@ fn a_spawn_holds_the_mount_namespace_before_the_proc_runs() {
         ..RunOpts::default()
     };
     for warm in [false, true] {
-        if warm {
+        // Warm: the trivial proc, which exits at once. Cold: the probe,
+        // which waits for EOF on fd 3 (a cold hold comes after the exec).
+        let (binary, args) = if warm {
             assert!(t.sb().prepare(&realm, hold.class, &bin).expect("prepare"));
-        }
-        let (mut child, _out, _err, _ctl) = common::start(t.sb(), &realm, &bin, &["0"], &hold).expect("spawn");
+            (bin.clone(), ["0"])
+        } else {
+            (probe("probe"), ["wait"])
+        };
+        let (mut child, _out, _err, ctl) = common::start(t.sb(), &realm, &binary, &args, &hold).expect("spawn");
         assert_eq!(child.spawn_times().warm, warm);
-        // Held at once, whatever the proc is doing by now.
         let held = child.held_mount_namespace().expect("held by the spawn").as_raw_fd();
+        drop(ctl);
         let status = child
             .wait_timeout(std::time::Duration::from_secs(10))
             .expect("wait")
