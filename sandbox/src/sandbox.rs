@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1345,6 +1345,29 @@ impl Sandbox {
     /// now, so it must not change content under that path (sigmad's
     /// cache is content-addressed).
     pub fn prepare(&self, realm: &RealmHandle, class: Class, binary: &Path) -> Result<bool> {
+        self.prepare_from(realm, class, binary, None)
+    }
+
+    /// [`Sandbox::prepare`] for a binary that is not at `binary` yet:
+    /// `file` is it now (sigmad's cache: the file being checked under a
+    /// temporary name, renamed to `binary` once its digest matched), and
+    /// the jail binds `file`'s inode. A spawn of `binary` takes the warm
+    /// sandbox only if `binary` then names that same inode: one whose file
+    /// never got there (its check failed) is never taken, and is dropped
+    /// by the next spawn of `binary` in the realm and class, or as the
+    /// realm's oldest. So a cold start's sandbox can be made while its
+    /// binary is fetched.
+    pub fn prepare_file(&self, realm: &RealmHandle, class: Class, binary: &Path, file: BorrowedFd<'_>) -> Result<bool> {
+        self.prepare_from(realm, class, binary, Some(file))
+    }
+
+    fn prepare_from(
+        &self,
+        realm: &RealmHandle,
+        class: Class,
+        binary: &Path,
+        file: Option<BorrowedFd<'_>>,
+    ) -> Result<bool> {
         let sb = &self.inner;
         let r = &realm.inner;
         if sb.warm_sandboxes == 0 {
@@ -1374,13 +1397,17 @@ impl Sandbox {
             }
         }
         let binary_c = cstring(binary.as_os_str().as_bytes()).map_err(|r| invalid(format!("binary: {r}")))?;
-        let cgroups = r.take_warm_set(lc)?;
         // The child's copy of the fd table keeps the detached mount until
         // it attached it.
-        let tree = match open_binary_tree(&binary_c) {
-            Ok(fd) => fd,
+        let tree = match file {
+            None => open_binary_tree(&binary_c),
+            Some(file) => open_file_tree(file),
+        };
+        let (tree, inode) = match tree.and_then(|t| inode_of_fd(t.as_fd()).map(|i| (t, i))) {
+            Ok(t) => t,
             Err(source) => return Err(Error::OpenBinary { proc, source }),
         };
+        let cgroups = r.take_warm_set(lc)?;
         let (ours, theirs) = warm::channel().map_err(|source| Error::ReportPipe {
             proc: proc.clone(),
             source,
@@ -1431,6 +1458,7 @@ impl Sandbox {
         };
         let prepared = Prepared {
             binary: binary.to_path_buf(),
+            inode,
             lc,
             pid,
             // SAFETY: CLONE_PIDFD stored a fresh pidfd that nobody else owns.
@@ -1498,6 +1526,36 @@ fn open_binary_tree(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(tree as c_int) })
+}
+
+/// The file `file` as a detached bind mount, as [`open_binary_tree`]
+/// makes one of a path.
+fn open_file_tree(file: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: open_tree of an fd with an empty path; returns a new fd.
+    let tree = unsafe {
+        libc::syscall(
+            SYS_OPEN_TREE,
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as c_int) })
+}
+
+/// The (device, inode) of the file `fd` refers to.
+fn inode_of_fd(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    // SAFETY: fstat writes into a zeroed stat buffer it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a live fd and a live buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// pidfd_send_signal(2) on `pidfd`, no siginfo.
@@ -2034,11 +2092,27 @@ impl RealmInner {
         })
     }
 
-    /// The warm sandbox made for `binary` and class `lc`, if one is here.
+    /// The warm sandbox made for `binary` and class `lc`, if one is here
+    /// and holds the inode `binary` names now. One made for `binary` that
+    /// holds another inode (a file that never got there, or was replaced)
+    /// is dropped.
     fn take_prepared(&self, binary: &Path, lc: bool) -> Option<Prepared> {
-        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-        let i = warm.iter().position(|p| p.is_for(binary, lc))?;
-        Some(warm.remove(i))
+        let stale = {
+            let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+            let i = warm.iter().position(|p| p.is_for(binary, lc))?;
+            let now = std::fs::metadata(binary).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
+            let p = warm.remove(i);
+            if now == Some(p.inode) {
+                return Some(p);
+            }
+            p
+        };
+        self.sandbox.warm_stats.unusable.fetch_add(1, Ordering::Relaxed);
+        drop(stale);
+        None
     }
 }
 

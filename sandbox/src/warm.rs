@@ -61,6 +61,9 @@ pub(crate) struct WarmArgs {
 pub(crate) struct Prepared {
     /// What it was made for: the binary's path and the class (LC or BE).
     pub(crate) binary: PathBuf,
+    /// The (device, inode) bound at `/init`: a spawn takes it only if its
+    /// binary's path names this inode.
+    pub(crate) inode: (u64, u64),
     pub(crate) lc: bool,
     pub(crate) pid: i32,
     pub(crate) pidfd: Option<OwnedFd>,

@@ -152,6 +152,60 @@ fn warm_sandboxes_are_bounded_per_realm_and_go_with_it() {
 }
 
 #[test]
+fn a_warm_sandbox_made_from_a_file_is_taken_only_once_its_path_names_that_file() {
+    use std::os::fd::AsFd;
+    let t = TestSandbox::with(|c| c.warm_sandboxes = 4);
+    let realm = t.sb().realm(&common::unique("r")).expect("realm");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("warm-files"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // Made while the file is still under its temporary name (a cache's
+    // check), taken once it was renamed to the path the spawn names.
+    let pending = dir.join("pending");
+    let bin = dir.join("trivial");
+    std::fs::copy(probe("trivial"), &pending).expect("copy");
+    let file = std::fs::File::open(&pending).expect("open");
+    assert!(t
+        .sb()
+        .prepare_file(&realm, lc(), &bin, file.as_fd())
+        .expect("prepare_file"));
+    drop(file);
+    std::fs::rename(&pending, &bin).expect("rename");
+    let o = run(t.sb(), &realm, &bin, &["5"], &RunOpts::default());
+    assert_eq!(o.status, ExitStatus::Exited(5), "stderr: {}", o.stderr);
+    assert!(o.warm, "the sandbox made from the file was not taken");
+    // Made from a file that never got to its path (its check failed):
+    // another file is there, and the spawn runs that one, cold.
+    let failed = dir.join("failed");
+    std::fs::copy(probe("probe"), &failed).expect("copy");
+    let bin2 = dir.join("trivial-2");
+    let file = std::fs::File::open(&failed).expect("open");
+    assert!(t
+        .sb()
+        .prepare_file(&realm, lc(), &bin2, file.as_fd())
+        .expect("prepare_file"));
+    drop(file);
+    std::fs::copy(probe("trivial"), &bin2).expect("copy");
+    let o = run(t.sb(), &realm, &bin2, &["6"], &RunOpts::default());
+    assert_eq!(o.status, ExitStatus::Exited(6), "stderr: {}", o.stderr);
+    assert!(!o.warm, "a sandbox holding another inode than the path's was taken");
+    assert_eq!(realm.warm_sandboxes(), 0, "the stale one is dropped");
+    std::fs::remove_file(&failed).expect("remove");
+    // The same for one made from a path whose file was replaced since.
+    assert!(t.sb().prepare(&realm, lc(), &bin2).expect("prepare"));
+    let replacement = dir.join("replacement");
+    std::fs::copy(probe("trivial"), &replacement).expect("copy");
+    std::fs::rename(&replacement, &bin2).expect("rename over");
+    let o = run(t.sb(), &realm, &bin2, &["7"], &RunOpts::default());
+    assert_eq!(o.status, ExitStatus::Exited(7));
+    assert!(!o.warm);
+    let s = t.sb().warm_stats();
+    assert_eq!((s.made, s.taken, s.unusable), (3, 1, 2), "{s:?}");
+    drop(realm);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    t.finish();
+}
+
+#[test]
 fn a_dead_warm_sandbox_is_skipped_and_the_spawn_goes_cold() {
     let t = TestSandbox::with(|c| c.warm_sandboxes = 2);
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
