@@ -863,16 +863,9 @@ fn procs_of_a_sigmad_killed_with_kill_9_are_reported_lost_and_killed_at_restart(
 fn a_start_says_where_its_time_went() {
     let dir = tempfile::tempdir().unwrap();
     let Some(d) = sigmad(dir.path()) else { return };
-    // The first start of `sleep` (sigmad's probe ran `exit`): cold.
-    let pid = pid_of(&d.ok(&["spawn", "sleep", "--", "1"]));
-    let times = d.ok(&["--json", "times", &pid]);
-    let v: serde_json::Value = serde_json::from_str(times.trim()).unwrap();
-    let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
-    // Every sandbox step ran, and the steps fit in the whole.
-    for k in ["namespaces_us", "cgroups_us", "jail_us", "exec_us"] {
-        assert!(f(k) > 0, "{k} is 0: {v}");
-    }
-    let parts: u64 = [
+    let times =
+        |pid: &str| -> serde_json::Value { serde_json::from_str(d.ok(&["--json", "times", pid]).trim()).unwrap() };
+    let steps = [
         "fetch_us",
         "schedule_us",
         "namespaces_us",
@@ -881,21 +874,48 @@ fn a_start_says_where_its_time_went() {
         "seccomp_us",
         "exec_us",
         "reply_us",
-    ]
-    .iter()
-    .map(|k| f(k))
-    .sum();
-    assert!(
-        parts <= f("total_us") + 8 && parts + 100 >= f("total_us"),
-        "the steps ({parts} µs) do not add up to the whole: {v}"
+    ];
+    // The steps fit in the whole.
+    let adds_up = |v: &serde_json::Value| {
+        let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+        let parts: u64 = steps.iter().map(|k| f(k)).sum();
+        assert!(
+            parts <= f("total_us") + 8 && parts + 100 >= f("total_us"),
+            "the steps ({parts} µs) do not add up to the whole: {v}"
+        );
+    };
+    // The first start of `sleep` (sigmad's probe ran `exit`) fetches it
+    // into the cache, and its sandbox is made while the file is checked:
+    // the spawn takes it, so the sandbox steps read 0.
+    let pid = pid_of(&d.ok(&["spawn", "sleep", "--", "1"]));
+    let v = times(&pid);
+    adds_up(&v);
+    assert_eq!(v["warm"], true, "the sandbox made during the fetch was not taken: {v}");
+    for k in ["namespaces_us", "jail_us", "seccomp_us"] {
+        assert_eq!(v[k].as_u64(), Some(0), "{k} of a start made during its fetch: {v}");
+    }
+    assert!(v["fetch_us"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(d.ok(&["wait", &pid]).trim(), "ok");
+    // In another realm the binary is in the cache, nothing is fetched and
+    // no sandbox is there: every sandbox step runs.
+    d.ok(&["realm", "create", "other"]);
+    let pid = pid_of(&d.ok(&["spawn", "-r", "other", "sleep", "--", "1"]));
+    let v: serde_json::Value = serde_json::from_str(d.ok(&["--json", "times", "-r", "other", &pid]).trim()).unwrap();
+    let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    for k in ["namespaces_us", "cgroups_us", "jail_us", "exec_us"] {
+        assert!(f(k) > 0, "{k} is 0: {v}");
+    }
+    adds_up(&v);
+    assert_eq!(
+        v["warm"], false,
+        "the first start of a cached binary in a realm is cold: {v}"
     );
-    assert_eq!(v["warm"], false, "the first start of a binary is cold: {v}");
-    let text = d.ok(&["times", &pid]);
+    let text = d.ok(&["times", "-r", "other", &pid]);
     assert!(text.lines().any(|l| l.starts_with("total_us")), "{text}");
     // A later start of the same binary takes a warm sandbox, made while
     // an earlier one ran (from the binary's second start on each spawner
     // thread): the sandbox steps done ahead read 0.
-    assert_eq!(d.ok(&["wait", &pid]).trim(), "ok");
+    assert_eq!(d.ok(&["wait", "-r", "other", &pid]).trim(), "ok");
     let mut warm = None;
     for _ in 0..6 {
         let pid = pid_of(&d.ok(&["spawn", "sleep", "--", "1"]));
@@ -917,6 +937,53 @@ fn a_start_says_where_its_time_went() {
     assert!(!out.status.success());
     let out = d.ctl(&["times", "999999"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no proc 999999"));
+}
+
+#[test]
+fn a_binary_that_fails_its_check_never_runs_though_its_sandbox_was_made_during_its_fetch() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad(dir.path()) else { return };
+    // The exit proc with bytes of its own: a digest the cache has never
+    // held.
+    let exit = dir.path().join("exit-own");
+    let mut own = std::fs::read(procs().join("exit")).unwrap();
+    own.extend_from_slice(b"tampered");
+    std::fs::write(&exit, &own).unwrap();
+    d.ok(&["bin", "put", "tampered", exit.to_str().unwrap()]);
+    // Changed in the store after the put, in place and at the same size:
+    // the fetch links the file and tells the spawner of it (which makes
+    // the proc's sandbox from it) before the digest check fails.
+    let versions = dir.path().join("bins/store/tampered");
+    let version = std::fs::read_dir(&versions).unwrap().next().unwrap().unwrap().path();
+    let object = version.join("elf");
+    let bytes = std::fs::read(&object).unwrap();
+    let at = bytes
+        .windows(7)
+        .position(|w| w == b" realm ")
+        .expect("the exit proc's format string");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&object)
+        .unwrap()
+        .write_all_at(b" REALM ", at as u64)
+        .unwrap();
+    let out = d.ctl(&["spawn", "tampered", "--", "4"]);
+    assert!(!out.status.success(), "a binary that fails its check started");
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("tampered"), "{why}");
+    // Put back whole (the same digest): the next spawn runs the checked
+    // file, not the sandbox made from the changed one.
+    d.ok(&["bin", "put", "tampered", exit.to_str().unwrap()]);
+    let pid = pid_of(&d.ok(&["spawn", "tampered", "--", "4"]));
+    let wait = d.ctl(&["wait", &pid]);
+    assert_eq!(wait.status.code(), Some(4), "{wait:?}");
+    let logs = d.ok(&["logs", &pid]);
+    assert_eq!(
+        logs.trim(),
+        format!("pid {pid} realm root argv0 tampered"),
+        "the changed binary ran"
+    );
 }
 
 /// The names of a process's threads, without their index (`sigma-spawner-0`

@@ -476,6 +476,15 @@ impl BinCache {
     /// while the returned [`CachedBin`] lives. Must run inside a tokio
     /// runtime.
     pub async fn get(&self, name: &BinName) -> Result<CachedBin, BinError> {
+        self.get_early(name, None).await
+    }
+
+    /// [`BinCache::get`], telling `early` of the file as soon as a fetch
+    /// that this call starts has it under its temporary name, before it is
+    /// checked (see [`EarlyFile`]). `early` hears nothing (its sender is
+    /// dropped) on a hit, when the call joins another's fetch, or when the
+    /// fetch fails before it has a file.
+    pub async fn get_early(&self, name: &BinName, early: Option<EarlyNotice>) -> Result<CachedBin, BinError> {
         let inner = &self.inner;
         inner.counters.gets.fetch_add(1, Ordering::Relaxed);
         if let Some(hit) = inner.fresh_hit(name) {
@@ -502,7 +511,7 @@ impl BinCache {
                     let this = self.inner.clone();
                     let name = name.clone();
                     runtime.spawn(async move {
-                        let result = this.resolve(&name).await;
+                        let result = this.resolve(&name, early).await;
                         let _ = tx.send(Some(result));
                         lock(&this.flights).remove(&name);
                     });
@@ -575,7 +584,7 @@ impl Inner {
     }
 
     /// The fetch task: record, then the cache file or a fetch into it.
-    async fn resolve(&self, name: &BinName) -> Result<CachedBin, BinError> {
+    async fn resolve(&self, name: &BinName, early: Option<EarlyNotice>) -> Result<CachedBin, BinError> {
         let record = match self.fresh_record(name) {
             Some(record) => record,
             None => {
@@ -615,7 +624,7 @@ impl Inner {
         }
         let reservation = self.reserve(&record)?;
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
-        self.fill(&record, &path).await?;
+        self.fill(&record, &path, early).await?;
         Ok(cached(reservation.commit()))
     }
 
@@ -747,10 +756,10 @@ impl Inner {
     /// Fetches `record`'s object into a temporary file, hashing and
     /// checking it as it streams, and renames it to `path` only if it is
     /// whole, a static executable and of the recorded digest.
-    async fn fill(&self, record: &Record, path: &Path) -> Result<(), BinError> {
+    async fn fill(&self, record: &Record, path: &Path, mut early: Option<EarlyNotice>) -> Result<(), BinError> {
         let body = self.registry.open_object(record).await?;
         if let (true, ObjectBody::File(_, source_path)) = (self.link_local.load(Ordering::Relaxed), &body) {
-            if self.link_in(record, path, source_path).await? {
+            if self.link_in(record, path, source_path, &mut early).await? {
                 return Ok(());
             }
         }
@@ -765,6 +774,7 @@ impl Inner {
             .mode(CACHED_MODE)
             .open(&temp)
             .map_err(|e| BinError::io("create", &temp, e))?;
+        tell_early(early, path, &temp);
         let file = Arc::new(file);
         if let ObjectBody::Parts(parts) = body {
             self.fill_parts(record, &file, &temp, parts).await?;
@@ -1007,7 +1017,13 @@ impl Inner {
     /// changed in place, so the inode the cache shares stays as checked; a
     /// store file changed in place by hand after it was linked would go
     /// unnoticed until sigmad restarts (which re-hashes on first use).
-    async fn link_in(&self, record: &Record, path: &Path, source_path: &Path) -> Result<bool, BinError> {
+    async fn link_in(
+        &self,
+        record: &Record,
+        path: &Path,
+        source_path: &Path,
+        early: &mut Option<EarlyNotice>,
+    ) -> Result<bool, BinError> {
         let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
         let link = self.dir.join(format!(
             "{TEMP_PREFIX}{}.{}.{seq}.link",
@@ -1023,6 +1039,7 @@ impl Inner {
         if len != record.bytes {
             return Err(self.size_mismatch(record, len));
         }
+        tell_early(early.take(), path, &link);
         let head_len = ELF_HEADERS_BYTES_MAX.min(record.bytes as usize);
         let hashed = self.hash_file(&file, len, head_len).await.map_err(|e| {
             self.registry
@@ -1084,6 +1101,43 @@ impl Inner {
             merged.push(piece?);
         }
         Ok(merged.finish())
+    }
+}
+
+/// A fetch's file before it is checked: `file` (an `O_PATH` fd) is the
+/// inode that will be renamed to `path` if its size, headers and digest
+/// match, and never will be otherwise. sigmad makes a cold start's
+/// sandbox from it while the fetch goes on
+/// (`sigma_sandbox::Sandbox::prepare_file`), which is taken only once
+/// `path` names this inode: nothing of the file runs before it was
+/// checked.
+#[derive(Debug)]
+pub struct EarlyFile {
+    /// Where the file will be once checked.
+    pub path: PathBuf,
+    /// The file now, under its temporary name.
+    pub file: std::os::fd::OwnedFd,
+}
+
+/// Where a fetch tells of its [`EarlyFile`].
+pub type EarlyNotice = tokio::sync::oneshot::Sender<EarlyFile>;
+
+/// Sends `early` (if any) the file at `temp`, bound for `path`; an
+/// `O_PATH` fd, which holds no write access (an exec is not refused as
+/// ETXTBSY for it) and reads nothing. A file that cannot be opened is not
+/// told of: the start goes cold.
+fn tell_early(early: Option<EarlyNotice>, path: &Path, temp: &Path) {
+    let Some(early) = early else { return };
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(temp);
+    if let Ok(file) = opened {
+        let _ = early.send(EarlyFile {
+            path: path.to_path_buf(),
+            file: file.into(),
+        });
     }
 }
 

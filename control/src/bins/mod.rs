@@ -130,7 +130,7 @@ pub mod limits;
 pub mod name;
 pub mod registry;
 
-pub use cache::{BinCache, CachePin, CacheStats, CachedBin};
+pub use cache::{BinCache, CachePin, CacheStats, CachedBin, EarlyFile, EarlyNotice};
 pub use digest::Digest;
 pub use error::BinError;
 pub use io::{BlockingIo, CacheIo, DataPlaneIo, DataPlaneIoServer};

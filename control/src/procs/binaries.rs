@@ -11,7 +11,7 @@
 //! between a spawn getting its path and the sandbox taking it.
 
 use super::ProcError;
-use crate::bins::{BinCache, BinError, BinName, CachedBin, Record};
+use crate::bins::{BinCache, BinError, BinName, CachedBin, EarlyNotice, Record};
 use sigma_ep::proc::WireBin;
 use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +24,7 @@ pub const BIN_JOBS_QUEUE_MAX: usize = 256;
 enum BinJob {
     Fetch {
         program: String,
+        early: Option<EarlyNotice>,
         reply: oneshot::Sender<Result<CachedBin, ProcError>>,
     },
     PutFile {
@@ -98,12 +99,18 @@ impl BinClient {
     /// The cache file of `program`, fetched and verified if need be, and
     /// pinned in the cache until the [`CachedBin`] is dropped.
     pub async fn fetch(&self, program: String) -> Result<CachedBin, ProcError> {
+        self.fetch_early(program, None).await
+    }
+
+    /// [`BinClient::fetch`], telling `early` of the file before it is
+    /// checked if this call starts its fetch ([`BinCache::get_early`]).
+    pub async fn fetch_early(&self, program: String, early: Option<EarlyNotice>) -> Result<CachedBin, ProcError> {
         if let (Some(cache), Ok(name)) = (&self.cache, BinName::parse(&program)) {
             if let Some(hit) = cache.try_fresh(&name) {
                 return Ok(hit);
             }
         }
-        self.ask(|reply| BinJob::Fetch { program, reply }).await
+        self.ask(|reply| BinJob::Fetch { program, early, reply }).await
     }
 
     /// Puts the file at `path` in the store as `program`.
@@ -130,9 +137,9 @@ impl BinServer {
             let cache = cache.clone();
             tokio::spawn(async move {
                 match job {
-                    BinJob::Fetch { program, reply } => {
+                    BinJob::Fetch { program, early, reply } => {
                         let r = match BinName::parse(&program) {
-                            Ok(name) => cache.get(&name).await.map_err(|e| store_error(e, true)),
+                            Ok(name) => cache.get_early(&name, early).await.map_err(|e| store_error(e, true)),
                             Err(e) => Err(store_error(e, false)),
                         };
                         let _ = reply.send(r);

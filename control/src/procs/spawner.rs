@@ -54,6 +54,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The sandbox's class of a proc of `class`.
+fn sandbox_class(class: WireClass) -> Class {
+    match class {
+        WireClass::Lc { mcpu } => Class::Lc { mcpu: u64::from(mcpu) },
+        WireClass::Be => Class::Be,
+    }
+}
+
+/// Realm `name` of `realms` (the spawner's), set up in `sandbox` if it is
+/// not, marked used now.
+fn realm_in<'a>(
+    realms: &'a mut HashMap<String, (RealmHandle, std::time::Instant)>,
+    sandbox: &Sandbox,
+    name: &str,
+) -> Result<&'a RealmHandle, String> {
+    let now = std::time::Instant::now();
+    if !realms.contains_key(name) {
+        let handle = sandbox
+            .realm(name)
+            .map_err(|e| format!("setting up realm {name:?} on this machine: {e}"))?;
+        realms.insert(name.to_string(), (handle, now));
+    }
+    let (handle, used) = realms.get_mut(name).expect("set up above");
+    *used = now;
+    Ok(&*handle)
+}
+
 /// What the spawner is asked to do.
 pub(crate) enum Job {
     Spawn {
@@ -63,6 +90,16 @@ pub(crate) enum Job {
         args: Vec<String>,
         env: Vec<(String, String)>,
         reply: oneshot::Sender<Result<Started, String>>,
+    },
+    /// Make a warm sandbox in `realm` for a proc of `class` whose binary is
+    /// still being fetched: `binary` is its file before the check, bound
+    /// for `path` (a cold start's sandbox made while its binary is
+    /// hashed; the spawn's job comes after, on this spawner's queue, and
+    /// takes it only if `path` then names that file).
+    Prepare {
+        realm: String,
+        class: WireClass,
+        binary: crate::bins::EarlyFile,
     },
     /// Send `signal` to the proc; `evict` marks the end as an eviction.
     Signal { pid: u64, signal: i32, evict: bool },
@@ -351,6 +388,20 @@ impl Run {
                 let picked_ns = sigma_sandbox::monotonic_ns();
                 self.spawn(entry, binary, &args, &env, picked_ns, reply);
             }
+            Job::Prepare { realm, class, binary } => {
+                let class = sandbox_class(class);
+                match realm_in(&mut self.realms, &self.sandbox, &realm) {
+                    Ok(handle) => {
+                        if let Err(e) = self
+                            .sandbox
+                            .prepare_file(handle, class, &binary.path, binary.file.as_fd())
+                        {
+                            tracing::warn!(realm, error = %error_chain(&e), "making a cold start's sandbox ahead; it goes cold");
+                        }
+                    }
+                    Err(why) => tracing::warn!(realm, why, "making a cold start's sandbox ahead; it goes cold"),
+                }
+            }
             Job::Signal { pid, signal, evict } => {
                 if let Some(r) = self.running.get_mut(&pid) {
                     if !r.exited {
@@ -427,17 +478,10 @@ impl Run {
                 return;
             }};
         }
-        if !self.realms.contains_key(&entry.realm) {
-            let handle = match self.sandbox.realm(&entry.realm) {
-                Ok(h) => h,
-                Err(e) => fail!(format!("setting up realm {:?} on this machine: {e}", entry.realm)),
-            };
-            self.realms
-                .insert(entry.realm.clone(), (handle, std::time::Instant::now()));
-        }
-        let (realm, used) = self.realms.get_mut(&entry.realm).expect("set up above");
-        *used = std::time::Instant::now();
-        let realm = &*realm;
+        let realm = match realm_in(&mut self.realms, &self.sandbox, &entry.realm) {
+            Ok(realm) => realm,
+            Err(why) => fail!(why),
+        };
         let (log_r, log_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
             Ok(p) => p,
             Err(e) => fail!(format!("making the log pipe: {e}")),
@@ -456,10 +500,7 @@ impl Run {
             Ok(p) => p,
             Err(e) => fail!(format!("making the control socket: {e}")),
         };
-        let class = match entry.class {
-            WireClass::Lc { mcpu } => Class::Lc { mcpu: u64::from(mcpu) },
-            WireClass::Be => Class::Be,
-        };
+        let class = sandbox_class(entry.class);
         let proc_id = pid.to_string();
         let spec = SpawnSpec {
             argv0: Some(&entry.program),
