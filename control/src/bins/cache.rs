@@ -28,6 +28,9 @@ use tokio::sync::watch;
 
 /// Permissions of a cached binary: read and execute, never written again.
 const CACHED_MODE: u32 = 0o555;
+/// A file's mode while it is filled and until its check passed: nobody
+/// can exec it (a spawn may hold it early, `EarlyFile`).
+const FILLING_MODE: u32 = 0o400;
 /// Names of files being filled start with this; they are never exec'd.
 const TEMP_PREFIX: &str = ".fill.";
 
@@ -771,9 +774,11 @@ impl Inner {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(CACHED_MODE)
+            .mode(FILLING_MODE)
             .open(&temp)
             .map_err(|e| BinError::io("create", &temp, e))?;
+        // Told of before its check (a spawn makes its sandbox from it);
+        // the file is not executable until `place` made it so.
         tell_early(early, path, &temp);
         let file = Arc::new(file);
         if let ObjectBody::Parts(parts) = body {
@@ -953,12 +958,15 @@ impl Inner {
             .map_err(|e| self.registry.fetch_error(&record.name, Arc::new(e)))
     }
 
-    /// Renames the checked file `from` (kept by `guard` until then) to
-    /// `path`, on tokio's blocking pool (after a copy: the rename of a file
-    /// just written).
+    /// Makes the checked file `from` (kept by `guard` until then)
+    /// read-only and executable and renames it to `path`, on tokio's
+    /// blocking pool (after a copy: the rename of a file just written).
     async fn place(guard: TempGuard, from: &Path, path: &Path) -> Result<(), BinError> {
         let (from, to) = (from.to_path_buf(), path.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<(), BinError> {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&from, std::fs::Permissions::from_mode(CACHED_MODE))
+                .map_err(|e| BinError::io("chmod", &from, e))?;
             std::fs::rename(&from, &to).map_err(|e| BinError::io("rename into place", &to, e))
         })
         .await
@@ -1411,6 +1419,64 @@ mod tests {
 
     fn pins_held(cache: &BinCache) -> usize {
         lock(&cache.inner.index).pins.values().map(|&n| n as usize).sum()
+    }
+
+    #[tokio::test]
+    async fn a_fetch_tells_of_its_file_before_the_check_and_the_file_is_not_executable_until_it_passed() {
+        use std::os::unix::fs::PermissionsExt;
+        for link in [false, true] {
+            let s = setup();
+            let cache = s.open(10 * SIZE);
+            cache.link_local_files(link);
+            let record = s.put("early", 1).await;
+            let name = BinName::parse("early").unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let got = cache.get_early(&name, Some(tx)).await.unwrap();
+            let early = rx.await.expect("told of the file");
+            assert_eq!(early.path, got.path, "link {link}");
+            // The file told of is the one now at the path, and it was not
+            // executable before its check.
+            let told = nix::sys::stat::fstat(&early.file).unwrap();
+            let placed = std::fs::metadata(&got.path).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((told.st_dev, told.st_ino), (placed.dev(), placed.ino()), "link {link}");
+            assert_eq!(placed.permissions().mode() & 0o777, CACHED_MODE, "link {link}");
+            assert_eq!(record.digest, got.digest);
+            // A hit tells of nothing.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            cache.get_early(&name, Some(tx)).await.unwrap();
+            assert!(rx.await.is_err(), "a hit told of a file");
+        }
+        // A file that fails its check: told of, never placed, never
+        // executable.
+        let s = setup();
+        let cache = s.open(10 * SIZE);
+        let record = s.put("bad", 2).await;
+        let object = s
+            ._dir
+            .path()
+            .join("store/bad")
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("elf");
+        let mut bytes = std::fs::read(&object).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&object, &bytes).unwrap();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let name = BinName::parse("bad").unwrap();
+        assert!(
+            cache.get_early(&name, Some(tx)).await.is_err(),
+            "a corrupt object was accepted"
+        );
+        let early = rx.try_recv().expect("told of the copy before its check");
+        let told = nix::sys::stat::fstat(&early.file).unwrap();
+        assert_eq!(told.st_mode & 0o111, 0, "an unchecked file was executable");
+        assert!(!cache.inner.path_of(&record.digest).exists());
     }
 
     #[tokio::test]
