@@ -1390,11 +1390,27 @@ impl Sandbox {
             return Err(invalid(format!("binary {} is not an absolute path", binary.display())));
         }
         let lc = matches!(class, Class::Lc { .. });
-        {
-            let warm = r.warm.lock().unwrap_or_else(|p| p.into_inner());
-            if warm.iter().any(|p| p.is_for(binary, lc)) {
-                return Ok(false);
+        // One per binary and class. From a file, its inode decides: one of
+        // the same path that holds another inode (made from a file that
+        // failed its check) makes way.
+        let file_inode = match file {
+            Some(f) => Some(inode_of_fd(f).map_err(|source| Error::OpenBinary {
+                proc: proc.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let stale = {
+            let mut warm = r.warm.lock().unwrap_or_else(|p| p.into_inner());
+            match warm.iter().position(|p| p.is_for(binary, lc)) {
+                None => None,
+                Some(i) if file_inode.is_some_and(|inode| warm[i].inode != inode) => Some(warm.remove(i)),
+                Some(_) => return Ok(false),
             }
+        };
+        if let Some(stale) = stale {
+            sb.warm_stats.dropped.fetch_add(1, Ordering::Relaxed);
+            drop(stale);
         }
         let binary_c = cstring(binary.as_os_str().as_bytes()).map_err(|r| invalid(format!("binary: {r}")))?;
         // The child's copy of the fd table keeps the detached mount until

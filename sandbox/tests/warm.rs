@@ -189,6 +189,35 @@ fn a_warm_sandbox_made_from_a_file_is_taken_only_once_its_path_names_that_file()
     assert_eq!(o.status, ExitStatus::Exited(6), "stderr: {}", o.stderr);
     assert!(!o.warm, "a sandbox holding another inode than the path's was taken");
     assert_eq!(realm.warm_sandboxes(), 0, "the stale one is dropped");
+    // A stale one makes way for one made from the next fetch's file of
+    // the same path, which is then taken.
+    let file = std::fs::File::open(&failed).expect("open");
+    assert!(t
+        .sb()
+        .prepare_file(&realm, lc(), &bin2, file.as_fd())
+        .expect("prepare_file"));
+    drop(file);
+    let again = dir.join("again");
+    std::fs::copy(probe("trivial"), &again).expect("copy");
+    let file = std::fs::File::open(&again).expect("open");
+    assert!(
+        t.sb()
+            .prepare_file(&realm, lc(), &bin2, file.as_fd())
+            .expect("prepare_file"),
+        "the stale sandbox did not make way"
+    );
+    assert!(
+        !t.sb()
+            .prepare_file(&realm, lc(), &bin2, file.as_fd())
+            .expect("prepare_file"),
+        "one per binary, class and inode"
+    );
+    drop(file);
+    assert_eq!(realm.warm_sandboxes(), 1);
+    std::fs::rename(&again, &bin2).expect("rename");
+    let o = run(t.sb(), &realm, &bin2, &["8"], &RunOpts::default());
+    assert_eq!(o.status, ExitStatus::Exited(8), "stderr: {}", o.stderr);
+    assert!(o.warm, "the sandbox made from the new file was not taken");
     std::fs::remove_file(&failed).expect("remove");
     // The same for one made from a path whose file was replaced since.
     assert!(t.sb().prepare(&realm, lc(), &bin2).expect("prepare"));
@@ -199,7 +228,7 @@ fn a_warm_sandbox_made_from_a_file_is_taken_only_once_its_path_names_that_file()
     assert_eq!(o.status, ExitStatus::Exited(7));
     assert!(!o.warm);
     let s = t.sb().warm_stats();
-    assert_eq!((s.made, s.taken, s.unusable), (3, 1, 2), "{s:?}");
+    assert_eq!((s.made, s.taken, s.unusable, s.dropped), (5, 2, 2, 1), "{s:?}");
     drop(realm);
     std::fs::remove_dir_all(&dir).expect("cleanup");
     t.finish();
