@@ -1354,8 +1354,9 @@ impl Sandbox {
     /// the jail binds `file`'s inode. A spawn of `binary` takes the warm
     /// sandbox only if `binary` then names that same inode: one whose file
     /// never got there (its check failed) is never taken, and is dropped
-    /// by the next spawn of `binary` in the realm and class, or as the
-    /// realm's oldest. So a cold start's sandbox can be made while its
+    /// by the next spawn of `binary` in the realm and class, by the next
+    /// `prepare_file` of `binary` from another inode, or as the realm's
+    /// oldest. So a cold start's sandbox can be made while its
     /// binary is fetched.
     pub fn prepare_file(&self, realm: &RealmHandle, class: Class, binary: &Path, file: BorrowedFd<'_>) -> Result<bool> {
         self.prepare_from(realm, class, binary, Some(file))
