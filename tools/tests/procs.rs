@@ -927,6 +927,7 @@ fn a_start_says_where_its_time_went() {
         }
     }
     let v = warm.expect("no start of six was warm");
+    adds_up(&v);
     let f = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
     for k in ["namespaces_us", "jail_us", "seccomp_us"] {
         assert_eq!(f(k), 0, "{k} of a warm start: {v}");
