@@ -151,82 +151,70 @@ fn warm_sandboxes_are_bounded_per_realm_and_go_with_it() {
     t.finish();
 }
 
+/// `Sandbox::prepare_file` in `realm` of an LC sandbox for `binary` from
+/// the file at `file` (opened for the call).
+fn prepare_from(t: &TestSandbox, realm: &sigma_sandbox::RealmHandle, binary: &Path, file: &Path) -> bool {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::open(file).expect("open");
+    t.sb()
+        .prepare_file(realm, lc(), binary, file.as_fd())
+        .expect("prepare_file")
+}
+
 #[test]
 fn a_warm_sandbox_made_from_a_file_is_taken_only_once_its_path_names_that_file() {
-    use std::os::fd::AsFd;
     let t = TestSandbox::with(|c| c.warm_sandboxes = 4);
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("warm-files"));
     std::fs::create_dir_all(&dir).expect("dir");
+    let copy = |from: &str, name: &str| {
+        let to = dir.join(name);
+        std::fs::copy(probe(from), &to).expect("copy");
+        to
+    };
+    let start = |binary: &Path, code: i32| {
+        let o = run(t.sb(), &realm, binary, &[&code.to_string()], &RunOpts::default());
+        assert_eq!(o.status, ExitStatus::Exited(code), "stderr: {}", o.stderr);
+        o.warm
+    };
     // Made while the file is still under its temporary name (a cache's
     // check), taken once it was renamed to the path the spawn names.
-    let pending = dir.join("pending");
+    let pending = copy("trivial", "pending");
     let bin = dir.join("trivial");
-    std::fs::copy(probe("trivial"), &pending).expect("copy");
-    let file = std::fs::File::open(&pending).expect("open");
-    assert!(t
-        .sb()
-        .prepare_file(&realm, lc(), &bin, file.as_fd())
-        .expect("prepare_file"));
-    drop(file);
+    assert!(prepare_from(&t, &realm, &bin, &pending));
     std::fs::rename(&pending, &bin).expect("rename");
-    let o = run(t.sb(), &realm, &bin, &["5"], &RunOpts::default());
-    assert_eq!(o.status, ExitStatus::Exited(5), "stderr: {}", o.stderr);
-    assert!(o.warm, "the sandbox made from the file was not taken");
+    assert!(start(&bin, 5), "the sandbox made from the file was not taken");
     // Made from a file that never got to its path (its check failed):
     // another file is there, and the spawn runs that one, cold.
-    let failed = dir.join("failed");
-    std::fs::copy(probe("probe"), &failed).expect("copy");
+    let failed = copy("probe", "failed");
     let bin2 = dir.join("trivial-2");
-    let file = std::fs::File::open(&failed).expect("open");
-    assert!(t
-        .sb()
-        .prepare_file(&realm, lc(), &bin2, file.as_fd())
-        .expect("prepare_file"));
-    drop(file);
-    std::fs::copy(probe("trivial"), &bin2).expect("copy");
-    let o = run(t.sb(), &realm, &bin2, &["6"], &RunOpts::default());
-    assert_eq!(o.status, ExitStatus::Exited(6), "stderr: {}", o.stderr);
-    assert!(!o.warm, "a sandbox holding another inode than the path's was taken");
+    assert!(prepare_from(&t, &realm, &bin2, &failed));
+    copy("trivial", "trivial-2");
+    assert!(
+        !start(&bin2, 6),
+        "a sandbox holding another inode than the path's was taken"
+    );
     assert_eq!(realm.warm_sandboxes(), 0, "the stale one is dropped");
     // A stale one makes way for one made from the next fetch's file of
     // the same path, which is then taken.
-    let file = std::fs::File::open(&failed).expect("open");
-    assert!(t
-        .sb()
-        .prepare_file(&realm, lc(), &bin2, file.as_fd())
-        .expect("prepare_file"));
-    drop(file);
-    let again = dir.join("again");
-    std::fs::copy(probe("trivial"), &again).expect("copy");
-    let file = std::fs::File::open(&again).expect("open");
+    assert!(prepare_from(&t, &realm, &bin2, &failed));
+    let again = copy("trivial", "again");
     assert!(
-        t.sb()
-            .prepare_file(&realm, lc(), &bin2, file.as_fd())
-            .expect("prepare_file"),
+        prepare_from(&t, &realm, &bin2, &again),
         "the stale sandbox did not make way"
     );
     assert!(
-        !t.sb()
-            .prepare_file(&realm, lc(), &bin2, file.as_fd())
-            .expect("prepare_file"),
+        !prepare_from(&t, &realm, &bin2, &again),
         "one per binary, class and inode"
     );
-    drop(file);
     assert_eq!(realm.warm_sandboxes(), 1);
     std::fs::rename(&again, &bin2).expect("rename");
-    let o = run(t.sb(), &realm, &bin2, &["8"], &RunOpts::default());
-    assert_eq!(o.status, ExitStatus::Exited(8), "stderr: {}", o.stderr);
-    assert!(o.warm, "the sandbox made from the new file was not taken");
-    std::fs::remove_file(&failed).expect("remove");
+    assert!(start(&bin2, 8), "the sandbox made from the new file was not taken");
     // The same for one made from a path whose file was replaced since.
     assert!(t.sb().prepare(&realm, lc(), &bin2).expect("prepare"));
-    let replacement = dir.join("replacement");
-    std::fs::copy(probe("trivial"), &replacement).expect("copy");
+    let replacement = copy("trivial", "replacement");
     std::fs::rename(&replacement, &bin2).expect("rename over");
-    let o = run(t.sb(), &realm, &bin2, &["7"], &RunOpts::default());
-    assert_eq!(o.status, ExitStatus::Exited(7));
-    assert!(!o.warm);
+    assert!(!start(&bin2, 7));
     let s = t.sb().warm_stats();
     assert_eq!((s.made, s.taken, s.unusable, s.dropped), (5, 2, 2, 1), "{s:?}");
     drop(realm);

@@ -24,8 +24,8 @@ pub fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) 
 }
 
 /// Builds `tests/probes/<name>.rs` into a static binary, once: reused while
-/// it is newer than its source. Concurrent builders each write a private
-/// file and rename it into place.
+/// it is newer than its source. Concurrent builders each build in a
+/// private directory and rename the binary into place.
 pub fn probe(name: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/probes")
@@ -42,11 +42,17 @@ pub fn probe(name: &str) -> PathBuf {
     if fresh(&out) {
         return out;
     }
-    let tmp = dir.join(format!(
-        "{name}.{}.{:?}.tmp",
+    // A directory of its own: rustc names its intermediate files after
+    // the crate, in the output's directory, so two builders of one probe
+    // in one directory delete each other's objects ("undefined symbol:
+    // main", seen once).
+    let build = dir.join(format!(
+        "{name}.{}.{:?}.build",
         std::process::id(),
         std::thread::current().id()
     ));
+    std::fs::create_dir_all(&build).expect("probe build dir");
+    let tmp = build.join(name);
     let status = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
         .args(["-O", "-C", "target-feature=+crt-static", "--edition", "2021"])
         .arg(&src)
@@ -56,6 +62,7 @@ pub fn probe(name: &str) -> PathBuf {
         .expect("run rustc");
     assert!(status.success(), "building probe {name} failed");
     std::fs::rename(&tmp, &out).expect("rename probe");
+    let _ = std::fs::remove_dir_all(&build);
     out
 }
 
