@@ -987,6 +987,79 @@ fn a_binary_that_fails_its_check_never_runs_though_its_sandbox_was_made_during_i
     );
 }
 
+#[test]
+fn a_proc_starts_from_an_s3_store_in_a_sandbox_made_while_it_downloads_and_a_tampered_object_never_runs() {
+    use sigma_tests::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = S3Server::start_or_panic(&["bins"]);
+    let store = "s3://bins/p".to_string();
+    let args = [
+        "--procs",
+        "--store",
+        &store,
+        "--s3-endpoint",
+        &server.endpoint,
+        "--s3-region",
+        REGION,
+        "--s3-allow-http",
+    ];
+    let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)];
+    let d = Daemon::launch(dir.path(), &dir.path().join("sigmad.sock"), &args, &env);
+    let exit = procs().join("exit");
+    d.ok(&["bin", "put", "exit", exit.to_str().unwrap()]);
+    // The first spawn downloads the binary into an empty cache.
+    let spawn = d.ctl(&["spawn", "exit", "--", "3"]);
+    if !spawn.status.success() {
+        let why = String::from_utf8_lossy(&spawn.stderr);
+        if why.contains("cannot start procs") {
+            eprintln!("skipping: this sigmad cannot start procs here: {why}");
+            return;
+        }
+        panic!("the first spawn failed: {why}");
+    }
+    let pid = pid_of(&String::from_utf8_lossy(&spawn.stdout));
+    let v: serde_json::Value = serde_json::from_str(d.ok(&["--json", "times", &pid]).trim()).unwrap();
+    assert_eq!(
+        v["warm"], true,
+        "the sandbox made during the download was not taken: {v}"
+    );
+    assert!(v["fetch_us"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(d.ctl(&["wait", &pid]).status.code(), Some(3));
+    assert_eq!(d.ok(&["logs", &pid]).trim(), format!("pid {pid} realm root argv0 exit"));
+    // A binary whose object is changed on the server after its put, at the
+    // same size: downloaded, told of to the spawner (which makes its
+    // sandbox), refused by the digest check, never run.
+    let own = dir.path().join("exit-own");
+    let mut bytes = std::fs::read(&exit).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&own, &bytes).unwrap();
+    d.ok(&["bin", "put", "tampered", own.to_str().unwrap()]);
+    let versions = server.bucket_dir("bins").join("p/tampered");
+    let version = std::fs::read_dir(&versions).unwrap().next().unwrap().unwrap().path();
+    let object = version.join("elf");
+    let at = bytes
+        .windows(7)
+        .position(|w| w == b" realm ")
+        .expect("the exit proc's format string");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&object)
+        .unwrap()
+        .write_all_at(b" REALM ", at as u64)
+        .unwrap();
+    let out = d.ctl(&["spawn", "tampered", "--", "4"]);
+    assert!(!out.status.success(), "a tampered object started");
+    d.ok(&["bin", "put", "tampered", own.to_str().unwrap()]);
+    let pid = pid_of(&d.ok(&["spawn", "tampered", "--", "4"]));
+    assert_eq!(d.ctl(&["wait", &pid]).status.code(), Some(4));
+    assert_eq!(
+        d.ok(&["logs", &pid]).trim(),
+        format!("pid {pid} realm root argv0 tampered"),
+        "the tampered object ran"
+    );
+}
+
 /// The names of a process's threads, without their index (`sigma-spawner-0`
 /// is `sigma-spawner`).
 fn thread_kinds(pid: u32) -> std::collections::BTreeSet<String> {
