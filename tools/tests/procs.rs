@@ -940,23 +940,12 @@ fn a_start_says_where_its_time_went() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no proc 999999"));
 }
 
-#[test]
-fn a_binary_that_fails_its_check_never_runs_though_its_sandbox_was_made_during_its_fetch() {
+/// Changes the object of the one version under `versions` (a store's
+/// `NAME` directory) in place, at the same size: the exit proc's " realm "
+/// becomes " REALM ", so a run of the changed bytes shows in its log.
+fn tamper(versions: &Path) {
     use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir().unwrap();
-    let Some(d) = sigmad(dir.path()) else { return };
-    // The exit proc with bytes of its own: a digest the cache has never
-    // held.
-    let exit = dir.path().join("exit-own");
-    let mut own = std::fs::read(procs().join("exit")).unwrap();
-    own.extend_from_slice(b"tampered");
-    std::fs::write(&exit, &own).unwrap();
-    d.ok(&["bin", "put", "tampered", exit.to_str().unwrap()]);
-    // Changed in the store after the put, in place and at the same size:
-    // the fetch links the file and tells the spawner of it (which makes
-    // the proc's sandbox from it) before the digest check fails.
-    let versions = dir.path().join("bins/store/tampered");
-    let version = std::fs::read_dir(&versions).unwrap().next().unwrap().unwrap().path();
+    let version = std::fs::read_dir(versions).unwrap().next().unwrap().unwrap().path();
     let object = version.join("elf");
     let bytes = std::fs::read(&object).unwrap();
     let at = bytes
@@ -969,6 +958,23 @@ fn a_binary_that_fails_its_check_never_runs_though_its_sandbox_was_made_during_i
         .unwrap()
         .write_all_at(b" REALM ", at as u64)
         .unwrap();
+}
+
+#[test]
+fn a_binary_that_fails_its_check_never_runs_though_its_sandbox_was_made_during_its_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(d) = sigmad(dir.path()) else { return };
+    // The exit proc with bytes of its own: a digest the cache has never
+    // held.
+    let exit = dir.path().join("exit-own");
+    let mut own = std::fs::read(procs().join("exit")).unwrap();
+    own.extend_from_slice(b"tampered");
+    std::fs::write(&exit, &own).unwrap();
+    d.ok(&["bin", "put", "tampered", exit.to_str().unwrap()]);
+    // Changed in the store after the put, in place and at the same size:
+    // the fetch links the file and tells the spawner of it (which makes
+    // the proc's sandbox from it) before the digest check fails.
+    tamper(&dir.path().join("bins/store/tampered"));
     let out = d.ctl(&["spawn", "tampered", "--", "4"]);
     assert!(!out.status.success(), "a binary that fails its check started");
     let why = String::from_utf8_lossy(&out.stderr);
@@ -990,7 +996,6 @@ fn a_binary_that_fails_its_check_never_runs_though_its_sandbox_was_made_during_i
 #[test]
 fn a_proc_starts_from_an_s3_store_in_a_sandbox_made_while_it_downloads_and_a_tampered_object_never_runs() {
     use sigma_tests::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
-    use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let server = S3Server::start_or_panic(&["bins"]);
     let store = "s3://bins/p".to_string();
@@ -1035,19 +1040,7 @@ fn a_proc_starts_from_an_s3_store_in_a_sandbox_made_while_it_downloads_and_a_tam
     bytes.extend_from_slice(b"tampered");
     std::fs::write(&own, &bytes).unwrap();
     d.ok(&["bin", "put", "tampered", own.to_str().unwrap()]);
-    let versions = server.bucket_dir("bins").join("p/tampered");
-    let version = std::fs::read_dir(&versions).unwrap().next().unwrap().unwrap().path();
-    let object = version.join("elf");
-    let at = bytes
-        .windows(7)
-        .position(|w| w == b" realm ")
-        .expect("the exit proc's format string");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&object)
-        .unwrap()
-        .write_all_at(b" REALM ", at as u64)
-        .unwrap();
+    tamper(&server.bucket_dir("bins").join("p/tampered"));
     let out = d.ctl(&["spawn", "tampered", "--", "4"]);
     assert!(!out.status.success(), "a tampered object started");
     d.ok(&["bin", "put", "tampered", own.to_str().unwrap()]);
