@@ -1425,7 +1425,13 @@ impl Sandbox {
             None => open_binary_tree(&binary_c),
             Some(file) => open_file_tree(file),
         };
-        let (tree, inode) = match tree.and_then(|t| inode_of_fd(t.as_fd()).map(|i| (t, i))) {
+        // From a file its inode is known (the tree's is the same); from a
+        // path, the tree says which inode the path named.
+        let opened = tree.and_then(|t| match file_inode {
+            Some(i) => Ok((t, i)),
+            None => inode_of_fd(t.as_fd()).map(|i| (t, i)),
+        });
+        let (tree, inode) = match opened {
             Ok(t) => t,
             Err(source) => return Err(Error::OpenBinary { proc, source }),
         };
@@ -1534,32 +1540,25 @@ impl Sandbox {
 /// OPEN_TREE_CLONE): a child attaches it in its jail without any host path
 /// being visible there.
 fn open_binary_tree(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    open_tree(libc::AT_FDCWD, path, 0)
+}
+
+/// The file `file` (any fd of it, `O_PATH` included) as a detached bind
+/// mount, as [`open_binary_tree`] makes one of a path.
+fn open_file_tree(file: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    open_tree(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH as libc::c_uint)
+}
+
+/// open_tree(2) of `path` under `dirfd` with OPEN_TREE_CLONE, close-on-exec
+/// and `flags`.
+fn open_tree(dirfd: c_int, path: &std::ffi::CStr, flags: libc::c_uint) -> io::Result<OwnedFd> {
     // SAFETY: open_tree with a NUL-terminated path; returns a new fd.
     let tree = unsafe {
         libc::syscall(
             SYS_OPEN_TREE,
-            libc::AT_FDCWD,
+            dirfd,
             path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if tree < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(tree as c_int) })
-}
-
-/// The file `file` as a detached bind mount, as [`open_binary_tree`]
-/// makes one of a path.
-fn open_file_tree(file: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: open_tree of an fd with an empty path; returns a new fd.
-    let tree = unsafe {
-        libc::syscall(
-            SYS_OPEN_TREE,
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | flags,
         )
     };
     if tree < 0 {

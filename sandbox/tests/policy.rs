@@ -129,8 +129,7 @@ fn policy_allows_exactly_what_the_example_procs_use() {
         println!("SKIP policy_allows_exactly_what_the_example_procs_use: strace is not installed");
         return;
     }
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("traces"));
-    std::fs::create_dir_all(&dir).expect("trace dir");
+    let dir = common::scratch_dir("traces");
     let mut used = BTreeSet::new();
     for (i, (name, args)) in EXAMPLES.iter().enumerate() {
         let names = traced_syscalls(&probe(name), args, &dir.join(format!("{i}.trace")));

@@ -53,8 +53,7 @@ fn failures_before_exec_name_their_step() {
         other => panic!("expected OpenBinary, got {other:?}"),
     }
     // A file without exec permission for the realm's uid.
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("noexec"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = common::scratch_dir("noexec");
     let noexec = dir.join("noexec");
     std::fs::copy(probe("trivial"), &noexec).expect("copy");
     use std::os::unix::fs::PermissionsExt;
@@ -161,11 +160,7 @@ fn warm_cgroups_are_reused_and_removed_with_the_realm() {
 #[test]
 fn the_cgroup_keep_warm_thread_moves_between_its_own_cgroups_and_leaves_nothing() {
     let t = TestSandbox::with(|c| c.cgroup_keep_warm = Some(std::time::Duration::from_millis(5)));
-    let v1 = t
-        .sb()
-        .hierarchies()
-        .iter()
-        .any(|h| h.version == sigma_sandbox::cgroup::Version::V1);
+    let v1 = common::cgroup_v1(t.sb(), false);
     if !v1 {
         eprintln!("skipping: no cgroup v1 hierarchy here (keep-warm is v1 only)");
         assert!(!t.sb().cgroup_keep_warm());
@@ -220,11 +215,7 @@ fn realms_take_network_namespaces_made_ahead_and_the_pool_refills() {
     let wait_ready = |n: usize| common::wait_until(ten_s, "the pool did not fill", || t.sb().netns_ready() >= n);
     wait_ready(2);
     // On cgroup v1 (every hierarchy), the realms' cgroups are made ahead too.
-    let v1 = t
-        .sb()
-        .hierarchies()
-        .iter()
-        .all(|h| h.version == sigma_sandbox::cgroup::Version::V1);
+    let v1 = common::cgroup_v1(t.sb(), true);
     let wait_dirs = |n: usize| {
         common::wait_until(ten_s, "the cgroup sets were not made", || {
             !v1 || t.sb().realm_cgroups_ready() >= n
@@ -432,11 +423,7 @@ fn realms_made_ahead_hold_the_last_starts_limits() {
         c.netns_pool = 1;
         c.warm_cgroups = 4;
     });
-    let v1 = t
-        .sb()
-        .hierarchies()
-        .iter()
-        .all(|h| h.version == sigma_sandbox::cgroup::Version::V1);
+    let v1 = common::cgroup_v1(t.sb(), true);
     if !v1 {
         eprintln!("skipping: realms' cgroups are made ahead on cgroup v1 only");
         return;

@@ -105,8 +105,7 @@ fn a_warm_sandbox_is_taken_only_by_its_binary_and_class_and_keeps_exit_statuses(
 fn warm_sandboxes_are_bounded_per_realm_and_go_with_it() {
     let t = TestSandbox::with(|c| c.warm_sandboxes = 2);
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("warm-bins"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = common::scratch_dir("warm-bins");
     let mut bins = Vec::new();
     for i in 0..3 {
         let b = dir.join(format!("trivial-{i}"));
@@ -165,8 +164,7 @@ fn prepare_from(t: &TestSandbox, realm: &sigma_sandbox::RealmHandle, binary: &Pa
 fn a_warm_sandbox_made_from_a_file_is_taken_only_once_its_path_names_that_file() {
     let t = TestSandbox::with(|c| c.warm_sandboxes = 4);
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("warm-files"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = common::scratch_dir("warm-files");
     let copy = |from: &str, name: &str| {
         let to = dir.join(name);
         std::fs::copy(probe(from), &to).expect("copy");
@@ -248,8 +246,7 @@ fn a_failed_exec_from_a_warm_sandbox_names_its_step() {
     let realm = t.sb().realm(&common::unique("r")).expect("realm");
     // A file the realm's uid may not execute: the jail binds it, the exec
     // after the request fails.
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("noexec"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = common::scratch_dir("noexec");
     let noexec = dir.join("noexec");
     std::fs::copy(probe("trivial"), &noexec).expect("copy");
     use std::os::unix::fs::PermissionsExt;

@@ -97,14 +97,10 @@ impl BinClient {
     }
 
     /// The cache file of `program`, fetched and verified if need be, and
-    /// pinned in the cache until the [`CachedBin`] is dropped.
-    pub async fn fetch(&self, program: String) -> Result<CachedBin, ProcError> {
-        self.fetch_early(program, None).await
-    }
-
-    /// [`BinClient::fetch`], telling `early` of the file before it is
-    /// checked if this call starts its fetch ([`BinCache::get_early`]).
-    pub async fn fetch_early(&self, program: String, early: Option<EarlyNotice>) -> Result<CachedBin, ProcError> {
+    /// pinned in the cache until the [`CachedBin`] is dropped; `early`
+    /// hears of the file before it is checked if this call starts its
+    /// fetch ([`BinCache::get_early`]).
+    pub async fn fetch(&self, program: String, early: Option<EarlyNotice>) -> Result<CachedBin, ProcError> {
         if let (Some(cache), Ok(name)) = (&self.cache, BinName::parse(&program)) {
             if let Some(hit) = cache.try_fresh(&name) {
                 return Ok(hit);
@@ -213,7 +209,7 @@ mod tests {
         std::fs::write(&upload, elf(8192)).unwrap();
         client.put_file("app".into(), upload).await.expect("put");
         let before = registry.stats();
-        let bin = client.fetch("app".into()).await.expect("fetch");
+        let bin = client.fetch("app".into(), None).await.expect("fetch");
         let after = registry.stats();
         assert_eq!(
             after.record_reads, before.record_reads,
@@ -222,7 +218,7 @@ mod tests {
         assert_eq!(after.object_reads, before.object_reads + 1, "the object is fetched");
         drop(bin);
         client.remove("app".into()).await.expect("remove");
-        let gone = client.fetch("app".into()).await;
+        let gone = client.fetch("app".into(), None).await;
         assert!(
             gone.is_err(),
             "a removed binary was still found: {:?}",

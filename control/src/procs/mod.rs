@@ -654,7 +654,7 @@ impl Procs {
                     }
                 }
             };
-            let (fetched, ()) = futures::join!(self.inner.bins.fetch_early(program.clone(), Some(early)), ahead);
+            let (fetched, ()) = futures::join!(self.inner.bins.fetch(program.clone(), Some(early)), ahead);
             let binary = match fetched {
                 Ok(binary) => binary,
                 Err(e) => {

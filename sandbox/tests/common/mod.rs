@@ -77,6 +77,27 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A new directory `<prefix>-<pid>-<n>` under the test target's scratch
+/// directory (the caller removes it).
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(prefix));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Whether every (`all`) or some (`!all`) cgroup hierarchy of `sb` is v1.
+pub fn cgroup_v1(sb: &Sandbox, all: bool) -> bool {
+    let hierarchies = sb.hierarchies();
+    let mut v1 = hierarchies
+        .iter()
+        .map(|h| h.version == sigma_sandbox::cgroup::Version::V1);
+    if all {
+        v1.all(|b| b)
+    } else {
+        v1.any(|b| b)
+    }
+}
+
 /// A sandbox with unique cgroup and jail names; [`TestSandbox::finish`]
 /// drops it and checks that its cgroups, jail directory and jail mounts
 /// are gone. Without `finish` (a failed test) the drop still cleans up.
