@@ -27,7 +27,10 @@
 //!   EPOLLOUT|EPOLLET, watched by one IORING_OP_EPOLL_WAIT at a time;
 //!   `PROBE_FLAGS=epollpark` parks in epoll_wait(2) on the ring's registered
 //!   eventfd and the socket (tokio's registration), then enters the ring
-//!   to run its deferred work;
+//!   to run its deferred work; `PROBE_FLAGS=wakering` puts the POLLOUT poll
+//!   on a second ring without DEFER_TASKRUN that is never waited on (σ's
+//!   wake ring); `PROBE_FLAGS=nodefer` (with `coop`: COOP_TASKRUN) builds
+//!   the ring without DEFER_TASKRUN;
 //! - `uring-multi-defer-ts`: the same, each wait with a 1 s EXT_ARG timeout;
 //! - `uring-poll-defer`, `uring-pollmulti-defer`: a single-shot or a
 //!   multishot POLL_ADD, then read(2), DEFER_TASKRUN; with
@@ -188,6 +191,9 @@ fn ring(defer: bool) -> IoUring {
     if probe_flag("taskrun") {
         b.setup_taskrun_flag();
     }
+    if probe_flag("coop") {
+        b.setup_coop_taskrun();
+    }
     if probe_flag("submitall") {
         b.setup_submit_all();
     }
@@ -318,13 +324,18 @@ struct UringMulti {
     /// tokio's registration), then enter(GETEVENTS, 0) to run the ring's
     /// deferred work.
     park_ep: Option<RawFd>,
+    /// `PROBE_FLAGS=wakering`: the POLLOUT poll on a second ring without
+    /// DEFER_TASKRUN (COOP_TASKRUN), never waited on: its task work wakes
+    /// the thread parked in the main ring's enter and runs inside that
+    /// enter's wait loop, which goes on waiting for the reply.
+    wake_ring: Option<IoUring>,
     fd: RawFd,
 }
 const NBUF: u16 = 16;
 const BSZ: usize = 4096;
 impl UringMulti {
     fn new(fd: RawFd, timeout: bool) -> Self {
-        let ring = ring(true);
+        let ring = ring(!probe_flag("nodefer"));
         let bufs = vec![0u8; NBUF as usize * BSZ];
         let size = NBUF as usize * std::mem::size_of::<io_uring::types::BufRingEntry>();
         // SAFETY: an anonymous private mapping, page aligned, never unmapped (the probe exits).
@@ -354,8 +365,20 @@ impl UringMulti {
             pollout: false,
             epoll: None,
             park_ep: None,
+            wake_ring: None,
             fd,
         };
+        if probe_flag("wakering") {
+            let mut w = IoUring::builder().setup_coop_taskrun().build(8).expect("io_uring");
+            let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+                .multi(true)
+                .build()
+                .user_data(5);
+            // SAFETY: the entry holds no pointers.
+            unsafe { w.submission().push(&e).unwrap() };
+            w.submit().unwrap();
+            me.wake_ring = Some(w);
+        }
         if probe_flag("epollpark") {
             // SAFETY: plain syscalls on fds we own; all leaked for the probe's life.
             let (ep, efd) = unsafe {
@@ -466,6 +489,12 @@ impl Waiter for UringMulti {
                 // SAFETY: the events array is boxed and lives as long as the ring.
                 unsafe { self.ring.submission().push(&e).unwrap() };
                 *armed = true;
+            }
+            if let Some(w) = self.wake_ring.as_mut() {
+                // Its completions are only dropped.
+                for cqe in w.completion() {
+                    assert!(io_uring::cqueue::more(cqe.flags()), "the wake ring's poll ended");
+                }
             }
             let cqe = self.ring.completion().next();
             match cqe {

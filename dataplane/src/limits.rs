@@ -15,19 +15,11 @@ pub const RING_CQ_ENTRIES: u32 = 65536;
 /// of a multishot receive carries one of the core's provided buffers; at
 /// most `WAKES_UNOBSERVED_MAX` wake-ups sent to the core are unobserved,
 /// each posting one completion (MSG_RING) or waking the eventfd poll.
-/// Wake polls (`op/recv_multi.rs`, at most `WAKE_POLLS_MAX`) post the
-/// other completions no count covers one by one; `2 × WAKE_POLLS_MAX`
-/// entries are kept for them. The kernel posts a wake poll's completion
-/// from task work, which runs only when the core enters: however many
-/// wake-ups came since, one completion per enter, plus one per wake-up that
-/// races that task work (tests/wake_poll.rs), and the core reaps after
-/// every enter. They never overflow the queue: when it is full the kernel
-/// ends the poll instead (tests/wake_poll.rs), and an ended wake poll is
-/// not re-armed, so a burst that outran reaping fills the queue once per
-/// wake poll at most, and what overflows then waits in the kernel's list
-/// (NODROP; `CoreStats::cq_overflows`). So a core may have
-/// `(RING_CQ_ENTRIES - provided buffers - 2 × WAKES_UNOBSERVED_MAX - 2 -
-/// 2 × WAKE_POLLS_MAX) / 2` operations in flight: 32,383 with the default
+/// Wake polls are not on this ring: they have one of their own
+/// (`driver/wake_ring.rs`, `WAKE_RING_CQ_ENTRIES`), whose completions never
+/// reach this queue. So a core may have
+/// `(RING_CQ_ENTRIES - provided buffers - 2 × WAKES_UNOBSERVED_MAX - 2) / 2`
+/// operations in flight: 32,447 with the default
 /// 512 buffers (`CoreStats::ops_in_flight_max`); a submission past that
 /// waits for room. At least this many, or the core does not start.
 pub const OPS_IN_FLIGHT_MIN: usize = 1024;
@@ -60,6 +52,15 @@ pub const MULTISHOT_QUEUE_MAX: usize = BUF_RING_ENTRIES_MAX as usize + 1;
 /// Wake polls (`op/recv_multi.rs`) armed on one core at once, at most; a
 /// stream that finds this many armed goes without one.
 pub const WAKE_POLLS_MAX: usize = 64;
+/// Submission queue entries of a core's wake ring (`driver/wake_ring.rs`):
+/// each arm or removal is submitted at once.
+pub const WAKE_RING_ENTRIES: u32 = 8;
+/// Completion queue entries of a core's wake ring. Its completions (one
+/// per write-space wake-up of a stream, coalesced per task-work run) are
+/// dropped at every reap of the core's ring; a poll that finds the queue
+/// full is ended by the kernel instead of overflowing it, and its stream
+/// goes without (`CoreStats::wake_polls_ended`).
+pub const WAKE_RING_CQ_ENTRIES: u32 = 1024;
 /// Default time a BE task may run before `maybe_yield` tells it to yield, µs.
 pub const BE_QUANTUM_US_DEFAULT: u64 = 500;
 /// Default spin budget of an idle core before it parks in the kernel, µs.
@@ -104,8 +105,7 @@ const _: () = assert!(BUF_BYTES_MIN <= BUF_BYTES_DEFAULT && BUF_BYTES_DEFAULT <=
 const _: () = assert!(RING_ENTRIES.is_power_of_two());
 const _: () = assert!(RING_CQ_ENTRIES.is_power_of_two() && RING_CQ_ENTRIES <= 65536);
 const _: () = assert!(
-    (RING_CQ_ENTRIES - BUF_RING_ENTRIES_MAX as u32 - 2 * WAKES_UNOBSERVED_MAX - 2 - 2 * WAKE_POLLS_MAX as u32) / 2
-        >= OPS_IN_FLIGHT_MIN as u32
+    (RING_CQ_ENTRIES - BUF_RING_ENTRIES_MAX as u32 - 2 * WAKES_UNOBSERVED_MAX - 2) / 2 >= OPS_IN_FLIGHT_MIN as u32
 );
 const _: () = assert!(TASKS_MAX <= u32::MAX as usize);
 const _: () = assert!(SPIN_US_DEFAULT <= SPIN_US_MAX);

@@ -82,9 +82,13 @@ pub struct CoreStats {
     pub file_queue_full: u64,
     /// Wake polls armed now (`CoreBuilder::wake_polls`).
     pub wake_polls_armed: u64,
-    /// Wake-poll completions: parks a peer's taking this core's sends
-    /// ended (io_uring; each dropped on arrival).
+    /// Wake-poll completions: write-space wake-ups of this core's Unix
+    /// streams, each of which woke the core if it was parked (io_uring;
+    /// dropped on arrival, and they end no park: `driver/wake_ring.rs`).
     pub wake_poll_completions: u64,
+    /// Wake polls the kernel ended (the wake ring's queue was full, or the
+    /// poll failed); their streams went on without.
+    pub wake_polls_ended: u64,
 }
 
 #[derive(Default)]
@@ -100,6 +104,7 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub(crate) fn snapshot(&self, driver: &Driver, exec: &Executor, unparker: &Unparker) -> CoreStats {
+        let wake_ring = driver.uring().and_then(|u| u.wake_ring());
         CoreStats {
             parks: self.parks.get(),
             spins_skipped: self.spins_skipped.get(),
@@ -121,8 +126,9 @@ impl Stats {
             wakes_unobserved: unparker.wakes_unobserved() as u64,
             wakes_suppressed: unparker.wakes_suppressed(),
             file_queue_full: self.file_queue_full.get(),
-            wake_polls_armed: driver.uring().map_or(0, |u| u.wake_polls_armed() as u64),
-            wake_poll_completions: driver.uring().map_or(0, |u| u.wake_poll_completions()),
+            wake_polls_armed: wake_ring.map_or(0, |w| w.armed() as u64),
+            wake_poll_completions: wake_ring.map_or(0, |w| w.completions()),
+            wake_polls_ended: wake_ring.map_or(0, |w| w.ended()),
         }
     }
 
@@ -334,11 +340,13 @@ impl CoreBuilder {
         }
         let eventfd = crate::sys::eventfd().map_err(Error::EpollSetup)?;
         let wakes = Arc::new(WakeCount::default());
+        let wake_polls = self.wake_polls.unwrap_or(self.spin.is_zero());
         let (driver, ring_fd, backend_reason) = Driver::new(
             self.backend,
             eventfd.as_raw_fd(),
             wakes.clone(),
             u32::from(self.recv_buffers),
+            wake_polls,
         )?;
         let unparker = Arc::new(Unparker::new(eventfd, ring_fd, wakes));
         let shared = Arc::new(CoreShared::new(unparker.clone()));
@@ -352,7 +360,7 @@ impl CoreBuilder {
                 pool,
                 cpu: self.cpu,
                 idle: IdlePolicy::new(self.spin, self.early_wake && driver_timed_waits),
-                wake_polls: self.wake_polls.unwrap_or(self.spin.is_zero()),
+                wake_polls,
                 stats: Stats::default(),
                 backend_reason,
             }),

@@ -1,7 +1,6 @@
-//! Wake polls (`op/recv_multi.rs`): what σ arms, and the two kernel
-//! behaviours the completion bound in `limits.rs` rests on, tested against
-//! the running kernel with a bare ring shaped like σ's
-//! (SINGLE_ISSUER|DEFER_TASKRUN).
+//! Wake polls (`op/recv_multi.rs`, `driver/wake_ring.rs`): what σ arms, and
+//! the two kernel behaviours the wake ring rests on, tested against the
+//! running kernel with bare rings shaped like a core's two rings.
 
 mod common;
 
@@ -36,12 +35,24 @@ fn parking_core() -> Option<Core> {
     )
 }
 
-/// A σ-shaped ring: task work runs only when this thread enters with GETEVENTS.
-fn ring(cq_entries: u32) -> IoUring {
+/// A ring shaped like a core's wake ring: no DEFER_TASKRUN, so its task
+/// work is the thread's plain task work, run at its next kernel exit or
+/// inside any enter's wait.
+fn wake_ring(cq_entries: u32) -> IoUring {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_cqsize(cq_entries)
+        .build(4)
+        .expect("io_uring")
+}
+
+/// A ring shaped like a core's own ring: task work runs only when this
+/// thread enters with GETEVENTS.
+fn core_ring() -> IoUring {
     IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
-        .setup_cqsize(cq_entries)
         .build(4)
         .expect("io_uring")
 }
@@ -66,55 +77,128 @@ fn run_task_work(ring: &IoUring) {
     }
 }
 
+/// Waits in the ring's enter for one completion.
+fn park(ring: &IoUring) {
+    // SAFETY: no argument.
+    unsafe {
+        ring.submitter()
+            .enter::<libc::sigset_t>(0, 1, 1 /* IORING_ENTER_GETEVENTS */, None)
+            .unwrap();
+    }
+}
+
 fn drain(ring: &mut IoUring) -> Vec<(i32, u32)> {
     ring.completion().map(|c| (c.result(), c.flags())).collect()
 }
 
-/// Wake-ups that arrive while the core is out of the kernel post one
-/// completion, not one each: the poll's task work runs at the core's next
-/// enter, once, and looks at the socket then (io_poll_check_events). This
-/// is what bounds a wake poll's completions per enter.
-#[test]
-fn a_wake_poll_posts_one_completion_per_enter_however_many_wake_ups_came() {
-    if !uring_available() {
-        eprintln!("skipped: io_uring unavailable");
-        return;
-    }
-    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let mut ring = ring(16);
-    arm_pollout(&mut ring, a.as_raw_fd());
-    run_task_work(&ring);
-    let armed = drain(&mut ring);
-    assert_eq!(armed.len(), 1, "a writable socket posts once at arm: {armed:?}");
-    assert!(cqueue::more(armed[0].1), "the poll stays armed");
-
-    // 20 messages, each taken by the peer: 20 write-space wake-ups.
-    for _ in 0..20 {
-        a.write_all(&[1u8; MSG]).unwrap();
-    }
-    let mut buf = [0u8; MSG];
-    for _ in 0..20 {
-        b.read_exact(&mut buf).unwrap();
-    }
-    assert!(drain(&mut ring).is_empty(), "nothing posts before the core enters");
-    run_task_work(&ring);
-    let posted = drain(&mut ring);
-    assert_eq!(posted.len(), 1, "20 wake-ups before one enter: {posted:?}");
-    assert!(posted[0].0 & libc::POLLOUT as i32 != 0 && cqueue::more(posted[0].1));
+/// This thread's voluntary context switches so far: one per sleep.
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// A multishot poll never overflows the completion queue: when the queue is
-/// full the kernel ends it, and only its final completion waits in the
-/// overflow list (kept: IORING_FEAT_NODROP), counted as that operation's
-/// one final completion.
+/// Why wake polls have a ring of their own (`driver/wake_ring.rs`): a wake
+/// poll on the wake ring wakes a thread parked in the core ring's enter (it
+/// sleeps twice), but does not end that enter, which returns with its own
+/// completion, the reply. On the core ring itself (DEFER_TASKRUN) the same
+/// wake-up ends the enter with the poll's completion alone: after a wake-up
+/// the kernel runs only as many task-work items as the wait asked for, so
+/// the reply needed a second enter.
 #[test]
-fn a_wake_poll_ends_instead_of_overflowing_the_completion_queue() {
+fn a_wake_rings_wake_up_wakes_a_parked_core_ring_but_its_enter_returns_with_the_reply() {
+    if !uring_available() {
+        eprintln!("skipped: io_uring unavailable");
+        return;
+    }
+    for poll_on_core_ring in [false, true] {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut core = core_ring();
+        let mut wake = wake_ring(16);
+        arm_pollout(if poll_on_core_ring { &mut core } else { &mut wake }, a.as_raw_fd());
+        // The poll's completion at arm (the socket is writable), dropped.
+        run_task_work(&core);
+        run_task_work(&wake);
+        drain(&mut core);
+        drain(&mut wake);
+        let mut reply = Box::new([0u8; MSG]);
+        let recv = opcode::Recv::new(types::Fd(a.as_raw_fd()), reply.as_mut_ptr(), MSG as u32)
+            .build()
+            .user_data(1);
+        // SAFETY: `reply` outlives the ring's use of it: this test reaps the
+        // receive's completion before it goes.
+        unsafe { core.submission().push(&recv).unwrap() };
+        core.submit().unwrap();
+        a.write_all(&[1u8; MSG]).unwrap();
+
+        // The peer takes the request once this thread is parked, then
+        // answers a while later.
+        let peer = std::thread::spawn(move || {
+            let mut b = b;
+            let mut buf = [0u8; MSG];
+            std::thread::sleep(Duration::from_millis(50));
+            b.read_exact(&mut buf).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            b.write_all(&[2u8; MSG]).unwrap();
+        });
+        let switches = voluntary_switches();
+        let started = std::time::Instant::now();
+        park(&core);
+        let parked = started.elapsed();
+        let slept = voluntary_switches() - switches;
+        let mut got = drain(&mut core);
+        if poll_on_core_ring {
+            assert!(
+                got.len() == 1 && got[0].0 & libc::POLLOUT as i32 != 0 && cqueue::more(got[0].1),
+                "on the core ring the wake-up ended the enter, with the poll's completion alone: {got:?} after {parked:?}"
+            );
+            // The reply needs a second enter.
+            park(&core);
+            got = drain(&mut core);
+        } else {
+            assert!(
+                parked >= Duration::from_millis(140),
+                "the wake ring's wake-up must not end the core ring's enter: it returned after {parked:?}"
+            );
+            assert!(
+                slept >= 2,
+                "the wake poll woke the parked thread, which slept again: {slept} sleep(s)"
+            );
+            let woke = drain(&mut wake);
+            assert!(
+                !woke.is_empty()
+                    && woke
+                        .iter()
+                        .all(|c| c.0 & libc::POLLOUT as i32 != 0 && cqueue::more(c.1)),
+                "the wake-up is on the wake ring: {woke:?}"
+            );
+        }
+        peer.join().unwrap();
+        assert_eq!(
+            got,
+            vec![(MSG as i32, 0)],
+            "the (last) enter returns with the reply alone"
+        );
+        assert_eq!(*reply, [2u8; MSG]);
+    }
+}
+
+/// A multishot poll never overflows the wake ring's completion queue: when
+/// the queue is full the kernel ends it, and only its final completion
+/// waits in the overflow list (kept: IORING_FEAT_NODROP) until an enter
+/// flushes it. Here every wake-up posts at once: the thread's own read that
+/// frees the message runs the poll's task work on its way out.
+#[test]
+fn a_wake_poll_ends_instead_of_overflowing_the_wake_rings_queue() {
     if !uring_available() {
         eprintln!("skipped: io_uring unavailable");
         return;
     }
     let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let mut ring = ring(4);
+    let mut ring = wake_ring(4);
     let cq_entries = ring.params().cq_entries() as usize;
     arm_pollout(&mut ring, a.as_raw_fd());
     let mut buf = [0u8; MSG];
@@ -269,4 +353,52 @@ fn streams_past_the_wake_poll_limit_go_without_and_still_receive() {
         armed
     });
     assert_eq!(armed as usize, max);
+}
+
+/// On a σ core that parks at once, the peer taking a request wakes the
+/// core (a wake-poll completion) without ending its park: the park's one
+/// enter returns with the reply. (With the wake polls on the core's own
+/// ring, the park returned at the wake-up and the core entered again.)
+#[test]
+fn a_parked_cores_wake_poll_wakes_it_without_ending_its_park() {
+    let Some(core) = parking_core() else {
+        return;
+    };
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    // The peer echoes two messages, each a while after taking it.
+    let peer = std::thread::spawn(move || {
+        let mut b = b;
+        let mut buf = [0u8; MSG];
+        for _ in 0..2 {
+            b.read_exact(&mut buf).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            b.write_all(&buf).unwrap();
+        }
+    });
+    let (enters, woke) = core.block_on(async move {
+        let a = UnixStream::from_owned(a.into()).unwrap();
+        let mut chunks = a.recv_stream();
+        async fn round_trip(a: &UnixStream, chunks: &mut sigma_dataplane::net::RecvStream<'_>) {
+            a.send_all(&[5u8; MSG][..]).await.0.unwrap();
+            let mut got = 0;
+            while got < MSG {
+                got += chunks.next().await.unwrap().unwrap().len();
+            }
+        }
+        // The first round trip arms the receive and its wake poll.
+        round_trip(&a, &mut chunks).await;
+        let before = sigma_dataplane::stats().unwrap();
+        round_trip(&a, &mut chunks).await;
+        let after = sigma_dataplane::stats().unwrap();
+        (
+            after.ring_enters - before.ring_enters,
+            after.wake_poll_completions - before.wake_poll_completions,
+        )
+    });
+    peer.join().unwrap();
+    assert!(woke >= 1, "the peer's taking the request posted a wake-poll completion");
+    assert_eq!(
+        enters, 1,
+        "one enter for the round trip: the park, ended by the reply alone"
+    );
 }

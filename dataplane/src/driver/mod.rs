@@ -11,6 +11,7 @@ mod entries;
 pub(crate) mod epoll;
 pub(crate) mod unpark;
 pub(crate) mod uring;
+pub(crate) mod wake_ring;
 
 use crate::error::{Error, Result};
 use std::os::fd::{OwnedFd, RawFd};
@@ -83,12 +84,14 @@ impl Driver {
     /// fd for MSG_RING wake-ups, and why this back end was chosen.
     /// `wakes` counts wake-ups sent to the core that the driver has not
     /// observed yet; `provided_buffers` is the size of the core's provided
-    /// buffer ring (the completion bound counts both).
+    /// buffer ring (the completion bound counts both); `wake_polls`: an
+    /// io_uring core gets a wake ring (`wake_ring.rs`).
     pub(crate) fn new(
         forced: Option<Backend>,
         eventfd: RawFd,
         wakes: Arc<unpark::WakeCount>,
         provided_buffers: u32,
+        wake_polls: bool,
     ) -> Result<(Driver, Option<OwnedFd>, String)> {
         let from_env = match std::env::var("SIGMA_IO") {
             Ok(value) => Some(value.parse::<Backend>().map_err(Error::Config)?),
@@ -105,7 +108,7 @@ impl Driver {
                 Ok((Driver::Epoll(epoll::Epoll::new(eventfd, wakes)?), None, why.to_string()))
             }
             (Some(Backend::Uring), _) | (None, Some(Backend::Uring)) => {
-                let (ring, dup) = uring::Uring::new(eventfd, wakes, provided_buffers)?;
+                let (ring, dup) = uring::Uring::new(eventfd, wakes, provided_buffers, wake_polls)?;
                 let why = if forced.is_some() {
                     "forced by configuration"
                 } else {
@@ -114,7 +117,7 @@ impl Driver {
                 log_once(Backend::Uring, why);
                 Ok((Driver::Uring(ring), Some(dup), why.to_string()))
             }
-            (None, None) => match uring::Uring::new(eventfd, wakes.clone(), provided_buffers) {
+            (None, None) => match uring::Uring::new(eventfd, wakes.clone(), provided_buffers, wake_polls) {
                 Ok((ring, dup)) => {
                     let why = "detected: ring set up with SINGLE_ISSUER|DEFER_TASKRUN and restrictions";
                     log_once(Backend::Uring, why);

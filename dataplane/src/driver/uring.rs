@@ -27,6 +27,7 @@
 //! completion and pulls one connection.
 
 use crate::driver::unpark::{Unparker, WakeCount};
+use crate::driver::wake_ring::WakeRing;
 use crate::driver::Wait;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -141,18 +142,11 @@ enum Slot {
 }
 
 /// What a multishot operation's completions carry, so that those nobody
-/// consumes can be released.
+/// consumes can be released. (Wake polls are not on this ring: `wake_ring.rs`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MultiKind {
     /// Receives into the provided buffer ring: a completion may name a buffer.
     Recv,
-    /// A stream's wake poll (`op/recv_multi.rs`): a multishot
-    /// POLL_ADD(POLLOUT) whose completions only end the core's park early,
-    /// when the peer takes what the stream sent. They carry nothing, so the
-    /// driver drops each on arrival; only the final one is queued (after
-    /// it the stream goes without). The driver counts those armed
-    /// (`wake_polls_armed`) against `limits::WAKE_POLLS_MAX`.
-    Wake,
 }
 
 struct MultiState {
@@ -171,7 +165,6 @@ fn release_unconsumed(kind: MultiKind, _res: i32, flags: u32, buffers: &mut Vec<
                 buffers.push(bid);
             }
         }
-        MultiKind::Wake => {}
     }
 }
 
@@ -195,11 +188,6 @@ struct State {
     cq_overflows: u64,
     /// io_uring_enter calls made.
     enters: u64,
-    /// Wake-poll completions dropped on arrival (`MultiKind::Wake`).
-    wake_poll_completions: u64,
-    /// Wake polls submitted whose consumer has neither dropped them nor
-    /// read their final completion.
-    wake_polls_armed: usize,
 }
 
 /// The io_uring driver.
@@ -212,8 +200,9 @@ pub(crate) struct Uring {
     shut_down: std::cell::Cell<bool>,
     /// Set when shutdown gave up waiting: operations may still be in flight.
     leaked_in_flight: std::cell::Cell<bool>,
-    /// The last reap found wake-poll completions and nothing else.
-    wake_polls_only: std::cell::Cell<bool>,
+    /// The core's wake polls, on a ring of their own (`wake_ring.rs`);
+    /// `None` with wake polls off.
+    wake_ring: Option<WakeRing>,
     msg_ring: bool,
     /// Operations this ring may have in flight: what its completion queue
     /// holds beyond the provided buffers and wake-ups (module docs).
@@ -229,10 +218,10 @@ pub(crate) struct Uring {
 
 /// Operations in flight a completion queue of `cq_entries` leaves room for
 /// (module docs): each may post a final completion and be cancelled (one
-/// more), beside one completion per provided buffer, the wake-ups and the
-/// wake polls' room (`limits.rs`).
+/// more), beside one completion per provided buffer and the wake-ups
+/// (`limits.rs`).
 pub(crate) fn ops_max_for(cq_entries: u32, provided_buffers: u32) -> usize {
-    let wakes = 2 * limits::WAKES_UNOBSERVED_MAX + 2 + 2 * limits::WAKE_POLLS_MAX as u32;
+    let wakes = 2 * limits::WAKES_UNOBSERVED_MAX + 2;
     (cq_entries.saturating_sub(provided_buffers).saturating_sub(wakes) / 2) as usize
 }
 
@@ -261,8 +250,15 @@ fn explain_setup_error(e: &io::Error) -> String {
 }
 
 impl Uring {
-    /// A ring for a core whose provided buffer ring holds `provided_buffers`.
-    pub(crate) fn new(eventfd: RawFd, wakes: Arc<WakeCount>, provided_buffers: u32) -> Result<(Uring, OwnedFd)> {
+    /// A ring for a core whose provided buffer ring holds `provided_buffers`;
+    /// with `wake_polls`, beside it the wake ring (`wake_ring.rs`), or none
+    /// with a log line if that cannot be set up.
+    pub(crate) fn new(
+        eventfd: RawFd,
+        wakes: Arc<WakeCount>,
+        provided_buffers: u32,
+        wake_polls: bool,
+    ) -> Result<(Uring, OwnedFd)> {
         // TASKRUN_FLAG: the kernel sets IORING_SQ_TASKRUN when it queues
         // deferred task work (a socket became ready for an armed receive),
         // so a poll that need not wait can skip the enter when there is none
@@ -365,6 +361,17 @@ impl Uring {
         ring.submitter()
             .register_enable_rings()
             .map_err(register("enable rings"))?;
+        let wake_ring = if wake_polls {
+            match WakeRing::new() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no wake ring: this core's Unix streams get no wake polls");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         // SAFETY: dup returns a new fd we own, or -1.
         let dup = unsafe { libc::fcntl(ring_fd, libc::F_DUPFD_CLOEXEC, 0) };
         if dup < 0 {
@@ -390,14 +397,12 @@ impl Uring {
                 orphan_buffers: Vec::with_capacity(limits::BUF_RING_ENTRIES_DEFAULT as usize),
                 cq_overflows: 0,
                 enters: 0,
-                wake_poll_completions: 0,
-                wake_polls_armed: 0,
                 to_wake: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
                 to_release: Vec::with_capacity(limits::COMPLETIONS_PER_TICK_MAX),
             }),
             shut_down: std::cell::Cell::new(false),
             leaked_in_flight: std::cell::Cell::new(false),
-            wake_polls_only: std::cell::Cell::new(false),
+            wake_ring,
             msg_ring,
             ops_max,
             wakes,
@@ -526,22 +531,6 @@ impl Uring {
 
     /// Submits what is queued and reaps completions; see `Driver::poll`.
     pub(crate) fn poll(&self, wait: Wait) -> usize {
-        loop {
-            let n = self.poll_once(wait);
-            // A park that only wake polls ended parks again here: the core is
-            // still marked parked, so work from other threads still wakes it.
-            if n > 0 || matches!(wait, Wait::No | Wait::Reap) || !self.wake_polls_only.get() {
-                return n;
-            }
-            if let Wait::Until(deadline) = wait {
-                if std::time::Instant::now() >= deadline {
-                    return 0;
-                }
-            }
-        }
-    }
-
-    fn poll_once(&self, wait: Wait) -> usize {
         let (unsubmitted, in_flight) = {
             let state = self.state.borrow();
             (state.unsubmitted, state.in_flight)
@@ -618,14 +607,9 @@ impl Uring {
         self.state.borrow().enters
     }
 
-    /// Wake-poll completions that arrived (and were dropped) before their last.
-    pub(crate) fn wake_poll_completions(&self) -> u64 {
-        self.state.borrow().wake_poll_completions
-    }
-
-    /// Wake polls armed now (`MultiKind::Wake`).
-    pub(crate) fn wake_polls_armed(&self) -> usize {
-        self.state.borrow().wake_polls_armed
+    /// The core's wake ring, if it has wake polls on (`wake_ring.rs`).
+    pub(crate) fn wake_ring(&self) -> Option<&WakeRing> {
+        self.wake_ring.as_ref()
     }
 
     fn cq_is_empty(&self) -> bool {
@@ -633,6 +617,9 @@ impl Uring {
     }
 
     fn reap(&self) -> usize {
+        if let Some(wake_ring) = &self.wake_ring {
+            wake_ring.reap();
+        }
         let mut count = 0;
         let mut rearm_notify = false;
         {
@@ -642,7 +629,6 @@ impl Uring {
             let mut ring = self.ring.borrow_mut();
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            let wake_polls_before = state.wake_poll_completions;
             for cqe in ring.completion().take(limits::COMPLETIONS_PER_TICK_MAX) {
                 count += 1;
                 let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
@@ -659,12 +645,6 @@ impl Uring {
                     index => Self::complete_slot(state, index as u32, res, flags),
                 }
             }
-            // Wake-poll completions are not work: a park they end goes on
-            // (`poll` parks again without a pass over the core's tasks).
-            let wake_polls = (state.wake_poll_completions - wake_polls_before) as usize;
-            count -= wake_polls;
-            self.wake_polls_only
-                .set(wake_polls > 0 && count == 0 && state.to_wake.is_empty());
             while state.in_flight < self.ops_max {
                 match state.room_waiters.pop_front() {
                     Some(waker) => state.to_wake.push(waker),
@@ -718,11 +698,6 @@ impl Uring {
                 state.in_flight -= 1;
             }
             Slot::Multi(multi) => {
-                if multi.kind == MultiKind::Wake && more {
-                    // It has done its work by ending the park.
-                    state.wake_poll_completions += 1;
-                    return;
-                }
                 // A receive holds one provided buffer per queued completion, so
                 // the buffer ring bounds its queue; the final completion
                 // always gets its place.
@@ -848,9 +823,6 @@ impl Uring {
         if let Slot::Waiting(waker) = &mut state.slots[index as usize] {
             *waker = Some(cx.waker().clone());
         }
-        if multi == Some(MultiKind::Wake) {
-            state.wake_polls_armed += 1;
-        }
         drop(state);
         self.push(entry().user_data(u64::from(index)));
         Poll::Ready(index)
@@ -888,9 +860,6 @@ impl Uring {
             return Poll::Ready(Some(cqe));
         }
         if multi.done {
-            if multi.kind == MultiKind::Wake {
-                state.wake_polls_armed -= 1;
-            }
             state.slots[index as usize] = Slot::Free;
             state.free.push(index);
             return Poll::Ready(None);
@@ -940,9 +909,6 @@ impl Uring {
             release_unconsumed(kind, res, flags, unconsumed_buffers);
         }
         let done = multi.done;
-        if kind == MultiKind::Wake {
-            state.wake_polls_armed -= 1;
-        }
         if done {
             state.slots[index as usize] = Slot::Free;
             state.free.push(index);

@@ -8,21 +8,20 @@
 //!
 //! A Unix stream on a core with wake polls on (`CoreBuilder::wake_polls`,
 //! by default on cores that park at once) also arms a wake poll: a
-//! multishot POLL_ADD(POLLOUT) on the socket. A Unix socket signals write
-//! space each time the peer takes one of its messages, so the poll ends the
-//! core's park when the peer takes a request, before the reply comes: the
-//! kernel's wake-up of this core then overlaps the peer's work instead of
-//! following it. Its completions carry nothing; the driver drops them
-//! (`MultiKind::Wake`). A final one (the kernel ends a multishot poll when
-//! the completion queue is full instead of overflowing it, or the poll
-//! failed) is not re-armed: the stream goes on without. Measured in
-//! `docs/parked-rtt.md`; its place in the completion bound: `limits.rs`.
+//! multishot POLL_ADD(POLLOUT) on the socket, on the core's wake ring
+//! (`driver/wake_ring.rs`). A Unix socket signals write space each time the
+//! peer takes one of its messages, so the poll wakes the parked core when
+//! the peer takes a request, before the reply comes: the kernel's wake-up
+//! of this core then overlaps the peer's work instead of following it, and
+//! the core's enter goes on waiting for the reply without returning. Its
+//! completions carry nothing; the wake ring drops them. A poll the kernel
+//! ended (the wake ring's queue was full, or it failed) is not re-armed:
+//! the stream goes on without. Measured in `docs/parked-rtt.md`.
 
 use crate::driver::bufpool::BGID;
 use crate::driver::epoll::Interest;
 use crate::driver::uring::MultiKind;
 use crate::driver::uring::Uring;
-use crate::limits;
 use crate::net::socket::Socket;
 use crate::op::with_target;
 use crate::runtime::{with_local, Local};
@@ -48,8 +47,8 @@ enum WakePoll {
     Off,
     /// To arm at the next poll, if the core has wake polls on and room.
     Wanted,
-    /// Armed in this driver slot.
-    Armed(u32),
+    /// Armed on the core's wake ring with this id.
+    Armed(u64),
 }
 
 impl<'a> RecvStream<'a> {
@@ -65,60 +64,23 @@ impl<'a> RecvStream<'a> {
         }
     }
 
-    /// Arms the wake poll if wanted and registers `cx` for its final
-    /// completion; after that one, the stream goes without (module docs).
-    fn service_wake_poll(&mut self, local: &Local, uring: &Uring, cx: &mut Context<'_>) {
-        loop {
-            match self.wake {
-                WakePoll::Off => return,
-                WakePoll::Wanted => {
-                    if !local.wake_polls || uring.wake_polls_armed() >= limits::WAKE_POLLS_MAX {
-                        self.wake = WakePoll::Off;
-                        return;
-                    }
-                    let target = self.socket.target();
-                    let Poll::Ready(slot) = uring.submit_multi(cx, MultiKind::Wake, || {
-                        with_target!(target, |t| {
-                            opcode::PollAdd::new(t, libc::POLLOUT as u32).multi(true).build()
-                        })
-                    }) else {
-                        // No room in flight now: the next poll tries again.
-                        return;
-                    };
-                    self.wake = WakePoll::Armed(slot);
-                }
-                WakePoll::Armed(slot) => match uring.poll_multi(slot, cx) {
-                    Poll::Pending => return,
-                    // Only the final completion is queued (MultiKind::Wake).
-                    // A mask: the kernel ended the poll because the
-                    // completion queue was full; an error: it failed. Either
-                    // way this stream goes without from now on, so that a
-                    // wake poll fills the queue once at most (`limits.rs`).
-                    Poll::Ready(Some((res, _))) => {
-                        tracing::debug!(res, "a wake poll ended; this stream goes without");
-                        // Frees the slot (and the driver's count of it).
-                        let drained = uring.poll_multi(slot, cx);
-                        debug_assert!(matches!(drained, Poll::Ready(None)), "completions after the final one");
-                        self.wake = WakePoll::Off;
-                        return;
-                    }
-                    // Not reached (the final completion is always queued
-                    // and taken in the arm above); the slot is freed.
-                    Poll::Ready(None) => {
-                        self.wake = WakePoll::Off;
-                        return;
-                    }
-                },
-            }
+    /// Arms the wake poll if wanted, the core has them on and room.
+    fn service_wake_poll(&mut self, local: &Local, uring: &Uring) {
+        if self.wake != WakePoll::Wanted {
+            return;
         }
+        self.wake = match uring.wake_ring().filter(|_| local.wake_polls) {
+            Some(wake_ring) => wake_ring
+                .arm(self.socket.as_raw_fd())
+                .map_or(WakePoll::Off, WakePoll::Armed),
+            None => WakePoll::Off,
+        };
     }
 
-    /// Cancels the wake poll, if armed, and arms none again.
+    /// Removes the wake poll, if armed, and arms none again.
     fn end_wake_poll(&mut self, uring: &Uring) {
-        if let WakePoll::Armed(slot) = self.wake {
-            let mut unused = Vec::new();
-            uring.drop_multi(slot, &mut unused);
-            debug_assert!(unused.is_empty(), "a wake poll's completions carry no buffers");
+        if let (WakePoll::Armed(id), Some(wake_ring)) = (self.wake, uring.wake_ring()) {
+            wake_ring.disarm(id);
         }
         self.wake = WakePoll::Off;
     }
@@ -143,7 +105,7 @@ impl<'a> RecvStream<'a> {
     fn poll_uring(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         with_local(|local| {
             let uring = local.driver.uring().expect("io_uring back end");
-            self.service_wake_poll(local, uring, cx);
+            self.service_wake_poll(local, uring);
             loop {
                 let slot = match self.slot {
                     Some(slot) => slot,
