@@ -15,7 +15,7 @@
 //! while it waits (its idle timer, and its receive or, while a watch is
 //! pending, the watch's timer), so the default limit
 //! keeps idle connections well inside a core's operations in flight
-//! (`CoreStats::ops_in_flight_max`, 32,383 by default): new work is never
+//! (`CoreStats::ops_in_flight_max`, 32,447 by default): new work is never
 //! starved by idle connections.
 
 use crate::log_limit::LogLimit;

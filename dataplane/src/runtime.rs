@@ -273,11 +273,12 @@ impl CoreBuilder {
 
     /// Whether a Unix stream's [`recv_stream`](crate::net::UnixStream::recv_stream)
     /// on io_uring also arms a wake poll: a multishot POLL_ADD(POLLOUT) on
-    /// the socket whose completions the driver drops on arrival. It ends
-    /// the core's park when the peer takes what this core sent, so that the
-    /// kernel's wake-up of this core overlaps the peer's work instead of
-    /// following it (tokio gets the same from registering every stream for
-    /// EPOLLOUT; `docs/parked-rtt.md`). At most
+    /// the socket, on a second ring of the core (its wake ring, set up when
+    /// this is on) whose completions the core drops. It wakes the parked
+    /// core when the peer takes what this core sent, so that the kernel's
+    /// wake-up of this core overlaps the peer's work instead of following
+    /// it, without ending the park (tokio gets the same from registering
+    /// every stream for EPOLLOUT; `docs/parked-rtt.md`). At most
     /// [`limits::WAKE_POLLS_MAX`] per core. TCP streams get none: TCP
     /// signals write space only after a full send buffer. Default: on for
     /// cores that park at once (spin zero), off otherwise, or

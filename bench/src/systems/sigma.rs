@@ -193,7 +193,7 @@ impl System for Sigma {
             let wake = match (self.backend, std::env::var("SIGMA_WAKE_POLL").as_deref()) {
                 (Backend::Epoll, _) => "",
                 (_, Ok("0" | "off")) => ", wake polls off (SIGMA_WAKE_POLL)",
-                _ => ", Unix streams with a wake poll",
+                _ => ", Unix streams with a wake poll (on a wake ring)",
             };
             format!("{how}, spin 0 and early wakes off: parks at once{wake}")
         } else {

@@ -24,7 +24,8 @@
 //! operations a core may have in flight are what is left of the queue
 //! (`ops_max`, at least `limits::OPS_IN_FLIGHT_MIN`); a submission past it
 //! waits for room. Accepts are single-shot, so an accept posts one
-//! completion and pulls one connection.
+//! completion and pulls one connection. Wake polls are not on this ring:
+//! they have one of their own (`wake_ring.rs`).
 
 use crate::driver::unpark::{Unparker, WakeCount};
 use crate::driver::wake_ring::WakeRing;
