@@ -27,6 +27,9 @@ pub const OPS_IN_FLIGHT_MIN: usize = 1024;
 /// yet observed by it, at most: a waker that finds this many in flight
 /// sends none, as the core looks for work once it has observed them.
 pub const WAKES_UNOBSERVED_MAX: u32 = 64;
+/// Driver polls `block_on` makes as it returns, at most, to submit the
+/// cancels of the tasks it dropped and reap what they release.
+pub const BLOCK_ON_FLUSHES_MAX: usize = 4;
 /// Completions reaped per pass of the core loop before tasks run again.
 pub const COMPLETIONS_PER_TICK_MAX: usize = 256;
 /// Tasks polled per pass of the core loop before IO is reaped again.

@@ -402,7 +402,8 @@ impl Core {
     }
 
     /// Runs `future` to completion on this core, with any tasks it spawns.
-    /// Tasks still alive when it completes are dropped.
+    /// Tasks still alive when it completes are dropped, and the cancels of
+    /// their operations are sent before it returns.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let previous = LOCAL.with(|l| l.borrow_mut().replace(self.local.clone()));
         assert!(
@@ -416,6 +417,15 @@ impl Core {
                 // their destructors may cancel operations on it.
                 if let Some(local) = try_local() {
                     local.exec.clear();
+                    // The dropped tasks' cancels go to the kernel now, and
+                    // the task work they cause runs, so that what they held
+                    // (a socket's last reference) is released before
+                    // `block_on` returns, not at the core's next use.
+                    for _ in 0..limits::BLOCK_ON_FLUSHES_MAX {
+                        if local.driver.poll(crate::driver::Wait::No) == 0 {
+                            break;
+                        }
+                    }
                     local.pool.drain_returns(&local.driver);
                 }
                 LOCAL.with(|l| l.borrow_mut().take());

@@ -99,3 +99,28 @@ fn ten_thousand_dropped_writes_leave_whole_blocks_or_nothing() {
         eprintln!("{backend}: {written} of {N} dropped writes had completed");
     }
 }
+
+/// A stream dropped as `block_on` returns is closed then, not at the core's
+/// next use: its peer sees EOF while the core sits unused (its receive's
+/// cancel is submitted and run before `block_on` returns).
+#[test]
+fn a_stream_dropped_when_block_on_returns_is_closed_before_the_core_is_used_again() {
+    use std::io::Read;
+    for backend in common::backends() {
+        let core = common::core(backend);
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        core.block_on(async move {
+            let s = sigma_dataplane::net::UnixStream::from_owned(ours.into()).unwrap();
+            let mut chunks = s.recv_stream();
+            // Arms the receive (and, on a parking core, its wake poll).
+            assert!(poll_once_then_drop(chunks.next()));
+        });
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 8];
+        match peer.read(&mut buf) {
+            Ok(0) => {}
+            other => panic!("{backend}: the peer saw {other:?}, not EOF, with the core idle after block_on"),
+        }
+        drop(core);
+    }
+}
