@@ -460,8 +460,16 @@ impl Core {
             self.drain_remote();
             local.pool.drain_returns(&local.driver);
             // A core with ready tasks submits now; one about to go idle
-            // leaves its submissions to the idle wait's enter.
-            let wait = if local.exec.has_ready() { Wait::No } else { Wait::Reap };
+            // that parks at once (spin budget zero) leaves its submissions
+            // to the park's enter. One with a spin budget submits now too: a
+            // completion its submissions bring at once (a cancel's) would
+            // otherwise end its next idle period at once, count as a short
+            // wait and keep it spinning (tests/cores.rs).
+            let wait = if local.exec.has_ready() || !local.idle.budget().is_zero() {
+                Wait::No
+            } else {
+                Wait::Reap
+            };
             let completions = local.driver.poll(wait);
             if completions > 0 || local.exec.has_ready() {
                 continue;

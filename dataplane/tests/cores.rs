@@ -437,3 +437,36 @@ fn a_park_carries_the_submissions_made_before_it() {
         "{enters} io_uring_enter calls for {SLEEPS} sleeps: the submissions did not ride on the parks"
     );
 }
+
+/// A core with a spin budget whose tasks wait long (300 µs timers) learns
+/// to park at once, even when each wait follows a submission whose
+/// completion comes at once (here a dropped sleep's cancel). Left to ride
+/// on the idle wait, that completion ended each idle period at once, which
+/// counted as a short wait and kept the core spinning: 45 µs more CPU per
+/// call in sigmabench's rpc-seq-work-300us and rpc-paced-64B.
+#[test]
+fn a_submission_made_before_a_long_wait_does_not_keep_a_core_spinning() {
+    for backend in common::backends() {
+        let core = Core::builder()
+            .backend(backend)
+            .spin(Duration::from_micros(50))
+            .early_wake(false)
+            .build()
+            .unwrap();
+        let stats = core.block_on(async {
+            for _ in 0..200 {
+                // A sleep polled once and dropped: its cancel is queued.
+                let mut cancelled = std::pin::pin!(sigma_dataplane::sleep(Duration::from_secs(10)));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                assert!(cancelled.as_mut().poll(&mut cx).is_pending());
+                drop(cancelled);
+                sigma_dataplane::sleep(Duration::from_micros(300)).await;
+            }
+            sigma_dataplane::stats().unwrap()
+        });
+        assert!(
+            stats.spins_skipped >= 100,
+            "{backend}: after 200 waits of 300 µs the core should park at once: {stats:?}"
+        );
+    }
+}
