@@ -402,3 +402,39 @@ fn a_parked_cores_wake_poll_wakes_it_without_ending_its_park() {
         "one enter for the round trip: the park, ended by the reply alone"
     );
 }
+
+/// A core that only sends on a Unix stream (its receive armed, nothing
+/// coming back) still drains its wake ring: after sixteen times as many
+/// messages as the wake ring's queue holds, its wake poll is still armed,
+/// not ended for a full queue.
+#[test]
+fn a_core_that_only_sends_drains_its_wake_ring() {
+    let Some(core) = parking_core() else {
+        return;
+    };
+    const MESSAGES: usize = 16 * sigma_dataplane::limits::WAKE_RING_CQ_ENTRIES as usize;
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut b = b;
+        let mut buf = vec![0u8; MSG * MESSAGES];
+        b.read_exact(&mut buf).unwrap();
+    });
+    let stats = core.block_on(async move {
+        let a = UnixStream::from_owned(a.into()).unwrap();
+        let mut chunks = a.recv_stream();
+        // Arms the receive and its wake poll; nothing will come back.
+        {
+            let mut next = std::pin::pin!(chunks.next());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::future::Future::poll(next.as_mut(), &mut cx).is_pending());
+        }
+        for _ in 0..MESSAGES {
+            a.send_all(&[5u8; MSG][..]).await.0.unwrap();
+            sigma_dataplane::yield_now().await;
+        }
+        sigma_dataplane::stats().unwrap()
+    });
+    reader.join().unwrap();
+    assert_eq!(stats.wake_polls_ended, 0, "the wake ring's queue filled: {stats:?}");
+    assert_eq!(stats.wake_polls_armed, 1, "{stats:?}");
+}

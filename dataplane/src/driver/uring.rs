@@ -532,6 +532,12 @@ impl Uring {
 
     /// Submits what is queued and reaps completions; see `Driver::poll`.
     pub(crate) fn poll(&self, wait: Wait) -> usize {
+        // Every poll, also one that finds nothing on this ring: a core that
+        // only sends still drains the wake ring, whose polls end when its
+        // queue is full.
+        if let Some(wake_ring) = &self.wake_ring {
+            wake_ring.reap();
+        }
         let (unsubmitted, in_flight) = {
             let state = self.state.borrow();
             (state.unsubmitted, state.in_flight)
@@ -618,9 +624,6 @@ impl Uring {
     }
 
     fn reap(&self) -> usize {
-        if let Some(wake_ring) = &self.wake_ring {
-            wake_ring.reap();
-        }
         let mut count = 0;
         let mut rearm_notify = false;
         {
