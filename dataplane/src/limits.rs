@@ -60,7 +60,7 @@ pub const WAKE_POLLS_MAX: usize = 64;
 pub const WAKE_RING_ENTRIES: u32 = 8;
 /// Completion queue entries of a core's wake ring. Its completions (one
 /// per write-space wake-up of a stream, coalesced per task-work run) are
-/// dropped at every reap of the core's ring; a poll that finds the queue
+/// dropped at every poll of the core's driver; a poll that finds the queue
 /// full is ended by the kernel instead of overflowing it, and its stream
 /// goes without (`CoreStats::wake_polls_ended`).
 pub const WAKE_RING_CQ_ENTRIES: u32 = 1024;

@@ -18,8 +18,8 @@
 //! (tests/wake_poll.rs shows both kernel behaviours).
 //!
 //! **Bounded apart.** The core ring's completion bound (`limits.rs`) holds
-//! without wake polls. This ring's completions are dropped at every reap of
-//! the core ring. When its queue is full the kernel ends a multishot poll
+//! without wake polls. This ring's completions are dropped at every poll
+//! of the core's driver, also one that finds nothing on the core ring. When its queue is full the kernel ends a multishot poll
 //! instead of overflowing (tests/wake_poll.rs); the stream then goes
 //! without, and what overflows (a final completion per poll and per
 //! removal) waits in this ring's own overflow list until the next reap
