@@ -28,9 +28,6 @@ pub(crate) struct Local {
     pub(crate) cpu: Option<usize>,
     /// Whether to spin, park, or park and wake early when idle (`idle.rs`).
     pub(crate) idle: IdlePolicy,
-    /// Whether Unix streams' `recv_stream` arms a wake poll (io_uring;
-    /// `op/recv_multi.rs`; the driver counts those armed).
-    pub(crate) wake_polls: bool,
     pub(crate) stats: Stats,
     backend_reason: String,
 }
@@ -361,7 +358,6 @@ impl CoreBuilder {
                 pool,
                 cpu: self.cpu,
                 idle: IdlePolicy::new(self.spin, self.early_wake && driver_timed_waits),
-                wake_polls,
                 stats: Stats::default(),
                 backend_reason,
             }),

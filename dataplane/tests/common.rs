@@ -76,7 +76,8 @@ pub fn open_fds() -> usize {
 }
 
 /// Polls `fut` once and drops it: an operation cancelled mid-flight.
-pub async fn poll_once_and_drop<F: std::future::Future>(fut: F) {
+/// Returns whether it was still pending when dropped.
+pub async fn poll_once_and_drop<F: std::future::Future>(fut: F) -> bool {
     let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
+    std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_pending())).await
 }

@@ -455,12 +455,8 @@ fn a_submission_made_before_a_long_wait_does_not_keep_a_core_spinning() {
             .unwrap();
         let stats = core.block_on(async {
             for _ in 0..200 {
-                {
-                    // A sleep polled once and dropped: its cancel is queued.
-                    let mut cancelled = std::pin::pin!(sigma_dataplane::sleep(Duration::from_secs(10)));
-                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                    assert!(cancelled.as_mut().poll(&mut cx).is_pending());
-                }
+                // A sleep polled once and dropped: its cancel is queued.
+                assert!(common::poll_once_and_drop(sigma_dataplane::sleep(Duration::from_secs(10))).await);
                 sigma_dataplane::sleep(Duration::from_micros(300)).await;
             }
             sigma_dataplane::stats().unwrap()

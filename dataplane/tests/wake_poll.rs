@@ -423,11 +423,7 @@ fn a_core_that_only_sends_drains_its_wake_ring() {
         let a = UnixStream::from_owned(a.into()).unwrap();
         let mut chunks = a.recv_stream();
         // Arms the receive and its wake poll; nothing will come back.
-        {
-            let mut next = std::pin::pin!(chunks.next());
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            assert!(std::future::Future::poll(next.as_mut(), &mut cx).is_pending());
-        }
+        assert!(common::poll_once_and_drop(chunks.next()).await);
         for _ in 0..MESSAGES {
             a.send_all(&[5u8; MSG][..]).await.0.unwrap();
             sigma_dataplane::yield_now().await;

@@ -145,7 +145,8 @@ impl Driver {
     }
 
     /// Submits pending work and reaps what completed, waiting as `wait`
-    /// says. Returns completions handled (not counting wake-poll completions, which are not work).
+    /// says. Returns completions handled (wake-poll completions are on the
+    /// wake ring and never counted).
     pub(crate) fn poll(&self, wait: Wait) -> usize {
         match self {
             Driver::Uring(u) => u.poll(wait),

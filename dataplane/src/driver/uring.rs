@@ -137,21 +137,14 @@ enum Slot {
     /// until its completion here says whether it arrived; if not, the
     /// target gets the eventfd.
     WakeSent(Arc<Unparker>),
-    /// A multishot operation whose consumer is gone: what its late
-    /// completions carry is released (buffers back to the pool).
-    MultiIgnored(MultiKind),
+    /// A multishot receive whose consumer is gone: the buffers its late
+    /// completions carry go back to the pool.
+    MultiIgnored,
 }
 
-/// What a multishot operation's completions carry, so that those nobody
-/// consumes can be released. (Wake polls are not on this ring: `wake_ring.rs`.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MultiKind {
-    /// Receives into the provided buffer ring: a completion may name a buffer.
-    Recv,
-}
-
+/// A multishot receive into the provided buffer ring, the ring's one
+/// multishot operation (wake polls have a ring of their own: `wake_ring.rs`).
 struct MultiState {
-    kind: MultiKind,
     queue: VecDeque<(i32, u32)>,
     waker: Option<Waker>,
     done: bool,
@@ -159,13 +152,9 @@ struct MultiState {
 
 /// Releases what one unconsumed multishot completion carries: its provided
 /// buffer into `buffers` (for the pool).
-fn release_unconsumed(kind: MultiKind, _res: i32, flags: u32, buffers: &mut Vec<u16>) {
-    match kind {
-        MultiKind::Recv => {
-            if let Some(bid) = cqueue::buffer_select(flags) {
-                buffers.push(bid);
-            }
-        }
+fn release_unconsumed(flags: u32, buffers: &mut Vec<u16>) {
+    if let Some(bid) = cqueue::buffer_select(flags) {
+        buffers.push(bid);
     }
 }
 
@@ -718,8 +707,8 @@ impl Uring {
                     state.to_wake.push(waker);
                 }
             }
-            Slot::MultiIgnored(kind) => {
-                release_unconsumed(*kind, res, flags, &mut state.orphan_buffers);
+            Slot::MultiIgnored => {
+                release_unconsumed(flags, &mut state.orphan_buffers);
                 if !more {
                     *slot = Slot::Free;
                     state.free.push(index);
@@ -755,7 +744,7 @@ impl Uring {
 
     /// Reserves room for one operation in flight, or registers `cx` to be
     /// woken when there is room.
-    fn reserve(&self, cx: &mut Context<'_>, multi: Option<MultiKind>) -> Poll<u32> {
+    fn reserve(&self, cx: &mut Context<'_>, multi: bool) -> Poll<u32> {
         let mut state = self.state.borrow_mut();
         if state.in_flight >= self.ops_max {
             // Once per task: a task polled again while it waits must not
@@ -770,14 +759,14 @@ impl Uring {
             return Poll::Pending;
         }
         state.in_flight += 1;
-        let slot = match multi {
-            Some(kind) => Slot::Multi(MultiState {
-                kind,
+        let slot = if multi {
+            Slot::Multi(MultiState {
                 queue: VecDeque::with_capacity(4),
                 waker: None,
                 done: false,
-            }),
-            None => Slot::Waiting(None),
+            })
+        } else {
+            Slot::Waiting(None)
         };
         Poll::Ready(Self::occupy(&mut state, slot))
     }
@@ -803,25 +792,15 @@ impl Uring {
 
     /// Submits `entry` for a new single-shot operation once there is room.
     pub(crate) fn submit(&self, cx: &mut Context<'_>, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
-        self.submit_inner(cx, None, entry)
+        self.submit_inner(cx, false, entry)
     }
 
-    /// Submits `entry` for a new multishot operation once there is room.
-    pub(crate) fn submit_multi(
-        &self,
-        cx: &mut Context<'_>,
-        kind: MultiKind,
-        entry: impl FnOnce() -> squeue::Entry,
-    ) -> Poll<u32> {
-        self.submit_inner(cx, Some(kind), entry)
+    /// Submits `entry` for a new multishot receive once there is room.
+    pub(crate) fn submit_multi(&self, cx: &mut Context<'_>, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
+        self.submit_inner(cx, true, entry)
     }
 
-    fn submit_inner(
-        &self,
-        cx: &mut Context<'_>,
-        multi: Option<MultiKind>,
-        entry: impl FnOnce() -> squeue::Entry,
-    ) -> Poll<u32> {
+    fn submit_inner(&self, cx: &mut Context<'_>, multi: bool, entry: impl FnOnce() -> squeue::Entry) -> Poll<u32> {
         let index = std::task::ready!(self.reserve(cx, multi));
         let mut state = self.state.borrow_mut();
         if let Slot::Waiting(waker) = &mut state.slots[index as usize] {
@@ -899,25 +878,24 @@ impl Uring {
         }
     }
 
-    /// Called when the consumer of a multishot operation is dropped: releases
-    /// what its unconsumed completions carry (provided buffers into
-    /// `unconsumed_buffers`, for the pool; accepted connections closed) and
-    /// cancels it if it is still armed.
+    /// Called when the consumer of a multishot receive is dropped: releases
+    /// the provided buffers its unconsumed completions carry into
+    /// `unconsumed_buffers` (for the pool) and cancels it if it is still
+    /// armed.
     pub(crate) fn drop_multi(&self, index: u32, unconsumed_buffers: &mut Vec<u16>) {
         let mut state = self.state.borrow_mut();
         let Slot::Multi(multi) = &mut state.slots[index as usize] else {
             unreachable!("drop_multi on slot {index} that is not multishot");
         };
-        let kind = multi.kind;
-        for (res, flags) in multi.queue.drain(..) {
-            release_unconsumed(kind, res, flags, unconsumed_buffers);
+        for (_, flags) in multi.queue.drain(..) {
+            release_unconsumed(flags, unconsumed_buffers);
         }
         let done = multi.done;
         if done {
             state.slots[index as usize] = Slot::Free;
             state.free.push(index);
         } else {
-            state.slots[index as usize] = Slot::MultiIgnored(kind);
+            state.slots[index as usize] = Slot::MultiIgnored;
             drop(state);
             self.cancel(index);
         }

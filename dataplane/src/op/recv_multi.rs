@@ -20,11 +20,10 @@
 
 use crate::driver::bufpool::BGID;
 use crate::driver::epoll::Interest;
-use crate::driver::uring::MultiKind;
 use crate::driver::uring::Uring;
 use crate::net::socket::Socket;
 use crate::op::with_target;
-use crate::runtime::{with_local, Local};
+use crate::runtime::with_local;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode};
 use std::io;
@@ -64,12 +63,13 @@ impl<'a> RecvStream<'a> {
         }
     }
 
-    /// Arms the wake poll if wanted, the core has them on and room.
-    fn service_wake_poll(&mut self, local: &Local, uring: &Uring) {
+    /// Arms the wake poll if wanted and the core has a wake ring (it has
+    /// one when its wake polls are on) with room.
+    fn service_wake_poll(&mut self, uring: &Uring) {
         if self.wake != WakePoll::Wanted {
             return;
         }
-        self.wake = match uring.wake_ring().filter(|_| local.wake_polls) {
+        self.wake = match uring.wake_ring() {
             Some(wake_ring) => wake_ring
                 .arm(self.socket.as_raw_fd())
                 .map_or(WakePoll::Off, WakePoll::Armed),
@@ -105,7 +105,7 @@ impl<'a> RecvStream<'a> {
     fn poll_uring(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         with_local(|local| {
             let uring = local.driver.uring().expect("io_uring back end");
-            self.service_wake_poll(local, uring);
+            self.service_wake_poll(uring);
             loop {
                 let slot = match self.slot {
                     Some(slot) => slot,
@@ -115,10 +115,9 @@ impl<'a> RecvStream<'a> {
                             return Poll::Pending;
                         }
                         let target = self.socket.target();
-                        let slot = std::task::ready!(uring
-                            .submit_multi(cx, MultiKind::Recv, || with_target!(target, |t| {
-                                opcode::RecvMulti::new(t, BGID).build()
-                            })));
+                        let slot = std::task::ready!(uring.submit_multi(cx, || with_target!(target, |t| {
+                            opcode::RecvMulti::new(t, BGID).build()
+                        })));
                         self.slot = Some(slot);
                         slot
                     }
